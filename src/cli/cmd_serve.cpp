@@ -1,0 +1,108 @@
+// `apop serve`: the POP3 server.
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+#include "auth/authenticator.hpp"
+#include "auth/challenge.hpp"
+#include "cli/commands.hpp"
+#include "cli/common.hpp"
+#include "net/server.hpp"
+#include "store/maildir.hpp"
+
+namespace apop::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string data;
+  std::vector<std::string> listen;
+  std::string hostname;
+  bool allow_plaintext_auth = false;
+  bool no_secure_loopback = false;
+  unsigned max_auth_failures = limits::kMaxAuthFailures;
+  unsigned max_bad_commands = limits::kMaxBadCommands;
+  unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
+  unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
+  bool no_implementation = false;
+  bool verbose = false;
+};
+
+int run_serve(const ServeArgs& a) {
+  if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  net::ServerOptions opts;
+  for (const auto& l : a.listen) {
+    auto spec = net::parse_listen(l);
+    if (!spec) {
+      spdlog::error("{}", spec.error().message);
+      return kExitUsage;
+    }
+    opts.listen.push_back(*spec);
+  }
+  opts.secure_loopback = !a.no_secure_loopback;
+  opts.login_timeout = std::chrono::seconds(a.login_timeout);
+  opts.idle_timeout = std::chrono::seconds(a.idle_timeout);
+  opts.session.allow_plaintext_auth = a.allow_plaintext_auth;
+  opts.session.max_auth_failures = a.max_auth_failures;
+  opts.session.max_bad_commands = a.max_bad_commands;
+  opts.session.implementation = a.no_implementation ? "" : "apop 0.1.0";
+  const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
+  opts.session.greeting_text = "apop POP3 server ready";
+
+  DataDir dir = resolve_data_dir(a.data);
+  if (auto r = ensure_layout(dir); !r) {
+    spdlog::error("data directory {}: {}", dir.root.string(), r.error().message);
+    return kExitError;
+  }
+  auto store = open_credentials(dir);
+  if (!store) {
+    spdlog::error("credentials: {}", store.error().message);
+    return kExitError;
+  }
+  auth::StoreAuthenticator authenticator(**store);
+  store::MaildirOpener opener(dir.mail_root());
+  auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
+
+  net::Server server(std::move(opts), authenticator, opener,
+                     [challenges] { return challenges->next(); });
+  if (auto r = server.bind(); !r) {
+    spdlog::error("{}", r.error().message);
+    return kExitError;
+  }
+  spdlog::info("serving data={} hostname={}", dir.root.string(), hostname);
+  server.run();
+  return kExitOk;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, Registry& registry) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* sub = app.add_subcommand("serve", "Run the POP3 server in the foreground");
+  sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
+  sub->add_option("--listen", a->listen, "ADDR:PORT to listen on (repeatable; port 0 = any free)")
+      ->required();
+  sub->add_option("--hostname", a->hostname, "Host name in APOP timestamps (default: system)");
+  sub->add_flag("--allow-plaintext-auth", a->allow_plaintext_auth,
+                "Allow USER/PASS on non-secure connections");
+  sub->add_flag("--no-secure-loopback", a->no_secure_loopback,
+                "Do not treat loopback connections as secure");
+  sub->add_option("--max-auth-failures", a->max_auth_failures,
+                  "Failed logins before a connection is closed")
+      ->check(CLI::Range(1u, 100u));
+  sub->add_option("--max-bad-commands", a->max_bad_commands,
+                  "Bad commands before a connection is closed")
+      ->check(CLI::Range(1u, 1000u));
+  sub->add_option("--login-timeout", a->login_timeout, "Seconds of inactivity allowed before login")
+      ->check(CLI::Range(1u, 3600u));
+  sub->add_option("--idle-timeout", a->idle_timeout,
+                  "Seconds of inactivity allowed after login (RFC 1939: at least 600)")
+      ->check(CLI::Range(static_cast<unsigned>(limits::kMinIdleTimeoutTransaction.count()),
+                         86400u));
+  sub->add_flag("--no-implementation", a->no_implementation,
+                "Omit the IMPLEMENTATION capability");
+  sub->add_flag("-v,--verbose", a->verbose, "Debug logging");
+  registry.add(sub, [a] { return run_serve(*a); });
+}
+
+}  // namespace apop::cli

@@ -1,0 +1,33 @@
+// Subcommand registration. Each register_* adds its options to the app and
+// a runner to the registry; main() runs the one that was chosen.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <vector>
+
+namespace apop::cli {
+
+class Registry {
+ public:
+  void add(CLI::App* sub, std::function<int()> run) { entries_.push_back({sub, std::move(run)}); }
+  int run() const {
+    for (const auto& e : entries_) {
+      if (e.sub->parsed()) return e.run();
+    }
+    return 64;
+  }
+
+ private:
+  struct Entry {
+    CLI::App* sub;
+    std::function<int()> run;
+  };
+  std::vector<Entry> entries_;
+};
+
+void register_serve(CLI::App& app, Registry& registry);
+void register_user(CLI::App& app, Registry& registry);
+void register_deliver(CLI::App& app, Registry& registry);
+
+}  // namespace apop::cli

@@ -1,0 +1,102 @@
+#include "cli/common.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+#include "auth/secret_box.hpp"
+
+namespace apop::cli {
+
+DataDir resolve_data_dir(const std::string& flag) {
+  if (!flag.empty()) return DataDir{flag};
+  if (const char* env = std::getenv("APOP_DATA"); env && *env) return DataDir{env};
+  return DataDir{"apop-data"};
+}
+
+namespace {
+Result<void> make_dir(const std::filesystem::path& p) {
+  if (::mkdir(p.c_str(), 0700) == 0 || errno == EEXIST) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return {};
+    return make_error(Errc::permanent, p.string() + " exists and is not a directory");
+  }
+  return make_error(Errc::temporary, "cannot create " + p.string() + ": " + std::strerror(errno));
+}
+}  // namespace
+
+Result<void> ensure_layout(const DataDir& dir) {
+  if (auto r = make_dir(dir.root); !r) return r;
+  return make_dir(dir.mail_root());
+}
+
+Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir) {
+  auto box = auth::SecretBox::open_or_create(dir.key_file());
+  if (!box) return box.error();
+  auto store = auth::SqliteCredentialStore::open(dir.users_db(), std::move(*box));
+  if (!store) return store.error();
+  return std::unique_ptr<auth::CredentialStore>(std::move(*store));
+}
+
+namespace {
+
+std::string strip_eol(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+Result<std::string> prompt_no_echo(int fd, const char* prompt) {
+  termios old {};
+  if (::tcgetattr(fd, &old) != 0) {
+    return make_error(Errc::invalid, "no terminal to prompt on: use --password-stdin");
+  }
+  termios quiet = old;
+  quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+  quiet.c_lflag |= ECHONL;
+  (void)!::write(fd, prompt, std::strlen(prompt));
+  ::tcsetattr(fd, TCSAFLUSH, &quiet);
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+  ::tcsetattr(fd, TCSAFLUSH, &old);
+  return strip_eol(std::move(line));
+}
+
+}  // namespace
+
+Result<std::string> read_secret(bool from_stdin, bool confirm) {
+  if (from_stdin) {
+    std::string line;
+    if (!std::getline(std::cin, line)) {
+      return make_error(Errc::invalid, "no secret on standard input");
+    }
+    return strip_eol(std::move(line));
+  }
+  int fd = ::open("/dev/tty", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return make_error(Errc::invalid, "no terminal to prompt on: use --password-stdin");
+  auto first = prompt_no_echo(fd, "Secret: ");
+  if (first && confirm) {
+    auto again = prompt_no_echo(fd, "Secret (again): ");
+    if (!again) {
+      first = again.error();
+    } else if (*again != *first) {
+      first = make_error(Errc::invalid, "the two secrets differ");
+    }
+  }
+  ::close(fd);
+  return first;
+}
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+}  // namespace apop::cli

@@ -1,0 +1,46 @@
+// Shared pieces of the subcommands: the data directory, secret input, exit codes.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "auth/credential_store.hpp"
+#include "common/result.hpp"
+
+namespace apop::cli {
+
+// sysexits(3) values used by the subcommands (documented in README.md).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 64;     // EX_USAGE
+inline constexpr int kExitDataErr = 65;   // EX_DATAERR
+inline constexpr int kExitNoUser = 67;    // EX_NOUSER
+inline constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
+
+// DATA/: users.sqlite, secret.key, mail/USER/.
+struct DataDir {
+  std::filesystem::path root;
+  std::filesystem::path users_db() const { return root / "users.sqlite"; }
+  std::filesystem::path key_file() const { return root / "secret.key"; }
+  std::filesystem::path mail_root() const { return root / "mail"; }
+  std::filesystem::path maildir(std::string_view user) const { return mail_root() / user; }
+};
+
+// --data, else $APOP_DATA, else ./apop-data.
+DataDir resolve_data_dir(const std::string& flag);
+
+// Creates DATA and DATA/mail (mode 0700) when missing.
+Result<void> ensure_layout(const DataDir& dir);
+
+// Opens the SQLite credential store (creating the database and key file).
+Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir);
+
+// Reads a secret: the first line of stdin when from_stdin, else a prompt
+// without echo on the terminal (asked twice when confirm). Never from argv.
+Result<std::string> read_secret(bool from_stdin, bool confirm);
+
+std::string local_hostname();
+
+}  // namespace apop::cli

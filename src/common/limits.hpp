@@ -1,0 +1,80 @@
+// Every protocol and resource limit of apop, in one place (the popa3d idea).
+// Each cites the RFC it comes from; values marked "configurable" are defaults
+// that `apop serve` options may change.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace apop::limits {
+
+// RFC 2449 §4: "command lines ... MUST NOT exceed 255 octets, including the
+// terminating CRLF". A longer line is rejected whole, never partly executed.
+inline constexpr std::size_t kMaxCommandLine = 255;
+
+// RFC 1939 §3: "Each argument may be up to 40 characters long."
+inline constexpr std::size_t kMaxArgument = 40;
+
+// RFC 2449 §4: "Keywords ... are 3 or 4 characters" (CAPA tags may be longer,
+// but commands are at most 4). Anything longer is an unknown command.
+inline constexpr std::size_t kMaxKeyword = 4;
+
+// RFC 2449 §4: response lines MUST NOT exceed 512 octets including CRLF.
+inline constexpr std::size_t kMaxResponseLine = 512;
+
+// RFC 1939 §7: the APOP digest is a 16-octet MD5 in hexadecimal (32 chars).
+inline constexpr std::size_t kApopDigestHex = 32;
+
+// RFC 1939 §7 / RFC 822 msg-id: our own challenges stay far below this;
+// the client refuses anything longer (CVE-2007-1558 hardening).
+inline constexpr std::size_t kMaxTimestamp = 256;
+
+// RFC 1939 §7 (UIDL): "unique-id ... consists of one to 70 characters in the
+// range 0x21 to 0x7E".
+inline constexpr std::size_t kMaxUidl = 70;
+
+// Not from an RFC: bad commands (unknown, wrong state, bad syntax) tolerated
+// before the session is closed (Dovecot closes after 20). Configurable.
+inline constexpr unsigned kMaxBadCommands = 10;
+
+// Not from an RFC: failed authentications per connection before it is closed.
+// Configurable (`--max-auth-failures`).
+inline constexpr unsigned kMaxAuthFailures = 3;
+
+// RFC 1939 §3: "an inactivity autologout timer ... MUST be of at least 10
+// minutes' duration". Configurable, never below this minimum after login.
+inline constexpr std::chrono::seconds kIdleTimeoutTransaction{600};
+inline constexpr std::chrono::seconds kMinIdleTimeoutTransaction{600};
+// Not from an RFC: before login clients have no state to lose; a short timer
+// stops slow clients holding sockets. Configurable.
+inline constexpr std::chrono::seconds kIdleTimeoutAuthorization{60};
+
+// Not from an RFC: the chunk of message body produced per step; bounds the
+// memory a session holds for RETR/TOP and gives backpressure (a client that
+// does not read stalls the writer, and so the producer).
+inline constexpr std::size_t kBodyChunk = 64 * 1024;
+
+// Not from an RFC: replies are batched for pipelining (RFC 2449 PIPELINING)
+// up to this many bytes before the driver writes them.
+inline constexpr std::size_t kOutputFlush = 64 * 1024;
+
+// Not from an RFC: message numbers are 32-bit; a maildrop larger than this is
+// served in part. Numbers above it are "no such message".
+inline constexpr std::uint64_t kMaxMessages = 0xFFFFFFFFu;
+
+// Not from an RFC: usernames are file names under DATA/mail/, so they are
+// short and restricted (see auth/username.hpp).
+inline constexpr std::size_t kMaxUsername = 64;
+
+// Not from an RFC: secrets. At least this long unless --allow-weak;
+// at most kMaxArgument for APOP/PASS use anyway ... but PASS takes the rest
+// of the line (RFC 1939 allows spaces in passwords in practice).
+inline constexpr std::size_t kMinSecret = 12;
+inline constexpr std::size_t kMaxSecret = 200;
+inline constexpr std::size_t kGeneratedSecret = 24;
+
+// Not from an RFC: the largest message `apop deliver` accepts (configurable).
+inline constexpr std::uint64_t kMaxDeliverSize = 256ull * 1024 * 1024;
+
+}  // namespace apop::limits

@@ -1,0 +1,65 @@
+// The thin network layer: Asio listeners and one C++20 coroutine per
+// session, feeding bytes to the I/O-free pop3::Session and writing what it
+// returns. Owns sockets, timers and backpressure; nothing protocol-specific.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/limits.hpp"
+#include "common/result.hpp"
+#include "pop3/interfaces.hpp"
+#include "pop3/session.hpp"
+
+namespace apop::net {
+
+struct ListenSpec {
+  std::string address;  // IPv4 dotted quad or IPv6 (without brackets)
+  std::uint16_t port = 0;
+};
+
+// Parses "ADDR:PORT" or "[V6ADDR]:PORT".
+Result<ListenSpec> parse_listen(std::string_view text);
+
+struct ServerOptions {
+  std::vector<ListenSpec> listen;
+  pop3::SessionConfig session;  // template for every session; `secure` is set per connection
+  bool secure_loopback = true;  // loopback connections count as secure
+  std::chrono::seconds login_timeout = limits::kIdleTimeoutAuthorization;
+  std::chrono::seconds idle_timeout = limits::kIdleTimeoutTransaction;
+};
+
+// Produces a fresh, never-repeated APOP timestamp per connection.
+using ChallengeSource = std::function<std::string()>;
+
+class Server {
+ public:
+  // Borrows auth and opener; they must outlive the Server.
+  Server(ServerOptions options, pop3::Authenticator& auth, pop3::MaildropOpener& opener,
+         ChallengeSource challenge);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds every listener and logs "listening on ADDR:PORT" for each.
+  Result<void> bind();
+  // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
+  // UPDATE (nothing is deleted, no mail is lost).
+  void run();
+  void stop();
+  // Actual bound ports, in --listen order (after bind()).
+  std::vector<std::uint16_t> ports() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
+bool is_loopback(std::string_view address);
+
+}  // namespace apop::net

@@ -1,0 +1,28 @@
+// Command-line parsing: keyword and arguments, and strict numbers.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace apop::pop3 {
+
+struct ParsedCommand {
+  std::string_view keyword;            // as sent (compare case-insensitively)
+  std::vector<std::string_view> args;  // split on runs of spaces
+  std::string_view rest;               // everything after the keyword and one space (for PASS)
+};
+
+// Splits a command line. Arguments are separated by spaces (RFC 1939 §3
+// says one; runs of spaces are tolerated, as mature servers do).
+ParsedCommand parse_command(std::string_view line);
+
+// RFC 1939 message numbers and TOP line counts: ASCII digits only (no sign,
+// no space, no hex), value fits in 32 bits. Anything else is nullopt, so
+// "1x", "+1", "-1" and "4294967297" never alias a real message.
+std::optional<std::uint32_t> parse_number(std::string_view s);
+
+bool iequals(std::string_view a, std::string_view b);
+
+}  // namespace apop::pop3

@@ -1,0 +1,72 @@
+// The seams the protocol core names. src/store and src/auth implement them;
+// tests and fuzzers use the in-memory twins. Nothing here does I/O itself.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+
+namespace apop::pop3 {
+
+// One message as the maildrop lists it. `size` is the exact octet count of
+// the message as sent on the wire with CRLF line endings, before
+// dot-stuffing (RFC 1939 §5 "exact size"). `uidl` is stable across sessions
+// and restarts, 1..70 chars in 0x21..0x7E (RFC 1939 §7).
+struct MessageInfo {
+  std::uint64_t size = 0;
+  std::string uidl;
+};
+
+// A pull source of a message's raw bytes (LF or CRLF line endings, as
+// stored). read() fills up to buf.size() bytes and returns how many; 0 means
+// end of message. Owned by the caller of Maildrop::open.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  virtual Result<std::size_t> read(std::span<char> buf) = 0;
+};
+
+// One locked maildrop, opened after login. The lock (one session per
+// maildrop) is held for the object's lifetime and released by the
+// destructor, however the session ends. The message list is a snapshot:
+// mail delivered later shows up only in the next session.
+class Maildrop {
+ public:
+  virtual ~Maildrop() = default;
+  virtual std::span<const MessageInfo> messages() const = 0;
+  // index is 0-based into messages().
+  virtual Result<std::unique_ptr<ByteSource>> open(std::size_t index) = 0;
+  // Removes the given messages (0-based, ascending, no duplicates). Called
+  // only in the UPDATE state (QUIT from TRANSACTION). Messages already gone
+  // are not an error.
+  virtual Result<void> commit(std::span<const std::size_t> deleted) = 0;
+};
+
+// Opens (and locks) a user's maildrop. Errors: Errc::in_use when another
+// session holds it, Errc::temporary on I/O failure.
+class MaildropOpener {
+ public:
+  virtual ~MaildropOpener() = default;
+  virtual Result<std::unique_ptr<Maildrop>> open(std::string_view user) = 0;
+};
+
+// Verifies credentials. Implementations MUST do the same work for unknown
+// users as for known ones (a dummy secret) and compare in constant time, so
+// that replies and timing never reveal whether a user exists.
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  // RFC 1939 §7: digest = hex(MD5(timestamp + secret)), either case.
+  // Returns true when user exists and digest matches.
+  virtual bool verify_apop(std::string_view user, std::string_view timestamp,
+                           std::string_view digest) = 0;
+  // RFC 1939 §7 USER/PASS: the plaintext secret.
+  virtual bool verify_plain(std::string_view user, std::string_view password) = 0;
+};
+
+}  // namespace apop::pop3

@@ -1,0 +1,466 @@
+#include "pop3/session.hpp"
+
+#include <array>
+#include <cstdio>
+
+#include "pop3/command.hpp"
+
+namespace apop::pop3 {
+
+namespace {
+
+constexpr std::uint8_t kAuthz = 1 << 0;
+constexpr std::uint8_t kTrans = 1 << 1;
+
+std::string_view code_text(RespCode c) {
+  switch (c) {
+    case RespCode::none: return "";
+    case RespCode::auth: return "[AUTH] ";
+    case RespCode::in_use: return "[IN-USE] ";
+    case RespCode::sys_temp: return "[SYS/TEMP] ";
+    case RespCode::sys_perm: return "[SYS/PERM] ";
+    case RespCode::login_delay: return "[LOGIN-DELAY] ";
+  }
+  return "";
+}
+
+// Identical for unknown users and wrong secrets (no user enumeration).
+constexpr std::string_view kAuthFailed = "Authentication failed.";
+constexpr std::string_view kPlaintextRefused =
+    "Plaintext authentication disallowed on non-secure connection";
+
+void append_u64(std::string& out, std::uint64_t v) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(v));
+  out.append(buf, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+void append_ok(std::string& out, std::string_view text) {
+  out.append(text.empty() ? "+OK" : "+OK ");
+  out.append(text);
+  out.append("\r\n");
+}
+
+void append_err(std::string& out, RespCode code, std::string_view text) {
+  out.append("-ERR ");
+  out.append(code_text(code));
+  out.append(text);
+  out.append("\r\n");
+}
+
+// The command table (Dovecot's pop3-commands idea): name, states, handler,
+// and whether argument lengths are checked against RFC 1939's 40 octets.
+struct CommandSpec {
+  std::string_view name;
+  std::uint8_t states;
+  void (Session::*handler)(const ParsedCommand&, std::string&);
+  bool check_arg_length;
+};
+
+struct SessionCommands {
+  static const std::array<CommandSpec, 13>& table() {
+    static const std::array<CommandSpec, 13> t{{
+        {"CAPA", kAuthz | kTrans, &Session::cmd_capa, true},
+        {"QUIT", kAuthz | kTrans, &Session::cmd_quit, true},
+        {"USER", kAuthz, &Session::cmd_user, true},
+        // PASS takes the rest of the line: passwords may hold spaces and
+        // exceed 40 octets (as Dovecot and qpopper allow); the line limit holds.
+        {"PASS", kAuthz, &Session::cmd_pass, false},
+        {"APOP", kAuthz, &Session::cmd_apop, true},
+        {"STAT", kTrans, &Session::cmd_stat, true},
+        {"LIST", kTrans, &Session::cmd_list, true},
+        {"UIDL", kTrans, &Session::cmd_uidl, true},
+        {"RETR", kTrans, &Session::cmd_retr, true},
+        {"TOP", kTrans, &Session::cmd_top, true},
+        {"DELE", kTrans, &Session::cmd_dele, true},
+        {"NOOP", kTrans, &Session::cmd_noop, true},
+        {"RSET", kTrans, &Session::cmd_rset, true},
+    }};
+    return t;
+  }
+};
+
+Session::Session(SessionConfig config, Authenticator& auth, MaildropOpener& opener,
+                 std::string timestamp, EventSink* events)
+    : config_(std::move(config)),
+      auth_(auth),
+      opener_(opener),
+      events_(events),
+      timestamp_(std::move(timestamp)) {}
+
+Session::~Session() = default;
+
+std::string Session::greeting() const {
+  std::string g = "+OK ";
+  g += config_.greeting_text;
+  g += ' ';
+  g += timestamp_;
+  g += "\r\n";
+  return g;
+}
+
+void Session::feed(std::string_view bytes) {
+  if (state_ == State::closed) return;
+  reader_.feed(bytes);
+}
+
+void Session::abort() {
+  body_.reset();
+  listing_next_.reset();
+  maildrop_.reset();  // releases the lock; nothing is committed
+  state_ = State::closed;
+}
+
+Next Session::next(std::string& out) {
+  if (state_ == State::closed) return Next::close;
+  if (body_) {
+    auto r = body_->produce(out);
+    if (!r.ok()) {
+      // The +OK is already sent; the only honest end is to drop the
+      // connection (the client sees a truncated reply, never a wrong one).
+      abort();
+      return Next::close;
+    }
+    if (*r) body_.reset();
+    return Next::output;
+  }
+  if (listing_next_) {
+    produce_listing(out);
+    return Next::output;
+  }
+  if (close_after_output_) {
+    abort();
+    return Next::close;
+  }
+  auto item = reader_.pop();
+  if (!item) return Next::need_input;
+  switch (item->kind) {
+    case LineReader::Kind::too_long:
+      bad_command(out, "Line too long");
+      break;
+    case LineReader::Kind::bad_byte:
+      bad_command(out, "Invalid character in command");
+      break;
+    case LineReader::Kind::line:
+      dispatch(item->text, out);
+      break;
+  }
+  if (close_after_output_ && !body_ && !listing_next_) {
+    // Keep the maildrop state decided by the handler (QUIT already committed).
+    maildrop_.reset();
+    state_ = State::closed;
+    return Next::close;
+  }
+  return Next::output;
+}
+
+void Session::bad_command(std::string& out, std::string_view text) {
+  ++bad_commands_;
+  if (bad_commands_ >= config_.max_bad_commands) {
+    append_err(out, RespCode::none, "Too many bad commands, closing connection");
+    close_after_output_ = true;
+    return;
+  }
+  append_err(out, RespCode::none, text);
+}
+
+void Session::dispatch(std::string_view line, std::string& out) {
+  ParsedCommand cmd = parse_command(line);
+  const std::uint8_t state_bit = state_ == State::authorization ? kAuthz : kTrans;
+  for (const CommandSpec& spec : SessionCommands::table()) {
+    if (!iequals(cmd.keyword, spec.name)) continue;
+    if (!(spec.states & state_bit)) {
+      bad_command(out, state_ == State::authorization ? "Not logged in" : "Already logged in");
+      return;
+    }
+    if (spec.check_arg_length) {
+      for (std::string_view a : cmd.args) {
+        if (a.size() > limits::kMaxArgument) {
+          bad_command(out, "Argument too long");
+          return;
+        }
+      }
+    }
+    (this->*spec.handler)(cmd, out);
+    return;
+  }
+  bad_command(out, "Unknown command");
+}
+
+void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "CAPA takes no arguments");
+  out.append("+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
+  if (state_ == State::authorization && plaintext_allowed()) out.append("USER\r\n");
+  out.append("RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+  if (!config_.implementation.empty()) {
+    out.append("IMPLEMENTATION ");
+    out.append(config_.implementation);
+    out.append("\r\n");
+  }
+  out.append(".\r\n");
+}
+
+void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "QUIT takes no arguments");
+  close_after_output_ = true;
+  if (state_ == State::authorization) {
+    append_ok(out, "Logging out");
+    return;
+  }
+  // RFC 1939 §6: the UPDATE state.
+  state_ = State::update;
+  std::vector<std::size_t> doomed;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) {
+    if (deleted_[i]) doomed.push_back(i);
+  }
+  if (!doomed.empty()) {
+    auto r = maildrop_->commit(doomed);
+    if (!r.ok()) {
+      append_err(out, RespCode::sys_temp, "Some deleted messages were not removed");
+      return;
+    }
+  }
+  stats_.committed = true;
+  std::string text = "Logging out (";
+  append_u64(text, live_count_);
+  text += live_count_ == 1 ? " message left)" : " messages left)";
+  append_ok(out, text);
+}
+
+void Session::cmd_user(const ParsedCommand& cmd, std::string& out) {
+  if (!plaintext_allowed()) {
+    return append_err(out, RespCode::auth, kPlaintextRefused);
+  }
+  if (cmd.args.size() != 1) return bad_command(out, "Usage: USER name");
+  pending_user_ = std::string(cmd.args[0]);
+  // Never reveals whether the user exists.
+  append_ok(out, "Send your password");
+}
+
+void Session::cmd_pass(const ParsedCommand& cmd, std::string& out) {
+  if (!plaintext_allowed()) {
+    pending_user_.reset();
+    return append_err(out, RespCode::auth, kPlaintextRefused);
+  }
+  if (!pending_user_) return bad_command(out, "No username given");
+  std::string user = std::move(*pending_user_);
+  pending_user_.reset();
+  if (cmd.rest.empty()) return bad_command(out, "Usage: PASS password");
+  bool ok = auth_.verify_plain(user, cmd.rest);
+  finish_login(ok, user, "USER", out);
+}
+
+void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
+  pending_user_.reset();
+  if (cmd.args.size() != 2) return bad_command(out, "Usage: APOP name digest");
+  bool ok = auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1]);
+  finish_login(ok, cmd.args[0], "APOP", out);
+}
+
+void Session::finish_login(bool verified, std::string_view user, std::string_view mech,
+                           std::string& out) {
+  if (!verified) {
+    if (events_) events_->on_login(user, mech, LoginResult::failed);
+    ++auth_failures_;
+    append_err(out, RespCode::auth, kAuthFailed);
+    if (auth_failures_ >= config_.max_auth_failures) {
+      append_err(out, RespCode::none, "Too many authentication failures, closing connection");
+      close_after_output_ = true;
+    }
+    return;
+  }
+  auto md = opener_.open(user);
+  if (!md.ok()) {
+    if (md.error().code == Errc::in_use) {
+      if (events_) events_->on_login(user, mech, LoginResult::in_use);
+      return append_err(out, RespCode::in_use, "Mailbox is locked by another POP3 session");
+    }
+    if (events_) events_->on_login(user, mech, LoginResult::error);
+    return append_err(out, RespCode::sys_temp, "Cannot open mailbox, try again later");
+  }
+  maildrop_ = std::move(*md);
+  auto msgs = maildrop_->messages();
+  // Message numbers are 32-bit; a larger maildrop is served in part.
+  std::size_t count = std::min<std::uint64_t>(msgs.size(), limits::kMaxMessages);
+  deleted_.assign(count, false);
+  live_count_ = count;
+  live_size_ = 0;
+  for (std::size_t i = 0; i < count; ++i) live_size_ += msgs[i].size;
+  stats_.messages_at_login = count;
+  user_ = std::string(user);
+  state_ = State::transaction;
+  if (events_) events_->on_login(user, mech, LoginResult::ok);
+  std::string text = "Logged in, ";
+  append_u64(text, live_count_);
+  text += live_count_ == 1 ? " message (" : " messages (";
+  append_u64(text, live_size_);
+  text += " octets)";
+  append_ok(out, text);
+}
+
+std::optional<std::size_t> Session::message_arg(std::string_view arg, std::string& out) {
+  auto n = parse_number(arg);
+  if (!n) {
+    bad_command(out, "Invalid message number");
+    return std::nullopt;
+  }
+  if (*n == 0 || *n > deleted_.size()) {
+    append_err(out, RespCode::none, "No such message");
+    return std::nullopt;
+  }
+  std::size_t i = *n - 1;
+  if (deleted_[i]) {
+    append_err(out, RespCode::none, "Message is deleted");
+    return std::nullopt;
+  }
+  return i;
+}
+
+void Session::cmd_stat(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "STAT takes no arguments");
+  out.append("+OK ");
+  append_u64(out, live_count_);
+  out.push_back(' ');
+  append_u64(out, live_size_);
+  out.append("\r\n");
+}
+
+void Session::cmd_list(const ParsedCommand& cmd, std::string& out) {
+  if (cmd.args.size() > 1) return bad_command(out, "Usage: LIST [message]");
+  if (cmd.args.empty()) return start_listing(false, out);
+  auto i = message_arg(cmd.args[0], out);
+  if (!i) return;
+  out.append("+OK ");
+  append_u64(out, *i + 1);
+  out.push_back(' ');
+  append_u64(out, maildrop_->messages()[*i].size);
+  out.append("\r\n");
+}
+
+void Session::cmd_uidl(const ParsedCommand& cmd, std::string& out) {
+  if (cmd.args.size() > 1) return bad_command(out, "Usage: UIDL [message]");
+  if (cmd.args.empty()) return start_listing(true, out);
+  auto i = message_arg(cmd.args[0], out);
+  if (!i) return;
+  out.append("+OK ");
+  append_u64(out, *i + 1);
+  out.push_back(' ');
+  out.append(maildrop_->messages()[*i].uidl);
+  out.append("\r\n");
+}
+
+void Session::start_listing(bool uidl, std::string& out) {
+  if (uidl) {
+    out.append("+OK Unique-ID listing follows\r\n");
+  } else {
+    out.append("+OK ");
+    append_u64(out, live_count_);
+    out.append(live_count_ == 1 ? " message (" : " messages (");
+    append_u64(out, live_size_);
+    out.append(" octets)\r\n");
+  }
+  listing_uidl_ = uidl;
+  listing_next_ = 0;
+}
+
+void Session::produce_listing(std::string& out) {
+  auto msgs = maildrop_->messages();
+  std::size_t i = *listing_next_;
+  const std::size_t budget = out.size() + limits::kBodyChunk;
+  for (; i < deleted_.size() && out.size() < budget; ++i) {
+    if (deleted_[i]) continue;
+    append_u64(out, i + 1);
+    out.push_back(' ');
+    if (listing_uidl_) {
+      out.append(msgs[i].uidl);
+    } else {
+      append_u64(out, msgs[i].size);
+    }
+    out.append("\r\n");
+  }
+  if (i < deleted_.size()) {
+    listing_next_ = i;
+    return;
+  }
+  out.append(".\r\n");
+  listing_next_.reset();
+}
+
+void Session::start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out) {
+  auto src = maildrop_->open(index);
+  if (!src.ok()) {
+    if (src.error().code == Errc::not_found) {
+      return append_err(out, RespCode::none, "Message is no longer available");
+    }
+    return append_err(out, RespCode::sys_temp, "Cannot read message, try again later");
+  }
+  const std::uint64_t size = maildrop_->messages()[index].size;
+  if (top) {
+    ++stats_.top;
+    out.append("+OK Top of message follows\r\n");
+  } else {
+    ++stats_.retr;
+    stats_.retr_bytes += size;
+    out.append("+OK ");
+    append_u64(out, size);
+    out.append(" octets\r\n");
+  }
+  body_ = std::make_unique<BodyStreamer>(std::move(*src), top);
+}
+
+void Session::cmd_retr(const ParsedCommand& cmd, std::string& out) {
+  if (cmd.args.size() != 1) return bad_command(out, "Usage: RETR message");
+  auto i = message_arg(cmd.args[0], out);
+  if (!i) return;
+  start_body(*i, std::nullopt, out);
+}
+
+void Session::cmd_top(const ParsedCommand& cmd, std::string& out) {
+  if (cmd.args.size() != 2) return bad_command(out, "Usage: TOP message lines");
+  auto lines = parse_number(cmd.args[1]);
+  if (!lines) return bad_command(out, "Invalid number of lines");
+  auto i = message_arg(cmd.args[0], out);
+  if (!i) return;
+  start_body(*i, *lines, out);
+}
+
+void Session::cmd_dele(const ParsedCommand& cmd, std::string& out) {
+  if (cmd.args.size() != 1) return bad_command(out, "Usage: DELE message");
+  auto i = message_arg(cmd.args[0], out);
+  if (!i) return;
+  deleted_[*i] = true;
+  const std::uint64_t size = maildrop_->messages()[*i].size;
+  --live_count_;
+  live_size_ -= size;
+  ++stats_.deleted;
+  stats_.deleted_bytes += size;
+  append_ok(out, "Message deleted");
+}
+
+void Session::cmd_noop(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "NOOP takes no arguments");
+  append_ok(out, "");
+}
+
+void Session::cmd_rset(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "RSET takes no arguments");
+  auto msgs = maildrop_->messages();
+  live_count_ = deleted_.size();
+  live_size_ = 0;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) {
+    deleted_[i] = false;
+    live_size_ += msgs[i].size;
+  }
+  stats_.deleted = 0;
+  stats_.deleted_bytes = 0;
+  std::string text = "Maildrop has ";
+  append_u64(text, live_count_);
+  text += live_count_ == 1 ? " message (" : " messages (";
+  append_u64(text, live_size_);
+  text += " octets)";
+  append_ok(out, text);
+}
+
+}  // namespace apop::pop3

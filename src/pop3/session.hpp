@@ -1,0 +1,146 @@
+// One POP3 session (RFC 1939, RFC 2449, RFC 3206) with no I/O: the driver
+// feeds client bytes and writes what next() appends. Unit tests and fuzzers
+// drive it with plain strings.
+//
+// Ownership: the Session borrows the Authenticator, MaildropOpener and
+// EventSink (they must outlive it) and owns the opened Maildrop, whose lock
+// is released when the Session is destroyed, however the connection ended.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/limits.hpp"
+#include "pop3/body.hpp"
+#include "pop3/command.hpp"
+#include "pop3/interfaces.hpp"
+#include "pop3/line_reader.hpp"
+
+namespace apop::pop3 {
+
+enum class State { authorization, transaction, update, closed };
+
+// RFC 2449 §8 / RFC 3206 extended response codes.
+enum class RespCode { none, auth, in_use, sys_temp, sys_perm, login_delay };
+
+struct SessionConfig {
+  std::string greeting_text = "POP3 server ready";
+  // The connection is secure (TLS, or loopback unless disabled): plaintext
+  // mechanisms (USER/PASS) are allowed on it.
+  bool secure = false;
+  // Allow USER/PASS on insecure connections too (--allow-plaintext-auth).
+  bool allow_plaintext_auth = false;
+  unsigned max_auth_failures = limits::kMaxAuthFailures;
+  unsigned max_bad_commands = limits::kMaxBadCommands;
+  // RFC 2449 IMPLEMENTATION capability; empty omits it.
+  std::string implementation = "apop";
+};
+
+enum class LoginResult { ok, failed, in_use, error };
+
+// Notifications for logs and metrics. Never receives a secret.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void on_login(std::string_view user, std::string_view mechanism, LoginResult result) = 0;
+};
+
+struct SessionStats {
+  std::uint64_t retr = 0, retr_bytes = 0, top = 0, deleted = 0, deleted_bytes = 0;
+  std::uint64_t messages_at_login = 0;
+  bool committed = false;
+};
+
+enum class Next {
+  output,      // output was appended; call next() again
+  need_input,  // feed more client bytes (write pending output first)
+  close,       // write pending output, then close the connection
+};
+
+class Session {
+ public:
+  Session(SessionConfig config, Authenticator& auth, MaildropOpener& opener, std::string timestamp,
+          EventSink* events = nullptr);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // "+OK <text> <timestamp>\r\n" (RFC 1939 §7 banner with the APOP challenge).
+  std::string greeting() const;
+  const std::string& timestamp() const { return timestamp_; }
+
+  // Buffers client bytes; call next() until it returns need_input.
+  void feed(std::string_view bytes);
+  // Processes at most one command (or one chunk of a multi-line reply) and
+  // appends its output to `out`.
+  Next next(std::string& out);
+  // The connection is gone (or timed out): no UPDATE, nothing is deleted.
+  void abort();
+
+  State state() const { return state_; }
+  const std::string& user() const { return user_; }
+  const SessionStats& stats() const { return stats_; }
+  bool secure() const { return config_.secure; }
+  void set_secure(bool secure) { config_.secure = secure; }
+
+ private:
+  friend struct SessionCommands;
+  void dispatch(std::string_view line, std::string& out);
+  void bad_command(std::string& out, std::string_view text);
+  bool plaintext_allowed() const { return config_.secure || config_.allow_plaintext_auth; }
+
+  // Finds a live (not deleted) message by its 1-based number argument.
+  std::optional<std::size_t> message_arg(std::string_view arg, std::string& out);
+
+  void cmd_capa(const ParsedCommand&, std::string&);
+  void cmd_quit(const ParsedCommand&, std::string&);
+  void cmd_user(const ParsedCommand&, std::string&);
+  void cmd_pass(const ParsedCommand&, std::string&);
+  void cmd_apop(const ParsedCommand&, std::string&);
+  void cmd_stat(const ParsedCommand&, std::string&);
+  void cmd_list(const ParsedCommand&, std::string&);
+  void cmd_uidl(const ParsedCommand&, std::string&);
+  void cmd_retr(const ParsedCommand&, std::string&);
+  void cmd_top(const ParsedCommand&, std::string&);
+  void cmd_dele(const ParsedCommand&, std::string&);
+  void cmd_noop(const ParsedCommand&, std::string&);
+  void cmd_rset(const ParsedCommand&, std::string&);
+
+  void finish_login(bool verified, std::string_view user, std::string_view mech, std::string& out);
+  void start_listing(bool uidl, std::string& out);
+  void produce_listing(std::string& out);
+  void start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out);
+
+  SessionConfig config_;
+  Authenticator& auth_;
+  MaildropOpener& opener_;
+  EventSink* events_;
+  std::string timestamp_;
+  LineReader reader_;
+  State state_ = State::authorization;
+  unsigned auth_failures_ = 0;
+  unsigned bad_commands_ = 0;
+  std::optional<std::string> pending_user_;  // after USER, before PASS
+  std::string user_;
+
+  std::unique_ptr<Maildrop> maildrop_;
+  std::vector<bool> deleted_;
+  std::uint64_t live_count_ = 0, live_size_ = 0;
+
+  // Multi-line output in progress (RETR/TOP body or LIST/UIDL listing).
+  std::unique_ptr<BodyStreamer> body_;
+  std::optional<std::size_t> listing_next_;  // next 0-based index to list
+  bool listing_uidl_ = false;
+  bool close_after_output_ = false;
+  SessionStats stats_;
+};
+
+// Formats "+OK text\r\n" / "-ERR [CODE] text\r\n".
+void append_ok(std::string& out, std::string_view text);
+void append_err(std::string& out, RespCode code, std::string_view text);
+
+}  // namespace apop::pop3

@@ -1,0 +1,550 @@
+#include "store/maildir.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "pop3/crlf.hpp"
+#include "store/maildir_name.hpp"
+
+namespace apop::store {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+Error sys_error(const std::string& what, int err) {
+  return make_error(Errc::temporary, what + ": " + std::strerror(err));
+}
+
+// Owns a file descriptor; closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  // Closes now and reports the close() error (NFS reports write errors here).
+  int close_checked() {
+    const int fd = std::exchange(fd_, -1);
+    return fd >= 0 ? ::close(fd) : 0;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+int open_dir_at(int dirfd, const char* name) {
+  return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+ssize_t read_retry(int fd, char* buf, std::size_t n) {
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, n);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
+bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// Regular, non-dot files of a directory. A fresh open description is used so
+// the caller's descriptor keeps no directory offset.
+Result<std::vector<std::string>> list_files(int dirfd, const std::string& label) {
+  UniqueFd fd(open_dir_at(dirfd, "."));
+  if (!fd) return sys_error("open " + label, errno);
+  DIR* d = ::fdopendir(fd.get());
+  if (d == nullptr) return sys_error("fdopendir " + label, errno);
+  fd.release();  // closedir closes it
+  std::vector<std::string> names;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    const dirent* e = ::readdir(d);
+    if (e == nullptr) {
+      err = errno;
+      break;
+    }
+    if (e->d_name[0] == '.') continue;
+    bool regular = e->d_type == DT_REG;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st {};
+      regular =
+          ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+    }
+    if (regular) names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  if (err != 0) return sys_error("readdir " + label, err);
+  return names;
+}
+
+// ---------------------------------------------------------------------------
+// Reading.
+
+class FileSource final : public pop3::ByteSource {
+ public:
+  explicit FileSource(UniqueFd fd) : fd_(std::move(fd)) {}
+  Result<std::size_t> read(std::span<char> buf) override {
+    if (buf.empty()) return std::size_t{0};
+    const ssize_t n = read_retry(fd_.get(), buf.data(), buf.size());
+    if (n < 0) return sys_error("read message", errno);
+    return static_cast<std::size_t>(n);
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+// CRLF size of a file by reading it. nullopt + errno ENOENT when it vanished.
+Result<std::optional<std::uint64_t>> count_crlf_size(int dirfd, const std::string& name) {
+  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) {
+    if (errno == ENOENT) return std::optional<std::uint64_t>{};
+    return sys_error("open cur/" + name, errno);
+  }
+  pop3::CrlfSizer sizer;
+  std::vector<char> buf(limits::kBodyChunk);
+  for (;;) {
+    const ssize_t n = read_retry(fd.get(), buf.data(), buf.size());
+    if (n < 0) return sys_error("read cur/" + name, errno);
+    if (n == 0) break;
+    sizer.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+  }
+  return std::optional<std::uint64_t>{sizer.size()};
+}
+
+struct Entry {
+  std::string name;  // file name in cur/ as last seen
+  std::string base;  // part before ':'
+  std::uint64_t time = 0;
+};
+
+class MaildirDrop final : public pop3::Maildrop {
+ public:
+  MaildirDrop(UniqueFd lock, UniqueFd cur, std::vector<Entry> entries,
+              std::vector<pop3::MessageInfo> infos)
+      : lock_(std::move(lock)),
+        cur_(std::move(cur)),
+        entries_(std::move(entries)),
+        infos_(std::move(infos)) {
+    for (const auto& e : entries_) recorded_.insert(e.name);
+  }
+
+  // The lock is released when lock_ is closed (the only descriptor of that
+  // open file description: opened without sharing, O_CLOEXEC).
+  ~MaildirDrop() override = default;
+
+  std::span<const pop3::MessageInfo> messages() const override { return infos_; }
+
+  Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
+    if (index >= entries_.size()) return make_error(Errc::invalid, "no such message");
+    Entry& e = entries_[index];
+    UniqueFd fd(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd && errno == ENOENT) {
+      // Renamed since the scan (flags changed by another client)?
+      auto listing = list_files(cur_.get(), "cur/");
+      if (!listing) return listing.error();
+      auto found = find_renamed(e, listing.value());
+      if (!found) return make_error(Errc::not_found, "message file is gone: " + e.base);
+      rename_recorded(e, *found);
+      fd.reset(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (!fd && errno == ENOENT) {
+        return make_error(Errc::not_found, "message file is gone: " + e.base);
+      }
+    }
+    if (!fd) return sys_error("open cur/" + e.name, errno);
+    return std::unique_ptr<pop3::ByteSource>(std::make_unique<FileSource>(std::move(fd)));
+  }
+
+  Result<void> commit(std::span<const std::size_t> deleted) override {
+    std::optional<Error> first;
+    auto note = [&](Error err) {
+      if (!first) first = std::move(err);
+    };
+    std::optional<std::vector<std::string>> listing;  // lazily, at most once
+    for (const std::size_t index : deleted) {
+      if (index >= entries_.size()) {
+        note(make_error(Errc::invalid, "commit: no such message index"));
+        continue;
+      }
+      Entry& e = entries_[index];
+      if (::unlinkat(cur_.get(), e.name.c_str(), 0) == 0) continue;
+      if (errno != ENOENT) {
+        note(sys_error("unlink cur/" + e.name, errno));
+        continue;
+      }
+      if (!listing) {
+        auto l = list_files(cur_.get(), "cur/");
+        if (!l) {
+          note(l.error());
+          continue;
+        }
+        listing = std::move(l.value());
+      }
+      auto found = find_renamed(e, *listing);
+      if (!found) continue;  // already gone: fine
+      rename_recorded(e, *found);
+      if (::unlinkat(cur_.get(), e.name.c_str(), 0) != 0 && errno != ENOENT) {
+        note(sys_error("unlink cur/" + e.name, errno));
+      }
+    }
+    if (::fsync(cur_.get()) != 0) note(sys_error("fsync cur/", errno));
+    if (first) return *first;
+    return {};
+  }
+
+ private:
+  // A file in `listing` with e's base name that no other snapshot entry
+  // claims; the smallest such name, for determinism.
+  std::optional<std::string> find_renamed(const Entry& e,
+                                          const std::vector<std::string>& listing) const {
+    std::optional<std::string> best;
+    for (const auto& name : listing) {
+      if (maildir_base_name(name) != e.base || recorded_.count(name) != 0) continue;
+      if (!best || name < *best) best = name;
+    }
+    return best;
+  }
+
+  void rename_recorded(Entry& e, const std::string& name) {
+    recorded_.erase(e.name);
+    e.name = name;
+    recorded_.insert(e.name);
+  }
+
+  UniqueFd lock_;
+  UniqueFd cur_;
+  std::vector<Entry> entries_;
+  std::vector<pop3::MessageInfo> infos_;
+  std::unordered_set<std::string> recorded_;
+};
+
+bool plain_file_name(std::string_view s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string_view::npos &&
+         s.find('\0') == std::string_view::npos;
+}
+
+// Moves every file of new/ to cur/ as NAME:2, (a name already carrying an
+// info suffix keeps it). Files that vanish meanwhile are skipped.
+Result<void> move_new_to_cur(int newfd, int curfd) {
+  auto names = list_files(newfd, "new/");
+  if (!names) return names.error();
+  for (const auto& name : names.value()) {
+    const std::string target = name.find(':') == std::string::npos ? name + ":2," : name;
+    if (::renameat(newfd, name.c_str(), curfd, target.c_str()) != 0 && errno != ENOENT) {
+      return sys_error("rename new/" + name + " to cur/", errno);
+    }
+  }
+  return {};
+}
+
+// Lists cur/ into ordered entries with sizes and unique UIDLs.
+Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(int curfd) {
+  auto names = list_files(curfd, "cur/");
+  if (!names) return names.error();
+
+  struct Item {
+    Entry entry;
+    std::uint64_t size = 0;
+  };
+  std::vector<Item> items;
+  items.reserve(names.value().size());
+  for (auto& name : names.value()) {
+    Item it;
+    it.entry.base = std::string(maildir_base_name(name));
+    it.entry.time = maildir_name_time(it.entry.base);
+    if (auto w = maildir_name_field(it.entry.base, 'W')) {
+      it.size = *w;
+    } else {
+      auto counted = count_crlf_size(curfd, name);
+      if (!counted) return counted.error();
+      if (!counted.value()) continue;  // vanished
+      it.size = *counted.value();
+    }
+    it.entry.name = std::move(name);
+    items.push_back(std::move(it));
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return std::tie(a.entry.time, a.entry.base, a.entry.name) <
+           std::tie(b.entry.time, b.entry.base, b.entry.name);
+  });
+  if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
+
+  // UIDLs: the first file (in list order) with a given UIDL keeps it; later
+  // ones get the first free of a few hash-derived candidates.
+  std::vector<pop3::MessageInfo> infos(items.size());
+  std::unordered_set<std::string> taken;
+  std::vector<std::size_t> dups;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    infos[i].size = items[i].size;
+    infos[i].uidl = maildir_uidl(items[i].entry.base);
+    if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
+  }
+  for (const std::size_t i : dups) {
+    const Entry& e = items[i].entry;
+    std::string candidate = hashed_uidl(e.base);
+    if (taken.count(candidate) != 0) candidate = hashed_uidl(e.name);
+    for (unsigned k = 1; taken.count(candidate) != 0; ++k) {
+      candidate = hashed_uidl(e.name + "#" + std::to_string(k));
+    }
+    taken.insert(candidate);
+    infos[i].uidl = std::move(candidate);
+  }
+
+  std::vector<Entry> entries;
+  entries.reserve(items.size());
+  for (auto& it : items) entries.push_back(std::move(it.entry));
+  return std::make_pair(std::move(entries), std::move(infos));
+}
+
+// ---------------------------------------------------------------------------
+// Delivery.
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+std::string unique_base(const std::string& escaped_host) {
+  static std::atomic<std::uint64_t> counter{0};
+  timeval tv{};
+  ::gettimeofday(&tv, nullptr);
+  const std::uint64_t q = counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
+         std::to_string(::getpid()) + "Q" + std::to_string(q) + "." + escaped_host;
+}
+
+// Removes the tmp/ file on scope exit unless disarmed.
+class TmpGuard {
+ public:
+  TmpGuard(int dirfd, std::string name) : dirfd_(dirfd), name_(std::move(name)) {}
+  TmpGuard(const TmpGuard&) = delete;
+  TmpGuard& operator=(const TmpGuard&) = delete;
+  ~TmpGuard() {
+    if (armed_) ::unlinkat(dirfd_, name_.c_str(), 0);
+  }
+  void disarm() { armed_ = false; }
+
+ private:
+  int dirfd_;
+  std::string name_;
+  bool armed_ = true;
+};
+
+// Streams the message from `in` to `out`, dropping a leading "From " line.
+struct CopyResult {
+  std::uint64_t size = 0;
+  std::uint64_t crlf_size = 0;
+};
+
+Result<CopyResult> copy_message(int in, int out, std::uint64_t max_size) {
+  static constexpr std::string_view kFrom = "From ";
+  enum class Lead { check, skip, copy } lead = Lead::check;
+  std::string head;  // bytes seen while they still match a prefix of "From "
+  CopyResult r;
+  pop3::CrlfSizer sizer;
+  std::optional<Error> failure;
+
+  auto emit = [&](std::string_view data) -> bool {
+    if (data.empty()) return true;
+    if (data.size() > max_size - r.size) {
+      failure = make_error(Errc::invalid, "message exceeds the maximum size of " +
+                                              std::to_string(max_size) + " bytes");
+      return false;
+    }
+    if (!write_all(out, data.data(), data.size())) {
+      failure = sys_error("write tmp file", errno);
+      return false;
+    }
+    r.size += data.size();
+    sizer.update(data);
+    return true;
+  };
+
+  std::vector<char> buf(limits::kBodyChunk);
+  for (;;) {
+    const ssize_t n = read_retry(in, buf.data(), buf.size());
+    if (n < 0) return sys_error("read message", errno);
+    if (n == 0) break;
+    std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
+    while (lead == Lead::check && !chunk.empty()) {
+      head += chunk.front();
+      chunk.remove_prefix(1);
+      if (kFrom.substr(0, head.size()) != head) {
+        lead = Lead::copy;
+        if (!emit(head)) return *failure;
+      } else if (head.size() == kFrom.size()) {
+        lead = Lead::skip;
+      }
+    }
+    if (lead == Lead::skip) {
+      const auto nl = chunk.find('\n');
+      if (nl == std::string_view::npos) continue;
+      chunk.remove_prefix(nl + 1);
+      lead = Lead::copy;
+    }
+    if (lead == Lead::copy && !emit(chunk)) return *failure;
+  }
+  if (lead == Lead::check && !emit(head)) return *failure;  // e.g. just "Fro"
+  r.crlf_size = sizer.size();
+  return r;
+}
+
+bool link_unsupported(int err) {
+  return err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS || err == EXDEV ||
+         err == EMLINK;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Result<void> ensure_maildir(const fs::path& dir) {
+  if (dir.empty()) return make_error(Errc::invalid, "empty Maildir path");
+  auto make = [](const fs::path& p) -> Result<void> {
+    if (::mkdir(p.c_str(), 0700) == 0) return {};
+    const int err = errno;
+    struct stat st {};
+    if (::stat(p.c_str(), &st) == 0) {
+      if (S_ISDIR(st.st_mode)) return {};
+      return make_error(Errc::temporary, p.string() + ": exists and is not a directory");
+    }
+    return sys_error("mkdir " + p.string(), err);
+  };
+  // Parents first (only those missing), then DIR and its three subdirectories.
+  fs::path prefix;
+  for (const auto& part : dir.lexically_normal()) {
+    prefix /= part;
+    if (part == prefix.root_path() || part.empty()) continue;
+    if (auto r = make(prefix); !r) return r;
+  }
+  for (const char* sub : {"cur", "new", "tmp"}) {
+    if (auto r = make(dir / sub); !r) return r;
+  }
+  return {};
+}
+
+MaildirOpener::MaildirOpener(fs::path mail_root) : mail_root_(std::move(mail_root)) {}
+
+Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view user) {
+  if (!plain_file_name(user)) return make_error(Errc::invalid, "bad maildrop name");
+  const fs::path dir = mail_root_ / std::string(user);
+  if (auto r = ensure_maildir(dir); !r) return r.error();
+
+  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd) return sys_error("open " + dir.string(), errno);
+
+  const std::string lock_name(kLockFile);
+  UniqueFd lock(
+      ::openat(dirfd.get(), lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock) return sys_error("open lock file in " + dir.string(), errno);
+  for (;;) {
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return make_error(Errc::in_use, "maildrop is locked");
+    return sys_error("flock " + dir.string(), errno);
+  }
+
+  UniqueFd newfd(open_dir_at(dirfd.get(), "new"));
+  if (!newfd) return sys_error("open " + dir.string() + "/new", errno);
+  UniqueFd curfd(open_dir_at(dirfd.get(), "cur"));
+  if (!curfd) return sys_error("open " + dir.string() + "/cur", errno);
+
+  
+  auto scanned = scan_cur(curfd.get());
+  if (!scanned) return scanned.error();
+  auto& [entries, infos] = scanned.value();
+  return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
+      std::move(lock), std::move(curfd), std::move(entries), std::move(infos)));
+}
+
+Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {
+  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd) return sys_error("open Maildir " + dir.string(), errno);
+  UniqueFd tmpfd(open_dir_at(dirfd.get(), "tmp"));
+  if (!tmpfd) return sys_error("open " + dir.string() + "/tmp", errno);
+  UniqueFd newfd(open_dir_at(dirfd.get(), "new"));
+  if (!newfd) return sys_error("open " + dir.string() + "/new", errno);
+
+  const std::string host =
+      escape_maildir_host(opts.hostname.empty() ? local_hostname() : opts.hostname);
+
+  std::string base;
+  UniqueFd out;
+  for (int attempt = 0; attempt < 100 && !out; ++attempt) {
+    base = unique_base(host);
+    out.reset(::openat(tmpfd.get(), base.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!out && errno != EEXIST) return sys_error("create tmp file in " + dir.string(), errno);
+  }
+  if (!out) return make_error(Errc::temporary, "no unique tmp file name in " + dir.string());
+  TmpGuard guard(tmpfd.get(), base);
+
+  auto copied = copy_message(fd, out.get(), opts.max_size);
+  if (!copied) return copied.error();
+  if (::fsync(out.get()) != 0) return sys_error("fsync tmp file", errno);
+  if (out.close_checked() != 0) return sys_error("close tmp file", errno);
+
+  const std::string final_name =
+      base + ",S=" + std::to_string(copied->size) + ",W=" + std::to_string(copied->crlf_size);
+  if (::linkat(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), 0) != 0) {
+    const int err = errno;
+    if (!link_unsupported(err)) return sys_error("link into new/", err);
+    // Filesystems without hard links: rename, still refusing to replace.
+    if (::renameat2(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), RENAME_NOREPLACE) !=
+        0) {
+      return sys_error("rename into new/", errno);
+    }
+    guard.disarm();
+  }
+  if (::fsync(newfd.get()) != 0) {
+    const int err = errno;
+    // Not known to be durable: take it back so the sender retries.
+    ::unlinkat(newfd.get(), final_name.c_str(), 0);
+    return sys_error("fsync new/", err);
+  }
+  return final_name;
+}
+
+}  // namespace apop::store

@@ -1,0 +1,97 @@
+// Maildir maildrops and delivery, compatible with Dovecot and Postfix.
+//
+// Layout: mail_root/USER/ is a Maildir (cur/, new/, tmp/), plus the lock
+// file mail_root/USER/apop-pop3.lock. File names follow the Maildir
+// convention Dovecot uses:
+//   TIME.M<usec>P<pid>Q<counter>.HOST,S=<size>,W=<crlfsize>[:2,FLAGS]
+// where S= is the file size in bytes and W= the size with CRLF line endings
+// (pop3::CrlfSizer). Files in new/ carry no ":2," info suffix; files in cur/
+// do. Files written by other MDAs (no S=/W=) are read as well.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/limits.hpp"
+#include "common/result.hpp"
+#include "pop3/interfaces.hpp"
+
+namespace apop::store {
+
+// Creates DIR, DIR/cur, DIR/new, DIR/tmp (mode 0700) if missing. Missing
+// parents of DIR are created too (mode 0700). Existing directories are left
+// as they are. Errors: Errc::temporary (I/O, permissions, or a path
+// component exists but is not a directory).
+Result<void> ensure_maildir(const std::filesystem::path& dir);
+
+// Opens users' Maildirs under mail_root/USER/ (created on first open).
+// Thread-safe: holds no mutable state; concurrent open() calls for the same
+// user conflict through the lock file exactly as separate processes do.
+//
+// open(user):
+//  - user must be a plain file name (non-empty, no '/', no NUL, not "." or
+//    ".."), else Errc::invalid. (Real validation is auth's job; this only
+//    keeps the path inside mail_root.)
+//  - Takes flock(LOCK_EX|LOCK_NB) on mail_root/USER/apop-pop3.lock. Busy ->
+//    Errc::in_use. The lock belongs to the returned Maildrop and is released
+//    by its destructor (or by the kernel when the process dies).
+//  - Moves every file in new/ to cur/ as "NAME:2,", then lists cur/ (dotfiles
+//    and non-regular files are skipped). The list is a snapshot: mail
+//    delivered later appears in the next session only.
+//  - Order: by (numeric TIME prefix, base name, full name) -- stable across
+//    sessions, so message numbers are predictable.
+//  - Size: from ",W=" in the name when present, else counted by reading the
+//    file with CrlfSizer (",S=" is never trusted for this).
+//  - UIDL: the base name (before ':') without its ",S=" / ",W=" fields, when
+//    that is 1..70 chars in 0x21..0x7E; otherwise "H" + 40 hex digits of
+//    SHA-1(base name). Unaffected by new->cur moves and flag changes. If two
+//    files map to the same UIDL, the first in list order keeps it and the
+//    others get a deterministic hash-derived one.
+//  - Errors: Errc::in_use, Errc::invalid, Errc::temporary (I/O).
+//
+// The returned Maildrop:
+//  - open(i): reads the file recorded at scan time; if it was renamed (flags
+//    changed by another client) it is found again in cur/ by its base name.
+//    Gone -> Errc::not_found; out of range -> Errc::invalid; I/O ->
+//    Errc::temporary (also from ByteSource::read).
+//  - commit(deleted): unlinks each message (same base-name fallback; already
+//    gone is fine), then fsyncs cur/. On errors it keeps going with the rest
+//    and returns the first error at the end: Errc::temporary (I/O), or
+//    Errc::invalid for an out-of-range index.
+class MaildirOpener final : public pop3::MaildropOpener {
+ public:
+  explicit MaildirOpener(std::filesystem::path mail_root);
+  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+
+  // The lock file name inside each user's Maildir.
+  static constexpr std::string_view kLockFile = "apop-pop3.lock";
+
+ private:
+  const std::filesystem::path mail_root_;
+};
+
+struct DeliverOptions {
+  // Largest message accepted, in bytes as stored (after the "From " line is
+  // stripped).
+  std::uint64_t max_size = limits::kMaxDeliverSize;
+  // HOST part of the unique name; empty -> gethostname(). '/' is written as
+  // "\057", ':' as "\072" and ',' as "\054".
+  std::string hostname;
+};
+
+// Delivers one message read from fd (until EOF) into the Maildir `dir`
+// atomically: write to tmp/ with a unique name, fsync the file, link (or
+// rename, where links are unsupported) into new/ with the final name, fsync
+// new/. On any failure the tmp file is removed and no partial message is
+// visible in new/ or cur/. A leading mbox "From " envelope line (as Postfix
+// local(8) mailbox_command and procmail pass) is stripped, as dovecot-lda
+// does. The Maildir is not created (call ensure_maildir first). Returns the
+// final file name (in new/). Errors: Errc::temporary (missing/unwritable
+// Maildir, disk full, I/O, read error on fd), Errc::invalid (message larger
+// than opts.max_size -> treat as permanent by caller).
+Result<std::string> deliver(const std::filesystem::path& dir, int fd, const DeliverOptions& opts);
+
+}  // namespace apop::store

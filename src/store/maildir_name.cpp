@@ -1,0 +1,130 @@
+#include "store/maildir_name.hpp"
+
+#include <openssl/evp.h>
+
+#include <cstdlib>
+#include <limits>
+
+#include "common/limits.hpp"
+
+namespace apop::store {
+
+std::string_view maildir_base_name(std::string_view filename) {
+  const auto colon = filename.find(':');
+  return colon == std::string_view::npos ? filename : filename.substr(0, colon);
+}
+
+namespace {
+
+std::optional<std::uint64_t> parse_u64(std::string_view digits) {
+  if (digits.empty()) return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    const auto d = static_cast<std::uint64_t>(c - '0');
+    if (v > (std::numeric_limits<std::uint64_t>::max() - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+// Calls f(field) for each comma-separated field after the first one.
+template <typename F>
+void for_each_field(std::string_view base, F&& f) {
+  auto pos = base.find(',');
+  while (pos != std::string_view::npos) {
+    const auto next = base.find(',', pos + 1);
+    f(base.substr(pos + 1,
+                  next == std::string_view::npos ? std::string_view::npos : next - pos - 1));
+    pos = next;
+  }
+}
+
+bool is_size_field(std::string_view field) {
+  return field.size() >= 2 && (field[0] == 'S' || field[0] == 'W') && field[1] == '=';
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> maildir_name_field(std::string_view base, char key) {
+  std::optional<std::uint64_t> result;
+  bool found = false;
+  for_each_field(base, [&](std::string_view field) {
+    if (found || field.size() < 2 || field[0] != key || field[1] != '=') return;
+    found = true;
+    result = parse_u64(field.substr(2));
+  });
+  return result;
+}
+
+std::uint64_t maildir_name_time(std::string_view base) {
+  std::uint64_t v = 0;
+  for (char c : base) {
+    if (c < '0' || c > '9') break;
+    const auto d = static_cast<std::uint64_t>(c - '0');
+    if (v > (std::numeric_limits<std::uint64_t>::max() - d) / 10) {
+      return std::numeric_limits<std::uint64_t>::max();
+    }
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+bool valid_uidl(std::string_view s) {
+  if (s.empty() || s.size() > limits::kMaxUidl) return false;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x21 || u > 0x7E) return false;
+  }
+  return true;
+}
+
+std::string hashed_uidl(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr) != 1 || len < 20) {
+    std::abort();  // SHA-1 is always available in libcrypto's default provider.
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "H";
+  for (unsigned i = 0; i < 20; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 0xF];
+  }
+  return out;
+}
+
+std::string maildir_uidl(std::string_view base) {
+  const auto comma = base.find(',');
+  std::string candidate(base.substr(0, comma));
+  for_each_field(base, [&](std::string_view field) {
+    if (is_size_field(field)) return;
+    candidate += ',';
+    candidate += field;
+  });
+  if (valid_uidl(candidate)) return candidate;
+  return hashed_uidl(base);
+}
+
+std::string escape_maildir_host(std::string_view host) {
+  std::string out;
+  out.reserve(host.size());
+  for (char c : host) {
+    switch (c) {
+      case '/':
+        out += "\\057";
+        break;
+      case ':':
+        out += "\\072";
+        break;
+      case ',':
+        out += "\\054";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace apop::store

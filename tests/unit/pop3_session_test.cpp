@@ -1,0 +1,376 @@
+#include <gtest/gtest.h>
+
+#include "pop3/crlf.hpp"
+#include "pop3_support.hpp"
+
+namespace apop::test {
+namespace {
+
+using pop3::State;
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+TEST(Session, GreetingCarriesTimestamp) {
+  Harness h;
+  EXPECT_EQ(h.session->greeting(), "+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n");
+}
+
+TEST(Session, ApopLoginWithRfcStyleDigest) {
+  Harness h;
+  h.mail.add_message("alice", "Subject: a\n\nhello\n");
+  std::string r = h.cmd(h.apop_line());
+  EXPECT_EQ(r, "+OK Logged in, 1 message (21 octets)\r\n");
+  EXPECT_EQ(h.session->state(), State::transaction);
+  ASSERT_EQ(h.sink.entries.size(), 1u);
+  EXPECT_EQ(h.sink.entries[0].mech, "APOP");
+  EXPECT_EQ(h.sink.entries[0].result, pop3::LoginResult::ok);
+}
+
+TEST(Session, ApopAcceptsUppercaseDigest) {
+  Harness h;
+  std::string line = h.apop_line();
+  for (std::size_t i = line.rfind(' ') + 1; i < line.size(); ++i) {
+    if (line[i] >= 'a' && line[i] <= 'f') line[i] = static_cast<char>(line[i] - 32);
+  }
+  EXPECT_TRUE(starts_with(h.cmd(line), "+OK"));
+}
+
+TEST(Session, UnknownUserAndWrongSecretGetIdenticalReplies) {
+  Harness h;
+  std::string unknown = h.cmd(h.apop_line("mallory", kSecret));
+  std::string wrong = h.cmd(h.apop_line("alice", "not-the-secret"));
+  EXPECT_EQ(unknown, wrong);
+  EXPECT_EQ(unknown, "-ERR [AUTH] Authentication failed.\r\n");
+  EXPECT_EQ(h.session->state(), State::authorization);
+  h.cmd("USER mallory");
+  EXPECT_EQ(h.cmd("PASS x"), "-ERR [AUTH] Authentication failed.\r\n"
+                             "-ERR Too many authentication failures, closing connection\r\n");
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, ClosesAfterConfiguredFailures) {
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.max_auth_failures = 1;
+  Harness h(cfg);
+  std::string r = h.cmd(h.apop_line("alice", "bad-bad-bad-bad"));
+  EXPECT_NE(r.find("closing connection"), std::string::npos);
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, UserDoesNotRevealExistence) {
+  Harness h;
+  EXPECT_EQ(h.cmd("USER alice"), h.cmd("USER nosuchuser"));
+}
+
+TEST(Session, UserPassOnSecureConnection) {
+  Harness h;
+  EXPECT_EQ(h.cmd("USER alice"), "+OK Send your password\r\n");
+  EXPECT_TRUE(starts_with(h.cmd(std::string("PASS ") + kSecret), "+OK Logged in"));
+  EXPECT_EQ(h.sink.entries.at(0).mech, "USER");
+}
+
+TEST(Session, PassWithSpacesUsesRestOfLine) {
+  Harness h;
+  ASSERT_TRUE(h.creds.add("carol", "with some spaces inside").ok());
+  h.cmd("USER carol");
+  EXPECT_TRUE(starts_with(h.cmd("PASS with some spaces inside"), "+OK"));
+}
+
+TEST(Session, PlaintextRefusedOnInsecureConnection) {
+  pop3::SessionConfig cfg;
+  cfg.secure = false;
+  Harness h(cfg);
+  const char* refusal =
+      "-ERR [AUTH] Plaintext authentication disallowed on non-secure connection\r\n";
+  EXPECT_EQ(h.cmd("USER alice"), refusal);
+  EXPECT_EQ(h.cmd(std::string("PASS ") + kSecret), refusal);
+  std::string capa = h.cmd("CAPA");
+  EXPECT_EQ(capa.find("USER\r\n"), std::string::npos);
+  EXPECT_TRUE(starts_with(h.cmd(h.apop_line()), "+OK"));  // APOP works anywhere
+}
+
+TEST(Session, AllowPlaintextAuthOverride) {
+  pop3::SessionConfig cfg;
+  cfg.allow_plaintext_auth = true;
+  Harness h(cfg);
+  EXPECT_NE(h.cmd("CAPA").find("USER\r\n"), std::string::npos);
+  h.cmd("USER alice");
+  EXPECT_TRUE(starts_with(h.cmd(std::string("PASS ") + kSecret), "+OK"));
+}
+
+TEST(Session, CapaListsCapabilities) {
+  Harness h;
+  EXPECT_EQ(h.cmd("CAPA"),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+            "AUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION apop\r\n.\r\n");
+  h.login();
+  std::string after = h.cmd("CAPA");
+  EXPECT_EQ(after.find("USER\r\n"), std::string::npos);
+  EXPECT_NE(after.find("PIPELINING"), std::string::npos);
+}
+
+TEST(Session, ImplementationCanBeTurnedOff) {
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.implementation.clear();
+  Harness h(cfg);
+  EXPECT_EQ(h.cmd("CAPA").find("IMPLEMENTATION"), std::string::npos);
+}
+
+TEST(Session, WrongStateCommandsAreRefused) {
+  Harness h;
+  EXPECT_TRUE(starts_with(h.cmd("STAT"), "-ERR"));
+  EXPECT_TRUE(starts_with(h.cmd("RETR 1"), "-ERR"));
+  h.login();
+  EXPECT_TRUE(starts_with(h.cmd(h.apop_line()), "-ERR"));
+  EXPECT_TRUE(starts_with(h.cmd("USER alice"), "-ERR"));
+  EXPECT_TRUE(starts_with(h.cmd("PASS x"), "-ERR"));
+}
+
+TEST(Session, StatListUidlRetrTop) {
+  Harness h;
+  h.mail.add_message("alice", "Subject: one\n\nline1\n.dot\nline3\n");
+  h.mail.add_message("alice", "Subject: two\r\nX: y\r\n\r\nbody\r\n");
+  h.login();
+  const std::uint64_t s1 = pop3::crlf_size("Subject: one\n\nline1\n.dot\nline3\n");
+  EXPECT_EQ(s1, 36u);
+  EXPECT_EQ(h.cmd("STAT"), "+OK 2 " + std::to_string(s1 + 28) + "\r\n");
+  EXPECT_EQ(h.cmd("LIST"), "+OK 2 messages (64 octets)\r\n1 36\r\n2 28\r\n.\r\n");
+  EXPECT_EQ(h.cmd("LIST 2"), "+OK 2 28\r\n");
+  std::string uidl = h.cmd("UIDL");
+  EXPECT_TRUE(starts_with(uidl, "+OK"));
+  EXPECT_NE(uidl.find("\r\n1 "), std::string::npos);
+  EXPECT_EQ(h.cmd("RETR 1"),
+            "+OK 36 octets\r\nSubject: one\r\n\r\nline1\r\n..dot\r\nline3\r\n.\r\n");
+  EXPECT_EQ(h.cmd("TOP 1 0"), "+OK Top of message follows\r\nSubject: one\r\n\r\n.\r\n");
+  EXPECT_EQ(h.cmd("TOP 1 2"),
+            "+OK Top of message follows\r\nSubject: one\r\n\r\nline1\r\n..dot\r\n.\r\n");
+  EXPECT_EQ(h.cmd("TOP 2 99"),
+            "+OK Top of message follows\r\nSubject: two\r\nX: y\r\n\r\nbody\r\n.\r\n");
+}
+
+TEST(Session, RetrSizeMatchesOctetsSent) {
+  Harness h;
+  std::string raw = "A: b\n\nx\n\ny\r\nz";  // mixed endings, no final newline
+  h.mail.add_message("alice", raw);
+  h.login();
+  std::string r = h.cmd("RETR 1");
+  // Strip "+OK N octets\r\n" and the terminator; unstuff (no dots here).
+  std::size_t first = r.find("\r\n") + 2;
+  std::string body = r.substr(first, r.size() - first - 3);
+  EXPECT_EQ(body, "A: b\r\n\r\nx\r\n\r\ny\r\nz\r\n");
+  EXPECT_EQ(pop3::crlf_size(raw) + 2, body.size());  // +2: the added final CRLF
+}
+
+TEST(Session, DeleRsetAndQuitCommit) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  h.mail.add_message("alice", "b\n");
+  h.mail.add_message("alice", "c\n");
+  h.login();
+  EXPECT_EQ(h.cmd("DELE 2"), "+OK Message deleted\r\n");
+  EXPECT_EQ(h.cmd("DELE 2"), "-ERR Message is deleted\r\n");
+  EXPECT_EQ(h.cmd("RETR 2"), "-ERR Message is deleted\r\n");
+  EXPECT_EQ(h.cmd("LIST 2"), "-ERR Message is deleted\r\n");
+  EXPECT_EQ(h.cmd("TOP 2 0"), "-ERR Message is deleted\r\n");
+  EXPECT_EQ(h.cmd("UIDL 2"), "-ERR Message is deleted\r\n");
+  EXPECT_EQ(h.cmd("STAT"), "+OK 2 6\r\n");
+  EXPECT_EQ(h.cmd("LIST"), "+OK 2 messages (6 octets)\r\n1 3\r\n3 3\r\n.\r\n");
+  EXPECT_EQ(h.cmd("RSET"), "+OK Maildrop has 3 messages (9 octets)\r\n");
+  EXPECT_EQ(h.cmd("DELE 1"), "+OK Message deleted\r\n");
+  EXPECT_EQ(h.mail.messages("alice").size(), 3u);  // nothing removed before QUIT
+  EXPECT_EQ(h.cmd("QUIT"), "+OK Logging out (2 messages left)\r\n");
+  EXPECT_TRUE(h.closed);
+  EXPECT_EQ(h.mail.messages("alice"), (std::vector<std::string>{"b\n", "c\n"}));
+  EXPECT_FALSE(h.mail.locked("alice"));
+}
+
+TEST(Session, DroppedConnectionRemovesNothing) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  h.login();
+  h.cmd("DELE 1");
+  h.session->abort();
+  EXPECT_EQ(h.mail.messages("alice").size(), 1u);
+  EXPECT_FALSE(h.mail.locked("alice"));
+  h.session.reset();
+}
+
+TEST(Session, DestroyingSessionReleasesLock) {
+  Harness h;
+  h.login();
+  EXPECT_TRUE(h.mail.locked("alice"));
+  h.session.reset();
+  EXPECT_FALSE(h.mail.locked("alice"));
+}
+
+TEST(Session, SecondSessionGetsInUse) {
+  Harness h;
+  h.login();
+  auto second = h.make_session();
+  std::string r = h.drive(*second, h.apop_line() + "\r\n");
+  EXPECT_EQ(r, "-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n");
+  EXPECT_EQ(second->state(), State::authorization);
+  EXPECT_EQ(h.sink.entries.back().result, pop3::LoginResult::in_use);
+  h.cmd("QUIT");
+  EXPECT_TRUE(starts_with(h.drive(*second, h.apop_line() + "\r\n"), "+OK"));
+}
+
+TEST(Session, QuitInAuthorization) {
+  Harness h;
+  EXPECT_EQ(h.cmd("QUIT"), "+OK Logging out\r\n");
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, CommitFailureIsReported) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  h.mail.fail_commit_after(1);
+  h.login();
+  h.cmd("DELE 1");
+  EXPECT_EQ(h.cmd("QUIT"), "-ERR [SYS/TEMP] Some deleted messages were not removed\r\n");
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, OpenFailureIsSysTemp) {
+  Harness h;
+  h.mail.fail_open_after(1);
+  EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [SYS/TEMP] Cannot open mailbox, try again later\r\n");
+  EXPECT_EQ(h.session->state(), State::authorization);
+}
+
+TEST(Session, ReadFailureMidBodyClosesConnection) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  h.mail.fail_read_after(1);
+  h.login();
+  std::string r = h.cmd("RETR 1");
+  EXPECT_TRUE(h.closed);
+  EXPECT_EQ(r.find("\r\n.\r\n"), std::string::npos);  // never a false end of message
+}
+
+TEST(Session, StrictMessageNumbers) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  h.login();
+  for (const char* arg : {"0", "+1", "1x", "-1", " 1x", "4294967297", "18446744073709551617",
+                          "0x1", "1.0", "１"}) {
+    std::string r = h.cmd(std::string("LIST ") + arg);
+    EXPECT_TRUE(starts_with(r, "-ERR")) << arg << " -> " << r;
+  }
+  EXPECT_EQ(h.cmd("LIST 2"), "-ERR No such message\r\n");
+  EXPECT_EQ(h.cmd("LIST 1"), "+OK 1 3\r\n");
+}
+
+TEST(Session, PipelinedCommandsAnsweredInOrder) {
+  Harness h;
+  h.mail.add_message("alice", "a\n");
+  std::string out = h.send(h.apop_line() + "\r\nSTAT\r\nNOOP\r\nLIST 1\r\nQUIT\r\nSTAT\r\n");
+  EXPECT_EQ(out,
+            "+OK Logged in, 1 message (3 octets)\r\n+OK 1 3\r\n+OK\r\n+OK 1 3\r\n"
+            "+OK Logging out (1 message left)\r\n");
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, CommandSplitAcrossFeeds) {
+  Harness h;
+  EXPECT_EQ(h.send("NO"), "");
+  EXPECT_EQ(h.send("OP\r"), "");
+  EXPECT_TRUE(starts_with(h.send("\n"), "-ERR"));  // NOOP before login is a wrong-state error
+  EXPECT_EQ(h.send("CA"), "");
+  EXPECT_TRUE(starts_with(h.send("PA\r\n"), "+OK Capability"));
+}
+
+TEST(Session, OverlongLineRejectedWholeTailNeverExecuted) {
+  Harness h;
+  h.login();
+  // 251 x + " " makes QUIT start past octet 255: it must not run.
+  std::string line = std::string(251, 'x') + " QUIT\r\n";
+  EXPECT_EQ(h.send(line), "-ERR Line too long\r\n");
+  EXPECT_FALSE(h.closed);
+  // A huge line fed in pieces, without CRLF for a long time.
+  std::string big(100000, 'A');
+  EXPECT_EQ(h.send(big), "");
+  EXPECT_EQ(h.send(big + "QUIT\r\n"), "-ERR Line too long\r\n");
+  EXPECT_FALSE(h.closed);
+  EXPECT_EQ(h.cmd("NOOP"), "+OK\r\n");
+}
+
+TEST(Session, LineOfExactly255OctetsIsAccepted) {
+  Harness h;
+  std::string line = "NOOP" + std::string(249, ' ');  // 253 + CRLF = 255
+  EXPECT_EQ(h.send(line + "\r\n"), "-ERR Not logged in\r\n");
+  EXPECT_EQ(h.send(line + " \r\n"), "-ERR Line too long\r\n");
+}
+
+TEST(Session, NulAndBareCrRejected) {
+  Harness h;
+  EXPECT_EQ(h.send(std::string("CAPA\0x\r\n", 8)), "-ERR Invalid character in command\r\n");
+  EXPECT_EQ(h.send("CA\rPA\r\n"), "-ERR Invalid character in command\r\n");
+}
+
+TEST(Session, ArgumentLongerThan40Rejected) {
+  Harness h;
+  EXPECT_EQ(h.cmd("USER " + std::string(41, 'a')), "-ERR Argument too long\r\n");
+  EXPECT_EQ(h.cmd("USER " + std::string(40, 'a')), "+OK Send your password\r\n");
+}
+
+TEST(Session, TooManyBadCommandsClose) {
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.max_bad_commands = 3;
+  Harness h(cfg);
+  h.cmd("FOO");
+  h.cmd("BAR");
+  EXPECT_FALSE(h.closed);
+  EXPECT_EQ(h.cmd("BAZ"), "-ERR Too many bad commands, closing connection\r\n");
+  EXPECT_TRUE(h.closed);
+}
+
+TEST(Session, KeywordsAreCaseInsensitive) {
+  Harness h;
+  EXPECT_TRUE(starts_with(h.cmd("capa"), "+OK"));
+  h.login();
+  EXPECT_TRUE(starts_with(h.cmd("sTaT"), "+OK"));
+}
+
+TEST(Session, LargeListingIsProducedInBoundedChunks) {
+  Harness h;
+  for (int i = 0; i < 20000; ++i) h.mail.add_message("alice", "x\n");
+  h.login();
+  h.session->feed("UIDL\r\n");
+  std::string out;
+  std::size_t max_step = 0, steps = 0;
+  for (;;) {
+    std::size_t before = out.size();
+    pop3::Next n = h.session->next(out);
+    max_step = std::max(max_step, out.size() - before);
+    ++steps;
+    if (n != pop3::Next::output) break;
+  }
+  EXPECT_GT(steps, 3u);
+  EXPECT_LE(max_step, limits::kBodyChunk + 200);
+  EXPECT_TRUE(out.ends_with("\r\n.\r\n"));
+  EXPECT_NE(out.find("\r\n20000 "), std::string::npos);
+}
+
+TEST(Session, LargeBodyIsProducedInBoundedChunks) {
+  Harness h;
+  std::string big = "S: x\n\n";
+  while (big.size() < 1000000) big += "line of body text\n";
+  h.mail.add_message("alice", big);
+  h.login();
+  h.session->feed("RETR 1\r\n");
+  std::string out;
+  std::size_t total = 0, max_step = 0;
+  for (;;) {
+    out.clear();
+    pop3::Next n = h.session->next(out);
+    total += out.size();
+    max_step = std::max(max_step, out.size());
+    if (n != pop3::Next::output) break;
+  }
+  EXPECT_LE(max_step, 2 * limits::kBodyChunk + 100);
+  EXPECT_GT(total, pop3::crlf_size(big));
+}
+
+}  // namespace
+}  // namespace apop::test
