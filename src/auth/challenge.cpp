@@ -25,14 +25,8 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 // RFC 5322 §3.2.3 atext.
 bool is_atext(char c) {
   if (is_alpha(c) || is_digit(c)) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-    case '+': case '-': case '/': case '=': case '?': case '^': case '_':
-    case '`': case '{': case '|': case '}': case '~':
-      return true;
-    default:
-      return false;
-  }
+  constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
+  return c != '\0' && kSpecials.find(c) != std::string_view::npos;
 }
 
 // RFC 5322 §3.2.3 dot-atom-text = 1*atext *("." 1*atext)

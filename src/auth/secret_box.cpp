@@ -129,10 +129,10 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
                               key_file.string() + "`");
       }
       if (st.st_size != static_cast<off_t>(kKeySize)) {
-        return make_error(Errc::permanent,
-                          "key file " + key_file.string() + " has " + std::to_string(st.st_size) +
-                              " bytes, expected exactly " + std::to_string(kKeySize) +
-                              "; refusing to use it");
+        return make_error(Errc::permanent, "key file " + key_file.string() + " has " +
+                                               std::to_string(st.st_size) +
+                                               " bytes, expected exactly " +
+                                               std::to_string(kKeySize) + "; refusing to use it");
       }
       Key key(new unsigned char[kKeySize]);
       if (!read_all(fd.get(), std::span<unsigned char>(key.get(), kKeySize))) {
@@ -145,8 +145,8 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
       return SecretBox(std::move(key));
     }
     if (errno == ELOOP) {
-      return make_error(Errc::permanent,
-                        "key file " + key_file.string() + " is a symbolic link; refusing to use it");
+      return make_error(Errc::permanent, "key file " + key_file.string() +
+                                             " is a symbolic link; refusing to use it");
     }
     if (errno != ENOENT) return sys_error("cannot open key file", key_file, errno);
 
@@ -203,20 +203,20 @@ Result<std::string> SecretBox::seal(std::string_view plaintext, std::string_view
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   int fin = 0;
-  bool ok = ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
-                                nullptr) == 1 &&
-            EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), nullptr, &len,
-                              reinterpret_cast<const unsigned char*>(aad.data()),
-                              static_cast<int>(aad.size())) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), ct, &len,
-                              reinterpret_cast<const unsigned char*>(plaintext.data()),
-                              static_cast<int>(plaintext.size())) == 1 &&
-            EVP_EncryptFinal_ex(ctx.get(), ct + len, &fin) == 1 &&
-            static_cast<std::size_t>(len + fin) == plaintext.size() &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagSize),
-                                tag) == 1;
+  bool ok =
+      ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
+                          nullptr) == 1 &&
+      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len,
+                        reinterpret_cast<const unsigned char*>(aad.data()),
+                        static_cast<int>(aad.size())) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), ct, &len,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()),
+                        static_cast<int>(plaintext.size())) == 1 &&
+      EVP_EncryptFinal_ex(ctx.get(), ct + len, &fin) == 1 &&
+      static_cast<std::size_t>(len + fin) == plaintext.size() &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTagSize), tag) == 1;
   if (!ok) {
     OPENSSL_cleanse(out.data(), out.size());
     return make_error(Errc::temporary, "AES-256-GCM encryption failed");
@@ -250,7 +250,8 @@ Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aa
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   int fin = 0;
-  bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+  bool ok = ctx &&
+            EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
                                 nullptr) == 1 &&
             EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&

@@ -127,8 +127,7 @@ Result<void> chmod_0600(const std::filesystem::path& p, bool must_exist) {
 
 }  // namespace
 
-SqliteCredentialStore::SqliteCredentialStore(sqlite3* db, SecretBox box,
-                                             std::filesystem::path path)
+SqliteCredentialStore::SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path)
     : db_(db), box_(std::move(box)), path_(std::move(path)) {}
 
 SqliteCredentialStore::~SqliteCredentialStore() { sqlite3_close_v2(db_); }
@@ -196,9 +195,8 @@ Result<void> SqliteCredentialStore::add(std::string_view user, std::string_view 
   if (!sealed) return sealed.error();
   std::lock_guard lock(mu_);
   Stmt st;
-  int rc = prepare(db_,
-                   "INSERT INTO users (name, secret, created, updated) VALUES (?1, ?2, ?3, ?3)",
-                   st);
+  int rc = prepare(
+      db_, "INSERT INTO users (name, secret, created, updated) VALUES (?1, ?2, ?3, ?3)", st);
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
   if (rc == SQLITE_OK) rc = bind_blob(st.get(), 2, *sealed);
   if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 3, now());

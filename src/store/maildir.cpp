@@ -491,7 +491,7 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   UniqueFd curfd(open_dir_at(dirfd.get(), "cur"));
   if (!curfd) return sys_error("open " + dir.string() + "/cur", errno);
 
-  
+  if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
   auto scanned = scan_cur(curfd.get());
   if (!scanned) return scanned.error();
   auto& [entries, infos] = scanned.value();

@@ -292,12 +292,15 @@ class Server:
         return rc
 
     def kill_quietly(self):
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             try:
                 self.proc.kill()
                 self.proc.wait(5)
             except Exception:
                 pass
+        self._drain()
 
     def _drain(self):
         # Let the reader threads collect what the process wrote before it exited.
@@ -305,6 +308,12 @@ class Server:
         with self._cond:
             while not self._eof and time.monotonic() < deadline:
                 self._cond.wait(0.1)
+        time.sleep(0.05)  # the stdout reader, too
+        for stream in (self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except Exception:
+                pass
 
     def __enter__(self) -> "Server":
         return self.start()

@@ -48,9 +48,9 @@ class FetchmailTest(ApopTestCase):
             f.write(
                 "set no syslog\n"
                 "set invisible\n"
-                f"poll 127.0.0.1 protocol APOP service {port} uidl sslproto ''\n"
+                f"poll 127.0.0.1 protocol APOP service {port} uidl\n"
                 f'  user "alice" there with password "{secret}" is "{getpass.getuser()}" here\n'
-                f"  {'keep' if keep else 'no keep'} no rewrite fetchall\n"
+                f"  {'keep' if keep else 'no keep'} no rewrite sslproto \"\"\n"
                 f'  mda "{self.mda} {self.out}"\n')
         os.chmod(path, 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)

@@ -56,7 +56,7 @@ class PoplibTest(ApopTestCase):
         self.setup_alice([MSG1])
         with self.env.server() as srv:
             p = client(srv.port)
-            self.assertIn(b"USER", p.capa())
+            self.assertIn("USER", p.capa())
             self.assertTrue(p.user("alice").startswith(b"+OK"))
             self.assertTrue(p.pass_(ALICE_SECRET).startswith(b"+OK"))
             self.assertEqual(p.stat(), (1, len(crlf(MSG1))))
@@ -115,8 +115,7 @@ class PoplibTest(ApopTestCase):
             p = client(srv.port)
             p.apop("alice", ALICE_SECRET)
             p.dele(1)
-            p.sock.close()  # dropped, no QUIT
-            p = None
+            p.close()  # dropped, no QUIT
             # The lock is released when the server notices; poll for the next login.
             deadline = time.monotonic() + 5
             while True:
@@ -125,7 +124,7 @@ class PoplibTest(ApopTestCase):
                     q.apop("alice", ALICE_SECRET)
                     break
                 except poplib.error_proto as e:
-                    q.sock.close()
+                    q.close()
                     if b"[IN-USE]" not in e.args[0] or time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)

@@ -95,43 +95,43 @@ TEST(AuthChallenge, InvalidMsgIds) {
            std::string_view(""),
            std::string_view("<>"),
            std::string_view("<@>"),
-           std::string_view("a@b"),                 // no brackets
-           std::string_view("<a@b"),                // no closing
-           std::string_view("a@b>"),                // no opening
-           std::string_view("<ab>"),                // missing @
-           std::string_view("<a@b@c>"),             // two @
-           std::string_view("<@b>"),                // empty local
-           std::string_view("<a@>"),                // empty domain
-           std::string_view("<a b@c>"),             // space
-           std::string_view("< a@b>"),              // leading space
-           std::string_view("<a@b >"),              // trailing space
-           std::string_view("<a\t@b>"),             // control
-           std::string_view("<a\r\n@b>"),           // CRLF
-           std::string_view("<a\0@b>", 6),          // NUL
-           std::string_view("<a\x7f@b>"),           // DEL
-           std::string_view("<a\xc3\xa9@b>"),       // 8-bit
-           std::string_view("<.a@b>"),              // leading dot
-           std::string_view("<a.@b>"),              // trailing dot
-           std::string_view("<a..b@c>"),            // double dot
-           std::string_view("<a@.b>"),              // domain leading dot
-           std::string_view("<a@b.>"),              // domain trailing dot
-           std::string_view("<a@b..c>"),            // domain double dot
-           std::string_view("<a<b@c>"),             // nested <
-           std::string_view("<<a@b>>"),             // nested brackets
-           std::string_view("<a@b>c>"),             // > inside
-           std::string_view("<\"a\"@b>"),           // quoted-string local part
-           std::string_view("<\"a b\"@c>"),         // quoted-string with space
-           std::string_view("<a(comment)@b>"),      // comment
-           std::string_view("<a@[1.2.3.4>"),        // unterminated literal
-           std::string_view("<a@[1[2]>"),           // '[' in literal
-           std::string_view("<a@[1\\]2]>"),         // backslash in literal
-           std::string_view("<a@[1]2]>"),           // ']' in literal
-           std::string_view("<a@x[1]>"),            // literal not whole domain
-           std::string_view("<[1.2.3.4]@b>"),       // literal as local part
-           std::string_view("<a,b@c>"),             // ',' not atext
-           std::string_view("<a;b@c>"),             // ';' not atext
-           std::string_view("<a:b@c>"),             // ':' not atext
-           std::string_view("<a\\b@c>"),            // backslash
+           std::string_view("a@b"),             // no brackets
+           std::string_view("<a@b"),            // no closing
+           std::string_view("a@b>"),            // no opening
+           std::string_view("<ab>"),            // missing @
+           std::string_view("<a@b@c>"),         // two @
+           std::string_view("<@b>"),            // empty local
+           std::string_view("<a@>"),            // empty domain
+           std::string_view("<a b@c>"),         // space
+           std::string_view("< a@b>"),          // leading space
+           std::string_view("<a@b >"),          // trailing space
+           std::string_view("<a\t@b>"),         // control
+           std::string_view("<a\r\n@b>"),       // CRLF
+           std::string_view("<a\0@b>", 6),      // NUL
+           std::string_view("<a\x7f@b>"),       // DEL
+           std::string_view("<a\xc3\xa9@b>"),   // 8-bit
+           std::string_view("<.a@b>"),          // leading dot
+           std::string_view("<a.@b>"),          // trailing dot
+           std::string_view("<a..b@c>"),        // double dot
+           std::string_view("<a@.b>"),          // domain leading dot
+           std::string_view("<a@b.>"),          // domain trailing dot
+           std::string_view("<a@b..c>"),        // domain double dot
+           std::string_view("<a<b@c>"),         // nested <
+           std::string_view("<<a@b>>"),         // nested brackets
+           std::string_view("<a@b>c>"),         // > inside
+           std::string_view("<\"a\"@b>"),       // quoted-string local part
+           std::string_view("<\"a b\"@c>"),     // quoted-string with space
+           std::string_view("<a(comment)@b>"),  // comment
+           std::string_view("<a@[1.2.3.4>"),    // unterminated literal
+           std::string_view("<a@[1[2]>"),       // '[' in literal
+           std::string_view("<a@[1\\]2]>"),     // backslash in literal
+           std::string_view("<a@[1]2]>"),       // ']' in literal
+           std::string_view("<a@x[1]>"),        // literal not whole domain
+           std::string_view("<[1.2.3.4]@b>"),   // literal as local part
+           std::string_view("<a,b@c>"),         // ',' not atext
+           std::string_view("<a;b@c>"),         // ';' not atext
+           std::string_view("<a:b@c>"),         // ':' not atext
+           std::string_view("<a\\b@c>"),        // backslash
        }) {
     EXPECT_FALSE(is_valid_msg_id(s)) << s;
   }

@@ -79,11 +79,11 @@ TEST_P(CredentialStoreContract, AddFindPasswdRemoveList) {
   auto a = s.secret("alice");
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(*a, "alice-secret-1");
-  EXPECT_EQ(*s.secret("bob"), "bob secret with spaces");
-  EXPECT_EQ(*s.secret("Carol.x+y@z"), "c");
+  EXPECT_EQ(s.secret("bob").value(), "bob secret with spaces");
+  EXPECT_EQ(s.secret("Carol.x+y@z").value(), "c");
 
   ASSERT_TRUE(s.set_secret("alice", "alice-secret-2").ok());
-  EXPECT_EQ(*s.secret("alice"), "alice-secret-2");
+  EXPECT_EQ(s.secret("alice").value(), "alice-secret-2");
 
   auto l = s.list();
   ASSERT_TRUE(l.ok());
@@ -110,7 +110,7 @@ TEST_P(CredentialStoreContract, Errors) {
   ASSERT_FALSE(dup.ok());
   EXPECT_EQ(dup.error().code, Errc::exists);
   EXPECT_EQ(dup.error().message.find("other-secret"), std::string::npos);
-  EXPECT_EQ(*s.secret("alice"), "first-secret");  // unchanged
+  EXPECT_EQ(s.secret("alice").value(), "first-secret");  // unchanged
 
   for (std::string_view bad : {"", "../etc", ".hidden", "a/b", "a b", "a..b"}) {
     auto r = s.add(bad, "whatever-secret");
@@ -158,20 +158,20 @@ TEST_P(CredentialStoreContract, ConcurrentUse) {
 
 INSTANTIATE_TEST_SUITE_P(
     Impl, CredentialStoreContract,
-    ::testing::Values(
-        StoreFactory{"Memory",
-                     [](const fs::path&) -> std::unique_ptr<CredentialStore> {
-                       return std::make_unique<MemoryCredentialStore>();
-                     }},
-        StoreFactory{"Sqlite",
-                     [](const fs::path& dir) -> std::unique_ptr<CredentialStore> {
-                       auto r = SqliteCredentialStore::open(dir / "users.db", test_box());
-                       if (!r.ok()) {
-                         ADD_FAILURE() << r.error().message;
-                         return nullptr;
-                       }
-                       return std::move(r).value();
-                     }}),
+    ::testing::Values(StoreFactory{"Memory",
+                                   [](const fs::path&) -> std::unique_ptr<CredentialStore> {
+                                     return std::make_unique<MemoryCredentialStore>();
+                                   }},
+                      StoreFactory{"Sqlite",
+                                   [](const fs::path& dir) -> std::unique_ptr<CredentialStore> {
+                                     auto r =
+                                         SqliteCredentialStore::open(dir / "users.db", test_box());
+                                     if (!r.ok()) {
+                                       ADD_FAILURE() << r.error().message;
+                                       return nullptr;
+                                     }
+                                     return std::move(r).value();
+                                   }}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // ---- SQLite specifics --------------------------------------------------------
@@ -188,10 +188,12 @@ TEST(AuthSqliteStore, FileModes0600EvenWithPermissiveUmask) {
   for (const char* suffix : {"-wal", "-shm"}) {
     fs::path p = db;
     p += suffix;
-    if (fs::exists(p)) EXPECT_EQ(mode_of(p), 0600u) << p;
+    if (fs::exists(p)) {
+      EXPECT_EQ(mode_of(p), 0600u) << p;
+    }
   }
   // An existing database with a loose mode is tightened.
-  (*s).value().reset();
+  s.value().reset();
   ASSERT_EQ(::chmod(db.c_str(), 0644), 0);
   auto again = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(again.ok());
@@ -293,15 +295,13 @@ TEST(AuthSqliteStore, CorruptedOrSwappedRowIsAnErrorNotACrash) {
   }
   // The store still works for everything else.
   ASSERT_TRUE((*s)->set_secret("alice", "repaired-secret").ok());
-  EXPECT_EQ(*(*s)->secret("alice"), "repaired-secret");
+  EXPECT_EQ((*s)->secret("alice").value(), "repaired-secret");
 }
 
 TEST(AuthSqliteStore, NotADatabaseAndNewerSchemaRefused) {
   TempDir dir;
   fs::path junk = dir.path() / "junk.db";
-  {
-    std::ofstream(junk) << std::string(4096, 'j');
-  }
+  { std::ofstream(junk) << std::string(4096, 'j'); }
   ::chmod(junk.c_str(), 0600);
   auto r = SqliteCredentialStore::open(junk, test_box());
   ASSERT_FALSE(r.ok());
@@ -332,7 +332,7 @@ TEST(AuthSqliteStore, TwoConnectionsShareTheDatabase) {
   EXPECT_EQ(*r, "added-by-cli");
   ASSERT_TRUE((*server)->list().ok());
   ASSERT_TRUE((*cli)->set_secret("alice", "changed-by-cli").ok());
-  EXPECT_EQ(*(*server)->secret("alice"), "changed-by-cli");
+  EXPECT_EQ((*server)->secret("alice").value(), "changed-by-cli");
 }
 
 TEST(AuthSqliteStore, SqlMetacharactersInNamesAreData) {
@@ -342,7 +342,7 @@ TEST(AuthSqliteStore, SqlMetacharactersInNamesAreData) {
   // Invalid names are refused before SQL; valid odd ones round-trip.
   EXPECT_EQ((*s)->add("a'; DROP TABLE users; --", "x-secret-xxx").error().code, Errc::invalid);
   ASSERT_TRUE((*s)->add("o-reilly+tag@x", "it's a 'secret'; --").ok());
-  EXPECT_EQ(*(*s)->secret("o-reilly+tag@x"), "it's a 'secret'; --");
+  EXPECT_EQ((*s)->secret("o-reilly+tag@x").value(), "it's a 'secret'; --");
   EXPECT_EQ((*s)->secret("' OR '1'='1").error().code, Errc::not_found);
   EXPECT_EQ((*s)->list()->size(), 1u);
 }

@@ -34,9 +34,7 @@ TEST(AuthDigest, CtEqual) {
   EXPECT_FALSE(ct_equal(std::string_view("a\0b", 3), std::string_view("a\0c", 3)));
 }
 
-TEST(AuthDigest, ApopRfc1939Example) {
-  EXPECT_TRUE(apop_digest_matches(kTs, kSecret, kDigest));
-}
+TEST(AuthDigest, ApopRfc1939Example) { EXPECT_TRUE(apop_digest_matches(kTs, kSecret, kDigest)); }
 
 TEST(AuthDigest, ApopAcceptsUpperAndMixedCase) {
   EXPECT_TRUE(apop_digest_matches(kTs, kSecret, "C4C9334BAC560ECC979E58001B3E22FB"));
@@ -52,7 +50,7 @@ TEST(AuthDigest, ApopRejectsWrongDigests) {
   EXPECT_FALSE(apop_digest_matches(kTs, kSecret, std::string(kDigest) + "0"));
   EXPECT_FALSE(apop_digest_matches(kTs, kSecret, ""));
   // Non-hex characters never match, wherever they are.
-  for (char bad : {'g', 'G', 'z', '#', ' ', '\0', '\x83', 'C' - 0x20 /* '#' */}) {
+  for (char bad : {'g', 'G', 'z', '#', ' ', '\0', '\x83', '\x03'}) {
     for (std::size_t pos : {std::size_t{0}, std::size_t{5}, std::size_t{31}}) {
       std::string g(kDigest);
       g[pos] = bad;

@@ -16,7 +16,9 @@ void expect_weak(std::string_view s) {
   EXPECT_EQ(r.error().code, Errc::invalid) << s;
   EXPECT_FALSE(r.error().message.empty());
   // The reason never quotes the secret.
-  if (s.size() >= 4) EXPECT_EQ(r.error().message.find(s), std::string::npos) << s;
+  if (s.size() >= 4) {
+    EXPECT_EQ(r.error().message.find(s), std::string::npos) << s;
+  }
 }
 
 TEST(AuthPasswordPolicy, AcceptsStrongSecrets) {
@@ -34,7 +36,7 @@ TEST(AuthPasswordPolicy, AcceptsStrongSecrets) {
 
 TEST(AuthPasswordPolicy, Length) {
   expect_weak("");
-  expect_weak("Xk9#mP2q!Lw");  // 11
+  expect_weak("Xk9#mP2q!Lw");                               // 11
   EXPECT_TRUE(check_secret_strength("Xk9#mP2q!Lwz").ok());  // 12
   std::string longest = generate_secret(limits::kMaxSecret);
   EXPECT_TRUE(check_secret_strength(longest).ok());
@@ -48,7 +50,7 @@ TEST(AuthPasswordPolicy, OnlyPrintableAscii) {
     s.insert(s.begin() + 5, bad);
     expect_weak(s);
   }
-  expect_weak("Xk9#mP2q\xc3\xa9Lwz");  // UTF-8 é
+  expect_weak("Xk9#mP2q\xc3\xa9Lwz");                         // UTF-8 é
   EXPECT_TRUE(check_secret_strength("Xk9 mP2q Lwz ~").ok());  // spaces are fine
 }
 
@@ -69,19 +71,19 @@ TEST(AuthPasswordPolicy, CommonWordWithDecoration) {
 }
 
 TEST(AuthPasswordPolicy, Patterns) {
-  expect_weak("aaaaaaaaaaaaaaaa");       // one character
-  expect_weak("############");           // one character
-  expect_weak("xyzxyzxyzxyz");           // short word repeated
-  expect_weak("Blue7Blue7Blue7");        // short word repeated, case-insensitive
+  expect_weak("aaaaaaaaaaaaaaaa");  // one character
+  expect_weak("############");      // one character
+  expect_weak("xyzxyzxyzxyz");      // short word repeated
+  expect_weak("Blue7Blue7Blue7");   // short word repeated, case-insensitive
   expect_weak("blue7BLUE7blue7");
-  expect_weak("mnopqrstuvwxyz");         // alphabet walk
-  expect_weak("zyxwvutsrqponm");         // reversed
-  expect_weak("98765432109876");         // digits walk down, wrapping
-  expect_weak("34567890123456");         // digits walk up, wrapping
-  expect_weak("ytrewqasdfgh");           // keyboard rows
+  expect_weak("mnopqrstuvwxyz");  // alphabet walk
+  expect_weak("zyxwvutsrqponm");  // reversed
+  expect_weak("98765432109876");  // digits walk down, wrapping
+  expect_weak("34567890123456");  // digits walk up, wrapping
+  expect_weak("ytrewqasdfgh");    // keyboard rows
   expect_weak("qwerty123456");
   expect_weak("zxcvbnmlkjhg");
-  expect_weak("2wsx3edc4rfv");           // keyboard columns
+  expect_weak("2wsx3edc4rfv");  // keyboard columns
 }
 
 }  // namespace

@@ -65,7 +65,9 @@ TEST(AuthSecretBox, RoundTripAndFormat) {
     ASSERT_TRUE(sealed.ok());
     EXPECT_EQ(sealed->size(), 1 + 12 + pt.size() + 16);
     EXPECT_EQ(static_cast<unsigned char>((*sealed)[0]), 0x01);
-    if (!pt.empty()) EXPECT_EQ(sealed->find(pt), std::string::npos);
+    if (!pt.empty()) {
+      EXPECT_EQ(sealed->find(pt), std::string::npos);
+    }
     auto opened = box.open(*sealed, "alice");
     ASSERT_TRUE(opened.ok()) << opened.error().message;
     EXPECT_EQ(*opened, pt);

@@ -18,14 +18,14 @@ TEST(AuthUsername, Valid) {
 }
 
 TEST(AuthUsername, Invalid) {
-  for (std::string_view s : {
-           std::string_view(""), std::string_view("."), std::string_view(".."),
-           std::string_view(".alice"), std::string_view("-alice"), std::string_view("_alice"),
-           std::string_view("+a"), std::string_view("@a"), std::string_view("a..b"),
-           std::string_view("a/b"), std::string_view("../etc"), std::string_view("a\\b"),
-           std::string_view("a b"), std::string_view("a\tb"), std::string_view("a\nb"),
-           std::string_view("a\0b", 3), std::string_view("caf\xc3\xa9"), std::string_view("a:b"),
-           std::string_view("a*"), std::string_view("a%b"), std::string_view("a~")}) {
+  for (std::string_view s :
+       {std::string_view(""),        std::string_view("."),           std::string_view(".."),
+        std::string_view(".alice"),  std::string_view("-alice"),      std::string_view("_alice"),
+        std::string_view("+a"),      std::string_view("@a"),          std::string_view("a..b"),
+        std::string_view("a/b"),     std::string_view("../etc"),      std::string_view("a\\b"),
+        std::string_view("a b"),     std::string_view("a\tb"),        std::string_view("a\nb"),
+        std::string_view("a\0b", 3), std::string_view("caf\xc3\xa9"), std::string_view("a:b"),
+        std::string_view("a*"),      std::string_view("a%b"),         std::string_view("a~")}) {
     EXPECT_FALSE(is_valid_username(s)) << s;
   }
   EXPECT_FALSE(is_valid_username(std::string(limits::kMaxUsername + 1, 'a')));

@@ -1,0 +1,40 @@
+# apop: convenience targets over the CMake presets (see CMakePresets.json).
+#   make demo    install deps, build (release), run a demo server on 127.0.0.1:$(PORT)
+#   make test    install deps, build (dev), run every test through ctest
+PORT ?= 1110
+JOBS ?= 2
+CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format || echo clang-format-14)
+FORMAT_DIRS := src tests fuzz bench
+
+.PHONY: all deps build test asan release demo format clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build: deps
+	cmake --preset dev
+	cmake --build --preset dev
+
+test: build
+	ctest --preset dev --output-on-failure -j$(JOBS)
+
+asan: deps
+	cmake --preset asan
+	cmake --build --preset asan
+	ctest --preset asan --output-on-failure -j$(JOBS)
+
+release: deps
+	cmake --preset release
+	cmake --build --preset release
+
+demo: release
+	PORT=$(PORT) APOP=build/release/apop bash scripts/demo.sh
+
+format:
+	find $(FORMAT_DIRS) -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cc' \) \
+	  -print0 | xargs -0 -r $(CLANG_FORMAT) -i
+
+clean:
+	rm -rf build

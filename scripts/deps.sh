@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages that building and testing apop need.
+# Only missing packages are installed; when nothing is missing, nothing runs
+# (no apt-get update, no sudo). Usage:
+#   scripts/deps.sh          install what is missing
+#   scripts/deps.sh --list   print the package list (used by .ci/run)
+#   scripts/deps.sh --check  exit 1 and name the missing packages, install nothing
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain and build system
+  build-essential cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14
+  # libraries
+  libasio-dev libssl-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libtomlplusplus-dev
+  # test frameworks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # interop test clients and tools
+  python3 curl fetchmail openssl sqlite3
+)
+
+installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+case "${1:-}" in
+  --list) printf '%s\n' "${PACKAGES[@]}"; exit 0 ;;
+  --check|"") ;;
+  *) echo "usage: $0 [--list|--check]" >&2; exit 64 ;;
+esac
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "deps.sh: this script supports Debian/Ubuntu (dpkg/apt) only; install the" >&2
+  echo "equivalents of: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps.sh: all ${#PACKAGES[@]} packages are installed"
+  exit 0
+fi
+
+echo "deps.sh: missing: ${missing[*]}"
+[ "${1:-}" = "--check" ] && exit 1
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "deps.sh: not root and no sudo" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends "${missing[@]}"
