@@ -15,11 +15,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const std::string kTs = "<1.2@fuzz>";
-  static apop::auth::MemoryCredentialStore creds = [] {
-    apop::auth::MemoryCredentialStore c;
-    (void)c.add("u", "fuzzing-secret-1");
-    return c;
-  }();
+  static apop::auth::MemoryCredentialStore creds;
+  static const bool added = creds.add("u", "fuzzing-secret-1").ok();
+  if (!added) __builtin_trap();
   static apop::auth::StoreAuthenticator auth(creds);
   apop::store::MemoryStore mail;
   mail.add_message("u", "Subject: a\n\n.line\nbody\r\n");

@@ -37,6 +37,7 @@ Result<void> ensure_layout(const DataDir& dir) {
 }
 
 Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir) {
+  if (auto r = ensure_layout(dir); !r) return r.error();
   auto box = auth::SecretBox::open_or_create(dir.key_file());
   if (!box) return box.error();
   auto store = auth::SqliteCredentialStore::open(dir.users_db(), std::move(*box));

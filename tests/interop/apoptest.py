@@ -115,8 +115,11 @@ class ApopEnv:
         self.root = tempfile.mkdtemp(prefix="apop-interop-")
         self.data = os.path.join(self.root, "data")
         self._servers: list[Server] = []
+        self.conns: list[Conn] = []
 
     def cleanup(self):
+        for c in self.conns:
+            c.close()
         for s in self._servers:
             s.kill_quietly()
         shutil.rmtree(self.root, ignore_errors=True)
@@ -366,7 +369,9 @@ class Server:
         return hits
 
     def connect(self, port: int | None = None, timeout: float = 10.0) -> "Conn":
-        return Conn(port or self.port, timeout=timeout)
+        c = Conn(port or self.port, timeout=timeout)
+        self.env.conns.append(c)  # closed at cleanup even when a test fails midway
+        return c
 
 
 # --------------------------------------------------------------------------------------

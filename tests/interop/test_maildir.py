@@ -72,6 +72,22 @@ class MaildirTest(ApopTestCase):
             c.quit()
         self.assertEqual(sorted(self.env.stored_messages("alice")), sorted([OURS, DOVECOT]))
 
+    def test_messages_are_numbered_in_delivery_order(self):
+        # Many deliveries within the same second: the Maildir names differ only in
+        # their sub-second parts, and message n must still be the n-th delivered.
+        msgs = [make_message(f"order {i:03d}", f"message number {i}\n") for i in range(1, 41)]
+        self.setup_alice(msgs)
+        with self.env.server() as srv:
+            c = srv.connect()
+            c.login("alice", ALICE_SECRET)
+            order = []
+            for i in range(1, len(msgs) + 1):
+                status, lines = c.cmd_multi(f"TOP {i} 0")
+                subject = [l for l in lines if l.startswith(b"Subject: ")]
+                order.append(subject[0].decode()[len("Subject: "):])
+            self.assertEqual(order, [f"order {i:03d}" for i in range(1, len(msgs) + 1)])
+            c.quit()
+
     def test_hand_made_maildir_is_served(self):
         # The body is always streamed from the file; RETR sends the file's content.
         self.setup_alice([])
