@@ -305,8 +305,9 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(i
     items.push_back(std::move(it));
   }
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return std::tie(a.entry.time, a.entry.base, a.entry.name) <
-           std::tie(b.entry.time, b.entry.base, b.entry.name);
+    if (a.entry.time != b.entry.time) return a.entry.time < b.entry.time;
+    if (a.entry.base != b.entry.base) return maildir_name_less(a.entry.base, b.entry.base);
+    return a.entry.name < b.entry.name;
   });
   if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
 

@@ -70,6 +70,31 @@ std::uint64_t maildir_name_time(std::string_view base) {
   return v;
 }
 
+bool maildir_name_less(std::string_view a, std::string_view b) {
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (is_digit(a[i]) && is_digit(b[j])) {
+      std::size_t ie = i, je = j;
+      while (ie < a.size() && a[ie] == '0') ++ie;  // leading zeros do not count
+      while (je < b.size() && b[je] == '0') ++je;
+      std::size_t id = ie, jd = je;
+      while (id < a.size() && is_digit(a[id])) ++id;
+      while (jd < b.size() && is_digit(b[jd])) ++jd;
+      if (id - ie != jd - je) return id - ie < jd - je;  // fewer digits: smaller
+      int c = a.substr(ie, id - ie).compare(b.substr(je, jd - je));
+      if (c != 0) return c < 0;
+      i = id;
+      j = jd;
+      continue;
+    }
+    if (a[i] != b[j]) return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[j]);
+    ++i;
+    ++j;
+  }
+  return a.size() - i < b.size() - j;
+}
+
 bool valid_uidl(std::string_view s) {
   if (s.empty() || s.size() > limits::kMaxUidl) return false;
   for (char c : s) {

@@ -21,6 +21,11 @@ std::optional<std::uint64_t> maildir_name_field(std::string_view base, char key)
 // The leading decimal TIME of a base name (saturating), 0 when none.
 std::uint64_t maildir_name_time(std::string_view base);
 
+// Delivery order of two Maildir base names: runs of digits compare as
+// numbers (so "T.M98765P1" comes before "T.M153961P1": the microseconds in
+// Dovecot/Postfix names have no leading zeros), everything else bytewise.
+bool maildir_name_less(std::string_view a, std::string_view b);
+
 // True when s is a valid POP3 unique-id: 1..70 chars, all in 0x21..0x7E
 // (RFC 1939 §7).
 bool valid_uidl(std::string_view s);

@@ -756,3 +756,21 @@ TEST_F(MaildirTest, ByteSourceReadsLargeMessagesInChunks) {
 
 }  // namespace
 }  // namespace apop::store
+
+namespace apop::store {
+namespace {
+// Regression: within one second, "M98765" must sort before "M153961" (the
+// microseconds have no leading zeros), or messages are numbered out of
+// delivery order.
+TEST(MaildirNameOrder, DigitRunsCompareNumerically) {
+  EXPECT_TRUE(maildir_name_less("1700000000.M98765P10Q1.h", "1700000000.M153961P10Q1.h"));
+  EXPECT_FALSE(maildir_name_less("1700000000.M153961P10Q1.h", "1700000000.M98765P10Q1.h"));
+  EXPECT_TRUE(maildir_name_less("1700000000.M5P10Q2.h", "1700000000.M5P10Q10.h"));
+  EXPECT_TRUE(maildir_name_less("a", "b"));
+  EXPECT_TRUE(maildir_name_less("x1", "x1y"));
+  EXPECT_FALSE(maildir_name_less("same", "same"));
+  EXPECT_FALSE(maildir_name_less("x007", "x7"));
+  EXPECT_FALSE(maildir_name_less("x7", "x007"));
+}
+}  // namespace
+}  // namespace apop::store
