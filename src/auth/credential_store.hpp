@@ -88,10 +88,13 @@ class SqliteCredentialStore final : public CredentialStore {
 
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);
+  // Unknown users cost a decryption too (of this dummy), like known ones.
+  Error unknown_user(std::string_view user) const;
   std::mutex mu_;
   sqlite3* db_;
   SecretBox box_;
   std::filesystem::path path_;
+  std::string dummy_sealed_;
 };
 
 }  // namespace apop::auth

@@ -128,7 +128,16 @@ Result<void> chmod_0600(const std::filesystem::path& p, bool must_exist) {
 }  // namespace
 
 SqliteCredentialStore::SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path)
-    : db_(db), box_(std::move(box)), path_(std::move(path)) {}
+    : db_(db), box_(std::move(box)), path_(std::move(path)) {
+  auto dummy = box_.seal("apop-dummy-secret-for-unknown-users", "\x01dummy");
+  if (dummy) dummy_sealed_ = std::move(*dummy);
+}
+
+Error SqliteCredentialStore::unknown_user(std::string_view user) const {
+  auto discarded = box_.open(dummy_sealed_, "\x01dummy");
+  (void)discarded;
+  return no_user(user);
+}
 
 SqliteCredentialStore::~SqliteCredentialStore() { sqlite3_close_v2(db_); }
 
@@ -164,7 +173,7 @@ Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
 }
 
 Result<std::string> SqliteCredentialStore::secret(std::string_view user) {
-  if (!is_valid_username(user)) return no_user(user);
+  if (!is_valid_username(user)) return unknown_user(user);
   std::string sealed;
   {
     std::lock_guard lock(mu_);
@@ -173,7 +182,7 @@ Result<std::string> SqliteCredentialStore::secret(std::string_view user) {
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
     rc = sqlite3_step(st.get());
-    if (rc == SQLITE_DONE) return no_user(user);
+    if (rc == SQLITE_DONE) return unknown_user(user);
     if (rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
     const void* blob = sqlite3_column_blob(st.get(), 0);
     const int n = sqlite3_column_bytes(st.get(), 0);
