@@ -17,6 +17,9 @@ namespace {
 struct ServeArgs {
   std::string data;
   std::vector<std::string> listen;
+  std::vector<std::string> tls_listen;
+  std::string tls_cert;
+  std::string tls_key;
   std::string hostname;
   bool allow_plaintext_auth = false;
   bool no_secure_loopback = false;
@@ -39,6 +42,24 @@ int run_serve(const ServeArgs& a) {
     }
     opts.listen.push_back(*spec);
   }
+  for (const auto& l : a.tls_listen) {
+    auto spec = net::parse_listen(l);
+    if (!spec) {
+      spdlog::error("{}", spec.error().message);
+      return kExitUsage;
+    }
+    opts.tls_listen.push_back(*spec);
+  }
+  if (opts.listen.empty() && opts.tls_listen.empty()) {
+    spdlog::error("nothing to listen on: give --listen and/or --tls-listen");
+    return kExitUsage;
+  }
+  if (a.tls_cert.empty() != a.tls_key.empty()) {
+    spdlog::error("--tls-cert and --tls-key go together");
+    return kExitUsage;
+  }
+  opts.tls.cert_file = a.tls_cert;
+  opts.tls.key_file = a.tls_key;
   opts.secure_loopback = !a.no_secure_loopback;
   opts.login_timeout = std::chrono::seconds(a.login_timeout);
   opts.idle_timeout = std::chrono::seconds(a.idle_timeout);
@@ -80,8 +101,15 @@ void register_serve(CLI::App& app, Registry& registry) {
   auto a = std::make_shared<ServeArgs>();
   CLI::App* sub = app.add_subcommand("serve", "Run the POP3 server in the foreground");
   sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
-  sub->add_option("--listen", a->listen, "ADDR:PORT to listen on (repeatable; port 0 = any free)")
-      ->required();
+  sub->add_option("--listen", a->listen,
+                  "ADDR:PORT to listen on, plain with STLS when TLS is configured (repeatable; "
+                  "port 0 = any free)");
+  sub->add_option("--tls-listen", a->tls_listen,
+                  "ADDR:PORT to listen on with implicit TLS (repeatable; 995 by convention)");
+  sub->add_option("--tls-cert", a->tls_cert, "PEM certificate chain (reloaded on SIGHUP)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--tls-key", a->tls_key, "PEM private key (reloaded on SIGHUP)")
+      ->check(CLI::ExistingFile);
   sub->add_option("--hostname", a->hostname, "Host name in APOP timestamps (default: system)");
   sub->add_flag("--allow-plaintext-auth", a->allow_plaintext_auth,
                 "Allow USER/PASS on non-secure connections");

@@ -2,8 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/ssl.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <list>
 
@@ -93,6 +97,64 @@ class LogSink final : public pop3::EventSink {
   std::string addr_;
 };
 
+std::string openssl_error() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+using TlsContext = std::shared_ptr<asio::ssl::context>;
+
+// TLS 1.2 at least, OpenSSL's default (modern) cipher lists, no
+// renegotiation, no compression.
+Result<TlsContext> make_tls_context(const TlsOptions& o) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  SSL_CTX* native = ctx->native_handle();
+  SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
+  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (SSL_CTX_use_certificate_chain_file(native, o.cert_file.c_str()) != 1) {
+    return make_error(Errc::permanent,
+                      "cannot load TLS certificate " + o.cert_file + ": " + openssl_error());
+  }
+  if (SSL_CTX_use_PrivateKey_file(native, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return make_error(Errc::permanent,
+                      "cannot load TLS key " + o.key_file + ": " + openssl_error());
+  }
+  if (SSL_CTX_check_private_key(native) != 1) {
+    return make_error(Errc::permanent, "TLS key " + o.key_file + " does not match certificate " +
+                                           o.cert_file);
+  }
+  return ctx;
+}
+
+// One client connection: the TCP socket, and the TLS stream over it once
+// TLS is active (at accept for implicit TLS, after STLS otherwise).
+struct Connection {
+  explicit Connection(tcp::socket s) : sock(std::move(s)) {}
+  tcp::socket sock;
+  TlsContext ctx;  // keeps the certificate this session uses alive across reloads
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
+
+  asio::awaitable<std::tuple<asio::error_code, std::size_t>> read_some(asio::mutable_buffer b) {
+    if (tls) co_return co_await tls->async_read_some(b, use_tuple);
+    co_return co_await sock.async_read_some(b, use_tuple);
+  }
+  asio::awaitable<std::tuple<asio::error_code, std::size_t>> write(asio::const_buffer b) {
+    if (tls) co_return co_await asio::async_write(*tls, b, use_tuple);
+    co_return co_await asio::async_write(sock, b, use_tuple);
+  }
+  asio::awaitable<asio::error_code> handshake(TlsContext context) {
+    ctx = std::move(context);
+    tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *ctx);
+    auto [ec] = co_await tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
+    co_return ec;
+  }
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -102,14 +164,17 @@ struct Server::Impl {
   ChallengeSource challenge;
   asio::io_context io{1};
   std::vector<tcp::acceptor> acceptors;
-  std::list<tcp::socket*> live;  // open session sockets, for shutdown
+  std::vector<bool> acceptor_tls;  // parallel to acceptors: implicit TLS
+  TlsContext tls_ctx;              // current certificate; replaced on reload
+  std::list<tcp::socket*> live;    // open session sockets, for shutdown
   asio::signal_set signals{io, SIGINT, SIGTERM};
+  asio::signal_set reload_signal{io, SIGHUP};
   bool stopping = false;
 
   Impl(ServerOptions o, pop3::Authenticator& a, pop3::MaildropOpener& m, ChallengeSource c)
       : options(std::move(o)), auth(a), opener(m), challenge(std::move(c)) {}
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit_tls) {
     for (;;) {
       auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
       if (stopping) co_return;
@@ -121,7 +186,7 @@ struct Server::Impl {
         co_await t.async_wait(use_tuple);
         continue;
       }
-      asio::co_spawn(io, run_session(std::move(sock)), asio::detached);
+      asio::co_spawn(io, run_session(std::move(sock), implicit_tls), asio::detached);
     }
   }
 
@@ -139,8 +204,16 @@ struct Server::Impl {
     timed_out = true;
   }
 
-  asio::awaitable<void> serve(tcp::socket& sock, pop3::Session& session,
-                              std::chrono::steady_clock::time_point& deadline) {
+  asio::awaitable<void> serve(Connection& conn, pop3::Session& session, bool implicit_tls,
+                              std::chrono::steady_clock::time_point& deadline,
+                              std::string& failure) {
+    if (implicit_tls) {
+      if (auto ec = co_await conn.handshake(tls_ctx)) {
+        failure = "tls-handshake: " + ec.message();
+        co_return;
+      }
+      session.tls_started();
+    }
     std::string out = session.greeting();
     std::array<char, 8192> in;
     for (;;) {
@@ -150,14 +223,25 @@ struct Server::Impl {
         // Backpressure: a client that stops reading stalls this write, and
         // no more output is produced until it completes (or times out).
         deadline = std::chrono::steady_clock::now() + timeout_for(session);
-        auto [ec, written] = co_await asio::async_write(sock, asio::buffer(out), use_tuple);
+        auto [ec, written] = co_await conn.write(asio::buffer(out));
         if (ec) co_return;
         out.clear();
       }
       if (n == pop3::Next::close) co_return;
+      if (n == pop3::Next::start_tls) {
+        // STLS: the session already dropped any pipelined plaintext; the
+        // handshake reads straight from the socket.
+        deadline = std::chrono::steady_clock::now() + options.login_timeout;
+        if (auto ec = co_await conn.handshake(tls_ctx)) {
+          failure = "stls-handshake: " + ec.message();
+          co_return;
+        }
+        session.tls_started();
+        continue;
+      }
       if (n == pop3::Next::need_input) {
         deadline = std::chrono::steady_clock::now() + timeout_for(session);
-        auto [ec, got] = co_await sock.async_read_some(asio::buffer(in), use_tuple);
+        auto [ec, got] = co_await conn.read_some(asio::buffer(in));
         if (ec) co_return;
         session.feed(std::string_view(in.data(), got));
       }
@@ -168,32 +252,37 @@ struct Server::Impl {
     return s.state() == pop3::State::authorization ? options.login_timeout : options.idle_timeout;
   }
 
-  asio::awaitable<void> run_session(tcp::socket sock) {
+  asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls) {
     asio::error_code ec;
     auto remote = sock.remote_endpoint(ec);
     if (ec) co_return;
     sock.set_option(tcp::no_delay(true), ec);
+    Connection conn(std::move(sock));
     LogSink sink(endpoint_text(remote));
     pop3::SessionConfig cfg = options.session;
     cfg.secure = options.secure_loopback && is_loopback(remote.address().to_string());
+    cfg.stls_available = tls_ctx != nullptr && !implicit_tls;
     pop3::Session session(cfg, auth, opener, challenge(), &sink);
-    spdlog::debug("connect addr={}", sink.addr());
-    auto it = live.insert(live.end(), &sock);
+    spdlog::debug("connect addr={}{}", sink.addr(), implicit_tls ? " tls=1" : "");
+    auto it = live.insert(live.end(), &conn.sock);
     auto deadline = std::chrono::steady_clock::now() + options.login_timeout;
     bool timed_out = false;
-    co_await (serve(sock, session, deadline) || watchdog(deadline, timed_out));
+    std::string failure;
+    co_await (serve(conn, session, implicit_tls, deadline, failure) ||
+              watchdog(deadline, timed_out));
     live.erase(it);
-    if (timed_out && !stopping) {
-      // RFC 1939 §3 autologout: no UPDATE. Tell the client why, briefly.
+    if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
+    if (timed_out && !stopping && !conn.tls) {
+      // RFC 1939 §3 autologout: no UPDATE. Tell a plaintext client why.
       static constexpr std::string_view kBye = "-ERR Disconnected for inactivity\r\n";
-      sock.non_blocking(true, ec);
-      sock.write_some(asio::buffer(kBye), ec);
+      conn.sock.non_blocking(true, ec);
+      conn.sock.write_some(asio::buffer(kBye), ec);
     }
     const bool was_logged_in = session.state() != pop3::State::authorization;
     const bool committed = session.stats().committed;
     session.abort();  // releases the maildrop lock; no UPDATE unless QUIT did it
-    sock.shutdown(tcp::socket::shutdown_both, ec);
-    sock.close(ec);
+    conn.sock.shutdown(tcp::socket::shutdown_both, ec);
+    conn.sock.close(ec);
     if (was_logged_in) {
       const auto& st = session.stats();
       spdlog::info("logout user={} addr={} retr={}/{} top={} dele={}/{} reason={}",
@@ -205,6 +294,23 @@ struct Server::Impl {
                                  : "disconnected");
     }
   }
+
+  void arm_reload() {
+    reload_signal.async_wait([this](const asio::error_code& ec, int) {
+      if (ec) return;
+      if (options.tls.enabled()) {
+        auto ctx = make_tls_context(options.tls);
+        if (ctx) {
+          tls_ctx = std::move(*ctx);
+          spdlog::info("tls certificate reloaded cert={}", options.tls.cert_file);
+        } else {
+          spdlog::error("tls reload failed, keeping the old certificate: {}",
+                        ctx.error().message);
+        }
+      }
+      arm_reload();
+    });
+  }
 };
 
 Server::Server(ServerOptions options, pop3::Authenticator& auth, pop3::MaildropOpener& opener,
@@ -214,7 +320,14 @@ Server::Server(ServerOptions options, pop3::Authenticator& auth, pop3::MaildropO
 Server::~Server() = default;
 
 Result<void> Server::bind() {
-  for (const ListenSpec& spec : impl_->options.listen) {
+  if (impl_->options.tls.enabled()) {
+    auto ctx = make_tls_context(impl_->options.tls);
+    if (!ctx) return ctx.error();
+    impl_->tls_ctx = std::move(*ctx);
+  } else if (!impl_->options.tls_listen.empty()) {
+    return make_error(Errc::invalid, "TLS listeners need --tls-cert and --tls-key");
+  }
+  auto bind_one = [this](const ListenSpec& spec, bool tls) -> Result<void> {
     asio::error_code ec;
     tcp::endpoint ep(asio::ip::make_address(spec.address, ec), spec.port);
     if (ec) return make_error(Errc::invalid, "bad listen address " + spec.address);
@@ -228,9 +341,25 @@ Result<void> Server::bind() {
       return make_error(Errc::temporary,
                         "cannot listen on " + endpoint_text(ep) + ": " + ec.message());
     }
-    spdlog::info("listening on {}", endpoint_text(acc.local_endpoint()));
+    spdlog::info("listening on {}{}", endpoint_text(acc.local_endpoint()), tls ? " (tls)" : "");
     impl_->acceptors.push_back(std::move(acc));
+    impl_->acceptor_tls.push_back(tls);
+    return {};
+  };
+  for (const ListenSpec& spec : impl_->options.listen) {
+    if (auto r = bind_one(spec, false); !r) return r;
   }
+  for (const ListenSpec& spec : impl_->options.tls_listen) {
+    if (auto r = bind_one(spec, true); !r) return r;
+  }
+  return {};
+}
+
+Result<void> Server::reload_tls() {
+  if (!impl_->options.tls.enabled()) return {};
+  auto ctx = make_tls_context(impl_->options.tls);
+  if (!ctx) return ctx.error();
+  asio::post(impl_->io, [impl = impl_.get(), c = std::move(*ctx)] { impl->tls_ctx = c; });
   return {};
 }
 
@@ -246,8 +375,10 @@ void Server::run() {
     spdlog::info("signal {} received, shutting down", sig);
     stop();
   });
-  for (auto& acc : impl_->acceptors) {
-    asio::co_spawn(impl_->io, impl_->accept_loop(acc), asio::detached);
+  impl_->arm_reload();
+  for (std::size_t i = 0; i < impl_->acceptors.size(); ++i) {
+    asio::co_spawn(impl_->io, impl_->accept_loop(impl_->acceptors[i], impl_->acceptor_tls[i]),
+                   asio::detached);
   }
   impl_->io.run();
   spdlog::info("stopped");
@@ -259,6 +390,7 @@ void Server::stop() {
     impl->stopping = true;
     asio::error_code ec;
     impl->signals.cancel(ec);
+    impl->reload_signal.cancel(ec);
     for (auto& acc : impl->acceptors) acc.close(ec);
     // Sessions end without UPDATE: nothing is deleted, no mail is lost.
     for (tcp::socket* s : impl->live) s->cancel(ec);

@@ -25,8 +25,16 @@ struct ListenSpec {
 // Parses "ADDR:PORT" or "[V6ADDR]:PORT".
 Result<ListenSpec> parse_listen(std::string_view text);
 
+struct TlsOptions {
+  std::string cert_file;  // PEM certificate chain (leaf first)
+  std::string key_file;   // PEM private key
+  bool enabled() const { return !cert_file.empty(); }
+};
+
 struct ServerOptions {
-  std::vector<ListenSpec> listen;
+  std::vector<ListenSpec> listen;      // plain listeners (STLS offered when TLS is configured)
+  std::vector<ListenSpec> tls_listen;  // implicit-TLS listeners (RFC 8314, port 995)
+  TlsOptions tls;
   pop3::SessionConfig session;  // template for every session; `secure` is set per connection
   bool secure_loopback = true;  // loopback connections count as secure
   std::chrono::seconds login_timeout = limits::kIdleTimeoutAuthorization;
@@ -45,13 +53,17 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds every listener and logs "listening on ADDR:PORT" for each.
+  // Loads the TLS certificate (when configured), binds every listener and
+  // logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS.
   Result<void> bind();
+  // Re-reads the certificate and key (SIGHUP does this too). New sessions
+  // use the new ones; open sessions keep theirs and are not dropped.
+  Result<void> reload_tls();
   // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
   // UPDATE (nothing is deleted, no mail is lost).
   void run();
   void stop();
-  // Actual bound ports, in --listen order (after bind()).
+  // Actual bound ports, plain listeners first then TLS ones (after bind()).
   std::vector<std::uint16_t> ports() const;
 
  private:

@@ -60,8 +60,8 @@ struct CommandSpec {
 };
 
 struct SessionCommands {
-  static const std::array<CommandSpec, 13>& table() {
-    static const std::array<CommandSpec, 13> t{{
+  static const std::array<CommandSpec, 14>& table() {
+    static const std::array<CommandSpec, 14> t{{
         {"CAPA", kAuthz | kTrans, &Session::cmd_capa, true},
         {"QUIT", kAuthz | kTrans, &Session::cmd_quit, true},
         {"USER", kAuthz, &Session::cmd_user, true},
@@ -69,6 +69,7 @@ struct SessionCommands {
         // exceed 40 octets (as Dovecot and qpopper allow); the line limit holds.
         {"PASS", kAuthz, &Session::cmd_pass, false},
         {"APOP", kAuthz, &Session::cmd_apop, true},
+        {"STLS", kAuthz, &Session::cmd_stls, true},
         {"STAT", kTrans, &Session::cmd_stat, true},
         {"LIST", kTrans, &Session::cmd_list, true},
         {"UIDL", kTrans, &Session::cmd_uidl, true},
@@ -147,6 +148,10 @@ Next Session::next(std::string& out) {
       dispatch(item->text, out);
       break;
   }
+  if (start_tls_after_output_) {
+    start_tls_after_output_ = false;
+    return Next::start_tls;
+  }
   if (close_after_output_ && !body_ && !listing_next_) {
     // Keep the maildrop state decided by the handler (QUIT already committed).
     maildrop_.reset();
@@ -192,6 +197,7 @@ void Session::dispatch(std::string_view line, std::string& out) {
 void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
   if (!cmd.args.empty()) return bad_command(out, "CAPA takes no arguments");
   out.append("+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
+  if (state_ == State::authorization && config_.stls_available && !tls_) out.append("STLS\r\n");
   if (state_ == State::authorization && plaintext_allowed()) out.append("USER\r\n");
   out.append("RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
   if (!config_.implementation.empty()) {
@@ -200,6 +206,26 @@ void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
     out.append("\r\n");
   }
   out.append(".\r\n");
+}
+
+void Session::tls_started() {
+  tls_ = true;
+  config_.secure = true;
+  // Anything read before the handshake was sent in plaintext and must never
+  // be executed (STARTTLS injection: CVE-2011-0411, CVE-2021-38084).
+  reader_.clear();
+}
+
+void Session::cmd_stls(const ParsedCommand& cmd, std::string& out) {
+  if (!cmd.args.empty()) return bad_command(out, "STLS takes no arguments");
+  if (tls_) return append_err(out, RespCode::none, "TLS is already active");
+  if (!config_.stls_available) return append_err(out, RespCode::none, "TLS is not available");
+  append_ok(out, "Begin TLS negotiation now");
+  // Bytes pipelined after STLS are discarded now, and again when the
+  // handshake completes (tls_started), so none is ever executed.
+  reader_.clear();
+  pending_user_.reset();
+  start_tls_after_output_ = true;
 }
 
 void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {

@@ -32,6 +32,8 @@ struct SessionConfig {
   // The connection is secure (TLS, or loopback unless disabled): plaintext
   // mechanisms (USER/PASS) are allowed on it.
   bool secure = false;
+  // STLS (RFC 2595) can be offered: a plain listener with TLS configured.
+  bool stls_available = false;
   // Allow USER/PASS on insecure connections too (--allow-plaintext-auth).
   bool allow_plaintext_auth = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
@@ -59,6 +61,7 @@ enum class Next {
   output,      // output was appended; call next() again
   need_input,  // feed more client bytes (write pending output first)
   close,       // write pending output, then close the connection
+  start_tls,   // write pending output, then run the TLS handshake and call tls_started()
 };
 
 class Session {
@@ -85,7 +88,10 @@ class Session {
   const std::string& user() const { return user_; }
   const SessionStats& stats() const { return stats_; }
   bool secure() const { return config_.secure; }
-  void set_secure(bool secure) { config_.secure = secure; }
+  bool tls() const { return tls_; }
+  // The driver finished a TLS handshake (implicit TLS at connect, or after
+  // STLS): the connection is now secure and STLS is no longer offered.
+  void tls_started();
 
  private:
   friend struct SessionCommands;
@@ -109,6 +115,7 @@ class Session {
   void cmd_dele(const ParsedCommand&, std::string&);
   void cmd_noop(const ParsedCommand&, std::string&);
   void cmd_rset(const ParsedCommand&, std::string&);
+  void cmd_stls(const ParsedCommand&, std::string&);
 
   void finish_login(bool verified, std::string_view user, std::string_view mech, std::string& out);
   void start_listing(bool uidl, std::string& out);
@@ -136,6 +143,8 @@ class Session {
   std::optional<std::size_t> listing_next_;  // next 0-based index to list
   bool listing_uidl_ = false;
   bool close_after_output_ = false;
+  bool start_tls_after_output_ = false;
+  bool tls_ = false;
   SessionStats stats_;
 };
 

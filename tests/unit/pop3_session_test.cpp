@@ -374,3 +374,53 @@ TEST(Session, LargeBodyIsProducedInBoundedChunks) {
 
 }  // namespace
 }  // namespace apop::test
+
+namespace apop::test {
+namespace {
+
+pop3::SessionConfig stls_config() {
+  pop3::SessionConfig c;  // not secure: a plain listener on a non-loopback address
+  c.stls_available = true;
+  return c;
+}
+
+TEST(SessionStls, OfferedInCapaOnlyBeforeTls) {
+  Harness h(stls_config());
+  std::string capa = h.cmd("CAPA");
+  EXPECT_NE(capa.find("STLS\r\n"), std::string::npos);
+  EXPECT_EQ(capa.find("USER\r\n"), std::string::npos);  // not secure yet
+  h.session->feed("STLS\r\n");
+  std::string out;
+  EXPECT_EQ(h.session->next(out), pop3::Next::start_tls);
+  EXPECT_EQ(out, "+OK Begin TLS negotiation now\r\n");
+  h.session->tls_started();
+  std::string after = h.cmd("CAPA");
+  EXPECT_EQ(after.find("STLS\r\n"), std::string::npos);
+  EXPECT_NE(after.find("USER\r\n"), std::string::npos);  // TLS makes it secure
+  EXPECT_EQ(h.cmd("STLS"), "-ERR TLS is already active\r\n");
+}
+
+TEST(SessionStls, PipelinedCommandsAfterStlsAreNeverExecuted) {
+  Harness h(stls_config());
+  h.session->feed("STLS\r\nQUIT\r\nCAPA\r\n");
+  std::string out;
+  EXPECT_EQ(h.session->next(out), pop3::Next::start_tls);
+  h.session->tls_started();
+  // Nothing of "QUIT\r\nCAPA\r\n" is answered or run.
+  EXPECT_EQ(h.session->next(out), pop3::Next::need_input);
+  EXPECT_EQ(out, "+OK Begin TLS negotiation now\r\n");
+  EXPECT_EQ(h.session->state(), pop3::State::authorization);
+  // The greeting's timestamp stays valid after STLS (curl, mutt rely on it).
+  EXPECT_TRUE(h.cmd(h.apop_line()).starts_with("+OK Logged in"));
+}
+
+TEST(SessionStls, RefusedWhenUnavailableOrAfterLogin) {
+  Harness h;  // stls_available = false
+  EXPECT_EQ(h.cmd("STLS"), "-ERR TLS is not available\r\n");
+  Harness t(stls_config());
+  t.login();
+  EXPECT_EQ(t.cmd("STLS"), "-ERR Already logged in\r\n");
+}
+
+}  // namespace
+}  // namespace apop::test
