@@ -216,7 +216,7 @@ class Server:
     STOP_TIMEOUT = 10.0
 
     def __init__(self, env: ApopEnv, *args: str, listen: list[str] | None = None,
-                 data: str | None = None, use_data_flag: bool = True,
+                 tls_listen: list[str] = (), data: str | None = None, use_data_flag: bool = True,
                  extra_env: dict | None = None, cwd: str | None = None):
         self.env = env
         listen = listen if listen is not None else ["127.0.0.1:0"]
@@ -225,9 +225,11 @@ class Server:
             argv += ["--data", data or env.data]
         for l in listen:
             argv += ["--listen", l]
+        for l in tls_listen:
+            argv += ["--tls-listen", l]
         argv += list(args)
         self.argv = argv
-        self.expected_listeners = len(listen)
+        self.expected_listeners = len(listen) + len(tls_listen)
         self.extra_env = extra_env or {}
         self.cwd = cwd or env.root
         self.proc: subprocess.Popen | None = None
@@ -339,6 +341,13 @@ class Server:
     @property
     def port(self) -> int:
         return self.ports[0]
+
+    @property
+    def tls_ports(self) -> list[int]:
+        """Ports of the implicit-TLS listeners (their log lines end in ' (tls)')."""
+        with self._cond:
+            return [int(m.group(2)) for l in self._log
+                    for m in [LISTENING_RE.search(l)] if m and l.rstrip().endswith("(tls)")]
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,239 @@
+#include "auth/sasl.hpp"
+
+#include <cstddef>
+#include <utility>
+
+#include "auth/digest.hpp"
+#include "auth/sasl_crypto.hpp"
+#include "auth/sasl_scram.hpp"
+
+namespace apop::auth {
+namespace {
+
+using sasl_detail::check_password;
+
+SaslStep challenge(std::string data) { return {SaslStep::Kind::challenge, std::move(data), {}}; }
+SaslStep failure() { return {SaslStep::Kind::failure, {}, {}}; }
+SaslStep success(std::string user) { return {SaslStep::Kind::success, {}, std::move(user)}; }
+
+std::optional<SaslCredentials> lookup_user(const CredentialLookup& lookup, std::string_view user) {
+  if (!lookup) return std::nullopt;
+  return lookup(user);
+}
+
+char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(bytes.size() * 2, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    auto b = static_cast<unsigned char>(bytes[i]);
+    s[2 * i] = kHex[b >> 4];
+    s[2 * i + 1] = kHex[b & 0x0f];
+  }
+  return s;
+}
+
+// RFC 4616. message = [authzid] NUL authcid NUL passwd. Client-first: without
+// an initial response the server sends an empty challenge.
+class PlainExchange final : public SaslExchange {
+ public:
+  explicit PlainExchange(CredentialLookup lookup) : lookup_(std::move(lookup)) {}
+
+  SaslStep step(std::optional<std::string_view> response) override {
+    switch (state_) {
+      case State::start:
+        if (!response) {
+          state_ = State::wait_message;
+          return challenge({});
+        }
+        state_ = State::done;
+        return verify(*response);
+      case State::wait_message:
+        state_ = State::done;
+        if (!response) return failure();
+        return verify(*response);
+      case State::done:
+        break;
+    }
+    return failure();
+  }
+
+ private:
+  enum class State { start, wait_message, done };
+
+  SaslStep verify(std::string_view msg) {
+    const std::size_t nul1 = msg.find('\0');
+    if (nul1 == std::string_view::npos) return failure();
+    const std::size_t nul2 = msg.find('\0', nul1 + 1);
+    if (nul2 == std::string_view::npos) return failure();
+    if (msg.find('\0', nul2 + 1) != std::string_view::npos) return failure();  // extra NUL
+    const std::string_view authzid = msg.substr(0, nul1);
+    const std::string_view authcid = msg.substr(nul1 + 1, nul2 - nul1 - 1);
+    const std::string_view passwd = msg.substr(nul2 + 1);
+    // Malformed messages fail at once: that depends on the message only, never on the user.
+    if (authcid.empty() || passwd.empty()) return failure();
+    if (!authzid.empty() && authzid != authcid) return failure();  // no proxy authentication
+    const auto creds = lookup_user(lookup_, authcid);
+    if (!check_password(creds, authcid, passwd)) return failure();
+    return success(std::string(authcid));
+  }
+
+  CredentialLookup lookup_;
+  State state_ = State::start;
+};
+
+// draft-murchison-sasl-login: "Username:", then "Password:". An initial
+// response, if any, is the user name.
+class LoginExchange final : public SaslExchange {
+ public:
+  explicit LoginExchange(CredentialLookup lookup) : lookup_(std::move(lookup)) {}
+
+  SaslStep step(std::optional<std::string_view> response) override {
+    switch (state_) {
+      case State::start:
+        if (!response) {
+          state_ = State::wait_user;
+          return challenge("Username:");
+        }
+        user_ = std::string(*response);
+        state_ = State::wait_password;
+        return challenge("Password:");
+      case State::wait_user:
+        if (!response) break;
+        user_ = std::string(*response);
+        state_ = State::wait_password;
+        return challenge("Password:");
+      case State::wait_password: {
+        state_ = State::done;
+        if (!response) break;
+        // An empty name or password cannot log in, but costs the same work and
+        // takes the same steps as a wrong password.
+        const bool usable = !user_.empty() && !response->empty();
+        const auto creds = usable ? lookup_user(lookup_, user_) : std::nullopt;
+        const bool ok = check_password(creds, user_, *response);
+        if (!(ok && usable)) return failure();
+        return success(std::move(user_));
+      }
+      case State::done:
+        break;
+    }
+    state_ = State::done;
+    return failure();
+  }
+
+ private:
+  enum class State { start, wait_user, wait_password, done };
+  CredentialLookup lookup_;
+  std::string user_;
+  State state_ = State::start;
+};
+
+// RFC 2195: the server sends its msg-id challenge; the client answers
+// "user SP hex(HMAC-MD5(secret, challenge))". Server-first: an initial response
+// is a protocol error (RFC 4422 §3.3). Needs the plaintext secret; without one
+// (or for an unknown user) a dummy secret gives the same work and fails.
+class CramMd5Exchange final : public SaslExchange {
+ public:
+  CramMd5Exchange(CredentialLookup lookup, std::string challenge_id)
+      : lookup_(std::move(lookup)), challenge_(std::move(challenge_id)) {}
+
+  SaslStep step(std::optional<std::string_view> response) override {
+    switch (state_) {
+      case State::start:
+        if (response || challenge_.empty()) break;
+        state_ = State::wait_answer;
+        return challenge(challenge_);
+      case State::wait_answer:
+        if (!response) break;
+        state_ = State::done;
+        return verify(*response);
+      case State::done:
+        break;
+    }
+    state_ = State::done;
+    return failure();
+  }
+
+ private:
+  enum class State { start, wait_answer, done };
+  static constexpr std::size_t kDigestHex = 32;
+
+  SaslStep verify(std::string_view answer) {
+    const std::size_t sp = answer.rfind(' ');
+    if (sp == std::string_view::npos || sp == 0) return failure();
+    const std::string_view user = answer.substr(0, sp);
+    const std::string_view digest = answer.substr(sp + 1);
+
+    const auto creds = lookup_user(lookup_, user);
+    const bool known = creds && creds->plaintext && !creds->plaintext->empty();
+    std::string secret = known ? *creds->plaintext
+                               : sasl_detail::keyed_tag("cram-md5 dummy secret", user);
+    std::string mac = sasl_detail::hmac_md5(secret, challenge_);
+    std::string expected = to_hex(mac);
+    sasl_detail::cleanse(mac);
+    sasl_detail::cleanse(secret);
+
+    // Fixed-size, branch-free normalisation of the client's digest (as for APOP):
+    // lowercase A-F, and note without early exit whether all are hex digits.
+    std::string given(kDigestHex, '\0');
+    unsigned bad = digest.size() == kDigestHex ? 0u : 1u;
+    for (std::size_t i = 0; i < kDigestHex; ++i) {
+      auto c = i < digest.size() ? static_cast<unsigned char>(digest[i]) : 0;
+      const auto upper = static_cast<unsigned>((c >= 'A') & (c <= 'F'));
+      c = static_cast<unsigned char>(c | (upper << 5));
+      const auto dig = static_cast<unsigned>((c >= '0') & (c <= '9'));
+      const auto low = static_cast<unsigned>((c >= 'a') & (c <= 'f'));
+      bad |= (dig | low) ^ 1u;
+      given[i] = static_cast<char>(c);
+    }
+    const bool match = ct_equal(expected, given);
+    sasl_detail::cleanse(expected);
+    if (!(match && bad == 0 && known)) return failure();
+    return success(std::string(user));
+  }
+
+  CredentialLookup lookup_;
+  std::string challenge_;
+  State state_ = State::start;
+};
+
+}  // namespace
+
+std::unique_ptr<SaslExchange> make_sasl_exchange(std::string_view mechanism,
+                                                 CredentialLookup lookup,
+                                                 std::string challenge_id) {
+  if (iequals(mechanism, "SCRAM-SHA-256")) {
+    return make_scram_exchange(ScramHash::sha256, std::move(lookup));
+  }
+  if (iequals(mechanism, "SCRAM-SHA-1")) {
+    return make_scram_exchange(ScramHash::sha1, std::move(lookup));
+  }
+  if (iequals(mechanism, "CRAM-MD5")) {
+    return std::make_unique<CramMd5Exchange>(std::move(lookup), std::move(challenge_id));
+  }
+  if (iequals(mechanism, "PLAIN")) return std::make_unique<PlainExchange>(std::move(lookup));
+  if (iequals(mechanism, "LOGIN")) return std::make_unique<LoginExchange>(std::move(lookup));
+  return nullptr;
+}
+
+ScramVerifier make_scram_verifier(std::string_view hash, std::string_view password,
+                                  std::string_view salt, std::uint32_t iterations) {
+  if (iequals(hash, "SHA-256")) {
+    return sasl_detail::derive_verifier(ScramHash::sha256, password, salt, iterations);
+  }
+  if (iequals(hash, "SHA-1")) {
+    return sasl_detail::derive_verifier(ScramHash::sha1, password, salt, iterations);
+  }
+  return {};
+}
+
+}  // namespace apop::auth
