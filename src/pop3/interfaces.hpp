@@ -5,9 +5,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.hpp"
 
@@ -55,6 +57,35 @@ class MaildropOpener {
   virtual Result<std::unique_ptr<Maildrop>> open(std::string_view user) = 0;
 };
 
+// One SASL exchange (RFC 4422) as POP3 carries it (RFC 5034): the client's
+// responses and the server's challenges are base64 text; decoding and the
+// mechanism's logic live behind this interface (src/auth), so the core stays
+// free of crypto.
+struct SaslReply {
+  enum class Kind {
+    challenge,  // send "+ " text (base64; may be empty) and wait for a response
+    success,    // authenticated as `user`
+    failure,    // wrong credentials (same reply for unknown users)
+    malformed,  // bad base64 or protocol violation from the client
+  };
+  Kind kind = Kind::failure;
+  std::string text;  // base64 challenge for Kind::challenge
+  std::string user;  // identity on success; the claimed one (if any) on failure, for logs
+};
+
+class SaslSession {
+ public:
+  virtual ~SaslSession() = default;
+  // First call: the initial response (nullopt when none was sent; "" for
+  // RFC 5034's "="). Later calls: each client response line.
+  virtual SaslReply step(std::optional<std::string_view> base64_response) = 0;
+};
+
+struct SaslMechanism {
+  std::string name;  // e.g. "SCRAM-SHA-256"
+  bool plaintext;    // sends the password itself (PLAIN, LOGIN): secure connections only
+};
+
 // Verifies credentials. Implementations MUST do the same work for unknown
 // users as for known ones (a dummy secret) and compare in constant time, so
 // that replies and timing never reveal whether a user exists.
@@ -67,6 +98,14 @@ class Authenticator {
                            std::string_view digest) = 0;
   // RFC 1939 §7 USER/PASS: the plaintext secret.
   virtual bool verify_plain(std::string_view user, std::string_view password) = 0;
+  // SASL mechanisms supported, strongest first. Default: none.
+  virtual std::vector<SaslMechanism> sasl_mechanisms() const { return {}; }
+  // Starts an exchange for a mechanism listed by sasl_mechanisms(); nullptr
+  // for any other name.
+  virtual std::unique_ptr<SaslSession> start_sasl(std::string_view mechanism) {
+    (void)mechanism;
+    return nullptr;
+  }
 };
 
 }  // namespace apop::pop3

@@ -60,8 +60,8 @@ struct CommandSpec {
 };
 
 struct SessionCommands {
-  static const std::array<CommandSpec, 14>& table() {
-    static const std::array<CommandSpec, 14> t{{
+  static const std::array<CommandSpec, 15>& table() {
+    static const std::array<CommandSpec, 15> t{{
         {"CAPA", kAuthz | kTrans, &Session::cmd_capa, true},
         {"QUIT", kAuthz | kTrans, &Session::cmd_quit, true},
         {"USER", kAuthz, &Session::cmd_user, true},
@@ -70,6 +70,8 @@ struct SessionCommands {
         {"PASS", kAuthz, &Session::cmd_pass, false},
         {"APOP", kAuthz, &Session::cmd_apop, true},
         {"STLS", kAuthz, &Session::cmd_stls, true},
+        // RFC 5034: the initial response may exceed 40 octets (the line limit holds).
+        {"AUTH", kAuthz, &Session::cmd_auth, false},
         {"STAT", kTrans, &Session::cmd_stat, true},
         {"LIST", kTrans, &Session::cmd_list, true},
         {"UIDL", kTrans, &Session::cmd_uidl, true},
@@ -139,13 +141,19 @@ Next Session::next(std::string& out) {
   if (!item) return Next::need_input;
   switch (item->kind) {
     case LineReader::Kind::too_long:
+      sasl_.reset();
       bad_command(out, "Line too long");
       break;
     case LineReader::Kind::bad_byte:
+      sasl_.reset();
       bad_command(out, "Invalid character in command");
       break;
     case LineReader::Kind::line:
-      dispatch(item->text, out);
+      if (sasl_) {
+        sasl_continue(item->text, out);
+      } else {
+        dispatch(item->text, out);
+      }
       break;
   }
   if (start_tls_after_output_) {
@@ -199,6 +207,17 @@ void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
   out.append("+OK Capability list follows\r\nTOP\r\nUIDL\r\n");
   if (state_ == State::authorization && config_.stls_available && !tls_) out.append("STLS\r\n");
   if (state_ == State::authorization && plaintext_allowed()) out.append("USER\r\n");
+  if (state_ == State::authorization) {
+    auto mechs = usable_mechanisms();
+    if (!mechs.empty()) {
+      out.append("SASL");
+      for (const auto& m : mechs) {
+        out.push_back(' ');
+        out.append(m.name);
+      }
+      out.append("\r\n");
+    }
+  }
   out.append("RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
   if (!config_.implementation.empty()) {
     out.append("IMPLEMENTATION ");
@@ -226,6 +245,73 @@ void Session::cmd_stls(const ParsedCommand& cmd, std::string& out) {
   reader_.clear();
   pending_user_.reset();
   start_tls_after_output_ = true;
+}
+
+std::vector<SaslMechanism> Session::usable_mechanisms() const {
+  std::vector<SaslMechanism> all = auth_.sasl_mechanisms();
+  std::vector<SaslMechanism> usable;
+  for (auto& m : all) {
+    if (!m.plaintext || plaintext_allowed()) usable.push_back(std::move(m));
+  }
+  return usable;
+}
+
+// RFC 5034 AUTH.
+void Session::cmd_auth(const ParsedCommand& cmd, std::string& out) {
+  pending_user_.reset();
+  if (cmd.args.empty()) {
+    out.append("+OK Supported mechanisms follow\r\n");
+    for (const auto& m : usable_mechanisms()) {
+      out.append(m.name);
+      out.append("\r\n");
+    }
+    out.append(".\r\n");
+    return;
+  }
+  if (cmd.args.size() > 2) return bad_command(out, "Usage: AUTH mechanism [initial-response]");
+  std::string_view name = cmd.args[0];
+  bool known = false;
+  for (const auto& m : auth_.sasl_mechanisms()) {
+    if (!iequals(m.name, name)) continue;
+    known = true;
+    if (m.plaintext && !plaintext_allowed()) {
+      return append_err(out, RespCode::auth, kPlaintextRefused);
+    }
+    sasl_mech_ = m.name;
+  }
+  if (!known) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
+  sasl_ = auth_.start_sasl(sasl_mech_);
+  if (!sasl_) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
+  std::optional<std::string_view> initial;
+  if (cmd.args.size() == 2) initial = cmd.args[1] == "=" ? std::string_view() : cmd.args[1];
+  sasl_reply(sasl_->step(initial), out);
+}
+
+void Session::sasl_continue(std::string_view line, std::string& out) {
+  if (line == "*") {
+    sasl_.reset();
+    return append_err(out, RespCode::none, "Authentication cancelled");
+  }
+  sasl_reply(sasl_->step(line), out);
+}
+
+void Session::sasl_reply(SaslReply reply, std::string& out) {
+  switch (reply.kind) {
+    case SaslReply::Kind::challenge:
+      out.append("+ ");
+      out.append(reply.text);
+      out.append("\r\n");
+      return;
+    case SaslReply::Kind::malformed:
+      sasl_.reset();
+      return bad_command(out, "Invalid SASL response");
+    case SaslReply::Kind::success:
+      sasl_.reset();
+      return finish_login(true, reply.user, sasl_mech_, out);
+    case SaslReply::Kind::failure:
+      sasl_.reset();
+      return finish_login(false, reply.user, sasl_mech_, out);
+  }
 }
 
 void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {

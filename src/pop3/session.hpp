@@ -116,6 +116,11 @@ class Session {
   void cmd_noop(const ParsedCommand&, std::string&);
   void cmd_rset(const ParsedCommand&, std::string&);
   void cmd_stls(const ParsedCommand&, std::string&);
+  void cmd_auth(const ParsedCommand&, std::string&);
+  // Mechanisms this connection may use now (plaintext ones only when secure).
+  std::vector<SaslMechanism> usable_mechanisms() const;
+  void sasl_continue(std::string_view line, std::string& out);
+  void sasl_reply(SaslReply reply, std::string& out);
 
   void finish_login(bool verified, std::string_view user, std::string_view mech, std::string& out);
   void start_listing(bool uidl, std::string& out);
@@ -132,6 +137,8 @@ class Session {
   unsigned auth_failures_ = 0;
   unsigned bad_commands_ = 0;
   std::optional<std::string> pending_user_;  // after USER, before PASS
+  std::unique_ptr<SaslSession> sasl_;        // an AUTH exchange in progress
+  std::string sasl_mech_;
   std::string user_;
 
   std::unique_ptr<Maildrop> maildrop_;
