@@ -23,6 +23,7 @@ struct ServeArgs {
   std::string hostname;
   bool allow_plaintext_auth = false;
   bool no_secure_loopback = false;
+  bool apop_requires_tls = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
@@ -64,6 +65,7 @@ int run_serve(const ServeArgs& a) {
   opts.login_timeout = std::chrono::seconds(a.login_timeout);
   opts.idle_timeout = std::chrono::seconds(a.idle_timeout);
   opts.session.allow_plaintext_auth = a.allow_plaintext_auth;
+  opts.session.apop_requires_tls = a.apop_requires_tls;
   opts.session.max_auth_failures = a.max_auth_failures;
   opts.session.max_bad_commands = a.max_bad_commands;
   opts.session.implementation = a.no_implementation ? "" : "apop 0.1.0";
@@ -113,6 +115,8 @@ void register_serve(CLI::App& app, Registry& registry) {
   sub->add_option("--hostname", a->hostname, "Host name in APOP timestamps (default: system)");
   sub->add_flag("--allow-plaintext-auth", a->allow_plaintext_auth,
                 "Allow USER/PASS on non-secure connections");
+  sub->add_flag("--apop-requires-tls", a->apop_requires_tls,
+                "Refuse APOP before TLS (implicit TLS or after STLS)");
   sub->add_flag("--no-secure-loopback", a->no_secure_loopback,
                 "Do not treat loopback connections as secure");
   sub->add_option("--max-auth-failures", a->max_auth_failures,

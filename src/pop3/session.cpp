@@ -98,8 +98,10 @@ Session::~Session() = default;
 std::string Session::greeting() const {
   std::string g = "+OK ";
   g += config_.greeting_text;
-  g += ' ';
-  g += timestamp_;
+  if (apop_possible()) {
+    g += ' ';
+    g += timestamp_;
+  }
   g += "\r\n";
   return g;
 }
@@ -367,6 +369,10 @@ void Session::cmd_pass(const ParsedCommand& cmd, std::string& out) {
 void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
   pending_user_.reset();
   if (cmd.args.size() != 2) return bad_command(out, "Usage: APOP name digest");
+  if (config_.apop_requires_tls && !tls_) {
+    // The same reply for every user: nothing is looked up.
+    return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
+  }
   bool ok = auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1]);
   finish_login(ok, cmd.args[0], "APOP", out);
 }

@@ -34,6 +34,10 @@ struct SessionConfig {
   bool secure = false;
   // STLS (RFC 2595) can be offered: a plain listener with TLS configured.
   bool stls_available = false;
+  // Refuse APOP before TLS (--apop-requires-tls): RFC 1939 §7's advice not to
+  // accept both PASS and APOP in the clear, and it denies the MD5 collision
+  // attack (CVE-2007-1558) to anyone outside the TLS session.
+  bool apop_requires_tls = false;
   // Allow USER/PASS on insecure connections too (--allow-plaintext-auth).
   bool allow_plaintext_auth = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
@@ -73,6 +77,8 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   // "+OK <text> <timestamp>\r\n" (RFC 1939 §7 banner with the APOP challenge).
+  // The timestamp is left out where APOP cannot be used on this connection
+  // at all, so clients do not try it in vain.
   std::string greeting() const;
   const std::string& timestamp() const { return timestamp_; }
 
@@ -97,6 +103,9 @@ class Session {
   friend struct SessionCommands;
   void dispatch(std::string_view line, std::string& out);
   void bad_command(std::string& out, std::string_view text);
+  bool apop_possible() const {
+    return !config_.apop_requires_tls || tls_ || config_.stls_available;
+  }
   bool plaintext_allowed() const { return config_.secure || config_.allow_plaintext_auth; }
 
   // Finds a live (not deleted) message by its 1-based number argument.

@@ -265,3 +265,26 @@ class ReloadTest(TlsTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ApopRequiresTlsTest(TlsTestCase):
+    def test_apop_refused_before_tls_and_accepted_after(self):
+        with self.server("--apop-requires-tls") as srv:
+            with srv.connect() as c:  # plain listener with STLS: timestamp kept
+                ts = timestamp_of(c.greeting)
+                self.assertTrue(c.apop("alice", ALICE_SECRET).startswith(
+                    b"-ERR [AUTH] APOP requires TLS"))
+            p = poplib.POP3("127.0.0.1", srv.port)
+            p.stls(context=self.ctx)
+            p.apop("alice", ALICE_SECRET)
+            self.assertEqual(p.stat()[0], 1)
+            p.quit()
+            q = poplib.POP3_SSL("127.0.0.1", srv.tls_ports[0], context=self.ctx)
+            q.apop("alice", ALICE_SECRET)
+            q.quit()
+            self.assertTrue(ts)
+
+    def test_no_timestamp_in_greeting_without_tls(self):
+        with self.env.server("--apop-requires-tls") as srv:  # no certificate at all
+            with srv.connect() as c:
+                self.assertNotIn(b"<", c.greeting)

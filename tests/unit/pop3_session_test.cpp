@@ -424,3 +424,33 @@ TEST(SessionStls, RefusedWhenUnavailableOrAfterLogin) {
 
 }  // namespace
 }  // namespace apop::test
+
+namespace apop::test {
+namespace {
+
+TEST(SessionApopRequiresTls, NoTimestampWhereApopIsImpossible) {
+  pop3::SessionConfig cfg = Harness::secure_config();  // loopback-secure is not TLS
+  cfg.apop_requires_tls = true;
+  Harness h(cfg);
+  EXPECT_EQ(h.session->greeting(), "+OK POP3 server ready\r\n");
+  EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] APOP requires TLS: use STLS first\r\n");
+  EXPECT_EQ(h.cmd(h.apop_line("nobody")), "-ERR [AUTH] APOP requires TLS: use STLS first\r\n");
+  EXPECT_TRUE(h.sink.entries.empty());  // nothing was verified
+}
+
+TEST(SessionApopRequiresTls, WorksAfterStls) {
+  pop3::SessionConfig cfg;
+  cfg.apop_requires_tls = true;
+  cfg.stls_available = true;
+  Harness h(cfg);
+  EXPECT_NE(h.session->greeting().find(kTimestamp), std::string::npos);  // usable after STLS
+  EXPECT_TRUE(h.cmd(h.apop_line()).starts_with("-ERR [AUTH] APOP requires TLS"));
+  h.session->feed("STLS\r\n");
+  std::string out;
+  EXPECT_EQ(h.session->next(out), pop3::Next::start_tls);
+  h.session->tls_started();
+  EXPECT_TRUE(h.cmd(h.apop_line()).starts_with("+OK Logged in"));
+}
+
+}  // namespace
+}  // namespace apop::test
