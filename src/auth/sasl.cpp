@@ -175,8 +175,8 @@ class CramMd5Exchange final : public SaslExchange {
 
     const auto creds = lookup_user(lookup_, user);
     const bool known = creds && creds->plaintext && !creds->plaintext->empty();
-    std::string secret = known ? *creds->plaintext
-                               : sasl_detail::keyed_tag("cram-md5 dummy secret", user);
+    std::string secret =
+        known ? *creds->plaintext : sasl_detail::keyed_tag("cram-md5 dummy secret", user);
     std::string mac = sasl_detail::hmac_md5(secret, challenge_);
     std::string expected = to_hex(mac);
     sasl_detail::cleanse(mac);

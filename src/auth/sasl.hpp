@@ -84,8 +84,8 @@ class SaslExchange {
 };
 
 // Mechanism names in preference order (strongest first), as CAPA/AUTH list them.
-inline constexpr std::array<std::string_view, 5> kSaslMechanisms = {
-    "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"};
+inline constexpr std::array<std::string_view, 5> kSaslMechanisms = {"SCRAM-SHA-256", "SCRAM-SHA-1",
+                                                                    "CRAM-MD5", "PLAIN", "LOGIN"};
 
 // The iteration count of every SCRAM verifier apop generates itself (dummy and
 // on-the-fly verifiers); RFC 7677 §4 asks for at least 4096.
@@ -95,8 +95,7 @@ inline constexpr std::uint32_t kScramMinIterations = 4096;
 // nullptr when the mechanism is unknown. `challenge_id` is CRAM-MD5's challenge,
 // a fresh msg-id like "<HEX.PID@host>" (ignored by the other mechanisms).
 std::unique_ptr<SaslExchange> make_sasl_exchange(std::string_view mechanism,
-                                                 CredentialLookup lookup,
-                                                 std::string challenge_id);
+                                                 CredentialLookup lookup, std::string challenge_id);
 
 // Derives the verifier for `password` (RFC 5802 §3, PBKDF2 via OpenSSL).
 // `hash` is "SHA-256" or "SHA-1" (case-insensitive). An unknown hash, an empty

@@ -138,8 +138,7 @@ bool check_password(const std::optional<SaslCredentials>& creds, std::string_vie
   }
   // No usable verifier: pay for one PBKDF2 anyway, against a dummy verifier.
   ScramVerifier dummy = dummy_verifier(ScramHash::sha256, user);
-  ScramVerifier given =
-      derive_verifier(ScramHash::sha256, password, dummy.salt, dummy.iterations);
+  ScramVerifier given = derive_verifier(ScramHash::sha256, password, dummy.salt, dummy.iterations);
   const bool dummy_match = ct_equal(given.stored_key, dummy.stored_key);
   if (creds && creds->plaintext) {
     const bool equal = ct_equal(password, *creds->plaintext);

@@ -170,7 +170,8 @@ class ScramExchange final : public SaslExchange {
     } else {
       unsigned char raw[18];
       if (!random_bytes(std::span<unsigned char>(raw))) return failure();
-      server_nonce = base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+      server_nonce =
+          base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
     }
     if (!is_printable_nonce(server_nonce)) return failure();
 
@@ -193,9 +194,8 @@ class ScramExchange final : public SaslExchange {
       known_ = true;
     } else if (creds && creds->plaintext && !creds->plaintext->empty()) {
       // FALLBACK (see the top of this file): derive from the plaintext secret.
-      verifier_ = sasl_detail::derive_verifier(hash_, *creds->plaintext,
-                                               sasl_detail::fallback_salt(hash_, user_),
-                                               kScramMinIterations);
+      verifier_ = sasl_detail::derive_verifier(
+          hash_, *creds->plaintext, sasl_detail::fallback_salt(hash_, user_), kScramMinIterations);
       known_ = true;
     } else {
       verifier_ = sasl_detail::dummy_verifier(hash_, user_);
@@ -225,8 +225,8 @@ class ScramExchange final : public SaslExchange {
     // AuthMessage = client-first-message-bare "," server-first-message ","
     //               client-final-message-without-proof
     std::string auth_message;
-    auth_message.reserve(client_first_bare_.size() + server_first_.size() +
-                         without_proof.size() + 2);
+    auth_message.reserve(client_first_bare_.size() + server_first_.size() + without_proof.size() +
+                         2);
     auth_message.append(client_first_bare_).append(",").append(server_first_).append(",");
     auth_message.append(without_proof);
 

@@ -18,6 +18,7 @@ namespace apop::auth {
 // characters, never ','). `server_nonce`, when given, is used instead: tests
 // only. It must be non-empty printable ASCII without ',' or the exchange fails.
 std::unique_ptr<SaslExchange> make_scram_exchange(
-    ScramHash hash, CredentialLookup lookup, std::optional<std::string> server_nonce = std::nullopt);
+    ScramHash hash, CredentialLookup lookup,
+    std::optional<std::string> server_nonce = std::nullopt);
 
 }  // namespace apop::auth

@@ -18,7 +18,8 @@ std::string reference_encode(std::string_view in) {
   std::size_t i = 0;
   for (; i + 3 <= in.size(); i += 3) {
     unsigned n = (static_cast<unsigned char>(in[i]) << 16) |
-                 (static_cast<unsigned char>(in[i + 1]) << 8) | static_cast<unsigned char>(in[i + 2]);
+                 (static_cast<unsigned char>(in[i + 1]) << 8) |
+                 static_cast<unsigned char>(in[i + 2]);
     for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(n >> s) & 63];
   }
   if (in.size() - i == 1) {
@@ -27,7 +28,8 @@ std::string reference_encode(std::string_view in) {
     out += kAlphabet[(n >> 12) & 63];
     out += "==";
   } else if (in.size() - i == 2) {
-    unsigned n = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
+    unsigned n =
+        (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
     out += kAlphabet[(n >> 18) & 63];
     out += kAlphabet[(n >> 12) & 63];
     out += kAlphabet[(n >> 6) & 63];
@@ -38,8 +40,13 @@ std::string reference_encode(std::string_view in) {
 
 TEST(AuthBase64, Rfc4648Section10Vectors) {
   const std::pair<std::string_view, std::string_view> vectors[] = {
-      {"", ""},         {"f", "Zg=="},        {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+      {"", ""},
+      {"f", "Zg=="},
+      {"fo", "Zm8="},
+      {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"},
   };
   for (const auto& [plain, encoded] : vectors) {
     EXPECT_EQ(base64_encode(plain), encoded);
@@ -105,12 +112,10 @@ TEST(AuthBase64, RejectsNonZeroTrailingBits) {
 
 TEST(AuthBase64, RejectsMalformedInput) {
   const std::string_view bad[] = {
-      "Z",          "Zg",         "Zg=",        "Zm9vY",      "Zm9vYg=",    "Zm9vYg",
-      "====",       "Z===",       "=Zm9",       "Zm=v",       "Z=g=",       "Zg==Zg==",
-      "Zg==Zm9v",   "Zm9v====",   " Zm9v",      "Zm9v ",      "Zm 9v",      "Zm9v\r\n",
-      "Zm9v\n",     "Zm\r\n9v",   "Zm9v\t",     "Zm9-",       "Zm9_",       "Zm9v.",
-      "Zm9v!!!!",   "Zg=\n",      "====Zm9v",   "Zm9vYmFy=",  "Zm9vYmFy==",
-      "Zm9vYmF=",   "YQ=a",
+      "Z",        "Zg",       "Zg=",      "Zm9vY",     "Zm9vYg=",    "Zm9vYg",   "====",  "Z===",
+      "=Zm9",     "Zm=v",     "Z=g=",     "Zg==Zg==",  "Zg==Zm9v",   "Zm9v====", " Zm9v", "Zm9v ",
+      "Zm 9v",    "Zm9v\r\n", "Zm9v\n",   "Zm\r\n9v",  "Zm9v\t",     "Zm9-",     "Zm9_",  "Zm9v.",
+      "Zm9v!!!!", "Zg=\n",    "====Zm9v", "Zm9vYmFy=", "Zm9vYmFy==", "Zm9vYmF=", "YQ=a",
   };
   for (std::string_view b : bad) {
     EXPECT_FALSE(base64_decode_strict(b).has_value()) << "[" << b << "]";

@@ -60,7 +60,8 @@ class AuthSaslScram : public ::testing::Test {
     return make_scram_exchange(ScramHash::sha1, dir_.lookup(), std::string(k1ServerNonce));
   }
   // Runs client-first on a fresh RFC 7677 exchange and expects its server-first.
-  std::unique_ptr<SaslExchange> after_rfc256_first(std::string_view client_first = k256ClientFirst) {
+  std::unique_ptr<SaslExchange> after_rfc256_first(
+      std::string_view client_first = k256ClientFirst) {
     auto ex = rfc256();
     SaslStep s = ex->step(client_first);
     EXPECT_TRUE(is_challenge(s));
@@ -279,14 +280,14 @@ TEST_F(AuthSaslScram, MalformedClientFirstFails) {
       "n,,n=user,r=",
       "n,,r=abc,n=user",
       "n,,n=,r=abc",
-      "n,,n=us=er,r=abc",         // bad escape
-      "n,,n=us=2cer,r=abc",       // lowercase escape is not valid
+      "n,,n=us=er,r=abc",    // bad escape
+      "n,,n=us=2cer,r=abc",  // lowercase escape is not valid
       "n,,n=user=,r=abc",
-      "n,,n=user,r=a b",          // space is not printable
+      "n,,n=user,r=a b",  // space is not printable
       "n,,n=user,r=ab\x7f",
       "n,,n=user,r=abc,",
       "n,,n=user,r=abc,m=x",
-      "n,,m=ext,n=user,r=abc",    // reserved m= must fail
+      "n,,m=ext,n=user,r=abc",  // reserved m= must fail
       "n,,n=user,r=abc,1=x",
       "n,,n=user,r=abc,xx",
       "p=tls-unique,,n=user,r=abc",
@@ -294,7 +295,7 @@ TEST_F(AuthSaslScram, MalformedClientFirstFails) {
       "x,,n=user,r=abc",
       "N,,n=user,r=abc",
       "nn,,n=user,r=abc",
-      "n,a=other,n=user,r=abc",   // proxy authentication refused
+      "n,a=other,n=user,r=abc",  // proxy authentication refused
       "n,a=,n=user,r=abc",
       "n,a=user",
       "n,b=user,n=user,r=abc",
@@ -321,24 +322,24 @@ TEST_F(AuthSaslScram, MalformedClientFinalFails) {
   const std::string cases[] = {
       "",
       "c=biws",
-      "c=biws,r=" + nonce,                              // no proof
-      "c=biws,r=" + nonce + ",p=",                      // empty proof
-      "c=biws,r=" + nonce + ",p=" + proof + ",x=y",     // proof not last
-      "c=biws,r=" + nonce + ",p=" + proof.substr(0, 40),  // bad base64 length
+      "c=biws,r=" + nonce,                                       // no proof
+      "c=biws,r=" + nonce + ",p=",                               // empty proof
+      "c=biws,r=" + nonce + ",p=" + proof + ",x=y",              // proof not last
+      "c=biws,r=" + nonce + ",p=" + proof.substr(0, 40),         // bad base64 length
       "c=biws,r=" + nonce + ",p=" + proof.substr(0, 42) + "!=",  // bad base64 char
-      "c=biws,r=" + nonce + ",p=" + base64_encode("short"),  // wrong proof length
+      "c=biws,r=" + nonce + ",p=" + base64_encode("short"),      // wrong proof length
       "c=biws,r=" + nonce + ",p=" + base64_encode(std::string(33, 'x')),
-      "c=eSws,r=" + nonce + ",p=" + proof,              // wrong channel binding (y,,)
+      "c=eSws,r=" + nonce + ",p=" + proof,                  // wrong channel binding (y,,)
       "c=cD10bHMtdW5pcXVlLCw=,r=" + nonce + ",p=" + proof,  // "p=tls-unique,,"
       "c=,r=" + nonce + ",p=" + proof,
-      "r=" + nonce + ",p=" + proof,                     // missing c=
-      "c=biws,p=" + proof,                              // missing r=
-      "r=" + nonce + ",c=biws,p=" + proof,              // wrong order
-      "c=biws,r=rOprNGfwEbeRWgbNEkqO,p=" + proof,       // client nonce only
-      "c=biws,r=" + nonce + "x,p=" + proof,             // altered nonce
+      "r=" + nonce + ",p=" + proof,                // missing c=
+      "c=biws,p=" + proof,                         // missing r=
+      "r=" + nonce + ",c=biws,p=" + proof,         // wrong order
+      "c=biws,r=rOprNGfwEbeRWgbNEkqO,p=" + proof,  // client nonce only
+      "c=biws,r=" + nonce + "x,p=" + proof,        // altered nonce
       "c=biws,r=" + nonce.substr(0, nonce.size() - 1) + ",p=" + proof,
-      "c=biws,r=" + nonce + ",m=x,p=" + proof,          // reserved m=
-      "c=biws,r=" + nonce + ",,p=" + proof,             // empty attribute
+      "c=biws,r=" + nonce + ",m=x,p=" + proof,  // reserved m=
+      "c=biws,r=" + nonce + ",,p=" + proof,     // empty attribute
       "c=biws,r=" + nonce + ",p=" + proof + "\n",
       "c=biws ,r=" + nonce + ",p=" + proof,
       "c=biws,r=" + nonce + ",p=" + proof + '\0',
@@ -352,6 +353,50 @@ TEST_F(AuthSaslScram, MalformedClientFinalFails) {
   // proof does not, so it fails, but a proof computed over them succeeds.
   auto ex = after_rfc256_first();
   EXPECT_TRUE(is_failure(ex->step("c=biws,r=" + nonce + ",x=ext,p=" + proof)));
+  ScramClient c{ScramHash::sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO"};
+  c.final_extensions = ",x=ext";
+  ex = after_rfc256_first();
+  SaslStep s = ex->step(c.client_final(k256ServerFirst));
+  ASSERT_TRUE(is_challenge(s));
+  EXPECT_EQ(s.data, "v=" + c.expected_server_signature);
+  EXPECT_TRUE(is_success(ex->step("")));
+}
+
+// A proof correctly computed over a wrong channel binding or nonce still fails:
+// the server checks c= and r= themselves, not only the proof.
+TEST_F(AuthSaslScram, SignedButWrongChannelBindingOrNonceFails) {
+  const std::string nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+  auto attempt = [&](std::optional<std::string> cb, std::optional<std::string> r) {
+    ScramClient c{ScramHash::sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO"};
+    c.channel_binding_override = std::move(cb);
+    c.nonce_override = std::move(r);
+    auto ex = after_rfc256_first();
+    return ex->step(c.client_final(k256ServerFirst));
+  };
+  EXPECT_TRUE(is_challenge(attempt(std::nullopt, std::nullopt)));  // control
+  EXPECT_TRUE(is_challenge(attempt("biws", nonce)));               // control
+  EXPECT_TRUE(is_failure(attempt("eSws", std::nullopt)));          // "y,," after "n,,"
+  EXPECT_TRUE(is_failure(attempt("cD10bHMtdW5pcXVlLCw=", std::nullopt)));
+  EXPECT_TRUE(is_failure(attempt("", std::nullopt)));
+  EXPECT_TRUE(is_failure(attempt(std::nullopt, "rOprNGfwEbeRWgbNEkqO")));
+  EXPECT_TRUE(is_failure(attempt(std::nullopt, nonce + "x")));
+  EXPECT_TRUE(is_failure(attempt(std::nullopt, "rOprNGfwEbeRWgbNEkqOother")));
+  EXPECT_TRUE(is_failure(attempt(std::nullopt, "")));
+}
+
+TEST_F(AuthSaslScram, FallbackSaltsDifferPerUser) {
+  dir_.users["plain2"].plaintext = "plain secret";
+  auto salt_of = [&](ScramHash h, const std::string& user) {
+    auto ex = make_scram_exchange(h, dir_.lookup());
+    SaslStep s = ex->step(ScramClient(h, user, "x").client_first());
+    EXPECT_TRUE(is_challenge(s));
+    return b64d(scram_attr(s.data, 's'));
+  };
+  const std::string a = salt_of(ScramHash::sha256, "plain");
+  EXPECT_EQ(a.size(), 16u);
+  EXPECT_NE(a, salt_of(ScramHash::sha256, "plain2"));
+  EXPECT_NE(a, salt_of(ScramHash::sha1, "plain"));  // one salt per hash
+  EXPECT_EQ(a, salt_of(ScramHash::sha256, "plain"));
 }
 
 TEST_F(AuthSaslScram, ServerFinalMustBeAcknowledgedWithEmptyResponse) {
@@ -384,7 +429,8 @@ TEST_F(AuthSaslScram, BadInjectedServerNonceFails) {
 }
 
 TEST_F(AuthSaslScram, NoLookupFunctionFailsSafely) {
-  auto ex = make_scram_exchange(ScramHash::sha256, CredentialLookup{}, std::string(k256ServerNonce));
+  auto ex =
+      make_scram_exchange(ScramHash::sha256, CredentialLookup{}, std::string(k256ServerNonce));
   SaslStep s = ex->step(k256ClientFirst);
   ASSERT_TRUE(is_challenge(s));
   EXPECT_TRUE(is_failure(ex->step(k256ClientFinal)));

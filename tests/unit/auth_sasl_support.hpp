@@ -48,7 +48,8 @@ inline std::string scram_attr(std::string_view msg, char name) {
   std::size_t start = 0;
   while (start <= msg.size()) {
     std::size_t comma = msg.find(',', start);
-    std::string_view a = msg.substr(start, comma == std::string_view::npos ? msg.npos : comma - start);
+    std::string_view a =
+        msg.substr(start, comma == std::string_view::npos ? msg.npos : comma - start);
     if (a.size() >= 2 && a[0] == name && a[1] == '=') return std::string(a.substr(2));
     if (comma == std::string_view::npos) break;
     start = comma + 1;
@@ -68,13 +69,17 @@ struct ScramClient {
   std::string password;
   std::string client_nonce;
   std::string gs2 = "n,,";
+  std::string final_extensions;  // e.g. ",x=ext", inserted before ",p="
+  // When set, sent (and signed) instead of the right c= / r= values.
+  std::optional<std::string> channel_binding_override;
+  std::optional<std::string> nonce_override;
   std::string expected_server_signature;  // set by client_final()
 
   std::string bare() const { return "n=" + user + ",r=" + client_nonce; }
   std::string client_first() const { return gs2 + bare(); }
 
   std::string client_final(std::string_view server_first) {
-    const std::string nonce = scram_attr(server_first, 'r');
+    const std::string nonce = nonce_override.value_or(scram_attr(server_first, 'r'));
     const std::string salt = b64d(scram_attr(server_first, 's'));
     const int iterations = std::stoi(scram_attr(server_first, 'i'));
     const EVP_MD* md = hash == ScramHash::sha256 ? EVP_sha256() : EVP_sha1();
@@ -88,7 +93,8 @@ struct ScramClient {
     const std::string client_key = sasl_detail::hmac(hash, salted, "Client Key");
     const std::string stored_key = sasl_detail::hash(hash, client_key);
     const std::string server_key = sasl_detail::hmac(hash, salted, "Server Key");
-    const std::string without_proof = "c=" + base64_encode(gs2) + ",r=" + nonce;
+    const std::string without_proof = "c=" + channel_binding_override.value_or(base64_encode(gs2)) +
+                                      ",r=" + nonce + final_extensions;
     const std::string auth = bare() + "," + std::string(server_first) + "," + without_proof;
     std::string proof = sasl_detail::hmac(hash, stored_key, auth);
     for (std::size_t i = 0; i < proof.size(); ++i) proof[i] ^= client_key[i];

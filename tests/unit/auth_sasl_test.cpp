@@ -108,7 +108,7 @@ TEST_F(AuthSasl, PlainFailures) {
   EXPECT_TRUE(is_failure(plain("\0\0pencil"s)));         // empty authcid
   EXPECT_TRUE(is_failure(plain("user\0pencil"s)));       // one NUL
   EXPECT_TRUE(is_failure(plain("userpencil"s)));         // no NUL
-  EXPECT_TRUE(is_failure(plain("")));                     // "=": empty initial response
+  EXPECT_TRUE(is_failure(plain("")));                    // "=": empty initial response
   EXPECT_TRUE(is_failure(plain("tim\0user\0pencil"s)));  // proxy authentication refused
   EXPECT_TRUE(is_failure(plain("\0nobody\0pencil"s)));   // unknown user
   EXPECT_TRUE(is_failure(plain("\0empty\0pencil"s)));    // known, no credentials
@@ -125,6 +125,45 @@ TEST_F(AuthSasl, PlainAndLoginUseScramVerifiersWhenNoPlaintext) {
   auto ex = make("LOGIN");
   ASSERT_TRUE(is_challenge(ex->step("scram")));
   EXPECT_TRUE(is_success(ex->step("pencil")));
+}
+
+// RFC 4616: passwd = 1*SAFE, and SAFE excludes NUL; an extra NUL fails even
+// when it would match the stored octets.
+TEST_F(AuthSasl, PlainRejectsNulEvenIfSecretHasOne) {
+  dir_.users["nul"] = plaintext_only("pen\0cil"s);
+  EXPECT_TRUE(is_failure(plain("\0nul\0pen\0cil"s)));
+}
+
+// Empty secrets never log in, even where the stored data would match them.
+TEST_F(AuthSasl, EmptySecretsNeverLogIn) {
+  dir_.users["blank"] = plaintext_only("");
+  dir_.users["blankscram"] = scram_only("");
+  for (std::string user : {"blank", "blankscram"}) {
+    auto ex = make("LOGIN");
+    ASSERT_TRUE(is_challenge(ex->step(user)));
+    EXPECT_TRUE(is_failure(ex->step(""))) << user;
+    EXPECT_TRUE(is_failure(plain("\0" + user + "\0"s))) << user;
+  }
+  // CRAM-MD5 with an empty secret: the client could compute HMAC("", challenge).
+  auto ex = make("CRAM-MD5");
+  ASSERT_TRUE(is_challenge(ex->step(std::nullopt)));
+  std::string mac = sasl_detail::hmac_md5("", kCramChallenge);
+  std::string hex;
+  for (unsigned char c : mac) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    hex += kHex[c >> 4];
+    hex += kHex[c & 15];
+  }
+  EXPECT_TRUE(is_failure(ex->step("blank " + hex)));
+  // Control: the same computation with the real secret logs tim in.
+  mac = sasl_detail::hmac_md5("tanstaaftanstaaf", kCramChallenge);
+  hex.clear();
+  for (unsigned char c : mac) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    hex += kHex[c >> 4];
+    hex += kHex[c & 15];
+  }
+  EXPECT_EQ(hex, "b913a602c7eda7a495b4e6e7334d3890");
 }
 
 TEST_F(AuthSasl, PlainIgnoresUnusableVerifier) {
@@ -172,8 +211,8 @@ TEST_F(AuthSasl, LoginInitialResponseIsTheUserName) {
 // Every LOGIN failure takes the same steps with the same challenges.
 TEST_F(AuthSasl, LoginFailuresLookAlike) {
   const std::pair<std::string, std::string> cases[] = {
-      {"user", "wrong"}, {"nobody", "pencil"}, {"empty", "pencil"}, {"", "pencil"},
-      {"user", ""},      {"tim", "pencil"},
+      {"user", "wrong"}, {"nobody", "pencil"}, {"empty", "pencil"},
+      {"", "pencil"},    {"user", ""},         {"tim", "pencil"},
   };
   for (const auto& [user, pass] : cases) {
     auto ex = make("LOGIN");
@@ -224,16 +263,16 @@ TEST_F(AuthSasl, CramMd5ChallengeIsTheCallersMsgId) {
 TEST_F(AuthSasl, CramMd5Failures) {
   const std::string good = "tim b913a602c7eda7a495b4e6e7334d3890";
   const std::string cases[] = {
-      "tim b913a602c7eda7a495b4e6e7334d3891",   // wrong digest
-      "tim b913a602c7eda7a495b4e6e7334d389",    // 31 digits
-      "tim b913a602c7eda7a495b4e6e7334d38900",  // 33 digits
-      "tim b913a602c7eda7a495b4e6e7334d389g",   // not hex
-      "tim  b913a602c7eda7a495b4e6e7334d3890",  // two spaces: user "tim "
-      "tim b913a602c7eda7a495b4e6e7334d3890 ",  // trailing space
-      "timb913a602c7eda7a495b4e6e7334d3890",    // no space
-      " b913a602c7eda7a495b4e6e7334d3890",      // empty user
-      "tom b913a602c7eda7a495b4e6e7334d3890",   // unknown user
-      "scram b913a602c7eda7a495b4e6e7334d3890", // no plaintext secret
+      "tim b913a602c7eda7a495b4e6e7334d3891",    // wrong digest
+      "tim b913a602c7eda7a495b4e6e7334d389",     // 31 digits
+      "tim b913a602c7eda7a495b4e6e7334d38900",   // 33 digits
+      "tim b913a602c7eda7a495b4e6e7334d389g",    // not hex
+      "tim  b913a602c7eda7a495b4e6e7334d3890",   // two spaces: user "tim "
+      "tim b913a602c7eda7a495b4e6e7334d3890 ",   // trailing space
+      "timb913a602c7eda7a495b4e6e7334d3890",     // no space
+      " b913a602c7eda7a495b4e6e7334d3890",       // empty user
+      "tom b913a602c7eda7a495b4e6e7334d3890",    // unknown user
+      "scram b913a602c7eda7a495b4e6e7334d3890",  // no plaintext secret
       "tim ",
       "",
   };
@@ -305,8 +344,9 @@ TEST(AuthSaslVerifier, Pbkdf2MatchesRfc6070) {
   // SaltedPassword = 0c60c80f961f0e71f3a9b524af6012062fe037a6; ClientKey = HMAC(SP, "Client Key").
   std::string salted = b64d("DGDID5YfDnHzqbUkr2ASBi/gN6Y=");
   ScramVerifier v = make_scram_verifier("SHA-1", "password", "salt", 1);
-  EXPECT_EQ(v.stored_key,
-            sasl_detail::hash(ScramHash::sha1, sasl_detail::hmac(ScramHash::sha1, salted, "Client Key")));
+  EXPECT_EQ(
+      v.stored_key,
+      sasl_detail::hash(ScramHash::sha1, sasl_detail::hmac(ScramHash::sha1, salted, "Client Key")));
   EXPECT_EQ(v.server_key, sasl_detail::hmac(ScramHash::sha1, salted, "Server Key"));
 }
 
