@@ -10,6 +10,7 @@
 
 #include <string_view>
 
+#include "auth/challenge.hpp"
 #include "auth/credential_store.hpp"
 #include "pop3/interfaces.hpp"
 
@@ -17,7 +18,10 @@ namespace apop::auth {
 
 class StoreAuthenticator final : public pop3::Authenticator {
  public:
-  explicit StoreAuthenticator(CredentialStore& store) : store_(store) {}
+  // `challenges` (optional, non-owning) makes CRAM-MD5 challenges; without
+  // it CRAM-MD5 is not offered.
+  explicit StoreAuthenticator(CredentialStore& store, ChallengeGenerator* challenges = nullptr)
+      : store_(store), challenges_(challenges) {}
 
   // RFC 1939 §7 APOP: digest = hex(MD5(timestamp + secret)), either case.
   bool verify_apop(std::string_view user, std::string_view timestamp,
@@ -25,8 +29,14 @@ class StoreAuthenticator final : public pop3::Authenticator {
   // USER/PASS: constant-time comparison with the stored secret.
   bool verify_plain(std::string_view user, std::string_view password) override;
 
+  // RFC 5034 SASL: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN (the
+  // last two are plaintext: the core offers them on secure connections only).
+  std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
+  std::unique_ptr<pop3::SaslSession> start_sasl(std::string_view mechanism) override;
+
  private:
   CredentialStore& store_;
+  ChallengeGenerator* challenges_;
 };
 
 }  // namespace apop::auth

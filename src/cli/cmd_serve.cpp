@@ -82,9 +82,9 @@ int run_serve(const ServeArgs& a) {
     spdlog::error("credentials: {}", store.error().message);
     return kExitError;
   }
-  auth::StoreAuthenticator authenticator(**store);
-  store::MaildirOpener opener(dir.mail_root());
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
+  auth::StoreAuthenticator authenticator(**store, challenges.get());
+  store::MaildirOpener opener(dir.mail_root());
 
   net::Server server(std::move(opts), authenticator, opener,
                      [challenges] { return challenges->next(); });
@@ -129,10 +129,9 @@ void register_serve(CLI::App& app, Registry& registry) {
       ->check(CLI::Range(1u, 3600u));
   sub->add_option("--idle-timeout", a->idle_timeout,
                   "Seconds of inactivity allowed after login (RFC 1939: at least 600)")
-      ->check(CLI::Range(static_cast<unsigned>(limits::kMinIdleTimeoutTransaction.count()),
-                         86400u));
-  sub->add_flag("--no-implementation", a->no_implementation,
-                "Omit the IMPLEMENTATION capability");
+      ->check(
+          CLI::Range(static_cast<unsigned>(limits::kMinIdleTimeoutTransaction.count()), 86400u));
+  sub->add_flag("--no-implementation", a->no_implementation, "Omit the IMPLEMENTATION capability");
   sub->add_flag("-v,--verbose", a->verbose, "Debug logging");
   registry.add(sub, [a] { return run_serve(*a); });
 }

@@ -110,8 +110,8 @@ void secret_options(CLI::App* sub, UserArgs& a) {
 void register_user(CLI::App& app, Registry& registry) {
   CLI::App* user = app.add_subcommand("user", "Manage accounts and their secrets");
   user->require_subcommand(1);
-  auto make = [&](const char* name, const char* help, int (*fn)(const UserArgs&),
-                  bool needs_name, bool takes_secret) {
+  auto make = [&](const char* name, const char* help, int (*fn)(const UserArgs&), bool needs_name,
+                  bool takes_secret) {
     auto a = std::make_shared<UserArgs>();
     CLI::App* sub = user->add_subcommand(name, help);
     sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");

@@ -53,7 +53,7 @@ std::string strip_eol(std::string s) {
 }
 
 Result<std::string> prompt_no_echo(int fd, const char* prompt) {
-  termios old {};
+  termios old{};
   if (::tcgetattr(fd, &old) != 0) {
     return make_error(Errc::invalid, "no terminal to prompt on: use --password-stdin");
   }

@@ -12,13 +12,13 @@ namespace apop {
 
 enum class Errc {
   ok = 0,
-  not_found,      // no such user / message / file
-  in_use,         // maildrop locked by another session   -> [IN-USE]
-  temporary,      // disk full, lock timeout, I/O error    -> [SYS/TEMP], EX_TEMPFAIL
-  permanent,      // corrupt data, bad configuration        -> [SYS/PERM]
-  invalid,        // bad input from the caller
-  auth_failed,    // wrong credentials
-  exists,         // object already exists
+  not_found,    // no such user / message / file
+  in_use,       // maildrop locked by another session   -> [IN-USE]
+  temporary,    // disk full, lock timeout, I/O error    -> [SYS/TEMP], EX_TEMPFAIL
+  permanent,    // corrupt data, bad configuration        -> [SYS/PERM]
+  invalid,      // bad input from the caller
+  auth_failed,  // wrong credentials
+  exists,       // object already exists
 };
 
 struct Error {

@@ -7,8 +7,8 @@
 
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/ssl.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ssl.hpp>
 #include <list>
 
 namespace apop::net {
@@ -34,10 +34,12 @@ Result<ListenSpec> parse_listen(std::string_view text) {
     }
     p = p * 10 + static_cast<unsigned>(c - '0');
   }
-  if (p > 65535) return make_error(Errc::invalid, "bad port in listen address: " + std::string(text));
+  if (p > 65535)
+    return make_error(Errc::invalid, "bad port in listen address: " + std::string(text));
   asio::error_code ec;
   asio::ip::make_address(std::string(host), ec);
-  if (ec) return make_error(Errc::invalid, "bad IP address in listen address: " + std::string(text));
+  if (ec)
+    return make_error(Errc::invalid, "bad IP address in listen address: " + std::string(text));
   return ListenSpec{std::string(host), static_cast<std::uint16_t>(p)};
 }
 
@@ -114,8 +116,8 @@ Result<TlsContext> make_tls_context(const TlsOptions& o) {
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
   SSL_CTX* native = ctx->native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
-  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_use_certificate_chain_file(native, o.cert_file.c_str()) != 1) {
     return make_error(Errc::permanent,
                       "cannot load TLS certificate " + o.cert_file + ": " + openssl_error());
@@ -125,8 +127,8 @@ Result<TlsContext> make_tls_context(const TlsOptions& o) {
                       "cannot load TLS key " + o.key_file + ": " + openssl_error());
   }
   if (SSL_CTX_check_private_key(native) != 1) {
-    return make_error(Errc::permanent, "TLS key " + o.key_file + " does not match certificate " +
-                                           o.cert_file);
+    return make_error(Errc::permanent,
+                      "TLS key " + o.key_file + " does not match certificate " + o.cert_file);
   }
   return ctx;
 }
@@ -288,10 +290,10 @@ struct Server::Impl {
       spdlog::info("logout user={} addr={} retr={}/{} top={} dele={}/{} reason={}",
                    log_safe(session.user()), sink.addr(), st.retr, st.retr_bytes, st.top,
                    st.deleted, st.deleted_bytes,
-                   committed     ? "quit"
-                   : timed_out   ? "timeout"
-                   : stopping    ? "shutdown"
-                                 : "disconnected");
+                   committed   ? "quit"
+                   : timed_out ? "timeout"
+                   : stopping  ? "shutdown"
+                               : "disconnected");
     }
   }
 
@@ -304,8 +306,7 @@ struct Server::Impl {
           tls_ctx = std::move(*ctx);
           spdlog::info("tls certificate reloaded cert={}", options.tls.cert_file);
         } else {
-          spdlog::error("tls reload failed, keeping the old certificate: {}",
-                        ctx.error().message);
+          spdlog::error("tls reload failed, keeping the old certificate: {}", ctx.error().message);
         }
       }
       arm_reload();

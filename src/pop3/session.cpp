@@ -14,12 +14,18 @@ constexpr std::uint8_t kTrans = 1 << 1;
 
 std::string_view code_text(RespCode c) {
   switch (c) {
-    case RespCode::none: return "";
-    case RespCode::auth: return "[AUTH] ";
-    case RespCode::in_use: return "[IN-USE] ";
-    case RespCode::sys_temp: return "[SYS/TEMP] ";
-    case RespCode::sys_perm: return "[SYS/PERM] ";
-    case RespCode::login_delay: return "[LOGIN-DELAY] ";
+    case RespCode::none:
+      return "";
+    case RespCode::auth:
+      return "[AUTH] ";
+    case RespCode::in_use:
+      return "[IN-USE] ";
+    case RespCode::sys_temp:
+      return "[SYS/TEMP] ";
+    case RespCode::sys_perm:
+      return "[SYS/PERM] ";
+    case RespCode::login_delay:
+      return "[LOGIN-DELAY] ";
   }
   return "";
 }

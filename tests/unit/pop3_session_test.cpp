@@ -43,8 +43,9 @@ TEST(Session, UnknownUserAndWrongSecretGetIdenticalReplies) {
   EXPECT_EQ(unknown, "-ERR [AUTH] Authentication failed.\r\n");
   EXPECT_EQ(h.session->state(), State::authorization);
   h.cmd("USER mallory");
-  EXPECT_EQ(h.cmd("PASS x"), "-ERR [AUTH] Authentication failed.\r\n"
-                             "-ERR Too many authentication failures, closing connection\r\n");
+  EXPECT_EQ(h.cmd("PASS x"),
+            "-ERR [AUTH] Authentication failed.\r\n"
+            "-ERR Too many authentication failures, closing connection\r\n");
   EXPECT_TRUE(h.closed);
 }
 
@@ -101,7 +102,8 @@ TEST(Session, AllowPlaintextAuthOverride) {
 TEST(Session, CapaListsCapabilities) {
   Harness h;
   EXPECT_EQ(h.cmd("CAPA"),
-            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\n"
+            "SASL SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN\r\nRESP-CODES\r\n"
             "AUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION apop\r\n.\r\n");
   h.login();
   std::string after = h.cmd("CAPA");
@@ -252,8 +254,8 @@ TEST(Session, StrictMessageNumbers) {
   Harness h;
   h.mail.add_message("alice", "a\n");
   h.login();
-  for (const char* arg : {"0", "+1", "1x", "-1", " 1x", "4294967297", "18446744073709551617",
-                          "0x1", "1.0", "１"}) {
+  for (const char* arg :
+       {"0", "+1", "1x", "-1", " 1x", "4294967297", "18446744073709551617", "0x1", "1.0", "１"}) {
     std::string r = h.cmd(std::string("LIST ") + arg);
     EXPECT_TRUE(starts_with(r, "-ERR")) << arg << " -> " << r;
   }
