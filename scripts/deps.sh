@@ -12,11 +12,13 @@ PACKAGES=(
   build-essential cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libtomlplusplus-dev
+  libtomlplusplus-dev nlohmann-json3-dev
   # test frameworks
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
   python3 curl fetchmail openssl sqlite3
+  # peer server for interop tests and benchmarks
+  dovecot-pop3d
 )
 
 installed() {
