@@ -39,7 +39,17 @@ struct TlsInfo {
 };
 
 // Why a transport operation failed: fetch maps these to exit codes.
-enum class NetFailure { none, resolve, connect, timeout, closed, io, tls_handshake, tls_verify, overlong };
+enum class NetFailure {
+  none,
+  resolve,
+  connect,
+  timeout,
+  closed,
+  io,
+  tls_handshake,
+  tls_verify,
+  overlong
+};
 
 class Transport {
  public:
@@ -52,7 +62,11 @@ class Transport {
   // Octets received but not yet consumed by read_line(): non-zero right after
   // "+OK" to STLS means the server injected data (abort the session).
   virtual std::size_t buffered() const = 0;
-  // Upgrades the connection (STLS); fails if bytes are buffered.
+  // Upgrades the connection (STLS). Fails with Errc::invalid (and
+  // NetFailure::tls_handshake) when plaintext octets are buffered or already
+  // waiting on the socket before the ClientHello: STLS response injection.
+  // Certificate/hostname failures are NetFailure::tls_verify unless
+  // opts.insecure; tls() is filled in either case once the handshake ran.
   virtual Result<void> start_tls(const TlsOptions& opts) = 0;
   virtual const TlsInfo& tls() const = 0;
   // The failure class of the last error returned (none after success).
@@ -67,6 +81,12 @@ struct ConnectOptions {
   std::chrono::seconds timeout{60};
 };
 
+// Resolves, connects (each address in turn, within opts.timeout overall) and,
+// for implicit TLS, completes the handshake. Sets SIGPIPE to SIG_IGN for the
+// process on first use (OpenSSL writes with write(2)).
 Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts);
+// The same; on failure *failure says why (resolve, connect, timeout,
+// tls_handshake, tls_verify), for exit codes. `failure` must not be null.
+Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts, NetFailure* failure);
 
 }  // namespace apop::client
