@@ -77,4 +77,15 @@ inline constexpr std::size_t kGeneratedSecret = 24;
 // Not from an RFC: the largest message `apop deliver` accepts (configurable).
 inline constexpr std::uint64_t kMaxDeliverSize = 256ull * 1024 * 1024;
 
+// Not from an RFC (client, `apop fetch --to mbox:`): how long to wait for the
+// mbox dotlock and fcntl lock before giving up with a temporary error (the
+// message stays on the server). Postfix local(8) waits about as long.
+inline constexpr std::chrono::milliseconds kMboxLockTimeout{60'000};
+// Not from an RFC: a dotlock (FILE.lock) older than this is stale and removed
+// (procmail and Postfix use about 5 minutes).
+inline constexpr std::chrono::seconds kDotlockStale{300};
+// Not from an RFC (client, `--to mda:`): an MDA still running after this long
+// is killed and the message kept on the server.
+inline constexpr std::chrono::milliseconds kMdaTimeout{600'000};
+
 }  // namespace apop::limits

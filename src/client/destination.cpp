@@ -1,0 +1,578 @@
+#include "client/destination.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pop3/crlf.hpp"
+#include "store/maildir.hpp"
+#include "store/maildir_name.hpp"
+
+extern char** environ;
+
+namespace apop::client {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Error sys_error(Errc code, const std::string& what, int err) {
+  return make_error(code, what + ": " + std::strerror(err));
+}
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  // Closes now and reports the close() error (NFS reports write errors here).
+  int close_checked() {
+    const int fd = std::exchange(fd_, -1);
+    return fd >= 0 ? ::close(fd) : 0;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Writes everything; false with errno set on failure.
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t w = ::write(fd, data.data(), data.size());
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(w));
+  }
+  return true;
+}
+
+int fsync_retry(int fd) {
+  for (;;) {
+    const int r = ::fsync(fd);
+    if (r == 0 || errno != EINTR) return r;
+  }
+}
+
+// "~/x" -> "$HOME/x"; anything else unchanged.
+std::string expand_home(std::string_view path) {
+  if (path.size() >= 2 && path.substr(0, 2) == "~/") {
+    const char* home = std::getenv("HOME");
+    if (home != nullptr && home[0] != '\0') return std::string(home) + std::string(path.substr(1));
+  }
+  return std::string(path);
+}
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
+
+// Sleeps a little between lock attempts (10 ms growing to 200 ms).
+void backoff(int attempt) {
+  const int ms = attempt < 5 ? 10 << attempt : 200;
+  std::this_thread::sleep_for(std::chrono::milliseconds(std::min(ms, 200)));
+}
+
+// ---------------------------------------------------------------------------
+// maildir:DIR
+
+class MaildirDestination final : public Destination {
+ public:
+  MaildirDestination(fs::path dir, std::string host)
+      : dir_(std::move(dir)), host_(std::move(host)) {}
+
+  std::string describe() const override { return "maildir:" + dir_.string(); }
+
+  Result<void> store(std::string_view message, const MessageMeta&) override {
+    Fd dirfd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirfd) return sys_error(Errc::temporary, "open Maildir " + dir_.string(), errno);
+    Fd tmpfd(::openat(dirfd.get(), "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!tmpfd) return sys_error(Errc::temporary, "open " + dir_.string() + "/tmp", errno);
+    Fd newfd(::openat(dirfd.get(), "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!newfd) return sys_error(Errc::temporary, "open " + dir_.string() + "/new", errno);
+
+    pop3::CrlfSizer sizer;
+    sizer.update(message);
+    const std::string fields =
+        ",S=" + std::to_string(message.size()) + ",W=" + std::to_string(sizer.size());
+
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const std::string base = unique_base();
+      Fd out(::openat(tmpfd.get(), base.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!out) {
+        if (errno == EEXIST) continue;
+        return sys_error(Errc::temporary, "create tmp file in " + dir_.string(), errno);
+      }
+      // From here on the tmp file is removed on every path: after a link it
+      // is a second name, after a failure it is garbage.
+      struct Unlink {
+        int dir;
+        const std::string& name;
+        ~Unlink() { ::unlinkat(dir, name.c_str(), 0); }
+      } unlink_tmp{tmpfd.get(), base};
+
+      if (!write_all(out.get(), message)) {
+        return sys_error(Errc::temporary, "write " + dir_.string() + "/tmp/" + base, errno);
+      }
+      if (fsync_retry(out.get()) != 0) return sys_error(Errc::temporary, "fsync tmp file", errno);
+      if (out.close_checked() != 0) return sys_error(Errc::temporary, "close tmp file", errno);
+
+      const std::string final_name = base + fields;
+      if (::linkat(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), 0) != 0) {
+        const int err = errno;
+        if (err == EEXIST) continue;  // someone else's file: new name
+        const bool no_links = err == EPERM || err == ENOTSUP || err == EOPNOTSUPP ||
+                              err == ENOSYS || err == EXDEV || err == EMLINK;
+        if (!no_links) return sys_error(Errc::temporary, "link into new/", err);
+        if (::renameat2(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(),
+                        RENAME_NOREPLACE) != 0) {
+          if (errno == EEXIST) continue;
+          return sys_error(Errc::temporary, "rename into new/", errno);
+        }
+      }
+      if (fsync_retry(newfd.get()) != 0) {
+        const int err = errno;
+        // Not known to be durable: take it back so the message stays on the server.
+        ::unlinkat(newfd.get(), final_name.c_str(), 0);
+        return sys_error(Errc::temporary, "fsync " + dir_.string() + "/new", err);
+      }
+      return {};
+    }
+    return make_error(Errc::temporary, "no unique file name in " + dir_.string());
+  }
+
+ private:
+  std::string unique_base() const {
+    static std::atomic<std::uint64_t> counter{0};
+    timeval tv{};
+    ::gettimeofday(&tv, nullptr);
+    const std::uint64_t q = counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
+           std::to_string(::getpid()) + "Q" + std::to_string(q) + "." + host_;
+  }
+
+  fs::path dir_;
+  std::string host_;  // escaped
+};
+
+// ---------------------------------------------------------------------------
+// mbox:FILE
+
+// The mboxrd body: every line matching ^>*From  gets one more '>'; a final
+// newline is added if missing, then the blank separator line.
+std::string mboxrd_body(std::string_view message) {
+  std::string out;
+  out.reserve(message.size() + message.size() / 64 + 2);
+  std::size_t pos = 0;
+  while (pos < message.size()) {
+    std::size_t end = message.find('\n', pos);
+    const bool last = end == std::string_view::npos;
+    if (last) end = message.size();
+    std::string_view line = message.substr(pos, end - pos);
+    std::size_t gt = 0;
+    while (gt < line.size() && line[gt] == '>') ++gt;
+    if (line.substr(gt, 5) == "From ") out += '>';
+    out += line;
+    out += '\n';
+    pos = last ? end : end + 1;
+  }
+  out += '\n';
+  return out;
+}
+
+std::string from_line(const MessageMeta& meta) {
+  std::string sender = meta.envelope_from.empty() ? "MAILER-DAEMON" : meta.envelope_from;
+  for (char& c : sender) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7F) c = '_';
+  }
+  const std::time_t t =
+      meta.received_at > 0 ? static_cast<std::time_t>(meta.received_at) : std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char date[64];
+  // asctime(3) format: "Thu Jan  2 10:00:00 2025".
+  if (std::strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", &tm) == 0) {
+    std::snprintf(date, sizeof date, "Thu Jan  1 00:00:00 1970");
+  }
+  return "From " + sender + " " + date + "\n";
+}
+
+// The dotlock FILE.lock, removed by the destructor if we created it.
+class DotLock {
+ public:
+  DotLock() = default;
+  DotLock(const DotLock&) = delete;
+  DotLock& operator=(const DotLock&) = delete;
+  ~DotLock() {
+    if (held_) ::unlink(path_.c_str());
+  }
+
+  Result<void> acquire(const std::string& path, Clock::time_point deadline,
+                       std::chrono::seconds stale) {
+    path_ = path;
+    for (int attempt = 0;; ++attempt) {
+      Fd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (fd) {
+        held_ = true;
+        const std::string pid = std::to_string(::getpid()) + "\n";
+        (void)write_all(fd.get(), pid);
+        return {};
+      }
+      const int err = errno;
+      if (err == EACCES || err == EPERM || err == EROFS) return {};  // fcntl lock only
+      if (err != EEXIST) return sys_error(Errc::temporary, "create dotlock " + path_, err);
+      struct stat st {};
+      if (::lstat(path_.c_str(), &st) == 0) {
+        const std::time_t now = std::time(nullptr);
+        if (now - st.st_mtime > static_cast<std::time_t>(stale.count())) {
+          ::unlink(path_.c_str());  // stale: its owner died
+          continue;
+        }
+      }
+      if (Clock::now() >= deadline) {
+        return make_error(Errc::temporary, "timed out waiting for the lock " + path_);
+      }
+      backoff(attempt);
+    }
+  }
+
+ private:
+  std::string path_;
+  bool held_ = false;
+};
+
+class MboxDestination final : public Destination {
+ public:
+  MboxDestination(fs::path file, DestinationOptions opts)
+      : file_(std::move(file)), opts_(std::move(opts)) {}
+
+  std::string describe() const override { return "mbox:" + file_.string(); }
+
+  Result<void> store(std::string_view message, const MessageMeta& meta) override {
+    const auto deadline = Clock::now() + opts_.lock_timeout;
+    DotLock dotlock;
+    if (auto r = dotlock.acquire(file_.string() + ".lock", deadline, opts_.dotlock_stale); !r) {
+      return r;
+    }
+    Fd fd(::open(file_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
+    if (!fd) return sys_error(Errc::temporary, "open " + file_.string(), errno);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0)
+      return sys_error(Errc::temporary, "stat " + file_.string(), errno);
+    if (!S_ISREG(st.st_mode)) {
+      return make_error(Errc::permanent, file_.string() + ": not a regular file");
+    }
+    for (int attempt = 0;; ++attempt) {
+      struct flock fl {};
+      fl.l_type = F_WRLCK;
+      fl.l_whence = SEEK_SET;
+      if (::fcntl(fd.get(), F_SETLK, &fl) == 0) break;
+      if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
+        return sys_error(Errc::temporary, "lock " + file_.string(), errno);
+      }
+      if (Clock::now() >= deadline) {
+        return make_error(Errc::temporary,
+                          "timed out waiting for the fcntl lock on " + file_.string());
+      }
+      backoff(attempt);
+    }
+    // Size under the lock: what we must truncate back to on failure.
+    if (::fstat(fd.get(), &st) != 0)
+      return sys_error(Errc::temporary, "stat " + file_.string(), errno);
+    const off_t original = st.st_size;
+
+    std::string out;
+    if (original > 0) {
+      char tail[2] = {0, 0};
+      const off_t from = original >= 2 ? original - 2 : 0;
+      const ssize_t n = ::pread(fd.get(), tail, static_cast<std::size_t>(original - from), from);
+      if (n < 0) return sys_error(Errc::temporary, "read " + file_.string(), errno);
+      const std::string_view t(tail, static_cast<std::size_t>(n));
+      if (t.empty() || t.back() != '\n') {
+        out = "\n\n";
+      } else if (t.size() == 2 && t[0] != '\n') {
+        out = "\n";
+      }
+    }
+    out += from_line(meta);
+    out += mboxrd_body(message);
+
+    auto fail = [&](const std::string& what, int err) -> Error {
+      // No half message: cut the file back to where it was.
+      if (::ftruncate(fd.get(), original) == 0) (void)fsync_retry(fd.get());
+      return sys_error(Errc::temporary, what + " " + file_.string(), err);
+    };
+    if (!write_all(fd.get(), out)) return fail("write", errno);
+    if (fsync_retry(fd.get()) != 0) return fail("fsync", errno);
+    if (fd.close_checked() != 0)
+      return sys_error(Errc::temporary, "close " + file_.string(), errno);
+    return {};
+  }
+
+ private:
+  fs::path file_;
+  DestinationOptions opts_;
+};
+
+// ---------------------------------------------------------------------------
+// mda:COMMAND
+
+bool safe_env_value(std::string_view v) {
+  if (v.empty()) return false;
+  for (char c : v) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '@' || c == '_' || c == '+' || c == '=' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+class MdaDestination final : public Destination {
+ public:
+  MdaDestination(std::string command, DestinationOptions opts)
+      : command_(std::move(command)), opts_(std::move(opts)) {}
+
+  std::string describe() const override { return "mda:" + command_; }
+
+  Result<void> store(std::string_view message, const MessageMeta& meta) override {
+    // Everything the child needs is prepared before fork(): after it only
+    // async-signal-safe calls are allowed (we may have threads).
+    std::vector<std::string> env_strings;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      const std::string_view kv(*e);
+      if (kv.starts_with("APOP_UIDL=") || kv.starts_with("SENDER=")) continue;
+      env_strings.emplace_back(kv);
+    }
+    bool uidl_ok = true;
+    for (char c : meta.uidl) uidl_ok = uidl_ok && c > 0x20 && c < 0x7F;
+    env_strings.push_back("APOP_UIDL=" + (uidl_ok ? meta.uidl : std::string()));
+    if (safe_env_value(meta.envelope_from)) env_strings.push_back("SENDER=" + meta.envelope_from);
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string sh = "/bin/sh", dash_c = "-c";
+    std::vector<char*> argv{sh.data(), dash_c.data(), command_.data(), nullptr};
+
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return sys_error(Errc::temporary, "pipe", errno);
+    Fd rd(p[0]), wr(p[1]);
+
+    // SIGPIPE is blocked in this thread while we write (EPIPE instead); the
+    // child gets the original mask and the default disposition back.
+    sigset_t pipe_set, old_mask;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    struct RestoreMask {
+      sigset_t pipe_set, old;
+      ~RestoreMask() {
+        // Discard a SIGPIPE our writes raised, then unblock.
+        sigset_t pending;
+        sigpending(&pending);
+        if (sigismember(&pending, SIGPIPE) && !sigismember(&old, SIGPIPE)) {
+          const timespec zero{0, 0};
+          sigtimedwait(&pipe_set, nullptr, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      }
+    } restore{pipe_set, old_mask};
+
+    const pid_t pid = ::fork();
+    if (pid < 0) return sys_error(Errc::temporary, "fork", errno);
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      sigemptyset(&dfl.sa_mask);
+      ::sigaction(SIGPIPE, &dfl, nullptr);
+      ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+      if (p[0] == 0) {
+        ::fcntl(0, F_SETFD, 0);  // dup2(0, 0) would keep FD_CLOEXEC
+      } else if (::dup2(p[0], 0) < 0) {
+        ::_exit(71);
+      }
+      if (::dup2(2, 1) < 0) ::_exit(71);
+      ::execve(argv[0], argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // also from here: no race with kill(-pid) below
+    rd.reset();
+
+    const auto deadline = Clock::now() + opts_.mda_timeout;
+    bool timed_out = false;
+    bool short_read = false;
+    int write_errno = 0;
+    ::fcntl(wr.get(), F_SETFL, O_NONBLOCK);
+    std::string_view rest = message;
+    while (!rest.empty()) {
+      const ssize_t w = ::write(wr.get(), rest.data(), rest.size());
+      if (w > 0) {
+        rest.remove_prefix(static_cast<std::size_t>(w));
+        continue;
+      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno != EAGAIN) {
+        if (errno == EPIPE) {
+          short_read = true;
+        } else {
+          write_errno = errno;
+        }
+        break;
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        timed_out = true;
+        break;
+      }
+      pollfd pfd{wr.get(), POLLOUT, 0};
+      ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    }
+    wr.reset();  // EOF for the MDA
+
+    int status = 0;
+    for (int attempt = 0;; ++attempt) {
+      if (!timed_out) {
+        const pid_t r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid) break;
+        if (r < 0 && errno != EINTR) {
+          return sys_error(Errc::temporary, "waitpid for the MDA", errno);
+        }
+        if (Clock::now() < deadline) {
+          // 1 ms doubling to 50 ms: short MDAs are reaped quickly.
+          std::this_thread::sleep_for(std::chrono::milliseconds(attempt < 6 ? 1 << attempt : 50));
+          continue;
+        }
+      }
+      timed_out = true;
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      break;
+    }
+
+    const std::string who = "MDA `" + command_ + "`";
+    if (timed_out) {
+      return make_error(Errc::temporary, who + " did not finish within " +
+                                             std::to_string(opts_.mda_timeout.count()) +
+                                             " ms; killed");
+    }
+    if (WIFSIGNALED(status)) {
+      return make_error(Errc::temporary,
+                        who + " killed by signal " + std::to_string(WTERMSIG(status)));
+    }
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (code == 75 || code == 71) {
+      return make_error(Errc::temporary,
+                        who + " exited with temporary failure " + std::to_string(code));
+    }
+    if (code != 0) {
+      return make_error(Errc::permanent, who + " exited with status " + std::to_string(code));
+    }
+    if (short_read) {
+      return make_error(Errc::temporary,
+                        who + " exited 0 without reading the whole message; not stored");
+    }
+    if (write_errno != 0) return sys_error(Errc::temporary, "write to " + who, write_errno);
+    return {};
+  }
+
+ private:
+  std::string command_;
+  DestinationOptions opts_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Destination>> open_destination(std::string_view spec) {
+  return open_destination(spec, DestinationOptions{});
+}
+
+Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
+                                                      const DestinationOptions& options) {
+  const auto colon = spec.find(':');
+  const std::string usage = "expected maildir:DIR, mbox:FILE or mda:COMMAND";
+  if (colon == std::string_view::npos) {
+    return make_error(Errc::invalid, "bad destination '" + std::string(spec) + "': " + usage);
+  }
+  const std::string_view kind = spec.substr(0, colon);
+  const std::string_view arg = spec.substr(colon + 1);
+  if (arg.find('\0') != std::string_view::npos) {
+    return make_error(Errc::invalid, "bad destination: contains a NUL byte");
+  }
+  if (kind == "maildir") {
+    if (arg.empty()) return make_error(Errc::invalid, "maildir: needs a directory (maildir:DIR)");
+    fs::path dir = expand_home(arg);
+    if (auto r = store::ensure_maildir(dir); !r) return r.error();
+    const std::string host =
+        store::escape_maildir_host(options.hostname.empty() ? local_hostname() : options.hostname);
+    return std::unique_ptr<Destination>(std::make_unique<MaildirDestination>(dir, host));
+  }
+  if (kind == "mbox") {
+    if (arg.empty()) return make_error(Errc::invalid, "mbox: needs a file (mbox:FILE)");
+    fs::path file = expand_home(arg);
+    if (!file.has_filename()) {
+      return make_error(Errc::invalid, "mbox:" + std::string(arg) + ": not a file name");
+    }
+    struct stat st {};
+    if (::stat(file.c_str(), &st) == 0) {
+      if (!S_ISREG(st.st_mode)) {
+        return make_error(Errc::invalid, "mbox:" + file.string() + ": not a regular file");
+      }
+    } else if (errno != ENOENT) {
+      return sys_error(Errc::invalid, "mbox:" + file.string(), errno);
+    } else {
+      const fs::path parent = file.has_parent_path() ? file.parent_path() : fs::path(".");
+      if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return make_error(Errc::invalid, "mbox:" + file.string() + ": directory " +
+                                             parent.string() + " does not exist");
+      }
+    }
+    return std::unique_ptr<Destination>(std::make_unique<MboxDestination>(file, options));
+  }
+  if (kind == "mda") {
+    bool blank = true;
+    for (char c : arg) blank = blank && (c == ' ' || c == '\t');
+    if (blank) return make_error(Errc::invalid, "mda: needs a command (mda:COMMAND)");
+    return std::unique_ptr<Destination>(
+        std::make_unique<MdaDestination>(std::string(arg), options));
+  }
+  return make_error(Errc::invalid,
+                    "unknown destination type '" + std::string(kind) + "': " + usage);
+}
+
+}  // namespace apop::client
