@@ -34,6 +34,30 @@ inline constexpr std::size_t kMaxTimestamp = 256;
 // range 0x21 to 0x7E".
 inline constexpr std::size_t kMaxUidl = 70;
 
+// --- `apop fetch` (client) limits ------------------------------------------
+// RFC 5322 §2.1.1: lines "MUST be no more than 998 characters"; real mail
+// breaks that (unwrapped HTML, base64), so the client accepts message lines
+// up to this many octets and treats longer ones as a protocol error.
+inline constexpr std::size_t kMaxClientBodyLine = 1024 * 1024;
+// Not from an RFC: a fetched message is held in memory once; larger ones (as
+// announced by LIST) are left on the server and reported. A server that sends
+// more than it announced is lying (protocol error).
+inline constexpr std::uint64_t kMaxFetchMessage = 256ull * 1024 * 1024;
+// Not from an RFC: messages per fetch session (STAT/LIST/UIDL are held in
+// memory); a larger announced maildrop is a protocol error.
+inline constexpr std::uint64_t kMaxFetchListing = 1'000'000;
+// RFC 2449 §5 CAPA: no limit given; the client reads at most this many lines.
+inline constexpr std::size_t kMaxCapaLines = 256;
+// RFC 7677 §4 / RFC 5802 §5.1: at least 4096 iterations; the client refuses
+// fewer (weak) and more than this (a server making the client burn CPU).
+inline constexpr std::uint32_t kMinScramIterations = 4096;
+inline constexpr std::uint32_t kMaxScramIterations = 1'000'000;
+// RFC 4954-style SASL lines in POP3 (RFC 5034 §4): a challenge line is a
+// response line, but SCRAM/CRAM challenges are short; this bounds them.
+inline constexpr std::size_t kMaxSaslLine = 4096;
+// Not from an RFC (RFC 2449 PIPELINING): RETR commands in flight at once.
+inline constexpr std::size_t kFetchPipelineWindow = 16;
+
 // Not from an RFC: bad commands (unknown, wrong state, bad syntax) tolerated
 // before the session is closed (Dovecot closes after 20). Configurable.
 inline constexpr unsigned kMaxBadCommands = 10;

@@ -1,0 +1,602 @@
+#include "client/protocol.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+#include "auth/base64.hpp"
+#include "auth/challenge.hpp"
+#include "auth/digest.hpp"
+#include "auth/random.hpp"
+#include "auth/sasl_crypto.hpp"
+#include "common/limits.hpp"
+
+namespace apop::client {
+namespace {
+
+Error invalid(std::string m) { return make_error(Errc::invalid, std::move(m)); }
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string hex(std::string_view raw) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0x0f]);
+  }
+  return out;
+}
+
+// A short printable rendering of untrusted bytes for error messages.
+std::string printable(std::string_view s, std::size_t max = 80) {
+  std::string out;
+  for (unsigned char c : s.substr(0, max)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+bool is_atext(char c) {
+  if (std::isalnum(static_cast<unsigned char>(c)) != 0) return true;
+  constexpr std::string_view kSpecials = "!#$%&'*+-/=?^_`{|}~";
+  return c != '\0' && kSpecials.find(c) != std::string_view::npos;
+}
+
+// "" when `s` is RFC 5322 dot-atom-text, else why not.
+std::string dot_atom_problem(std::string_view s, std::string_view what) {
+  std::string w(what);
+  if (s.empty()) return w + " is empty";
+  if (s.front() == '.' || s.back() == '.') return w + " has a leading or trailing dot";
+  if (s.find("..") != std::string_view::npos) return w + " has consecutive dots";
+  for (char c : s) {
+    if (c == '.' || is_atext(c)) continue;
+    if (c == '"') return w + " contains a quoted string (not allowed)";
+    if (c == '<' || c == '>') return w + " contains a nested angle bracket";
+    if (c == '@') return w + " contains a second '@'";
+    return w + " contains '" + std::string(1, c) + "' (not RFC 5322 atext)";
+  }
+  return {};
+}
+
+bool is_dtext(unsigned char c) { return (c >= 33 && c <= 90) || (c >= 94 && c <= 126); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Result<Reply> parse_reply(std::string_view line) {
+  Reply r;
+  std::string_view rest;
+  if (line.substr(0, 3) == "+OK" && (line.size() == 3 || line[3] == ' ')) {
+    r.ok = true;
+    rest = line.substr(3);
+  } else if (line.substr(0, 4) == "-ERR" && (line.size() == 4 || line[4] == ' ')) {
+    rest = line.substr(4);
+  } else {
+    return invalid("not a POP3 status line: \"" + printable(line) + "\"");
+  }
+  if (!rest.empty()) rest.remove_prefix(1);
+  if (!rest.empty() && rest.front() == '[') {
+    std::size_t close = rest.find(']');
+    if (close != std::string_view::npos) {
+      r.code = std::string(rest.substr(1, close - 1));
+      rest.remove_prefix(close + 1);
+      if (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    }
+  }
+  r.text = std::string(rest);
+  return r;
+}
+
+bool is_continuation(std::string_view line) { return line == "+" || line.substr(0, 2) == "+ "; }
+
+Result<std::string> parse_continuation(std::string_view line) {
+  if (!is_continuation(line))
+    return invalid("not a SASL continuation: \"" + printable(line) + "\"");
+  std::string_view b64 = line.size() > 2 ? line.substr(2) : std::string_view{};
+  auto decoded = auth::base64_decode_strict(b64);
+  if (!decoded) return invalid("SASL continuation is not valid base64");
+  return std::move(*decoded);
+}
+
+// ---------------------------------------------------------------------------
+
+std::string challenge_problem(std::string_view s) {
+  std::string why = [&]() -> std::string {
+    if (s.empty()) return "empty timestamp";
+    if (s.size() > limits::kMaxTimestamp) {
+      return "timestamp is " + std::to_string(s.size()) + " octets long (at most " +
+             std::to_string(limits::kMaxTimestamp) + " allowed)";
+    }
+    for (unsigned char c : s) {
+      if (c < 0x21 || c > 0x7e) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "0x%02X", c);
+        if (c == ' ' || c == '\t')
+          return std::string("timestamp contains white space (") + buf + ")";
+        return std::string("timestamp contains octet ") + buf +
+               " (only printable ASCII 0x21-0x7E allowed)";
+      }
+    }
+    if (s.front() != '<' || s.back() != '>') return "timestamp is not enclosed in '<' '>'";
+    std::string_view inner = s.substr(1, s.size() - 2);
+    if (inner.empty()) return "empty timestamp <>";
+    std::size_t at = inner.find('@');
+    if (at == std::string_view::npos) return "timestamp has no '@'";
+    std::string_view left = inner.substr(0, at);
+    std::string_view right = inner.substr(at + 1);
+    if (auto p = dot_atom_problem(left, "timestamp local part"); !p.empty()) return p;
+    if (!right.empty() && right.front() == '[') {
+      if (right.size() < 2 || right.back() != ']') return "timestamp domain literal is not closed";
+      for (unsigned char c : right.substr(1, right.size() - 2)) {
+        if (!is_dtext(c))
+          return "timestamp domain literal contains '" + std::string(1, static_cast<char>(c)) + "'";
+      }
+      return {};
+    }
+    return dot_atom_problem(right, "timestamp domain");
+  }();
+  // Belt and braces: the server-side validator must agree.
+  if (why.empty() && !auth::is_valid_msg_id(s)) why = "timestamp is not an RFC 5322 msg-id";
+  return why;
+}
+
+Challenge extract_challenge(std::string_view line) {
+  Challenge c;
+  if (line.substr(0, 3) != "+OK") return c;
+  if (auto ts = auth::find_timestamp(line)) {
+    c.value = std::string(*ts);
+    c.reason = challenge_problem(*ts);
+    c.status = c.reason.empty() ? Challenge::Status::valid : Challenge::Status::invalid;
+    return c;
+  }
+  std::string_view text = line.substr(3);
+  if (text.find_first_of("<>@") == std::string_view::npos) return c;
+  // Something like a timestamp without its brackets: report it as invalid so
+  // that an explicit --auth apop is refused as a bad challenge.
+  std::size_t mark = text.find_first_of("<>@");
+  std::size_t start = text.find_last_of(' ', mark);
+  start = start == std::string_view::npos ? 0 : start + 1;
+  std::size_t end = text.find(' ', mark);
+  c.value = std::string(
+      text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+  c.status = Challenge::Status::invalid;
+  c.reason = "malformed timestamp \"" + printable(c.value) + "\" (missing '<' or '>')";
+  return c;
+}
+
+std::string apop_digest(std::string_view challenge, std::string_view secret) {
+  std::string data;
+  data.reserve(challenge.size() + secret.size());
+  data.append(challenge);
+  data.append(secret);
+  std::string d = auth::md5_hex(data);
+  OPENSSL_cleanse(data.data(), data.size());
+  return d;
+}
+
+// ---------------------------------------------------------------------------
+
+bool Capabilities::has_sasl(std::string_view mech) const {
+  std::string u = upper(mech);
+  return std::find(sasl.begin(), sasl.end(), u) != sasl.end();
+}
+
+Capabilities parse_capa(const std::vector<std::string>& lines) {
+  Capabilities c;
+  c.received = true;
+  for (const auto& line : lines) {
+    if (c.lines.size() >= limits::kMaxCapaLines) break;
+    c.lines.push_back(line);
+    std::string_view l = line;
+    std::size_t sp = l.find(' ');
+    std::string tag = upper(l.substr(0, sp));
+    std::string_view args = sp == std::string_view::npos ? std::string_view{} : l.substr(sp + 1);
+    if (tag == "STLS")
+      c.stls = true;
+    else if (tag == "PIPELINING")
+      c.pipelining = true;
+    else if (tag == "UIDL")
+      c.uidl = true;
+    else if (tag == "TOP")
+      c.top = true;
+    else if (tag == "USER")
+      c.user = true;
+    else if (tag == "RESP-CODES")
+      c.resp_codes = true;
+    else if (tag == "IMPLEMENTATION")
+      c.implementation = printable(args, 200);
+    else if (tag == "SASL") {
+      while (!args.empty()) {
+        std::size_t e = args.find(' ');
+        std::string_view m = args.substr(0, e);
+        if (!m.empty() && c.sasl.size() < 64) c.sasl.push_back(upper(m));
+        if (e == std::string_view::npos) break;
+        args.remove_prefix(e + 1);
+      }
+    }
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+
+Result<std::uint64_t> parse_number(std::string_view s) {
+  if (s.empty()) return invalid("empty number");
+  std::uint64_t v = 0;
+  for (char ch : s) {
+    if (ch < '0' || ch > '9') return invalid("not a decimal number: \"" + printable(s, 40) + "\"");
+    auto d = static_cast<std::uint64_t>(ch - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return invalid("number overflows 64 bits: \"" + printable(s, 40) + "\"");
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+namespace {
+// Splits "a SP b [SP rest]" strictly on single spaces.
+bool split2(std::string_view s, std::string_view& a, std::string_view& b, std::string_view& rest) {
+  std::size_t sp = s.find(' ');
+  if (sp == std::string_view::npos) return false;
+  a = s.substr(0, sp);
+  std::string_view r = s.substr(sp + 1);
+  std::size_t sp2 = r.find(' ');
+  b = r.substr(0, sp2);
+  rest = sp2 == std::string_view::npos ? std::string_view{} : r.substr(sp2);
+  return true;
+}
+}  // namespace
+
+Result<Stat> parse_stat(std::string_view text) {
+  std::string_view a, b, rest;
+  if (!split2(text, a, b, rest))
+    return invalid("malformed STAT reply: \"" + printable(text) + "\"");
+  auto n = parse_number(a);
+  if (!n) return invalid("STAT message count: " + n.error().message);
+  auto o = parse_number(b);
+  if (!o) return invalid("STAT size: " + o.error().message);
+  if (*n > limits::kMaxFetchListing) {
+    return invalid("STAT announces " + std::to_string(*n) + " messages (more than " +
+                   std::to_string(limits::kMaxFetchListing) + " per session)");
+  }
+  return Stat{*n, *o};
+}
+
+Result<std::map<std::uint64_t, std::uint64_t>> parse_list(const std::vector<std::string>& lines,
+                                                          std::uint64_t count) {
+  std::map<std::uint64_t, std::uint64_t> out;
+  if (lines.size() > count) return invalid("LIST has more lines than STAT announced messages");
+  for (const auto& line : lines) {
+    std::string_view a, b, rest;
+    if (!split2(line, a, b, rest))
+      return invalid("malformed LIST line: \"" + printable(line) + "\"");
+    auto n = parse_number(a);
+    if (!n) return invalid("LIST message number: " + n.error().message);
+    auto size = parse_number(b);
+    if (!size) return invalid("LIST size: " + size.error().message);
+    if (*n == 0 || *n > count)
+      return invalid("LIST message number " + std::to_string(*n) + " out of range");
+    if (!out.emplace(*n, *size).second)
+      return invalid("LIST repeats message " + std::to_string(*n));
+  }
+  return out;
+}
+
+bool is_valid_uidl(std::string_view uid) {
+  if (uid.empty() || uid.size() > limits::kMaxUidl) return false;
+  return std::all_of(uid.begin(), uid.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u >= 0x21 && u <= 0x7e;
+  });
+}
+
+Result<std::map<std::uint64_t, std::string>> parse_uidl(const std::vector<std::string>& lines,
+                                                        std::uint64_t count) {
+  std::map<std::uint64_t, std::string> out;
+  std::set<std::string, std::less<>> uids;
+  if (lines.size() > count) return invalid("UIDL has more lines than STAT announced messages");
+  for (const auto& line : lines) {
+    std::string_view a, b, rest;
+    if (!split2(line, a, b, rest) || !rest.empty()) {
+      return invalid("malformed UIDL line: \"" + printable(line) + "\"");
+    }
+    auto n = parse_number(a);
+    if (!n) return invalid("UIDL message number: " + n.error().message);
+    if (*n == 0 || *n > count)
+      return invalid("UIDL message number " + std::to_string(*n) + " out of range");
+    if (!is_valid_uidl(b)) {
+      return invalid("UIDL of message " + std::to_string(*n) + " is not 1-70 printable octets: \"" +
+                     printable(b) + "\"");
+    }
+    if (!uids.emplace(b).second)
+      return invalid("UIDL repeats unique-id \"" + std::string(b) + "\"");
+    if (!out.emplace(*n, std::string(b)).second)
+      return invalid("UIDL repeats message " + std::to_string(*n));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+Result<bool> BodyDecoder::feed(std::string_view line) {
+  if (done_) return invalid("data after the end of a multi-line reply");
+  if (line == ".") {
+    done_ = true;
+    return true;
+  }
+  if (!line.empty() && line.front() == '.') line.remove_prefix(1);
+  if (out_.size() + line.size() + 1 > max_) {
+    return invalid("message larger than " + std::to_string(max_) + " octets");
+  }
+  out_.append(line);
+  out_.push_back('\n');
+  wire_ += line.size() + 2;
+  ++lines_;
+  return false;
+}
+
+bool size_consistent(std::uint64_t announced, const BodyDecoder& body) {
+  // LF form <= announced (+2 for a server that counts a CRLF it adds) and
+  // announced <= CRLF form (+2 for a final CRLF a server counted but stripped).
+  std::uint64_t lf = body.text().size();
+  std::uint64_t crlf = body.wire_octets();
+  return lf <= announced + 2 && announced <= crlf + 2;
+}
+
+// ---------------------------------------------------------------------------
+
+namespace {
+std::string scram_escape(std::string_view user) {
+  std::string out;
+  for (char c : user) {
+    if (c == ',')
+      out += "=2C";
+    else if (c == '=')
+      out += "=3D";
+    else
+      out.push_back(c);
+  }
+  return out;
+}
+
+// The value of attribute `name` in a comma-separated SCRAM message.
+std::optional<std::string_view> scram_attr(std::string_view msg, char name) {
+  while (!msg.empty()) {
+    std::size_t comma = msg.find(',');
+    std::string_view part = msg.substr(0, comma);
+    if (part.size() >= 2 && part[0] == name && part[1] == '=') return part.substr(2);
+    if (comma == std::string_view::npos) break;
+    msg.remove_prefix(comma + 1);
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+ScramClient::ScramClient(std::string user, std::string password, std::string nonce)
+    : user_(std::move(user)), password_(std::move(password)), nonce_(std::move(nonce)) {
+  if (nonce_.empty()) {
+    unsigned char raw[24];
+    if (!auth::random_bytes(raw)) std::abort();  // never continue with a weak nonce
+    nonce_ = auth::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+  }
+  client_first_bare_ = "n=" + scram_escape(user_) + ",r=" + nonce_;
+}
+
+ScramClient::~ScramClient() {
+  auth::sasl_detail::cleanse(password_);
+  auth::sasl_detail::cleanse(server_key_);
+}
+
+std::string ScramClient::client_first() const { return "n,," + client_first_bare_; }
+
+Result<std::string> ScramClient::client_final(std::string_view server_first) {
+  using auth::ScramHash;
+  namespace sd = auth::sasl_detail;
+  if (server_first.substr(0, 2) == "m=")
+    return invalid("SCRAM server requires an unknown extension");
+  if (server_first.substr(0, 2) != "r=")
+    return invalid("SCRAM server-first does not start with r=");
+  auto r = scram_attr(server_first, 'r');
+  auto s = scram_attr(server_first, 's');
+  auto i = scram_attr(server_first, 'i');
+  if (!r || !s || !i) return invalid("SCRAM server-first lacks r=, s= or i=");
+  if (r->size() <= nonce_.size() || r->substr(0, nonce_.size()) != nonce_) {
+    return invalid("SCRAM server nonce does not extend the client nonce");
+  }
+  for (unsigned char c : *r) {
+    if (c < 0x21 || c > 0x7e) return invalid("SCRAM server nonce contains a non-printable octet");
+  }
+  auto salt = auth::base64_decode_strict(*s);
+  if (!salt || salt->empty()) return invalid("SCRAM salt is empty or not valid base64");
+  auto iters = parse_number(*i);
+  if (!iters) return invalid("SCRAM iteration count: " + iters.error().message);
+  if (*iters < limits::kMinScramIterations) {
+    return invalid("SCRAM iteration count " + std::to_string(*iters) + " is below " +
+                   std::to_string(limits::kMinScramIterations) + " (weak)");
+  }
+  if (*iters > limits::kMaxScramIterations) {
+    return invalid("SCRAM iteration count " + std::to_string(*iters) + " is above " +
+                   std::to_string(limits::kMaxScramIterations));
+  }
+  std::string salted(32, '\0');
+  if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
+                        reinterpret_cast<const unsigned char*>(salt->data()),
+                        static_cast<int>(salt->size()), static_cast<int>(*iters), EVP_sha256(),
+                        static_cast<int>(salted.size()),
+                        reinterpret_cast<unsigned char*>(salted.data())) != 1) {
+    return make_error(Errc::temporary, "PBKDF2 failed");
+  }
+  std::string client_key = sd::hmac(ScramHash::sha256, salted, "Client Key");
+  std::string stored_key = sd::hash(ScramHash::sha256, client_key);
+  server_key_ = sd::hmac(ScramHash::sha256, salted, "Server Key");
+  std::string without_proof = "c=biws,r=" + std::string(*r);
+  auth_message_ = client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
+  std::string signature = sd::hmac(ScramHash::sha256, stored_key, auth_message_);
+  std::string proof = client_key;
+  for (std::size_t k = 0; k < proof.size(); ++k)
+    proof[k] = static_cast<char>(proof[k] ^ signature[k]);
+  std::string out = without_proof + ",p=" + auth::base64_encode(proof);
+  sd::cleanse(salted);
+  sd::cleanse(client_key);
+  sd::cleanse(proof);
+  return out;
+}
+
+Result<void> ScramClient::verify_server_final(std::string_view server_final) const {
+  namespace sd = auth::sasl_detail;
+  if (server_key_.empty()) return invalid("SCRAM server-final before client-final");
+  if (auto e = scram_attr(server_final, 'e'); e && server_final.substr(0, 2) == "e=") {
+    return make_error(Errc::auth_failed, "SCRAM server error: " + printable(*e));
+  }
+  if (server_final.substr(0, 2) != "v=") return invalid("SCRAM server-final has no v=");
+  auto v = scram_attr(server_final, 'v');
+  auto sig = auth::base64_decode_strict(*v);
+  std::string expected = sd::hmac(auth::ScramHash::sha256, server_key_, auth_message_);
+  if (!sig || !auth::ct_equal(*sig, expected)) {
+    return make_error(
+        Errc::auth_failed,
+        "SCRAM server signature is wrong: the server does not know the password (impostor?)");
+  }
+  return {};
+}
+
+std::string cram_md5_response(std::string_view user, std::string_view secret,
+                              std::string_view challenge) {
+  return std::string(user) + " " + hex(auth::sasl_detail::hmac_md5(secret, challenge));
+}
+
+std::string plain_response(std::string_view user, std::string_view secret) {
+  std::string out;
+  out.push_back('\0');
+  out.append(user);
+  out.push_back('\0');
+  out.append(secret);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+std::string_view auth_mech_name(AuthMech m) {
+  switch (m) {
+    case AuthMech::automatic:
+      return "auto";
+    case AuthMech::apop:
+      return "apop";
+    case AuthMech::scram_sha_256:
+      return "scram-sha-256";
+    case AuthMech::cram_md5:
+      return "cram-md5";
+    case AuthMech::plain:
+      return "plain";
+    case AuthMech::login:
+      return "login";
+    case AuthMech::user:
+      return "user";
+  }
+  return "?";
+}
+
+std::optional<AuthMech> parse_auth_mech(std::string_view s) {
+  std::string l(s);
+  for (char& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
+                     AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
+    if (l == auth_mech_name(m)) return m;
+  }
+  return std::nullopt;
+}
+
+Result<AuthMech> choose_auth(AuthMech requested, const AuthContext& ctx) {
+  const bool apop_ok = ctx.challenge.status == Challenge::Status::valid;
+  const bool user_offered = ctx.caps.user || !ctx.caps.received;
+  const bool clear_ok = ctx.tls || ctx.allow_plaintext;
+  auto bad_challenge = [&] {
+    return make_error(Errc::permanent,
+                      "refusing APOP: invalid challenge from the server: " + ctx.challenge.reason +
+                          " (CVE-2007-1558; no digest was sent)");
+  };
+  auto plaintext_refused = [&](std::string_view what) {
+    return make_error(Errc::permanent, "refusing to send the password in the clear (" +
+                                           std::string(what) +
+                                           " without TLS); use TLS or --allow-plaintext");
+  };
+  switch (requested) {
+    case AuthMech::apop:
+      if (apop_ok) return AuthMech::apop;
+      if (ctx.challenge.status == Challenge::Status::invalid) return bad_challenge();
+      return make_error(Errc::not_found, "the server offers no APOP timestamp in its greeting");
+    case AuthMech::scram_sha_256:
+      if (ctx.caps.has_sasl("SCRAM-SHA-256")) return requested;
+      return make_error(Errc::not_found, "the server does not offer SASL SCRAM-SHA-256");
+    case AuthMech::cram_md5:
+      if (ctx.caps.has_sasl("CRAM-MD5")) return requested;
+      return make_error(Errc::not_found, "the server does not offer SASL CRAM-MD5");
+    case AuthMech::plain:
+    case AuthMech::login: {
+      std::string name = requested == AuthMech::plain ? "PLAIN" : "LOGIN";
+      if (!clear_ok) return plaintext_refused("AUTH " + name);
+      if (ctx.caps.has_sasl(name)) return requested;
+      return make_error(Errc::not_found, "the server does not offer SASL " + name);
+    }
+    case AuthMech::user:
+      if (!clear_ok) return plaintext_refused("USER/PASS");
+      if (user_offered) return requested;
+      return make_error(Errc::not_found, "the server does not offer USER/PASS");
+    case AuthMech::automatic:
+      break;
+  }
+  if (ctx.caps.has_sasl("SCRAM-SHA-256")) return AuthMech::scram_sha_256;
+  if (ctx.tls && apop_ok) return AuthMech::apop;
+  if (ctx.caps.has_sasl("CRAM-MD5")) return AuthMech::cram_md5;
+  if (ctx.tls && ctx.caps.has_sasl("PLAIN")) return AuthMech::plain;
+  if (apop_ok) return AuthMech::apop;
+  if (clear_ok) {
+    if (ctx.caps.has_sasl("PLAIN")) return AuthMech::plain;
+    if (ctx.caps.has_sasl("LOGIN")) return AuthMech::login;
+    if (user_offered) return AuthMech::user;
+  }
+  if (ctx.challenge.status == Challenge::Status::invalid) return bad_challenge();
+  if (ctx.caps.has_sasl("PLAIN") || ctx.caps.has_sasl("LOGIN") || user_offered) {
+    return plaintext_refused("the server offers only plaintext password logins");
+  }
+  return make_error(Errc::not_found, "the server offers no authentication mechanism apop supports");
+}
+
+Offer make_offer(bool tls, const Challenge& challenge, const Capabilities& caps) {
+  Offer o;
+  o.tls = tls;
+  o.apop = challenge.status == Challenge::Status::valid;
+  o.scram = caps.has_sasl("SCRAM-SHA-256");
+  return o;
+}
+
+std::string downgrade(const Offer& last, const Offer& now) {
+  std::string out;
+  auto add = [&](std::string_view w) {
+    if (!out.empty()) out += ", ";
+    out += w;
+  };
+  if (last.tls && !now.tls) add("TLS (STLS or implicit)");
+  if (last.apop && !now.apop) add("APOP");
+  if (last.scram && !now.scram) add("SCRAM-SHA-256");
+  return out;
+}
+
+}  // namespace apop::client
