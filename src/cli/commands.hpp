@@ -29,5 +29,6 @@ class Registry {
 void register_serve(CLI::App& app, Registry& registry);
 void register_user(CLI::App& app, Registry& registry);
 void register_deliver(CLI::App& app, Registry& registry);
+void register_probe(CLI::App& app, Registry& registry);
 
 }  // namespace apop::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   apop::cli::register_serve(app, registry);
   apop::cli::register_user(app, registry);
   apop::cli::register_deliver(app, registry);
+  apop::cli::register_probe(app, registry);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
