@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "auth/challenge.hpp"
+#include "client/protocol.hpp"
 
 namespace apop::client::probe {
 namespace {
@@ -273,9 +274,10 @@ TimestampAnalysis analyze_timestamps(const std::vector<std::string>& greetings) 
     auto ts = auth::find_timestamp(g);
     if (!ts) continue;
     a.timestamps.emplace_back(*ts);
-    if (!auth::is_valid_msg_id(*ts)) {
+    // The same strict check `apop fetch` applies before sending a digest.
+    if (std::string why = challenge_problem(*ts); !why.empty()) {
       ++a.invalid;
-      if (a.invalid_examples.size() < 3) a.invalid_examples.emplace_back(*ts);
+      if (a.invalid_examples.size() < 3) a.invalid_examples.push_back(why);
     }
   }
   if (a.timestamps.empty()) return a;
@@ -385,8 +387,8 @@ void check_timestamps(Report& r, const TimestampAnalysis& a, const std::string& 
   if (a.invalid > 0) {
     add(r, "apop-timestamp-invalid", Severity::medium, 'C',
         where + ": " + std::to_string(a.invalid) +
-            " timestamp(s) are not strict RFC 5322 msg-ids, e.g. " + a.invalid_examples.front() +
-            " (strict clients refuse them)",
+            " timestamp(s) are not strict RFC 5322 msg-ids (" + a.invalid_examples.front() +
+            "); strict clients refuse them",
         "Send APOP timestamps of the form <random.pid@hostname> (printable ASCII, RFC 5322 "
         "msg-id).");
   }

@@ -116,7 +116,7 @@ struct TimestampAnalysis {
   std::size_t greetings = 0;                  // greetings looked at
   std::vector<std::string> timestamps;        // found, in connection order
   std::size_t invalid = 0;                    // timestamps failing the strict msg-id check
-  std::vector<std::string> invalid_examples;  // at most 3
+  std::vector<std::string> invalid_examples;  // why, at most 3 (protocol.hpp challenge_problem)
   std::size_t distinct = 0;
   bool repeats = false;            // two connections got the same timestamp
   bool uniform_structure = false;  // same number of '.' fields everywhere
