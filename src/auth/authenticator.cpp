@@ -2,10 +2,15 @@
 
 #include <openssl/crypto.h>
 
+#include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "auth/base64.hpp"
 #include "auth/digest.hpp"
+#include "auth/password_hash.hpp"
 #include "auth/sasl.hpp"
 
 namespace apop::auth {
@@ -15,62 +20,102 @@ namespace {
 // value does not matter: a match against it is never reported as success.
 constexpr std::string_view kDummySecret = "apop-dummy-secret-for-unknown-users";
 
-// The user's secret, or the dummy one; `known` tells which.
-std::string lookup(CredentialStore& store, std::string_view user, bool& known) {
-  auto r = store.secret(user);
-  known = r.ok();
-  if (!known) return std::string(kDummySecret);
-  return std::move(r).value();
+std::optional<Account> find(CredentialStore& store, std::string_view user) {
+  auto r = store.account(user);
+  if (!r) return std::nullopt;
+  return std::move(*r);
 }
+
+pop3::AuthResult failed(std::string_view reason) { return {false, {}, std::string(reason)}; }
 
 }  // namespace
 
-bool StoreAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
-                                     std::string_view digest) {
-  bool known = false;
-  std::string secret = lookup(store_, user, known);
-  const bool match = apop_digest_matches(timestamp, secret, digest);
-  OPENSSL_cleanse(secret.data(), secret.size());
-  return known & match;
+std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
+                                const pop3::AuthContext& ctx) {
+  if ((policy.mechanisms & mechanism) == 0) return "policy-mechanism";
+  if (policy.require_tls && !ctx.tls) return "policy-tls";
+  if (mechanism == kMechApop && policy.apop_requires_tls && !ctx.tls) return "policy-apop-tls";
+  return {};
 }
 
-bool StoreAuthenticator::verify_plain(std::string_view user, std::string_view password) {
-  bool known = false;
-  std::string secret = lookup(store_, user, known);
-  const bool match = ct_equal(secret, password);
-  OPENSSL_cleanse(secret.data(), secret.size());
-  return known & match;
+pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
+                                                 std::string_view digest,
+                                                 const pop3::AuthContext& ctx) {
+  std::optional<Account> acct = find(store_, user);
+  std::vector<std::pair<std::string, std::string_view>> candidates;
+  if (acct) {
+    if (acct->password) candidates.emplace_back("password", *acct->password);
+    for (const auto& d : acct->device_secrets)
+      candidates.emplace_back("device:" + d.name, d.secret);
+  }
+  const bool known = acct.has_value();
+  if (candidates.empty()) candidates.emplace_back("", kDummySecret);
+  // Every candidate is tried (no early exit).
+  std::string matched;
+  bool any = false;
+  for (const auto& [name, secret] : candidates) {
+    const bool m = apop_digest_matches(timestamp, secret, digest);
+    if (m && !any) matched = name;
+    any = any || m;
+  }
+  if (!known || !any || matched.empty()) return failed("credentials");
+  if (auto why = policy_refusal(acct->policy, kMechApop, ctx); !why.empty()) return failed(why);
+  return {true, std::move(matched), {}};
+}
+
+pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::string_view password,
+                                                  const pop3::AuthContext& ctx) {
+  std::optional<Account> acct = find(store_, user);
+  if (!acct) {
+    dummy_password_verify(password);
+    return failed("credentials");
+  }
+  if (!verify_password_hash(acct->password_hash, password)) return failed("credentials");
+  if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
+  return {true, "password", {}};
 }
 
 namespace {
 
+// The outcome of the credential lookup inside an exchange, for the reply.
+struct LookupNote {
+  std::string refusal;  // non-empty: the policy refused the login
+};
+
 // Carries a SASL exchange over POP3's base64 lines (RFC 5034 §4).
 class Base64Sasl final : public pop3::SaslSession {
  public:
-  explicit Base64Sasl(std::unique_ptr<SaslExchange> exchange) : exchange_(std::move(exchange)) {}
+  Base64Sasl(std::unique_ptr<SaslExchange> exchange, std::shared_ptr<LookupNote> note)
+      : exchange_(std::move(exchange)), note_(std::move(note)) {}
 
   pop3::SaslReply step(std::optional<std::string_view> b64) override {
     std::optional<std::string> decoded;
     if (b64) {
       decoded = base64_decode_strict(*b64);
-      if (!decoded) return {pop3::SaslReply::Kind::malformed, {}, {}};
+      if (!decoded) return {pop3::SaslReply::Kind::malformed, {}, {}, {}, {}};
     }
     SaslStep s =
         exchange_->step(decoded ? std::optional<std::string_view>(*decoded) : std::nullopt);
     if (decoded) OPENSSL_cleanse(decoded->data(), decoded->size());
     switch (s.kind) {
       case SaslStep::Kind::challenge:
-        return {pop3::SaslReply::Kind::challenge, base64_encode(s.data), std::move(s.user)};
+        return {pop3::SaslReply::Kind::challenge, base64_encode(s.data), std::move(s.user), {}, {}};
       case SaslStep::Kind::success:
-        return {pop3::SaslReply::Kind::success, {}, std::move(s.user)};
+        return {pop3::SaslReply::Kind::success,
+                {},
+                std::move(s.user),
+                s.credential.empty() ? std::string("password") : std::move(s.credential),
+                {}};
       case SaslStep::Kind::failure:
         break;
     }
-    return {pop3::SaslReply::Kind::failure, {}, std::move(s.user)};
+    std::string reason = note_->refusal.empty() ? "credentials" : note_->refusal;
+    return {pop3::SaslReply::Kind::failure, {}, std::move(s.user), {}, std::move(reason)};
   }
 
  private:
   std::unique_ptr<SaslExchange> exchange_;
+  std::shared_ptr<LookupNote> note_;
 };
 
 }  // namespace
@@ -84,21 +129,35 @@ std::vector<pop3::SaslMechanism> StoreAuthenticator::sasl_mechanisms() const {
   return out;
 }
 
-std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_view mechanism) {
-  if (mechanism == "CRAM-MD5" && challenges_ == nullptr) return nullptr;
-  // The store keeps the plaintext-equivalent secret; SCRAM verifiers are
-  // derived from it (stored verifiers come with per-user policy).
-  CredentialLookup lookup = [this](std::string_view user) -> std::optional<SaslCredentials> {
-    auto secret = store_.secret(user);
-    if (!secret) return std::nullopt;
+std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_view mechanism,
+                                                                  const pop3::AuthContext& ctx) {
+  const MechanismSet bit = mechanism_bit(mechanism);
+  if (bit == 0) return nullptr;
+  if (bit == kMechCramMd5 && challenges_ == nullptr) return nullptr;
+  auto note = std::make_shared<LookupNote>();
+  // A policy refusal hands the exchange nothing (the unknown-user path: same
+  // steps, dummy work, failure) and leaves the reason for the log.
+  CredentialLookup lookup = [this, bit, ctx,
+                             note](std::string_view user) -> std::optional<SaslCredentials> {
+    std::optional<Account> acct = find(store_, user);
+    if (!acct) return std::nullopt;
+    if (auto why = policy_refusal(acct->policy, bit, ctx); !why.empty()) {
+      note->refusal = std::string(why);
+      return std::nullopt;
+    }
     SaslCredentials c;
-    c.plaintext = std::move(*secret);
+    c.plaintext = acct->password;
+    c.scram_sha256 = acct->scram_sha256;
+    c.scram_sha1 = acct->scram_sha1;
+    c.password_hash = acct->password_hash;
+    for (const auto& d : acct->device_secrets)
+      c.extra_secrets.emplace_back("device:" + d.name, d.secret);
     return c;
   };
   auto exchange = make_sasl_exchange(mechanism, std::move(lookup),
                                      challenges_ ? challenges_->next() : std::string());
   if (!exchange) return nullptr;
-  return std::make_unique<Base64Sasl>(std::move(exchange));
+  return std::make_unique<Base64Sasl>(std::move(exchange), std::move(note));
 }
 
 }  // namespace apop::auth

@@ -1,11 +1,21 @@
-// pop3::Authenticator backed by a CredentialStore.
+// pop3::Authenticator backed by a CredentialStore: checks credentials and
+// enforces each account's policy (allowed mechanisms, device-secrets-only,
+// APOP or every mechanism only inside TLS).
 //
-// Ownership: holds a non-owning reference; the store must outlive the
-// authenticator. Thread-safety: as thread-safe as the store (all
-// CredentialStore implementations are), no state of its own.
-// Never logs; unknown users (and lookup errors) get the same digest/compare
-// work against a fixed dummy secret and then fail, so replies and timing do
-// not reveal whether a user exists.
+// Which secret works where:
+//   APOP, CRAM-MD5      the password's encrypted copy (unless device-secrets-only)
+//                       and every device secret
+//   USER/PASS, PLAIN,   the password (slow hash)
+//   LOGIN
+//   SCRAM-SHA-256/1     the password (stored verifiers)
+//
+// Ownership: holds non-owning references; the store (and the challenge
+// generator) must outlive the authenticator. Thread-safety: as thread-safe
+// as the store (all CredentialStore implementations are), no state of its own.
+// Never logs; unknown users (and lookup errors) get the same digest/hash work
+// against dummy secrets and then fail, and a policy refusal fails after the
+// same work as wrong credentials, so replies and timing do not reveal whether
+// a user exists (a known user with device secrets costs one MD5 more each).
 #pragma once
 
 #include <string_view>
@@ -24,19 +34,26 @@ class StoreAuthenticator final : public pop3::Authenticator {
       : store_(store), challenges_(challenges) {}
 
   // RFC 1939 §7 APOP: digest = hex(MD5(timestamp + secret)), either case.
-  bool verify_apop(std::string_view user, std::string_view timestamp,
-                   std::string_view digest) override;
-  // USER/PASS: constant-time comparison with the stored secret.
-  bool verify_plain(std::string_view user, std::string_view password) override;
+  pop3::AuthResult verify_apop(std::string_view user, std::string_view timestamp,
+                               std::string_view digest, const pop3::AuthContext& ctx) override;
+  // USER/PASS: the slow hash of the password.
+  pop3::AuthResult verify_plain(std::string_view user, std::string_view password,
+                                const pop3::AuthContext& ctx) override;
 
   // RFC 5034 SASL: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN (the
   // last two are plaintext: the core offers them on secure connections only).
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
-  std::unique_ptr<pop3::SaslSession> start_sasl(std::string_view mechanism) override;
+  std::unique_ptr<pop3::SaslSession> start_sasl(std::string_view mechanism,
+                                                const pop3::AuthContext& ctx) override;
 
  private:
   CredentialStore& store_;
   ChallengeGenerator* challenges_;
 };
+
+// Why `policy` refuses `mechanism` (a kMech* bit) on this connection, or an
+// empty view when it allows it.
+std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
+                                const pop3::AuthContext& ctx);
 
 }  // namespace apop::auth

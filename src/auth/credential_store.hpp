@@ -1,5 +1,16 @@
-// User credentials: name -> secret (the APOP shared secret, also the USER/PASS
-// password). Implementations are thread-safe: every method may be called
+// Accounts and their credentials.
+//
+// An account has one login password and any number of named device secrets.
+// The password is kept as (1) a slow hash (scrypt, password_hash.hpp) for
+// USER/PASS, PLAIN and LOGIN, (2) SCRAM-SHA-256 and SCRAM-SHA-1 verifiers, and
+// (3) unless the account's policy is device-secrets-only, an encrypted copy
+// (AES-256-GCM, secret_box.hpp) for APOP and CRAM-MD5, which need a
+// plaintext-equivalent. Device secrets (APOP/CRAM-MD5 only) are kept
+// encrypted; each can be revoked alone.
+//
+// Policy: per-account overrides of global defaults (both kept in the store).
+//
+// Thread-safety: implementations are thread-safe; every method may be called
 // concurrently on one store. Returned strings are copies owned by the caller;
 // secrets are never part of an error message.
 #pragma once
@@ -9,10 +20,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "auth/sasl.hpp"
 #include "auth/secret_box.hpp"
 #include "common/result.hpp"
 
@@ -20,53 +33,181 @@ struct sqlite3;
 
 namespace apop::auth {
 
+// Login mechanisms, as a bit set.
+enum Mechanism : unsigned {
+  kMechApop = 1u << 0,
+  kMechUser = 1u << 1,  // USER/PASS
+  kMechPlain = 1u << 2,
+  kMechLogin = 1u << 3,
+  kMechCramMd5 = 1u << 4,
+  kMechScramSha256 = 1u << 5,
+  kMechScramSha1 = 1u << 6,
+};
+using MechanismSet = unsigned;
+inline constexpr MechanismSet kAllMechanisms = (1u << 7) - 1;
+
+// The bit for a protocol name ("APOP", "USER", "PLAIN", "LOGIN", "CRAM-MD5",
+// "SCRAM-SHA-256", "SCRAM-SHA-1"; case-insensitive), 0 for others.
+MechanismSet mechanism_bit(std::string_view name);
+// "apop,scram-sha-256" (comma-separated, case-insensitive, "all" for every
+// one). nullopt on an unknown name or an empty list.
+std::optional<MechanismSet> parse_mechanisms(std::string_view list);
+// Lower-case names, comma-separated, in a fixed order.
+std::string format_mechanisms(MechanismSet set);
+
+// Per-account policy; an empty field follows the global default.
+struct Policy {
+  std::optional<MechanismSet> mechanisms;
+  // The account password no longer works for APOP/CRAM-MD5 and its encrypted
+  // copy is deleted: only the hash and the SCRAM verifiers remain.
+  std::optional<bool> device_secrets_only;
+  // APOP only inside TLS (RFC 1939 §7's advice, and the CVE-2007-1558 defence).
+  std::optional<bool> apop_requires_tls;
+  // Every mechanism only inside TLS.
+  std::optional<bool> require_tls;
+  bool operator==(const Policy&) const = default;
+};
+
+struct EffectivePolicy {
+  MechanismSet mechanisms = kAllMechanisms;
+  bool device_secrets_only = false;
+  bool apop_requires_tls = false;
+  bool require_tls = false;
+};
+
+// User fields first, then the defaults, then the built-in defaults.
+EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults);
+
+struct NamedSecret {
+  std::string name;
+  std::string secret;  // plaintext
+};
+
+// What the authenticator needs to know of one account. The destructor wipes
+// the plaintext fields.
+struct Account {
+  std::string name;
+  std::string password_hash;  // PHC string (password_hash.hpp)
+  ScramVerifier scram_sha256;
+  ScramVerifier scram_sha1;
+  std::optional<std::string> password;  // absent under device-secrets-only
+  std::vector<NamedSecret> device_secrets;
+  EffectivePolicy policy;
+  Account() = default;
+  Account(Account&&) = default;
+  Account& operator=(Account&&) = default;
+  Account(const Account&) = delete;
+  Account& operator=(const Account&) = delete;
+  ~Account();
+};
+
 struct UserRecord {
   std::string name;
   std::int64_t created = 0;  // unix seconds
-  std::int64_t updated = 0;  // unix seconds, last add/set_secret
+  std::int64_t updated = 0;  // unix seconds, last add/set_password
+  std::size_t device_secrets = 0;
+  bool has_password_copy = false;  // the encrypted copy for APOP/CRAM-MD5 exists
+  Policy policy;
 };
+
+struct DeviceSecretInfo {
+  std::string name;
+  std::int64_t created = 0;
+};
+
+// Device secret names: 1-32 of [A-Za-z0-9._-].
+bool is_valid_secret_name(std::string_view name);
+
+// The hash and verifiers of a password (scrypt + two PBKDF2 runs: slow on
+// purpose). Errc::temporary if the CSPRNG or a KDF fails.
+struct DerivedPassword {
+  std::string hash;
+  ScramVerifier scram_sha256;
+  ScramVerifier scram_sha1;
+};
+Result<DerivedPassword> derive_password(std::string_view password);
+
+// Verifiers as stored: "ITERATIONS$SALT$STOREDKEY$SERVERKEY" (base64 fields).
+std::string encode_verifier(const ScramVerifier& v);
+std::optional<ScramVerifier> decode_verifier(std::string_view s);
 
 class CredentialStore {
  public:
   virtual ~CredentialStore() = default;
-  // The plaintext secret. Errc::not_found for unknown users (including names
-  // that are not valid user names); Errc::permanent if the stored secret
-  // cannot be decrypted; Errc::temporary on I/O errors / busy database.
-  virtual Result<std::string> secret(std::string_view user) = 0;
+  // Errc::not_found for unknown users (including names that are not valid
+  // user names); Errc::permanent if a stored secret cannot be decrypted;
+  // Errc::temporary on I/O errors / busy database.
+  virtual Result<Account> account(std::string_view user) = 0;
+  // Cheap existence check (no decryption).
+  virtual Result<bool> has_user(std::string_view user) = 0;
   // Errc::exists if the user exists, Errc::invalid if !is_valid_username(user).
-  // The secret is stored as given: strength checks are the caller's business.
-  virtual Result<void> add(std::string_view user, std::string_view secret) = 0;
-  // Errc::not_found for unknown users.
-  virtual Result<void> set_secret(std::string_view user, std::string_view secret) = 0;
-  // Errc::not_found for unknown users.
+  // The password is stored as given: strength checks are the caller's business.
+  virtual Result<void> add(std::string_view user, std::string_view password) = 0;
+  // Errc::not_found for unknown users. Errc::invalid if the password equals
+  // one of the user's device secrets.
+  virtual Result<void> set_password(std::string_view user, std::string_view password) = 0;
+  // Errc::not_found for unknown users. Device secrets go with the account.
   virtual Result<void> remove(std::string_view user) = 0;
   // All users, sorted by name (bytewise).
   virtual Result<std::vector<UserRecord>> list() = 0;
+
+  // Errc::exists for a name in use, Errc::invalid for a bad name or a secret
+  // equal to the account password (checked against the hash) or empty.
+  virtual Result<void> add_device_secret(std::string_view user, std::string_view name,
+                                         std::string_view secret) = 0;
+  virtual Result<std::vector<DeviceSecretInfo>> device_secrets(std::string_view user) = 0;
+  // Errc::not_found for an unknown user or secret name.
+  virtual Result<void> revoke_device_secret(std::string_view user, std::string_view name) = 0;
+
+  virtual Result<Policy> policy(std::string_view user) = 0;
+  // When the effective policy becomes device-secrets-only, the encrypted copy
+  // of the password is deleted (it comes back only with a new password).
+  virtual Result<void> set_policy(std::string_view user, const Policy& policy) = 0;
+  virtual Result<Policy> default_policy() = 0;
+  // Deletes the copies of every account that becomes device-secrets-only.
+  virtual Result<void> set_default_policy(const Policy& policy) = 0;
 };
 
-// In-memory store for tests. Thread-safe (one mutex).
+// In-memory store for tests. Thread-safe (one mutex). Keeps secrets in the
+// clear (it is a test twin) but derives hashes and verifiers as the real one.
 class MemoryCredentialStore final : public CredentialStore {
  public:
-  Result<std::string> secret(std::string_view user) override;
-  Result<void> add(std::string_view user, std::string_view secret) override;
-  Result<void> set_secret(std::string_view user, std::string_view secret) override;
+  Result<Account> account(std::string_view user) override;
+  Result<bool> has_user(std::string_view user) override;
+  Result<void> add(std::string_view user, std::string_view password) override;
+  Result<void> set_password(std::string_view user, std::string_view password) override;
   Result<void> remove(std::string_view user) override;
   Result<std::vector<UserRecord>> list() override;
+  Result<void> add_device_secret(std::string_view user, std::string_view name,
+                                 std::string_view secret) override;
+  Result<std::vector<DeviceSecretInfo>> device_secrets(std::string_view user) override;
+  Result<void> revoke_device_secret(std::string_view user, std::string_view name) override;
+  Result<Policy> policy(std::string_view user) override;
+  Result<void> set_policy(std::string_view user, const Policy& policy) override;
+  Result<Policy> default_policy() override;
+  Result<void> set_default_policy(const Policy& policy) override;
 
  private:
   struct Entry {
-    std::string secret;
+    DerivedPassword derived;
+    std::optional<std::string> password;
+    std::map<std::string, std::pair<std::string, std::int64_t>, std::less<>> devices;
+    Policy policy;
     std::int64_t created = 0;
     std::int64_t updated = 0;
   };
+  void apply_device_only_locked();
   std::mutex mu_;
   std::map<std::string, Entry, std::less<>> users_;
+  Policy defaults_;
 };
 
-// SQLite-backed store (DATA/users.db). Secrets are stored only sealed by the
-// SecretBox, with aad = user name. One connection guarded by a mutex; WAL
-// journal and a ~5 s busy timeout so that `apop user ...` works while
-// `apop serve` runs. The database, -wal and -shm files are mode 0600.
+// SQLite-backed store (DATA/users.sqlite). Secrets are stored only sealed by
+// the SecretBox (aad: the user name, or user NUL "device" NUL name). One
+// connection guarded by a mutex; WAL journal and a ~5 s busy timeout so that
+// `apop user ...` works while `apop serve` runs. The database, -wal and -shm
+// files are mode 0600. Schema version 2; version 1 databases (one encrypted
+// secret per user) are upgraded in place on open.
 class SqliteCredentialStore final : public CredentialStore {
  public:
   // Opens or creates the database, creating/migrating the schema (PRAGMA
@@ -80,14 +221,27 @@ class SqliteCredentialStore final : public CredentialStore {
   SqliteCredentialStore(const SqliteCredentialStore&) = delete;
   SqliteCredentialStore& operator=(const SqliteCredentialStore&) = delete;
 
-  Result<std::string> secret(std::string_view user) override;
-  Result<void> add(std::string_view user, std::string_view secret) override;
-  Result<void> set_secret(std::string_view user, std::string_view secret) override;
+  Result<Account> account(std::string_view user) override;
+  Result<bool> has_user(std::string_view user) override;
+  Result<void> add(std::string_view user, std::string_view password) override;
+  Result<void> set_password(std::string_view user, std::string_view password) override;
   Result<void> remove(std::string_view user) override;
   Result<std::vector<UserRecord>> list() override;
+  Result<void> add_device_secret(std::string_view user, std::string_view name,
+                                 std::string_view secret) override;
+  Result<std::vector<DeviceSecretInfo>> device_secrets(std::string_view user) override;
+  Result<void> revoke_device_secret(std::string_view user, std::string_view name) override;
+  Result<Policy> policy(std::string_view user) override;
+  Result<void> set_policy(std::string_view user, const Policy& policy) override;
+  Result<Policy> default_policy() override;
+  Result<void> set_default_policy(const Policy& policy) override;
 
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);
+  Result<void> migrate();
+  Result<Policy> default_policy_locked();
+  Result<Policy> user_policy_locked(std::string_view user);
+  Result<void> drop_copies_locked();
   // Unknown users cost a decryption too (of this dummy), like known ones.
   Error unknown_user(std::string_view user) const;
   std::mutex mu_;

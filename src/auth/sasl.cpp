@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <utility>
+#include <vector>
 
 #include "auth/digest.hpp"
 #include "auth/sasl_crypto.hpp"
@@ -12,9 +13,13 @@ namespace {
 
 using sasl_detail::check_password;
 
-SaslStep challenge(std::string data) { return {SaslStep::Kind::challenge, std::move(data), {}}; }
-SaslStep failure() { return {SaslStep::Kind::failure, {}, {}}; }
-SaslStep success(std::string user) { return {SaslStep::Kind::success, {}, std::move(user)}; }
+SaslStep challenge(std::string data) {
+  return {SaslStep::Kind::challenge, std::move(data), {}, {}};
+}
+SaslStep failure() { return {SaslStep::Kind::failure, {}, {}, {}}; }
+SaslStep success(std::string user, std::string credential = "password") {
+  return {SaslStep::Kind::success, {}, std::move(user), std::move(credential)};
+}
 
 std::optional<SaslCredentials> lookup_user(const CredentialLookup& lookup, std::string_view user) {
   if (!lookup) return std::nullopt;
@@ -174,14 +179,22 @@ class CramMd5Exchange final : public SaslExchange {
     const std::string_view digest = answer.substr(sp + 1);
 
     const auto creds = lookup_user(lookup_, user);
-    const bool known = creds && creds->plaintext && !creds->plaintext->empty();
-    std::string secret =
-        known ? *creds->plaintext : sasl_detail::keyed_tag("cram-md5 dummy secret", user);
-    std::string mac = sasl_detail::hmac_md5(secret, challenge_);
-    std::string expected = to_hex(mac);
-    sasl_detail::cleanse(mac);
-    sasl_detail::cleanse(secret);
-
+    // Candidates: the password's plaintext copy and the extra secrets; one
+    // dummy when there are none (unknown user, or device secrets only and
+    // none set), so every path computes at least one HMAC. All are tried
+    // (no early exit): the work depends on the number of secrets only.
+    std::vector<std::pair<std::string_view, std::string_view>> candidates;
+    if (creds && creds->plaintext && !creds->plaintext->empty()) {
+      candidates.emplace_back("password", *creds->plaintext);
+    }
+    if (creds) {
+      for (const auto& [name, secret] : creds->extra_secrets) {
+        if (!secret.empty()) candidates.emplace_back(name, secret);
+      }
+    }
+    const bool known = !candidates.empty();
+    std::string dummy = sasl_detail::keyed_tag("cram-md5 dummy secret", user);
+    if (!known) candidates.emplace_back("", dummy);
     // Fixed-size, branch-free normalisation of the client's digest (as for APOP):
     // lowercase A-F, and note without early exit whether all are hex digits.
     std::string given(kDigestHex, '\0');
@@ -195,10 +208,20 @@ class CramMd5Exchange final : public SaslExchange {
       bad |= (dig | low) ^ 1u;
       given[i] = static_cast<char>(c);
     }
-    const bool match = ct_equal(expected, given);
-    sasl_detail::cleanse(expected);
-    if (!(match && bad == 0 && known)) return failure();
-    return success(std::string(user));
+    std::string_view matched;
+    bool any = false;
+    for (const auto& [name, secret] : candidates) {
+      std::string mac = sasl_detail::hmac_md5(secret, challenge_);
+      std::string expected = to_hex(mac);
+      const bool match = ct_equal(expected, given);
+      sasl_detail::cleanse(mac);
+      sasl_detail::cleanse(expected);
+      if (match && !any) matched = name;
+      any = any || match;
+    }
+    sasl_detail::cleanse(dummy);
+    if (!(any && bad == 0 && known)) return failure();
+    return success(std::string(user), std::string(matched));
   }
 
   CredentialLookup lookup_;

@@ -39,6 +39,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace apop::auth {
 
@@ -59,6 +61,12 @@ struct SaslCredentials {
   std::optional<std::string> plaintext;
   std::optional<ScramVerifier> scram_sha256;
   std::optional<ScramVerifier> scram_sha1;
+  // The slow hash (password_hash.hpp): when present, PLAIN and LOGIN check
+  // against it (and nothing else).
+  std::optional<std::string> password_hash;
+  // More plaintext-equivalent secrets CRAM-MD5 accepts besides `plaintext`,
+  // as (name for logs, secret): per-device secrets.
+  std::vector<std::pair<std::string, std::string>> extra_secrets;
 };
 
 // Looks up credentials; returns nullopt for unknown users. The exchange then
@@ -72,6 +80,9 @@ struct SaslStep {
   std::string data;
   // The authenticated identity on success; empty otherwise.
   std::string user;
+  // On success, which secret matched: "password", or the name of one of
+  // SaslCredentials::extra_secrets.
+  std::string credential;
 };
 
 class SaslExchange {

@@ -47,7 +47,10 @@ std::string fallback_salt(ScramHash h, std::string_view user);
 // from keyed_tag(). Costs no PBKDF2 (as a stored verifier costs none).
 ScramVerifier dummy_verifier(ScramHash h, std::string_view user);
 
-// The PLAIN/LOGIN check of `password` for `user`. Every path costs one PBKDF2:
+// The PLAIN/LOGIN check of `password` for `user`. With a stored slow hash
+// (every account of a CredentialStore has one): verify_password_hash(). An
+// unknown user (nullopt) costs one dummy verification of the slow hash.
+// Credentials without a hash (built by hand) fall back to:
 //  - a usable stored SCRAM-SHA-256 (else SCRAM-SHA-1) verifier: derive with its
 //    salt and iteration count, compare StoredKey in constant time;
 //  - else a plaintext secret: constant-time compare, plus one PBKDF2-SHA-256 at

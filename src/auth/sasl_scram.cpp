@@ -32,8 +32,10 @@ namespace {
 
 using sasl_detail::cleanse;
 
-SaslStep challenge(std::string data) { return {SaslStep::Kind::challenge, std::move(data), {}}; }
-SaslStep failure() { return {SaslStep::Kind::failure, {}, {}}; }
+SaslStep challenge(std::string data) {
+  return {SaslStep::Kind::challenge, std::move(data), {}, {}};
+}
+SaslStep failure() { return {SaslStep::Kind::failure, {}, {}, {}}; }
 
 // printable = %x21-2B / %x2D-7E (RFC 5802 §7): visible ASCII except ','.
 bool is_printable_nonce(std::string_view s) {
@@ -121,7 +123,7 @@ class ScramExchange final : public SaslExchange {
       case State::wait_ack:
         // The client acknowledges the server-final message with an empty response.
         if (!response || !response->empty()) break;
-        return {SaslStep::Kind::success, {}, std::move(user_)};
+        return {SaslStep::Kind::success, {}, std::move(user_), "password"};
       case State::done:
         break;
     }

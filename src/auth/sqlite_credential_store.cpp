@@ -1,17 +1,19 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <openssl/crypto.h>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 
 #include "auth/credential_store.hpp"
+#include "auth/password_hash.hpp"
 #include "auth/username.hpp"
 
 namespace apop::auth {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr int kBusyTimeoutMs = 5000;
 
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
@@ -81,40 +83,87 @@ Result<void> exec(sqlite3* db, const char* sql) {
   return {};
 }
 
-Result<void> migrate(sqlite3* db) {
-  if (auto r = exec(db, "BEGIN IMMEDIATE"); !r) return r;
-  auto fail = [db](Error e) -> Result<void> {
-    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    return e;
-  };
-  Stmt st;
-  int rc = prepare(db, "PRAGMA user_version", st);
-  if (rc != SQLITE_OK) return fail(db_error(db, rc, "reading schema version"));
-  rc = sqlite3_step(st.get());
-  if (rc != SQLITE_ROW) return fail(db_error(db, rc, "reading schema version"));
-  const int version = sqlite3_column_int(st.get(), 0);
-  if (version > kSchemaVersion) {
-    return fail(make_error(Errc::permanent, "credential database has schema version " +
-                                                std::to_string(version) +
-                                                ", newer than this apop supports (" +
-                                                std::to_string(kSchemaVersion) + ")"));
-  }
-  if (version < 1) {
-    if (auto r = exec(db,
-                      "CREATE TABLE users ("
-                      " name TEXT PRIMARY KEY NOT NULL,"
-                      " secret BLOB NOT NULL,"
-                      " created INTEGER NOT NULL,"
-                      " updated INTEGER NOT NULL)");
-        !r) {
-      return fail(r.error());
-    }
-    if (auto r = exec(db, "PRAGMA user_version = 1"); !r) return fail(r.error());
-  }
-  // Future migrations: if (version < 2) { ... PRAGMA user_version = 2 }.
-  if (auto r = exec(db, "COMMIT"); !r) return fail(r.error());
-  return {};
+std::string column_text(sqlite3_stmt* s, int i) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+  const int n = sqlite3_column_bytes(s, i);
+  return p ? std::string(p, std::size_t(n)) : std::string();
 }
+
+std::string column_blob(sqlite3_stmt* s, int i) {
+  const void* p = sqlite3_column_blob(s, i);
+  const int n = sqlite3_column_bytes(s, i);
+  return p && n > 0 ? std::string(static_cast<const char*>(p), std::size_t(n)) : std::string();
+}
+
+std::optional<bool> column_bool(sqlite3_stmt* s, int i) {
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int(s, i) != 0;
+}
+
+int bind_opt_bool(sqlite3_stmt* s, int i, std::optional<bool> v) {
+  return v ? sqlite3_bind_int(s, i, *v ? 1 : 0) : sqlite3_bind_null(s, i);
+}
+
+Policy column_policy(sqlite3_stmt* s, int first) {
+  Policy p;
+  if (sqlite3_column_type(s, first) != SQLITE_NULL) {
+    p.mechanisms = parse_mechanisms(column_text(s, first));
+  }
+  p.device_secrets_only = column_bool(s, first + 1);
+  p.apop_requires_tls = column_bool(s, first + 2);
+  p.require_tls = column_bool(s, first + 3);
+  return p;
+}
+
+int bind_policy(sqlite3_stmt* s, int first, const Policy& p, std::string& mech_buf) {
+  int rc = SQLITE_OK;
+  if (p.mechanisms) {
+    mech_buf = format_mechanisms(*p.mechanisms);
+    rc = bind_text(s, first, mech_buf);
+  } else {
+    rc = sqlite3_bind_null(s, first);
+  }
+  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 1, p.device_secrets_only);
+  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 2, p.apop_requires_tls);
+  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 3, p.require_tls);
+  return rc;
+}
+
+std::string device_aad(std::string_view user, std::string_view name) {
+  std::string aad(user);
+  aad.push_back('\0');
+  aad += "device";
+  aad.push_back('\0');
+  aad.append(name);
+  return aad;
+}
+
+constexpr const char* kCreateV2 =
+    "CREATE TABLE users ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL,"
+    " password_hash TEXT NOT NULL,"
+    " scram_sha256 TEXT NOT NULL,"
+    " scram_sha1 TEXT NOT NULL,"
+    " sealed_password BLOB,"  // NULL under device-secrets-only
+    " mechanisms TEXT,"       // NULL: the default
+    " device_secrets_only INTEGER,"
+    " apop_requires_tls INTEGER,"
+    " require_tls INTEGER);"
+    "CREATE TABLE device_secrets ("
+    " user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,"
+    " name TEXT NOT NULL,"
+    " sealed BLOB NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " PRIMARY KEY (user, name));"
+    "CREATE TABLE policy_defaults ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " mechanisms TEXT,"
+    " device_secrets_only INTEGER,"
+    " apop_requires_tls INTEGER,"
+    " require_tls INTEGER);"
+    "INSERT INTO policy_defaults (id) VALUES (1);";
 
 Result<void> chmod_0600(const std::filesystem::path& p, bool must_exist) {
   if (::chmod(p.c_str(), 0600) != 0) {
@@ -124,6 +173,28 @@ Result<void> chmod_0600(const std::filesystem::path& p, bool must_exist) {
   }
   return {};
 }
+
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) {}
+  ~Transaction() {
+    if (open_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  Result<void> begin() {
+    auto r = exec(db_, "BEGIN IMMEDIATE");
+    open_ = r.ok();
+    return r;
+  }
+  Result<void> commit() {
+    auto r = exec(db_, "COMMIT");
+    if (r) open_ = false;
+    return r;
+  }
+
+ private:
+  sqlite3* db_;
+  bool open_ = false;
+};
 
 }  // namespace
 
@@ -140,6 +211,77 @@ Error SqliteCredentialStore::unknown_user(std::string_view user) const {
 }
 
 SqliteCredentialStore::~SqliteCredentialStore() { sqlite3_close_v2(db_); }
+
+// Version 1: users(name, secret, created, updated), one sealed secret per
+// user. Version 2 derives the hash and verifiers from it and keeps it as the
+// encrypted copy of the password.
+Result<void> SqliteCredentialStore::migrate() {
+  Transaction tx(db_);
+  if (auto r = tx.begin(); !r) return r;
+  Stmt st;
+  int rc = prepare(db_, "PRAGMA user_version", st);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "reading schema version");
+  rc = sqlite3_step(st.get());
+  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading schema version");
+  const int version = sqlite3_column_int(st.get(), 0);
+  sqlite3_reset(st.get());
+  if (version > kSchemaVersion) {
+    return make_error(Errc::permanent, "credential database has schema version " +
+                                           std::to_string(version) +
+                                           ", newer than this apop supports (" +
+                                           std::to_string(kSchemaVersion) + ")");
+  }
+  if (version == 1) {
+    if (auto r = exec(db_, "ALTER TABLE users RENAME TO users_v1"); !r) return r;
+  }
+  if (version < 2) {
+    if (sqlite3_exec(db_, kCreateV2, nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return db_error(db_, sqlite3_errcode(db_), "creating schema");
+    }
+  }
+  if (version == 1) {
+    Stmt old;
+    rc = prepare(db_, "SELECT name, secret, created, updated FROM users_v1", old);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "upgrading schema");
+    while ((rc = sqlite3_step(old.get())) == SQLITE_ROW) {
+      std::string name = column_text(old.get(), 0);
+      std::string sealed = column_blob(old.get(), 1);
+      auto secret = box_.open(sealed, name);
+      if (!secret) {
+        return make_error(Errc::permanent, "upgrading schema: secret of " + name +
+                                               " cannot be decrypted: " + secret.error().message);
+      }
+      auto derived = derive_password(*secret);
+      OPENSSL_cleanse(secret->data(), secret->size());
+      if (!derived) return derived.error();
+      Stmt ins;
+      int irc = prepare(db_,
+                        "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                        " scram_sha1, sealed_password) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        ins);
+      std::string v256 = encode_verifier(derived->scram_sha256);
+      std::string v1 = encode_verifier(derived->scram_sha1);
+      if (irc == SQLITE_OK) irc = bind_text(ins.get(), 1, name);
+      if (irc == SQLITE_OK)
+        irc = sqlite3_bind_int64(ins.get(), 2, sqlite3_column_int64(old.get(), 2));
+      if (irc == SQLITE_OK)
+        irc = sqlite3_bind_int64(ins.get(), 3, sqlite3_column_int64(old.get(), 3));
+      if (irc == SQLITE_OK) irc = bind_text(ins.get(), 4, derived->hash);
+      if (irc == SQLITE_OK) irc = bind_text(ins.get(), 5, v256);
+      if (irc == SQLITE_OK) irc = bind_text(ins.get(), 6, v1);
+      if (irc == SQLITE_OK) irc = bind_blob(ins.get(), 7, sealed);
+      if (irc == SQLITE_OK) irc = sqlite3_step(ins.get());
+      if (irc != SQLITE_DONE) return db_error(db_, irc, "upgrading schema");
+    }
+    if (rc != SQLITE_DONE) return db_error(db_, rc, "upgrading schema");
+    sqlite3_reset(old.get());  // a running SELECT would lock the table
+    if (auto r = exec(db_, "DROP TABLE users_v1"); !r) return r;
+  }
+  if (version < 2) {
+    if (auto r = exec(db_, "PRAGMA user_version = 2"); !r) return r;
+  }
+  return tx.commit();
+}
 
 Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
     const std::filesystem::path& db_file, SecretBox box) {
@@ -158,11 +300,12 @@ Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
   sqlite3_extended_result_codes(raw, 1);
   sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   if (auto r = chmod_0600(db_file, true); !r) return r.error();
-  for (const char* pragma : {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
-                             "PRAGMA secure_delete = ON", "PRAGMA trusted_schema = OFF"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA secure_delete = ON",
+        "PRAGMA trusted_schema = OFF", "PRAGMA foreign_keys = ON"}) {
     if (auto r = exec(raw, pragma); !r) return r.error();
   }
-  if (auto r = migrate(raw); !r) return r.error();
+  if (auto r = store->migrate(); !r) return r.error();
   // SQLite gives -wal/-shm the main file's mode; make sure anyway.
   for (const char* suffix : {"-wal", "-shm"}) {
     std::filesystem::path p = db_file;
@@ -172,43 +315,115 @@ Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
   return store;
 }
 
-Result<std::string> SqliteCredentialStore::secret(std::string_view user) {
+Result<Policy> SqliteCredentialStore::default_policy_locked() {
+  Stmt st;
+  int rc = prepare(db_,
+                   "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                   " FROM policy_defaults WHERE id = 1",
+                   st);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "reading default policy");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return Policy{};
+  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading default policy");
+  return column_policy(st.get(), 0);
+}
+
+Result<Account> SqliteCredentialStore::account(std::string_view user) {
   if (!is_valid_username(user)) return unknown_user(user);
+  Account a;
   std::string sealed;
+  bool has_sealed = false;
+  std::vector<std::pair<std::string, std::string>> sealed_devices;
   {
     std::lock_guard lock(mu_);
+    auto defaults = default_policy_locked();
+    if (!defaults) return defaults.error();
     Stmt st;
-    int rc = prepare(db_, "SELECT secret FROM users WHERE name = ?1", st);
+    int rc = prepare(db_,
+                     "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
+                     " mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                     " FROM users WHERE name = ?1",
+                     st);
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
     rc = sqlite3_step(st.get());
     if (rc == SQLITE_DONE) return unknown_user(user);
     if (rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
-    const void* blob = sqlite3_column_blob(st.get(), 0);
-    const int n = sqlite3_column_bytes(st.get(), 0);
-    if (blob != nullptr && n > 0) sealed.assign(static_cast<const char*>(blob), std::size_t(n));
+    a.name = std::string(user);
+    a.password_hash = column_text(st.get(), 0);
+    a.scram_sha256 = decode_verifier(column_text(st.get(), 1)).value_or(ScramVerifier{});
+    a.scram_sha1 = decode_verifier(column_text(st.get(), 2)).value_or(ScramVerifier{});
+    has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
+    sealed = column_blob(st.get(), 3);
+    a.policy = resolve_policy(column_policy(st.get(), 4), *defaults);
+
+    Stmt dev;
+    rc = prepare(db_, "SELECT name, sealed FROM device_secrets WHERE user = ?1 ORDER BY name", dev);
+    if (rc == SQLITE_OK) rc = bind_text(dev.get(), 1, user);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "looking up device secrets");
+    while ((rc = sqlite3_step(dev.get())) == SQLITE_ROW) {
+      sealed_devices.emplace_back(column_text(dev.get(), 0), column_blob(dev.get(), 1));
+    }
+    if (rc != SQLITE_DONE) return db_error(db_, rc, "looking up device secrets");
   }
-  auto opened = box_.open(sealed, user);
-  if (!opened) {
-    return make_error(Errc::permanent, "stored secret of user " + std::string(user) +
-                                           " cannot be decrypted: " + opened.error().message);
+  if (has_sealed && !a.policy.device_secrets_only) {
+    auto opened = box_.open(sealed, user);
+    if (!opened) {
+      return make_error(Errc::permanent, "stored password of user " + std::string(user) +
+                                             " cannot be decrypted: " + opened.error().message);
+    }
+    a.password = std::move(*opened);
   }
-  return opened;
+  for (const auto& [name, blob] : sealed_devices) {
+    auto opened = box_.open(blob, device_aad(user, name));
+    if (!opened) {
+      return make_error(Errc::permanent, "device secret " + name + " of user " + std::string(user) +
+                                             " cannot be decrypted: " + opened.error().message);
+    }
+    a.device_secrets.push_back({name, std::move(*opened)});
+  }
+  return a;
 }
 
-Result<void> SqliteCredentialStore::add(std::string_view user, std::string_view secret) {
+Result<bool> SqliteCredentialStore::has_user(std::string_view user) {
+  if (!is_valid_username(user)) return false;
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_, "SELECT 1 FROM users WHERE name = ?1", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return db_error(db_, rc, "looking up user");
+}
+
+Result<void> SqliteCredentialStore::add(std::string_view user, std::string_view password) {
   if (!is_valid_username(user)) {
     return make_error(Errc::invalid, "invalid user name: " + std::string(user));
   }
-  auto sealed = box_.seal(secret, user);
+  auto derived = derive_password(password);
+  if (!derived) return derived.error();
+  auto sealed = box_.seal(password, user);
   if (!sealed) return sealed.error();
   std::lock_guard lock(mu_);
+  auto defaults = default_policy_locked();
+  if (!defaults) return defaults.error();
+  const bool keep_copy = !resolve_policy(Policy{}, *defaults).device_secrets_only;
   Stmt st;
-  int rc = prepare(
-      db_, "INSERT INTO users (name, secret, created, updated) VALUES (?1, ?2, ?3, ?3)", st);
+  int rc = prepare(db_,
+                   "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                   " scram_sha1, sealed_password) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)",
+                   st);
+  std::string v256 = encode_verifier(derived->scram_sha256);
+  std::string v1 = encode_verifier(derived->scram_sha1);
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
-  if (rc == SQLITE_OK) rc = bind_blob(st.get(), 2, *sealed);
-  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 3, now());
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, now());
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 3, derived->hash);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 4, v256);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 5, v1);
+  if (rc == SQLITE_OK)
+    rc = keep_copy ? bind_blob(st.get(), 6, *sealed) : sqlite3_bind_null(st.get(), 6);
   if (rc != SQLITE_OK) return db_error(db_, rc, "adding user");
   rc = sqlite3_step(st.get());
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
@@ -218,19 +433,59 @@ Result<void> SqliteCredentialStore::add(std::string_view user, std::string_view 
   return {};
 }
 
-Result<void> SqliteCredentialStore::set_secret(std::string_view user, std::string_view secret) {
+Result<void> SqliteCredentialStore::set_password(std::string_view user, std::string_view password) {
   if (!is_valid_username(user)) return no_user(user);
-  auto sealed = box_.seal(secret, user);
+  {
+    // Only the device secrets are needed here (a broken password copy must
+    // not stop the repair by a new password); one that cannot be decrypted
+    // cannot equal anything and is skipped.
+    std::vector<std::pair<std::string, std::string>> sealed_devices;
+    {
+      std::lock_guard lock(mu_);
+      Stmt dev;
+      int rc = prepare(db_, "SELECT name, sealed FROM device_secrets WHERE user = ?1", dev);
+      if (rc == SQLITE_OK) rc = bind_text(dev.get(), 1, user);
+      if (rc != SQLITE_OK) return db_error(db_, rc, "looking up device secrets");
+      while ((rc = sqlite3_step(dev.get())) == SQLITE_ROW) {
+        sealed_devices.emplace_back(column_text(dev.get(), 0), column_blob(dev.get(), 1));
+      }
+      if (rc != SQLITE_DONE) return db_error(db_, rc, "looking up device secrets");
+    }
+    for (const auto& [name, blob] : sealed_devices) {
+      auto opened = box_.open(blob, device_aad(user, name));
+      if (!opened) continue;
+      const bool same = *opened == password;
+      OPENSSL_cleanse(opened->data(), opened->size());
+      if (same) return make_error(Errc::invalid, "the password equals device secret " + name);
+    }
+  }
+  auto derived = derive_password(password);
+  if (!derived) return derived.error();
+  auto sealed = box_.seal(password, user);
   if (!sealed) return sealed.error();
   std::lock_guard lock(mu_);
+  auto defaults = default_policy_locked();
+  if (!defaults) return defaults.error();
+  auto own = user_policy_locked(user);
+  if (!own) return own.error();
+  const bool keep_copy = !resolve_policy(*own, *defaults).device_secrets_only;
   Stmt st;
-  int rc = prepare(db_, "UPDATE users SET secret = ?2, updated = ?3 WHERE name = ?1", st);
+  int rc = prepare(db_,
+                   "UPDATE users SET updated = ?2, password_hash = ?3, scram_sha256 = ?4,"
+                   " scram_sha1 = ?5, sealed_password = ?6 WHERE name = ?1",
+                   st);
+  std::string v256 = encode_verifier(derived->scram_sha256);
+  std::string v1 = encode_verifier(derived->scram_sha1);
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
-  if (rc == SQLITE_OK) rc = bind_blob(st.get(), 2, *sealed);
-  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 3, now());
-  if (rc != SQLITE_OK) return db_error(db_, rc, "changing secret");
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, now());
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 3, derived->hash);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 4, v256);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 5, v1);
+  if (rc == SQLITE_OK)
+    rc = keep_copy ? bind_blob(st.get(), 6, *sealed) : sqlite3_bind_null(st.get(), 6);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "changing password");
   rc = sqlite3_step(st.get());
-  if (rc != SQLITE_DONE) return db_error(db_, rc, "changing secret");
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "changing password");
   if (sqlite3_changes(db_) == 0) return no_user(user);
   return {};
 }
@@ -251,17 +506,187 @@ Result<void> SqliteCredentialStore::remove(std::string_view user) {
 Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
   std::lock_guard lock(mu_);
   Stmt st;
-  int rc = prepare(db_, "SELECT name, created, updated FROM users ORDER BY name", st);
+  int rc = prepare(db_,
+                   "SELECT name, created, updated,"
+                   " (SELECT COUNT(*) FROM device_secrets d WHERE d.user = users.name),"
+                   " sealed_password IS NOT NULL,"
+                   " mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                   " FROM users ORDER BY name",
+                   st);
   if (rc != SQLITE_OK) return db_error(db_, rc, "listing users");
   std::vector<UserRecord> out;
   while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
-    const auto* name = reinterpret_cast<const char*>(sqlite3_column_text(st.get(), 0));
-    const int n = sqlite3_column_bytes(st.get(), 0);
-    out.push_back(UserRecord{name ? std::string(name, std::size_t(n)) : std::string(),
-                             sqlite3_column_int64(st.get(), 1), sqlite3_column_int64(st.get(), 2)});
+    UserRecord u;
+    u.name = column_text(st.get(), 0);
+    u.created = sqlite3_column_int64(st.get(), 1);
+    u.updated = sqlite3_column_int64(st.get(), 2);
+    u.device_secrets = static_cast<std::size_t>(sqlite3_column_int64(st.get(), 3));
+    u.has_password_copy = sqlite3_column_int(st.get(), 4) != 0;
+    u.policy = column_policy(st.get(), 5);
+    out.push_back(std::move(u));
   }
   if (rc != SQLITE_DONE) return db_error(db_, rc, "listing users");
   return out;
+}
+
+Result<void> SqliteCredentialStore::add_device_secret(std::string_view user, std::string_view name,
+                                                      std::string_view secret) {
+  if (!is_valid_secret_name(name)) {
+    return make_error(Errc::invalid, "invalid secret name (1-32 of A-Z a-z 0-9 . _ -)");
+  }
+  if (secret.empty()) return make_error(Errc::invalid, "empty secret");
+  if (!is_valid_username(user)) return no_user(user);
+  std::string hash;
+  {
+    std::lock_guard lock(mu_);
+    Stmt st;
+    int rc = prepare(db_, "SELECT password_hash FROM users WHERE name = ?1", st);
+    if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
+    rc = sqlite3_step(st.get());
+    if (rc == SQLITE_DONE) return no_user(user);
+    if (rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
+    hash = column_text(st.get(), 0);
+  }
+  if (verify_password_hash(hash, secret)) {
+    return make_error(Errc::invalid, "a device secret must differ from the account password");
+  }
+  auto sealed = box_.seal(secret, device_aad(user, name));
+  if (!sealed) return sealed.error();
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_,
+                   "INSERT INTO device_secrets (user, name, sealed, created)"
+                   " VALUES (?1, ?2, ?3, ?4)",
+                   st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 2, name);
+  if (rc == SQLITE_OK) rc = bind_blob(st.get(), 3, *sealed);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 4, now());
+  if (rc != SQLITE_OK) return db_error(db_, rc, "adding device secret");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+    return make_error(Errc::exists, "secret " + std::string(name) + " already exists");
+  }
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return no_user(user);
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "adding device secret");
+  return {};
+}
+
+Result<std::vector<DeviceSecretInfo>> SqliteCredentialStore::device_secrets(std::string_view user) {
+  auto exists = has_user(user);
+  if (!exists) return exists.error();
+  if (!*exists) return no_user(user);
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc =
+      prepare(db_, "SELECT name, created FROM device_secrets WHERE user = ?1 ORDER BY name", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "listing device secrets");
+  std::vector<DeviceSecretInfo> out;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    out.push_back({column_text(st.get(), 0), sqlite3_column_int64(st.get(), 1)});
+  }
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "listing device secrets");
+  return out;
+}
+
+Result<void> SqliteCredentialStore::revoke_device_secret(std::string_view user,
+                                                         std::string_view name) {
+  auto exists = has_user(user);
+  if (!exists) return exists.error();
+  if (!*exists) return no_user(user);
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_, "DELETE FROM device_secrets WHERE user = ?1 AND name = ?2", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 2, name);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "revoking device secret");
+  rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "revoking device secret");
+  if (sqlite3_changes(db_) == 0) {
+    return make_error(Errc::not_found, "no secret named " + std::string(name));
+  }
+  return {};
+}
+
+Result<Policy> SqliteCredentialStore::user_policy_locked(std::string_view user) {
+  Stmt st;
+  int rc = prepare(db_,
+                   "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                   " FROM users WHERE name = ?1",
+                   st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "reading policy");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return no_user(user);
+  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading policy");
+  return column_policy(st.get(), 0);
+}
+
+Result<Policy> SqliteCredentialStore::policy(std::string_view user) {
+  if (!is_valid_username(user)) return no_user(user);
+  std::lock_guard lock(mu_);
+  return user_policy_locked(user);
+}
+
+// Deletes the encrypted copy of every account whose effective policy is
+// device-secrets-only (secure_delete overwrites the freed pages).
+Result<void> SqliteCredentialStore::drop_copies_locked() {
+  auto defaults = default_policy_locked();
+  if (!defaults) return defaults.error();
+  const bool default_only = defaults->device_secrets_only.value_or(false);
+  Stmt st;
+  int rc = prepare(db_,
+                   "UPDATE users SET sealed_password = NULL WHERE sealed_password IS NOT NULL"
+                   " AND COALESCE(device_secrets_only, ?1) = 1",
+                   st);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int(st.get(), 1, default_only ? 1 : 0);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "deleting password copies");
+  return {};
+}
+
+Result<void> SqliteCredentialStore::set_policy(std::string_view user, const Policy& policy) {
+  if (!is_valid_username(user)) return no_user(user);
+  std::lock_guard lock(mu_);
+  Transaction tx(db_);
+  if (auto r = tx.begin(); !r) return r;
+  Stmt st;
+  int rc = prepare(db_,
+                   "UPDATE users SET mechanisms = ?2, device_secrets_only = ?3,"
+                   " apop_requires_tls = ?4, require_tls = ?5 WHERE name = ?1",
+                   st);
+  std::string buf;
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) rc = bind_policy(st.get(), 2, policy, buf);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "setting policy");
+  if (sqlite3_changes(db_) == 0) return no_user(user);
+  if (auto r = drop_copies_locked(); !r) return r;
+  return tx.commit();
+}
+
+Result<Policy> SqliteCredentialStore::default_policy() {
+  std::lock_guard lock(mu_);
+  return default_policy_locked();
+}
+
+Result<void> SqliteCredentialStore::set_default_policy(const Policy& policy) {
+  std::lock_guard lock(mu_);
+  Transaction tx(db_);
+  if (auto r = tx.begin(); !r) return r;
+  Stmt st;
+  int rc = prepare(db_,
+                   "UPDATE policy_defaults SET mechanisms = ?1, device_secrets_only = ?2,"
+                   " apop_requires_tls = ?3, require_tls = ?4 WHERE id = 1",
+                   st);
+  std::string buf;
+  if (rc == SQLITE_OK) rc = bind_policy(st.get(), 1, policy, buf);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "setting default policy");
+  if (auto r = drop_copies_locked(); !r) return r;
+  return tx.commit();
 }
 
 }  // namespace apop::auth

@@ -33,14 +33,14 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: credentials: {}", store.error().message);
     return kExitTempFail;
   }
-  auto found = (*store)->secret(a.user);
+  auto found = (*store)->has_user(a.user);
   if (!found) {
-    if (found.error().code == Errc::not_found) {
-      spdlog::error("deliver: unknown user {}", a.user);
-      return kExitNoUser;
-    }
     spdlog::error("deliver: {}", found.error().message);
     return kExitTempFail;
+  }
+  if (!*found) {
+    spdlog::error("deliver: unknown user {}", a.user);
+    return kExitNoUser;
   }
   store::DeliverOptions opts;
   opts.hostname = local_hostname();

@@ -82,6 +82,27 @@ int run_serve(const ServeArgs& a) {
     spdlog::error("credentials: {}", store.error().message);
     return kExitError;
   }
+  // The stored default policy: APOP disabled for everyone means no timestamp
+  // in the greeting (read at start-up; restart after changing it).
+  {
+    auto defaults = (*store)->default_policy();
+    auto users = (*store)->list();
+    if (!defaults || !users) {
+      spdlog::error("credentials: {}",
+                    !defaults ? defaults.error().message : users.error().message);
+      return kExitError;
+    }
+    bool apop_somewhere = false;
+    for (const auto& u : *users) {
+      if (auth::resolve_policy(u.policy, *defaults).mechanisms & auth::kMechApop) {
+        apop_somewhere = true;
+      }
+    }
+    const bool apop_default =
+        auth::resolve_policy(auth::Policy{}, *defaults).mechanisms & auth::kMechApop;
+    opts.session.apop_enabled = apop_default || apop_somewhere;
+    if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
+  }
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
   auth::StoreAuthenticator authenticator(**store, challenges.get());
   store::MaildirOpener opener(dir.mail_root());

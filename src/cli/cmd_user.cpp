@@ -1,8 +1,13 @@
-// `apop user add|del|list|passwd`: accounts and their APOP secrets.
+// `apop user add|del|list|passwd|show|policy|secret`: accounts, their
+// passwords, per-device APOP secrets and per-account policy.
 #include <spdlog/spdlog.h>
 
+#include <ctime>
 #include <iostream>
+#include <optional>
+#include <tuple>
 
+#include "auth/credential_store.hpp"
 #include "auth/password_policy.hpp"
 #include "auth/random.hpp"
 #include "auth/username.hpp"
@@ -17,9 +22,13 @@ namespace {
 struct UserArgs {
   std::string data;
   std::string name;
+  std::string secret_name;  // device secret
   bool password_stdin = false;
   bool generate = false;
   bool allow_weak = false;
+  // policy: "" (unchanged), "default", or a value
+  std::string mechanisms, device_only, apop_tls, require_tls;
+  bool global = false;
 };
 
 // The new secret for add/passwd: generated, from stdin, or prompted.
@@ -69,7 +78,7 @@ int run_passwd(const UserArgs& a) {
   if (!store) return fail("passwd", store.error());
   auto secret = new_secret(a);
   if (!secret) return fail("passwd", secret.error());
-  if (auto r = (*store)->set_secret(a.name, *secret); !r) return fail("passwd", r.error());
+  if (auto r = (*store)->set_password(a.name, *secret); !r) return fail("passwd", r.error());
   if (a.generate) std::cout << *secret << std::endl;
   std::cerr << "secret of " << a.name << " changed\n";
   return kExitOk;
@@ -96,6 +105,164 @@ int run_list(const UserArgs& a) {
   return kExitOk;
 }
 
+std::string date(std::int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int run_secret_add(const UserArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  auto store = open_credentials(dir);
+  if (!store) return fail("secret add", store.error());
+  auto exists = (*store)->has_user(a.name);
+  if (!exists) return fail("secret add", exists.error());
+  if (!*exists) return fail("secret add", make_error(Errc::not_found, "no such user: " + a.name));
+  auto secret = new_secret(a);
+  if (!secret) return fail("secret add", secret.error());
+  if (auto r = (*store)->add_device_secret(a.name, a.secret_name, *secret); !r) {
+    return fail("secret add", r.error());
+  }
+  if (a.generate) std::cout << *secret << std::endl;  // printed once, stored only encrypted
+  std::cerr << "secret " << a.secret_name << " added for " << a.name << "\n";
+  return kExitOk;
+}
+
+int run_secret_list(const UserArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  auto store = open_credentials(dir);
+  if (!store) return fail("secret list", store.error());
+  auto list = (*store)->device_secrets(a.name);
+  if (!list) return fail("secret list", list.error());
+  for (const auto& d : *list) std::cout << d.name << "\t" << date(d.created) << "\n";
+  return kExitOk;
+}
+
+int run_secret_revoke(const UserArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  auto store = open_credentials(dir);
+  if (!store) return fail("secret revoke", store.error());
+  if (auto r = (*store)->revoke_device_secret(a.name, a.secret_name); !r) {
+    return fail("secret revoke", r.error());
+  }
+  std::cerr << "secret " << a.secret_name << " of " << a.name << " revoked\n";
+  return kExitOk;
+}
+
+// "on"/"off"/"default" -> set/clear; "" leaves the field alone.
+Result<void> apply_bool(std::string_view v, std::optional<bool>& field, const char* what) {
+  if (v.empty()) return {};
+  if (v == "default") {
+    field.reset();
+  } else if (v == "on" || v == "yes" || v == "true") {
+    field = true;
+  } else if (v == "off" || v == "no" || v == "false") {
+    field = false;
+  } else {
+    return make_error(Errc::invalid, std::string(what) + ": expected on, off or default");
+  }
+  return {};
+}
+
+std::string show_bool(const std::optional<bool>& own, bool effective) {
+  std::string s = effective ? "on" : "off";
+  return own ? s : s + " (default)";
+}
+
+void print_policy(const auth::Policy& own, const auth::Policy& defaults) {
+  const auth::EffectivePolicy e = auth::resolve_policy(own, defaults);
+  std::cout << "mechanisms: " << auth::format_mechanisms(e.mechanisms)
+            << (own.mechanisms ? "" : " (default)") << "\n"
+            << "device-secrets-only: " << show_bool(own.device_secrets_only, e.device_secrets_only)
+            << "\n"
+            << "apop-requires-tls: " << show_bool(own.apop_requires_tls, e.apop_requires_tls)
+            << "\n"
+            << "require-tls: " << show_bool(own.require_tls, e.require_tls) << "\n";
+}
+
+int run_policy(const UserArgs& a) {
+  if (a.global != a.name.empty()) {
+    std::cerr << "apop user policy: give a user name or --global (not both)\n";
+    return kExitUsage;
+  }
+  DataDir dir = resolve_data_dir(a.data);
+  if (auto r = ensure_layout(dir); !r) return fail("policy", r.error());
+  auto store = open_credentials(dir);
+  if (!store) return fail("policy", store.error());
+  auto defaults = (*store)->default_policy();
+  if (!defaults) return fail("policy", defaults.error());
+  auth::Policy p;
+  if (a.global) {
+    p = *defaults;
+  } else {
+    auto own = (*store)->policy(a.name);
+    if (!own) return fail("policy", own.error());
+    p = *own;
+  }
+  const auth::Policy before = p;
+  if (a.mechanisms == "default") {
+    p.mechanisms.reset();
+  } else if (!a.mechanisms.empty()) {
+    auto m = auth::parse_mechanisms(a.mechanisms);
+    if (!m) {
+      return fail("policy", make_error(Errc::invalid,
+                                       "--mechanisms: a comma-separated list of apop, user, "
+                                       "plain, login, cram-md5, scram-sha-256, scram-sha-1, "
+                                       "all; or default"));
+    }
+    p.mechanisms = *m;
+  }
+  for (auto [value, field, what] :
+       {std::tuple{&a.device_only, &p.device_secrets_only, "--device-secrets-only"},
+        std::tuple{&a.apop_tls, &p.apop_requires_tls, "--apop-requires-tls"},
+        std::tuple{&a.require_tls, &p.require_tls, "--require-tls"}}) {
+    if (auto r = apply_bool(*value, *field, what); !r) return fail("policy", r.error());
+  }
+  if (!(p == before)) {
+    auto r = a.global ? (*store)->set_default_policy(p) : (*store)->set_policy(a.name, p);
+    if (!r) return fail("policy", r.error());
+    if (a.global) defaults = p;
+    std::cerr << "policy of " << (a.global ? std::string("all accounts (defaults)") : a.name)
+              << " changed";
+    if (a.global) std::cerr << "; restart apop serve for the greeting to follow";
+    std::cerr << "\n";
+  }
+  print_policy(a.global ? auth::Policy{} : p, *defaults);
+  return kExitOk;
+}
+
+int run_show(const UserArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  auto store = open_credentials(dir);
+  if (!store) return fail("show", store.error());
+  auto users = (*store)->list();
+  if (!users) return fail("show", users.error());
+  auto defaults = (*store)->default_policy();
+  if (!defaults) return fail("show", defaults.error());
+  for (const auto& u : *users) {
+    if (u.name != a.name) continue;
+    std::cout << "user: " << u.name << "\n"
+              << "created: " << date(u.created) << "\n"
+              << "password changed: " << date(u.updated) << "\n"
+              << "password usable for APOP/CRAM-MD5: "
+              << (u.has_password_copy &&
+                          !auth::resolve_policy(u.policy, *defaults).device_secrets_only
+                      ? "yes"
+                      : "no (no encrypted copy kept)")
+              << "\n";
+    print_policy(u.policy, *defaults);
+    auto secrets = (*store)->device_secrets(u.name);
+    if (!secrets) return fail("show", secrets.error());
+    std::cout << "device secrets: " << secrets->size() << "\n";
+    for (const auto& d : *secrets) std::cout << "  " << d.name << "\t" << date(d.created) << "\n";
+    return kExitOk;
+  }
+  return fail("show", make_error(Errc::not_found, "no such user: " + a.name));
+}
+
 void secret_options(CLI::App* sub, UserArgs& a) {
   auto* in = sub->add_flag("--password-stdin", a.password_stdin,
                            "Read the secret from the first line of stdin");
@@ -108,22 +275,64 @@ void secret_options(CLI::App* sub, UserArgs& a) {
 }  // namespace
 
 void register_user(CLI::App& app, Registry& registry) {
-  CLI::App* user = app.add_subcommand("user", "Manage accounts and their secrets");
+  CLI::App* user = app.add_subcommand("user", "Manage accounts, passwords, device secrets, policy");
   user->require_subcommand(1);
-  auto make = [&](const char* name, const char* help, int (*fn)(const UserArgs&), bool needs_name,
-                  bool takes_secret) {
+  auto make = [&](CLI::App* parent, const char* name, const char* help, int (*fn)(const UserArgs&),
+                  bool needs_name, bool takes_secret) {
     auto a = std::make_shared<UserArgs>();
-    CLI::App* sub = user->add_subcommand(name, help);
+    CLI::App* sub = parent->add_subcommand(name, help);
     sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
-    if (needs_name) sub->add_option("name", a->name, "User name")->required();
+    if (needs_name) sub->add_option("user", a->name, "User name")->required();
     if (takes_secret) secret_options(sub, *a);
     registry.add(sub, [a, fn] { return fn(*a); });
+    return std::make_pair(sub, a);
   };
-  make("add", "Add a user (secret from --password-stdin, --generate, or a prompt)", run_add, true,
-       true);
-  make("passwd", "Change a user's secret", run_passwd, true, true);
-  make("del", "Delete a user (their mail is kept)", run_del, true, false);
-  make("list", "List users", run_list, false, false);
+  make(user, "add", "Add a user (password from --password-stdin, --generate, or a prompt)", run_add,
+       true, true);
+  make(user, "passwd", "Change a user's password", run_passwd, true, true);
+  make(user, "del", "Delete a user and their device secrets (their mail is kept)", run_del, true,
+       false);
+  make(user, "list", "List users", run_list, false, false);
+  make(user, "show", "Show a user's credentials (never the secrets) and policy", run_show, true,
+       false);
+
+  {
+    auto [sub, a] =
+        make(user, "policy", "Show or change a user's policy, or with --global the defaults",
+             run_policy, false, false);
+    sub->add_option("user", a->name, "User name (omit with --global)");
+    sub->add_flag("--global", a->global, "Change the defaults every account follows");
+    sub->add_option("--mechanisms", a->mechanisms,
+                    "Allowed login mechanisms: comma-separated apop, user, plain, login, "
+                    "cram-md5, scram-sha-256, scram-sha-1, or all; 'default' to follow the "
+                    "defaults");
+    sub->add_option("--device-secrets-only", a->device_only,
+                    "on: the password stops working for APOP/CRAM-MD5 and its encrypted copy "
+                    "is deleted; off; default")
+        ->check(CLI::IsMember({"on", "off", "default"}));
+    sub->add_option("--apop-requires-tls", a->apop_tls, "on: APOP only inside TLS; off; default")
+        ->check(CLI::IsMember({"on", "off", "default"}));
+    sub->add_option("--require-tls", a->require_tls,
+                    "on: every mechanism only inside TLS; off; default")
+        ->check(CLI::IsMember({"on", "off", "default"}));
+  }
+
+  CLI::App* secret = user->add_subcommand("secret", "Per-device APOP secrets");
+  secret->require_subcommand(1);
+  {
+    auto [sub, a] =
+        make(secret, "add", "Add a device secret for APOP/CRAM-MD5 (--generate prints it once)",
+             run_secret_add, true, true);
+    sub->add_option("--name", a->secret_name, "Device name (1-32 of A-Z a-z 0-9 . _ -)")
+        ->required();
+  }
+  make(secret, "list", "List a user's device secrets (names and dates)", run_secret_list, true,
+       false);
+  {
+    auto [sub, a] =
+        make(secret, "revoke", "Revoke one device secret", run_secret_revoke, true, false);
+    sub->add_option("name", a->secret_name, "Device name")->required();
+  }
 }
 
 }  // namespace apop::cli

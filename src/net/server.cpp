@@ -74,22 +74,34 @@ std::string log_safe(std::string_view s) {
 class LogSink final : public pop3::EventSink {
  public:
   explicit LogSink(std::string addr) : addr_(std::move(addr)) {}
-  void on_login(std::string_view user, std::string_view mech, pop3::LoginResult r) override {
-    switch (r) {
+  // Stable formats (fail2ban filters and tests read them):
+  //   login ok user=U mech=M addr=A tls=0|1 credential=password|device:NAME
+  //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
+  //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
+  void on_login(const pop3::LoginEvent& e) override {
+    const std::string user = log_safe(e.user);
+    const int tls = e.tls ? 1 : 0;
+    switch (e.result) {
       case pop3::LoginResult::ok:
-        spdlog::info("login ok user={} mech={} addr={}", log_safe(user), mech, addr_);
+        spdlog::info("login ok user={} mech={} addr={} tls={} credential={}", user, e.mechanism,
+                     addr_, tls, log_safe(e.credential));
         break;
       case pop3::LoginResult::failed:
-        spdlog::warn("login failed user={} mech={} addr={} reason=auth", log_safe(user), mech,
-                     addr_);
+        if (e.reason.substr(0, 7) == "policy-") {
+          spdlog::warn("login failed user={} mech={} addr={} tls={} reason=policy policy={}", user,
+                       e.mechanism, addr_, tls, log_safe(e.reason.substr(7)));
+        } else {
+          spdlog::warn("login failed user={} mech={} addr={} tls={} reason=auth", user, e.mechanism,
+                       addr_, tls);
+        }
         break;
       case pop3::LoginResult::in_use:
-        spdlog::warn("login failed user={} mech={} addr={} reason=in-use", log_safe(user), mech,
-                     addr_);
+        spdlog::warn("login failed user={} mech={} addr={} tls={} reason=in-use", user, e.mechanism,
+                     addr_, tls);
         break;
       case pop3::LoginResult::error:
-        spdlog::error("login failed user={} mech={} addr={} reason=mailbox-error", log_safe(user),
-                      mech, addr_);
+        spdlog::error("login failed user={} mech={} addr={} tls={} reason=mailbox-error", user,
+                      e.mechanism, addr_, tls);
         break;
     }
   }

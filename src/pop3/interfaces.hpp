@@ -69,8 +69,10 @@ struct SaslReply {
     malformed,  // bad base64 or protocol violation from the client
   };
   Kind kind = Kind::failure;
-  std::string text;  // base64 challenge for Kind::challenge
-  std::string user;  // identity on success; the claimed one (if any) on failure, for logs
+  std::string text;        // base64 challenge for Kind::challenge
+  std::string user;        // identity on success; the claimed one (if any) on failure, for logs
+  std::string credential;  // on success: which secret matched (see AuthResult)
+  std::string reason;      // on failure: why, for logs only (see AuthResult)
 };
 
 class SaslSession {
@@ -86,24 +88,41 @@ struct SaslMechanism {
   bool plaintext;    // sends the password itself (PLAIN, LOGIN): secure connections only
 };
 
+// What an Authenticator may know of the connection a login comes from.
+struct AuthContext {
+  bool tls = false;  // inside TLS (implicit, or after STLS)
+};
+
+// The outcome of a credential check. `credential` and `reason` are for logs
+// only and never reach the client (every failure gets the same reply).
+struct AuthResult {
+  bool ok = false;
+  std::string credential;  // on success: "password" or "device:NAME"
+  std::string reason;      // on failure: "credentials", "policy-mechanism", "policy-tls", ...
+  explicit operator bool() const { return ok; }
+};
+
 // Verifies credentials. Implementations MUST do the same work for unknown
 // users as for known ones (a dummy secret) and compare in constant time, so
-// that replies and timing never reveal whether a user exists.
+// that replies and timing never reveal whether a user exists. A login refused
+// by the user's policy fails exactly like wrong credentials.
 class Authenticator {
  public:
   virtual ~Authenticator() = default;
   // RFC 1939 §7: digest = hex(MD5(timestamp + secret)), either case.
-  // Returns true when user exists and digest matches.
-  virtual bool verify_apop(std::string_view user, std::string_view timestamp,
-                           std::string_view digest) = 0;
-  // RFC 1939 §7 USER/PASS: the plaintext secret.
-  virtual bool verify_plain(std::string_view user, std::string_view password) = 0;
+  virtual AuthResult verify_apop(std::string_view user, std::string_view timestamp,
+                                 std::string_view digest, const AuthContext& ctx) = 0;
+  // RFC 1939 §7 USER/PASS: the plaintext password.
+  virtual AuthResult verify_plain(std::string_view user, std::string_view password,
+                                  const AuthContext& ctx) = 0;
   // SASL mechanisms supported, strongest first. Default: none.
   virtual std::vector<SaslMechanism> sasl_mechanisms() const { return {}; }
   // Starts an exchange for a mechanism listed by sasl_mechanisms(); nullptr
   // for any other name.
-  virtual std::unique_ptr<SaslSession> start_sasl(std::string_view mechanism) {
+  virtual std::unique_ptr<SaslSession> start_sasl(std::string_view mechanism,
+                                                  const AuthContext& ctx) {
     (void)mechanism;
+    (void)ctx;
     return nullptr;
   }
 };

@@ -288,7 +288,7 @@ void Session::cmd_auth(const ParsedCommand& cmd, std::string& out) {
     sasl_mech_ = m.name;
   }
   if (!known) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
-  sasl_ = auth_.start_sasl(sasl_mech_);
+  sasl_ = auth_.start_sasl(sasl_mech_, AuthContext{tls_});
   if (!sasl_) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
   std::optional<std::string_view> initial;
   if (cmd.args.size() == 2) initial = cmd.args[1] == "=" ? std::string_view() : cmd.args[1];
@@ -314,11 +314,12 @@ void Session::sasl_reply(SaslReply reply, std::string& out) {
       sasl_.reset();
       return bad_command(out, "Invalid SASL response");
     case SaslReply::Kind::success:
+    case SaslReply::Kind::failure: {
       sasl_.reset();
-      return finish_login(true, reply.user, sasl_mech_, out);
-    case SaslReply::Kind::failure:
-      sasl_.reset();
-      return finish_login(false, reply.user, sasl_mech_, out);
+      AuthResult r{reply.kind == SaslReply::Kind::success, std::move(reply.credential),
+                   std::move(reply.reason)};
+      return finish_login(r, reply.user, sasl_mech_, out);
+    }
   }
 }
 
@@ -368,25 +369,38 @@ void Session::cmd_pass(const ParsedCommand& cmd, std::string& out) {
   std::string user = std::move(*pending_user_);
   pending_user_.reset();
   if (cmd.rest.empty()) return bad_command(out, "Usage: PASS password");
-  bool ok = auth_.verify_plain(user, cmd.rest);
-  finish_login(ok, user, "USER", out);
+  finish_login(auth_.verify_plain(user, cmd.rest, AuthContext{tls_}), user, "USER", out);
 }
 
 void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
   pending_user_.reset();
   if (cmd.args.size() != 2) return bad_command(out, "Usage: APOP name digest");
+  if (!config_.apop_enabled) {
+    return append_err(out, RespCode::auth, "APOP is not available on this server");
+  }
   if (config_.apop_requires_tls && !tls_) {
     // The same reply for every user: nothing is looked up.
     return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
   }
-  bool ok = auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1]);
-  finish_login(ok, cmd.args[0], "APOP", out);
+  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1], AuthContext{tls_}),
+               cmd.args[0], "APOP", out);
 }
 
-void Session::finish_login(bool verified, std::string_view user, std::string_view mech,
+void Session::finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
                            std::string& out) {
+  auto notify = [&](LoginResult r) {
+    if (!events_) return;
+    LoginEvent e;
+    e.user = user;
+    e.mechanism = mech;
+    e.result = r;
+    e.credential = verified.credential;
+    e.reason = verified.reason.empty() && !verified.ok ? "credentials" : verified.reason;
+    e.tls = tls_;
+    events_->on_login(e);
+  };
   if (!verified) {
-    if (events_) events_->on_login(user, mech, LoginResult::failed);
+    notify(LoginResult::failed);
     ++auth_failures_;
     append_err(out, RespCode::auth, kAuthFailed);
     if (auth_failures_ >= config_.max_auth_failures) {
@@ -398,10 +412,10 @@ void Session::finish_login(bool verified, std::string_view user, std::string_vie
   auto md = opener_.open(user);
   if (!md.ok()) {
     if (md.error().code == Errc::in_use) {
-      if (events_) events_->on_login(user, mech, LoginResult::in_use);
+      notify(LoginResult::in_use);
       return append_err(out, RespCode::in_use, "Mailbox is locked by another POP3 session");
     }
-    if (events_) events_->on_login(user, mech, LoginResult::error);
+    notify(LoginResult::error);
     return append_err(out, RespCode::sys_temp, "Cannot open mailbox, try again later");
   }
   maildrop_ = std::move(*md);
@@ -415,7 +429,7 @@ void Session::finish_login(bool verified, std::string_view user, std::string_vie
   stats_.messages_at_login = count;
   user_ = std::string(user);
   state_ = State::transaction;
-  if (events_) events_->on_login(user, mech, LoginResult::ok);
+  notify(LoginResult::ok);
   std::string text = "Logged in, ";
   append_u64(text, live_count_);
   text += live_count_ == 1 ? " message (" : " messages (";

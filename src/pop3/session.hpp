@@ -38,6 +38,9 @@ struct SessionConfig {
   // accept both PASS and APOP in the clear, and it denies the MD5 collision
   // attack (CVE-2007-1558) to anyone outside the TLS session.
   bool apop_requires_tls = false;
+  // APOP can be used at all (no account's policy allows it: false). When
+  // false the greeting carries no timestamp and APOP is refused.
+  bool apop_enabled = true;
   // Allow USER/PASS on insecure connections too (--allow-plaintext-auth).
   bool allow_plaintext_auth = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
@@ -48,11 +51,21 @@ struct SessionConfig {
 
 enum class LoginResult { ok, failed, in_use, error };
 
+// One login attempt, for logs and metrics. Never holds a secret.
+struct LoginEvent {
+  std::string_view user;       // as the client sent it (untrusted)
+  std::string_view mechanism;  // "APOP", "USER", or the SASL mechanism
+  LoginResult result = LoginResult::failed;
+  std::string_view credential;  // on success: "password" or "device:NAME"
+  std::string_view reason;      // on failure by credentials: "credentials", "policy-..."
+  bool tls = false;
+};
+
 // Notifications for logs and metrics. Never receives a secret.
 class EventSink {
  public:
   virtual ~EventSink() = default;
-  virtual void on_login(std::string_view user, std::string_view mechanism, LoginResult result) = 0;
+  virtual void on_login(const LoginEvent& event) = 0;
 };
 
 struct SessionStats {
@@ -104,7 +117,7 @@ class Session {
   void dispatch(std::string_view line, std::string& out);
   void bad_command(std::string& out, std::string_view text);
   bool apop_possible() const {
-    return !config_.apop_requires_tls || tls_ || config_.stls_available;
+    return config_.apop_enabled && (!config_.apop_requires_tls || tls_ || config_.stls_available);
   }
   bool plaintext_allowed() const { return config_.secure || config_.allow_plaintext_auth; }
 
@@ -131,7 +144,8 @@ class Session {
   void sasl_continue(std::string_view line, std::string& out);
   void sasl_reply(SaslReply reply, std::string& out);
 
-  void finish_login(bool verified, std::string_view user, std::string_view mech, std::string& out);
+  void finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
+                    std::string& out);
   void start_listing(bool uidl, std::string& out);
   void produce_listing(std::string& out);
   void start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out);

@@ -11,6 +11,12 @@ namespace apop::auth {
 namespace {
 
 constexpr std::string_view kTs = "<1896.697170952@dbc.mtview.ca.us>";
+const pop3::AuthContext kClear{false};
+const pop3::AuthContext kTls{true};
+
+std::string apop(std::string_view secret) {
+  return md5_hex(std::string(kTs) + std::string(secret));
+}
 
 class AuthAuthenticator : public ::testing::Test {
  protected:
@@ -23,48 +29,143 @@ class AuthAuthenticator : public ::testing::Test {
 };
 
 TEST_F(AuthAuthenticator, ApopRfc1939Example) {
-  EXPECT_TRUE(auth_.verify_apop("mrose", kTs, "c4c9334bac560ecc979e58001b3e22fb"));
-  EXPECT_TRUE(auth_.verify_apop("mrose", kTs, "C4C9334BAC560ECC979E58001B3E22FB"));
+  EXPECT_TRUE(auth_.verify_apop("mrose", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear));
+  EXPECT_TRUE(auth_.verify_apop("mrose", kTs, "C4C9334BAC560ECC979E58001B3E22FB", kClear));
 }
 
 TEST_F(AuthAuthenticator, ApopWrongDigestOrUser) {
-  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, "c4c9334bac560ecc979e58001b3e22fc"));
-  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, ""));
-  EXPECT_FALSE(auth_.verify_apop("mrose", "<other@ts>", "c4c9334bac560ecc979e58001b3e22fb"));
+  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, "c4c9334bac560ecc979e58001b3e22fc", kClear));
+  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, "", kClear));
+  EXPECT_FALSE(
+      auth_.verify_apop("mrose", "<other@ts>", "c4c9334bac560ecc979e58001b3e22fb", kClear));
   // alice's digest for this timestamp does not log in mrose, and vice versa.
   std::string alice = md5_hex(std::string(kTs) + "alice secret 12");
-  EXPECT_TRUE(auth_.verify_apop("alice", kTs, alice));
-  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, alice));
-  EXPECT_FALSE(auth_.verify_apop("alice", kTs, "c4c9334bac560ecc979e58001b3e22fb"));
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, alice, kClear));
+  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, alice, kClear));
+  EXPECT_FALSE(auth_.verify_apop("alice", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear));
 }
 
 TEST_F(AuthAuthenticator, UnknownUserAlwaysFalse) {
-  EXPECT_FALSE(auth_.verify_apop("nobody", kTs, "c4c9334bac560ecc979e58001b3e22fb"));
-  EXPECT_FALSE(auth_.verify_apop("", kTs, "c4c9334bac560ecc979e58001b3e22fb"));
-  EXPECT_FALSE(auth_.verify_apop("../x", kTs, "c4c9334bac560ecc979e58001b3e22fb"));
-  EXPECT_FALSE(auth_.verify_plain("nobody", "tanstaaf"));
+  EXPECT_FALSE(auth_.verify_apop("nobody", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear));
+  EXPECT_FALSE(auth_.verify_apop("", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear));
+  EXPECT_FALSE(auth_.verify_apop("../x", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear));
+  EXPECT_FALSE(auth_.verify_plain("nobody", "tanstaaf", kClear));
   // Even the dummy secret's own digest does not log in an unknown user.
-  EXPECT_FALSE(auth_.verify_plain("nobody", "apop-dummy-secret-for-unknown-users"));
+  EXPECT_FALSE(auth_.verify_plain("nobody", "apop-dummy-secret-for-unknown-users", kClear));
   std::string dummy = md5_hex(std::string(kTs) + "apop-dummy-secret-for-unknown-users");
-  EXPECT_FALSE(auth_.verify_apop("nobody", kTs, dummy));
+  EXPECT_FALSE(auth_.verify_apop("nobody", kTs, dummy, kClear));
 }
 
 TEST_F(AuthAuthenticator, Plain) {
-  EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf"));
-  EXPECT_TRUE(auth_.verify_plain("alice", "alice secret 12"));
-  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaF"));
-  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaa"));
-  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf "));
-  EXPECT_FALSE(auth_.verify_plain("mrose", ""));
-  EXPECT_FALSE(auth_.verify_plain("alice", "tanstaaf"));
+  EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf", kClear));
+  EXPECT_TRUE(auth_.verify_plain("alice", "alice secret 12", kClear));
+  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaF", kClear));
+  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaa", kClear));
+  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf ", kClear));
+  EXPECT_FALSE(auth_.verify_plain("mrose", "", kClear));
+  EXPECT_FALSE(auth_.verify_plain("alice", "tanstaaf", kClear));
 }
 
 TEST_F(AuthAuthenticator, FollowsStoreChanges) {
-  ASSERT_TRUE(store_.set_secret("mrose", "new-secret-value").ok());
-  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf"));
-  EXPECT_TRUE(auth_.verify_plain("mrose", "new-secret-value"));
+  ASSERT_TRUE(store_.set_password("mrose", "new-secret-value").ok());
+  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf", kClear));
+  EXPECT_TRUE(auth_.verify_plain("mrose", "new-secret-value", kClear));
   ASSERT_TRUE(store_.remove("mrose").ok());
-  EXPECT_FALSE(auth_.verify_plain("mrose", "new-secret-value"));
+  EXPECT_FALSE(auth_.verify_plain("mrose", "new-secret-value", kClear));
+}
+
+TEST_F(AuthAuthenticator, DeviceSecretsWorkForApopAndAreNamed) {
+  ASSERT_TRUE(store_.add_device_secret("alice", "phone", "phone-secret-1234").ok());
+  ASSERT_TRUE(store_.add_device_secret("alice", "laptop", "laptop-secret-1234").ok());
+  auto r = auth_.verify_apop("alice", kTs, apop("phone-secret-1234"), kClear);
+  EXPECT_TRUE(r.ok);
+  EXPECT_EQ(r.credential, "device:phone");
+  EXPECT_EQ(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear).credential,
+            "password");
+  // Device secrets are APOP/CRAM-MD5 secrets, not login passwords.
+  EXPECT_FALSE(auth_.verify_plain("alice", "phone-secret-1234", kClear));
+  // Revoking one leaves the other and the password working.
+  ASSERT_TRUE(store_.revoke_device_secret("alice", "phone").ok());
+  EXPECT_FALSE(auth_.verify_apop("alice", kTs, apop("phone-secret-1234"), kClear));
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("laptop-secret-1234"), kClear));
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
+}
+
+TEST_F(AuthAuthenticator, DeviceSecretEqualToPasswordRefused) {
+  auto r = store_.add_device_secret("alice", "phone", "alice secret 12");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  ASSERT_TRUE(store_.add_device_secret("alice", "phone", "phone-secret-1234").ok());
+  auto p = store_.set_password("alice", "phone-secret-1234");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().code, Errc::invalid);
+}
+
+TEST_F(AuthAuthenticator, DeviceSecretsOnlyDropsThePasswordCopy) {
+  ASSERT_TRUE(store_.add_device_secret("alice", "phone", "phone-secret-1234").ok());
+  Policy p;
+  p.device_secrets_only = true;
+  ASSERT_TRUE(store_.set_policy("alice", p).ok());
+  auto acct = store_.account("alice");
+  ASSERT_TRUE(acct.ok());
+  EXPECT_FALSE(acct->password.has_value());
+  EXPECT_FALSE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("phone-secret-1234"), kClear));
+  // The hash and the verifiers remain: USER/PASS still works.
+  EXPECT_TRUE(auth_.verify_plain("alice", "alice secret 12", kClear));
+  // Turning the policy off does not bring the copy back; a new password does.
+  ASSERT_TRUE(store_.set_policy("alice", Policy{}).ok());
+  EXPECT_FALSE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
+  ASSERT_TRUE(store_.set_password("alice", "alice secret 13").ok());
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 13"), kClear));
+}
+
+TEST_F(AuthAuthenticator, PolicyMechanismsAndTls) {
+  Policy p;
+  p.mechanisms = kMechApop;
+  ASSERT_TRUE(store_.set_policy("alice", p).ok());
+  auto refused = auth_.verify_plain("alice", "alice secret 12", kTls);
+  EXPECT_FALSE(refused.ok);
+  EXPECT_EQ(refused.reason, "policy-mechanism");
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
+
+  p.apop_requires_tls = true;
+  ASSERT_TRUE(store_.set_policy("alice", p).ok());
+  auto clear = auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear);
+  EXPECT_FALSE(clear.ok);
+  EXPECT_EQ(clear.reason, "policy-apop-tls");
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kTls));
+  // A wrong digest is reported as wrong credentials, never as a policy matter.
+  EXPECT_EQ(auth_.verify_apop("alice", kTs, apop("wrong"), kClear).reason, "credentials");
+
+  Policy tls_only;
+  tls_only.require_tls = true;
+  ASSERT_TRUE(store_.set_policy("mrose", tls_only).ok());
+  EXPECT_EQ(auth_.verify_plain("mrose", "tanstaaf", kClear).reason, "policy-tls");
+  EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf", kTls));
+}
+
+TEST_F(AuthAuthenticator, DefaultPolicyAppliesUnlessOverridden) {
+  Policy d;
+  d.mechanisms = kMechScramSha256 | kMechApop;
+  ASSERT_TRUE(store_.set_default_policy(d).ok());
+  EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf", kTls));
+  Policy own;
+  own.mechanisms = kMechUser;
+  ASSERT_TRUE(store_.set_policy("mrose", own).ok());
+  EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf", kTls));
+  EXPECT_FALSE(auth_.verify_apop("mrose", kTs, apop("tanstaaf"), kTls));
+  EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kTls));
+}
+
+TEST(MechanismNames, ParseAndFormat) {
+  EXPECT_EQ(parse_mechanisms("apop,SCRAM-SHA-256"), kMechApop | kMechScramSha256);
+  EXPECT_EQ(parse_mechanisms("all"), kAllMechanisms);
+  EXPECT_EQ(parse_mechanisms(" user , plain "), kMechUser | kMechPlain);
+  EXPECT_FALSE(parse_mechanisms("apop,bogus").has_value());
+  EXPECT_FALSE(parse_mechanisms("").has_value());
+  EXPECT_EQ(format_mechanisms(kMechApop | kMechCramMd5), "apop,cram-md5");
+  EXPECT_EQ(parse_mechanisms(format_mechanisms(kAllMechanisms)), kAllMechanisms);
 }
 
 }  // namespace

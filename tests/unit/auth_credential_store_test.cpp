@@ -56,6 +56,14 @@ mode_t mode_of(const fs::path& p) {
   return st.st_mode & 07777;
 }
 
+// The decrypted copy of the password (APOP/CRAM-MD5), as account() gives it.
+Result<std::string> password_of(CredentialStore& s, std::string_view user) {
+  auto a = s.account(user);
+  if (!a) return a.error();
+  if (!a->password) return make_error(Errc::not_found, "no password copy");
+  return *a->password;
+}
+
 // ---- Behaviour shared by both implementations -------------------------------
 
 struct StoreFactory {
@@ -76,14 +84,14 @@ TEST_P(CredentialStoreContract, AddFindPasswdRemoveList) {
   ASSERT_TRUE(s.add("bob", "bob secret with spaces").ok());
   ASSERT_TRUE(s.add("Carol.x+y@z", "c").ok());
 
-  auto a = s.secret("alice");
+  auto a = password_of(s, "alice");
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(*a, "alice-secret-1");
-  EXPECT_EQ(s.secret("bob").value(), "bob secret with spaces");
-  EXPECT_EQ(s.secret("Carol.x+y@z").value(), "c");
+  EXPECT_EQ(password_of(s, "bob").value(), "bob secret with spaces");
+  EXPECT_EQ(password_of(s, "Carol.x+y@z").value(), "c");
 
-  ASSERT_TRUE(s.set_secret("alice", "alice-secret-2").ok());
-  EXPECT_EQ(s.secret("alice").value(), "alice-secret-2");
+  ASSERT_TRUE(s.set_password("alice", "alice-secret-2").ok());
+  EXPECT_EQ(password_of(s, "alice").value(), "alice-secret-2");
 
   auto l = s.list();
   ASSERT_TRUE(l.ok());
@@ -97,7 +105,7 @@ TEST_P(CredentialStoreContract, AddFindPasswdRemoveList) {
   }
 
   ASSERT_TRUE(s.remove("bob").ok());
-  auto gone = s.secret("bob");
+  auto gone = password_of(s, "bob");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code, Errc::not_found);
   EXPECT_EQ(s.list()->size(), 2u);
@@ -110,7 +118,7 @@ TEST_P(CredentialStoreContract, Errors) {
   ASSERT_FALSE(dup.ok());
   EXPECT_EQ(dup.error().code, Errc::exists);
   EXPECT_EQ(dup.error().message.find("other-secret"), std::string::npos);
-  EXPECT_EQ(s.secret("alice").value(), "first-secret");  // unchanged
+  EXPECT_EQ(password_of(s, "alice").value(), "first-secret");  // unchanged
 
   for (std::string_view bad : {"", "../etc", ".hidden", "a/b", "a b", "a..b"}) {
     auto r = s.add(bad, "whatever-secret");
@@ -119,16 +127,16 @@ TEST_P(CredentialStoreContract, Errors) {
   }
   EXPECT_EQ(s.list()->size(), 1u);
 
-  auto r = s.secret("nobody");
+  auto r = password_of(s, "nobody");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::not_found);
-  auto p = s.set_secret("nobody", "x-secret");
+  auto p = s.set_password("nobody", "x-secret");
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.error().code, Errc::not_found);
   auto d = s.remove("nobody");
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.error().code, Errc::not_found);
-  EXPECT_EQ(s.secret("ALICE").error().code, Errc::not_found);  // case-sensitive
+  EXPECT_EQ(password_of(s, "ALICE").error().code, Errc::not_found);  // case-sensitive
 }
 
 TEST_P(CredentialStoreContract, EmptyList) {
@@ -146,7 +154,7 @@ TEST_P(CredentialStoreContract, ConcurrentUse) {
       for (int i = 0; i < 25; ++i) {
         std::string u = "u" + std::to_string(t) + "x" + std::to_string(i);
         if (!s.add(u, "secret-" + u).ok()) ++failures;
-        auto r = s.secret(u);
+        auto r = password_of(s, u);
         if (!r.ok() || *r != "secret-" + u) ++failures;
       }
     });
@@ -214,7 +222,7 @@ TEST(AuthSqliteStore, SecretNeverStoredInPlaintext) {
       std::string bytes = slurp(e.path());
       EXPECT_EQ(bytes.find(secret), std::string::npos) << e.path();
     }
-    ASSERT_TRUE((*s)->set_secret("alice", changed).ok());
+    ASSERT_TRUE((*s)->set_password("alice", changed).ok());
   }
   // ... and after close (checkpointed into the main file).
   bool saw_user = false;
@@ -240,16 +248,16 @@ TEST(AuthSqliteStore, ReopenPersistsAndNeedsSameKey) {
   {
     auto s = SqliteCredentialStore::open(db, test_box());
     ASSERT_TRUE(s.ok()) << s.error().message;
-    auto r = (*s)->secret("alice");
+    auto r = password_of(**s, "alice");
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(*r, "persisted-secret");
-    EXPECT_EQ((*s)->secret("bob").error().code, Errc::not_found);
+    EXPECT_EQ(password_of(**s, "bob").error().code, Errc::not_found);
     ASSERT_EQ((*s)->list()->size(), 1u);
   }
   {
     auto s = SqliteCredentialStore::open(db, test_box(10));  // other key
     ASSERT_TRUE(s.ok());
-    auto r = (*s)->secret("alice");
+    auto r = password_of(**s, "alice");
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, Errc::permanent);
     EXPECT_EQ(r.error().message.find("persisted-secret"), std::string::npos);
@@ -280,22 +288,24 @@ TEST(AuthSqliteStore, CorruptedOrSwappedRowIsAnErrorNotACrash) {
     ASSERT_TRUE((*s)->add("dave", "dave-secret-44").ok());
   }
   // alice: garbage; bob: truncated; carol: bob's sealed secret; dave: NULL-ish empty.
-  raw_exec(db, "UPDATE users SET secret = X'01020304' WHERE name = 'alice'");
-  raw_exec(db, "UPDATE users SET secret = substr(secret, 1, 20) WHERE name = 'bob'");
+  raw_exec(db, "UPDATE users SET sealed_password = X'01020304' WHERE name = 'alice'");
   raw_exec(db,
-           "UPDATE users SET secret = (SELECT secret FROM users WHERE name = 'dave') "
-           "WHERE name = 'carol'");
-  raw_exec(db, "UPDATE users SET secret = X'' WHERE name = 'dave'");
+           "UPDATE users SET sealed_password = substr(sealed_password, 1, 20) WHERE name = 'bob'");
+  raw_exec(
+      db,
+      "UPDATE users SET sealed_password = (SELECT sealed_password FROM users WHERE name = 'dave') "
+      "WHERE name = 'carol'");
+  raw_exec(db, "UPDATE users SET sealed_password = X'' WHERE name = 'dave'");
   auto s = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(s.ok());
   for (const char* u : {"alice", "bob", "carol", "dave"}) {
-    auto r = (*s)->secret(u);
+    auto r = password_of(**s, u);
     ASSERT_FALSE(r.ok()) << u;
     EXPECT_EQ(r.error().code, Errc::permanent) << u;
   }
   // The store still works for everything else.
-  ASSERT_TRUE((*s)->set_secret("alice", "repaired-secret").ok());
-  EXPECT_EQ((*s)->secret("alice").value(), "repaired-secret");
+  ASSERT_TRUE((*s)->set_password("alice", "repaired-secret").ok());
+  EXPECT_EQ(password_of(**s, "alice").value(), "repaired-secret");
 }
 
 TEST(AuthSqliteStore, NotADatabaseAndNewerSchemaRefused) {
@@ -327,12 +337,12 @@ TEST(AuthSqliteStore, TwoConnectionsShareTheDatabase) {
   ASSERT_TRUE(server.ok());
   ASSERT_TRUE(cli.ok());
   ASSERT_TRUE((*cli)->add("alice", "added-by-cli").ok());
-  auto r = (*server)->secret("alice");
+  auto r = password_of(**server, "alice");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r, "added-by-cli");
   ASSERT_TRUE((*server)->list().ok());
-  ASSERT_TRUE((*cli)->set_secret("alice", "changed-by-cli").ok());
-  EXPECT_EQ((*server)->secret("alice").value(), "changed-by-cli");
+  ASSERT_TRUE((*cli)->set_password("alice", "changed-by-cli").ok());
+  EXPECT_EQ(password_of(**server, "alice").value(), "changed-by-cli");
 }
 
 TEST(AuthSqliteStore, SqlMetacharactersInNamesAreData) {
@@ -342,9 +352,125 @@ TEST(AuthSqliteStore, SqlMetacharactersInNamesAreData) {
   // Invalid names are refused before SQL; valid odd ones round-trip.
   EXPECT_EQ((*s)->add("a'; DROP TABLE users; --", "x-secret-xxx").error().code, Errc::invalid);
   ASSERT_TRUE((*s)->add("o-reilly+tag@x", "it's a 'secret'; --").ok());
-  EXPECT_EQ((*s)->secret("o-reilly+tag@x").value(), "it's a 'secret'; --");
-  EXPECT_EQ((*s)->secret("' OR '1'='1").error().code, Errc::not_found);
+  EXPECT_EQ(password_of(**s, "o-reilly+tag@x").value(), "it's a 'secret'; --");
+  EXPECT_EQ(password_of(**s, "' OR '1'='1").error().code, Errc::not_found);
   EXPECT_EQ((*s)->list()->size(), 1u);
+}
+
+}  // namespace
+}  // namespace apop::auth
+
+namespace apop::auth {
+namespace {
+
+TEST(AuthSqliteStore, DeviceSecretsAndPolicyPersistEncrypted) {
+  TempDir dir;
+  fs::path db = dir.path() / "users.db";
+  const std::string device = "Device-Marker-5c2e88";
+  {
+    auto s = SqliteCredentialStore::open(db, test_box());
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->add("alice", "alice-password-1").ok());
+    ASSERT_TRUE((*s)->add_device_secret("alice", "phone", device).ok());
+    EXPECT_EQ((*s)->add_device_secret("alice", "phone", "other-x").error().code, Errc::exists);
+    EXPECT_EQ((*s)->add_device_secret("alice", "bad name", "other-x").error().code, Errc::invalid);
+    EXPECT_EQ((*s)->add_device_secret("alice", "pc", "alice-password-1").error().code,
+              Errc::invalid);
+    EXPECT_EQ((*s)->add_device_secret("nobody", "pc", "x-secret").error().code, Errc::not_found);
+    Policy p;
+    p.mechanisms = kMechApop | kMechScramSha256;
+    p.apop_requires_tls = true;
+    ASSERT_TRUE((*s)->set_policy("alice", p).ok());
+  }
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    EXPECT_EQ(slurp(e.path()).find(device), std::string::npos) << e.path();
+  }
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok());
+  auto a = (*s)->account("alice");
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(a->device_secrets.size(), 1u);
+  EXPECT_EQ(a->device_secrets[0].name, "phone");
+  EXPECT_EQ(a->device_secrets[0].secret, device);
+  EXPECT_EQ(a->policy.mechanisms, kMechApop | kMechScramSha256);
+  EXPECT_TRUE(a->policy.apop_requires_tls);
+  EXPECT_FALSE(a->policy.require_tls);
+  EXPECT_EQ(a->scram_sha256.iterations, kScramMinIterations);
+  EXPECT_EQ(a->scram_sha256.salt.size(), 16u);
+  EXPECT_EQ(a->password_hash.substr(0, 8), "$scrypt$");
+  auto l = (*s)->list();
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ((*l)[0].device_secrets, 1u);
+  EXPECT_TRUE((*l)[0].has_password_copy);
+  ASSERT_TRUE((*s)->revoke_device_secret("alice", "phone").ok());
+  EXPECT_EQ((*s)->revoke_device_secret("alice", "phone").error().code, Errc::not_found);
+  EXPECT_TRUE((*s)->account("alice")->device_secrets.empty());
+  // Deleting the account deletes its device secrets (foreign key cascade).
+  ASSERT_TRUE((*s)->add_device_secret("alice", "tablet", "tablet-secret-9").ok());
+  ASSERT_TRUE((*s)->remove("alice").ok());
+  ASSERT_TRUE((*s)->add("alice", "alice-password-2").ok());
+  EXPECT_TRUE((*s)->device_secrets("alice")->empty());
+}
+
+TEST(AuthSqliteStore, DeviceSecretsOnlyDeletesTheCopyFromTheFile) {
+  TempDir dir;
+  fs::path db = dir.path() / "users.db";
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->add("alice", "alice-password-1").ok());
+  ASSERT_TRUE((*s)->add("bob", "bob-password-1").ok());
+  Policy keep;
+  keep.device_secrets_only = false;
+  ASSERT_TRUE((*s)->set_policy("bob", keep).ok());
+  Policy d;
+  d.device_secrets_only = true;
+  ASSERT_TRUE((*s)->set_default_policy(d).ok());
+  EXPECT_FALSE((*s)->account("alice")->password.has_value());
+  EXPECT_TRUE((*s)->account("bob")->password.has_value());  // its own setting wins
+  ASSERT_TRUE((*s)->add("carol", "carol-password-1").ok());
+  EXPECT_FALSE((*s)->account("carol")->password.has_value());  // never stored
+  auto l = (*s)->list();
+  ASSERT_TRUE(l.ok());
+  EXPECT_FALSE((*l)[0].has_password_copy);
+  EXPECT_TRUE((*l)[1].has_password_copy);
+  EXPECT_FALSE((*l)[2].has_password_copy);
+  EXPECT_EQ((*s)->default_policy()->device_secrets_only, true);
+}
+
+TEST(AuthSqliteStore, UpgradesVersion1Databases) {
+  TempDir dir;
+  fs::path db = dir.path() / "users.db";
+  {
+    SecretBox box = test_box();
+    auto sealed = box.seal("old-secret-123", "alice");
+    ASSERT_TRUE(sealed.ok());
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw,
+                           "CREATE TABLE users (name TEXT PRIMARY KEY NOT NULL, secret BLOB NOT "
+                           "NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+                           "PRAGMA user_version = 1;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(
+        sqlite3_prepare_v2(raw, "INSERT INTO users VALUES ('alice', ?1, 1700000000, 1700000001)",
+                           -1, &st, nullptr),
+        SQLITE_OK);
+    sqlite3_bind_blob(st, 1, sealed->data(), static_cast<int>(sealed->size()), SQLITE_STATIC);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+  }
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto a = (*s)->account("alice");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->password.value_or(""), "old-secret-123");
+  EXPECT_EQ(a->scram_sha256.iterations, kScramMinIterations);
+  auto l = (*s)->list();
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ((*l)[0].created, 1700000000);
 }
 
 }  // namespace

@@ -15,10 +15,10 @@ class ScriptedSasl final : public SaslSession {
   explicit ScriptedSasl(std::vector<std::optional<std::string>>* seen) : seen_(seen) {}
   SaslReply step(std::optional<std::string_view> r) override {
     seen_->push_back(r ? std::optional<std::string>(std::string(*r)) : std::nullopt);
-    if (!r || *r == "aGk=" || r->empty()) return {SaslReply::Kind::challenge, "Zm9v", ""};
-    if (*r == "YmFy") return {SaslReply::Kind::success, "", "alice"};
-    if (*r == "bWFs") return {SaslReply::Kind::malformed, "", ""};
-    return {SaslReply::Kind::failure, "", "alice"};
+    if (!r || *r == "aGk=" || r->empty()) return {SaslReply::Kind::challenge, "Zm9v", "", "", ""};
+    if (*r == "YmFy") return {SaslReply::Kind::success, "", "alice", "password", ""};
+    if (*r == "bWFs") return {SaslReply::Kind::malformed, "", "", "", ""};
+    return {SaslReply::Kind::failure, "", "alice", "", "credentials"};
   }
 
  private:
@@ -27,12 +27,17 @@ class ScriptedSasl final : public SaslSession {
 
 class SaslAuth final : public Authenticator {
  public:
-  bool verify_apop(std::string_view, std::string_view, std::string_view) override { return false; }
-  bool verify_plain(std::string_view, std::string_view) override { return false; }
+  AuthResult verify_apop(std::string_view, std::string_view, std::string_view,
+                         const AuthContext&) override {
+    return {};
+  }
+  AuthResult verify_plain(std::string_view, std::string_view, const AuthContext&) override {
+    return {};
+  }
   std::vector<SaslMechanism> sasl_mechanisms() const override {
     return {{"X-TEST", false}, {"X-PLAIN", true}};
   }
-  std::unique_ptr<SaslSession> start_sasl(std::string_view mech) override {
+  std::unique_ptr<SaslSession> start_sasl(std::string_view mech, const AuthContext&) override {
     if (mech != "X-TEST" && mech != "X-PLAIN") return nullptr;
     return std::make_unique<ScriptedSasl>(&seen);
   }

@@ -22,10 +22,13 @@ struct RecordingSink final : pop3::EventSink {
   struct Entry {
     std::string user, mech;
     pop3::LoginResult result;
+    std::string credential, reason;
+    bool tls = false;
   };
   std::vector<Entry> entries;
-  void on_login(std::string_view user, std::string_view mech, pop3::LoginResult r) override {
-    entries.push_back({std::string(user), std::string(mech), r});
+  void on_login(const pop3::LoginEvent& e) override {
+    entries.push_back({std::string(e.user), std::string(e.mechanism), e.result,
+                       std::string(e.credential), std::string(e.reason), e.tls});
   }
 };
 
