@@ -30,5 +30,6 @@ void register_serve(CLI::App& app, Registry& registry);
 void register_user(CLI::App& app, Registry& registry);
 void register_deliver(CLI::App& app, Registry& registry);
 void register_probe(CLI::App& app, Registry& registry);
+void register_fetch(CLI::App& app, Registry& registry);
 
 }  // namespace apop::cli

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   apop::cli::register_user(app, registry);
   apop::cli::register_deliver(app, registry);
   apop::cli::register_probe(app, registry);
+  apop::cli::register_fetch(app, registry);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,370 @@
+// `apop fetch pop3[s]://USER@HOST[:PORT] --to DEST`: a hardened mail fetcher
+// (src/client/fetch.hpp does the work; this is options, secrets and output).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "cli/commands.hpp"
+#include "cli/common.hpp"
+#include "client/account_state.hpp"
+#include "client/destination.hpp"
+#include "client/fetch.hpp"
+#include "client/transport.hpp"
+
+namespace apop::cli {
+namespace {
+
+constexpr const char* kFetchFooter = R"(Exit status:
+  0  success (also when there was nothing new)
+  1  internal or other error (state file, maildrop in use, ...)
+  2  some messages could not be stored (they stay on the server)
+  3  authentication failed, or no usable mechanism offered
+  4  TLS failure (handshake, certificate, STLS required but unavailable)
+  5  protocol error (malformed or overlong replies, lying sizes)
+  6  network error (resolve, connect, timeout, connection cut)
+  7  security refusal (invalid APOP challenge, downgrade, STLS injection,
+     plaintext password without TLS)
+  64 usage error
+The password comes from --password-file, else $APOP_PASSWORD, else a prompt
+without echo on the terminal; never from the command line.)";
+
+struct FetchArgs {
+  std::string url;
+  std::string password_file;
+  std::string auth = "auto";
+  std::string tls;
+  std::string ca_file;
+  bool insecure = false;
+  bool allow_plaintext = false;
+  std::string to;
+  bool keep = false;
+  std::string state;
+  bool accept_downgrade = false;
+  int timeout = 60;
+  bool json = false;
+  bool verbose = false;
+};
+
+struct Target {
+  bool implicit = false;
+  std::string user;
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+std::optional<std::string> percent_decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      return std::nullopt;
+    }
+    out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+    i += 2;
+  }
+  return out;
+}
+
+// pop3://USER@HOST[:PORT] and pop3s://... (RFC 2384 without ;AUTH=).
+std::optional<Target> parse_url(std::string_view url, std::string& why) {
+  Target t;
+  if (url.rfind("pop3://", 0) == 0) {
+    url.remove_prefix(7);
+  } else if (url.rfind("pop3s://", 0) == 0) {
+    url.remove_prefix(8);
+    t.implicit = true;
+  } else {
+    why = "the URL must start with pop3:// or pop3s://";
+    return std::nullopt;
+  }
+  if (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  std::size_t at = url.rfind('@');
+  if (at == std::string_view::npos || at == 0) {
+    why = "the URL needs a user: pop3://USER@HOST";
+    return std::nullopt;
+  }
+  auto user = percent_decode(url.substr(0, at));
+  if (!user || user->empty() || user->find_first_of(" \r\n\t") != std::string::npos) {
+    why = "bad user name in the URL";
+    return std::nullopt;
+  }
+  t.user = *user;
+  std::string_view hp = url.substr(at + 1);
+  std::string_view port;
+  if (!hp.empty() && hp.front() == '[') {
+    std::size_t close = hp.find(']');
+    if (close == std::string_view::npos) {
+      why = "unclosed '[' in the host";
+      return std::nullopt;
+    }
+    t.host = std::string(hp.substr(1, close - 1));
+    std::string_view rest = hp.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') {
+        why = "junk after the host";
+        return std::nullopt;
+      }
+      port = rest.substr(1);
+    }
+  } else {
+    std::size_t colon = hp.rfind(':');
+    t.host = std::string(hp.substr(0, colon));
+    if (colon != std::string_view::npos) port = hp.substr(colon + 1);
+  }
+  if (t.host.empty() || t.host.find_first_of("/?#@ ") != std::string::npos) {
+    why = "bad host in the URL";
+    return std::nullopt;
+  }
+  if (!port.empty()) {
+    auto p = client::parse_number(port);
+    if (!p || *p == 0 || *p > 65535) {
+      why = "bad port in the URL";
+      return std::nullopt;
+    }
+    t.port = static_cast<std::uint16_t>(*p);
+  }
+  return t;
+}
+
+Result<std::string> read_password(const FetchArgs& a) {
+  if (!a.password_file.empty()) {
+    std::ifstream in(a.password_file, std::ios::binary);
+    if (!in) return make_error(Errc::invalid, "cannot read the password file " + a.password_file);
+    std::string line;
+    std::getline(in, line);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) return make_error(Errc::invalid, "the password file's first line is empty");
+    return line;
+  }
+  if (const char* env = std::getenv("APOP_PASSWORD"); env != nullptr && *env != '\0')
+    return std::string(env);
+  if (::isatty(STDIN_FILENO) == 0 && ::isatty(STDERR_FILENO) == 0) {
+    return make_error(
+        Errc::invalid,
+        "no password: use --password-file or $APOP_PASSWORD (no terminal to prompt on)");
+  }
+  auto s = read_secret(false, false);
+  if (!s)
+    return make_error(Errc::invalid,
+                      s.error().message + " (or use --password-file / $APOP_PASSWORD)");
+  return s;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return buf;
+}
+
+class ProgressBar {
+ public:
+  void update(const client::FetchOptions::Progress& p) {
+    if (p.total == 0) return;
+    auto now = std::chrono::steady_clock::now();
+    if (!started_) {
+      start_ = now;
+      started_ = true;
+    }
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double rate = secs > 0.05 ? static_cast<double>(p.bytes) / secs : 0;
+    constexpr int kWidth = 28;
+    int filled = static_cast<int>(kWidth * p.done / p.total);
+    std::string bar(static_cast<std::size_t>(filled), '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(stderr, "\r[%s] %llu/%llu messages  %s/%s  %s/s   ", bar.c_str(),
+                 static_cast<unsigned long long>(p.done), static_cast<unsigned long long>(p.total),
+                 human_bytes(static_cast<double>(p.bytes)).c_str(),
+                 human_bytes(static_cast<double>(p.total_bytes)).c_str(),
+                 human_bytes(rate).c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void finish() {
+    if (drawn_) std::fputc('\n', stderr);
+    drawn_ = false;
+  }
+
+ private:
+  bool started_ = false;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_;
+};
+
+int run_fetch(const FetchArgs& a) {
+  auto usage = [](const std::string& m) {
+    std::fprintf(stderr, "apop fetch: %s\n", m.c_str());
+    return kExitUsage;
+  };
+  std::string why;
+  auto target = parse_url(a.url, why);
+  if (!target) return usage(why);
+
+  client::TlsMode mode = target->implicit ? client::TlsMode::implicit : client::TlsMode::automatic;
+  if (!a.tls.empty()) {
+    if (a.tls == "implicit")
+      mode = client::TlsMode::implicit;
+    else if (a.tls == "starttls")
+      mode = client::TlsMode::starttls;
+    else if (a.tls == "auto")
+      mode = client::TlsMode::automatic;
+    else if (a.tls == "none")
+      mode = client::TlsMode::none;
+    else
+      return usage("--tls must be implicit, starttls, auto or none");
+    if (target->implicit && mode != client::TlsMode::implicit) {
+      return usage("pop3s:// means implicit TLS; --tls " + a.tls + " contradicts it");
+    }
+  }
+  auto mech = client::parse_auth_mech(a.auth);
+  if (!mech)
+    return usage("--auth must be auto, apop, scram-sha-256, cram-md5, plain, login or user");
+  if (a.timeout <= 0 || a.timeout > 86400) return usage("--timeout must be 1..86400 seconds");
+  const bool implicit = mode == client::TlsMode::implicit;
+  const std::uint16_t port = target->port != 0 ? target->port : (implicit ? 995 : 110);
+
+  auto dest = client::open_destination(a.to);
+  if (!dest) {
+    std::fprintf(stderr, "apop fetch: --to %s: %s\n", a.to.c_str(), dest.error().message.c_str());
+    return dest.error().code == Errc::invalid ? kExitUsage : kExitError;
+  }
+  std::filesystem::path state_path =
+      a.state.empty() ? client::AccountState::default_path(target->user, target->host, port)
+                      : std::filesystem::path(a.state);
+  auto state = client::AccountState::load(state_path);
+  if (!state) {
+    std::fprintf(stderr, "apop fetch: state file %s: %s\n", state_path.c_str(),
+                 state.error().message.c_str());
+    return kExitError;
+  }
+  auto password = read_password(a);
+  if (!password) return usage(password.error().message);
+
+  client::FetchOptions opts;
+  opts.user = target->user;
+  opts.password = std::move(*password);
+  opts.auth = *mech;
+  opts.tls_mode = mode;
+  opts.tls.server_name = target->host;
+  opts.tls.ca_file = a.ca_file;
+  opts.tls.insecure = a.insecure;
+  opts.allow_plaintext = a.allow_plaintext;
+  opts.keep = a.keep;
+  opts.accept_downgrade = a.accept_downgrade;
+  if (a.verbose) {
+    opts.trace = [](std::string_view l) {
+      std::fprintf(stderr, "%.*s\n", static_cast<int>(l.size()), l.data());
+    };
+  }
+  opts.warn = [](std::string_view w) {
+    std::fprintf(stderr, "apop fetch: warning: %.*s\n", static_cast<int>(w.size()), w.data());
+  };
+  ProgressBar bar;
+  const bool show_progress = ::isatty(STDERR_FILENO) != 0 && !a.verbose;
+  if (show_progress)
+    opts.progress = [&bar](const client::FetchOptions::Progress& p) { bar.update(p); };
+
+  client::ConnectOptions co;
+  co.host = target->host;
+  co.port = port;
+  co.implicit_tls = implicit;
+  co.tls = opts.tls;
+  co.timeout = std::chrono::seconds(a.timeout);
+
+  client::FetchSummary sum;
+  client::NetFailure nf = client::NetFailure::none;
+  auto t = client::connect(co, &nf);
+  if (!t) {
+    sum.status = client::status_for(nf);
+    sum.error = t.error().message;
+  } else {
+    if (a.verbose && (*t)->tls().active) {
+      std::fprintf(stderr, "-- TLS %s %s\n", (*t)->tls().protocol.c_str(),
+                   (*t)->tls().cipher.c_str());
+    }
+    sum = client::run_session(**t, **dest, *state, opts);
+  }
+  if (show_progress) bar.finish();
+  int code = static_cast<int>(sum.status);
+
+  if (a.json) {
+    nlohmann::json j;
+    j["status"] = code;
+    j["ok"] = sum.status == client::FetchStatus::ok;
+    if (!sum.error.empty()) j["error"] = sum.error;
+    j["server"] = {{"host", target->host}, {"port", port}, {"greeting", sum.greeting}};
+    j["user"] = target->user;
+    j["tls"] = sum.tls;
+    if (sum.tls) j["tls_protocol"] = sum.tls_protocol;
+    j["auth"] = sum.auth;
+    j["offer"] = {{"tls", sum.offer.tls}, {"apop", sum.offer.apop}, {"scram", sum.offer.scram}};
+    j["mode"] = a.keep ? "keep" : "delete";
+    j["destination"] = (*dest)->describe();
+    j["messages"] = {{"on_server", sum.on_server},
+                     {"new", sum.new_messages},
+                     {"stored", sum.stored},
+                     {"failed", sum.store_failed},
+                     {"deleted", sum.deleted}};
+    j["bytes"] = sum.bytes;
+    j["seconds"] = sum.seconds;
+    j["warnings"] = sum.warnings;
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  if (sum.status != client::FetchStatus::ok) {
+    std::fprintf(stderr, "apop fetch: error: %s\n", sum.error.c_str());
+  } else if (!a.json && ::isatty(STDERR_FILENO) != 0) {
+    std::fprintf(stderr, "apop fetch: %llu stored, %llu deleted, %s\n",
+                 static_cast<unsigned long long>(sum.stored),
+                 static_cast<unsigned long long>(sum.deleted),
+                 human_bytes(static_cast<double>(sum.bytes)).c_str());
+  }
+  return code;
+}
+
+}  // namespace
+
+void register_fetch(CLI::App& app, Registry& registry) {
+  auto a = std::make_shared<FetchArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "fetch", "Download mail from a POP3 server (APOP-safe, TLS, keep or delete)");
+  sub->add_option("url", a->url,
+                  "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)")
+      ->required();
+  sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'")
+      ->required();
+  sub->add_option("--password-file", a->password_file,
+                  "Read the password from the first line of this file");
+  sub->add_option("--auth", a->auth,
+                  "auto|apop|scram-sha-256|cram-md5|plain|login|user (default auto)");
+  sub->add_option("--tls", a->tls,
+                  "implicit|starttls|auto|none (default: auto, implicit for pop3s://)");
+  sub->add_option("--ca-file", a->ca_file, "Verify the server certificate against these CAs (PEM)");
+  sub->add_flag("--insecure", a->insecure, "Do not verify the server certificate (dangerous)");
+  sub->add_flag("--allow-plaintext", a->allow_plaintext, "Allow sending the password without TLS");
+  sub->add_flag("--keep", a->keep,
+                "Leave mail on the server; fetch only messages not seen before (UIDL)");
+  sub->add_option("--state", a->state,
+                  "Per-account state file (default under $XDG_STATE_HOME/apop/)");
+  sub->add_flag("--accept-downgrade", a->accept_downgrade,
+                "Continue when the server offers less (TLS, APOP, SCRAM) than last time");
+  sub->add_option("--timeout", a->timeout, "Network timeout per operation in seconds (default 60)");
+  sub->add_flag("--json", a->json, "Print a JSON summary on standard output");
+  sub->add_flag("-v,--verbose", a->verbose, "Protocol trace on standard error (secrets hidden)");
+  sub->footer(kFetchFooter);
+  registry.add(sub, [a] { return run_fetch(*a); });
+}
+
+}  // namespace apop::cli

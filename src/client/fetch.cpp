@@ -1,0 +1,608 @@
+#include "client/fetch.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "auth/base64.hpp"
+#include "common/limits.hpp"
+
+namespace apop::client {
+namespace {
+
+// RFC 2449 §4: response lines are at most 512 octets including CRLF.
+constexpr std::size_t kMaxReply = limits::kMaxResponseLine - 2;
+
+std::string printable(std::string_view s, std::size_t max = 200) {
+  std::string out;
+  for (unsigned char c : s.substr(0, max)) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+bool iequals_prefix(std::string_view line, std::string_view prefix) {
+  if (line.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(line[i])) !=
+        std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The address of the first Return-Path header, "MAILER-DAEMON" if none/empty.
+std::string envelope_from(std::string_view msg) {
+  std::size_t pos = 0;
+  while (pos < msg.size()) {
+    std::size_t nl = msg.find('\n', pos);
+    std::string_view line =
+        msg.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    if (line.empty() || line == "\r") break;  // end of header
+    if (iequals_prefix(line, "Return-Path:")) {
+      std::size_t lt = line.find('<');
+      std::size_t gt = line.find('>', lt == std::string_view::npos ? 0 : lt);
+      if (lt != std::string_view::npos && gt != std::string_view::npos && gt > lt + 1) {
+        std::string_view addr = line.substr(lt + 1, gt - lt - 1);
+        bool clean = addr.size() <= 254 && std::all_of(addr.begin(), addr.end(), [](char c) {
+                       auto u = static_cast<unsigned char>(c);
+                       return u > 0x20 && u < 0x7f;
+                     });
+        if (clean) return std::string(addr);
+      }
+      break;
+    }
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+  }
+  return "MAILER-DAEMON";
+}
+
+class Session {
+ public:
+  Session(Transport& t, Destination& d, AccountState& st, const FetchOptions& o)
+      : t_(t), d_(d), st_(st), o_(o) {}
+
+  FetchSummary run() {
+    auto start = std::chrono::steady_clock::now();
+    (void)steps();
+    s_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    s_.tls = t_.tls().active;
+    s_.tls_protocol = t_.tls().protocol;
+    if (s_.status == FetchStatus::ok && s_.store_failed > 0) {
+      s_.status = FetchStatus::store_failed;
+      s_.error = std::to_string(s_.store_failed) +
+                 " message(s) could not be stored and stay on the server";
+    }
+    return std::move(s_);
+  }
+
+ private:
+  // ---- failure and trace helpers -----------------------------------------
+  bool fail(FetchStatus st, std::string msg) {
+    if (s_.status == FetchStatus::ok) {
+      s_.status = st;
+      s_.error = std::move(msg);
+    }
+    return false;
+  }
+  bool net_fail(const Error& e) {
+    FetchStatus st = status_for(t_.last_failure());
+    if (e.code == Errc::invalid && t_.last_failure() == NetFailure::overlong)
+      st = FetchStatus::protocol;
+    return fail(st, e.message);
+  }
+  void warn(std::string w) {
+    if (o_.warn) o_.warn(w);
+    s_.warnings.push_back(std::move(w));
+  }
+  void trace(std::string_view dir, std::string_view text) {
+    if (o_.trace) o_.trace(std::string(dir) + printable(text, 300));
+  }
+
+  // ---- I/O ---------------------------------------------------------------
+  // `shown` replaces the command in the trace (secrets); empty: the command.
+  bool send(std::string_view cmd, std::string_view shown = {}) {
+    trace("C: ", shown.empty() ? cmd : shown);
+    std::string wire(cmd);
+    wire += "\r\n";
+    if (auto w = t_.write(wire); !w) return net_fail(w.error());
+    return true;
+  }
+  std::optional<std::string> line(std::size_t max, bool traced = true) {
+    auto l = t_.read_line(max);
+    if (!l) {
+      net_fail(l.error());
+      return std::nullopt;
+    }
+    if (traced) trace("S: ", *l);
+    return std::move(*l);
+  }
+  std::optional<Reply> reply(std::string* raw = nullptr) {
+    auto l = line(kMaxReply);
+    if (!l) return std::nullopt;
+    auto r = parse_reply(*l);
+    if (!r) {
+      fail(FetchStatus::protocol, r.error().message);
+      return std::nullopt;
+    }
+    if (raw != nullptr) *raw = std::move(*l);
+    return std::move(*r);
+  }
+  // The lines of a multi-line body, unstuffed, at most max_lines of them.
+  std::optional<std::vector<std::string>> multiline(std::size_t max_lines, std::string_view what) {
+    std::vector<std::string> out;
+    for (;;) {
+      auto l = line(kMaxReply, false);
+      if (!l) return std::nullopt;
+      if (*l == ".") return out;
+      if (out.size() >= max_lines) {
+        fail(FetchStatus::protocol,
+             std::string(what) + " reply has more lines than allowed or announced");
+        return std::nullopt;
+      }
+      trace("S: ", *l);
+      if (!l->empty() && l->front() == '.') l->erase(0, 1);
+      out.push_back(std::move(*l));
+    }
+  }
+
+  Capabilities capa() {
+    Capabilities none;
+    if (!send("CAPA")) return none;
+    auto r = reply();
+    if (!r) return none;
+    if (!r->ok) return none;
+    auto lines = multiline(limits::kMaxCapaLines, "CAPA");
+    if (!lines) return none;
+    return parse_capa(*lines);
+  }
+
+  // ---- the session ---------------------------------------------------------
+  bool steps() {
+    std::string greeting;
+    auto g = reply(&greeting);
+    if (!g) return false;
+    s_.greeting = printable(greeting);
+    if (!g->ok)
+      return fail(FetchStatus::protocol,
+                  "the server refused the connection: " + printable(greeting));
+    Challenge challenge = extract_challenge(greeting);
+
+    Capabilities caps = capa();
+    if (s_.status != FetchStatus::ok) return false;
+    const bool stls_offered = caps.stls;
+    if (!t_.tls().active) {
+      bool want =
+          o_.tls_mode == TlsMode::starttls || (o_.tls_mode == TlsMode::automatic && caps.stls);
+      if (o_.tls_mode == TlsMode::implicit)
+        return fail(FetchStatus::error, "implicit TLS is not active");
+      if (want) {
+        if (!starttls()) return false;
+        caps = capa();  // RFC 2595 §4: forget what was learnt before TLS
+        if (s_.status != FetchStatus::ok) return false;
+      }
+    }
+    const bool tls = t_.tls().active;
+
+    Offer offer = make_offer(tls || stls_offered, challenge, caps);
+    s_.offer = offer;
+    if (st_.has_offer()) {
+      std::string lost = downgrade(st_.last_offer(), offer);
+      if (!lost.empty()) {
+        std::string msg = "downgrade detected: the server no longer offers " + lost +
+                          ", which it offered last time (a man in the middle?)";
+        if (!o_.accept_downgrade) {
+          return fail(FetchStatus::security,
+                      msg +
+                          "; nothing was sent. Use --accept-downgrade if the change is "
+                          "legitimate");
+        }
+        warn(msg + "; accepted (--accept-downgrade)");
+      }
+    }
+
+    if (o_.auth == AuthMech::automatic && challenge.status == Challenge::Status::invalid) {
+      warn("ignoring the server's invalid APOP challenge: " + challenge.reason);
+    }
+    AuthContext ctx{tls, challenge, caps, o_.allow_plaintext};
+    auto mech = choose_auth(o_.auth, ctx);
+    if (!mech) {
+      return fail(
+          mech.error().code == Errc::permanent ? FetchStatus::security : FetchStatus::auth_failed,
+          mech.error().message);
+    }
+    s_.auth = std::string(auth_mech_name(*mech));
+    if (!authenticate(*mech, challenge)) return false;
+
+    st_.set_offer(offer);
+    if (auto sv = st_.save(); !sv)
+      return fail(FetchStatus::error, "cannot save the state file: " + sv.error().message);
+
+    return transaction(caps);
+  }
+
+  bool starttls() {
+    if (!send("STLS")) return false;
+    auto r = reply();
+    if (!r) return false;
+    if (!r->ok) {
+      return fail(FetchStatus::tls_failed,
+                  "the server refused STLS (" + printable(r->text) + ")" +
+                      (o_.tls_mode == TlsMode::automatic ? " although it offered it" : ""));
+    }
+    if (t_.buffered() != 0) {
+      return fail(
+          FetchStatus::security,
+          "STLS response injection: the server sent data after +OK before the TLS handshake");
+    }
+    if (auto h = t_.start_tls(o_.tls); !h) {
+      if (h.error().code == Errc::invalid) return fail(FetchStatus::security, h.error().message);
+      return net_fail(h.error());
+    }
+    trace("-- ", "TLS " + t_.tls().protocol + " " + t_.tls().cipher);
+    return true;
+  }
+
+  // ---- authentication --------------------------------------------------------
+  bool auth_reply_ok(const Reply& r, std::string_view what) {
+    if (r.ok) return true;
+    if (r.code == "IN-USE" || r.code.rfind("SYS", 0) == 0) {
+      return fail(FetchStatus::error,
+                  std::string(what) + " failed: " + printable(r.text) + " [" + r.code + "]");
+    }
+    return fail(FetchStatus::auth_failed,
+                std::string(what) + " rejected: authentication failed" +
+                    (r.text.empty() ? "" : " (" + printable(r.text) + ")"));
+  }
+
+  // Reads a continuation; a final -ERR is an authentication failure.
+  std::optional<std::string> continuation(std::string_view what) {
+    auto l = line(limits::kMaxSaslLine);
+    if (!l) return std::nullopt;
+    if (is_continuation(*l)) {
+      auto c = parse_continuation(*l);
+      if (!c) {
+        fail(FetchStatus::protocol, std::string(what) + ": " + c.error().message);
+        return std::nullopt;
+      }
+      return std::move(*c);
+    }
+    auto r = parse_reply(*l);
+    if (!r) {
+      fail(FetchStatus::protocol, std::string(what) + ": " + r.error().message);
+    } else {
+      auth_reply_ok(*r, what);
+      if (r->ok)
+        fail(FetchStatus::protocol,
+             std::string(what) + ": unexpected +OK in the middle of the exchange");
+    }
+    return std::nullopt;
+  }
+
+  bool finish(std::string_view what) {
+    auto r = reply();
+    if (!r) return false;
+    return auth_reply_ok(*r, what);
+  }
+
+  bool authenticate(AuthMech m, const Challenge& ch) {
+    const std::string& u = o_.user;
+    const std::string& pw = o_.password;
+    switch (m) {
+      case AuthMech::apop: {
+        // Re-checked here: nothing derived from the password leaves unless the
+        // challenge is a strict msg-id.
+        if (!is_valid_challenge(ch.value))
+          return fail(FetchStatus::security, "invalid APOP challenge");
+        if (!send("APOP " + u + " " + apop_digest(ch.value, pw), "APOP " + u + " <digest hidden>"))
+          return false;
+        return finish("APOP");
+      }
+      case AuthMech::user: {
+        if (!send("USER " + u)) return false;
+        auto r = reply();
+        if (!r) return false;
+        if (!auth_reply_ok(*r, "USER")) return false;
+        if (!send("PASS " + pw, "PASS <hidden>")) return false;
+        return finish("PASS");
+      }
+      case AuthMech::plain: {
+        if (!send("AUTH PLAIN")) return false;
+        if (!continuation("AUTH PLAIN")) return false;
+        if (!send(auth::base64_encode(plain_response(u, pw)), "<hidden>")) return false;
+        return finish("AUTH PLAIN");
+      }
+      case AuthMech::login: {
+        if (!send("AUTH LOGIN")) return false;
+        if (!continuation("AUTH LOGIN")) return false;
+        if (!send(auth::base64_encode(u), "<hidden>")) return false;
+        if (!continuation("AUTH LOGIN")) return false;
+        if (!send(auth::base64_encode(pw), "<hidden>")) return false;
+        return finish("AUTH LOGIN");
+      }
+      case AuthMech::cram_md5: {
+        if (!send("AUTH CRAM-MD5")) return false;
+        auto c = continuation("AUTH CRAM-MD5");
+        if (!c) return false;
+        if (!send(auth::base64_encode(cram_md5_response(u, pw, *c)), "<hidden>")) return false;
+        return finish("AUTH CRAM-MD5");
+      }
+      case AuthMech::scram_sha_256:
+        return scram();
+      case AuthMech::automatic:
+        break;
+    }
+    return fail(FetchStatus::error, "no mechanism chosen");
+  }
+
+  bool scram() {
+    ScramClient c(o_.user, o_.password);
+    std::string first = auth::base64_encode(c.client_first());
+    std::string cmd = "AUTH SCRAM-SHA-256 " + first;
+    if (cmd.size() + 2 <= limits::kMaxCommandLine) {
+      if (!send(cmd, "AUTH SCRAM-SHA-256 <client-first>")) return false;
+    } else {
+      if (!send("AUTH SCRAM-SHA-256")) return false;
+      if (!continuation("AUTH SCRAM-SHA-256")) return false;
+      if (!send(first, "<client-first>")) return false;
+    }
+    auto server_first = continuation("AUTH SCRAM-SHA-256");
+    if (!server_first) return false;
+    auto final_msg = c.client_final(*server_first);
+    if (!final_msg) {
+      (void)send("*");
+      return fail(FetchStatus::security, "refusing SCRAM-SHA-256: " + final_msg.error().message);
+    }
+    if (!send(auth::base64_encode(*final_msg), "<client-final hidden>")) return false;
+    auto l = line(limits::kMaxSaslLine);
+    if (!l) return false;
+    if (!is_continuation(*l)) {
+      auto r = parse_reply(*l);
+      if (!r) return fail(FetchStatus::protocol, r.error().message);
+      if (!auth_reply_ok(*r, "AUTH SCRAM-SHA-256")) return false;
+      return fail(FetchStatus::security,
+                  "the SCRAM server accepted the login without proving it knows the password; "
+                  "session abandoned");
+    }
+    auto server_final = parse_continuation(*l);
+    if (!server_final)
+      return fail(FetchStatus::protocol, "AUTH SCRAM-SHA-256: " + server_final.error().message);
+    if (auto v = c.verify_server_final(*server_final); !v) {
+      (void)send("*");
+      return fail(v.error().code == Errc::auth_failed && server_final->rfind("e=", 0) == 0
+                      ? FetchStatus::auth_failed
+                      : FetchStatus::security,
+                  v.error().message);
+    }
+    if (!send("")) return false;
+    return finish("AUTH SCRAM-SHA-256");
+  }
+
+  // ---- TRANSACTION -------------------------------------------------------
+  bool transaction(const Capabilities& caps) {
+    if (!send("STAT")) return false;
+    auto r = reply();
+    if (!r) return false;
+    if (!r->ok) return fail(FetchStatus::protocol, "STAT failed: " + printable(r->text));
+    auto stat = parse_stat(r->text);
+    if (!stat) return fail(FetchStatus::protocol, stat.error().message);
+    s_.on_server = stat->count;
+
+    std::map<std::uint64_t, std::string> uids;
+    bool have_uidl = false;
+    std::map<std::uint64_t, std::uint64_t> sizes;
+    if (stat->count > 0) {
+      if (!send("UIDL")) return false;
+      auto u = reply();
+      if (!u) return false;
+      if (u->ok) {
+        auto lines = multiline(static_cast<std::size_t>(stat->count), "UIDL");
+        if (!lines) return false;
+        auto parsed = parse_uidl(*lines, stat->count);
+        if (!parsed) return fail(FetchStatus::protocol, parsed.error().message);
+        uids = std::move(*parsed);
+        have_uidl = true;
+      } else if (o_.keep) {
+        return fail(FetchStatus::error, "--keep needs UIDL, which the server refused");
+      }
+      if (!send("LIST")) return false;
+      auto l = reply();
+      if (!l) return false;
+      if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + printable(l->text));
+      auto lines = multiline(static_cast<std::size_t>(stat->count), "LIST");
+      if (!lines) return false;
+      auto parsed = parse_list(*lines, stat->count);
+      if (!parsed) return fail(FetchStatus::protocol, parsed.error().message);
+      sizes = std::move(*parsed);
+    }
+
+    const std::uint64_t max_msg = o_.max_message != 0 ? o_.max_message : limits::kMaxFetchMessage;
+    std::vector<std::uint64_t> to_fetch;
+    std::vector<std::uint64_t> to_delete;  // stored (now or in an earlier run)
+    std::uint64_t total_bytes = 0;
+    for (const auto& [msg, size] : sizes) {
+      auto it = uids.find(msg);
+      std::string uid = it == uids.end() ? std::string() : it->second;
+      if (!uid.empty() && st_.seen(uid)) {
+        if (!o_.keep) to_delete.push_back(msg);  // stored by a run that was cut before QUIT
+        continue;
+      }
+      if (o_.keep && uid.empty()) {
+        warn("message " + std::to_string(msg) + " has no UIDL; skipped in --keep mode");
+        continue;
+      }
+      if (size > max_msg) {
+        warn("message " + std::to_string(msg) + " is " + std::to_string(size) +
+             " octets, above the limit of " + std::to_string(max_msg) + "; left on the server");
+        ++s_.store_failed;
+        continue;
+      }
+      to_fetch.push_back(msg);
+      total_bytes += size;
+    }
+    s_.new_messages = to_fetch.size();
+
+    FetchOptions::Progress prog;
+    prog.total = to_fetch.size();
+    prog.total_bytes = total_bytes;
+    if (o_.progress) o_.progress(prog);
+
+    const std::size_t window = caps.pipelining ? std::max<std::size_t>(1, o_.pipeline_window) : 1;
+    std::size_t sent = 0;
+    for (std::size_t done = 0; done < to_fetch.size(); ++done) {
+      std::string batch;
+      while (sent < to_fetch.size() && sent - done < window) {
+        std::string cmd = "RETR " + std::to_string(to_fetch[sent]);
+        trace("C: ", cmd);
+        batch += cmd + "\r\n";
+        ++sent;
+      }
+      if (!batch.empty()) {
+        if (auto w = t_.write(batch); !w) return net_fail(w.error());
+      }
+      const std::uint64_t msg = to_fetch[done];
+      auto rr = reply();
+      if (!rr) return false;
+      if (!rr->ok) {
+        warn("RETR " + std::to_string(msg) + " failed (" + printable(rr->text) +
+             "); left on the server");
+        ++s_.store_failed;
+      } else {
+        BodyDecoder body(max_msg);
+        for (;;) {
+          auto l = line(limits::kMaxClientBodyLine, false);
+          if (!l) return false;
+          auto f = body.feed(*l);
+          if (!f)
+            return fail(FetchStatus::protocol,
+                        "message " + std::to_string(msg) + ": " + f.error().message);
+          if (*f) break;
+        }
+        const std::uint64_t announced = sizes[msg];
+        if (!size_consistent(announced, body)) {
+          return fail(FetchStatus::protocol, "message " + std::to_string(msg) +
+                                                 ": LIST announced " + std::to_string(announced) +
+                                                 " octets but the server sent " +
+                                                 std::to_string(body.wire_octets()) +
+                                                 " (lying sizes); nothing more fetched or deleted");
+        }
+        auto it = uids.find(msg);
+        MessageMeta meta;
+        meta.uidl = it == uids.end() ? std::string() : it->second;
+        meta.envelope_from = envelope_from(body.text());
+        meta.received_at = static_cast<std::int64_t>(std::time(nullptr));
+        std::uint64_t octets = body.text().size();
+        auto stored = d_.store(body.text(), meta);
+        if (stored) {
+          ++s_.stored;
+          s_.bytes += octets;
+          if (!meta.uidl.empty()) {
+            st_.mark_seen(meta.uidl);
+            if (auto sv = st_.save(); !sv) {
+              return fail(
+                  FetchStatus::error,
+                  "message stored but the state file could not be saved: " + sv.error().message);
+            }
+          }
+          if (!o_.keep) to_delete.push_back(msg);
+        } else {
+          ++s_.store_failed;
+          warn("message " + std::to_string(msg) + " not stored (" + stored.error().message +
+               "); left on the server");
+        }
+        prog.bytes += announced;
+      }
+      prog.done = done + 1;
+      if (o_.progress) o_.progress(prog);
+    }
+
+    std::uint64_t dele_ok = 0;
+    if (!o_.keep && !to_delete.empty()) {
+      std::sort(to_delete.begin(), to_delete.end());
+      std::size_t dsent = 0;
+      for (std::size_t done = 0; done < to_delete.size(); ++done) {
+        std::string batch;
+        while (dsent < to_delete.size() && dsent - done < window) {
+          std::string cmd = "DELE " + std::to_string(to_delete[dsent]);
+          trace("C: ", cmd);
+          batch += cmd + "\r\n";
+          ++dsent;
+        }
+        if (!batch.empty()) {
+          if (auto w = t_.write(batch); !w) return net_fail(w.error());
+        }
+        auto dr = reply();
+        if (!dr) return false;
+        if (dr->ok) {
+          ++dele_ok;
+        } else {
+          warn("DELE " + std::to_string(to_delete[done]) + " failed: " + printable(dr->text));
+        }
+      }
+    }
+
+    if (!send("QUIT")) return false;
+    auto q = reply();
+    if (!q) return false;
+    if (q->ok) {
+      s_.deleted = dele_ok;
+    } else if (dele_ok > 0) {
+      warn("QUIT failed (" + printable(q->text) + "): the server did not commit the deletions");
+    }
+    if (have_uidl) {
+      std::set<std::string> on_server;
+      for (const auto& [msg, uid] : uids) on_server.insert(uid);
+      st_.retain_only(on_server);
+    }
+    if (auto sv = st_.save(); !sv)
+      return fail(FetchStatus::error, "cannot save the state file: " + sv.error().message);
+    return true;
+  }
+
+  Transport& t_;
+  Destination& d_;
+  AccountState& st_;
+  const FetchOptions& o_;
+  FetchSummary s_;
+};
+
+}  // namespace
+
+FetchStatus status_for(NetFailure f) {
+  switch (f) {
+    case NetFailure::resolve:
+    case NetFailure::connect:
+    case NetFailure::timeout:
+    case NetFailure::closed:
+    case NetFailure::io:
+      return FetchStatus::network;
+    case NetFailure::tls_handshake:
+    case NetFailure::tls_verify:
+      return FetchStatus::tls_failed;
+    case NetFailure::overlong:
+      return FetchStatus::protocol;
+    case NetFailure::none:
+      break;
+  }
+  return FetchStatus::error;
+}
+
+FetchSummary run_session(Transport& t, Destination& dest, AccountState& state,
+                         const FetchOptions& opts) {
+  return Session(t, dest, state, opts).run();
+}
+
+}  // namespace apop::client
