@@ -487,20 +487,38 @@ Report analyze(const ProbeInput& in) {
         "Support CAPA so clients can see STLS and SASL before logging in.");
   }
 
-  // APOP / CRAM-MD5 outside TLS.
+  // APOP / CRAM-MD5 before TLS. Both send an offline-crackable MD5 response
+  // (and an active attacker can choose the APOP challenge, CVE-2007-1558).
+  // With working STLS on the same port an RFC 2595 client upgrades first, and
+  // the server may refuse them before TLS (apop serve --apop-requires-tls
+  // still shows the timestamp, which APOP after STLS needs): a passive probe
+  // cannot tell, so that is a note. Without STLS on this port, they can only
+  // be used in the clear there: cap B.
   if (r.tls_available) {
-    if (r.apop_in_clear) {
-      add(r, "apop-outside-tls", Severity::low, 'B',
-          "APOP is offered outside TLS: an eavesdropper gets MD5(timestamp+secret) to crack "
-          "offline, and an active "
-          "attacker can choose the challenge (CVE-2007-1558)",
+    if (r.apop_in_clear && stls_ok) {
+      add(r, "apop-before-stls", Severity::low, 'A',
+          "the APOP timestamp is visible before STLS: a client that sends APOP without STLS "
+          "exposes MD5(timestamp+secret) to offline cracking (whether the server refuses APOP "
+          "before TLS cannot be seen without logging in)",
           "Require APOP inside TLS (apop serve --apop-requires-tls).");
+    } else if (r.apop_in_clear) {
+      add(r, "apop-outside-tls", Severity::low, 'B',
+          "APOP is offered on a port without STLS: an eavesdropper gets MD5(timestamp+secret) to "
+          "crack offline, and an active attacker can choose the challenge (CVE-2007-1558)",
+          "Require APOP inside TLS (apop serve --apop-requires-tls), or offer STLS on this port.");
     }
     if (in.capa.received && in.capa.has_sasl("CRAM-MD5")) {
-      add(r, "cram-md5-outside-tls", Severity::low, 'B',
-          "CRAM-MD5 is offered before TLS: an eavesdropper gets an HMAC-MD5 response to crack "
-          "offline",
-          "Offer CRAM-MD5 only inside TLS, or prefer SCRAM-SHA-256.");
+      if (stls_ok) {
+        add(r, "cram-md5-before-stls", Severity::low, 'A',
+            "CRAM-MD5 is advertised before STLS: a client using it without STLS exposes an "
+            "HMAC-MD5 response to offline cracking",
+            "Advertise CRAM-MD5 only inside TLS, or prefer SCRAM-SHA-256.");
+      } else {
+        add(r, "cram-md5-outside-tls", Severity::low, 'B',
+            "CRAM-MD5 is offered on a port without STLS: an eavesdropper gets an HMAC-MD5 "
+            "response to crack offline",
+            "Offer CRAM-MD5 only inside TLS, or prefer SCRAM-SHA-256.");
+      }
     }
   } else if (r.apop_in_clear) {
     add(r, "apop-in-clear", Severity::info, 'A',

@@ -43,12 +43,16 @@
 //      exists; timestamp not a strict RFC 5322 msg-id; weak timestamps
 //      (< kStrongBits bits); certificate not verifiable or not naming the
 //      host (unless insecure_ok: then a note only); STLS offered but broken.
-//   B  APOP or CRAM-MD5 usable outside TLS although TLS exists (a passive
-//      eavesdropper gets an offline-crackable MD5 digest; an active one can
-//      choose the challenge, CVE-2007-1558); certificate expires within
+//   B  APOP (timestamp in the greeting) or CRAM-MD5 offered on a plain port
+//      without STLS although TLS exists elsewhere (a passive eavesdropper
+//      gets an offline-crackable MD5 response; an active one can choose the
+//      challenge, CVE-2007-1558); certificate expires within
 //      kExpirySoonDays days.
-//   A  none of the above. Notes that cap nothing: no SCRAM-SHA-256, no
-//      RESP-CODES/AUTH-RESP-CODE, IMPLEMENTATION revealing the software.
+//   A  none of the above. Notes that cap nothing: APOP timestamp or CRAM-MD5
+//      visible before STLS on a port with working STLS (the server may
+//      refuse them before TLS, e.g. apop serve --apop-requires-tls, which a
+//      passive probe cannot see), no SCRAM-SHA-256, no CAPA, IMPLEMENTATION
+//      revealing the software.
 #pragma once
 
 #include <cstddef>

@@ -238,21 +238,46 @@ TEST(ProbeGrade, NoScramIsANoteOnly) {
       [](const std::string& s) { return s.find("SCRAM-SHA-256") != std::string::npos; }));
 }
 
-TEST(ProbeGrade, ApopInTheClearWithTlsIsB) {
+TEST(ProbeGrade, ApopBeforeStlsIsANote) {
   auto in = best();
   in.greetings = ours(8);
   auto r = analyze(in);
-  EXPECT_EQ(r.grade, 'B');
-  EXPECT_TRUE(has(r, "apop-outside-tls"));
+  EXPECT_EQ(r.grade, 'A');
+  EXPECT_TRUE(has(r, "apop-before-stls"));
   EXPECT_TRUE(std::any_of(
       r.recommendations.begin(), r.recommendations.end(),
       [](const std::string& s) { return s.find("apop-requires-tls") != std::string::npos; }));
 }
 
-TEST(ProbeGrade, CramMd5BeforeTlsIsB) {
+// TLS only on the implicit port: APOP on the plain port is APOP in the clear.
+ProbeInput implicit_only() {
   auto in = best();
+  in.capa = capa({"TOP", "UIDL", "SASL SCRAM-SHA-256"});
+  in.stls_reply.reset();
+  in.stls = {};
+  return in;
+}
+
+TEST(ProbeGrade, ApopOnPortWithoutStlsIsB) {
+  auto in = implicit_only();
+  in.greetings = ours(8);
+  auto r = analyze(in);
+  EXPECT_TRUE(r.tls_available);
+  EXPECT_EQ(r.grade, 'B');
+  EXPECT_TRUE(has(r, "apop-outside-tls"));
+}
+
+TEST(ProbeGrade, CramMd5WithoutStlsIsBAndBeforeStlsANote) {
+  auto in = implicit_only();
+  in.capa = capa({"SASL SCRAM-SHA-256 CRAM-MD5"});
+  auto r = analyze(in);
+  EXPECT_EQ(r.grade, 'B');
+  EXPECT_TRUE(has(r, "cram-md5-outside-tls"));
+  in = best();
   in.capa = capa({"STLS", "SASL SCRAM-SHA-256 CRAM-MD5"});
-  EXPECT_EQ(analyze(in).grade, 'B');
+  r = analyze(in);
+  EXPECT_EQ(r.grade, 'A');
+  EXPECT_TRUE(has(r, "cram-md5-before-stls"));
 }
 
 TEST(ProbeGrade, PlaintextBeforeTlsWithStlsIsC) {
