@@ -230,7 +230,8 @@ int run_policy(const UserArgs& a) {
     if (a.global) std::cerr << "; restart apop serve for the greeting to follow";
     std::cerr << "\n";
   }
-  print_policy(a.global ? auth::Policy{} : p, *defaults);
+  // For the defaults, "(default)" marks what follows the built-in default.
+  print_policy(p, a.global ? auth::Policy{} : *defaults);
   return kExitOk;
 }
 

@@ -395,7 +395,8 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
     e.mechanism = mech;
     e.result = r;
     e.credential = verified.credential;
-    e.reason = verified.reason.empty() && !verified.ok ? "credentials" : verified.reason;
+    e.reason = verified.reason.empty() && !verified.ok ? std::string_view("credentials")
+                                                       : std::string_view(verified.reason);
     e.tls = tls_;
     events_->on_login(e);
   };

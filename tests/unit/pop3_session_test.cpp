@@ -456,3 +456,42 @@ TEST(SessionApopRequiresTls, WorksAfterStls) {
 
 }  // namespace
 }  // namespace apop::test
+
+namespace apop::test {
+namespace {
+
+// Regression: the failure reason handed to the EventSink once pointed into a
+// destroyed temporary (a string_view bound to a ?: result).
+TEST(Session, PolicyRefusalReachesTheEventSinkIntact) {
+  Harness h;
+  auth::Policy p;
+  p.mechanisms = auth::kMechUser;
+  ASSERT_TRUE(h.creds.set_policy("alice", p).ok());
+  EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] Authentication failed.\r\n");
+  ASSERT_EQ(h.sink.entries.size(), 1u);
+  EXPECT_EQ(h.sink.entries[0].reason, "policy-mechanism");
+  EXPECT_FALSE(h.sink.entries[0].tls);
+  h.cmd("USER alice");
+  EXPECT_EQ(h.cmd(std::string("PASS ") + kSecret).substr(0, 3), "+OK");
+  ASSERT_EQ(h.sink.entries.size(), 2u);
+  EXPECT_EQ(h.sink.entries[1].credential, "password");
+  EXPECT_EQ(h.sink.entries[1].reason, "");
+}
+
+TEST(Session, WrongCredentialsReasonIsCredentials) {
+  Harness h;
+  h.cmd(h.apop_line("alice", "wrong-secret-here"));
+  ASSERT_EQ(h.sink.entries.size(), 1u);
+  EXPECT_EQ(h.sink.entries[0].reason, "credentials");
+}
+
+TEST(Session, NoTimestampWhenApopDisabled) {
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.apop_enabled = false;
+  Harness h(cfg);
+  EXPECT_EQ(h.session->greeting(), "+OK POP3 server ready\r\n");
+  EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] APOP is not available on this server\r\n");
+}
+
+}  // namespace
+}  // namespace apop::test
