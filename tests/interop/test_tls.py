@@ -115,6 +115,12 @@ class ImplicitTlsTest(TlsTestCase):
             p.quit()
 
     def test_fetchmail_over_tls_with_apop(self):
+        self.fetchmail_over_tls("protocol APOP", "APOP")
+
+    def test_fetchmail_over_tls_with_cram_md5(self):
+        self.fetchmail_over_tls("protocol POP3 auth cram-md5", "CRAM-MD5")
+
+    def fetchmail_over_tls(self, how, mech):
         fetchmail = require_program("fetchmail")
         home = os.path.join(self.env.root, "home")
         os.makedirs(home)
@@ -123,7 +129,7 @@ class ImplicitTlsTest(TlsTestCase):
             rc = os.path.join(home, ".fetchmailrc")
             with open(rc, "w") as f:
                 f.write("set no syslog\n"
-                        f"poll localhost protocol APOP service {srv.tls_ports[0]}\n"
+                        f"poll localhost {how} service {srv.tls_ports[0]}\n"
                         f'  user "alice" there with password "{ALICE_SECRET}" is '
                         f'"{getpass.getuser()}" here\n'
                         f"  ssl sslcertck sslcertfile {self.cert} keep\n"
@@ -136,7 +142,7 @@ class ImplicitTlsTest(TlsTestCase):
                              p.stderr.decode(errors="replace"))
             with open(out, "rb") as f:
                 self.assertIn(b"Sent through TLS.", f.read())
-            srv.wait_for_log(r"login ok user=alice mech=APOP")
+            srv.wait_for_log(rf"login ok user=alice mech={mech} addr=\S+ tls=1 ")
 
 
 class StlsTest(TlsTestCase):
