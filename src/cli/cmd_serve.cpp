@@ -26,6 +26,7 @@ struct ServeArgs {
   bool apop_requires_tls = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
+  unsigned auth_threads = 2;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   bool no_implementation = false;
@@ -68,6 +69,7 @@ int run_serve(const ServeArgs& a) {
   opts.session.apop_requires_tls = a.apop_requires_tls;
   opts.session.max_auth_failures = a.max_auth_failures;
   opts.session.max_bad_commands = a.max_bad_commands;
+  opts.auth_threads = a.auth_threads;
   opts.session.implementation = a.no_implementation ? "" : "apop 0.1.0";
   const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
   opts.session.greeting_text = "apop POP3 server ready";
@@ -143,6 +145,9 @@ void register_serve(CLI::App& app, Registry& registry) {
   sub->add_option("--max-auth-failures", a->max_auth_failures,
                   "Failed logins before a connection is closed")
       ->check(CLI::Range(1u, 100u));
+  sub->add_option("--auth-threads", a->auth_threads,
+                  "Threads that check credentials off the event loop (default 2)")
+      ->check(CLI::Range(1u, 64u));
   sub->add_option("--max-bad-commands", a->max_bad_commands,
                   "Bad commands before a connection is closed")
       ->check(CLI::Range(1u, 1000u));

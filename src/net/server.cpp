@@ -177,6 +177,9 @@ struct Server::Impl {
   pop3::MaildropOpener& opener;
   ChallengeSource challenge;
   asio::io_context io{1};
+  // Runs AUTHORIZATION-state steps (slow password hashes, SQLite lookups,
+  // opening a maildrop) so that they never stall the event loop.
+  asio::thread_pool auth_pool;
   std::vector<tcp::acceptor> acceptors;
   std::vector<bool> acceptor_tls;  // parallel to acceptors: implicit TLS
   TlsContext tls_ctx;              // current certificate; replaced on reload
@@ -186,7 +189,11 @@ struct Server::Impl {
   bool stopping = false;
 
   Impl(ServerOptions o, pop3::Authenticator& a, pop3::MaildropOpener& m, ChallengeSource c)
-      : options(std::move(o)), auth(a), opener(m), challenge(std::move(c)) {}
+      : options(std::move(o)),
+        auth(a),
+        opener(m),
+        challenge(std::move(c)),
+        auth_pool(options.auth_threads == 0 ? 1 : options.auth_threads) {}
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit_tls) {
     for (;;) {
@@ -231,7 +238,17 @@ struct Server::Impl {
     std::string out = session.greeting();
     std::array<char, 8192> in;
     for (;;) {
-      pop3::Next n = session.next(out);
+      pop3::Next n;
+      if (session.state() == pop3::State::authorization && session.input_pending()) {
+        // The session is touched by one thread at a time: this coroutine is
+        // suspended until the step completes (cancellation does not cut it short).
+        n = co_await asio::co_spawn(
+            auth_pool,
+            [&session, &out]() -> asio::awaitable<pop3::Next> { co_return session.next(out); },
+            asio::use_awaitable);
+      } else {
+        n = session.next(out);
+      }
       if (n == pop3::Next::output && out.size() < limits::kOutputFlush) continue;
       if (!out.empty()) {
         // Backpressure: a client that stops reading stalls this write, and

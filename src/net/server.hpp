@@ -39,6 +39,8 @@ struct ServerOptions {
   bool secure_loopback = true;  // loopback connections count as secure
   std::chrono::seconds login_timeout = limits::kIdleTimeoutAuthorization;
   std::chrono::seconds idle_timeout = limits::kIdleTimeoutTransaction;
+  // Threads that run login steps off the event loop (slow hashes, lookups).
+  unsigned auth_threads = 2;
 };
 
 // Produces a fresh, never-repeated APOP timestamp per connection.

@@ -51,4 +51,8 @@ std::optional<LineReader::Item> LineReader::pop() {
   return Item{Kind::line, line};
 }
 
+bool LineReader::has_line() const {
+  return pos_ < buf_.size() && std::memchr(buf_.data() + pos_, '\n', buf_.size() - pos_) != nullptr;
+}
+
 }  // namespace apop::pop3

@@ -32,6 +32,8 @@ class LineReader {
   void feed(std::string_view bytes);
   // Next complete line, or nullopt when more input is needed.
   std::optional<Item> pop();
+  // True when a complete line is buffered: pop() would return an item.
+  bool has_line() const;
   // True when some bytes of an incomplete line are buffered or being discarded.
   bool partial() const { return discarding_ || pos_ < buf_.size(); }
   // Drops everything buffered (used after STLS in a later issue: bytes sent

@@ -86,6 +86,11 @@ class Session {
   Session(SessionConfig config, Authenticator& auth, MaildropOpener& opener, std::string timestamp,
           EventSink* events = nullptr);
   ~Session();
+
+  // True when next() would process a command line (rather than only return
+  // pending output or ask for input): the network layer runs such steps in
+  // AUTHORIZATION off its event loop, as they may cost a slow hash.
+  bool input_pending() const { return reader_.has_line(); }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 

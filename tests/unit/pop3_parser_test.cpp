@@ -131,3 +131,24 @@ TEST(Body, MatchesSizeForManyShapes) {
 
 }  // namespace
 }  // namespace apop::pop3
+
+namespace apop::pop3 {
+namespace {
+
+TEST(LineReaderHasLine, TracksCompleteLines) {
+  LineReader r;
+  EXPECT_FALSE(r.has_line());
+  r.feed("NOOP");
+  EXPECT_FALSE(r.has_line());
+  r.feed("\r\nQU");
+  EXPECT_TRUE(r.has_line());
+  ASSERT_TRUE(r.pop().has_value());
+  EXPECT_FALSE(r.has_line());
+  r.feed("IT\r\n");
+  EXPECT_TRUE(r.has_line());
+  ASSERT_TRUE(r.pop().has_value());
+  EXPECT_FALSE(r.has_line());
+}
+
+}  // namespace
+}  // namespace apop::pop3
