@@ -1,0 +1,663 @@
+// The fetch engine (src/client/fetch.hpp) driven by a scripted in-memory
+// POP3 server behind a fake Transport, with an in-memory Destination: no
+// sockets. Covers the safety properties listed in fetch.hpp.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "auth/base64.hpp"
+#include "auth/sasl.hpp"
+#include "client/fetch.hpp"
+
+namespace apop::client {
+namespace {
+
+constexpr const char* kSecret = "tanstaaf-secret-1";
+constexpr const char* kTs = "<1896.697170952@dbc.mtview.ca.us>";
+
+// A tiny POP3 server model: answers each command line the client writes.
+struct FakePop {
+  std::string greeting = std::string("+OK POP3 ready ") + kTs;
+  std::vector<std::string> capa = {"UIDL", "TOP", "PIPELINING", "RESP-CODES"};
+  std::vector<std::string> capa_tls = {"UIDL", "TOP", "PIPELINING", "USER", "SASL PLAIN"};
+  bool capa_ok = true;
+  bool stls = false;       // accept STLS
+  std::string stls_extra;  // injected after "+OK"
+  struct Msg {
+    std::string uid;
+    std::string text;  // LF line endings
+    long size_delta = 0;
+  };
+  std::vector<Msg> msgs;
+  std::set<std::size_t> marked;                        // DELE'd this session
+  std::set<std::string> gone;                          // committed by QUIT (uids)
+  std::optional<std::vector<std::string>> uidl_lines;  // override
+  std::optional<std::vector<std::string>> list_lines;  // override
+  bool sasl = false;                                   // run server-side SASL exchanges
+  std::unique_ptr<auth::SaslExchange> exchange;
+  bool user_ok = false;
+  // Connection cut: after this many command lines, the server stops answering
+  // and reads fail with "closed". -1: never.
+  int cut_after = -1;
+  // Cut in the middle of the reply to the command that reaches cut_after.
+  bool cut_mid_reply = false;
+
+  std::vector<std::string> commands;
+
+  static std::string wire(const std::string& text) {
+    std::string out;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t nl = text.find('\n', pos);
+      std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+      if (!line.empty() && line[0] == '.') line.insert(0, ".");
+      out += line + "\r\n";
+      if (nl == std::string::npos) break;
+      pos = nl + 1;
+    }
+    return out;
+  }
+  std::vector<std::size_t> live() const {
+    std::vector<std::size_t> v;
+    for (std::size_t i = 0; i < msgs.size(); ++i) {
+      if (!gone.count(msgs[i].uid)) v.push_back(i);
+    }
+    return v;
+  }
+  std::uint64_t size_of(std::size_t i) const {
+    return wire(msgs[i].text).size() + msgs[i].size_delta;
+  }
+
+  // Returns the reply octets for one command line.
+  std::string answer(const std::string& line, bool tls) {
+    auto v = live();
+    auto ok = [](const std::string& s) { return "+OK " + s + "\r\n"; };
+    if (exchange) {
+      auto decoded = line == "*" ? std::optional<std::string>() : auth::base64_decode_strict(line);
+      if (!decoded) {
+        exchange.reset();
+        return "-ERR [AUTH] cancelled\r\n";
+      }
+      return sasl_step(*decoded);
+    }
+    std::string cmd = line.substr(0, line.find(' '));
+    std::string arg = line.find(' ') == std::string::npos ? "" : line.substr(line.find(' ') + 1);
+    if (cmd == "CAPA") {
+      if (!capa_ok) return "-ERR no CAPA\r\n";
+      std::string out = ok("caps");
+      for (const auto& c : tls ? capa_tls : capa) out += c + "\r\n";
+      if (stls && !tls) out += "STLS\r\n";
+      return out + ".\r\n";
+    }
+    if (cmd == "STLS") return stls ? "+OK go\r\n" + stls_extra : "-ERR no\r\n";
+    if (cmd == "APOP") {
+      std::string expect = std::string("alice ") + apop_digest(kTs, kSecret);
+      return arg == expect ? ok("in") : "-ERR [AUTH] bad\r\n";
+    }
+    if (cmd == "USER") {
+      user_ok = arg == "alice";
+      return ok("send PASS");
+    }
+    if (cmd == "PASS") return user_ok && arg == kSecret ? ok("in") : "-ERR [AUTH] bad\r\n";
+    if (cmd == "AUTH" && sasl) {
+      std::string mech = arg.substr(0, arg.find(' '));
+      exchange = auth::make_sasl_exchange(
+          mech,
+          [](std::string_view u) -> std::optional<auth::SaslCredentials> {
+            if (u != "alice") return std::nullopt;
+            auth::SaslCredentials c;
+            c.plaintext = kSecret;
+            return c;
+          },
+          "<cram.1@fake>");
+      if (!exchange) return "-ERR unknown\r\n";
+      if (arg.find(' ') != std::string::npos) {
+        auto ir = auth::base64_decode_strict(arg.substr(arg.find(' ') + 1));
+        return sasl_step(ir ? std::optional<std::string>(*ir) : std::nullopt, true);
+      }
+      return sasl_step(std::nullopt, true);
+    }
+    if (cmd == "STAT") {
+      std::uint64_t total = 0;
+      for (auto i : v) total += size_of(i);
+      return ok(std::to_string(v.size()) + " " + std::to_string(total));
+    }
+    if (cmd == "UIDL") {
+      std::string out = ok("uids");
+      if (uidl_lines) {
+        for (const auto& l : *uidl_lines) out += l + "\r\n";
+      } else {
+        for (std::size_t k = 0; k < v.size(); ++k)
+          out += std::to_string(k + 1) + " " + msgs[v[k]].uid + "\r\n";
+      }
+      return out + ".\r\n";
+    }
+    if (cmd == "LIST") {
+      std::string out = ok("list");
+      if (list_lines) {
+        for (const auto& l : *list_lines) out += l + "\r\n";
+      } else {
+        for (std::size_t k = 0; k < v.size(); ++k) {
+          out += std::to_string(k + 1) + " " + std::to_string(size_of(v[k])) + "\r\n";
+        }
+      }
+      return out + ".\r\n";
+    }
+    if (cmd == "RETR") {
+      std::size_t n = std::stoul(arg);
+      if (n == 0 || n > v.size()) return "-ERR no such message\r\n";
+      return ok("msg") + wire(msgs[v[n - 1]].text) + ".\r\n";
+    }
+    if (cmd == "DELE") {
+      std::size_t n = std::stoul(arg);
+      if (n == 0 || n > v.size()) return "-ERR no such message\r\n";
+      marked.insert(v[n - 1]);
+      return ok("deleted");
+    }
+    if (cmd == "QUIT") {
+      for (auto i : marked) gone.insert(msgs[i].uid);
+      marked.clear();
+      return ok("bye");
+    }
+    return "-ERR unknown command\r\n";
+  }
+
+  std::string sasl_step(std::optional<std::string> in, bool first = false) {
+    auth::SaslStep st = exchange->step(first ? in : std::optional<std::string_view>(*in));
+    switch (st.kind) {
+      case auth::SaslStep::Kind::challenge:
+        return "+ " + auth::base64_encode(st.data) + "\r\n";
+      case auth::SaslStep::Kind::success:
+        exchange.reset();
+        return "+OK logged in\r\n";
+      case auth::SaslStep::Kind::failure:
+        break;
+    }
+    exchange.reset();
+    return "-ERR [AUTH] failed\r\n";
+  }
+};
+
+class FakeTransport final : public Transport {
+ public:
+  explicit FakeTransport(FakePop& pop) : pop_(pop) { out_ = pop.greeting + "\r\n"; }
+
+  Result<void> write(std::string_view data) override {
+    writes.emplace_back(data);
+    if (cut_) return fail(NetFailure::closed);
+    in_ += data;
+    std::size_t nl;
+    while ((nl = in_.find("\r\n")) != std::string::npos) {
+      std::string line = in_.substr(0, nl);
+      in_.erase(0, nl + 2);
+      pop_.commands.push_back(line);
+      std::string reply = pop_.answer(line, tls_.active);
+      if (pop_.cut_after >= 0 && static_cast<int>(pop_.commands.size()) >= pop_.cut_after) {
+        if (pop_.cut_mid_reply) out_ += reply.substr(0, reply.size() / 2);
+        cut_ = true;
+        return {};
+      }
+      out_ += reply;
+    }
+    return {};
+  }
+  Result<std::string> read_line(std::size_t max) override {
+    std::size_t nl = out_.find('\n', pos_);
+    if (nl == std::string::npos) return fail(NetFailure::closed);
+    std::size_t end = nl > pos_ && out_[nl - 1] == '\r' ? nl - 1 : nl;
+    if (end - pos_ > max) return fail(NetFailure::overlong, Errc::invalid);
+    std::string line = out_.substr(pos_, end - pos_);
+    pos_ = nl + 1;
+    return line;
+  }
+  std::size_t buffered() const override { return out_.size() - pos_; }
+  Result<void> start_tls(const TlsOptions&) override {
+    if (buffered() != 0) return fail(NetFailure::tls_handshake, Errc::invalid);
+    tls_.active = true;
+    tls_.protocol = "TLSv1.3";
+    return {};
+  }
+  const TlsInfo& tls() const override { return tls_; }
+  NetFailure last_failure() const override { return last_; }
+  void set_implicit_tls() { tls_.active = true; }
+
+  std::vector<std::string> writes;
+
+ private:
+  Error fail(NetFailure f, Errc c = Errc::temporary) {
+    last_ = f;
+    return make_error(c, "fake transport failure");
+  }
+  FakePop& pop_;
+  std::string out_;
+  std::size_t pos_ = 0;
+  std::string in_;
+  bool cut_ = false;
+  TlsInfo tls_;
+  NetFailure last_ = NetFailure::none;
+};
+
+class MemoryDestination final : public Destination {
+ public:
+  Result<void> store(std::string_view message, const MessageMeta& meta) override {
+    ++attempts;
+    if (fail_uids.count(meta.uidl)) return make_error(Errc::temporary, "disk full (simulated)");
+    stored.emplace_back(message);
+    uids.push_back(meta.uidl);
+    return {};
+  }
+  std::string describe() const override { return "memory:"; }
+  std::vector<std::string> stored;
+  std::vector<std::string> uids;
+  std::set<std::string> fail_uids;
+  int attempts = 0;
+};
+
+class FetchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("apop-fetch-" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    pop_.msgs = {{"uid-a", "Subject: a\n\nfirst\n"},
+                 {"uid-b", "Subject: b\n\n.dotted line\n..two dots\n"},
+                 {"uid-c", "Return-Path: <bounce@example.org>\nSubject: c\n\nthird\n"}};
+    opts_.user = "alice";
+    opts_.password = kSecret;
+    opts_.trace = [this](std::string_view l) { trace_.emplace_back(l); };
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  AccountState state() {
+    auto s = AccountState::load(dir_ / "state");
+    EXPECT_TRUE(s) << s.error().message;
+    return std::move(s).value();
+  }
+  FetchSummary run(FakePop& pop, bool implicit = false) {
+    FakeTransport t(pop);
+    if (implicit) t.set_implicit_tls();
+    AccountState st = state();
+    auto s = run_session(t, dest_, st, opts_);
+    last_writes_ = t.writes;
+    return s;
+  }
+  bool sent(const FakePop& pop, std::string_view prefix) const {
+    for (const auto& c : pop.commands) {
+      if (c.rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  }
+
+  std::filesystem::path dir_;
+  FakePop pop_;
+  FetchOptions opts_;
+  MemoryDestination dest_;
+  std::vector<std::string> trace_;
+  std::vector<std::string> last_writes_;
+};
+
+TEST_F(FetchTest, ApopDeleteModeStoresThenDeletes) {
+  opts_.auth = AuthMech::apop;
+  opts_.tls_mode = TlsMode::none;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.auth, "apop");
+  EXPECT_EQ(s.stored, 3u);
+  EXPECT_EQ(s.deleted, 3u);
+  ASSERT_EQ(dest_.stored.size(), 3u);
+  EXPECT_EQ(dest_.stored[0], "Subject: a\n\nfirst\n");
+  EXPECT_EQ(dest_.stored[1], "Subject: b\n\n.dotted line\n..two dots\n");  // unstuffed, LF
+  EXPECT_EQ(pop_.gone.size(), 3u);
+  EXPECT_TRUE(pop_.live().empty());
+  // The digest is not in the trace; the trace shows that it was hidden.
+  for (const auto& l : trace_) EXPECT_EQ(l.find(apop_digest(kTs, kSecret)), std::string::npos) << l;
+  // Every DELE comes after the last RETR (DELEs only for stored messages).
+  std::size_t last_retr = 0, first_dele = pop_.commands.size();
+  for (std::size_t i = 0; i < pop_.commands.size(); ++i) {
+    if (pop_.commands[i].rfind("RETR", 0) == 0) last_retr = i;
+    if (pop_.commands[i].rfind("DELE", 0) == 0) first_dele = std::min(first_dele, i);
+  }
+  EXPECT_LT(last_retr, first_dele);
+}
+
+TEST_F(FetchTest, RefusesEveryBadChallengeWithoutSendingADigest) {
+  const std::vector<std::string> bad = {std::string("<1896.697\x80@host>"),
+                                        std::string("<1896\x01.697@host>"),
+                                        "<1896.697\r@host>",
+                                        "<1896.697170952dbc.mtview.ca.us>",
+                                        "1896.697170952@dbc.mtview.ca.us",
+                                        "<1896.697170952@dbc",
+                                        "<" + std::string(251, 'a') + "@b.c>",
+                                        "<>",
+                                        "<1896 697@host>",
+                                        "<<1896.697@host>",
+                                        "<\"q\"@host>",
+                                        "<1896.697.@host>",
+                                        "<1896..697@host>",
+                                        "<a@b@c>",
+                                        "<a(c)@host>",
+                                        "<a@[1.2.3.4>",
+                                        "<@host>",
+                                        "<a@>",
+                                        "<a@host.>",
+                                        "<a,b@host>",
+                                        std::string("<a\x7f@b>"),
+                                        "<a@ho st>"};
+  ASSERT_GE(bad.size(), 20u);
+  for (AuthMech m : {AuthMech::apop, AuthMech::automatic}) {
+    for (const auto& ts : bad) {
+      FakePop pop;
+      pop.greeting = "+OK hello " + ts;
+      pop.capa_ok = false;
+      pop.msgs = pop_.msgs;
+      opts_.auth = m;
+      opts_.tls_mode = TlsMode::none;
+      auto s = run(pop);
+      EXPECT_EQ(s.status, FetchStatus::security) << ts << " " << s.error;
+      EXPECT_FALSE(sent(pop, "APOP")) << ts;
+      EXPECT_FALSE(sent(pop, "PASS")) << ts;
+      EXPECT_FALSE(sent(pop, "USER")) << ts;
+      EXPECT_NE(s.error.find("challenge"), std::string::npos) << s.error;
+    }
+  }
+  EXPECT_TRUE(dest_.stored.empty());
+}
+
+TEST_F(FetchTest, StlsInjectionAborts) {
+  pop_.stls = true;
+  pop_.stls_extra = "+OK injected\r\n";
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::security) << s.error;
+  EXPECT_NE(s.error.find("injection"), std::string::npos);
+  EXPECT_FALSE(sent(pop_, "APOP"));
+  EXPECT_FALSE(sent(pop_, "AUTH"));
+  EXPECT_EQ(pop_.commands.back(), "STLS");
+}
+
+TEST_F(FetchTest, StlsUsedInAutoModeAndCapaRefreshed) {
+  pop_.stls = true;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_TRUE(s.tls);
+  EXPECT_EQ(s.auth, "apop");  // APOP inside TLS beats PLAIN inside TLS
+  EXPECT_EQ(std::count(pop_.commands.begin(), pop_.commands.end(), "CAPA"), 2);
+  EXPECT_TRUE(s.offer.tls && s.offer.apop);
+}
+
+TEST_F(FetchTest, StarttlsRequiredButRefused) {
+  opts_.tls_mode = TlsMode::starttls;
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::tls_failed) << s.error;
+  EXPECT_FALSE(sent(pop_, "APOP"));
+}
+
+TEST_F(FetchTest, DowngradeStopsBeforeAuthentication) {
+  {
+    AccountState st = state();
+    st.set_offer(Offer{true, true, false});
+    ASSERT_TRUE(st.save());
+  }
+  auto s = run(pop_);  // no STLS this time
+  EXPECT_EQ(s.status, FetchStatus::security) << s.error;
+  EXPECT_NE(s.error.find("downgrade"), std::string::npos);
+  EXPECT_FALSE(sent(pop_, "APOP"));
+  EXPECT_TRUE(dest_.stored.empty());
+
+  FakePop again;
+  again.msgs = pop_.msgs;
+  opts_.accept_downgrade = true;
+  auto ok = run(again);
+  EXPECT_EQ(ok.status, FetchStatus::ok) << ok.error;
+  EXPECT_FALSE(ok.warnings.empty());
+  EXPECT_EQ(state().last_offer(), (Offer{false, true, false}));  // the new offer is remembered
+}
+
+TEST_F(FetchTest, ScramDowngradeDetected) {
+  {
+    AccountState st = state();
+    st.set_offer(Offer{false, true, true});
+    ASSERT_TRUE(st.save());
+  }
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::security);
+  EXPECT_NE(s.error.find("SCRAM"), std::string::npos);
+}
+
+TEST_F(FetchTest, PlaintextRefusedWithoutTls) {
+  pop_.greeting = "+OK no apop here";
+  pop_.capa = {"USER", "UIDL", "SASL PLAIN LOGIN"};
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::security) << s.error;
+  EXPECT_FALSE(sent(pop_, "USER"));
+  EXPECT_FALSE(sent(pop_, "PASS"));
+  EXPECT_FALSE(sent(pop_, "AUTH"));
+
+  FakePop pop2;
+  pop2.greeting = "+OK no apop here";
+  pop2.capa = {"USER", "UIDL"};
+  pop2.msgs = pop_.msgs;
+  opts_.allow_plaintext = true;
+  auto ok = run(pop2);
+  EXPECT_EQ(ok.status, FetchStatus::ok) << ok.error;
+  EXPECT_EQ(ok.auth, "user");
+  for (const auto& l : trace_) EXPECT_EQ(l.find(kSecret), std::string::npos) << l;
+}
+
+TEST_F(FetchTest, WrongPasswordIsAuthFailure) {
+  opts_.password = "wrong";
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::auth_failed);
+  EXPECT_FALSE(sent(pop_, "STAT"));
+}
+
+TEST_F(FetchTest, ScramAgainstTheServerImplementation) {
+  pop_.sasl = true;
+  pop_.capa = {"UIDL", "SASL SCRAM-SHA-256 CRAM-MD5"};
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.auth, "scram-sha-256");
+  EXPECT_EQ(s.stored, 3u);
+  EXPECT_TRUE(s.offer.scram);
+
+  FakePop bad;
+  bad.sasl = true;
+  bad.capa = pop_.capa;
+  bad.msgs = pop_.msgs;
+  opts_.password = "not the password";
+  auto f = run(bad);
+  EXPECT_EQ(f.status, FetchStatus::auth_failed) << f.error;
+}
+
+TEST_F(FetchTest, CramMd5AgainstTheServerImplementation) {
+  pop_.sasl = true;
+  pop_.greeting = "+OK no timestamp";
+  pop_.capa = {"UIDL", "SASL CRAM-MD5"};
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.auth, "cram-md5");
+}
+
+TEST_F(FetchTest, PlainInsideImplicitTls) {
+  pop_.sasl = true;
+  pop_.greeting = "+OK no timestamp";
+  pop_.capa_tls = {"UIDL", "SASL PLAIN"};
+  auto s = run(pop_, /*implicit=*/true);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.auth, "plain");
+  EXPECT_TRUE(s.tls);
+}
+
+TEST_F(FetchTest, TemporaryStoreFailureKeepsTheMessage) {
+  dest_.fail_uids = {"uid-b"};
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::store_failed) << s.error;
+  EXPECT_EQ(s.stored, 2u);
+  EXPECT_EQ(s.store_failed, 1u);
+  EXPECT_EQ(s.deleted, 2u);
+  ASSERT_EQ(pop_.live().size(), 1u);
+  EXPECT_EQ(pop_.msgs[pop_.live()[0]].uid, "uid-b");
+  // Next time it works and only b is fetched.
+  dest_.fail_uids.clear();
+  FakePop next;
+  next.msgs = pop_.msgs;
+  next.gone = pop_.gone;
+  auto s2 = run(next);
+  EXPECT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.stored, 1u);
+  EXPECT_EQ(dest_.uids.back(), "uid-b");
+}
+
+TEST_F(FetchTest, CutDuringRetrLosesNothingAndRefetchesNothingStored) {
+  // Commands: CAPA APOP STAT UIDL LIST RETR 1 RETR 2 ... cut in RETR 2's reply.
+  pop_.capa = {"UIDL"};  // no pipelining: one RETR at a time
+  pop_.cut_after = 7;
+  pop_.cut_mid_reply = true;
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::network) << s.error;
+  EXPECT_EQ(dest_.stored.size(), 1u);
+  EXPECT_FALSE(sent(pop_, "DELE"));
+  EXPECT_EQ(pop_.live().size(), 3u);  // nothing deleted on the server
+  EXPECT_TRUE(state().seen("uid-a"));
+
+  FakePop next;
+  next.msgs = pop_.msgs;
+  auto s2 = run(next);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.stored, 2u);   // b and c; a was already stored
+  EXPECT_EQ(s2.deleted, 3u);  // a is deleted without being stored again
+  EXPECT_EQ(dest_.stored.size(), 3u);
+  EXPECT_TRUE(next.live().empty());
+}
+
+TEST_F(FetchTest, CutDuringDelePhaseLosesNothing) {
+  pop_.capa = {"UIDL"};
+  // CAPA APOP STAT UIDL LIST RETR*3 DELE 1 DELE 2 <cut>
+  pop_.cut_after = 10;
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::network) << s.error;
+  EXPECT_EQ(dest_.stored.size(), 3u);
+  EXPECT_EQ(pop_.live().size(), 3u);  // no QUIT: no deletion committed
+  EXPECT_FALSE(sent(pop_, "QUIT"));
+
+  FakePop next;
+  next.msgs = pop_.msgs;
+  auto s2 = run(next);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.stored, 0u);
+  EXPECT_EQ(s2.deleted, 3u);
+  EXPECT_EQ(dest_.stored.size(), 3u);  // no duplicates
+  EXPECT_TRUE(next.live().empty());
+}
+
+TEST_F(FetchTest, KeepModeFetchesOnlyNewMessages) {
+  opts_.keep = true;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.stored, 3u);
+  EXPECT_FALSE(sent(pop_, "DELE"));
+  EXPECT_EQ(pop_.live().size(), 3u);
+
+  FakePop again;
+  again.msgs = pop_.msgs;
+  again.msgs.push_back({"uid-d", "Subject: d\n\nnew\n"});
+  auto s2 = run(again);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.new_messages, 1u);
+  EXPECT_EQ(s2.stored, 1u);
+  EXPECT_EQ(dest_.uids.back(), "uid-d");
+  EXPECT_FALSE(sent(again, "RETR 1"));
+}
+
+TEST_F(FetchTest, LyingSizeIsAProtocolErrorAndNothingIsStored) {
+  pop_.msgs[0].size_delta = -15;  // LIST says less than is sent
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::protocol) << s.error;
+  EXPECT_TRUE(dest_.stored.empty());
+  EXPECT_FALSE(sent(pop_, "DELE"));
+
+  FakePop big;
+  big.msgs = pop_.msgs;
+  big.msgs[0].size_delta = 1'000'000;  // announces far more than it sends
+  auto s2 = run(big);
+  EXPECT_EQ(s2.status, FetchStatus::protocol) << s2.error;
+}
+
+TEST_F(FetchTest, GarbageUidlAndListAreProtocolErrors) {
+  for (auto lines :
+       std::vector<std::vector<std::string>>{{"1 " + std::string(71, 'x'), "2 b", "3 c"},
+                                             {"1 a", "2 a", "3 c"},
+                                             {"1 a", "99999999999999999999999 b", "3 c"},
+                                             {"1 a", "4 b", "3 c"},
+                                             {"1 a b"}}) {
+    FakePop pop;
+    pop.msgs = pop_.msgs;
+    pop.uidl_lines = lines;
+    auto s = run(pop);
+    EXPECT_EQ(s.status, FetchStatus::protocol) << lines[0] << " " << s.error;
+    EXPECT_FALSE(sent(pop, "RETR"));
+  }
+  FakePop pop;
+  pop.msgs = pop_.msgs;
+  pop.list_lines = std::vector<std::string>{"1 18446744073709551616", "2 10", "3 10"};
+  auto s = run(pop);
+  EXPECT_EQ(s.status, FetchStatus::protocol) << s.error;
+  EXPECT_TRUE(dest_.stored.empty());
+}
+
+TEST_F(FetchTest, OverlongReplyIsAProtocolError) {
+  pop_.greeting = "+OK " + std::string(600, 'x');
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::protocol) << s.error;
+}
+
+TEST_F(FetchTest, NotPop3IsAProtocolError) {
+  pop_.greeting = "HTTP/1.1 400 Bad Request";
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::protocol) << s.error;
+}
+
+TEST_F(FetchTest, PipeliningBatchesRetr) {
+  auto s = run(pop_);  // the default CAPA offers PIPELINING
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  bool batched = false;
+  for (const auto& w : last_writes_) batched |= w == "RETR 1\r\nRETR 2\r\nRETR 3\r\n";
+  EXPECT_TRUE(batched);
+  pop_ = FakePop();
+}
+
+TEST_F(FetchTest, EnvelopeFromAndMetaUidl) {
+  struct Capture final : public Destination {
+    std::vector<MessageMeta> metas;
+    Result<void> store(std::string_view, const MessageMeta& m) override {
+      metas.push_back(m);
+      return {};
+    }
+    std::string describe() const override { return "capture"; }
+  } cap;
+  FakeTransport t(pop_);
+  AccountState st = state();
+  auto s = run_session(t, cap, st, opts_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  ASSERT_EQ(cap.metas.size(), 3u);
+  EXPECT_EQ(cap.metas[0].envelope_from, "MAILER-DAEMON");
+  EXPECT_EQ(cap.metas[2].envelope_from, "bounce@example.org");
+  EXPECT_EQ(cap.metas[1].uidl, "uid-b");
+  EXPECT_GT(cap.metas[0].received_at, 0);
+}
+
+TEST(FetchStatusMap, NetFailures) {
+  EXPECT_EQ(status_for(NetFailure::timeout), FetchStatus::network);
+  EXPECT_EQ(status_for(NetFailure::resolve), FetchStatus::network);
+  EXPECT_EQ(status_for(NetFailure::tls_verify), FetchStatus::tls_failed);
+  EXPECT_EQ(status_for(NetFailure::overlong), FetchStatus::protocol);
+}
+
+}  // namespace
+}  // namespace apop::client
