@@ -20,8 +20,11 @@ into a liar:
                       line before it is handled; True drops the connection
     cut_in_retr       (n, octets): drop the connection after sending this many
                       octets of the RETR n reply
-    deleted_on_quit   DELEs take effect (self.messages shrinks) only on QUIT,
-                      as RFC 1939 says
+    stls_no_handshake answer "+OK" to STLS and carry on in plaintext
+    scram             offer-side SCRAM-SHA-256 behaviour (see _scram), with
+                      capabilities listing "SASL SCRAM-SHA-256"
+
+DELEs take effect (self.messages shrinks) only on QUIT, as RFC 1939 says.
 
 Everything the client sends is recorded, decrypted where TLS was used:
 `fake.lines` (all connections, in order) and `fake.conns[i].lines`. The test
@@ -31,7 +34,9 @@ APOP digest / a password?".
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import socket
 import ssl
 import threading
@@ -112,7 +117,9 @@ class FakePop:
                  messages: list[bytes] = (), capabilities: list[bytes] | None = None,
                  tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  stls_inject: bytes = b"", replies: dict | None = None,
-                 retr_override: dict | None = None, cut=None, cut_in_retr=None):
+                 retr_override: dict | None = None, cut=None, cut_in_retr=None,
+                 stls_no_handshake: bool = False, scram: str | None = None,
+                 scram_iterations: int = 4096):
         self.greeting = greeting
         self.user = user
         self.secret = secret
@@ -126,6 +133,9 @@ class FakePop:
         self.retr_override = dict(retr_override or {})
         self.cut = cut
         self.cut_in_retr = cut_in_retr
+        self.stls_no_handshake = stls_no_handshake
+        self.scram = scram
+        self.scram_iterations = scram_iterations
         self.conns: list[Conn] = []
         self.lock = threading.Lock()
         self.errors: list[str] = []
@@ -254,6 +264,8 @@ class FakePop:
                 c.reply("-ERR STLS not available")
                 return True
             c.send(b"+OK Begin TLS negotiation\r\n" + self.stls_inject)
+            if self.stls_no_handshake:
+                return True  # "+OK" and then plaintext as before: a stripping MITM
             c.sock = self.tls_context.wrap_socket(c.sock, server_side=True)
             c.tls = True
             c.buf = b""  # RFC 2595: nothing from before the handshake survives
@@ -265,6 +277,9 @@ class FakePop:
                 c.reply("+OK maildrop locked and ready")
             else:
                 c.reply("-ERR [AUTH] authentication failed")
+        elif cmd == "AUTH" and len(args) >= 1 and args[0].upper() == b"SCRAM-SHA-256" \
+                and self.scram is not None:
+            return self._scram(c, args[1] if len(args) > 1 else None)
         elif cmd == "USER" and len(args) == 1:
             c.user = args[0].decode("latin-1")
             c.reply("+OK")
@@ -332,6 +347,71 @@ class FakePop:
             c.reply("+OK")
         else:
             c.reply("-ERR unknown command")
+        return True
+
+    def _scram(self, c: Conn, initial: bytes | None) -> bool:
+        """SCRAM-SHA-256 (RFC 5802/7677) over RFC 5034 AUTH. self.scram picks
+        the behaviour: "honest", "bad_signature" (server-final does not prove
+        knowledge of the password: a man in the middle), "bad_nonce" (the
+        server nonce does not extend the client's), "bad_iterations" (uses
+        self.scram_iterations, e.g. 1 or 10**9)."""
+        def b64d(data: bytes) -> bytes:
+            return base64.b64decode(data, validate=True)
+
+        if initial is None or initial == b"=":
+            c.reply("+ ")
+            initial = c.readline()
+            if initial is None:
+                return False
+            c.lines.append(initial)
+        try:
+            client_first = b64d(initial).decode()
+            gs2, bare = client_first[:3], client_first[3:]
+            if gs2 != "n,,":
+                raise ValueError(gs2)
+            attrs = dict(kv.split("=", 1) for kv in bare.split(","))
+            cnonce = attrs["r"]
+        except Exception:
+            c.reply("-ERR bad SCRAM client-first")
+            return True
+        nonce = (cnonce if self.scram != "bad_nonce" else "X" + cnonce) + "srvNonce123"
+        salt = b"fakepop-salt-16b"
+        iterations = self.scram_iterations if self.scram == "bad_iterations" else 4096
+        server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+        c.reply(b"+ " + base64.b64encode(server_first.encode()))
+        line = c.readline()
+        if line is None:
+            return False
+        c.lines.append(line)
+        if line == b"*":
+            c.reply("-ERR authentication cancelled")
+            return True
+        try:
+            client_final = b64d(line).decode()
+            without_proof, proof_b64 = client_final.rsplit(",p=", 1)
+            proof = base64.b64decode(proof_b64)
+        except Exception:
+            c.reply("-ERR bad SCRAM client-final")
+            return True
+        salted = hashlib.pbkdf2_hmac("sha256", self.secret.encode(), salt, 4096)
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        stored_key = hashlib.sha256(client_key).digest()
+        auth_message = f"{bare},{server_first},{without_proof}".encode()
+        signature = hmac.new(stored_key, auth_message, "sha256").digest()
+        if bytes(a ^ b for a, b in zip(proof, signature)) != client_key:
+            c.reply("-ERR [AUTH] authentication failed")
+            return True
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        verifier = hmac.new(server_key, auth_message, "sha256").digest()
+        if self.scram == "bad_signature":
+            verifier = bytes([verifier[0] ^ 1]) + verifier[1:]
+        c.reply(b"+ " + base64.b64encode(b"v=" + base64.b64encode(verifier)))
+        line = c.readline()
+        if line is None:
+            return False
+        c.lines.append(line)
+        c.authed = True
+        c.reply("+OK logged in")
         return True
 
     def uidl(self, n: int) -> str:

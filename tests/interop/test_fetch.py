@@ -545,6 +545,98 @@ class StlsTest(FakeTestCase):
 
 
 @unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
+class HostileTlsAndSaslTest(FakeTestCase):
+    CAPS = [b"TOP", b"UIDL", b"USER", b"STLS", b"PIPELINING"]
+    SCRAM_CAPS = [b"TOP", b"UIDL", b"SASL SCRAM-SHA-256", b"PIPELINING"]
+    AFTER_LOGIN = (b"STAT", b"LIST", b"UIDL", b"RETR", b"TOP", b"DELE")
+
+    def assertNotLoggedIn(self, fake: FakePop):
+        used = [l for l in fake.lines if l.split(b" ")[0].upper() in self.AFTER_LOGIN]
+        self.assertEqual(used, [], "the client went on as if authenticated")
+
+    def test_stls_ok_without_handshake(self):
+        # "+OK" to STLS, then plaintext: a stripping man in the middle.
+        fake = self.fake(capabilities=self.CAPS, tls_context=self.server_ctx,
+                         stls_no_handshake=True, messages=MESSAGES[:1])
+        p = self.fetch(self.url(fake), "--tls", "starttls", "--ca-file", self.cert,
+                       "--auth", "apop", "--to", f"maildir:{self.md}", secret=SECRET)
+        self.assertEqual(p.returncode, EXIT_TLS, self.describe(p))
+        self.assertEqual(fake.credentials_sent(), [])
+
+    def test_stls_with_untrusted_certificate(self):
+        fake = self.fake(capabilities=self.CAPS, tls_context=self.server_ctx,
+                         messages=MESSAGES[:1])
+        for tls in ("starttls", "auto"):
+            with self.subTest(tls=tls):
+                p = self.fetch(self.url(fake), "--tls", tls, "--auth", "apop",
+                               "--to", f"maildir:{self.md}", secret=SECRET)
+                self.assertEqual(p.returncode, EXIT_TLS, self.describe(p))
+                self.assertEqual(fake.credentials_sent(), [])
+
+    def test_implicit_tls_against_a_plaintext_server(self):
+        fake = self.fake(messages=MESSAGES[:1])
+        p = self.fetch(self.url(fake, "pop3s"), "--ca-file", self.cert, "--auth", "apop",
+                       "--to", f"maildir:{self.md}", secret=SECRET)
+        self.assertEqual(p.returncode, EXIT_TLS, self.describe(p))
+        self.assertEqual(fake.credentials_sent(), [])
+
+    def test_scram_honest_control(self):
+        fake = self.fake(capabilities=self.SCRAM_CAPS, scram="honest", messages=MESSAGES[:2])
+        self.fetch(self.url(fake), "--tls", "none", "--auth", "scram-sha-256",
+                   "--to", f"maildir:{self.md}", secret=SECRET, expect=EXIT_OK)
+        self.assertSameMessages(maildir_messages(self.md), MESSAGES[:2])
+        self.assertEqual(fake.sent("APOP"), [])
+        # The client-final message, base64 of "c=biws,r=...": what the hostile
+        # variants below must never see.
+        self.assertTrue([l for l in fake.lines if l.startswith(b"Yz1")], fake.lines)
+
+    def test_scram_server_that_cannot_prove_the_password(self):
+        fake = self.fake(capabilities=self.SCRAM_CAPS, scram="bad_signature",
+                         messages=MESSAGES[:1])
+        p = self.fetch(self.url(fake), "--tls", "none", "--auth", "scram-sha-256",
+                       "--to", f"maildir:{self.md}", secret=SECRET)
+        self.assertIn(p.returncode, (EXIT_AUTH, EXIT_SECURITY), self.describe(p))
+        self.assertNotLoggedIn(fake)
+        self.assertEqual(maildir_messages(self.md), [])
+
+    def test_scram_nonce_not_extending_the_client_nonce(self):
+        fake = self.fake(capabilities=self.SCRAM_CAPS, scram="bad_nonce", messages=MESSAGES[:1])
+        p = self.fetch(self.url(fake), "--tls", "none", "--auth", "scram-sha-256",
+                       "--to", f"maildir:{self.md}", secret=SECRET)
+        self.assertIn(p.returncode, (EXIT_AUTH, EXIT_PROTOCOL, EXIT_SECURITY), self.describe(p))
+        self.assertNotLoggedIn(fake)
+        # No client-final (proof) for a nonce the client did not choose.
+        self.assertFalse([l for l in fake.lines if l.startswith(b"Yz1")], fake.lines)
+
+    def test_scram_iteration_counts_out_of_bounds(self):
+        import time
+        for iterations in (1, 4095, 10 ** 9):
+            with self.subTest(iterations=iterations):
+                fake = self.fake(capabilities=self.SCRAM_CAPS, scram="bad_iterations",
+                                 scram_iterations=iterations, messages=MESSAGES[:1])
+                start = time.monotonic()
+                p = self.fetch(self.url(fake), "--tls", "none", "--auth", "scram-sha-256",
+                               "--to", f"maildir:{self.md}", secret=SECRET)
+                self.assertLess(time.monotonic() - start, 20, "the client burnt CPU")
+                self.assertIn(p.returncode, (EXIT_AUTH, EXIT_PROTOCOL, EXIT_SECURITY),
+                              self.describe(p))
+                self.assertNotLoggedIn(fake)
+                # No client-final (proof) for a refused server-first.
+                self.assertFalse([l for l in fake.lines if l.startswith(b"Yz1")], fake.lines)
+
+    def test_server_that_drops_scram_between_runs_is_a_downgrade(self):
+        fake = self.fake(capabilities=self.SCRAM_CAPS, scram="honest", messages=MESSAGES[:1])
+        args = ("--tls", "auto", "--to", f"maildir:{self.md}", "--keep")
+        self.fetch(self.url(fake), *args, secret=SECRET, expect=EXIT_OK)
+        fake.capabilities = [b"TOP", b"UIDL", b"PIPELINING"]
+        before = len(fake.lines)
+        p = self.fetch(self.url(fake), *args, secret=SECRET)
+        self.assertEqual(p.returncode, EXIT_SECURITY, self.describe(p))
+        self.assertFalse([l for l in fake.lines[before:] if l.split(b" ")[0].upper() in
+                          (b"APOP", b"PASS", b"USER", b"AUTH")])
+
+
+@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class LyingServerTest(FakeTestCase):
     def run_liar(self, *, keep: bool, messages=None, **kw) -> subprocess.CompletedProcess:
         fake = self.fake(messages=messages if messages is not None else MESSAGES[:2], **kw)
