@@ -348,6 +348,15 @@ class DovecotProbeTest(ProbeCase):
         self.assertIn("USER", r["plaintext_before_tls"])
         self.assertEqual(r["grade"], "D")
 
+    def test_dovecot_high_performance_login_mode(self):
+        # service_count = 0: one login process serves every connection.
+        with Dovecot(login_service_count=0) as dv:
+            r = self.probe(f"127.0.0.1:{dv.port}", "--connections", "12")
+        plain = r["apop"]["plain"]
+        self.assertEqual(plain["distinct"], 12)
+        self.assertEqual(plain["fields"][0]["kind"], "constant")
+        self.assertGreaterEqual(plain["entropy_bits"], 100)
+
     def test_dovecot_with_tls(self):
         with Dovecot(stls=True, implicit_tls=True) as dv:
             r = self.probe(f"127.0.0.1:{dv.port}", "--tls-port", str(dv.tls_port),
