@@ -1,12 +1,15 @@
 // `apop serve`: the POP3 server.
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+#include <iostream>
 #include <memory>
 
 #include "auth/authenticator.hpp"
 #include "auth/challenge.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/serve_config.hpp"
 #include "net/server.hpp"
 #include "store/maildir.hpp"
 
@@ -14,55 +17,38 @@ namespace apop::cli {
 
 namespace {
 
-struct ServeArgs {
-  std::string data;
-  std::vector<std::string> listen;
-  std::vector<std::string> tls_listen;
-  std::string tls_cert;
-  std::string tls_key;
-  std::string hostname;
-  bool allow_plaintext_auth = false;
-  bool no_secure_loopback = false;
-  bool apop_requires_tls = false;
-  unsigned max_auth_failures = limits::kMaxAuthFailures;
-  unsigned max_bad_commands = limits::kMaxBadCommands;
-  unsigned auth_threads = 2;
-  unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
-  unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
-  bool no_implementation = false;
-  bool verbose = false;
-};
-
-int run_serve(const ServeArgs& a) {
-  if (a.verbose) spdlog::set_level(spdlog::level::debug);
+// The server options a configuration asks for, or what is wrong with it
+// (Errc::invalid, naming the setting).
+Result<net::ServerOptions> server_options(const ServeConfig& a) {
   net::ServerOptions opts;
   for (const auto& l : a.listen) {
     auto spec = net::parse_listen(l);
-    if (!spec) {
-      spdlog::error("{}", spec.error().message);
-      return kExitUsage;
-    }
+    if (!spec) return make_error(Errc::invalid, "listen: " + spec.error().message);
     opts.listen.push_back(*spec);
   }
   for (const auto& l : a.tls_listen) {
     auto spec = net::parse_listen(l);
-    if (!spec) {
-      spdlog::error("{}", spec.error().message);
-      return kExitUsage;
-    }
+    if (!spec) return make_error(Errc::invalid, "tls_listen: " + spec.error().message);
     opts.tls_listen.push_back(*spec);
   }
   if (opts.listen.empty() && opts.tls_listen.empty()) {
-    spdlog::error("nothing to listen on: give --listen and/or --tls-listen");
-    return kExitUsage;
+    return make_error(Errc::invalid, "nothing to listen on: give --listen and/or --tls-listen");
   }
   if (a.tls_cert.empty() != a.tls_key.empty()) {
-    spdlog::error("--tls-cert and --tls-key go together");
-    return kExitUsage;
+    return make_error(Errc::invalid, "--tls-cert and --tls-key (tls_cert, tls_key) go together");
+  }
+  if (!opts.tls_listen.empty() && a.tls_cert.empty()) {
+    return make_error(Errc::invalid, "tls_listen needs tls_cert and tls_key");
+  }
+  for (const auto& f : {a.tls_cert, a.tls_key}) {
+    std::error_code ec;
+    if (!f.empty() && !std::filesystem::is_regular_file(f, ec)) {
+      return make_error(Errc::invalid, "no such file: " + f);
+    }
   }
   opts.tls.cert_file = a.tls_cert;
   opts.tls.key_file = a.tls_key;
-  opts.secure_loopback = !a.no_secure_loopback;
+  opts.secure_loopback = a.secure_loopback;
   opts.login_timeout = std::chrono::seconds(a.login_timeout);
   opts.idle_timeout = std::chrono::seconds(a.idle_timeout);
   opts.session.allow_plaintext_auth = a.allow_plaintext_auth;
@@ -70,7 +56,18 @@ int run_serve(const ServeArgs& a) {
   opts.session.max_auth_failures = a.max_auth_failures;
   opts.session.max_bad_commands = a.max_bad_commands;
   opts.auth_threads = a.auth_threads;
-  opts.session.implementation = a.no_implementation ? "" : "apop 0.1.0";
+  opts.session.implementation = a.implementation ? "apop 0.1.0" : "";
+  return opts;
+}
+
+int run_serve(const ServeConfig& a) {
+  if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  auto checked = server_options(a);
+  if (!checked) {
+    spdlog::error("{}", checked.error().message);
+    return kExitUsage;
+  }
+  net::ServerOptions opts = std::move(*checked);
   const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
   opts.session.greeting_text = "apop POP3 server ready";
 
@@ -120,46 +117,63 @@ int run_serve(const ServeArgs& a) {
   return kExitOk;
 }
 
+// Builds the effective configuration: defaults, then --config FILE, then
+// the flags given on the command line.
+Result<ServeConfig> effective(const ServeOptions& opts, const std::string& config_file) {
+  ServeConfig cfg;
+  if (!config_file.empty()) {
+    if (auto r = ServeOptions::load_file(config_file, cfg); !r) return r.error();
+  }
+  opts.apply_command_line(cfg);
+  return cfg;
+}
+
 }  // namespace
 
 void register_serve(CLI::App& app, Registry& registry) {
-  auto a = std::make_shared<ServeArgs>();
+  auto cli = std::make_shared<ServeConfig>();
+  auto opts = std::make_shared<ServeOptions>();
+  auto config_file = std::make_shared<std::string>();
   CLI::App* sub = app.add_subcommand("serve", "Run the POP3 server in the foreground");
-  sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
-  sub->add_option("--listen", a->listen,
-                  "ADDR:PORT to listen on, plain with STLS when TLS is configured (repeatable; "
-                  "port 0 = any free)");
-  sub->add_option("--tls-listen", a->tls_listen,
-                  "ADDR:PORT to listen on with implicit TLS (repeatable; 995 by convention)");
-  sub->add_option("--tls-cert", a->tls_cert, "PEM certificate chain (reloaded on SIGHUP)")
+  sub->add_option("--config", *config_file,
+                  "TOML configuration file (flags given here override it)")
       ->check(CLI::ExistingFile);
-  sub->add_option("--tls-key", a->tls_key, "PEM private key (reloaded on SIGHUP)")
+  opts->add_to(sub, cli);
+  registry.add(sub, [opts, config_file] {
+    auto cfg = effective(*opts, *config_file);
+    if (!cfg) {
+      spdlog::error("configuration: {}", cfg.error().message);
+      return kExitConfig;
+    }
+    return run_serve(*cfg);
+  });
+
+  // `apop config check`: validate and print the effective configuration.
+  CLI::App* config = app.add_subcommand("config", "Configuration files");
+  config->require_subcommand(1);
+  auto check_opts = std::make_shared<ServeOptions>();
+  auto check_file = std::make_shared<std::string>();
+  CLI::App* check =
+      config->add_subcommand("check",
+                             "Validate a configuration file and print the effective "
+                             "configuration (flags given here override it, as for serve)");
+  check->add_option("--config", *check_file, "TOML configuration file")
+      ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("--hostname", a->hostname, "Host name in APOP timestamps (default: system)");
-  sub->add_flag("--allow-plaintext-auth", a->allow_plaintext_auth,
-                "Allow USER/PASS on non-secure connections");
-  sub->add_flag("--apop-requires-tls", a->apop_requires_tls,
-                "Refuse APOP before TLS (implicit TLS or after STLS)");
-  sub->add_flag("--no-secure-loopback", a->no_secure_loopback,
-                "Do not treat loopback connections as secure");
-  sub->add_option("--max-auth-failures", a->max_auth_failures,
-                  "Failed logins before a connection is closed")
-      ->check(CLI::Range(1u, 100u));
-  sub->add_option("--auth-threads", a->auth_threads,
-                  "Threads that check credentials off the event loop (default 2)")
-      ->check(CLI::Range(1u, 64u));
-  sub->add_option("--max-bad-commands", a->max_bad_commands,
-                  "Bad commands before a connection is closed")
-      ->check(CLI::Range(1u, 1000u));
-  sub->add_option("--login-timeout", a->login_timeout, "Seconds of inactivity allowed before login")
-      ->check(CLI::Range(1u, 3600u));
-  sub->add_option("--idle-timeout", a->idle_timeout,
-                  "Seconds of inactivity allowed after login (RFC 1939: at least 600)")
-      ->check(
-          CLI::Range(static_cast<unsigned>(limits::kMinIdleTimeoutTransaction.count()), 86400u));
-  sub->add_flag("--no-implementation", a->no_implementation, "Omit the IMPLEMENTATION capability");
-  sub->add_flag("-v,--verbose", a->verbose, "Debug logging");
-  registry.add(sub, [a] { return run_serve(*a); });
+  check_opts->add_to(check, std::make_shared<ServeConfig>());
+  registry.add(check, [check_opts, check_file] {
+    auto cfg = effective(*check_opts, *check_file);
+    if (!cfg) {
+      std::cerr << "apop config check: " << cfg.error().message << "\n";
+      return kExitConfig;
+    }
+    if (auto valid = server_options(*cfg); !valid) {
+      std::cerr << "apop config check: " << *check_file << ": " << valid.error().message << "\n";
+      return kExitConfig;
+    }
+    std::cout << ServeOptions::dump(*cfg);
+    return kExitOk;
+  });
 }
 
 }  // namespace apop::cli

@@ -1,0 +1,205 @@
+#include "cli/serve_config.hpp"
+
+#include <toml++/toml.h>
+
+#include <array>
+#include <sstream>
+#include <variant>
+
+namespace apop::cli {
+namespace {
+
+using Field = std::variant<std::string ServeConfig::*, std::vector<std::string> ServeConfig::*,
+                           bool ServeConfig::*, unsigned ServeConfig::*>;
+
+struct Spec {
+  const char* key;   // TOML key
+  const char* flag;  // command-line flag (CLI11 name list)
+  const char* help;
+  Field field;
+  bool negated = false;       // a bool flag that sets false (e.g. --no-secure-loopback)
+  unsigned min = 0, max = 0;  // unsigned range (inclusive)
+  bool file_must_exist = false;
+};
+
+const std::array kSpecs = {
+    Spec{"data", "--data", "Data directory (default: $APOP_DATA or ./apop-data)",
+         &ServeConfig::data},
+    Spec{"listen", "--listen",
+         "ADDR:PORT to listen on, plain with STLS when TLS is configured (repeatable; port 0 = "
+         "any free)",
+         &ServeConfig::listen},
+    Spec{"tls_listen", "--tls-listen",
+         "ADDR:PORT to listen on with implicit TLS (repeatable; 995 by convention)",
+         &ServeConfig::tls_listen},
+    Spec{"tls_cert", "--tls-cert", "PEM certificate chain (reloaded on SIGHUP)",
+         &ServeConfig::tls_cert, false, 0, 0, true},
+    Spec{"tls_key", "--tls-key", "PEM private key (reloaded on SIGHUP)", &ServeConfig::tls_key,
+         false, 0, 0, true},
+    Spec{"hostname", "--hostname", "Host name in APOP timestamps (default: system)",
+         &ServeConfig::hostname},
+    Spec{"allow_plaintext_auth", "--allow-plaintext-auth",
+         "Allow USER/PASS, PLAIN and LOGIN on non-secure connections",
+         &ServeConfig::allow_plaintext_auth},
+    Spec{"secure_loopback", "--no-secure-loopback",
+         "Do not treat loopback connections as secure (file: secure_loopback = false)",
+         &ServeConfig::secure_loopback, true},
+    Spec{"apop_requires_tls", "--apop-requires-tls",
+         "Refuse APOP before TLS (implicit TLS or after STLS), for every account",
+         &ServeConfig::apop_requires_tls},
+    Spec{"max_auth_failures", "--max-auth-failures", "Failed logins before a connection is closed",
+         &ServeConfig::max_auth_failures, false, 1, 100},
+    Spec{"max_bad_commands", "--max-bad-commands", "Bad commands before a connection is closed",
+         &ServeConfig::max_bad_commands, false, 1, 1000},
+    Spec{"auth_threads", "--auth-threads", "Threads that check credentials off the event loop",
+         &ServeConfig::auth_threads, false, 1, 64},
+    Spec{"login_timeout", "--login-timeout", "Seconds of inactivity allowed before login",
+         &ServeConfig::login_timeout, false, 1, 3600},
+    Spec{"idle_timeout", "--idle-timeout",
+         "Seconds of inactivity allowed after login (RFC 1939: at least 600)",
+         &ServeConfig::idle_timeout, false,
+         static_cast<unsigned>(limits::kMinIdleTimeoutTransaction.count()), 86400},
+    Spec{"implementation", "--no-implementation",
+         "Omit the IMPLEMENTATION capability (file: implementation = false)",
+         &ServeConfig::implementation, true},
+    Spec{"verbose", "-v,--verbose", "Debug logging", &ServeConfig::verbose},
+};
+
+std::string where(const std::string& file, const toml::source_region& src, std::string_view key) {
+  return file + ":" + std::to_string(src.begin.line) + ":" + std::to_string(src.begin.column) +
+         ": key " + std::string(key) + ": ";
+}
+
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+void ServeOptions::add_to(CLI::App* sub, std::shared_ptr<ServeConfig> target) {
+  cli_ = std::move(target);
+  ServeConfig& c = *cli_;
+  for (std::size_t i = 0; i < kSpecs.size(); ++i) {
+    const Spec& s = kSpecs[i];
+    CLI::Option* opt = std::visit(
+        [&](auto member) -> CLI::Option* {
+          using T = std::remove_reference_t<decltype(c.*member)>;
+          if constexpr (std::is_same_v<T, bool>) {
+            if (s.negated) {
+              return sub->add_flag_callback(
+                  s.flag, [&c, member] { c.*member = false; }, s.help);
+            }
+            return sub->add_flag(s.flag, c.*member, s.help);
+          } else {
+            CLI::Option* o = sub->add_option(s.flag, c.*member, s.help);
+            if constexpr (std::is_same_v<T, unsigned>) o->check(CLI::Range(s.min, s.max));
+            if (s.file_must_exist) o->check(CLI::ExistingFile);
+            return o;
+          }
+        },
+        s.field);
+    given_.emplace_back(i, opt);
+  }
+}
+
+void ServeOptions::apply_command_line(ServeConfig& cfg) const {
+  for (const auto& [i, opt] : given_) {
+    if (opt->count() == 0) continue;
+    std::visit([&](auto member) { cfg.*member = (*cli_).*member; }, kSpecs[i].field);
+  }
+}
+
+Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse_file(file);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    return make_error(Errc::invalid, file + ":" + std::to_string(b.line) + ":" +
+                                         std::to_string(b.column) + ": " +
+                                         std::string(e.description()));
+  }
+  for (const auto& [k, node] : tbl) {
+    const std::string_view key = k.str();
+    const Spec* spec = nullptr;
+    for (const auto& s : kSpecs) {
+      if (key == s.key) spec = &s;
+    }
+    if (spec == nullptr) {
+      return make_error(Errc::invalid, where(file, k.source(), key) + "unknown key");
+    }
+    const std::string at = where(file, node.source(), key);
+    Result<void> r = std::visit(
+        [&](auto member) -> Result<void> {
+          using T = std::remove_reference_t<decltype(cfg.*member)>;
+          if constexpr (std::is_same_v<T, bool>) {
+            auto v = node.template value_exact<bool>();
+            if (!v) return make_error(Errc::invalid, at + "expected true or false");
+            cfg.*member = *v;
+          } else if constexpr (std::is_same_v<T, unsigned>) {
+            auto v = node.template value_exact<std::int64_t>();
+            if (!v) return make_error(Errc::invalid, at + "expected an integer");
+            if (*v < spec->min || *v > spec->max) {
+              return make_error(Errc::invalid, at + "must be between " + std::to_string(spec->min) +
+                                                   " and " + std::to_string(spec->max));
+            }
+            cfg.*member = static_cast<unsigned>(*v);
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            auto v = node.template value_exact<std::string>();
+            if (!v) return make_error(Errc::invalid, at + "expected a string");
+            cfg.*member = *v;
+          } else {
+            const toml::array* arr = node.as_array();
+            if (arr == nullptr)
+              return make_error(Errc::invalid, at + "expected an array of strings");
+            T out;
+            for (const auto& item : *arr) {
+              auto v = item.template value_exact<std::string>();
+              if (!v) {
+                return make_error(Errc::invalid,
+                                  where(file, item.source(), key) + "expected a string");
+              }
+              out.push_back(*v);
+            }
+            cfg.*member = std::move(out);
+          }
+          return {};
+        },
+        spec->field);
+    if (!r) return r;
+  }
+  return {};
+}
+
+std::string ServeOptions::dump(const ServeConfig& cfg) {
+  std::ostringstream out;
+  for (const auto& s : kSpecs) {
+    out << s.key << " = ";
+    std::visit(
+        [&](auto member) {
+          const auto& v = cfg.*member;
+          using T = std::remove_cvref_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, bool>) {
+            out << (v ? "true" : "false");
+          } else if constexpr (std::is_same_v<T, unsigned>) {
+            out << v;
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            out << quote(v);
+          } else {
+            out << "[";
+            for (std::size_t i = 0; i < v.size(); ++i) out << (i ? ", " : "") << quote(v[i]);
+            out << "]";
+          }
+        },
+        s.field);
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace apop::cli

@@ -1,0 +1,58 @@
+// The configuration of `apop serve`: every setting is declared once in a
+// table (serve_config.cpp) that feeds the command line (CLI11), the TOML file
+// (--config, toml++) and the effective-configuration dump (`apop config
+// check`). Precedence: built-in defaults < the file < command-line flags.
+//
+// To add a setting: a field here, one row in kSpecs (serve_config.cpp), a
+// line in docs/configuration.md and contrib/apop.toml.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/limits.hpp"
+#include "common/result.hpp"
+
+namespace apop::cli {
+
+struct ServeConfig {
+  std::string data;  // empty: $APOP_DATA or ./apop-data
+  std::vector<std::string> listen;
+  std::vector<std::string> tls_listen;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string hostname;
+  bool allow_plaintext_auth = false;
+  bool secure_loopback = true;
+  bool apop_requires_tls = false;
+  unsigned max_auth_failures = limits::kMaxAuthFailures;
+  unsigned max_bad_commands = limits::kMaxBadCommands;
+  unsigned auth_threads = 2;
+  unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
+  unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
+  bool implementation = true;
+  bool verbose = false;
+};
+
+// Registers every setting on `sub` as a flag/option writing into `*target`.
+// Remembers the options so that apply_command_line() knows which were given.
+class ServeOptions {
+ public:
+  void add_to(CLI::App* sub, std::shared_ptr<ServeConfig> target);
+  // Reads `file` (TOML) into `cfg`. Errc::invalid with "FILE:LINE:COL: key
+  // KEY: problem" for syntax errors, unknown keys and bad values.
+  static Result<void> load_file(const std::string& file, ServeConfig& cfg);
+  // Copies into `cfg` the settings that were given on the command line.
+  void apply_command_line(ServeConfig& cfg) const;
+  // The effective configuration as TOML (every key, commented defaults not
+  // needed: every value is printed).
+  static std::string dump(const ServeConfig& cfg);
+
+ private:
+  std::shared_ptr<ServeConfig> cli_;
+  std::vector<std::pair<std::size_t, CLI::Option*>> given_;  // spec index, option
+};
+
+}  // namespace apop::cli
