@@ -182,6 +182,36 @@ class FetchFromServeTest(ServeTestCase):
                       b"Fromage\n", raw)
         self.assertFalse(os.path.exists(mbox + ".lock"))
 
+    def test_mbox_waits_for_a_lock_holder_and_breaks_a_stale_dotlock(self):
+        import fcntl
+        import threading
+        import time
+        mbox = os.path.join(self.work, "mbox")
+        with open(mbox + ".lock", "w") as f:
+            f.write("99999\n")
+        old = time.time() - 3600
+        os.utime(mbox + ".lock", (old, old))  # stale: its owner is long gone
+        holder = open(mbox, "ab")
+        fcntl.lockf(holder, fcntl.LOCK_EX)  # a mail reader holds the fcntl lock
+        released = []
+
+        def release():
+            time.sleep(1.5)
+            released.append(time.monotonic())
+            fcntl.lockf(holder, fcntl.LOCK_UN)
+            holder.close()
+        t = threading.Thread(target=release)
+        with self.env.server() as srv:
+            t.start()
+            self.fetch(f"pop3://alice@127.0.0.1:{srv.port}", "--tls", "none", "--auth", "apop",
+                       "--to", f"mbox:{mbox}", expect=EXIT_OK)
+            finished = time.monotonic()
+        t.join()
+        self.assertTrue(released and finished >= released[0], "fetch did not wait for the lock")
+        self.assertSameMessages(mbox_messages(mbox), MESSAGES)
+        self.assertFalse(os.path.exists(mbox + ".lock"))
+        self.assertEqual(self.server_messages(), [])
+
     def test_implicit_tls_scram_delete_mode_mda(self):
         out = os.path.join(self.work, "mda-out")
         os.makedirs(out)
