@@ -2,6 +2,7 @@
 // (src/client/fetch.hpp does the work; this is options, secrets and output).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -92,7 +93,12 @@ std::optional<Target> parse_url(std::string_view url, std::string& why) {
     return std::nullopt;
   }
   auto user = percent_decode(url.substr(0, at));
-  if (!user || user->empty() || user->find_first_of(" \r\n\t") != std::string::npos) {
+  const bool user_ok =
+      user && !user->empty() && std::all_of(user->begin(), user->end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u > 0x20 && u != 0x7f;  // no space or control: it goes into USER/APOP lines
+      });
+  if (!user_ok) {
     why = "bad user name in the URL";
     return std::nullopt;
   }
@@ -252,6 +258,9 @@ int run_fetch(const FetchArgs& a) {
   }
   auto password = read_password(a);
   if (!password) return usage(password.error().message);
+  if (password->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    return usage("the password contains a line break or NUL");
+  }
 
   client::FetchOptions opts;
   opts.user = target->user;

@@ -301,6 +301,13 @@ class Session {
   bool authenticate(AuthMech m, const Challenge& ch) {
     const std::string& u = o_.user;
     const std::string& pw = o_.password;
+    // Both end up in command lines: a CR or LF would inject commands.
+    auto bad = [](std::string_view v) {
+      return v.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
+    };
+    if (u.empty() || bad(u) || u.find(' ') != std::string::npos)
+      return fail(FetchStatus::error, "invalid user name");
+    if (bad(pw)) return fail(FetchStatus::error, "the password contains a line break or NUL");
     switch (m) {
       case AuthMech::apop: {
         // Re-checked here: nothing derived from the password leaves unless the
