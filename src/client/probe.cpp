@@ -500,7 +500,8 @@ Report analyze(const ProbeInput& in) {
           "the APOP timestamp is visible before STLS: a client that sends APOP without STLS "
           "exposes MD5(timestamp+secret) to offline cracking (whether the server refuses APOP "
           "before TLS cannot be seen without logging in)",
-          "Require APOP inside TLS (apop serve --apop-requires-tls).");
+          "Make sure APOP is refused before TLS (apop serve --apop-requires-tls; a passive "
+          "probe cannot check this).");
     } else if (r.apop_in_clear) {
       add(r, "apop-outside-tls", Severity::low, 'B',
           "APOP is offered on a port without STLS: an eavesdropper gets MD5(timestamp+secret) to "
