@@ -652,6 +652,26 @@ TEST_F(FetchTest, EnvelopeFromAndMetaUidl) {
   EXPECT_GT(cap.metas[0].received_at, 0);
 }
 
+TEST_F(FetchTest, NoCommandInjectionThroughUserOrPassword) {
+  opts_.user = "alice\r\nDELE 1";
+  opts_.auth = AuthMech::apop;
+  auto s = run(pop_);
+  EXPECT_NE(s.status, FetchStatus::ok);
+  EXPECT_FALSE(sent(pop_, "DELE"));
+  EXPECT_FALSE(sent(pop_, "APOP"));
+
+  FakePop pop2;
+  pop2.greeting = "+OK no apop";
+  pop2.capa = {"USER"};
+  opts_.user = "alice";
+  opts_.password = "pw\r\nDELE 1";
+  opts_.allow_plaintext = true;
+  auto s2 = run(pop2);
+  EXPECT_NE(s2.status, FetchStatus::ok);
+  EXPECT_FALSE(sent(pop2, "DELE"));
+  EXPECT_FALSE(sent(pop2, "PASS"));
+}
+
 TEST(FetchStatusMap, NetFailures) {
   EXPECT_EQ(status_for(NetFailure::timeout), FetchStatus::network);
   EXPECT_EQ(status_for(NetFailure::resolve), FetchStatus::network);
