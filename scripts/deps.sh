@@ -17,6 +17,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
   python3 curl fetchmail openssl sqlite3
+  # man page check (groff -man -ww)
+  groff-base
   # peer server for interop tests and benchmarks
   dovecot-pop3d
 )

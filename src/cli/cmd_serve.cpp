@@ -1,15 +1,19 @@
 // `apop serve`: the POP3 server.
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "auth/authenticator.hpp"
 #include "auth/challenge.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/serve_config.hpp"
+#include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "store/maildir.hpp"
 
@@ -43,6 +47,10 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   for (const auto& f : {a.tls_cert, a.tls_key}) {
     std::error_code ec;
     if (!f.empty() && !std::filesystem::is_regular_file(f, ec)) {
+      // After the privilege drop (SIGHUP) a root-only file is not "missing".
+      if (ec && ec.value() != ENOENT) {
+        return make_error(Errc::invalid, "cannot access " + f + ": " + ec.message());
+      }
       return make_error(Errc::invalid, "no such file: " + f);
     }
   }
@@ -60,7 +68,19 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   return opts;
 }
 
-int run_serve(const ServeConfig& a) {
+// The identity `user`/`group` name (nullopt when neither is set), checked
+// against who the process is: Errc::invalid when it cannot be used.
+Result<std::optional<net::Identity>> service_identity(const ServeConfig& a) {
+  if (a.user.empty() && a.group.empty()) return std::optional<net::Identity>();
+  auto id = net::lookup_identity(a.user, a.group);
+  if (!id) return make_error(Errc::invalid, "user/group: " + id.error().message);
+  return std::optional<net::Identity>(std::move(*id));
+}
+
+// Re-reads the configuration (file, then the command-line flags again).
+using Reread = std::function<Result<ServeConfig>()>;
+
+int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.verbose) spdlog::set_level(spdlog::level::debug);
   auto checked = server_options(a);
   if (!checked) {
@@ -71,18 +91,53 @@ int run_serve(const ServeConfig& a) {
   const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
   opts.session.greeting_text = "apop POP3 server ready";
 
-  DataDir dir = resolve_data_dir(a.data);
-  if (auto r = ensure_layout(dir); !r) {
-    spdlog::error("data directory {}: {}", dir.root.string(), r.error().message);
-    return kExitError;
+  // Privileges: started as root with user/group, the data directory is
+  // opened as that user, the listeners are bound and the TLS key read as
+  // root, then root is dropped for good before any client is accepted.
+  auto identity = service_identity(a);
+  if (!identity) {
+    spdlog::error("{}", identity.error().message);
+    return kExitConfig;
   }
-  auto store = open_credentials(dir);
+  if (*identity) {
+    if (auto r = net::check_can_become(**identity); !r) {
+      spdlog::error("{}", r.error().message);
+      return kExitConfig;
+    }
+  } else if (net::running_as_root()) {
+    spdlog::warn(
+        "running as root: set --user/--group (config keys user, group) so that the server drops "
+        "root after binding its ports; see apop(8) and docs/service.md");
+  }
+
+  DataDir dir = resolve_data_dir(a.data);
+  Result<std::unique_ptr<auth::CredentialStore>> store = make_error(Errc::permanent, "not opened");
+  {
+    // Files created in the data directory belong to the service user, and
+    // access is checked as that user (a wrong owner fails here, at start-up).
+    std::unique_ptr<net::ActingAs> acting;
+    if (*identity && net::running_as_root()) {
+      auto act = net::ActingAs::begin(**identity);
+      if (!act) {
+        spdlog::error("{}", act.error().message);
+        return kExitError;
+      }
+      acting = std::move(*act);
+    }
+    if (auto r = ensure_layout(dir); !r) {
+      spdlog::error("data directory {}: {}{}", dir.root.string(), r.error().message,
+                    *identity ? " (it must be owned by user " + (*identity)->user + ")" : "");
+      return kExitError;
+    }
+    store = open_credentials(dir);
+  }
   if (!store) {
     spdlog::error("credentials: {}", store.error().message);
     return kExitError;
   }
   // The stored default policy: APOP disabled for everyone means no timestamp
   // in the greeting (read at start-up; restart after changing it).
+  bool opts_apop_enabled = true;
   {
     auto defaults = (*store)->default_policy();
     auto users = (*store)->list();
@@ -100,6 +155,7 @@ int run_serve(const ServeConfig& a) {
     const bool apop_default =
         auth::resolve_policy(auth::Policy{}, *defaults).mechanisms & auth::kMechApop;
     opts.session.apop_enabled = apop_default || apop_somewhere;
+    opts_apop_enabled = opts.session.apop_enabled;
     if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
   }
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
@@ -112,6 +168,54 @@ int run_serve(const ServeConfig& a) {
     spdlog::error("{}", r.error().message);
     return kExitError;
   }
+  if (*identity) {
+    const net::Identity& id = **identity;
+    if (auto r = net::drop_privileges(id); !r) {
+      spdlog::critical("{}; exiting", r.error().message);
+      return kExitError;
+    }
+    spdlog::info("running as user={} uid={} group={} gid={}", id.user, id.uid, id.group, id.gid);
+  }
+  // SIGHUP: re-read the configuration; apply what can change at run time
+  // to new sessions, name what needs a restart, keep everything on error.
+  auto running = std::make_shared<ServeConfig>(a);
+  const bool apop_enabled = opts_apop_enabled;
+  // After a drop, root-only files (a TLS key) can no longer be re-read.
+  const std::string hint = *identity ? " (the server runs as user " + (*identity)->user +
+                                           ": the files it re-reads must be readable by it)"
+                                     : "";
+  server.on_reload([&server, &reread, running, apop_enabled, hint] {
+    auto fresh = reread();
+    if (!fresh) {
+      spdlog::error("config reload failed, keeping the running configuration: {}{}",
+                    fresh.error().message, hint);
+      return;
+    }
+    std::vector<std::string> applied, restart;
+    ServeConfig next = ServeOptions::merge_reload(*running, *fresh, applied, restart);
+    for (const auto& key : restart) {
+      spdlog::warn("config reload: {} changed, restart to apply", key);
+    }
+    auto next_opts = server_options(next);
+    if (!next_opts) {
+      spdlog::error("config reload failed, keeping the running configuration: {}{}",
+                    next_opts.error().message, hint);
+      return;
+    }
+    next_opts->session.greeting_text = "apop POP3 server ready";
+    next_opts->session.apop_enabled = apop_enabled;
+    if (auto r = server.reconfigure(*next_opts); !r) {
+      spdlog::error("tls reload failed, keeping the old certificate and configuration: {}{}",
+                    r.error().message, hint);
+      return;
+    }
+    *running = next;
+    spdlog::set_level(next.verbose ? spdlog::level::debug : spdlog::level::info);
+    if (!next.tls_cert.empty()) spdlog::info("tls certificate reloaded cert={}", next.tls_cert);
+    std::string keys;
+    for (const auto& k : applied) keys += (keys.empty() ? "" : ",") + k;
+    spdlog::info("config reloaded applied={}", keys.empty() ? "-" : keys);
+  });
   spdlog::info("serving data={} hostname={}", dir.root.string(), hostname);
   server.run();
   return kExitOk;
@@ -145,7 +249,7 @@ void register_serve(CLI::App& app, Registry& registry) {
       spdlog::error("configuration: {}", cfg.error().message);
       return kExitConfig;
     }
-    return run_serve(*cfg);
+    return run_serve(*cfg, [opts, config_file] { return effective(*opts, *config_file); });
   });
 
   // `apop config check`: validate and print the effective configuration.
@@ -169,6 +273,10 @@ void register_serve(CLI::App& app, Registry& registry) {
     }
     if (auto valid = server_options(*cfg); !valid) {
       std::cerr << "apop config check: " << *check_file << ": " << valid.error().message << "\n";
+      return kExitConfig;
+    }
+    if (auto id = service_identity(*cfg); !id) {
+      std::cerr << "apop config check: " << *check_file << ": " << id.error().message << "\n";
       return kExitConfig;
     }
     std::cout << ServeOptions::dump(*cfg);

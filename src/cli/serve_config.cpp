@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <array>
 #include <sstream>
 #include <variant>
@@ -63,6 +64,11 @@ const std::array kSpecs = {
          "Omit the IMPLEMENTATION capability (file: implementation = false)",
          &ServeConfig::implementation, true},
     Spec{"verbose", "-v,--verbose", "Debug logging", &ServeConfig::verbose},
+    Spec{"user", "--user",
+         "Started as root: bind, then run as this user for good (data directory owned by it)",
+         &ServeConfig::user},
+    Spec{"group", "--group", "With --user: run as this group (default: the user's primary group)",
+         &ServeConfig::group},
 };
 
 std::string where(const std::string& file, const toml::source_region& src, std::string_view key) {
@@ -174,6 +180,43 @@ Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) 
     if (!r) return r;
   }
   return {};
+}
+
+bool ServeOptions::reloadable(std::string_view key) {
+  // Settings read when a session starts (or a timer is armed), and the TLS
+  // files (the certificate is loaded again anyway on SIGHUP).
+  static constexpr std::array<std::string_view, 11> kReloadable = {"tls_cert",
+                                                                   "tls_key",
+                                                                   "allow_plaintext_auth",
+                                                                   "secure_loopback",
+                                                                   "apop_requires_tls",
+                                                                   "max_auth_failures",
+                                                                   "max_bad_commands",
+                                                                   "login_timeout",
+                                                                   "idle_timeout",
+                                                                   "implementation",
+                                                                   "verbose"};
+  return std::find(kReloadable.begin(), kReloadable.end(), key) != kReloadable.end();
+}
+
+ServeConfig ServeOptions::merge_reload(const ServeConfig& running, const ServeConfig& fresh,
+                                       std::vector<std::string>& applied,
+                                       std::vector<std::string>& restart) {
+  ServeConfig out = running;
+  for (const auto& s : kSpecs) {
+    std::visit(
+        [&](auto member) {
+          if (running.*member == fresh.*member) return;
+          if (reloadable(s.key)) {
+            out.*member = fresh.*member;
+            applied.emplace_back(s.key);
+          } else {
+            restart.emplace_back(s.key);
+          }
+        },
+        s.field);
+  }
+  return out;
 }
 
 std::string ServeOptions::dump(const ServeConfig& cfg) {

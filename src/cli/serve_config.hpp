@@ -34,6 +34,8 @@ struct ServeConfig {
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   bool implementation = true;
   bool verbose = false;
+  std::string user;   // started as root: drop to this user after binding
+  std::string group;  // ... and this group (default: the user's primary group)
 };
 
 // Registers every setting on `sub` as a flag/option writing into `*target`.
@@ -49,6 +51,17 @@ class ServeOptions {
   // The effective configuration as TOML (every key, commented defaults not
   // needed: every value is printed).
   static std::string dump(const ServeConfig& cfg);
+  // SIGHUP: the configuration to run with after re-reading the file:
+  // `running` with the settings of `fresh` that apply to new sessions
+  // without a restart (see reloadable()); the keys that differ are appended
+  // to `applied`, or to `restart` when they keep their running value.
+  static ServeConfig merge_reload(const ServeConfig& running, const ServeConfig& fresh,
+                                  std::vector<std::string>& applied,
+                                  std::vector<std::string>& restart);
+  // Whether a change of `key` takes effect on SIGHUP (timeouts, limits,
+  // authentication switches, TLS files, verbose); listeners, data, hostname,
+  // auth_threads, user and group, and any key not listed, need a restart.
+  static bool reloadable(std::string_view key);
 
  private:
   std::shared_ptr<ServeConfig> cli_;

@@ -186,6 +186,7 @@ struct Server::Impl {
   std::list<tcp::socket*> live;    // open session sockets, for shutdown
   asio::signal_set signals{io, SIGINT, SIGTERM};
   asio::signal_set reload_signal{io, SIGHUP};
+  std::function<void()> reload_hook;  // SIGHUP: set by on_reload()
   bool stopping = false;
 
   Impl(ServerOptions o, pop3::Authenticator& a, pop3::MaildropOpener& m, ChallengeSource c)
@@ -329,7 +330,9 @@ struct Server::Impl {
   void arm_reload() {
     reload_signal.async_wait([this](const asio::error_code& ec, int) {
       if (ec) return;
-      if (options.tls.enabled()) {
+      if (reload_hook) {
+        reload_hook();
+      } else if (options.tls.enabled()) {
         auto ctx = make_tls_context(options.tls);
         if (ctx) {
           tls_ctx = std::move(*ctx);
@@ -392,6 +395,26 @@ Result<void> Server::reload_tls() {
   asio::post(impl_->io, [impl = impl_.get(), c = std::move(*ctx)] { impl->tls_ctx = c; });
   return {};
 }
+
+Result<void> Server::reconfigure(const ServerOptions& next) {
+  TlsContext ctx;
+  if (next.tls.enabled()) {
+    auto made = make_tls_context(next.tls);
+    if (!made) return made.error();
+    ctx = std::move(*made);
+  } else if (!impl_->options.tls_listen.empty()) {
+    return make_error(Errc::invalid, "TLS listeners need --tls-cert and --tls-key");
+  }
+  ServerOptions merged = next;
+  merged.listen = impl_->options.listen;
+  merged.tls_listen = impl_->options.tls_listen;
+  merged.auth_threads = impl_->options.auth_threads;
+  impl_->options = std::move(merged);
+  impl_->tls_ctx = std::move(ctx);
+  return {};
+}
+
+void Server::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
 
 std::vector<std::uint16_t> Server::ports() const {
   std::vector<std::uint16_t> p;

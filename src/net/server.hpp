@@ -61,6 +61,18 @@ class Server {
   // Re-reads the certificate and key (SIGHUP does this too). New sessions
   // use the new ones; open sessions keep theirs and are not dropped.
   Result<void> reload_tls();
+  // Replaces what new sessions start with: the session template,
+  // secure_loopback, the timeouts (open sessions use the new ones from their
+  // next read on) and the TLS files, whose certificate is loaded first: when
+  // that fails nothing changes and the error is returned. Listeners
+  // (listen, tls_listen) and auth_threads are fixed by bind() and the
+  // constructor; their values in `next` are ignored. Call on the server's
+  // thread (from the reload hook) or before run().
+  Result<void> reconfigure(const ServerOptions& next);
+  // SIGHUP calls `hook` on the server's thread instead of reload_tls()
+  // (apop serve re-reads its configuration file and calls reconfigure()).
+  // Set before run().
+  void on_reload(std::function<void()> hook);
   // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
   // UPDATE (nothing is deleted, no mail is lost).
   void run();
