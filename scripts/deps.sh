@@ -12,11 +12,13 @@ PACKAGES=(
   build-essential cmake ninja-build g++ clang-14 libclang-rt-14-dev clang-format-14
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libtomlplusplus-dev nlohmann-json3-dev
+  libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
   # test frameworks
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
   python3 curl fetchmail openssl sqlite3
+  # log filter check (fail2ban-regex)
+  fail2ban
   # man page check (groff -man -ww)
   groff-base
   # peer server for interop tests and benchmarks

@@ -58,6 +58,11 @@ pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::str
     if (m && !any) matched = name;
     any = any || m;
   }
+  // A known account without any APOP secret (device-secrets-only and no
+  // device secret yet): a distinct reason for logs and metrics only.
+  if (known && !any && acct->device_secrets.empty() && !acct->password) {
+    return failed("no-apop-secret");
+  }
   if (!known || !any || matched.empty()) return failed("credentials");
   if (auto why = policy_refusal(acct->policy, kMechApop, ctx); !why.empty()) return failed(why);
   return {true, std::move(matched), {}};

@@ -12,6 +12,7 @@
 #include "auth/challenge.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/logging.hpp"
 #include "cli/serve_config.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
@@ -35,6 +36,15 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
     if (!spec) return make_error(Errc::invalid, "tls_listen: " + spec.error().message);
     opts.tls_listen.push_back(*spec);
   }
+  if (!a.metrics_listen.empty()) {
+    auto spec = net::parse_listen(a.metrics_listen);
+    if (!spec) return make_error(Errc::invalid, "metrics_listen: " + spec.error().message);
+    opts.metrics_listen = *spec;
+  }
+  if (auto t = parse_log_target(a.log); !t)
+    return make_error(Errc::invalid, "log: " + t.error().message);
+  if (auto l = parse_log_level(a.log_level); !l)
+    return make_error(Errc::invalid, "log_level: " + l.error().message);
   if (opts.listen.empty() && opts.tls_listen.empty()) {
     return make_error(Errc::invalid, "nothing to listen on: give --listen and/or --tls-listen");
   }
@@ -82,6 +92,14 @@ using Reread = std::function<Result<ServeConfig>()>;
 
 int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  // The log target first, so that everything after goes there (the file is
+  // opened before any privilege drop; see docs/operations.md for rotation).
+  if (auto target = parse_log_target(a.log); target) {
+    if (auto r = install_logger(*target, effective_log_level(a.log_level, a.verbose)); !r) {
+      spdlog::error("log: {}", r.error().message);
+      return kExitConfig;
+    }
+  }
   auto checked = server_options(a);
   if (!checked) {
     spdlog::error("{}", checked.error().message);
@@ -210,7 +228,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
       return;
     }
     *running = next;
-    spdlog::set_level(next.verbose ? spdlog::level::debug : spdlog::level::info);
+    spdlog::set_level(effective_log_level(next.log_level, next.verbose));
     if (!next.tls_cert.empty()) spdlog::info("tls certificate reloaded cert={}", next.tls_cert);
     std::string keys;
     for (const auto& k : applied) keys += (keys.empty() ? "" : ",") + k;

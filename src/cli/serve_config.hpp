@@ -34,6 +34,9 @@ struct ServeConfig {
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   bool implementation = true;
   bool verbose = false;
+  std::string log = "stderr";      // stderr | syslog | file:/PATH (cli/logging.hpp)
+  std::string log_level = "info";  // spdlog level name; verbose forces debug
+  std::string metrics_listen;      // ADDR:PORT for /metrics; empty: no metrics endpoint
   std::string user;   // started as root: drop to this user after binding
   std::string group;  // ... and this group (default: the user's primary group)
 };

@@ -11,6 +11,8 @@
 #include <asio/ssl.hpp>
 #include <list>
 
+#include "net/metrics.hpp"
+
 namespace apop::net {
 
 using asio::ip::tcp;
@@ -79,6 +81,10 @@ class LogSink final : public pop3::EventSink {
   //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
   //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
   void on_login(const pop3::LoginEvent& e) override {
+    if (metrics != nullptr) {
+      metrics->login(e.mechanism, Metrics::login_result(e));
+      if (e.result == pop3::LoginResult::ok) metrics->session_started(*listener);
+    }
     const std::string user = log_safe(e.user);
     const int tls = e.tls ? 1 : 0;
     switch (e.result) {
@@ -106,6 +112,9 @@ class LogSink final : public pop3::EventSink {
     }
   }
   const std::string& addr() const { return addr_; }
+  // Set by the driver; on_login() runs on an auth thread (Metrics is thread-safe).
+  Metrics* metrics = nullptr;
+  Metrics::Listener* listener = nullptr;
 
  private:
   std::string addr_;
@@ -151,6 +160,7 @@ struct Connection {
   explicit Connection(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   TlsContext ctx;  // keeps the certificate this session uses alive across reloads
+  Metrics::Listener* listener = nullptr;  // apop_sent_bytes_total of this listener
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
 
   asio::awaitable<std::tuple<asio::error_code, std::size_t>> read_some(asio::mutable_buffer b) {
@@ -182,6 +192,8 @@ struct Server::Impl {
   asio::thread_pool auth_pool;
   std::vector<tcp::acceptor> acceptors;
   std::vector<bool> acceptor_tls;  // parallel to acceptors: implicit TLS
+  Metrics metrics;                 // thread-safe; scraped by its own threads
+  std::vector<Metrics::Listener*> acceptor_metrics;  // parallel to acceptors
   TlsContext tls_ctx;              // current certificate; replaced on reload
   std::list<tcp::socket*> live;    // open session sockets, for shutdown
   asio::signal_set signals{io, SIGINT, SIGTERM};
@@ -196,7 +208,8 @@ struct Server::Impl {
         challenge(std::move(c)),
         auth_pool(options.auth_threads == 0 ? 1 : options.auth_threads) {}
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit_tls) {
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit_tls,
+                                    Metrics::Listener& ml) {
     for (;;) {
       auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
       if (stopping) co_return;
@@ -208,7 +221,7 @@ struct Server::Impl {
         co_await t.async_wait(use_tuple);
         continue;
       }
-      asio::co_spawn(io, run_session(std::move(sock), implicit_tls), asio::detached);
+      asio::co_spawn(io, run_session(std::move(sock), implicit_tls, ml), asio::detached);
     }
   }
 
@@ -256,6 +269,7 @@ struct Server::Impl {
         // no more output is produced until it completes (or times out).
         deadline = std::chrono::steady_clock::now() + timeout_for(session);
         auto [ec, written] = co_await conn.write(asio::buffer(out));
+        metrics.bytes_sent(*conn.listener, written);
         if (ec) co_return;
         out.clear();
       }
@@ -284,13 +298,23 @@ struct Server::Impl {
     return s.state() == pop3::State::authorization ? options.login_timeout : options.idle_timeout;
   }
 
-  asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls) {
+  asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls, Metrics::Listener& ml) {
     asio::error_code ec;
     auto remote = sock.remote_endpoint(ec);
     if (ec) co_return;
+    const auto connected = std::chrono::steady_clock::now();
+    metrics.connection_opened(ml);
+    struct Counted {
+      Metrics& m;
+      Metrics::Listener& l;
+      ~Counted() { m.connection_closed(l); }
+    } counted{metrics, ml};
     sock.set_option(tcp::no_delay(true), ec);
     Connection conn(std::move(sock));
     LogSink sink(endpoint_text(remote));
+    sink.metrics = &metrics;
+    sink.listener = &ml;
+    conn.listener = &ml;
     pop3::SessionConfig cfg = options.session;
     cfg.secure = options.secure_loopback && is_loopback(remote.address().to_string());
     cfg.stls_available = tls_ctx != nullptr && !implicit_tls;
@@ -310,13 +334,16 @@ struct Server::Impl {
       conn.sock.non_blocking(true, ec);
       conn.sock.write_some(asio::buffer(kBye), ec);
     }
-    const bool was_logged_in = session.state() != pop3::State::authorization;
+    // user() is set by a successful login only (a QUIT before login also
+    // leaves AUTHORIZATION, for the closed state).
+    const bool was_logged_in = !session.user().empty();
     const bool committed = session.stats().committed;
     session.abort();  // releases the maildrop lock; no UPDATE unless QUIT did it
     conn.sock.shutdown(tcp::socket::shutdown_both, ec);
     conn.sock.close(ec);
     if (was_logged_in) {
       const auto& st = session.stats();
+      metrics.session_ended(ml, st, std::chrono::steady_clock::now() - connected);
       spdlog::info("logout user={} addr={} retr={}/{} top={} dele={}/{} reason={}",
                    log_safe(session.user()), sink.addr(), st.retr, st.retr_bytes, st.top,
                    st.deleted, st.deleted_bytes,
@@ -377,6 +404,8 @@ Result<void> Server::bind() {
     spdlog::info("listening on {}{}", endpoint_text(acc.local_endpoint()), tls ? " (tls)" : "");
     impl_->acceptors.push_back(std::move(acc));
     impl_->acceptor_tls.push_back(tls);
+    impl_->acceptor_metrics.push_back(
+        &impl_->metrics.add_listener(endpoint_text(impl_->acceptors.back().local_endpoint()), tls));
     return {};
   };
   for (const ListenSpec& spec : impl_->options.listen) {
@@ -384,6 +413,11 @@ Result<void> Server::bind() {
   }
   for (const ListenSpec& spec : impl_->options.tls_listen) {
     if (auto r = bind_one(spec, true); !r) return r;
+  }
+  if (impl_->options.metrics_listen) {
+    auto where = impl_->metrics.expose(*impl_->options.metrics_listen);
+    if (!where) return where.error();
+    spdlog::info("metrics on {}", *where);
   }
   return {};
 }
@@ -408,6 +442,7 @@ Result<void> Server::reconfigure(const ServerOptions& next) {
   ServerOptions merged = next;
   merged.listen = impl_->options.listen;
   merged.tls_listen = impl_->options.tls_listen;
+  merged.metrics_listen = impl_->options.metrics_listen;
   merged.auth_threads = impl_->options.auth_threads;
   impl_->options = std::move(merged);
   impl_->tls_ctx = std::move(ctx);
@@ -430,7 +465,9 @@ void Server::run() {
   });
   impl_->arm_reload();
   for (std::size_t i = 0; i < impl_->acceptors.size(); ++i) {
-    asio::co_spawn(impl_->io, impl_->accept_loop(impl_->acceptors[i], impl_->acceptor_tls[i]),
+    asio::co_spawn(impl_->io,
+                   impl_->accept_loop(impl_->acceptors[i], impl_->acceptor_tls[i],
+                                      *impl_->acceptor_metrics[i]),
                    asio::detached);
   }
   impl_->io.run();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout = limits::kIdleTimeoutTransaction;
   // Threads that run login steps off the event loop (slow hashes, lookups).
   unsigned auth_threads = 2;
+  // Serve Prometheus metrics at http://ADDR:PORT/metrics (net/metrics.hpp);
+  // bind() logs "metrics on ADDR:PORT". Fixed at bind(), like the listeners.
+  std::optional<ListenSpec> metrics_listen;
 };
 
 // Produces a fresh, never-repeated APOP timestamp per connection.
@@ -65,7 +69,7 @@ class Server {
   // secure_loopback, the timeouts (open sessions use the new ones from their
   // next read on) and the TLS files, whose certificate is loaded first: when
   // that fails nothing changes and the error is returned. Listeners
-  // (listen, tls_listen) and auth_threads are fixed by bind() and the
+  // (listen, tls_listen, metrics_listen) and auth_threads are fixed by bind() and the
   // constructor; their values in `next` are ignored. Call on the server's
   // thread (from the reload hook) or before run().
   Result<void> reconfigure(const ServerOptions& next);

@@ -61,6 +61,7 @@ class PrivilegeDropTest(ApopTestCase):
         self.give_data_to_nobody()
         with self.env.server("--user", "nobody", "--group", "nogroup") as srv:
             srv.wait_for_log(r"running as user=nobody uid=65534 group=nogroup gid=65534")
+            srv.wait_for_log(r"serving data=")
             threads = proc_ids(srv.pid)
             self.assertGreaterEqual(len(threads), 2)  # the auth pool changed too
             for t in threads:
