@@ -10,6 +10,7 @@
 
 #include "auth/authenticator.hpp"
 #include "auth/challenge.hpp"
+#include "auth/throttle.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/logging.hpp"
@@ -74,6 +75,14 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   opts.session.max_auth_failures = a.max_auth_failures;
   opts.session.max_bad_commands = a.max_bad_commands;
   opts.auth_threads = a.auth_threads;
+  if (a.auth_failure_delay_max_ms < a.auth_failure_delay_ms) {
+    return make_error(Errc::invalid,
+                      "auth_failure_delay_max_ms must not be below auth_failure_delay_ms");
+  }
+  opts.max_connections = a.max_connections;
+  opts.max_connections_per_address = a.max_connections_per_address;
+  opts.max_sessions_per_user = a.max_sessions_per_user;
+  opts.login_deadline = std::chrono::seconds(a.login_deadline);
   opts.session.implementation = a.implementation ? "apop 0.1.0" : "";
   return opts;
 }
@@ -178,9 +187,18 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   }
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
   auth::StoreAuthenticator authenticator(**store, challenges.get());
+  // Failed-login defence in front of it (in memory: restart forgets it).
+  auth::ThrottleConfig throttle;
+  throttle.base_delay = std::chrono::milliseconds(a.auth_failure_delay_ms);
+  throttle.max_delay = std::chrono::milliseconds(a.auth_failure_delay_max_ms);
+  throttle.block_after = a.block_after_failures;
+  throttle.window = std::chrono::seconds(a.block_window);
+  throttle.block_duration = std::chrono::seconds(a.block_duration);
+  auth::MemoryFailureTracker failures(throttle);
+  auth::ThrottlingAuthenticator throttled(authenticator, failures, throttle);
   store::MaildirOpener opener(dir.mail_root());
 
-  net::Server server(std::move(opts), authenticator, opener,
+  net::Server server(std::move(opts), throttled, opener,
                      [challenges] { return challenges->next(); });
   if (auto r = server.bind(); !r) {
     spdlog::error("{}", r.error().message);

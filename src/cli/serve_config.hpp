@@ -32,6 +32,16 @@ struct ServeConfig {
   unsigned auth_threads = 2;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
+  // Failed-login defence (auth/throttle.hpp) and connection limits.
+  unsigned auth_failure_delay_ms = static_cast<unsigned>(limits::kAuthFailureDelay.count());
+  unsigned auth_failure_delay_max_ms = static_cast<unsigned>(limits::kAuthFailureDelayMax.count());
+  unsigned block_after_failures = limits::kBlockAfterFailures;
+  unsigned block_window = static_cast<unsigned>(limits::kBlockWindow.count());
+  unsigned block_duration = static_cast<unsigned>(limits::kBlockDuration.count());
+  unsigned max_connections = limits::kMaxConnections;
+  unsigned max_connections_per_address = limits::kMaxConnectionsPerAddress;
+  unsigned max_sessions_per_user = limits::kMaxSessionsPerUser;
+  unsigned login_deadline = static_cast<unsigned>(limits::kLoginDeadline.count());
   bool implementation = true;
   bool verbose = false;
   std::string log = "stderr";      // stderr | syslog | file:/PATH (cli/logging.hpp)

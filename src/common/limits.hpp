@@ -112,4 +112,39 @@ inline constexpr std::chrono::seconds kDotlockStale{300};
 // is killed and the message kept on the server.
 inline constexpr std::chrono::milliseconds kMdaTimeout{600'000};
 
+// --- failed-login defence (auth/throttle.hpp) and connection limits --------
+// Not from an RFC: each failed login delays its reply, doubling from the base
+// up to the maximum (Dovecot's auth penalty: 2 s doubling up to 15 s).
+// Configurable (`--auth-failure-delay-ms`, `--auth-failure-delay-max-ms`).
+inline constexpr std::chrono::milliseconds kAuthFailureDelay{2000};
+inline constexpr std::chrono::milliseconds kAuthFailureDelayMax{15000};
+// Not from an RFC: this many failed logins from one client address within the
+// window block that address for the block duration (fail2ban's defaults are
+// 5 in 10 min for 10 min). Configurable (`--block-after-failures`,
+// `--block-window`, `--block-duration`).
+inline constexpr unsigned kBlockAfterFailures = 10;
+inline constexpr std::chrono::seconds kBlockWindow{600};
+inline constexpr std::chrono::seconds kBlockDuration{900};
+// Not from an RFC: how long a successful (user, address) pair exempts that
+// address from the user's failure count (in memory, lost on restart).
+inline constexpr std::chrono::hours kGoodLoginMemory{30 * 24};
+// Not from an RFC: entries (addresses, users, good pairs) the in-memory
+// failure tracker keeps; the least recently used are dropped beyond it, so an
+// attacker cycling through names or addresses cannot exhaust memory.
+inline constexpr std::size_t kThrottleTrackedEntries = 100'000;
+// Not from an RFC: concurrent connections in total and per client address
+// (Dovecot: default_client_limit 1000; Postfix smtpd_client_connection_count_limit 50).
+// Configurable (`--max-connections`, `--max-connections-per-address`).
+inline constexpr unsigned kMaxConnections = 1000;
+inline constexpr unsigned kMaxConnectionsPerAddress = 50;
+// Not from an RFC: concurrent logged-in sessions per user (Dovecot:
+// mail_max_userip_connections 10). A Maildrop is locked by one session
+// anyway (RFC 1939 §4: "exclusive-access lock"), so with Maildir only 1 matters.
+// Configurable (`--max-sessions-per-user`).
+inline constexpr unsigned kMaxSessionsPerUser = 10;
+// Not from an RFC: a client must finish logging in within this long of
+// connecting, however it trickles bytes (Dovecot's login processes: 3 min).
+// Configurable (`--login-deadline`).
+inline constexpr std::chrono::seconds kLoginDeadline{180};
+
 }  // namespace apop::limits

@@ -10,7 +10,9 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl.hpp>
 #include <list>
+#include <utility>
 
+#include "net/conn_limits.hpp"
 #include "net/metrics.hpp"
 
 namespace apop::net {
@@ -80,6 +82,7 @@ class LogSink final : public pop3::EventSink {
   //   login ok user=U mech=M addr=A tls=0|1 credential=password|device:NAME
   //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
   //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
+  //   login failed user=U mech=M addr=A tls=0|1 reason=throttled|blocked  (auth/throttle.hpp)
   void on_login(const pop3::LoginEvent& e) override {
     if (metrics != nullptr) {
       metrics->login(e.mechanism, Metrics::login_result(e));
@@ -93,7 +96,11 @@ class LogSink final : public pop3::EventSink {
                      addr_, tls, log_safe(e.credential));
         break;
       case pop3::LoginResult::failed:
-        if (e.reason.substr(0, 7) == "policy-") {
+        reply_delay = e.delay;  // serve() waits before writing the failure reply
+        if (e.reason == "throttled" || e.reason == "blocked") {
+          spdlog::warn("login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism,
+                       addr_, tls, e.reason);
+        } else if (e.reason.substr(0, 7) == "policy-") {
           spdlog::warn("login failed user={} mech={} addr={} tls={} reason=policy policy={}", user,
                        e.mechanism, addr_, tls, log_safe(e.reason.substr(7)));
         } else {
@@ -115,10 +122,23 @@ class LogSink final : public pop3::EventSink {
   // Set by the driver; on_login() runs on an auth thread (Metrics is thread-safe).
   Metrics* metrics = nullptr;
   Metrics::Listener* listener = nullptr;
+  // Failed-login throttling: the delay of the last failed login, taken (and
+  // reset) by serve() before it writes the reply. Written on the auth pool
+  // thread while the session coroutine awaits that step.
+  std::chrono::milliseconds reply_delay{0};
 
  private:
   std::string addr_;
 };
+
+// The client's IP as the throttle and the limits key it: IPv4-mapped IPv6
+// addresses in their IPv4 form.
+std::string client_ip(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  }
+  return a.to_string();
+}
 
 std::string openssl_error() {
   unsigned long e = ERR_get_error();
@@ -186,13 +206,19 @@ struct Server::Impl {
   pop3::Authenticator& auth;
   pop3::MaildropOpener& opener;
   ChallengeSource challenge;
+  // Declared before io: sessions' frames, destroyed with io, release into them.
+  ConnectionLimits conn_limits;  // event-loop thread only
+  UserSessions user_sessions;    // thread-safe
+  // Declared before io and auth_pool: session frames and login steps still
+  // running when those are destroyed update it. Thread-safe; scraped by the
+  // exposer's own threads.
+  Metrics metrics;
   asio::io_context io{1};
   // Runs AUTHORIZATION-state steps (slow password hashes, SQLite lookups,
   // opening a maildrop) so that they never stall the event loop.
   asio::thread_pool auth_pool;
   std::vector<tcp::acceptor> acceptors;
   std::vector<bool> acceptor_tls;  // parallel to acceptors: implicit TLS
-  Metrics metrics;                 // thread-safe; scraped by its own threads
   std::vector<Metrics::Listener*> acceptor_metrics;  // parallel to acceptors
   TlsContext tls_ctx;              // current certificate; replaced on reload
   std::list<tcp::socket*> live;    // open session sockets, for shutdown
@@ -240,8 +266,8 @@ struct Server::Impl {
   }
 
   asio::awaitable<void> serve(Connection& conn, pop3::Session& session, bool implicit_tls,
-                              std::chrono::steady_clock::time_point& deadline,
-                              std::string& failure) {
+                              std::chrono::steady_clock::time_point& deadline, std::string& failure,
+                              LogSink& sink, std::chrono::steady_clock::time_point login_deadline) {
     if (implicit_tls) {
       if (auto ec = co_await conn.handshake(tls_ctx)) {
         failure = "tls-handshake: " + ec.message();
@@ -263,11 +289,20 @@ struct Server::Impl {
       } else {
         n = session.next(out);
       }
-      if (n == pop3::Next::output && out.size() < limits::kOutputFlush) continue;
+      const auto delay = std::exchange(sink.reply_delay, std::chrono::milliseconds(0));
+      if (delay.count() > 0) {
+        // Failed-login throttling: the reply waits (and no further pipelined
+        // command runs meanwhile); no thread does.
+        asio::steady_timer t(co_await asio::this_coro::executor, delay);
+        co_await t.async_wait(use_tuple);
+        if (stopping) co_return;
+      } else if (n == pop3::Next::output && out.size() < limits::kOutputFlush) {
+        continue;
+      }
       if (!out.empty()) {
         // Backpressure: a client that stops reading stalls this write, and
         // no more output is produced until it completes (or times out).
-        deadline = std::chrono::steady_clock::now() + timeout_for(session);
+        deadline = next_deadline(session, login_deadline);
         auto [ec, written] = co_await conn.write(asio::buffer(out));
         metrics.bytes_sent(*conn.listener, written);
         if (ec) co_return;
@@ -277,7 +312,8 @@ struct Server::Impl {
       if (n == pop3::Next::start_tls) {
         // STLS: the session already dropped any pipelined plaintext; the
         // handshake reads straight from the socket.
-        deadline = std::chrono::steady_clock::now() + options.login_timeout;
+        deadline =
+            std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
         if (auto ec = co_await conn.handshake(tls_ctx)) {
           failure = "stls-handshake: " + ec.message();
           co_return;
@@ -286,7 +322,7 @@ struct Server::Impl {
         continue;
       }
       if (n == pop3::Next::need_input) {
-        deadline = std::chrono::steady_clock::now() + timeout_for(session);
+        deadline = next_deadline(session, login_deadline);
         auto [ec, got] = co_await conn.read_some(asio::buffer(in));
         if (ec) co_return;
         session.feed(std::string_view(in.data(), got));
@@ -296,6 +332,27 @@ struct Server::Impl {
 
   std::chrono::seconds timeout_for(const pop3::Session& s) const {
     return s.state() == pop3::State::authorization ? options.login_timeout : options.idle_timeout;
+  }
+
+  // The next inactivity deadline; before login never past the absolute
+  // login deadline (a client trickling bytes cannot hold the socket).
+  std::chrono::steady_clock::time_point next_deadline(
+      const pop3::Session& s, std::chrono::steady_clock::time_point login_deadline) const {
+    auto d = std::chrono::steady_clock::now() + timeout_for(s);
+    return s.state() == pop3::State::authorization ? std::min(d, login_deadline) : d;
+  }
+
+  // Over a connection limit: one line, then close (the socket is still
+  // blocking-free: nothing was read, the write fits the send buffer).
+  void refuse(tcp::socket& sock, const std::string& addr, std::string_view reason) {
+    spdlog::warn("connection refused addr={} reason={}", addr, reason);
+    static constexpr std::string_view kBusy =
+        "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+    asio::error_code ec;
+    sock.non_blocking(true, ec);
+    sock.write_some(asio::buffer(kBusy), ec);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
   }
 
   asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls, Metrics::Listener& ml) {
@@ -310,29 +367,53 @@ struct Server::Impl {
       ~Counted() { m.connection_closed(l); }
     } counted{metrics, ml};
     sock.set_option(tcp::no_delay(true), ec);
+    const std::string ip = client_ip(remote.address());
+    switch (conn_limits.admit(ip, options.max_connections, options.max_connections_per_address)) {
+      case ConnectionLimits::Verdict::ok:
+        break;
+      case ConnectionLimits::Verdict::total:
+        refuse(sock, endpoint_text(remote), "max-connections");
+        co_return;
+      case ConnectionLimits::Verdict::per_address:
+        refuse(sock, endpoint_text(remote), "max-connections-per-address");
+        co_return;
+    }
+    struct Admitted {
+      ConnectionLimits& limits;
+      const std::string& ip;
+      ~Admitted() { limits.release(ip); }
+    } admitted{conn_limits, ip};
+    SessionLimitOpener limited_opener(opener, user_sessions, options.max_sessions_per_user);
     Connection conn(std::move(sock));
     LogSink sink(endpoint_text(remote));
     sink.metrics = &metrics;
     sink.listener = &ml;
     conn.listener = &ml;
     pop3::SessionConfig cfg = options.session;
+    cfg.client_address = ip;
     cfg.secure = options.secure_loopback && is_loopback(remote.address().to_string());
     cfg.stls_available = tls_ctx != nullptr && !implicit_tls;
-    pop3::Session session(cfg, auth, opener, challenge(), &sink);
+    pop3::Session session(cfg, auth, limited_opener, challenge(), &sink);
     spdlog::debug("connect addr={}{}", sink.addr(), implicit_tls ? " tls=1" : "");
     auto it = live.insert(live.end(), &conn.sock);
-    auto deadline = std::chrono::steady_clock::now() + options.login_timeout;
+    const auto login_deadline = std::chrono::steady_clock::now() + options.login_deadline;
+    auto deadline =
+        std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
     bool timed_out = false;
     std::string failure;
-    co_await (serve(conn, session, implicit_tls, deadline, failure) ||
+    co_await (serve(conn, session, implicit_tls, deadline, failure, sink, login_deadline) ||
               watchdog(deadline, timed_out));
     live.erase(it);
     if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
+    const bool login_expired = timed_out && session.state() == pop3::State::authorization &&
+                               std::chrono::steady_clock::now() >= login_deadline;
+    if (login_expired) spdlog::info("disconnect addr={} reason=login-deadline", sink.addr());
     if (timed_out && !stopping && !conn.tls) {
       // RFC 1939 §3 autologout: no UPDATE. Tell a plaintext client why.
       static constexpr std::string_view kBye = "-ERR Disconnected for inactivity\r\n";
+      static constexpr std::string_view kLate = "-ERR Disconnected: login took too long\r\n";
       conn.sock.non_blocking(true, ec);
-      conn.sock.write_some(asio::buffer(kBye), ec);
+      conn.sock.write_some(asio::buffer(login_expired ? kLate : kBye), ec);
     }
     // user() is set by a successful login only (a QUIT before login also
     // leaves AUTHORIZATION, for the closed state).

@@ -45,6 +45,15 @@ struct ServerOptions {
   // Serve Prometheus metrics at http://ADDR:PORT/metrics (net/metrics.hpp);
   // bind() logs "metrics on ADDR:PORT". Fixed at bind(), like the listeners.
   std::optional<ListenSpec> metrics_listen;
+  // Connection limits (0: unlimited): over one, a connection gets a single
+  // "-ERR [SYS/TEMP] ..." line and is closed (conn_limits.hpp).
+  unsigned max_connections = limits::kMaxConnections;
+  unsigned max_connections_per_address = limits::kMaxConnectionsPerAddress;
+  // Logged-in sessions per user (0: unlimited); over it a login gets [IN-USE].
+  unsigned max_sessions_per_user = limits::kMaxSessionsPerUser;
+  // A client not logged in this long after connecting is disconnected,
+  // however it trickles bytes (login_timeout bounds silence only).
+  std::chrono::seconds login_deadline = limits::kLoginDeadline;
 };
 
 // Produces a fresh, never-repeated APOP timestamp per connection.

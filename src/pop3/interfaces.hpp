@@ -2,6 +2,7 @@
 // tests and fuzzers use the in-memory twins. Nothing here does I/O itself.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,6 +74,7 @@ struct SaslReply {
   std::string user;        // identity on success; the claimed one (if any) on failure, for logs
   std::string credential;  // on success: which secret matched (see AuthResult)
   std::string reason;      // on failure: why, for logs only (see AuthResult)
+  std::chrono::milliseconds delay{0};  // on failure: see AuthResult::delay
 };
 
 class SaslSession {
@@ -91,6 +93,9 @@ struct SaslMechanism {
 // What an Authenticator may know of the connection a login comes from.
 struct AuthContext {
   bool tls = false;  // inside TLS (implicit, or after STLS)
+  // The client's IP address (no port), e.g. "192.0.2.7" or "2001:db8::1";
+  // empty when unknown (unit tests). Borrowed from the Session's config.
+  std::string_view address{};
 };
 
 // The outcome of a credential check. `credential` and `reason` are for logs
@@ -99,6 +104,11 @@ struct AuthResult {
   bool ok = false;
   std::string credential;  // on success: "password" or "device:NAME"
   std::string reason;      // on failure: "credentials", "policy-mechanism", "policy-tls", ...
+                           // "throttled", "blocked" (auth/throttle.hpp)
+  // On failure: how long the driver waits before sending the failure reply
+  // (failed-login throttling). The core never sleeps: it passes this on in
+  // LoginEvent::delay, and the network layer waits without blocking.
+  std::chrono::milliseconds delay{0};
   explicit operator bool() const { return ok; }
 };
 

@@ -288,7 +288,7 @@ void Session::cmd_auth(const ParsedCommand& cmd, std::string& out) {
     sasl_mech_ = m.name;
   }
   if (!known) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
-  sasl_ = auth_.start_sasl(sasl_mech_, AuthContext{tls_});
+  sasl_ = auth_.start_sasl(sasl_mech_, AuthContext{tls_, config_.client_address});
   if (!sasl_) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
   std::optional<std::string_view> initial;
   if (cmd.args.size() == 2) initial = cmd.args[1] == "=" ? std::string_view() : cmd.args[1];
@@ -318,6 +318,7 @@ void Session::sasl_reply(SaslReply reply, std::string& out) {
       sasl_.reset();
       AuthResult r{reply.kind == SaslReply::Kind::success, std::move(reply.credential),
                    std::move(reply.reason)};
+      r.delay = reply.delay;
       return finish_login(r, reply.user, sasl_mech_, out);
     }
   }
@@ -369,7 +370,8 @@ void Session::cmd_pass(const ParsedCommand& cmd, std::string& out) {
   std::string user = std::move(*pending_user_);
   pending_user_.reset();
   if (cmd.rest.empty()) return bad_command(out, "Usage: PASS password");
-  finish_login(auth_.verify_plain(user, cmd.rest, AuthContext{tls_}), user, "USER", out);
+  finish_login(auth_.verify_plain(user, cmd.rest, AuthContext{tls_, config_.client_address}), user,
+               "USER", out);
 }
 
 void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
@@ -382,7 +384,8 @@ void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
     // The same reply for every user: nothing is looked up.
     return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
   }
-  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1], AuthContext{tls_}),
+  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1],
+                                 AuthContext{tls_, config_.client_address}),
                cmd.args[0], "APOP", out);
 }
 
@@ -398,6 +401,7 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
     e.reason = verified.reason.empty() && !verified.ok ? std::string_view("credentials")
                                                        : std::string_view(verified.reason);
     e.tls = tls_;
+    e.delay = verified.ok ? std::chrono::milliseconds(0) : verified.delay;
     events_->on_login(e);
   };
   if (!verified) {

@@ -7,6 +7,7 @@
 // is released when the Session is destroyed, however the connection ended.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -47,6 +48,9 @@ struct SessionConfig {
   unsigned max_bad_commands = limits::kMaxBadCommands;
   // RFC 2449 IMPLEMENTATION capability; empty omits it.
   std::string implementation = "apop";
+  // The client's IP address without port (set per connection by the driver);
+  // passed to the Authenticator in AuthContext::address for throttling.
+  std::string client_address;
 };
 
 enum class LoginResult { ok, failed, in_use, error };
@@ -59,6 +63,9 @@ struct LoginEvent {
   std::string_view credential;  // on success: "password" or "device:NAME"
   std::string_view reason;      // on failure by credentials: "credentials", "policy-..."
   bool tls = false;
+  // On failure: the driver waits this long before writing the failure reply
+  // (AuthResult::delay, failed-login throttling).
+  std::chrono::milliseconds delay{0};
 };
 
 // Notifications for logs and metrics. Never receives a secret.

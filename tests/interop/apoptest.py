@@ -228,6 +228,10 @@ class Server:
         for l in tls_listen:
             argv += ["--tls-listen", l]
         argv += list(args)
+        # Failed-login delays (2 s doubling to 15 s by default) would make every
+        # test that tries a wrong secret slow; test_throttle.py sets its own.
+        if not any(a.startswith("--auth-failure-delay") for a in args):
+            argv += ["--auth-failure-delay-ms", "0"]
         self.argv = argv
         self.expected_listeners = len(listen) + len(tls_listen)
         self.extra_env = extra_env or {}

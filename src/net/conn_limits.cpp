@@ -1,0 +1,96 @@
+#include "net/conn_limits.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace apop::net {
+
+ConnectionLimits::Verdict ConnectionLimits::admit(const std::string& address, unsigned max_total,
+                                                  unsigned max_per_address) {
+  if (max_total != 0 && total_ >= max_total) return Verdict::total;
+  std::size_t& n = per_address_[address];
+  if (max_per_address != 0 && n >= max_per_address) {
+    if (n == 0) per_address_.erase(address);
+    return Verdict::per_address;
+  }
+  ++n;
+  ++total_;
+  return Verdict::ok;
+}
+
+void ConnectionLimits::release(const std::string& address) {
+  auto it = per_address_.find(address);
+  if (it == per_address_.end()) return;
+  if (--it->second == 0) per_address_.erase(it);
+  --total_;
+}
+
+std::size_t ConnectionLimits::from(const std::string& address) const {
+  auto it = per_address_.find(address);
+  return it == per_address_.end() ? 0 : it->second;
+}
+
+bool UserSessions::acquire(const std::string& user, unsigned max) {
+  std::lock_guard lock(mu_);
+  std::size_t& n = sessions_[user];
+  if (max != 0 && n >= max) return false;
+  ++n;
+  return true;
+}
+
+void UserSessions::release(const std::string& user) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(user);
+  if (it == sessions_.end()) return;
+  if (--it->second == 0) sessions_.erase(it);
+}
+
+std::size_t UserSessions::count(const std::string& user) const {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(user);
+  return it == sessions_.end() ? 0 : it->second;
+}
+
+namespace {
+
+// The inner maildrop plus the session count it holds.
+class CountedMaildrop final : public pop3::Maildrop {
+ public:
+  CountedMaildrop(std::unique_ptr<pop3::Maildrop> inner, UserSessions& sessions, std::string user)
+      : inner_(std::move(inner)), sessions_(sessions), user_(std::move(user)) {}
+  ~CountedMaildrop() override {
+    inner_.reset();  // release the lock first
+    sessions_.release(user_);
+  }
+  std::span<const pop3::MessageInfo> messages() const override { return inner_->messages(); }
+  Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
+    return inner_->open(index);
+  }
+  Result<void> commit(std::span<const std::size_t> deleted) override {
+    return inner_->commit(deleted);
+  }
+
+ private:
+  std::unique_ptr<pop3::Maildrop> inner_;
+  UserSessions& sessions_;
+  std::string user_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<pop3::Maildrop>> SessionLimitOpener::open(std::string_view user_view) {
+  std::string user(user_view);
+  if (!sessions_.acquire(user, max_)) {
+    // Only authenticated names get here (the credential store's names).
+    spdlog::warn("session limit user={} max={}", user, max_);
+    return make_error(Errc::in_use, "too many sessions for " + user);
+  }
+  auto md = inner_.open(user);
+  if (!md.ok()) {
+    sessions_.release(user);
+    return md.error();
+  }
+  return std::unique_ptr<pop3::Maildrop>(
+      std::make_unique<CountedMaildrop>(std::move(*md), sessions_, std::move(user)));
+}
+
+}  // namespace apop::net

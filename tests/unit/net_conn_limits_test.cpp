@@ -1,0 +1,113 @@
+#include "net/conn_limits.hpp"
+
+#include <gtest/gtest.h>
+
+#include "store/memory.hpp"
+
+namespace apop::net {
+namespace {
+
+using Verdict = ConnectionLimits::Verdict;
+
+TEST(NetConnectionLimits, PerAddressAndTotal) {
+  ConnectionLimits l;
+  EXPECT_EQ(l.admit("192.0.2.1", 3, 2), Verdict::ok);
+  EXPECT_EQ(l.admit("192.0.2.1", 3, 2), Verdict::ok);
+  EXPECT_EQ(l.admit("192.0.2.1", 3, 2), Verdict::per_address);  // not counted
+  EXPECT_EQ(l.from("192.0.2.1"), 2u);
+  EXPECT_EQ(l.admit("192.0.2.2", 3, 2), Verdict::ok);
+  EXPECT_EQ(l.admit("192.0.2.3", 3, 2), Verdict::total);
+  EXPECT_EQ(l.total(), 3u);
+  l.release("192.0.2.1");
+  EXPECT_EQ(l.admit("192.0.2.3", 3, 2), Verdict::ok);
+  EXPECT_EQ(l.admit("192.0.2.1", 4, 2), Verdict::ok);
+  EXPECT_EQ(l.from("192.0.2.1"), 2u);
+  EXPECT_EQ(l.total(), 4u);
+}
+
+TEST(NetConnectionLimits, ZeroMeansUnlimitedAndReleaseForgets) {
+  ConnectionLimits l;
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(l.admit("192.0.2.1", 0, 0), Verdict::ok);
+  for (int i = 0; i < 100; ++i) l.release("192.0.2.1");
+  EXPECT_EQ(l.total(), 0u);
+  EXPECT_EQ(l.from("192.0.2.1"), 0u);
+  l.release("192.0.2.9");  // unknown: ignored
+  EXPECT_EQ(l.total(), 0u);
+}
+
+// An opener without locks, counting its calls, so that the session limit is
+// what refuses (not a maildrop lock).
+class FreeOpener final : public pop3::MaildropOpener {
+ public:
+  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override {
+    ++calls;
+    (void)user;
+    if (fail) return make_error(Errc::temporary, "disk on fire");
+    return std::unique_ptr<pop3::Maildrop>(std::make_unique<Empty>());
+  }
+  int calls = 0;
+  bool fail = false;
+
+ private:
+  class Empty final : public pop3::Maildrop {
+   public:
+    std::span<const pop3::MessageInfo> messages() const override { return {}; }
+    Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t) override {
+      return make_error(Errc::not_found, "none");
+    }
+    Result<void> commit(std::span<const std::size_t>) override { return {}; }
+  };
+};
+
+TEST(NetSessionLimit, RefusesOverTheLimitWithInUseBeforeTheInnerOpener) {
+  FreeOpener inner;
+  UserSessions sessions;
+  SessionLimitOpener opener(inner, sessions, 2);
+  auto a = opener.open("alice");
+  auto b = opener.open("alice");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(sessions.count("alice"), 2u);
+  auto c = opener.open("alice");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, Errc::in_use);
+  EXPECT_EQ(inner.calls, 2);
+  EXPECT_TRUE(opener.open("bob").ok());  // per user
+  a.value().reset();                     // a session ends
+  EXPECT_EQ(sessions.count("alice"), 1u);
+  EXPECT_TRUE(opener.open("alice").ok());
+}
+
+TEST(NetSessionLimit, InnerFailureDoesNotHoldASession) {
+  FreeOpener inner;
+  inner.fail = true;
+  UserSessions sessions;
+  SessionLimitOpener opener(inner, sessions, 1);
+  auto r = opener.open("alice");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::temporary);
+  EXPECT_EQ(sessions.count("alice"), 0u);
+  inner.fail = false;
+  EXPECT_TRUE(opener.open("alice").ok());
+}
+
+TEST(NetSessionLimit, WrapsARealStoreAndKeepsItsLock) {
+  store::MemoryStore store;
+  store.add_message("alice", "Subject: x\n\nhi\n");
+  UserSessions sessions;
+  SessionLimitOpener opener(store, sessions, 0);  // unlimited: the lock decides
+  auto a = opener.open("alice");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a.value()->messages().size(), 1u);
+  EXPECT_TRUE(store.locked("alice"));
+  auto b = opener.open("alice");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.error().code, Errc::in_use);
+  EXPECT_EQ(sessions.count("alice"), 1u);
+  a.value().reset();
+  EXPECT_FALSE(store.locked("alice"));
+  EXPECT_EQ(sessions.count("alice"), 0u);
+}
+
+}  // namespace
+}  // namespace apop::net
