@@ -26,7 +26,29 @@ std::optional<Account> find(CredentialStore& store, std::string_view user) {
   return std::move(*r);
 }
 
-pop3::AuthResult failed(std::string_view reason) { return {false, {}, std::string(reason)}; }
+pop3::AuthResult failed(std::string_view reason) {
+  pop3::AuthResult r;
+  r.reason = std::string(reason);
+  return r;
+}
+
+static_assert(kExpireNever == pop3::kExpireNever);
+
+pop3::LoginLimits login_limits(const Account& a) {
+  pop3::LoginLimits l;
+  l.login_delay = a.login_delay;
+  l.expire_days = a.expire_days;
+  l.last_login = a.last_login;
+  return l;
+}
+
+pop3::AuthResult succeeded(std::string credential, const Account& a) {
+  pop3::AuthResult r;
+  r.ok = true;
+  r.credential = std::move(credential);
+  r.limits = login_limits(a);
+  return r;
+}
 
 }  // namespace
 
@@ -65,7 +87,7 @@ pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::str
   }
   if (!known || !any || matched.empty()) return failed("credentials");
   if (auto why = policy_refusal(acct->policy, kMechApop, ctx); !why.empty()) return failed(why);
-  return {true, std::move(matched), {}};
+  return succeeded(std::move(matched), *acct);
 }
 
 pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::string_view password,
@@ -77,14 +99,15 @@ pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::st
   }
   if (!verify_password_hash(acct->password_hash, password)) return failed("credentials");
   if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
-  return {true, "password", {}};
+  return succeeded("password", *acct);
 }
 
 namespace {
 
 // The outcome of the credential lookup inside an exchange, for the reply.
 struct LookupNote {
-  std::string refusal;  // non-empty: the policy refused the login
+  std::string refusal;       // non-empty: the policy refused the login
+  pop3::LoginLimits limits;  // of the account looked up (reported on success)
 };
 
 // Carries a SASL exchange over POP3's base64 lines (RFC 5034 §4).
@@ -105,12 +128,14 @@ class Base64Sasl final : public pop3::SaslSession {
     switch (s.kind) {
       case SaslStep::Kind::challenge:
         return {pop3::SaslReply::Kind::challenge, base64_encode(s.data), std::move(s.user), {}, {}};
-      case SaslStep::Kind::success:
-        return {pop3::SaslReply::Kind::success,
-                {},
-                std::move(s.user),
-                s.credential.empty() ? std::string("password") : std::move(s.credential),
-                {}};
+      case SaslStep::Kind::success: {
+        pop3::SaslReply r;
+        r.kind = pop3::SaslReply::Kind::success;
+        r.user = std::move(s.user);
+        r.credential = s.credential.empty() ? std::string("password") : std::move(s.credential);
+        r.limits = note_->limits;
+        return r;
+      }
       case SaslStep::Kind::failure:
         break;
     }
@@ -150,6 +175,7 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
       note->refusal = std::string(why);
       return std::nullopt;
     }
+    note->limits = login_limits(*acct);
     SaslCredentials c;
     c.plaintext = acct->password;
     c.scram_sha256 = acct->scram_sha256;
@@ -163,6 +189,12 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
                                      challenges_ ? challenges_->next() : std::string());
   if (!exchange) return nullptr;
   return std::make_unique<Base64Sasl>(std::move(exchange), std::move(note));
+}
+
+void StoreAuthenticator::record_login(std::string_view user, std::int64_t when) {
+  // Best effort: a busy database must not fail a login that succeeded.
+  auto r = store_.record_login(user, when);
+  (void)r;
 }
 
 }  // namespace apop::auth

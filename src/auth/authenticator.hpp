@@ -1,6 +1,10 @@
 // pop3::Authenticator backed by a CredentialStore: checks credentials and
 // enforces each account's policy (allowed mechanisms, device-secrets-only,
-// APOP or every mechanism only inside TLS).
+// APOP or every mechanism only inside TLS). On success it reports the
+// account's own RFC 2449 LOGIN-DELAY/EXPIRE and last login
+// (AuthResult::limits); pop3::Session enforces LOGIN-DELAY with them, so a
+// delayed user has passed the same credential check as anyone else and a
+// wrong secret is never answered with [LOGIN-DELAY].
 //
 // Which secret works where:
 //   APOP, CRAM-MD5      the password's encrypted copy (unless device-secrets-only)
@@ -45,6 +49,9 @@ class StoreAuthenticator final : public pop3::Authenticator {
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
   std::unique_ptr<pop3::SaslSession> start_sasl(std::string_view mechanism,
                                                 const pop3::AuthContext& ctx) override;
+  // RFC 2449 LOGIN-DELAY: stores the time as the account's last login
+  // (CredentialStore::record_login); a store error is ignored.
+  void record_login(std::string_view user, std::int64_t when) override;
 
  private:
   CredentialStore& store_;

@@ -10,6 +10,7 @@
 #include "auth/base64.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/random.hpp"
+#include "common/limits.hpp"
 
 namespace apop::auth {
 namespace {
@@ -106,6 +107,19 @@ EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults) {
   e.apop_requires_tls = user.apop_requires_tls.value_or(defaults.apop_requires_tls.value_or(false));
   e.require_tls = user.require_tls.value_or(defaults.require_tls.value_or(false));
   return e;
+}
+
+Result<void> check_login_limits(const Policy& policy) {
+  if (policy.login_delay && *policy.login_delay > limits::kMaxLoginDelay) {
+    return make_error(Errc::invalid, "LOGIN-DELAY must be at most " +
+                                         std::to_string(limits::kMaxLoginDelay) + " seconds");
+  }
+  if (policy.expire_days && *policy.expire_days != kExpireNever &&
+      (*policy.expire_days < 0 || *policy.expire_days > limits::kMaxExpireDays)) {
+    return make_error(Errc::invalid, "EXPIRE must be never or 0.." +
+                                         std::to_string(limits::kMaxExpireDays) + " days");
+  }
+  return {};
 }
 
 bool is_valid_secret_name(std::string_view name) {

@@ -65,8 +65,17 @@ struct Policy {
   std::optional<bool> apop_requires_tls;
   // Every mechanism only inside TLS.
   std::optional<bool> require_tls;
+  // RFC 2449 LOGIN-DELAY (seconds) and EXPIRE (days, or kExpireNever) of
+  // this account. Per account only: their defaults are `apop serve` settings
+  // (login_delay, expire), so set_default_policy refuses them (Errc::invalid)
+  // and default_policy() leaves them empty.
+  std::optional<std::uint32_t> login_delay;
+  std::optional<std::int64_t> expire_days;
   bool operator==(const Policy&) const = default;
 };
+
+// RFC 2449 §6.7 "EXPIRE NEVER" as a number of days (= pop3::kExpireNever).
+inline constexpr std::int64_t kExpireNever = -1;
 
 struct EffectivePolicy {
   MechanismSet mechanisms = kAllMechanisms;
@@ -74,6 +83,10 @@ struct EffectivePolicy {
   bool apop_requires_tls = false;
   bool require_tls = false;
 };
+
+// Errc::invalid unless login_delay <= limits::kMaxLoginDelay and
+// expire_days is kExpireNever or 0..limits::kMaxExpireDays.
+Result<void> check_login_limits(const Policy& policy);
 
 // User fields first, then the defaults, then the built-in defaults.
 EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults);
@@ -93,6 +106,11 @@ struct Account {
   std::optional<std::string> password;  // absent under device-secrets-only
   std::vector<NamedSecret> device_secrets;
   EffectivePolicy policy;
+  // The account's own LOGIN-DELAY/EXPIRE (empty: the server's defaults) and
+  // the time of its last successful login (record_login), unix seconds.
+  std::optional<std::uint32_t> login_delay;
+  std::optional<std::int64_t> expire_days;
+  std::optional<std::int64_t> last_login;
   Account() = default;
   Account(Account&&) = default;
   Account& operator=(Account&&) = default;
@@ -108,6 +126,7 @@ struct UserRecord {
   std::size_t device_secrets = 0;
   bool has_password_copy = false;  // the encrypted copy for APOP/CRAM-MD5 exists
   Policy policy;
+  std::optional<std::int64_t> last_login;  // unix seconds, last successful POP3 login
 };
 
 struct DeviceSecretInfo {
@@ -165,7 +184,13 @@ class CredentialStore {
   virtual Result<void> set_policy(std::string_view user, const Policy& policy) = 0;
   virtual Result<Policy> default_policy() = 0;
   // Deletes the copies of every account that becomes device-secrets-only.
+  // Errc::invalid if login_delay or expire_days is set (per account only).
   virtual Result<void> set_default_policy(const Policy& policy) = 0;
+
+  // Remembers `when` (unix seconds) as the user's last successful login (RFC
+  // 2449 LOGIN-DELAY counts from it). One small write per login.
+  // Errc::not_found for unknown users.
+  virtual Result<void> record_login(std::string_view user, std::int64_t when) = 0;
 };
 
 // In-memory store for tests. Thread-safe (one mutex). Keeps secrets in the
@@ -186,6 +211,7 @@ class MemoryCredentialStore final : public CredentialStore {
   Result<void> set_policy(std::string_view user, const Policy& policy) override;
   Result<Policy> default_policy() override;
   Result<void> set_default_policy(const Policy& policy) override;
+  Result<void> record_login(std::string_view user, std::int64_t when) override;
 
  private:
   struct Entry {
@@ -195,6 +221,7 @@ class MemoryCredentialStore final : public CredentialStore {
     Policy policy;
     std::int64_t created = 0;
     std::int64_t updated = 0;
+    std::optional<std::int64_t> last_login;
   };
   void apply_device_only_locked();
   std::mutex mu_;
@@ -206,8 +233,9 @@ class MemoryCredentialStore final : public CredentialStore {
 // the SecretBox (aad: the user name, or user NUL "device" NUL name). One
 // connection guarded by a mutex; WAL journal and a ~5 s busy timeout so that
 // `apop user ...` works while `apop serve` runs. The database, -wal and -shm
-// files are mode 0600. Schema version 2; version 1 databases (one encrypted
-// secret per user) are upgraded in place on open.
+// files are mode 0600. Schema version 3; older databases are upgraded in
+// place on open: version 1 (one encrypted secret per user) to 2 (hash,
+// verifiers, policy), version 2 to 3 (LOGIN-DELAY, EXPIRE, last login columns).
 class SqliteCredentialStore final : public CredentialStore {
  public:
   // Opens or creates the database, creating/migrating the schema (PRAGMA
@@ -235,6 +263,7 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<void> set_policy(std::string_view user, const Policy& policy) override;
   Result<Policy> default_policy() override;
   Result<void> set_default_policy(const Policy& policy) override;
+  Result<void> record_login(std::string_view user, std::int64_t when) override;
 
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);

@@ -9,6 +9,11 @@
 namespace apop::auth {
 namespace {
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+Error per_account_only() {
+  return make_error(Errc::invalid,
+                    "LOGIN-DELAY and EXPIRE are per account; their defaults are apop serve "
+                    "settings (login_delay, expire)");
+}
 Error no_user(std::string_view user) {
   return make_error(Errc::not_found, "no such user: " + std::string(user));
 }
@@ -29,6 +34,9 @@ Result<Account> MemoryCredentialStore::account(std::string_view user) {
   a.scram_sha256 = e.derived.scram_sha256;
   a.scram_sha1 = e.derived.scram_sha1;
   a.policy = resolve_policy(e.policy, defaults_);
+  a.login_delay = e.policy.login_delay;
+  a.expire_days = e.policy.expire_days;
+  a.last_login = e.last_login;
   if (!a.policy.device_secrets_only) a.password = e.password;
   for (const auto& [name, d] : e.devices) a.device_secrets.push_back({name, d.first});
   return a;
@@ -90,8 +98,8 @@ Result<std::vector<UserRecord>> MemoryCredentialStore::list() {
   std::vector<UserRecord> out;
   out.reserve(users_.size());
   for (const auto& [name, e] : users_) {
-    out.push_back(
-        UserRecord{name, e.created, e.updated, e.devices.size(), e.password.has_value(), e.policy});
+    out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(), e.password.has_value(),
+                             e.policy, e.last_login});
   }
   return out;
 }
@@ -162,6 +170,7 @@ void MemoryCredentialStore::apply_device_only_locked() {
 }
 
 Result<void> MemoryCredentialStore::set_policy(std::string_view user, const Policy& policy) {
+  if (auto r = check_login_limits(policy); !r) return r;
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
   if (it == users_.end()) return no_user(user);
@@ -176,9 +185,18 @@ Result<Policy> MemoryCredentialStore::default_policy() {
 }
 
 Result<void> MemoryCredentialStore::set_default_policy(const Policy& policy) {
+  if (policy.login_delay || policy.expire_days) return per_account_only();
   std::lock_guard lock(mu_);
   defaults_ = policy;
   apply_device_only_locked();
+  return {};
+}
+
+Result<void> MemoryCredentialStore::record_login(std::string_view user, std::int64_t when) {
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_user(user);
+  it->second.last_login = when;
   return {};
 }
 

@@ -13,7 +13,7 @@
 namespace apop::auth {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 constexpr int kBusyTimeoutMs = 5000;
 
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
@@ -113,6 +113,23 @@ Policy column_policy(sqlite3_stmt* s, int first) {
   p.apop_requires_tls = column_bool(s, first + 2);
   p.require_tls = column_bool(s, first + 3);
   return p;
+}
+
+std::optional<std::int64_t> column_opt_int(sqlite3_stmt* s, int i) {
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(s, i);
+}
+
+// The per-account LOGIN-DELAY and EXPIRE columns (users only).
+void column_login_limits(sqlite3_stmt* s, int first, Policy& p) {
+  if (auto d = column_opt_int(s, first); d && *d >= 0 && *d <= 0xFFFFFFFFll) {
+    p.login_delay = static_cast<std::uint32_t>(*d);
+  }
+  p.expire_days = column_opt_int(s, first + 1);
+}
+
+int bind_opt_int(sqlite3_stmt* s, int i, std::optional<std::int64_t> v) {
+  return v ? sqlite3_bind_int64(s, i, *v) : sqlite3_bind_null(s, i);
 }
 
 int bind_policy(sqlite3_stmt* s, int first, const Policy& p, std::string& mech_buf) {
@@ -277,8 +294,15 @@ Result<void> SqliteCredentialStore::migrate() {
     sqlite3_reset(old.get());  // a running SELECT would lock the table
     if (auto r = exec(db_, "DROP TABLE users_v1"); !r) return r;
   }
-  if (version < 2) {
-    if (auto r = exec(db_, "PRAGMA user_version = 2"); !r) return r;
+  // Version 3: RFC 2449 LOGIN-DELAY / EXPIRE per account (NULL: the server's
+  // defaults) and the last successful login (NULL: never).
+  if (version < 3) {
+    for (const char* sql :
+         {"ALTER TABLE users ADD COLUMN login_delay INTEGER",
+          "ALTER TABLE users ADD COLUMN expire_days INTEGER",
+          "ALTER TABLE users ADD COLUMN last_login INTEGER", "PRAGMA user_version = 3"}) {
+      if (auto r = exec(db_, sql); !r) return r;
+    }
   }
   return tx.commit();
 }
@@ -341,7 +365,8 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     Stmt st;
     int rc = prepare(db_,
                      "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
-                     " mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                     " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                     " login_delay, expire_days, last_login"
                      " FROM users WHERE name = ?1",
                      st);
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
@@ -356,6 +381,11 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
     sealed = column_blob(st.get(), 3);
     a.policy = resolve_policy(column_policy(st.get(), 4), *defaults);
+    Policy own;
+    column_login_limits(st.get(), 8, own);
+    a.login_delay = own.login_delay;
+    a.expire_days = own.expire_days;
+    a.last_login = column_opt_int(st.get(), 10);
 
     Stmt dev;
     rc = prepare(db_, "SELECT name, sealed FROM device_secrets WHERE user = ?1 ORDER BY name", dev);
@@ -510,7 +540,8 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
                    "SELECT name, created, updated,"
                    " (SELECT COUNT(*) FROM device_secrets d WHERE d.user = users.name),"
                    " sealed_password IS NOT NULL,"
-                   " mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                   " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                   " login_delay, expire_days, last_login"
                    " FROM users ORDER BY name",
                    st);
   if (rc != SQLITE_OK) return db_error(db_, rc, "listing users");
@@ -523,6 +554,8 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
     u.device_secrets = static_cast<std::size_t>(sqlite3_column_int64(st.get(), 3));
     u.has_password_copy = sqlite3_column_int(st.get(), 4) != 0;
     u.policy = column_policy(st.get(), 5);
+    column_login_limits(st.get(), 9, u.policy);
+    u.last_login = column_opt_int(st.get(), 11);
     out.push_back(std::move(u));
   }
   if (rc != SQLITE_DONE) return db_error(db_, rc, "listing users");
@@ -613,7 +646,8 @@ Result<void> SqliteCredentialStore::revoke_device_secret(std::string_view user,
 Result<Policy> SqliteCredentialStore::user_policy_locked(std::string_view user) {
   Stmt st;
   int rc = prepare(db_,
-                   "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                   "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                   " login_delay, expire_days"
                    " FROM users WHERE name = ?1",
                    st);
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
@@ -621,7 +655,9 @@ Result<Policy> SqliteCredentialStore::user_policy_locked(std::string_view user) 
   rc = sqlite3_step(st.get());
   if (rc == SQLITE_DONE) return no_user(user);
   if (rc != SQLITE_ROW) return db_error(db_, rc, "reading policy");
-  return column_policy(st.get(), 0);
+  Policy p = column_policy(st.get(), 0);
+  column_login_limits(st.get(), 4, p);
+  return p;
 }
 
 Result<Policy> SqliteCredentialStore::policy(std::string_view user) {
@@ -649,17 +685,25 @@ Result<void> SqliteCredentialStore::drop_copies_locked() {
 
 Result<void> SqliteCredentialStore::set_policy(std::string_view user, const Policy& policy) {
   if (!is_valid_username(user)) return no_user(user);
+  if (auto r = check_login_limits(policy); !r) return r;
   std::lock_guard lock(mu_);
   Transaction tx(db_);
   if (auto r = tx.begin(); !r) return r;
   Stmt st;
   int rc = prepare(db_,
                    "UPDATE users SET mechanisms = ?2, device_secrets_only = ?3,"
-                   " apop_requires_tls = ?4, require_tls = ?5 WHERE name = ?1",
+                   " apop_requires_tls = ?4, require_tls = ?5, login_delay = ?6,"
+                   " expire_days = ?7 WHERE name = ?1",
                    st);
   std::string buf;
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
   if (rc == SQLITE_OK) rc = bind_policy(st.get(), 2, policy, buf);
+  if (rc == SQLITE_OK) {
+    rc = bind_opt_int(
+        st.get(), 6,
+        policy.login_delay ? std::optional<std::int64_t>(*policy.login_delay) : std::nullopt);
+  }
+  if (rc == SQLITE_OK) rc = bind_opt_int(st.get(), 7, policy.expire_days);
   if (rc == SQLITE_OK) rc = sqlite3_step(st.get());
   if (rc != SQLITE_DONE) return db_error(db_, rc, "setting policy");
   if (sqlite3_changes(db_) == 0) return no_user(user);
@@ -673,6 +717,11 @@ Result<Policy> SqliteCredentialStore::default_policy() {
 }
 
 Result<void> SqliteCredentialStore::set_default_policy(const Policy& policy) {
+  if (policy.login_delay || policy.expire_days) {
+    return make_error(Errc::invalid,
+                      "LOGIN-DELAY and EXPIRE are per account; their defaults are apop serve "
+                      "settings (login_delay, expire)");
+  }
   std::lock_guard lock(mu_);
   Transaction tx(db_);
   if (auto r = tx.begin(); !r) return r;
@@ -687,6 +736,20 @@ Result<void> SqliteCredentialStore::set_default_policy(const Policy& policy) {
   if (rc != SQLITE_DONE) return db_error(db_, rc, "setting default policy");
   if (auto r = drop_copies_locked(); !r) return r;
   return tx.commit();
+}
+
+Result<void> SqliteCredentialStore::record_login(std::string_view user, std::int64_t when) {
+  if (!is_valid_username(user)) return no_user(user);
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_, "UPDATE users SET last_login = ?2 WHERE name = ?1", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, when);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "recording login");
+  rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "recording login");
+  if (sqlite3_changes(db_) == 0) return no_user(user);
+  return {};
 }
 
 }  // namespace apop::auth

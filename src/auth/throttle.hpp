@@ -164,6 +164,10 @@ class ThrottlingAuthenticator final : public pop3::Authenticator {
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
   std::unique_ptr<pop3::SaslSession> start_sasl(std::string_view mechanism,
                                                 const pop3::AuthContext& ctx) override;
+  // RFC 2449 LOGIN-DELAY bookkeeping: forwarded as is.
+  void record_login(std::string_view user, std::int64_t when) override {
+    inner_.record_login(user, when);
+  }
 
   // Applies the rules to the outcome of a check already done: records it and
   // returns what the client gets (blocked: failure; failure: with delay and

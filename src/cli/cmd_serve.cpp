@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <charconv>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -22,6 +23,24 @@
 namespace apop::cli {
 
 namespace {
+
+// "never" (any case) -> kExpireNever; "N" -> N days (0..kMaxExpireDays).
+Result<std::int64_t> parse_expire(std::string_view v) {
+  if (v.size() == 5) {
+    std::string lower;
+    for (char c : v) lower.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
+    if (lower == "never") return auth::kExpireNever;
+  }
+  std::int64_t days = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), days);
+  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size() || days < 0 ||
+      days > limits::kMaxExpireDays) {
+    return make_error(Errc::invalid, "expire: expected never or a number of days (0.." +
+                                         std::to_string(limits::kMaxExpireDays) + "), not \"" +
+                                         std::string(v) + "\"");
+  }
+  return days;
+}
 
 // The server options a configuration asks for, or what is wrong with it
 // (Errc::invalid, naming the setting).
@@ -84,7 +103,27 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   opts.max_sessions_per_user = a.max_sessions_per_user;
   opts.login_deadline = std::chrono::seconds(a.login_deadline);
   opts.session.implementation = a.implementation ? "apop 0.1.0" : "";
+  // RFC 2449 LOGIN-DELAY / EXPIRE defaults (login_delay's range is checked
+  // by its kSpecs row).
+  opts.session.login_delay = a.login_delay;
+  auto expire = parse_expire(a.expire);
+  if (!expire) return expire.error();
+  opts.session.expire_days = *expire;
   return opts;
+}
+
+// RFC 2449: some account has its own LOGIN-DELAY / EXPIRE, different from
+// the server's, so CAPA before login appends "USER" (§6.5, §6.7). Read at
+// start-up and on SIGHUP.
+void mark_per_user_limits(const std::vector<auth::UserRecord>& users, pop3::SessionConfig& s) {
+  s.login_delay_per_user = false;
+  s.expire_per_user = false;
+  for (const auto& u : users) {
+    if (u.policy.login_delay && *u.policy.login_delay != s.login_delay) {
+      s.login_delay_per_user = true;
+    }
+    if (u.policy.expire_days && *u.policy.expire_days != s.expire_days) s.expire_per_user = true;
+  }
 }
 
 // The identity `user`/`group` name (nullopt when neither is set), checked
@@ -182,6 +221,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     const bool apop_default =
         auth::resolve_policy(auth::Policy{}, *defaults).mechanisms & auth::kMechApop;
     opts.session.apop_enabled = apop_default || apop_somewhere;
+    mark_per_user_limits(*users, opts.session);
     opts_apop_enabled = opts.session.apop_enabled;
     if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
   }
@@ -216,11 +256,12 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   // to new sessions, name what needs a restart, keep everything on error.
   auto running = std::make_shared<ServeConfig>(a);
   const bool apop_enabled = opts_apop_enabled;
+  auth::CredentialStore* creds = store.value().get();
   // After a drop, root-only files (a TLS key) can no longer be re-read.
   const std::string hint = *identity ? " (the server runs as user " + (*identity)->user +
                                            ": the files it re-reads must be readable by it)"
                                      : "";
-  server.on_reload([&server, &reread, running, apop_enabled, hint] {
+  server.on_reload([&server, &reread, running, apop_enabled, creds, hint] {
     auto fresh = reread();
     if (!fresh) {
       spdlog::error("config reload failed, keeping the running configuration: {}{}",
@@ -240,6 +281,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     }
     next_opts->session.greeting_text = "apop POP3 server ready";
     next_opts->session.apop_enabled = apop_enabled;
+    if (auto users = creds->list()) mark_per_user_limits(*users, next_opts->session);
     if (auto r = server.reconfigure(*next_opts); !r) {
       spdlog::error("tls reload failed, keeping the old certificate and configuration: {}{}",
                     r.error().message, hint);

@@ -2,6 +2,7 @@
 // passwords, per-device APOP secrets and per-account policy.
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <ctime>
 #include <iostream>
 #include <optional>
@@ -28,6 +29,7 @@ struct UserArgs {
   bool allow_weak = false;
   // policy: "" (unchanged), "default", or a value
   std::string mechanisms, device_only, apop_tls, require_tls;
+  std::string login_delay, expire;  // RFC 2449, per account only
   bool global = false;
 };
 
@@ -172,6 +174,63 @@ std::string show_bool(const std::optional<bool>& own, bool effective) {
   return own ? s : s + " (default)";
 }
 
+// RFC 2449 LOGIN-DELAY: "SECONDS" or "default" ("" leaves it alone).
+Result<void> apply_login_delay(std::string_view v, std::optional<std::uint32_t>& field) {
+  if (v.empty()) return {};
+  if (v == "default") {
+    field.reset();
+    return {};
+  }
+  std::uint32_t n = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || ptr != v.data() + v.size() || n > limits::kMaxLoginDelay) {
+    return make_error(Errc::invalid, "--login-delay: expected seconds (0.." +
+                                         std::to_string(limits::kMaxLoginDelay) + ") or default");
+  }
+  field = n;
+  return {};
+}
+
+// RFC 2449 EXPIRE: "DAYS", "never" or "default" ("" leaves it alone).
+Result<void> apply_expire(std::string_view v, std::optional<std::int64_t>& field) {
+  if (v.empty()) return {};
+  if (v == "default") {
+    field.reset();
+    return {};
+  }
+  if (v == "never") {
+    field = auth::kExpireNever;
+    return {};
+  }
+  std::int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || ptr != v.data() + v.size() || n < 0 || n > limits::kMaxExpireDays) {
+    return make_error(Errc::invalid, "--expire: expected days (0.." +
+                                         std::to_string(limits::kMaxExpireDays) +
+                                         "), never or default");
+  }
+  field = n;
+  return {};
+}
+
+std::string show_expire(std::int64_t days) {
+  if (days == auth::kExpireNever) return "never";
+  if (days == 0) return "0 (retrieved messages are deleted at QUIT)";
+  return std::to_string(days) + (days == 1 ? " day" : " days");
+}
+
+// RFC 2449 per-account values; the defaults live in the apop serve settings.
+void print_login_limits(const auth::Policy& own) {
+  std::cout << "login-delay: "
+            << (own.login_delay ? std::to_string(*own.login_delay) + " seconds"
+                                : std::string("default (apop serve login_delay)"))
+            << "\n"
+            << "expire: "
+            << (own.expire_days ? show_expire(*own.expire_days)
+                                : std::string("default (apop serve expire)"))
+            << "\n";
+}
+
 void print_policy(const auth::Policy& own, const auth::Policy& defaults) {
   const auth::EffectivePolicy e = auth::resolve_policy(own, defaults);
   std::cout << "mechanisms: " << auth::format_mechanisms(e.mechanisms)
@@ -215,6 +274,14 @@ int run_policy(const UserArgs& a) {
     }
     p.mechanisms = *m;
   }
+  if (a.global && (!a.login_delay.empty() || !a.expire.empty())) {
+    std::cerr << "apop user policy: --login-delay and --expire are per account; their defaults "
+                 "are apop serve settings (login_delay, expire)\n";
+    return kExitUsage;
+  }
+  if (auto r = apply_login_delay(a.login_delay, p.login_delay); !r)
+    return fail("policy", r.error());
+  if (auto r = apply_expire(a.expire, p.expire_days); !r) return fail("policy", r.error());
   for (auto [value, field, what] :
        {std::tuple{&a.device_only, &p.device_secrets_only, "--device-secrets-only"},
         std::tuple{&a.apop_tls, &p.apop_requires_tls, "--apop-requires-tls"},
@@ -232,6 +299,7 @@ int run_policy(const UserArgs& a) {
   }
   // For the defaults, "(default)" marks what follows the built-in default.
   print_policy(p, a.global ? auth::Policy{} : *defaults);
+  if (!a.global) print_login_limits(p);
   return kExitOk;
 }
 
@@ -255,6 +323,9 @@ int run_show(const UserArgs& a) {
                       : "no (no encrypted copy kept)")
               << "\n";
     print_policy(u.policy, *defaults);
+    print_login_limits(u.policy);
+    std::cout << "last login: " << (u.last_login ? date(*u.last_login) : std::string("never"))
+              << "\n";
     auto secrets = (*store)->device_secrets(u.name);
     if (!secrets) return fail("show", secrets.error());
     std::cout << "device secrets: " << secrets->size() << "\n";
@@ -316,6 +387,13 @@ void register_user(CLI::App& app, Registry& registry) {
     sub->add_option("--require-tls", a->require_tls,
                     "on: every mechanism only inside TLS; off; default")
         ->check(CLI::IsMember({"on", "off", "default"}));
+    sub->add_option("--login-delay", a->login_delay,
+                    "RFC 2449 LOGIN-DELAY: minimum seconds between two logins of this account; "
+                    "default: the apop serve setting login_delay");
+    sub->add_option("--expire", a->expire,
+                    "RFC 2449 EXPIRE: days a message is kept (older ones are deleted at QUIT); "
+                    "0: retrieved messages are deleted at QUIT; never; default: the apop serve "
+                    "setting expire");
   }
 
   CLI::App* secret = user->add_subcommand("secret", "Per-device APOP secrets");

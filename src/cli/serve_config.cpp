@@ -21,6 +21,7 @@ struct Spec {
   bool negated = false;       // a bool flag that sets false (e.g. --no-secure-loopback)
   unsigned min = 0, max = 0;  // unsigned range (inclusive)
   bool file_must_exist = false;
+  bool integer_ok = false;  // a string setting that the file may also give as an integer
 };
 
 const std::array kSpecs = {
@@ -84,6 +85,14 @@ const std::array kSpecs = {
     Spec{"login_deadline", "--login-deadline",
          "Seconds after connecting by which a client must be logged in, whatever it sends",
          &ServeConfig::login_deadline, false, 1, 86'400},
+    Spec{"login_delay", "--login-delay",
+         "RFC 2449 LOGIN-DELAY: minimum seconds between two logins of a user (0: none; "
+         "accounts may override it)",
+         &ServeConfig::login_delay, false, 0, limits::kMaxLoginDelay},
+    Spec{"expire", "--expire",
+         "RFC 2449 EXPIRE: days a message is kept, deleted at QUIT when older; 0: retrieved "
+         "messages are deleted at QUIT; never (default) (accounts may override it)",
+         &ServeConfig::expire, false, 0, 0, false, true},
     Spec{"implementation", "--no-implementation",
          "Omit the IMPLEMENTATION capability (file: implementation = false)",
          &ServeConfig::implementation, true},
@@ -191,7 +200,14 @@ Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) 
             cfg.*member = static_cast<unsigned>(*v);
           } else if constexpr (std::is_same_v<T, std::string>) {
             auto v = node.template value_exact<std::string>();
-            if (!v) return make_error(Errc::invalid, at + "expected a string");
+            if (!v && spec->integer_ok) {
+              if (auto i = node.template value_exact<std::int64_t>()) v = std::to_string(*i);
+            }
+            if (!v) {
+              return make_error(Errc::invalid,
+                                at + (spec->integer_ok ? "expected a string or an integer"
+                                                       : "expected a string"));
+            }
             cfg.*member = *v;
           } else {
             const toml::array* arr = node.as_array();
@@ -219,7 +235,7 @@ Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) 
 bool ServeOptions::reloadable(std::string_view key) {
   // Settings read when a session starts (or a timer is armed), and the TLS
   // files (the certificate is loaded again anyway on SIGHUP).
-  static constexpr std::array<std::string_view, 11> kReloadable = {"tls_cert",
+  static constexpr std::array<std::string_view, 13> kReloadable = {"tls_cert",
                                                                    "tls_key",
                                                                    "allow_plaintext_auth",
                                                                    "secure_loopback",
@@ -229,7 +245,9 @@ bool ServeOptions::reloadable(std::string_view key) {
                                                                    "login_timeout",
                                                                    "idle_timeout",
                                                                    "implementation",
-                                                                   "verbose"};
+                                                                   "verbose",
+                                                                   "login_delay",
+                                                                   "expire"};
   return std::find(kReloadable.begin(), kReloadable.end(), key) != kReloadable.end();
 }
 

@@ -42,13 +42,19 @@ struct ServeConfig {
   unsigned max_connections_per_address = limits::kMaxConnectionsPerAddress;
   unsigned max_sessions_per_user = limits::kMaxSessionsPerUser;
   unsigned login_deadline = static_cast<unsigned>(limits::kLoginDeadline.count());
+  // RFC 2449 LOGIN-DELAY (seconds, 0: none) and EXPIRE ("never" or a number
+  // of days): the server-wide defaults; an account may have its own (`apop
+  // user policy --login-delay/--expire`). `expire` is a string so that the
+  // file can say 30 or "never"; server_options() validates it.
+  unsigned login_delay = 0;
+  std::string expire = "never";
   bool implementation = true;
   bool verbose = false;
   std::string log = "stderr";      // stderr | syslog | file:/PATH (cli/logging.hpp)
   std::string log_level = "info";  // spdlog level name; verbose forces debug
   std::string metrics_listen;      // ADDR:PORT for /metrics; empty: no metrics endpoint
-  std::string user;   // started as root: drop to this user after binding
-  std::string group;  // ... and this group (default: the user's primary group)
+  std::string user;                // started as root: drop to this user after binding
+  std::string group;               // ... and this group (default: the user's primary group)
 };
 
 // Registers every setting on `sub` as a flag/option writing into `*target`.

@@ -147,4 +147,13 @@ inline constexpr unsigned kMaxSessionsPerUser = 10;
 // Configurable (`--login-deadline`).
 inline constexpr std::chrono::seconds kLoginDeadline{180};
 
+// --- RFC 2449 LOGIN-DELAY / EXPIRE (apop serve login_delay/expire, and per
+// account with `apop user policy`) --------------------------------------------
+// RFC 2449 §6.5 gives LOGIN-DELAY in seconds without a bound; not from an
+// RFC: at most a day between logins (a larger value is a typo, not a policy).
+inline constexpr std::uint32_t kMaxLoginDelay = 86400;
+// RFC 2449 §6.7 gives EXPIRE in days without a bound; not from an RFC: at
+// most 100 years (keeps days * 86400 far from overflow).
+inline constexpr std::int64_t kMaxExpireDays = 36500;
+
 }  // namespace apop::limits

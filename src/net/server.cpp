@@ -83,6 +83,8 @@ class LogSink final : public pop3::EventSink {
   //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
   //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
   //   login failed user=U mech=M addr=A tls=0|1 reason=throttled|blocked  (auth/throttle.hpp)
+  //   login refused user=U mech=M addr=A tls=0|1 reason=login-delay retry_after=SECS
+  //     (correct credentials, RFC 2449 LOGIN-DELAY: not a failure, never for fail2ban)
   void on_login(const pop3::LoginEvent& e) override {
     if (metrics != nullptr) {
       metrics->login(e.mechanism, Metrics::login_result(e));
@@ -115,6 +117,11 @@ class LogSink final : public pop3::EventSink {
       case pop3::LoginResult::error:
         spdlog::error("login failed user={} mech={} addr={} tls={} reason=mailbox-error", user,
                       e.mechanism, addr_, tls);
+        break;
+      case pop3::LoginResult::delayed:
+        spdlog::info(
+            "login refused user={} mech={} addr={} tls={} reason=login-delay retry_after={}", user,
+            e.mechanism, addr_, tls, e.retry_after);
         break;
     }
   }

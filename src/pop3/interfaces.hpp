@@ -23,6 +23,10 @@ namespace apop::pop3 {
 struct MessageInfo {
   std::uint64_t size = 0;
   std::string uidl;
+  // Delivery time, unix seconds (Maildir: the file's mtime, as Dovecot
+  // takes it); 0 when unknown. Used by RFC 2449 EXPIRE: a message of unknown
+  // age never expires.
+  std::int64_t delivered = 0;
 };
 
 // A pull source of a message's raw bytes (LF or CRLF line endings, as
@@ -58,6 +62,20 @@ class MaildropOpener {
   virtual Result<std::unique_ptr<Maildrop>> open(std::string_view user) = 0;
 };
 
+// RFC 2449 §6.7 "EXPIRE NEVER" as a number of days.
+inline constexpr std::int64_t kExpireNever = -1;
+
+// A user's own RFC 2449 LOGIN-DELAY / EXPIRE settings and the time of their
+// previous successful login, as the Authenticator knows them after correct
+// credentials. An empty field follows the server-wide default
+// (SessionConfig); the Session resolves and enforces them.
+struct LoginLimits {
+  std::optional<std::uint32_t> login_delay;  // seconds between logins
+  std::optional<std::int64_t> expire_days;   // days, or kExpireNever
+  std::optional<std::int64_t> last_login;    // unix seconds; empty: never logged in
+  bool operator==(const LoginLimits&) const = default;
+};
+
 // One SASL exchange (RFC 4422) as POP3 carries it (RFC 5034): the client's
 // responses and the server's challenges are base64 text; decoding and the
 // mechanism's logic live behind this interface (src/auth), so the core stays
@@ -75,6 +93,7 @@ struct SaslReply {
   std::string credential;  // on success: which secret matched (see AuthResult)
   std::string reason;      // on failure: why, for logs only (see AuthResult)
   std::chrono::milliseconds delay{0};  // on failure: see AuthResult::delay
+  LoginLimits limits{};  // on success: the user's own LOGIN-DELAY/EXPIRE (see AuthResult)
 };
 
 class SaslSession {
@@ -109,6 +128,9 @@ struct AuthResult {
   // (failed-login throttling). The core never sleeps: it passes this on in
   // LoginEvent::delay, and the network layer waits without blocking.
   std::chrono::milliseconds delay{0};
+  // On success: the user's own RFC 2449 LOGIN-DELAY/EXPIRE and last login;
+  // the Session enforces LOGIN-DELAY with them (after correct credentials only).
+  LoginLimits limits{};
   explicit operator bool() const { return ok; }
 };
 
@@ -125,6 +147,16 @@ class Authenticator {
   // RFC 1939 §7 USER/PASS: the plaintext password.
   virtual AuthResult verify_plain(std::string_view user, std::string_view password,
                                   const AuthContext& ctx) = 0;
+  // A login of `user` succeeded at `when` (unix seconds): credentials were
+  // right, LOGIN-DELAY allowed it and the maildrop is open. The next
+  // AuthResult for the user reports it as LoginLimits::last_login (RFC 2449
+  // LOGIN-DELAY counts from here). Called on the thread that verified the
+  // credentials; best effort (a failure to record is not the client's
+  // problem). Default: nothing is recorded.
+  virtual void record_login(std::string_view user, std::int64_t when) {
+    (void)user;
+    (void)when;
+  }
   // SASL mechanisms supported, strongest first. Default: none.
   virtual std::vector<SaslMechanism> sasl_mechanisms() const { return {}; }
   // Starts an exchange for a mechanism listed by sasl_mechanisms(); nullptr

@@ -1,6 +1,7 @@
 #include "pop3/session.hpp"
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 
 #include "pop3/command.hpp"
@@ -97,7 +98,9 @@ Session::Session(SessionConfig config, Authenticator& auth, MaildropOpener& open
       auth_(auth),
       opener_(opener),
       events_(events),
-      timestamp_(std::move(timestamp)) {}
+      timestamp_(std::move(timestamp)),
+      login_delay_(config_.login_delay),
+      expire_days_(config_.expire_days) {}
 
 Session::~Session() = default;
 
@@ -119,6 +122,7 @@ void Session::feed(std::string_view bytes) {
 
 void Session::abort() {
   body_.reset();
+  body_retr_index_.reset();
   listing_next_.reset();
   maildrop_.reset();  // releases the lock; nothing is committed
   state_ = State::closed;
@@ -134,7 +138,12 @@ Next Session::next(std::string& out) {
       abort();
       return Next::close;
     }
-    if (*r) body_.reset();
+    if (*r) {
+      body_.reset();
+      // The whole message went out: EXPIRE 0 deletes it at QUIT.
+      if (body_retr_index_) retrieved_[*body_retr_index_] = true;
+      body_retr_index_.reset();
+    }
     return Next::output;
   }
   if (listing_next_) {
@@ -227,6 +236,7 @@ void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
     }
   }
   out.append("RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+  append_limit_capas(out);
   if (!config_.implementation.empty()) {
     out.append("IMPLEMENTATION ");
     out.append(config_.implementation);
@@ -319,6 +329,7 @@ void Session::sasl_reply(SaslReply reply, std::string& out) {
       AuthResult r{reply.kind == SaslReply::Kind::success, std::move(reply.credential),
                    std::move(reply.reason)};
       r.delay = reply.delay;
+      r.limits = reply.limits;
       return finish_login(r, reply.user, sasl_mech_, out);
     }
   }
@@ -331,11 +342,15 @@ void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {
     append_ok(out, "Logging out");
     return;
   }
-  // RFC 1939 §6: the UPDATE state.
+  // RFC 1939 §6: the UPDATE state. RFC 2449 EXPIRE removes its messages
+  // here too, and only here (a session ending without QUIT removes nothing).
   state_ = State::update;
+  const std::vector<std::size_t> expired = expired_messages();
   std::vector<std::size_t> doomed;
-  for (std::size_t i = 0; i < deleted_.size(); ++i) {
-    if (deleted_[i]) doomed.push_back(i);
+  for (std::size_t i = 0, e = 0; i < deleted_.size(); ++i) {
+    const bool is_expired = e < expired.size() && expired[e] == i;
+    if (is_expired) ++e;
+    if (deleted_[i] || is_expired) doomed.push_back(i);
   }
   if (!doomed.empty()) {
     auto r = maildrop_->commit(doomed);
@@ -345,9 +360,11 @@ void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {
     }
   }
   stats_.committed = true;
+  stats_.expired = expired.size();
+  const std::uint64_t left = live_count_ - expired.size();
   std::string text = "Logging out (";
-  append_u64(text, live_count_);
-  text += live_count_ == 1 ? " message left)" : " messages left)";
+  append_u64(text, left);
+  text += left == 1 ? " message left)" : " messages left)";
   append_ok(out, text);
 }
 
@@ -414,6 +431,43 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
     }
     return;
   }
+  // RFC 2449 §6.5 LOGIN-DELAY, checked only after correct credentials (a
+  // wrong secret gets [AUTH] above, whatever the delay): a user who logged in
+  // less than the delay ago is refused with [LOGIN-DELAY] and the maildrop is
+  // not opened. A last login in the future (the clock went back) does not
+  // lock the user out.
+  const std::uint32_t delay = verified.limits.login_delay.value_or(config_.login_delay);
+  if (delay > 0 && verified.limits.last_login) {
+    const std::int64_t elapsed = now() - *verified.limits.last_login;
+    if (elapsed >= 0 && elapsed < delay) {
+      const auto wait = static_cast<std::uint32_t>(delay - elapsed);
+      if (events_) {
+        LoginEvent e;
+        e.user = user;
+        e.mechanism = mech;
+        e.result = LoginResult::delayed;
+        e.credential = verified.credential;
+        e.reason = "login-delay";
+        e.tls = tls_;
+        e.retry_after = wait;
+        events_->on_login(e);
+      }
+      // Counts as a failed login for the per-connection limit, so a client
+      // cannot spin on it.
+      ++auth_failures_;
+      std::string text = "Minimum time between logins is ";
+      append_u64(text, delay);
+      text += " seconds, try again in ";
+      append_u64(text, wait);
+      text += wait == 1 ? " second" : " seconds";
+      append_err(out, RespCode::login_delay, text);
+      if (auth_failures_ >= config_.max_auth_failures) {
+        append_err(out, RespCode::none, "Too many authentication failures, closing connection");
+        close_after_output_ = true;
+      }
+      return;
+    }
+  }
   auto md = opener_.open(user);
   if (!md.ok()) {
     if (md.error().code == Errc::in_use) {
@@ -428,12 +482,16 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
   // Message numbers are 32-bit; a larger maildrop is served in part.
   std::size_t count = std::min<std::uint64_t>(msgs.size(), limits::kMaxMessages);
   deleted_.assign(count, false);
+  retrieved_.assign(count, false);
   live_count_ = count;
   live_size_ = 0;
   for (std::size_t i = 0; i < count; ++i) live_size_ += msgs[i].size;
   stats_.messages_at_login = count;
   user_ = std::string(user);
   state_ = State::transaction;
+  login_delay_ = delay;
+  expire_days_ = verified.limits.expire_days.value_or(config_.expire_days);
+  auth_.record_login(user_, now());
   notify(LoginResult::ok);
   std::string text = "Logged in, ";
   append_u64(text, live_count_);
@@ -540,6 +598,8 @@ void Session::start_body(std::size_t index, std::optional<std::uint64_t> top, st
     return append_err(out, RespCode::sys_temp, "Cannot read message, try again later");
   }
   const std::uint64_t size = maildrop_->messages()[index].size;
+  body_retr_index_.reset();
+  if (!top) body_retr_index_ = index;
   if (top) {
     ++stats_.top;
     out.append("+OK Top of message follows\r\n");
@@ -580,6 +640,50 @@ void Session::cmd_dele(const ParsedCommand& cmd, std::string& out) {
   ++stats_.deleted;
   stats_.deleted_bytes += size;
   append_ok(out, "Message deleted");
+}
+
+std::int64_t Session::now() const {
+  if (config_.clock) return config_.clock();
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// RFC 2449 §6.5 / §6.7: before login the server-wide values, with "USER"
+// appended when some account has its own; after login the user's values,
+// never with "USER".
+void Session::append_limit_capas(std::string& out) const {
+  const bool before_login = state_ == State::authorization;
+  out.append("LOGIN-DELAY ");
+  append_u64(out, login_delay_);
+  if (before_login && config_.login_delay_per_user) out.append(" USER");
+  out.append("\r\nEXPIRE ");
+  if (expire_days_ < 0) {
+    out.append("NEVER");
+  } else {
+    append_u64(out, static_cast<std::uint64_t>(expire_days_));
+  }
+  if (before_login && config_.expire_per_user) out.append(" USER");
+  out.append("\r\n");
+}
+
+std::vector<std::size_t> Session::expired_messages() const {
+  std::vector<std::size_t> out;
+  if (expire_days_ < 0 || !maildrop_) return out;
+  auto msgs = maildrop_->messages();
+  const std::int64_t t = now();
+  const std::int64_t max_age = expire_days_ * 86400;
+  for (std::size_t i = 0; i < deleted_.size(); ++i) {
+    if (deleted_[i]) continue;
+    // EXPIRE 0: "the server MAY assume an implicit DELE for each message
+    // which was downloaded via RETR" -- only those. Otherwise: messages of a
+    // known delivery time at least the limit old.
+    const bool expired = expire_days_ == 0
+                             ? retrieved_[i]
+                             : msgs[i].delivered > 0 && t - msgs[i].delivered >= max_age;
+    if (expired) out.push_back(i);
+  }
+  return out;
 }
 
 void Session::cmd_noop(const ParsedCommand& cmd, std::string& out) {

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,9 +52,22 @@ struct SessionConfig {
   // The client's IP address without port (set per connection by the driver);
   // passed to the Authenticator in AuthContext::address for throttling.
   std::string client_address;
+  // RFC 2449 LOGIN-DELAY (§6.5, seconds) and EXPIRE (§6.7, days or
+  // kExpireNever): the server-wide defaults, announced by CAPA before login;
+  // a user's own values (AuthResult::limits) replace them after login. The
+  // *_per_user flags say some account has its own value, so the pre-login
+  // CAPA appends "USER" as RFC 2449 requires.
+  std::uint32_t login_delay = 0;
+  std::int64_t expire_days = kExpireNever;
+  bool login_delay_per_user = false;
+  bool expire_per_user = false;
+  // The wall clock, unix seconds (LOGIN-DELAY and EXPIRE ages); empty: the
+  // system clock. Tests inject their own.
+  std::function<std::int64_t()> clock;
 };
 
-enum class LoginResult { ok, failed, in_use, error };
+// delayed: correct credentials, refused by RFC 2449 LOGIN-DELAY.
+enum class LoginResult { ok, failed, in_use, error, delayed };
 
 // One login attempt, for logs and metrics. Never holds a secret.
 struct LoginEvent {
@@ -66,6 +80,8 @@ struct LoginEvent {
   // On failure: the driver waits this long before writing the failure reply
   // (AuthResult::delay, failed-login throttling).
   std::chrono::milliseconds delay{0};
+  // LoginResult::delayed: seconds until LOGIN-DELAY allows the next login.
+  std::uint32_t retry_after = 0;
 };
 
 // Notifications for logs and metrics. Never receives a secret.
@@ -78,6 +94,9 @@ class EventSink {
 struct SessionStats {
   std::uint64_t retr = 0, retr_bytes = 0, top = 0, deleted = 0, deleted_bytes = 0;
   std::uint64_t messages_at_login = 0;
+  // Removed at QUIT by RFC 2449 EXPIRE (older than the limit, or retrieved
+  // under EXPIRE 0), besides the DELE'd ones.
+  std::uint64_t expired = 0;
   bool committed = false;
 };
 
@@ -118,6 +137,9 @@ class Session {
   State state() const { return state_; }
   const std::string& user() const { return user_; }
   const SessionStats& stats() const { return stats_; }
+  // RFC 2449 values in force: the defaults before login, the user's after.
+  std::uint32_t login_delay() const { return login_delay_; }
+  std::int64_t expire_days() const { return expire_days_; }
   bool secure() const { return config_.secure; }
   bool tls() const { return tls_; }
   // The driver finished a TLS handshake (implicit TLS at connect, or after
@@ -188,6 +210,16 @@ class Session {
   bool start_tls_after_output_ = false;
   bool tls_ = false;
   SessionStats stats_;
+
+  // RFC 2449 LOGIN-DELAY / EXPIRE (see SessionConfig).
+  std::int64_t now() const;
+  void append_limit_capas(std::string& out) const;
+  // Messages QUIT removes besides the DELE'd ones (EXPIRE), ascending.
+  std::vector<std::size_t> expired_messages() const;
+  std::uint32_t login_delay_ = 0;
+  std::int64_t expire_days_ = kExpireNever;
+  std::vector<bool> retrieved_;                 // RETR sent the whole message (EXPIRE 0)
+  std::optional<std::size_t> body_retr_index_;  // the RETR whose body is being sent
 };
 
 // Formats "+OK text\r\n" / "-ERR [CODE] text\r\n".

@@ -286,6 +286,7 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(i
   struct Item {
     Entry entry;
     std::uint64_t size = 0;
+    std::int64_t delivered = 0;
   };
   std::vector<Item> items;
   items.reserve(names.value().size());
@@ -293,6 +294,14 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(i
     Item it;
     it.entry.base = std::string(maildir_base_name(name));
     it.entry.time = maildir_name_time(it.entry.base);
+    // Delivery time for RFC 2449 EXPIRE: the mtime, as Dovecot takes it
+    // (delivery sets it, new/ -> cur/ keeps it, flag renames keep it).
+    struct stat st {};
+    if (::fstatat(curfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;  // vanished
+      return sys_error("stat cur/" + name, errno);
+    }
+    it.delivered = static_cast<std::int64_t>(st.st_mtim.tv_sec);
     if (auto w = maildir_name_field(it.entry.base, 'W')) {
       it.size = *w;
     } else {
@@ -318,6 +327,7 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(i
   std::vector<std::size_t> dups;
   for (std::size_t i = 0; i < items.size(); ++i) {
     infos[i].size = items[i].size;
+    infos[i].delivered = items[i].delivered;
     infos[i].uidl = maildir_uidl(items[i].entry.base);
     if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
   }

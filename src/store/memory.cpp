@@ -15,6 +15,7 @@ namespace {
 struct Message {
   std::uint64_t id = 0;
   std::shared_ptr<const std::string> raw;
+  std::int64_t delivered = 0;
 };
 
 struct Box {
@@ -74,7 +75,7 @@ class MemoryDrop final : public pop3::Maildrop {
       : state_(std::move(state)), user_(std::move(user)), snapshot_(std::move(snapshot)) {
     infos_.reserve(snapshot_.size());
     for (const auto& m : snapshot_) {
-      infos_.push_back({pop3::crlf_size(*m.raw), "m" + std::to_string(m.id)});
+      infos_.push_back({pop3::crlf_size(*m.raw), "m" + std::to_string(m.id), m.delivered});
     }
   }
   MemoryDrop(const MemoryDrop&) = delete;
@@ -121,10 +122,11 @@ class MemoryDrop final : public pop3::Maildrop {
 MemoryStore::MemoryStore() : state_(std::make_shared<State>()) {}
 MemoryStore::~MemoryStore() = default;
 
-void MemoryStore::add_message(std::string_view user, std::string raw) {
+void MemoryStore::add_message(std::string_view user, std::string raw, std::int64_t delivered) {
   std::lock_guard lock(state_->mu);
   auto& box = state_->boxes[std::string(user)];
-  box.messages.push_back({box.next_id++, std::make_shared<const std::string>(std::move(raw))});
+  box.messages.push_back(
+      {box.next_id++, std::make_shared<const std::string>(std::move(raw)), delivered});
 }
 
 std::vector<std::string> MemoryStore::messages(std::string_view user) const {

@@ -41,7 +41,8 @@ class MemoryStore final : public pop3::MaildropOpener {
   MemoryStore(const MemoryStore&) = delete;
   MemoryStore& operator=(const MemoryStore&) = delete;
 
-  void add_message(std::string_view user, std::string raw);
+  // `delivered`: MessageInfo::delivered (unix seconds; 0 = unknown).
+  void add_message(std::string_view user, std::string raw, std::int64_t delivered = 0);
   std::vector<std::string> messages(std::string_view user) const;
   bool locked(std::string_view user) const;
 

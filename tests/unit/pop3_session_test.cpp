@@ -104,7 +104,8 @@ TEST(Session, CapaListsCapabilities) {
   EXPECT_EQ(h.cmd("CAPA"),
             "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\n"
             "SASL SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN\r\nRESP-CODES\r\n"
-            "AUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION apop\r\n.\r\n");
+            "AUTH-RESP-CODE\r\nPIPELINING\r\nLOGIN-DELAY 0\r\nEXPIRE NEVER\r\n"
+            "IMPLEMENTATION apop\r\n.\r\n");
   h.login();
   std::string after = h.cmd("CAPA");
   EXPECT_EQ(after.find("USER\r\n"), std::string::npos);
