@@ -169,6 +169,7 @@ std::string_view Metrics::login_result(const pop3::LoginEvent& e) {
   if (e.result == pop3::LoginResult::ok) return "ok";
   if (e.result == pop3::LoginResult::in_use) return "in-use";
   if (e.result == pop3::LoginResult::error) return "error";
+  if (e.result == pop3::LoginResult::delayed) return "login-delay";
   if (e.reason == "throttled" || e.reason == "blocked" || e.reason == "no-apop-secret") {
     return e.reason;
   }

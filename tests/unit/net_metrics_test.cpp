@@ -65,6 +65,8 @@ TEST(NetMetrics, LoginResultsAndBoundedMechanisms) {
   EXPECT_EQ(Metrics::login_result(e), "in-use");
   e.result = pop3::LoginResult::error;
   EXPECT_EQ(Metrics::login_result(e), "error");
+  e.result = pop3::LoginResult::delayed;
+  EXPECT_EQ(Metrics::login_result(e), "login-delay");
   e.result = pop3::LoginResult::failed;
   for (auto [reason, want] :
        {std::pair<std::string_view, std::string_view>{"credentials", "failed"},
