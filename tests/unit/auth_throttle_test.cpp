@@ -35,7 +35,11 @@ class CountingAuth final : public pop3::Authenticator {
     ++calls;
     return result(password == "right");
   }
+  void record_login(std::string_view user, std::int64_t when) override {
+    recorded = std::string(user) + "@" + std::to_string(when);
+  }
   int calls = 0;
+  std::string recorded;
 
  private:
   static pop3::AuthResult result(bool ok) {
@@ -282,6 +286,11 @@ TEST_F(AuthThrottle, SaslFailuresAreThrottledAndBlocked) {
   auto ok = home->step(base64_encode(std::string("\0alice\0alice secret 12", 22)));
   EXPECT_EQ(ok.kind, pop3::SaslReply::Kind::success);
   EXPECT_EQ(ok.delay, milliseconds(0));
+}
+
+TEST_F(AuthThrottle, RecordLoginIsForwarded) {
+  auth_.record_login("alice", 1234);
+  EXPECT_EQ(inner_.recorded, "alice@1234");
 }
 
 TEST_F(AuthThrottle, MechanismsAreForwarded) {
