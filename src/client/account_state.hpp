@@ -14,9 +14,9 @@ namespace apop::client {
 
 // What a server offered, as seen by the client before authenticating.
 struct Offer {
-  bool tls = false;   // implicit TLS or STLS succeeded / offered
-  bool apop = false;  // greeting carried a valid timestamp
-  bool scram = false; // SASL SCRAM-SHA-256 offered
+  bool tls = false;    // implicit TLS or STLS succeeded / offered
+  bool apop = false;   // greeting carried a valid timestamp
+  bool scram = false;  // SASL SCRAM-SHA-256 offered
   bool operator==(const Offer&) const = default;
 };
 

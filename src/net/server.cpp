@@ -225,10 +225,10 @@ struct Server::Impl {
   // opening a maildrop) so that they never stall the event loop.
   asio::thread_pool auth_pool;
   std::vector<tcp::acceptor> acceptors;
-  std::vector<bool> acceptor_tls;  // parallel to acceptors: implicit TLS
+  std::vector<bool> acceptor_tls;                    // parallel to acceptors: implicit TLS
   std::vector<Metrics::Listener*> acceptor_metrics;  // parallel to acceptors
-  TlsContext tls_ctx;              // current certificate; replaced on reload
-  std::list<tcp::socket*> live;    // open session sockets, for shutdown
+  TlsContext tls_ctx;                                // current certificate; replaced on reload
+  std::list<tcp::socket*> live;                      // open session sockets, for shutdown
   asio::signal_set signals{io, SIGINT, SIGTERM};
   asio::signal_set reload_signal{io, SIGHUP};
   std::function<void()> reload_hook;  // SIGHUP: set by on_reload()
