@@ -156,8 +156,9 @@ class ExpireTest(ExpireTestCase):
                 c.login("alice", ALICE_SECRET)
                 self.assertTrue(c.cmd("STAT").startswith(b"+OK 3 "))
                 c.abort()
-            srv.wait_for_log(r"login ok user=alice")
-            time.sleep(0.2)
+            # The session is over (and its maildrop lock released) once the server
+            # logs its logout; only then may the next login come (else [IN-USE]).
+            srv.wait_for_log(r"logout user=alice .*reason=disconnected", timeout=30)
             self.assertEqual(len(self.env.message_files("alice")), 3)
             # QUIT: the two old ones are removed with the DELE'd ones (none here).
             p = self.pop(srv)
