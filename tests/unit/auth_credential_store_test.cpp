@@ -16,28 +16,14 @@
 
 #include "auth/credential_store.hpp"
 #include "auth/secret_box.hpp"
+#include "temp_dir.hpp"
 
 namespace apop::auth {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "apop-auth-store-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ::apop::test::TempDir;
 
 SecretBox test_box(unsigned char fill = 9) {
   std::array<unsigned char, 32> k{};

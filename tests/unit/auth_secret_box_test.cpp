@@ -1,4 +1,5 @@
 #include "auth/secret_box.hpp"
+#include "temp_dir.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -19,22 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "apop-auth-box-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ::apop::test::TempDir;
 
 std::array<unsigned char, 32> key_of(unsigned char fill) {
   std::array<unsigned char, 32> k{};

@@ -1,5 +1,6 @@
 // Destinations of `apop fetch`: Maildir, mbox (mboxrd) and MDA.
 #include "client/destination.hpp"
+#include "temp_dir.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -25,22 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "apop-dest-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ::apop::test::TempDir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

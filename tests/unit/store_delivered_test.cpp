@@ -12,28 +12,14 @@
 
 #include "store/maildir.hpp"
 #include "store/memory.hpp"
+#include "temp_dir.hpp"
 
 namespace apop::store {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "apop-delivered-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = ::apop::test::TempDir;
 
 void write_with_mtime(const fs::path& p, const std::string& body, std::int64_t mtime) {
   std::ofstream(p, std::ios::binary) << body;
