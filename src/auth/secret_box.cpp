@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "auth/random.hpp"
+#include "common/posix_fd.hpp"
 
 namespace apop::auth {
 namespace {
@@ -22,21 +23,6 @@ struct CipherCtxDeleter {
   void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 Errc errno_class(int e) {
   switch (e) {
@@ -54,19 +40,6 @@ Errc errno_class(int e) {
 
 Error sys_error(const std::string& what, const std::filesystem::path& p, int e) {
   return make_error(errno_class(e), what + " " + p.string() + ": " + std::strerror(e));
-}
-
-bool write_all(int fd, const unsigned char* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
 }
 
 // Reads exactly `out.size()` bytes; false (errno set, or 0 on short file) otherwise.
@@ -112,7 +85,7 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
   // Attempt 0 loads; if the file is missing we create it and load again (once
   // more if another process won the creation race).
   for (int attempt = 0; attempt < 3; ++attempt) {
-    Fd fd(::open(key_file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
+    UniqueFd fd(::open(key_file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
     if (fd.get() >= 0) {
       struct stat st {};
       if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat key file", key_file, errno);
@@ -158,12 +131,14 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
     }
     std::filesystem::path tmp = key_file;
     tmp += ".tmp." + random_hex(8);
-    Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    UniqueFd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (out.get() < 0) {
       OPENSSL_cleanse(fresh.data(), fresh.size());
       return sys_error("cannot create key file", tmp, errno);
     }
-    bool ok = ::fchmod(out.get(), 0600) == 0 && write_all(out.get(), fresh.data(), fresh.size()) &&
+    bool ok = ::fchmod(out.get(), 0600) == 0 &&
+              write_all(out.get(), std::string_view(reinterpret_cast<const char*>(fresh.data()),
+                                                    fresh.size())) &&
               ::fsync(out.get()) == 0;
     int e = errno;
     OPENSSL_cleanse(fresh.data(), fresh.size());

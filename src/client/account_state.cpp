@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "common/posix_fd.hpp"
 #include "store/maildir_name.hpp"
 
 namespace apop::client {
@@ -35,18 +36,6 @@ Error corrupt(const fs::path& path, std::size_t line, const std::string& why) {
   return make_error(Errc::permanent, path.string() + ":" + std::to_string(line) +
                                          ": corrupt fetch state (" + why +
                                          "); fix or remove the file");
-}
-
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t w = ::write(fd, data.data(), data.size());
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(w));
-  }
-  return true;
 }
 
 // Creates the missing directories of `dir` with mode 0700.

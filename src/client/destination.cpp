@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/maildir.hpp"
 #include "store/maildir_name.hpp"
@@ -33,47 +34,6 @@ namespace {
 
 Error sys_error(Errc code, const std::string& what, int err) {
   return make_error(code, what + ": " + std::strerror(err));
-}
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  // Closes now and reports the close() error (NFS reports write errors here).
-  int close_checked() {
-    const int fd = std::exchange(fd_, -1);
-    return fd >= 0 ? ::close(fd) : 0;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// Writes everything; false with errno set on failure.
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t w = ::write(fd, data.data(), data.size());
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(w));
-  }
-  return true;
 }
 
 int fsync_retry(int fd) {
@@ -115,11 +75,11 @@ class MaildirDestination final : public Destination {
   std::string describe() const override { return "maildir:" + dir_.string(); }
 
   Result<void> store(std::string_view message, const MessageMeta&) override {
-    Fd dirfd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd dirfd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dirfd) return sys_error(Errc::temporary, "open Maildir " + dir_.string(), errno);
-    Fd tmpfd(::openat(dirfd.get(), "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd tmpfd(::openat(dirfd.get(), "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!tmpfd) return sys_error(Errc::temporary, "open " + dir_.string() + "/tmp", errno);
-    Fd newfd(::openat(dirfd.get(), "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd newfd(::openat(dirfd.get(), "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!newfd) return sys_error(Errc::temporary, "open " + dir_.string() + "/new", errno);
 
     pop3::CrlfSizer sizer;
@@ -129,8 +89,8 @@ class MaildirDestination final : public Destination {
 
     for (int attempt = 0; attempt < 100; ++attempt) {
       const std::string base = unique_base();
-      Fd out(::openat(tmpfd.get(), base.c_str(),
-                      O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      UniqueFd out(::openat(tmpfd.get(), base.c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
       if (!out) {
         if (errno == EEXIST) continue;
         return sys_error(Errc::temporary, "create tmp file in " + dir_.string(), errno);
@@ -244,7 +204,8 @@ class DotLock {
                        std::chrono::seconds stale) {
     path_ = path;
     for (int attempt = 0;; ++attempt) {
-      Fd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      UniqueFd fd(
+          ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
       if (fd) {
         held_ = true;
         const std::string pid = std::to_string(::getpid()) + "\n";
@@ -287,7 +248,7 @@ class MboxDestination final : public Destination {
     if (auto r = dotlock.acquire(file_.string() + ".lock", deadline, opts_.dotlock_stale); !r) {
       return r;
     }
-    Fd fd(::open(file_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
+    UniqueFd fd(::open(file_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
     if (!fd) return sys_error(Errc::temporary, "open " + file_.string(), errno);
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0)
@@ -388,7 +349,7 @@ class MdaDestination final : public Destination {
 
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return sys_error(Errc::temporary, "pipe", errno);
-    Fd rd(p[0]), wr(p[1]);
+    UniqueFd rd(p[0]), wr(p[1]);
 
     // SIGPIPE is blocked in this thread while we write (EPIPE instead); the
     // child gets the original mask and the default disposition back.

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/maildir_name.hpp"
 
@@ -33,36 +34,6 @@ Error sys_error(const std::string& what, int err) {
   return make_error(Errc::temporary, what + ": " + std::strerror(err));
 }
 
-// Owns a file descriptor; closes it on destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  // Closes now and reports the close() error (NFS reports write errors here).
-  int close_checked() {
-    const int fd = std::exchange(fd_, -1);
-    return fd >= 0 ? ::close(fd) : 0;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 int open_dir_at(int dirfd, const char* name) {
   return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
@@ -72,19 +43,6 @@ ssize_t read_retry(int fd, char* buf, std::size_t n) {
     const ssize_t r = ::read(fd, buf, n);
     if (r >= 0 || errno != EINTR) return r;
   }
-}
-
-bool write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
 }
 
 // Regular, non-dot files of a directory. A fresh open description is used so
@@ -404,7 +362,7 @@ Result<CopyResult> copy_message(int in, int out, std::uint64_t max_size) {
                                               std::to_string(max_size) + " bytes");
       return false;
     }
-    if (!write_all(out, data.data(), data.size())) {
+    if (!write_all(out, data)) {
       failure = sys_error("write tmp file", errno);
       return false;
     }
