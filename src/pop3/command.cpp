@@ -1,5 +1,8 @@
 #include "pop3/command.hpp"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace apop::pop3 {
 
 ParsedCommand parse_command(std::string_view line) {
@@ -21,15 +24,27 @@ ParsedCommand parse_command(std::string_view line) {
   return cmd;
 }
 
-std::optional<std::uint32_t> parse_number(std::string_view s) {
-  if (s.empty() || s.size() > 10) return std::nullopt;
-  std::uint64_t v = 0;
+std::optional<std::uint64_t> parse_count(std::string_view s) {
+  if (s.empty()) return std::nullopt;
   for (char c : s) {
     if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<unsigned>(c - '0');
   }
-  if (v > 0xFFFFFFFFull) return std::nullopt;
-  return static_cast<std::uint32_t>(v);
+  s.remove_prefix(std::min(s.find_first_not_of('0'), s.size()));
+  // 2^64 - 1 has 20 digits; after the leading zeros the digits are exact.
+  if (s.size() > 20) return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    const auto d = static_cast<std::uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+std::optional<std::uint32_t> parse_number(std::string_view s) {
+  auto v = parse_count(s);
+  if (!v || *v > 0xFFFFFFFFull) return std::nullopt;
+  return static_cast<std::uint32_t>(*v);
 }
 
 bool iequals(std::string_view a, std::string_view b) {

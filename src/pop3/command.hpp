@@ -18,10 +18,15 @@ struct ParsedCommand {
 // says one; runs of spaces are tolerated, as mature servers do).
 ParsedCommand parse_command(std::string_view line);
 
-// RFC 1939 message numbers and TOP line counts: ASCII digits only (no sign,
-// no space, no hex), value fits in 32 bits. Anything else is nullopt, so
-// "1x", "+1", "-1" and "4294967297" never alias a real message.
+// RFC 1939 message numbers: ASCII digits only (no sign, no space, no hex),
+// value fits in 32 bits; leading zeros are allowed ("0002" is 2, as Dovecot's
+// str_to_uint). Anything else is nullopt, so "1x", "+1", "-1" and
+// "4294967297" never alias a real message.
 std::optional<std::uint32_t> parse_number(std::string_view s);
+
+// TOP's line count: the same syntax, value fits in 64 bits. A count beyond
+// any message ("TOP 1 99999999999") means the whole message, as in Dovecot.
+std::optional<std::uint64_t> parse_count(std::string_view s);
 
 bool iequals(std::string_view a, std::string_view b);
 

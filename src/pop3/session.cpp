@@ -622,7 +622,7 @@ void Session::cmd_retr(const ParsedCommand& cmd, std::string& out) {
 
 void Session::cmd_top(const ParsedCommand& cmd, std::string& out) {
   if (cmd.args.size() != 2) return bad_command(out, "Usage: TOP message lines");
-  auto lines = parse_number(cmd.args[1]);
+  auto lines = parse_count(cmd.args[1]);
   if (!lines) return bad_command(out, "Invalid number of lines");
   auto i = message_arg(cmd.args[0], out);
   if (!i) return;

@@ -18,6 +18,30 @@ TEST(ParseNumber, Strict) {
   }
 }
 
+// Regression (hostile-input suite): leading zeros beyond ten digits were
+// refused although the value is small ("LIST 000000000003"); Dovecot accepts them.
+TEST(ParseNumber, LeadingZerosDoNotCount) {
+  EXPECT_EQ(parse_number("0000000000000000000000000000000000000003"), 3u);
+  EXPECT_EQ(parse_number("00000000004294967295"), 4294967295u);
+  EXPECT_EQ(parse_number("0"), 0u);
+  EXPECT_EQ(parse_number("000"), 0u);
+  EXPECT_FALSE(parse_number("00000000004294967296").has_value());
+  EXPECT_FALSE(parse_number("0000-1").has_value());
+}
+
+// Regression (hostile-input suite): "TOP 1 99999999999" was refused; a line
+// count beyond 32 bits means the whole message (Dovecot takes 64 bits).
+TEST(ParseCount, SixtyFourBits) {
+  EXPECT_EQ(parse_count("4294967296"), 4294967296u);
+  EXPECT_EQ(parse_count("99999999999"), 99999999999u);
+  EXPECT_EQ(parse_count("18446744073709551615"), UINT64_MAX);
+  EXPECT_EQ(parse_count("000018446744073709551615"), UINT64_MAX);
+  for (const char* bad : {"", "+1", "-1", "1x", " 1", "18446744073709551616",
+                          "18446744073709551620", "99999999999999999999", "0x10"}) {
+    EXPECT_FALSE(parse_count(bad).has_value()) << bad;
+  }
+}
+
 TEST(ParseCommand, SplitsKeywordAndArgs) {
   auto c = parse_command("TOP 1 10");
   EXPECT_EQ(c.keyword, "TOP");
@@ -96,6 +120,12 @@ TEST(Body, DotStuffingAndTermination) {
   EXPECT_EQ(encode_body(".\n..\nx.\n", std::nullopt), "..\r\n...\r\nx.\r\n.\r\n");
   EXPECT_EQ(encode_body("no newline", std::nullopt), "no newline\r\n.\r\n");
   EXPECT_EQ(encode_body("a\r\nb\r\n", std::nullopt), "a\r\nb\r\n.\r\n");
+  // Regression (hostile-input suite): a message ending in a bare CR lost it
+  // ("x\r" was sent as the line "x"); it is kept, as every other bare CR, and
+  // the line gets its CRLF (Dovecot sends the same octets).
+  EXPECT_EQ(encode_body("S: a\n\nx\r", std::nullopt), "S: a\r\n\r\nx\r\r\n.\r\n");
+  EXPECT_EQ(encode_body("x\r\r", std::nullopt), "x\r\r\r\n.\r\n");
+  EXPECT_EQ(encode_body(".", std::nullopt), "..\r\n.\r\n");
 }
 
 TEST(Body, TopCountsBodyLines) {

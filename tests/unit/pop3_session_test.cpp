@@ -149,6 +149,14 @@ TEST(Session, StatListUidlRetrTop) {
             "+OK Top of message follows\r\nSubject: one\r\n\r\nline1\r\n..dot\r\n.\r\n");
   EXPECT_EQ(h.cmd("TOP 2 99"),
             "+OK Top of message follows\r\nSubject: two\r\nX: y\r\n\r\nbody\r\n.\r\n");
+  // Regression (hostile-input suite): line counts beyond 32 bits mean the
+  // whole message (as Dovecot); beyond 64 bits they are refused.
+  const std::string whole_two =
+      "+OK Top of message follows\r\nSubject: two\r\nX: y\r\n\r\nbody\r\n.\r\n";
+  EXPECT_EQ(h.cmd("TOP 2 4294967296"), whole_two);
+  EXPECT_EQ(h.cmd("TOP 2 18446744073709551615"), whole_two);
+  EXPECT_EQ(h.cmd("TOP 2 18446744073709551616"), "-ERR Invalid number of lines\r\n");
+  EXPECT_EQ(h.cmd("LIST 00000000000000000000002"), "+OK 2 28\r\n");
 }
 
 TEST(Session, RetrSizeMatchesOctetsSent) {
