@@ -55,14 +55,10 @@ Result<bool> BodyStreamer::produce(std::string& out) {
   if (!n.ok()) return n.error();
   bool more = *n > 0 && transform(std::string_view(buf_.data(), *n), out);
   if (more) return false;
-  // End of message (or of TOP's lines): close an unterminated last line.
-  if (!at_line_start_) {
-    if (prev_cr_) {
-      out.push_back('\n');
-    } else {
-      out.append("\r\n");
-    }
-  }
+  // End of message (or of TOP's lines): close an unterminated last line with
+  // CRLF (as Dovecot). A trailing bare CR is an octet of that line like any
+  // other bare CR (crlf.hpp), so it is kept and gets a CRLF of its own.
+  if (!at_line_start_) out.append("\r\n");
   out.append(".\r\n");
   done_ = true;
   source_.reset();
