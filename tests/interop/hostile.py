@@ -5,8 +5,9 @@ against one process) and measures it from /proc:
 
   - before the first test: descriptors (/proc/PID/fd) and VmRSS/VmHWM, after a
     warm-up session (so buffers and the auth threads already exist);
-  - after every test (tearDown): all clients closed, the descriptor count is
-    back to the baseline (no leak), VmRSS has grown by less than RSS_SLACK_KIB,
+  - after every test (the last cleanup): all clients closed, the descriptor count
+    is back to the baseline (no leak), VmRSS and VmHWM (the peak) have grown by
+    less than RSS_SLACK_KIB,
     the server is still running, and it serves a normal session (APOP login,
     STAT, RETR 1 byte-exact, QUIT);
   - at the end of the class: one "hostile-figures:" line on stderr with the
@@ -206,14 +207,17 @@ class HostileCase(unittest.TestCase):
     def note_fds(self):
         type(self).max_fds = max(type(self).max_fds, fd_count(self.pid))
 
-    def rss_growth(self) -> int:
-        return proc_status(self.pid)["VmRSS"] - self.rss0
-
     def assert_rss_bounded(self, what: str = ""):
-        grown = self.rss_growth()
+        """VmRSS now, and VmHWM (the peak so far: catches a buffer that grew and was
+        freed again), each within RSS_SLACK_KIB of the class baseline."""
+        st = proc_status(self.pid)
+        grown = st["VmRSS"] - self.rss0
+        peak = st["VmHWM"] - self.hwm0
         type(self).max_rss_growth = max(type(self).max_rss_growth, grown)
         self.assertLess(grown, self.RSS_SLACK_KIB,
                         f"server VmRSS grew by {grown} KiB {what}".rstrip())
+        self.assertLess(peak, self.RSS_SLACK_KIB,
+                        f"server VmHWM (peak RSS) grew by {peak} KiB {what}".rstrip())
 
     def assert_healthy(self):
         """Alive, no descriptor leak, memory bounded, and a normal session works."""
