@@ -360,7 +360,8 @@ class HostileStlsTest(HostileCase):
     def prepare(cls, env):
         cls.cert, cls.key = make_cert(env.root, "hostile")
         cls.ctx = ssl.create_default_context(cafile=cls.cert)
-        cls.SERVER_ARGS = ("--tls-cert", cls.cert, "--tls-key", cls.key, "--login-timeout", "2")
+        cls.SERVER_ARGS = ("--tls-cert", cls.cert, "--tls-key", cls.key, "--login-timeout", "2",
+                           "--login-deadline", "4")
 
     def stls(self, injected: bytes) -> tuple[ssl.SSLSocket, bytes]:
         """Sends STLS and `injected` in one segment, checks that only the STLS reply
@@ -450,6 +451,25 @@ class HostileStlsTest(HostileCase):
                 self.assertNotIn(b"+OK", data)
                 s.close()
         self.srv.wait_for_log(r"reason=stls-handshake: ", count=3)
+
+    def test_flood_over_tls_from_a_client_that_never_reads(self):
+        # The timeout must also cancel a TLS write that cannot complete.
+        tls, _ = self.stls(b"")
+        tls.settimeout(0.5)
+        t0 = time.monotonic()
+        sent = 0
+        try:
+            while time.monotonic() - t0 < 20:
+                tls.send(b"CAPA\r\n" * 1000)
+                sent += 6000
+        except (socket.timeout, ssl.SSLError, OSError):
+            pass
+        self.assertGreater(sent, 100_000)
+        self.assert_rss_bounded(f"with {sent} octets of CAPA unanswered over TLS")
+        self.normal_session_once()
+        wait_until(lambda: fd_count(self.pid) <= self.fd0, timeout=8,
+                   what="the TLS flooding session to be ended by the login deadline")
+        self.assertLess(time.monotonic() - t0, 12)
 
     def test_silence_after_stls_times_out(self):
         s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
