@@ -101,6 +101,16 @@ inline constexpr std::size_t kGeneratedSecret = 24;
 // Not from an RFC: the largest message `apop deliver` accepts (configurable).
 inline constexpr std::uint64_t kMaxDeliverSize = 256ull * 1024 * 1024;
 
+// Not from an RFC: the UPDATE journal (store/update_journal.hpp) lists the
+// file names removed at one QUIT; 256 MiB holds over 2 million typical
+// Maildir names. A larger commit is refused before anything is removed
+// (-ERR [SYS/TEMP], the client can delete in several sessions).
+inline constexpr std::uint64_t kMaxUpdateJournal = 256ull * 1024 * 1024;
+// The Maildir specification (D. J. Bernstein, maildir(5), not an RFC): a file
+// in tmp/ not accessed for 36 hours is a leftover of a delivery that died and
+// is removed (as Dovecot does). Checked at each maildrop open.
+inline constexpr std::chrono::hours kMaildirTmpMaxAge{36};
+
 // Not from an RFC (client, `apop fetch --to mbox:`): how long to wait for the
 // mbox dotlock and fcntl lock before giving up with a temporary error (the
 // message stays on the server). Postfix local(8) waits about as long.

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,7 +24,9 @@
 
 #include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
+#include "store/dir_io.hpp"
 #include "store/maildir_name.hpp"
+#include "store/update_journal.hpp"
 
 namespace apop::store {
 
@@ -30,50 +34,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-Error sys_error(const std::string& what, int err) {
-  return make_error(Errc::temporary, what + ": " + std::strerror(err));
-}
-
-int open_dir_at(int dirfd, const char* name) {
-  return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-}
-
 ssize_t read_retry(int fd, char* buf, std::size_t n) {
   for (;;) {
     const ssize_t r = ::read(fd, buf, n);
     if (r >= 0 || errno != EINTR) return r;
   }
-}
-
-// Regular, non-dot files of a directory. A fresh open description is used so
-// the caller's descriptor keeps no directory offset.
-Result<std::vector<std::string>> list_files(int dirfd, const std::string& label) {
-  UniqueFd fd(open_dir_at(dirfd, "."));
-  if (!fd) return sys_error("open " + label, errno);
-  DIR* d = ::fdopendir(fd.get());
-  if (d == nullptr) return sys_error("fdopendir " + label, errno);
-  fd.release();  // closedir closes it
-  std::vector<std::string> names;
-  int err = 0;
-  for (;;) {
-    errno = 0;
-    const dirent* e = ::readdir(d);
-    if (e == nullptr) {
-      err = errno;
-      break;
-    }
-    if (e->d_name[0] == '.') continue;
-    bool regular = e->d_type == DT_REG;
-    if (e->d_type == DT_UNKNOWN) {
-      struct stat st {};
-      regular =
-          ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-    }
-    if (regular) names.emplace_back(e->d_name);
-  }
-  ::closedir(d);
-  if (err != 0) return sys_error("readdir " + label, err);
-  return names;
 }
 
 // ---------------------------------------------------------------------------
@@ -119,9 +84,10 @@ struct Entry {
 
 class MaildirDrop final : public pop3::Maildrop {
  public:
-  MaildirDrop(UniqueFd lock, UniqueFd cur, std::vector<Entry> entries,
+  MaildirDrop(UniqueFd lock, UniqueFd dir, UniqueFd cur, std::vector<Entry> entries,
               std::vector<pop3::MessageInfo> infos)
       : lock_(std::move(lock)),
+        dir_(std::move(dir)),
         cur_(std::move(cur)),
         entries_(std::move(entries)),
         infos_(std::move(infos)) {
@@ -154,39 +120,46 @@ class MaildirDrop final : public pop3::Maildrop {
     return std::unique_ptr<pop3::ByteSource>(std::make_unique<FileSource>(std::move(fd)));
   }
 
+  // All or nothing across crashes: the deletions are committed by writing
+  // the update journal (store/update_journal.hpp) before the first unlink.
   Result<void> commit(std::span<const std::size_t> deleted) override {
     std::optional<Error> first;
     auto note = [&](Error err) {
       if (!first) first = std::move(err);
     };
-    std::optional<std::vector<std::string>> listing;  // lazily, at most once
+    std::vector<bool> doomed(entries_.size(), false);
+    UpdateJournal journal;
+    std::unordered_set<std::string_view> doomed_bases;
     for (const std::size_t index : deleted) {
       if (index >= entries_.size()) {
         note(make_error(Errc::invalid, "commit: no such message index"));
         continue;
       }
-      Entry& e = entries_[index];
-      if (::unlinkat(cur_.get(), e.name.c_str(), 0) == 0) continue;
-      if (errno != ENOENT) {
-        note(sys_error("unlink cur/" + e.name, errno));
-        continue;
-      }
-      if (!listing) {
-        auto l = list_files(cur_.get(), "cur/");
-        if (!l) {
-          note(l.error());
-          continue;
+      if (doomed[index]) continue;
+      doomed[index] = true;
+      journal.remove.push_back(entries_[index].name);
+      doomed_bases.insert(entries_[index].base);
+    }
+    if (!journal.remove.empty()) {
+      // Snapshot files sharing a base name with a removed one stay: name them
+      // so a recovery never takes one for a removed message renamed since.
+      for (std::size_t i = 0; i < entries_.size(); ++i) {
+        if (!doomed[i] && doomed_bases.count(entries_[i].base) != 0) {
+          journal.keep.push_back(entries_[i].name);
         }
-        listing = std::move(l.value());
       }
-      auto found = find_renamed(e, *listing);
-      if (!found) continue;  // already gone: fine
-      rename_recorded(e, *found);
-      if (::unlinkat(cur_.get(), e.name.c_str(), 0) != 0 && errno != ENOENT) {
-        note(sys_error("unlink cur/" + e.name, errno));
+      // The commit point. On failure nothing was removed.
+      if (auto w = write_update_journal(dir_.get(), journal); !w) return w.error();
+      if (auto a = apply_update_journal(cur_.get(), journal); !a) {
+        // The journal stays: the next open of this maildrop finishes it.
+        note(a.error());
+      } else {
+        // Everything is removed and cur/ synced; a journal that survives a
+        // failed unlink here is finished again (a no-op) at the next open,
+        // so this is no failure of the commit.
+        (void)remove_update_journal(dir_.get());
       }
     }
-    if (::fsync(cur_.get()) != 0) note(sys_error("fsync cur/", errno));
     if (first) return *first;
     return {};
   }
@@ -211,6 +184,7 @@ class MaildirDrop final : public pop3::Maildrop {
   }
 
   UniqueFd lock_;
+  UniqueFd dir_;  // the Maildir itself (the update journal lives there)
   UniqueFd cur_;
   std::vector<Entry> entries_;
   std::vector<pop3::MessageInfo> infos_;
@@ -220,6 +194,27 @@ class MaildirDrop final : public pop3::Maildrop {
 bool plain_file_name(std::string_view s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string_view::npos &&
          s.find('\0') == std::string_view::npos;
+}
+
+// The Maildir rule for tmp/: a file whose inode has not changed for 36 hours
+// (ctime, as Dovecot checks) is a leftover of a delivery that died (killed,
+// crashed, power cut) and is removed. Best effort: errors are ignored, they
+// do not keep a user from their mail. Returns how many files were removed.
+std::size_t clean_tmp(int maildirfd, std::int64_t now) {
+  UniqueFd tmpfd(open_dir_at(maildirfd, "tmp"));
+  if (!tmpfd) return 0;
+  auto names = list_files(tmpfd.get(), "tmp/");
+  if (!names) return 0;
+  const std::int64_t max_age =
+      std::chrono::duration_cast<std::chrono::seconds>(limits::kMaildirTmpMaxAge).count();
+  std::size_t removed = 0;
+  for (const auto& name : names.value()) {
+    struct stat st {};
+    if (::fstatat(tmpfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (static_cast<std::int64_t>(st.st_ctim.tv_sec) > now - max_age) continue;
+    if (::unlinkat(tmpfd.get(), name.c_str(), 0) == 0) ++removed;
+  }
+  return removed;
 }
 
 // Moves every file of new/ to cur/ as NAME:2, (a name already carrying an
@@ -434,6 +429,12 @@ Result<void> ensure_maildir(const fs::path& dir) {
   return {};
 }
 
+std::size_t clean_maildir_tmp(const fs::path& dir, std::int64_t now) {
+  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dirfd) return 0;
+  return clean_tmp(dirfd.get(), now);
+}
+
 MaildirOpener::MaildirOpener(fs::path mail_root) : mail_root_(std::move(mail_root)) {}
 
 Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view user) {
@@ -460,12 +461,15 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   UniqueFd curfd(open_dir_at(dirfd.get(), "cur"));
   if (!curfd) return sys_error("open " + dir.string() + "/cur", errno);
 
+  // A QUIT that was cut by a crash after its commit point is finished first.
+  if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
+  clean_tmp(dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
   auto scanned = scan_cur(curfd.get());
   if (!scanned) return scanned.error();
   auto& [entries, infos] = scanned.value();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
-      std::move(lock), std::move(curfd), std::move(entries), std::move(infos)));
+      std::move(lock), std::move(dirfd), std::move(curfd), std::move(entries), std::move(infos)));
 }
 
 Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {

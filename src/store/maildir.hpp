@@ -38,6 +38,9 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //  - Takes flock(LOCK_EX|LOCK_NB) on mail_root/USER/apop-pop3.lock. Busy ->
 //    Errc::in_use. The lock belongs to the returned Maildrop and is released
 //    by its destructor (or by the kernel when the process dies).
+//  - Finishes a commit cut by a crash (a leftover update journal, see
+//    commit below), removes tmp/ files older than limits::kMaildirTmpMaxAge
+//    (clean_maildir_tmp), then
 //  - Moves every file in new/ to cur/ as "NAME:2,", then lists cur/ (dotfiles
 //    and non-regular files are skipped). The list is a snapshot: mail
 //    delivered later appears in the next session only.
@@ -59,10 +62,14 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //    changed by another client) it is found again in cur/ by its base name.
 //    Gone -> Errc::not_found; out of range -> Errc::invalid; I/O ->
 //    Errc::temporary (also from ByteSource::read).
-//  - commit(deleted): unlinks each message (same base-name fallback; already
-//    gone is fine), then fsyncs cur/. On errors it keeps going with the rest
-//    and returns the first error at the end: Errc::temporary (I/O), or
-//    Errc::invalid for an out-of-range index.
+//  - commit(deleted): all or nothing across crashes (store/update_journal.hpp):
+//    writes and fsyncs the update journal USER/apop-pop3.update naming the
+//    files (the commit point), unlinks each message (same base-name
+//    fallback; already gone is fine), fsyncs cur/, removes the journal.
+//    Journal not written -> nothing removed, Errc::temporary. Unlink errors:
+//    keeps going with the rest, returns the first error at the end
+//    (Errc::temporary) and leaves the journal for the next open;
+//    Errc::invalid for an out-of-range index (the others are removed).
 class MaildirOpener final : public pop3::MaildropOpener {
  public:
   explicit MaildirOpener(std::filesystem::path mail_root);
@@ -74,6 +81,13 @@ class MaildirOpener final : public pop3::MaildropOpener {
  private:
   const std::filesystem::path mail_root_;
 };
+
+// The Maildir rule for tmp/ (maildir(5), as Dovecot applies it): removes the
+// regular files of DIR/tmp whose ctime is limits::kMaildirTmpMaxAge or more
+// before `now` (seconds since the epoch) -- leftovers of deliveries that
+// died. Best effort (errors are skipped); returns how many were removed.
+// MaildirOpener::open calls it under the maildrop lock.
+std::size_t clean_maildir_tmp(const std::filesystem::path& dir, std::int64_t now);
 
 struct DeliverOptions {
   // Largest message accepted, in bytes as stored (after the "From " line is
