@@ -17,6 +17,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
   python3 curl fetchmail openssl sqlite3
+  # load test: seals provisioned accounts' secrets (tests/interop/loadgen.py)
+  python3-cryptography
   # log filter check (fail2ban-regex)
   fail2ban
   # man page check (groff -man -ww)
