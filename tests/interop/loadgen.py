@@ -144,6 +144,8 @@ class Load:
         self.f = Figures(clients=len(mail))
         self.open_now = 0
         self.deadline = 0.0
+        self.connected = 0
+        self.all_connected = asyncio.Event()
 
     async def _line(self, r: asyncio.StreamReader) -> bytes:
         line = await asyncio.wait_for(r.readline(), self.op_timeout)
@@ -151,7 +153,7 @@ class Load:
             raise EOFError(f"connection closed, got {line!r}")
         return line
 
-    async def session(self, user: str) -> None:
+    async def session(self, user: str, first: bool = False) -> None:
         w = None
         try:
             r, w = await asyncio.wait_for(
@@ -160,6 +162,12 @@ class Load:
             self.open_now += 1
             self.f.peak_concurrent = max(self.f.peak_concurrent, self.open_now)
             greeting = await self._line(r)
+            if first:
+                # All clients connected at once before the first logins, so
+                # the server really holds `sessions` connections together.
+                first = False
+                self._arrive()
+                await asyncio.wait_for(self.all_connected.wait(), self.op_timeout)
             m = GREETING_TS.search(greeting)
             if not greeting.startswith(b"+OK") or not m:
                 raise AssertionError(f"greeting {greeting!r}")
@@ -200,6 +208,8 @@ class Load:
             if len(self.f.failure_samples) < 10:
                 self.f.failure_samples.append(f"{user}: {type(e).__name__}: {e}")
         finally:
+            if first:
+                self._arrive()  # failed before the greeting: do not hold the others
             if w is not None:
                 self.open_now -= 1
                 w.close()
@@ -208,9 +218,16 @@ class Load:
                 except Exception:  # noqa: BLE001
                     pass
 
+    def _arrive(self) -> None:
+        self.connected += 1
+        if self.connected == len(self.mail):
+            self.all_connected.set()
+
     async def client(self, user: str) -> None:
-        while time.monotonic() < self.deadline:
-            await self.session(user)
+        first = True
+        while first or time.monotonic() < self.deadline:
+            await self.session(user, first)
+            first = False
 
     async def attacker(self, n: int) -> None:
         # A user that does not exist: the per-user failure count of real

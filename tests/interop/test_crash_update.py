@@ -1,6 +1,6 @@
 """Crash safety of the UPDATE state (RFC 1939 §6): `apop serve` is killed with
 SIGKILL at random moments after QUIT, while it removes the deleted messages,
-hundreds of times, with maildrops of 1, 10 and 200 messages and various
+hundreds of times, with maildrops of 1, 10, 200 and 1,000 messages and various
 subsets deleted (all, one, random, a prefix, a suffix, none).
 
 After every kill the Maildir must be exactly its old or its new state: every
@@ -16,10 +16,12 @@ login that finishes it (recovery must be idempotent). Between the kill and
 the restart, new mail arrives in new/ (as deliveries would): it must survive.
 
 On disk, right after a kill and before the restart, a partial removal is
-allowed only while the update journal USER/apop-pop3.update is present.
+allowed only while the update journal USER/apop-pop3.update is present. (A
+server that unlinks without the journal fails this within a few kills at
+1,000 messages, where the unlink loop takes milliseconds.)
 
-The run is bounded by APOP_CRASH_BUDGET seconds (default 60, shared by the
-sizes in APOP_CRASH_SIZES, default 1,10,200) and APOP_CRASH_ITERATIONS kills
+The run is bounded by APOP_CRASH_BUDGET seconds (default 70, shared by the
+sizes in APOP_CRASH_SIZES, default 1,10,200,1000) and APOP_CRASH_ITERATIONS kills
 per size (default 150); the figures are printed (docs/robustness.md lists the
 latest).
 """
@@ -39,7 +41,7 @@ from apoptest import ALICE_SECRET, ApopTestCase, Conn, apop_digest
 
 JOURNAL = "apop-pop3.update"
 JOURNAL_TMP = "apop-pop3.update.tmp"
-SIZES = tuple(int(x) for x in os.environ.get("APOP_CRASH_SIZES", "1,10,200").split(","))
+SIZES = tuple(int(x) for x in os.environ.get("APOP_CRASH_SIZES", "1,10,200,1000").split(","))
 
 
 def crlf_size(data: bytes) -> int:
@@ -167,7 +169,7 @@ class CrashUpdateTest(ApopTestCase):
         rng = random.Random(int(os.environ.get("APOP_CRASH_SEED", "0")) or None)
         seed = rng.randrange(1 << 30)
         rng.seed(seed)
-        budget = float(os.environ.get("APOP_CRASH_BUDGET", "60"))
+        budget = float(os.environ.get("APOP_CRASH_BUDGET", "70"))
         per_size = int(os.environ.get("APOP_CRASH_ITERATIONS", "150"))
         self.env.add_user("alice", ALICE_SECRET)
         box = Mailbox(self.env.maildir("alice"), rng)
@@ -228,7 +230,7 @@ class CrashUpdateTest(ApopTestCase):
                 old = seen
                 new = seen - {listing[i - 1] for i in dels}
                 self.dele(c, dels)
-                delay = rng.uniform(0, quit_time[size] * 1.2)
+                delay = rng.uniform(0, quit_time[size])
                 c.send(b"QUIT\r\n")
                 t_end = time.perf_counter() + delay
                 while time.perf_counter() < t_end:
@@ -249,7 +251,8 @@ class CrashUpdateTest(ApopTestCase):
                 c.close()
                 quit_ok = got.startswith(b"+OK")
                 st["quit_ok"] += quit_ok
-                context = (f"seed {seed}, size {size}, kill {st['kills']}, deleted {dels}, "
+                context = (f"seed {seed}, size {size}, kill {st['kills']}, deleted "
+                           f"{dels if len(dels) < 12 else f'{len(dels)} of {len(listing)}'}, "
                            f"delay {delay * 1000:.2f} ms, QUIT reply {got!r}")
 
                 # On disk, before any recovery: identical bytes, nothing extra,
@@ -303,7 +306,7 @@ class CrashUpdateTest(ApopTestCase):
                 f"{s['recovery_kills']}")
         print("\n".join(report), file=sys.stderr)
         # Kills must have landed on both sides of the commit point; with delays
-        # spread over 1.2x the QUIT time, missing one side means the test is
+        # spread over the QUIT time, missing one side means the test is
         # not testing UPDATE.
         self.assertGreaterEqual(total, 30, "too few iterations within the budget")
         self.assertGreater(sum(s["old"] for s in stats.values()), 0)
