@@ -111,6 +111,8 @@ class LoginDelayTest(ExpireTestCase):
                                      r"retry_after=\d+")
             self.assertTrue(lines)
             # Not a failed login (fail2ban must not ban a user for polling too often).
+            # (Wait for the wrong secret's line: the log is read from a pipe.)
+            srv.wait_for_log(r"login failed user=alice ")
             failed = [l for l in srv.log().splitlines() if "login failed" in l]
             self.assertEqual(len(failed), 1, failed)  # the wrong secret only
             self.assertIn("reason=auth", failed[0])
