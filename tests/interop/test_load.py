@@ -73,6 +73,8 @@ class LoadTest(ApopTestCase):
             srv.wait_for_log(r"login failed user=nosuchuser\d+ mech=APOP addr=127\.0\.0\.2:\d+ "
                              r"tls=0 reason=blocked$")
             log = srv.log()
+            print(f"load: server log: {log.count('reason=throttled')} throttled, "
+                  f"{log.count('reason=blocked')} blocked", file=sys.stderr)
             self.assertIsNone(re.search(r"login failed user=load\d+", log),
                               "a legitimate user was refused")
             self.assertIsNone(re.search(r"addr=127\.0\.0\.1:\d+ .*reason=(throttled|blocked)", log))
