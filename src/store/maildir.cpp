@@ -1,6 +1,5 @@
 #include "store/maildir.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
