@@ -156,4 +156,11 @@ inline constexpr std::uint32_t kMaxLoginDelay = 86400;
 // most 100 years (keeps days * 86400 far from overflow).
 inline constexpr std::int64_t kMaxExpireDays = 36500;
 
+// Not from an RFC: the UIDL map file (MAILDIR/apop-uidl, store/uidl_map.hpp)
+// and an imported dovecot-uidlist are read whole at session start; a larger
+// file is refused (about a million entries).
+inline constexpr std::uint64_t kMaxUidlMapFile = 128ull * 1024 * 1024;
+// Not from an RFC: Maildir base names in the map are file names (NAME_MAX).
+inline constexpr std::size_t kMaxMaildirBaseName = 255;
+
 }  // namespace apop::limits
