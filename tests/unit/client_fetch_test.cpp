@@ -3,6 +3,7 @@
 // sockets. Covers the safety properties listed in fetch.hpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -573,6 +574,26 @@ TEST_F(FetchTest, KeepModeFetchesOnlyNewMessages) {
   EXPECT_EQ(s2.stored, 1u);
   EXPECT_EQ(dest_.uids.back(), "uid-d");
   EXPECT_FALSE(sent(again, "RETR 1"));
+}
+
+TEST_F(FetchTest, DryRunListsButNeitherRetrievesNorDeletesNorSavesState) {
+  opts_.keep = true;
+  opts_.dry_run = true;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.new_messages, 3u);
+  std::uint64_t bytes = 0;
+  for (const auto& m : pop_.msgs) {
+    bytes +=
+        m.text.size() + static_cast<std::uint64_t>(std::count(m.text.begin(), m.text.end(), '\n'));
+  }
+  EXPECT_EQ(s.new_bytes, bytes);
+  EXPECT_EQ(s.stored, 0u);
+  EXPECT_FALSE(sent(pop_, "RETR"));
+  EXPECT_FALSE(sent(pop_, "DELE"));
+  EXPECT_TRUE(sent(pop_, "QUIT"));
+  EXPECT_TRUE(dest_.uids.empty());
+  EXPECT_FALSE(state().seen("uid-a"));
 }
 
 TEST_F(FetchTest, LyingSizeIsAProtocolErrorAndNothingIsStored) {
