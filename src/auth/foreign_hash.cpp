@@ -5,9 +5,11 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <cstring>
 #include <memory>
 
 #include "auth/base64.hpp"
+#include "common/limits.hpp"
 
 namespace apop::auth {
 namespace {
@@ -86,6 +88,8 @@ std::size_t digest_size(const char* md) {
   return m ? static_cast<std::size_t>(EVP_MD_get_size(m)) : 0;
 }
 
+bool cost_ok(std::string_view h);
+
 bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::string& why) {
   if (data.empty() || data.front() != '$') {
     why = "traditional DES crypt (8-character limit) is not accepted";
@@ -96,10 +100,63 @@ bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::str
     return false;
   }
   const int c = crypt_checksalt(data.c_str());
-  if (c == CRYPT_SALT_OK || c == CRYPT_SALT_METHOD_LEGACY || c == CRYPT_SALT_TOO_CHEAP) return true;
-  why = c == CRYPT_SALT_METHOD_DISABLED ? "crypt method disabled in libcrypt"
-                                        : "malformed or unsupported crypt(3) hash";
-  return false;
+  if (c != CRYPT_SALT_OK && c != CRYPT_SALT_METHOD_LEGACY && c != CRYPT_SALT_TOO_CHEAP) {
+    why = c == CRYPT_SALT_METHOD_DISABLED ? "crypt method disabled in libcrypt"
+                                          : "malformed or unsupported crypt(3) hash";
+    return false;
+  }
+  if (!cost_ok(data)) {
+    why = "the hash's cost is above what apop verifies at login (limits.hpp)";
+    return false;
+  }
+  return true;
+}
+
+// "$5$rounds=N$", "$6$rounds=N$", "$2b$NN$", "$y$<flags><N><r>...$": bounded
+// so that one login cannot stall the auth threads.
+bool cost_ok(std::string_view h) {
+  auto number = [](std::string_view s) -> std::optional<std::uint64_t> {
+    std::uint64_t v = 0;
+    if (s.empty() || s.size() > 12) return std::nullopt;
+    for (char c : s) {
+      if (c < '0' || c > '9') return std::nullopt;
+      v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return v;
+  };
+  if (h.rfind("$5$rounds=", 0) == 0 || h.rfind("$6$rounds=", 0) == 0) {
+    std::string_view r = h.substr(10);
+    auto n = number(r.substr(0, r.find('$')));
+    return n && *n <= limits::kMaxImportedShaCryptRounds;
+  }
+  if (h.size() > 6 && h[0] == '$' && h[1] == '2' && h[3] == '$') {
+    auto n = number(h.substr(4, 2));
+    return n && *n <= limits::kMaxImportedBcryptCost;
+  }
+  if (h.rfind("$y$", 0) == 0 || h.rfind("$gy$", 0) == 0) {
+    // Parameters in crypt's base-64 digits: flags, then log2(N) - 1, ...
+    static constexpr std::string_view kItoa64 =
+        "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const std::string_view p = h.substr(h[1] == 'y' ? 3 : 4);
+    if (p.size() < 2) return false;
+    const std::size_t n = kItoa64.find(p[1]);
+    return n != std::string_view::npos && n + 1 <= limits::kMaxImportedYescryptLog2N;
+  }
+  return true;  // $1$ and the SHA-crypt defaults have fixed costs
+}
+
+// A complete hash, not just a setting: crypt(3) of anything with it gives a
+// string of the same length and the same setting part.
+bool complete_crypt_hash(const std::string& data) {
+  auto buf = std::make_unique<crypt_data>();
+  const char* out = crypt_r("apop-check", data.c_str(), buf.get());
+  const std::size_t setting = data.rfind('$');
+  const bool ok =
+      out != nullptr && out[0] != '*' && std::strlen(out) == data.size() &&
+      setting != std::string::npos && setting + 1 < data.size() &&
+      std::string_view(out).substr(0, setting) == std::string_view(data).substr(0, setting);
+  OPENSSL_cleanse(buf.get(), sizeof(crypt_data));
+  return ok;
 }
 
 std::optional<Parsed> parse(std::string_view encoded, std::string& why) {
@@ -184,6 +241,10 @@ std::optional<std::string> normalize_foreign_hash(std::string_view encoded, std:
   why.clear();
   auto p = parse(encoded, why);
   if (!p) return std::nullopt;
+  if (p->kind == Kind::crypt && !complete_crypt_hash(p->data)) {
+    why = "incomplete crypt(3) hash (a setting without the hash)";
+    return std::nullopt;
+  }
   return "{" + p->scheme + "}" + std::string(encoded.substr(encoded.find('}') + 1));
 }
 

@@ -582,11 +582,8 @@ TEST_F(FetchTest, DryRunListsButNeitherRetrievesNorDeletesNorSavesState) {
   auto s = run(pop_);
   ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
   EXPECT_EQ(s.new_messages, 3u);
-  std::uint64_t bytes = 0;
-  for (const auto& m : pop_.msgs) {
-    bytes +=
-        m.text.size() + static_cast<std::uint64_t>(std::count(m.text.begin(), m.text.end(), '\n'));
-  }
+  std::uint64_t bytes = 0;  // as LIST announces them
+  for (std::size_t i = 0; i < pop_.msgs.size(); ++i) bytes += pop_.size_of(i);
   EXPECT_EQ(s.new_bytes, bytes);
   EXPECT_EQ(s.stored, 0u);
   EXPECT_FALSE(sent(pop_, "RETR"));
