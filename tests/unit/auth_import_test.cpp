@@ -76,6 +76,11 @@ TEST(ForeignHash, RefusesWhatItCannotVerify) {
            "{CRYPT}saltsalt1234",                                  // DES crypt
            "{MD5-CRYPT}$6$saltsalt$IA.34oi8i3EeVL5xXkFpTXC8zhtx",  // scheme/prefix mismatch
            "{SHA512-CRYPT}$6$",                                    // truncated
+           "{SHA512-CRYPT}$6$saltsalt$",                           // a setting without the hash
+           "{SHA512-CRYPT}$6$rounds=9999999$saltsalt$IA."
+           "34oi8i3EeVL5xXkFpTXC8zhtxlTpR3dus3lLje6mvFYDUCbpEXyXoyx0XzIllcEGB3SBA85YNehD9OSqRX1",
+           "{BLF-CRYPT}$2b$31$abcdefghijklmnopqrstuuer3izhKJhkNwcfXlL6UceoVLdDS44oC",     // cost
+           "{CRYPT}$y$jFT$abcdefghijklmnop$8G7i6y4Xwj/YB6TZ982vzDl3BOivxdRRfQcCpenwzL5",  // N
            "{SHA}not base64!",
            "{SHA}AAAA",                                              // wrong length
            "{SSHA256}EGYbNuZMfiT9YAWyBiAs4nOeCNpfnvAg0ALlAex9rEI=",  // no salt
