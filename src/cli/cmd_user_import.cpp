@@ -92,10 +92,17 @@ int run_import(const ImportArgs& a) {
       return kExitError;
     }
   }
-  auto store = open_credentials(dir);
-  if (!store) {
-    std::cerr << "apop user import: " << store.error().message << "\n";
-    return kExitError;
+  // --dry-run changes nothing: without a database yet, every user is new.
+  std::unique_ptr<auth::CredentialStore> store;
+  if (a.dry_run && !std::filesystem::exists(dir.users_db())) {
+    store = std::make_unique<auth::MemoryCredentialStore>();
+  } else {
+    auto opened = open_credentials(dir);
+    if (!opened) {
+      std::cerr << "apop user import: " << opened.error().message << "\n";
+      return kExitError;
+    }
+    store = std::move(*opened);
   }
   const std::string would = a.dry_run ? "would-" : "";
   std::vector<Outcome> report;
@@ -109,7 +116,7 @@ int run_import(const ImportArgs& a) {
       report.push_back(std::move(o));
       continue;
     }
-    auto exists = (*store)->has_user(l.user);
+    auto exists = store->has_user(l.user);
     if (!exists) {
       std::cerr << "apop user import: " << exists.error().message << "\n";
       return kExitError;
@@ -126,11 +133,11 @@ int run_import(const ImportArgs& a) {
     Result<void> r;
     if (!a.dry_run) {
       if (!password) {
-        r = (*store)->import_foreign_hash(l.user, l.secret, a.replace);
+        r = store->import_foreign_hash(l.user, l.secret, a.replace);
       } else if (*exists) {
-        r = (*store)->set_password(l.user, l.secret);
+        r = store->set_password(l.user, l.secret);
       } else {
-        r = (*store)->add(l.user, l.secret);
+        r = store->add(l.user, l.secret);
       }
       if (r) r = store::ensure_maildir(dir.maildir(l.user));
     }

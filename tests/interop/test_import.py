@@ -71,6 +71,7 @@ class DovecotPasswdImportTest(ApopTestCase):
         dry = self.import_("--dry-run")
         self.assertTrue(dry["dry_run"])
         self.assertEqual(dry["totals"], {"imported": 4, "skipped": 3, "failed": 0})
+        self.assertFalse(os.path.exists(os.path.join(self.env.data, "users.sqlite")))
         self.assertEqual(self.env.users(), [])  # nothing written
 
         r = self.import_()
