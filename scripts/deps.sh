@@ -13,6 +13,8 @@ PACKAGES=(
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
+  # crypt_r for imported crypt(3) hashes (apop user import)
+  libcrypt-dev
   # test frameworks
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
@@ -25,6 +27,8 @@ PACKAGES=(
   groff-base
   # peer server for interop tests and benchmarks
   dovecot-pop3d
+  # IMAP side of the migration test (docs/migration.md)
+  dovecot-imapd
 )
 
 installed() {

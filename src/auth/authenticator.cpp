@@ -10,6 +10,7 @@
 
 #include "auth/base64.hpp"
 #include "auth/digest.hpp"
+#include "auth/foreign_hash.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/sasl.hpp"
 
@@ -99,6 +100,14 @@ pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::st
   }
   if (!verify_password_hash(acct->password_hash, password)) return failed("credentials");
   if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
+  // An imported hash (apop user import) is upgraded on the first login over
+  // TLS: our scrypt hash, SCRAM verifiers and (policy permitting) the
+  // encrypted copy, so APOP, CRAM-MD5 and SCRAM work from now on. Best
+  // effort: a failure leaves the imported hash, which keeps working.
+  if (ctx.tls && is_foreign_hash(acct->password_hash)) {
+    auto upgraded = store_.set_password(user, password);
+    return succeeded(upgraded ? "password-upgraded" : "password", *acct);
+  }
   return succeeded("password", *acct);
 }
 

@@ -125,6 +125,7 @@ struct UserRecord {
   std::int64_t updated = 0;  // unix seconds, last add/set_password
   std::size_t device_secrets = 0;
   bool has_password_copy = false;  // the encrypted copy for APOP/CRAM-MD5 exists
+  std::string foreign_scheme;      // "SHA512-CRYPT" for an imported hash not yet upgraded
   Policy policy;
   std::optional<std::int64_t> last_login;  // unix seconds, last successful POP3 login
 };
@@ -165,6 +166,14 @@ class CredentialStore {
   // Errc::not_found for unknown users. Errc::invalid if the password equals
   // one of the user's device secrets.
   virtual Result<void> set_password(std::string_view user, std::string_view password) = 0;
+  // An imported account whose login password is a foreign hash
+  // (foreign_hash.hpp, already normalised): USER/PASS, PLAIN and LOGIN only;
+  // no SCRAM verifiers, no encrypted copy (APOP/CRAM-MD5 get nothing) until
+  // set_password. With replace, an existing account's password is
+  // overwritten (device secrets and policy stay); without, Errc::exists.
+  // Errc::invalid for a bad user name or a hash that is not foreign.
+  virtual Result<void> import_foreign_hash(std::string_view user, std::string_view hash,
+                                           bool replace) = 0;
   // Errc::not_found for unknown users. Device secrets go with the account.
   virtual Result<void> remove(std::string_view user) = 0;
   // All users, sorted by name (bytewise).
@@ -201,6 +210,8 @@ class MemoryCredentialStore final : public CredentialStore {
   Result<bool> has_user(std::string_view user) override;
   Result<void> add(std::string_view user, std::string_view password) override;
   Result<void> set_password(std::string_view user, std::string_view password) override;
+  Result<void> import_foreign_hash(std::string_view user, std::string_view hash,
+                                   bool replace) override;
   Result<void> remove(std::string_view user) override;
   Result<std::vector<UserRecord>> list() override;
   Result<void> add_device_secret(std::string_view user, std::string_view name,
@@ -253,6 +264,8 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<bool> has_user(std::string_view user) override;
   Result<void> add(std::string_view user, std::string_view password) override;
   Result<void> set_password(std::string_view user, std::string_view password) override;
+  Result<void> import_foreign_hash(std::string_view user, std::string_view hash,
+                                   bool replace) override;
   Result<void> remove(std::string_view user) override;
   Result<std::vector<UserRecord>> list() override;
   Result<void> add_device_secret(std::string_view user, std::string_view name,

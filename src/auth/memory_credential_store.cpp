@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "auth/credential_store.hpp"
+#include "auth/foreign_hash.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/username.hpp"
 
@@ -93,13 +94,35 @@ Result<void> MemoryCredentialStore::remove(std::string_view user) {
   return {};
 }
 
+Result<void> MemoryCredentialStore::import_foreign_hash(std::string_view user,
+                                                        std::string_view hash, bool replace) {
+  if (!is_valid_username(user)) {
+    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
+  }
+  if (!is_foreign_hash(hash)) return make_error(Errc::invalid, "not an imported hash");
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it != users_.end() && !replace) {
+    return make_error(Errc::exists, "user already exists: " + std::string(user));
+  }
+  if (it == users_.end()) {
+    it = users_.emplace(std::string(user), Entry{}).first;
+    it->second.created = now();
+  }
+  Entry& e = it->second;
+  e.derived = DerivedPassword{std::string(hash), {}, {}};
+  wipe(e.password);
+  e.updated = now();
+  return {};
+}
+
 Result<std::vector<UserRecord>> MemoryCredentialStore::list() {
   std::lock_guard lock(mu_);
   std::vector<UserRecord> out;
   out.reserve(users_.size());
   for (const auto& [name, e] : users_) {
     out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(), e.password.has_value(),
-                             e.policy, e.last_login});
+                             foreign_scheme(e.derived.hash), e.policy, e.last_login});
   }
   return out;
 }

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "auth/base64.hpp"
+#include "auth/foreign_hash.hpp"
 #include "auth/random.hpp"
 
 namespace apop::auth {
@@ -109,6 +110,14 @@ Result<std::string> hash_password(std::string_view password, const ScryptParams&
 }
 
 bool verify_password_hash(std::string_view encoded, std::string_view password) {
+  if (is_foreign_hash(encoded)) {
+    // An imported hash may be much cheaper than scrypt (unsalted SHA): add
+    // the default scrypt so that imported accounts cost what unknown users
+    // and our own hashes cost (no user enumeration by timing).
+    const bool match = verify_foreign_hash(encoded, password);
+    dummy_password_verify(password);
+    return match;
+  }
   auto parsed = parse(encoded);
   if (!parsed) {
     dummy_password_verify(password);

@@ -38,7 +38,8 @@ inline constexpr std::uint32_t kMaxScryptP = 16;
 Result<std::string> hash_password(std::string_view password,
                                   const ScryptParams& params = kDefaultScrypt);
 
-// True when `password` matches `encoded` (constant-time comparison). A
+// True when `password` matches `encoded` (constant-time comparison); an
+// imported "{SCHEME}..." hash is checked by verify_foreign_hash. A
 // malformed or out-of-bounds `encoded` never matches but still costs one
 // default-parameter scrypt.
 bool verify_password_hash(std::string_view encoded, std::string_view password);

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "auth/credential_store.hpp"
+#include "auth/foreign_hash.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/username.hpp"
 
@@ -520,6 +521,37 @@ Result<void> SqliteCredentialStore::set_password(std::string_view user, std::str
   return {};
 }
 
+// The foreign hash goes into password_hash (no schema change: the column
+// holds a PHC string or "{SCHEME}..."); empty verifier columns decode to
+// unusable verifiers, so SCRAM fails as for a wrong password.
+Result<void> SqliteCredentialStore::import_foreign_hash(std::string_view user,
+                                                        std::string_view hash, bool replace) {
+  if (!is_valid_username(user)) {
+    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
+  }
+  if (!is_foreign_hash(hash)) return make_error(Errc::invalid, "not an imported hash");
+  std::lock_guard lock(mu_);
+  Stmt st;
+  const char* sql = replace
+                        ? "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                          " scram_sha1, sealed_password) VALUES (?1, ?2, ?2, ?3, '', '', NULL)"
+                          " ON CONFLICT(name) DO UPDATE SET updated = ?2, password_hash = ?3,"
+                          " scram_sha256 = '', scram_sha1 = '', sealed_password = NULL"
+                        : "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                          " scram_sha1, sealed_password) VALUES (?1, ?2, ?2, ?3, '', '', NULL)";
+  int rc = prepare(db_, sql, st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, now());
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 3, hash);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "importing user");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+    return make_error(Errc::exists, "user already exists: " + std::string(user));
+  }
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "importing user");
+  return {};
+}
+
 Result<void> SqliteCredentialStore::remove(std::string_view user) {
   if (!is_valid_username(user)) return no_user(user);
   std::lock_guard lock(mu_);
@@ -541,7 +573,7 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
                    " (SELECT COUNT(*) FROM device_secrets d WHERE d.user = users.name),"
                    " sealed_password IS NOT NULL,"
                    " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                   " login_delay, expire_days, last_login"
+                   " login_delay, expire_days, last_login, password_hash"
                    " FROM users ORDER BY name",
                    st);
   if (rc != SQLITE_OK) return db_error(db_, rc, "listing users");
@@ -556,6 +588,7 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
     u.policy = column_policy(st.get(), 5);
     column_login_limits(st.get(), 9, u.policy);
     u.last_login = column_opt_int(st.get(), 11);
+    u.foreign_scheme = foreign_scheme(column_text(st.get(), 12));
     out.push_back(std::move(u));
   }
   if (rc != SQLITE_DONE) return db_error(db_, rc, "listing users");

@@ -322,6 +322,10 @@ int run_show(const UserArgs& a) {
                       ? "yes"
                       : "no (no encrypted copy kept)")
               << "\n";
+    if (!u.foreign_scheme.empty()) {
+      std::cout << "imported password hash: {" << u.foreign_scheme
+                << "} (USER/PASS, PLAIN and LOGIN only until the first login over TLS)\n";
+    }
     print_policy(u.policy, *defaults);
     print_login_limits(u.policy);
     std::cout << "last login: " << (u.last_login ? date(*u.last_login) : std::string("never"))
@@ -365,6 +369,7 @@ void register_user(CLI::App& app, Registry& registry) {
   make(user, "del", "Delete a user and their device secrets (their mail is kept)", run_del, true,
        false);
   make(user, "list", "List users", run_list, false, false);
+  register_user_import(*user, registry);
   make(user, "show", "Show a user's credentials (never the secrets) and policy", run_show, true,
        false);
 

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   apop::cli::register_deliver(app, registry);
   apop::cli::register_probe(app, registry);
   apop::cli::register_fetch(app, registry);
+  apop::cli::register_migrate(app, registry);
+  apop::cli::register_uidl(app, registry);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

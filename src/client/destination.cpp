@@ -69,12 +69,12 @@ void backoff(int attempt) {
 
 class MaildirDestination final : public Destination {
  public:
-  MaildirDestination(fs::path dir, std::string host)
-      : dir_(std::move(dir)), host_(std::move(host)) {}
+  MaildirDestination(fs::path dir, std::string host, DestinationOptions::PublishHook hook = {})
+      : dir_(std::move(dir)), host_(std::move(host)), hook_(std::move(hook)) {}
 
   std::string describe() const override { return "maildir:" + dir_.string(); }
 
-  Result<void> store(std::string_view message, const MessageMeta&) override {
+  Result<void> store(std::string_view message, const MessageMeta& meta) override {
     UniqueFd dirfd(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dirfd) return sys_error(Errc::temporary, "open Maildir " + dir_.string(), errno);
     UniqueFd tmpfd(::openat(dirfd.get(), "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -110,6 +110,9 @@ class MaildirDestination final : public Destination {
       if (out.close_checked() != 0) return sys_error(Errc::temporary, "close tmp file", errno);
 
       const std::string final_name = base + fields;
+      if (hook_) {
+        if (auto h = hook_(final_name, meta); !h) return h.error();
+      }
       if (::linkat(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), 0) != 0) {
         const int err = errno;
         if (err == EEXIST) continue;  // someone else's file: new name
@@ -145,6 +148,7 @@ class MaildirDestination final : public Destination {
 
   fs::path dir_;
   std::string host_;  // escaped
+  DestinationOptions::PublishHook hook_;
 };
 
 // ---------------------------------------------------------------------------
@@ -501,7 +505,8 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
     if (auto r = store::ensure_maildir(dir); !r) return r.error();
     const std::string host =
         store::escape_maildir_host(options.hostname.empty() ? local_hostname() : options.hostname);
-    return std::unique_ptr<Destination>(std::make_unique<MaildirDestination>(dir, host));
+    return std::unique_ptr<Destination>(
+        std::make_unique<MaildirDestination>(dir, host, options.before_publish));
   }
   if (kind == "mbox") {
     if (arg.empty()) return make_error(Errc::invalid, "mbox: needs a file (mbox:FILE)");

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -99,6 +100,14 @@ struct DestinationOptions {
   std::chrono::milliseconds mda_timeout = limits::kMdaTimeout;
   // HOST part of Maildir names; empty: gethostname().
   std::string hostname;
+  // maildir only: called once the message is durable in tmp/, before it is
+  // linked into new/ under its final name, with that name (the Maildir base
+  // name) and the message's meta. An error aborts the store (the tmp file
+  // is removed, nothing appears in new/). `apop migrate` records the UIDL
+  // here, so that a message is never in the Maildir without it.
+  using PublishHook =
+      std::function<Result<void>(std::string_view base_name, const MessageMeta& meta)>;
+  PublishHook before_publish;
 };
 
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,

@@ -461,6 +461,11 @@ class Session {
       total_bytes += size;
     }
     s_.new_messages = to_fetch.size();
+    s_.new_bytes = total_bytes;
+    if (o_.dry_run) {
+      if (!send("QUIT")) return false;
+      return reply().has_value();
+    }
 
     FetchOptions::Progress prog;
     prog.total = to_fetch.size();

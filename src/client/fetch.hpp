@@ -61,6 +61,9 @@ struct FetchOptions {
   bool allow_plaintext = false;
   bool keep = false;
   bool accept_downgrade = false;
+  // List what would be fetched (FetchSummary::new_messages, new_bytes) and
+  // QUIT: no RETR, no DELE, the state is not changed.
+  bool dry_run = false;
   std::size_t pipeline_window = 16;  // RETRs in flight when PIPELINING is offered
   std::uint64_t max_message = 0;     // 0: limits::kMaxFetchMessage
   // Protocol trace ("C: ..." / "S: ..."), secrets replaced by "<hidden>".
@@ -85,6 +88,7 @@ struct FetchSummary {
   Offer offer;
   std::uint64_t on_server = 0;     // messages in the maildrop
   std::uint64_t new_messages = 0;  // not yet stored (keep: not seen)
+  std::uint64_t new_bytes = 0;     // their sizes as LIST announced them
   std::uint64_t stored = 0;
   std::uint64_t store_failed = 0;  // kept on the server
   std::uint64_t deleted = 0;       // DELE acknowledged and QUIT +OK

@@ -166,4 +166,20 @@ inline constexpr std::uint32_t kMaxLoginDelay = 86400;
 // most 100 years (keeps days * 86400 far from overflow).
 inline constexpr std::int64_t kMaxExpireDays = 36500;
 
+// Not from an RFC: the UIDL map file (MAILDIR/apop-uidl, store/uidl_map.hpp)
+// and an imported dovecot-uidlist are read whole at session start; a larger
+// file is refused (about a million entries).
+inline constexpr std::uint64_t kMaxUidlMapFile = 128ull * 1024 * 1024;
+// Not from an RFC: Maildir base names in the map are file names (NAME_MAX).
+inline constexpr std::size_t kMaxMaildirBaseName = 255;
+
+// Not from an RFC: imported crypt(3) hashes (auth/foreign_hash.hpp) are
+// verified at every USER/PASS login until upgraded, on the auth thread pool;
+// a hash whose cost would stall it (or a fuzzer) is refused at import and
+// never verified. Dovecot's defaults: SHA-crypt 5000 rounds, bcrypt cost 5,
+// yescrypt N = 2^12.
+inline constexpr std::uint64_t kMaxImportedShaCryptRounds = 500'000;
+inline constexpr unsigned kMaxImportedBcryptCost = 14;
+inline constexpr unsigned kMaxImportedYescryptLog2N = 16;
+
 }  // namespace apop::limits

@@ -25,6 +25,7 @@
 #include "pop3/crlf.hpp"
 #include "store/dir_io.hpp"
 #include "store/maildir_name.hpp"
+#include "store/uidl_map.hpp"
 #include "store/update_journal.hpp"
 
 namespace apop::store {
@@ -231,7 +232,8 @@ Result<void> move_new_to_cur(int newfd, int curfd) {
 }
 
 // Lists cur/ into ordered entries with sizes and unique UIDLs.
-Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(int curfd) {
+Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
+    int curfd, const UidlMap& pinned) {
   auto names = list_files(curfd, "cur/");
   if (!names) return names.error();
 
@@ -272,16 +274,21 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(i
   });
   if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
 
-  // UIDLs: the first file (in list order) with a given UIDL keeps it; later
-  // ones get the first free of a few hash-derived candidates.
+  // UIDLs: pinned ones first (they are what clients already saw), then the
+  // defaults; the first file (in list order) with a given UIDL keeps it;
+  // later ones get the first free of a few hash-derived candidates.
   std::vector<pop3::MessageInfo> infos(items.size());
   std::unordered_set<std::string> taken;
   std::vector<std::size_t> dups;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    infos[i].size = items[i].size;
-    infos[i].delivered = items[i].delivered;
-    infos[i].uidl = maildir_uidl(items[i].entry.base);
-    if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
+  for (const bool pinned_pass : {true, false}) {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      auto p = pinned.by_base.find(items[i].entry.base);
+      if ((p != pinned.by_base.end()) != pinned_pass) continue;
+      infos[i].size = items[i].size;
+      infos[i].delivered = items[i].delivered;
+      infos[i].uidl = pinned_pass ? p->second : maildir_uidl(items[i].entry.base);
+      if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
+    }
   }
   for (const std::size_t i : dups) {
     const Entry& e = items[i].entry;
@@ -464,7 +471,11 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
   clean_tmp(dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
-  auto scanned = scan_cur(curfd.get());
+  // UIDLs pinned by a migration: better no session than changed UIDLs
+  // (every client would download everything again).
+  auto pinned = load_uidl_map(dir);
+  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
+  auto scanned = scan_cur(curfd.get(), *pinned);
   if (!scanned) return scanned.error();
   auto& [entries, infos] = scanned.value();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(

@@ -50,11 +50,17 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //    file with CrlfSizer (",S=" is never trusted for this).
 //  - Delivery time (MessageInfo::delivered, for RFC 2449 EXPIRE): the
 //    file's mtime (one fstatat per message), as Dovecot takes it.
-//  - UIDL: the base name (before ':') without its ",S=" / ",W=" fields, when
+//  - UIDL: pinned by the map file mail_root/USER/apop-uidl (uidl_map.hpp:
+//    the IDs of the server the mail was migrated from) when it has an entry
+//    for the base name; else the base name (before ':') without its
+//    ",S=" / ",W=" fields, when
 //    that is 1..70 chars in 0x21..0x7E; otherwise "H" + 40 hex digits of
 //    SHA-1(base name). Unaffected by new->cur moves and flag changes. If two
 //    files map to the same UIDL, the first in list order keeps it and the
 //    others get a deterministic hash-derived one.
+//    A map file that cannot be read (I/O error, over
+//    limits::kMaxUidlMapFile) fails the open with Errc::temporary rather than
+//    show clients changed UIDLs.
 //  - Errors: Errc::in_use, Errc::invalid, Errc::temporary (I/O).
 //
 // The returned Maildrop:

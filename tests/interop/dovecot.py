@@ -47,6 +47,20 @@ def dovecot_available() -> bool:
     return os.path.isfile(DOVECOT) and os.access(DOVECOT, os.X_OK)
 
 
+IMAP_BIN = "/usr/lib/dovecot/imap"
+
+
+def require_dovecot_imap() -> None:
+    """As require_dovecot, for the IMAP server (Debian's dovecot-imapd)."""
+    require_dovecot()
+    if os.path.isfile(IMAP_BIN):
+        return
+    msg = f"{IMAP_BIN} not found: install Debian's dovecot-imapd (scripts/deps.sh installs it)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        raise AssertionError(msg + " -- CI is set, so this is a failure, not a skip")
+    raise unittest.SkipTest(msg)
+
+
 def require_dovecot() -> None:
     """Skips the calling test when Dovecot is missing; fails instead when CI is set."""
     if dovecot_available():
@@ -87,6 +101,10 @@ class Dovecot:
                             high-performance mode (one login process, many connections)
     mechanisms              auth_mechanisms (default: plain login cram-md5 scram-sha-256 apop)
     extra_config            appended verbatim to dovecot.conf
+    imap                    also serve IMAP (Debian's dovecot-imapd) on self.imap_port, and
+                            IMAPS on self.imaps_port when implicit_tls
+    mail_root               serve the Maildirs under this directory (MAIL_ROOT/USER) instead
+                            of ROOT/mail; as root they are handed to the mail user first
     """
 
     START_TIMEOUT = 20.0
@@ -95,7 +113,10 @@ class Dovecot:
     def __init__(self, *, stls: bool = False, implicit_tls: bool = False,
                  disable_plaintext_auth: bool = False, login_service_count: int | None = None,
                  mechanisms: str = "plain login cram-md5 scram-sha-256 apop",
-                 extra_config: str = ""):
+                 extra_config: str = "", imap: bool = False, mail_root: str | None = None):
+        self.imap = imap
+        self.imap_port = 0
+        self.imaps_port = 0
         self.stls = stls
         self.implicit_tls = implicit_tls
         self.disable_plaintext_auth = disable_plaintext_auth
@@ -103,6 +124,7 @@ class Dovecot:
         self.mechanisms = mechanisms
         self.extra_config = extra_config
         self.root = tempfile.mkdtemp(prefix="apop-dovecot-")
+        self.mail_root = mail_root or os.path.join(self.root, "mail")
         self.conf = os.path.join(self.root, "dovecot.conf")
         self.passwd = os.path.join(self.root, "passwd")
         self.log_path = os.path.join(self.root, "dovecot.log")
@@ -132,12 +154,18 @@ class Dovecot:
             os.chmod(self.root, 0o755)
             for d in ("mail", "home"):
                 os.chown(os.path.join(self.root, d), self.mail_uid, self.mail_gid)
+            if self.mail_root != os.path.join(self.root, "mail"):
+                self._hand_over(self.mail_root)
         if self.stls or self.implicit_tls:
             self.cert, self.key = make_cert(self.root)
             os.chmod(self.key, 0o644 if os.getuid() == 0 else 0o600)
         self._write_passwd()
         self.port = free_port()
         self.tls_port = free_port() if self.implicit_tls else 0
+        if self.imap:
+            require_dovecot_imap()
+            self.imap_port = free_port()
+            self.imaps_port = free_port() if self.implicit_tls else 0
         with open(self.conf, "w") as f:
             f.write(self._config())
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
@@ -145,6 +173,7 @@ class Dovecot:
                                      start_new_session=True)
         deadline = time.monotonic() + self.START_TIMEOUT
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
+        ports += [p for p in (self.imap_port, self.imaps_port) if p]
         while True:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace")
@@ -190,7 +219,22 @@ class Dovecot:
             self._write_passwd()
 
     def maildir(self, user: str) -> str:
-        return os.path.join(self.root, "mail", user)
+        return os.path.join(self.mail_root, user)
+
+    def _hand_over(self, top: str) -> None:
+        """As root: the mail user must own the Maildirs Dovecot serves."""
+        if os.getuid() != 0:
+            return
+        os.chmod(self.root, 0o755)
+        d = top
+        while d not in ("/", ""):
+            mode = os.stat(d).st_mode & 0o7777
+            os.chmod(d, mode | 0o711)  # traversable by the mail user
+            d = os.path.dirname(d)
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.chown(dirpath, self.mail_uid, self.mail_gid)
+            for n in filenames:
+                os.chown(os.path.join(dirpath, n), self.mail_uid, self.mail_gid)
 
     def deliver(self, user: str, message: bytes) -> str:
         """Puts a message into the user's Maildir new/ (tmp/ then rename) and returns its path."""
@@ -256,7 +300,7 @@ class Dovecot:
             f"log_path = {self.log_path}",
             f"info_log_path = {self.log_path}",
             f"debug_log_path = {self.log_path}",
-            "protocols = pop3",
+            "protocols = pop3" + (" imap" if self.imap else ""),
             "listen = 127.0.0.1",
             f"ssl = {ssl}",
             f"disable_plaintext_auth = {'yes' if self.disable_plaintext_auth else 'no'}",
@@ -273,7 +317,7 @@ class Dovecot:
             "  driver = static",
             f"  args = uid={self.mail_uid} gid={self.mail_gid} home={r}/home/%u",
             "}",
-            f"mail_location = maildir:{r}/mail/%u",
+            f"mail_location = maildir:{self.mail_root}/%u",
             "service pop3-login {",
             "  inet_listener pop3 {",
             f"    port = {self.port}",
@@ -285,8 +329,20 @@ class Dovecot:
         ]
         if self.login_service_count is not None:
             lines.append(f"  service_count = {self.login_service_count}")
+        lines.append("}")
+        if self.imap:
+            lines += [
+                "service imap-login {",
+                "  inet_listener imap {",
+                f"    port = {self.imap_port}",
+                "  }",
+                "  inet_listener imaps {",
+                f"    port = {self.imaps_port}",
+                "    ssl = yes",
+                "  }",
+                "}",
+            ]
         lines += [
-            "}",
             "protocol pop3 {",
             "  pop3_uidl_format = %08Xu%08Xv",
             "}",
@@ -297,10 +353,13 @@ class Dovecot:
         if os.getuid() != 0:
             # Non-root: every service runs as the current user.
             me = self.internal_user
-            for svc in ("anvil", "auth", "auth-worker", "config", "dict", "log", "stats",
-                        "pop3", "pop3-login"):
+            services = ["anvil", "auth", "auth-worker", "config", "dict", "log", "stats",
+                        "pop3", "pop3-login"]
+            if self.imap:
+                services += ["imap", "imap-login"]
+            for svc in services:
                 lines += [f"service {svc} {{", f"  user = {me}"]
-                if svc in ("anvil", "pop3-login"):
+                if svc in ("anvil", "pop3-login", "imap-login"):
                     lines.append("  chroot =")  # chroot(2) needs root
                 lines.append("}")
         return "\n".join(lines) + "\n" + self.extra_config + "\n"

@@ -152,6 +152,40 @@ TEST(MaildirDestination, CreatesLayoutAndStoresByteForByte) {
   EXPECT_EQ(contents, (std::multiset<std::string>{kMsg, starts_with_from, ""}));
 }
 
+TEST(MaildirDestination, PublishHookSeesTheFinalNameBeforeTheLinkAndCanVeto) {
+  TempDir t;
+  const fs::path md = t.path() / "Maildir";
+  DestinationOptions o;
+  o.hostname = "h";
+  std::vector<std::string> seen;
+  bool veto = false;
+  std::size_t published = 0;  // files in new/ before this store
+  o.before_publish = [&](std::string_view base, const MessageMeta& m) -> Result<void> {
+    // Durable in tmp/, not yet visible in new/.
+    EXPECT_EQ(names_in(md / "new").size(), published);
+    EXPECT_EQ(names_in(md / "tmp").size(), 1u);
+    seen.push_back(std::string(base) + " " + m.uidl);
+    if (veto) return make_error(Errc::temporary, "map not writable");
+    return {};
+  };
+  auto d = open_ok("maildir:" + md.string(), o);
+  ASSERT_TRUE(d);
+  MessageMeta m = meta();
+  m.uidl = "UID-1";
+  ASSERT_TRUE(d->store(kMsg, m));
+  auto names = names_in(md / "new");
+  ASSERT_EQ(names.size(), 1u);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], *names.begin() + " UID-1");
+  published = 1;
+  veto = true;
+  auto r = d->store(kMsg, m);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::temporary);
+  EXPECT_EQ(names_in(md / "new").size(), 1u);  // nothing published
+  EXPECT_TRUE(names_in(md / "tmp").empty());   // nor left behind
+}
+
 TEST(MaildirDestination, NewDirectoryGoneIsTemporaryAndLeavesNoTmpFile) {
   TempDir t;
   const fs::path md = t.path() / "Maildir";

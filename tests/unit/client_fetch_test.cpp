@@ -3,6 +3,7 @@
 // sockets. Covers the safety properties listed in fetch.hpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -573,6 +574,23 @@ TEST_F(FetchTest, KeepModeFetchesOnlyNewMessages) {
   EXPECT_EQ(s2.stored, 1u);
   EXPECT_EQ(dest_.uids.back(), "uid-d");
   EXPECT_FALSE(sent(again, "RETR 1"));
+}
+
+TEST_F(FetchTest, DryRunListsButNeitherRetrievesNorDeletesNorSavesState) {
+  opts_.keep = true;
+  opts_.dry_run = true;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.new_messages, 3u);
+  std::uint64_t bytes = 0;  // as LIST announces them
+  for (std::size_t i = 0; i < pop_.msgs.size(); ++i) bytes += pop_.size_of(i);
+  EXPECT_EQ(s.new_bytes, bytes);
+  EXPECT_EQ(s.stored, 0u);
+  EXPECT_FALSE(sent(pop_, "RETR"));
+  EXPECT_FALSE(sent(pop_, "DELE"));
+  EXPECT_TRUE(sent(pop_, "QUIT"));
+  EXPECT_TRUE(dest_.uids.empty());
+  EXPECT_FALSE(state().seen("uid-a"));
 }
 
 TEST_F(FetchTest, LyingSizeIsAProtocolErrorAndNothingIsStored) {

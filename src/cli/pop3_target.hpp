@@ -1,0 +1,32 @@
+// Pieces shared by `apop fetch` and `apop migrate`: the pop3[s]:// URL, the
+// password (file, environment or prompt; never argv), byte counts for people.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/result.hpp"
+
+namespace apop::cli {
+
+struct Target {
+  bool implicit = false;  // pop3s://
+  std::string user;
+  std::string host;
+  std::uint16_t port = 0;  // 0: the default for the TLS mode
+};
+
+// pop3://USER@HOST[:PORT] and pop3s://... (RFC 2384 without ;AUTH=); USER
+// may be percent-encoded. nullopt with `why` on a bad URL.
+std::optional<Target> parse_url(std::string_view url, std::string& why);
+
+// The first line of password_file, else $APOP_PASSWORD, else a prompt
+// without echo. Errc::invalid when none is available.
+Result<std::string> read_password(const std::string& password_file);
+
+// "1.5 MiB".
+std::string human_bytes(double b);
+
+}  // namespace apop::cli
