@@ -406,6 +406,14 @@ Result<std::optional<OpenedMbox>> open_existing(const fs::path& file) {
   return std::optional<OpenedMbox>{std::move(o)};
 }
 
+// Whether fd is (still) the file at `path`.
+bool same_file(int fd, const fs::path& path) {
+  struct stat a {
+  }, b{};
+  return ::fstat(fd, &a) == 0 && ::stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+         a.st_ino == b.st_ino;
+}
+
 fs::path dir_of(const fs::path& file) {
   fs::path d = file.parent_path();
   return d.empty() ? fs::path(".") : d;
@@ -459,14 +467,24 @@ Result<void> MboxDrop::commit(std::span<const std::size_t> deleted) {
     }
     ++doomed[{snaps_[i].from_line, snaps_[i].body_digest}];
   }
-  auto opened = open_existing(file_);
-  if (!opened) return opened.error();
-  if (!*opened) return {};  // the file is gone, and the messages with it
-  const OpenedMbox& mbox = **opened;
-  auto lock = MboxLock::acquire(file_, mbox.fd.get(), mbox.writable, opts_.lock);
-  if (!lock) {
-    return make_error(Errc::temporary, lock.error().message + " (nothing deleted)");
+  std::optional<OpenedMbox> opened_mbox;
+  std::unique_ptr<MboxLock> lock;
+  for (int attempt = 0;; ++attempt) {
+    auto opened = open_existing(file_);
+    if (!opened) return opened.error();
+    if (!*opened) return {};  // the file is gone, and the messages with it
+    auto locked = MboxLock::acquire(file_, (*opened)->fd.get(), (*opened)->writable, opts_.lock);
+    if (!locked) {
+      return make_error(Errc::temporary, locked.error().message + " (nothing deleted)");
+    }
+    // Replaced by another program between our open and our lock? Again.
+    if (same_file((*opened)->fd.get(), file_) || attempt == 3) {
+      opened_mbox = std::move(*opened);
+      lock = std::move(*locked);
+      break;
+    }
   }
+  const OpenedMbox& mbox = *opened_mbox;
   struct stat st {};
   if (::fstat(mbox.fd.get(), &st) != 0) return sys_error("stat " + file_.string(), errno);
   auto mapping =
@@ -763,15 +781,26 @@ Result<void> mbox_deliver(const fs::path& file, int in, const MboxDeliverOptions
   }
   out += '\n';
 
-  UniqueFd fd(
-      ::open(file.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600));
-  if (!fd) return sys_error("open " + file.string(), errno);
+  UniqueFd fd;
+  std::unique_ptr<MboxLock> lock;
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + file.string(), errno);
-  if (!S_ISREG(st.st_mode))
-    return make_error(Errc::permanent, file.string() + ": not a regular file");
-  auto lock = MboxLock::acquire(file, fd.get(), true, opts.lock);
-  if (!lock) return make_error(Errc::temporary, lock.error().message);
+  for (int attempt = 0;; ++attempt) {
+    fd.reset(::open(file.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW,
+                    0600));
+    if (!fd) return sys_error("open " + file.string(), errno);
+    if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + file.string(), errno);
+    if (!S_ISREG(st.st_mode)) {
+      return make_error(Errc::permanent, file.string() + ": not a regular file");
+    }
+    auto locked = MboxLock::acquire(file, fd.get(), true, opts.lock);
+    if (!locked) return make_error(Errc::temporary, locked.error().message);
+    // A POP3 server rewrote (renamed over) the file between our open and
+    // our lock: append to the new one, never to the unlinked old one.
+    if (same_file(fd.get(), file) || attempt == 3) {
+      lock = std::move(*locked);
+      break;
+    }
+  }
   // The size under the lock: what to cut back to on failure.
   if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + file.string(), errno);
   const off_t original = st.st_size;
