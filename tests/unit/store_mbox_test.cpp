@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -460,6 +461,30 @@ TEST_F(MboxStore, DeliverKeepsTheMessagesOwnEnvelopeAndCutsBackOnFailure) {
   ASSERT_FALSE(big.ok());
   EXPECT_EQ(big.error().code, Errc::invalid);
   EXPECT_EQ(slurp(file), first);
+}
+
+TEST_F(MboxStore, DeliverAppendsToTheFileRenamedOverTheOneItOpened) {
+  // A POP3 rewrite renames a new file over the mbox while a delivery waits
+  // for the lock: the message must go into the new file, not the unlinked
+  // old one.
+  spit(file, "From a x\nA\n\n");
+  const fs::path lock = tmp.path() / "alice.lock";
+  spit(lock, std::to_string(::getpid()) + "\n");
+  MboxDeliverOptions o;
+  o.lock.lock_timeout = 10s;
+  const int fd = content_fd("Subject: c\n\nC\n");
+  Result<void> r;
+  std::thread t([&] { r = mbox_deliver(file, fd, o); });
+  std::this_thread::sleep_for(200ms);  // it has opened the old file and waits
+  spit(tmp.path() / "new", "From b y\nB\n\n");
+  ASSERT_EQ(::rename((tmp.path() / "new").c_str(), file.c_str()), 0);
+  ASSERT_EQ(::unlink(lock.c_str()), 0);
+  t.join();
+  ::close(fd);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const std::string s = slurp(file);
+  EXPECT_TRUE(s.starts_with("From b y\nB\n\nFrom MAILER-DAEMON ")) << s;
+  EXPECT_TRUE(s.ends_with("\nSubject: c\n\nC\n\n")) << s;
 }
 
 TEST_F(MboxStore, DeliverWaitsForTheLockThenTimesOut) {
