@@ -128,6 +128,9 @@ struct UserRecord {
   std::string foreign_scheme;      // "SHA512-CRYPT" for an imported hash not yet upgraded
   Policy policy;
   std::optional<std::int64_t> last_login;  // unix seconds, last successful POP3 login
+  // The account's own mail location (store/mail_location.hpp), e.g.
+  // "mbox:/var/mail/alice"; empty: the server's (apop serve mail_location).
+  std::optional<std::string> mail_location;
 };
 
 struct DeviceSecretInfo {
@@ -200,6 +203,12 @@ class CredentialStore {
   // 2449 LOGIN-DELAY counts from it). One small write per login.
   // Errc::not_found for unknown users.
   virtual Result<void> record_login(std::string_view user, std::int64_t when) = 0;
+  // The account's own mail location ("mbox:/var/mail/alice", see
+  // store/mail_location.hpp); nullopt: the server's default. Stored as given
+  // (the caller validates it). Errc::not_found for unknown users.
+  virtual Result<std::optional<std::string>> mail_location(std::string_view user) = 0;
+  virtual Result<void> set_mail_location(std::string_view user,
+                                         const std::optional<std::string>& location) = 0;
 };
 
 // In-memory store for tests. Thread-safe (one mutex). Keeps secrets in the
@@ -223,6 +232,9 @@ class MemoryCredentialStore final : public CredentialStore {
   Result<Policy> default_policy() override;
   Result<void> set_default_policy(const Policy& policy) override;
   Result<void> record_login(std::string_view user, std::int64_t when) override;
+  Result<std::optional<std::string>> mail_location(std::string_view user) override;
+  Result<void> set_mail_location(std::string_view user,
+                                 const std::optional<std::string>& location) override;
 
  private:
   struct Entry {
@@ -233,6 +245,7 @@ class MemoryCredentialStore final : public CredentialStore {
     std::int64_t created = 0;
     std::int64_t updated = 0;
     std::optional<std::int64_t> last_login;
+    std::optional<std::string> mail_location;
   };
   void apply_device_only_locked();
   std::mutex mu_;
@@ -244,9 +257,10 @@ class MemoryCredentialStore final : public CredentialStore {
 // the SecretBox (aad: the user name, or user NUL "device" NUL name). One
 // connection guarded by a mutex; WAL journal and a ~5 s busy timeout so that
 // `apop user ...` works while `apop serve` runs. The database, -wal and -shm
-// files are mode 0600. Schema version 3; older databases are upgraded in
+// files are mode 0600. Schema version 4; older databases are upgraded in
 // place on open: version 1 (one encrypted secret per user) to 2 (hash,
-// verifiers, policy), version 2 to 3 (LOGIN-DELAY, EXPIRE, last login columns).
+// verifiers, policy), version 2 to 3 (LOGIN-DELAY, EXPIRE, last login
+// columns), version 3 to 4 (mail location column).
 class SqliteCredentialStore final : public CredentialStore {
  public:
   // Opens or creates the database, creating/migrating the schema (PRAGMA
@@ -277,6 +291,9 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<Policy> default_policy() override;
   Result<void> set_default_policy(const Policy& policy) override;
   Result<void> record_login(std::string_view user, std::int64_t when) override;
+  Result<std::optional<std::string>> mail_location(std::string_view user) override;
+  Result<void> set_mail_location(std::string_view user,
+                                 const std::optional<std::string>& location) override;
 
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);

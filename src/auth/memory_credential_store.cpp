@@ -122,7 +122,8 @@ Result<std::vector<UserRecord>> MemoryCredentialStore::list() {
   out.reserve(users_.size());
   for (const auto& [name, e] : users_) {
     out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(), e.password.has_value(),
-                             foreign_scheme(e.derived.hash), e.policy, e.last_login});
+                             foreign_scheme(e.derived.hash), e.policy, e.last_login,
+                             e.mail_location});
   }
   return out;
 }
@@ -220,6 +221,22 @@ Result<void> MemoryCredentialStore::record_login(std::string_view user, std::int
   auto it = users_.find(user);
   if (it == users_.end()) return no_user(user);
   it->second.last_login = when;
+  return {};
+}
+
+Result<std::optional<std::string>> MemoryCredentialStore::mail_location(std::string_view user) {
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_user(user);
+  return it->second.mail_location;
+}
+
+Result<void> MemoryCredentialStore::set_mail_location(std::string_view user,
+                                                      const std::optional<std::string>& location) {
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_user(user);
+  it->second.mail_location = location;
   return {};
 }
 

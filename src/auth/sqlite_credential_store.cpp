@@ -14,7 +14,7 @@
 namespace apop::auth {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 constexpr int kBusyTimeoutMs = 5000;
 
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
@@ -305,6 +305,13 @@ Result<void> SqliteCredentialStore::migrate() {
       if (auto r = exec(db_, sql); !r) return r;
     }
   }
+  // Version 4: the account's own mail location (NULL: the server's).
+  if (version < 4) {
+    for (const char* sql :
+         {"ALTER TABLE users ADD COLUMN mail_location TEXT", "PRAGMA user_version = 4"}) {
+      if (auto r = exec(db_, sql); !r) return r;
+    }
+  }
   return tx.commit();
 }
 
@@ -573,7 +580,7 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
                    " (SELECT COUNT(*) FROM device_secrets d WHERE d.user = users.name),"
                    " sealed_password IS NOT NULL,"
                    " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                   " login_delay, expire_days, last_login, password_hash"
+                   " login_delay, expire_days, last_login, password_hash, mail_location"
                    " FROM users ORDER BY name",
                    st);
   if (rc != SQLITE_OK) return db_error(db_, rc, "listing users");
@@ -589,6 +596,8 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
     column_login_limits(st.get(), 9, u.policy);
     u.last_login = column_opt_int(st.get(), 11);
     u.foreign_scheme = foreign_scheme(column_text(st.get(), 12));
+    if (sqlite3_column_type(st.get(), 13) != SQLITE_NULL)
+      u.mail_location = column_text(st.get(), 13);
     out.push_back(std::move(u));
   }
   if (rc != SQLITE_DONE) return db_error(db_, rc, "listing users");
@@ -781,6 +790,37 @@ Result<void> SqliteCredentialStore::record_login(std::string_view user, std::int
   if (rc != SQLITE_OK) return db_error(db_, rc, "recording login");
   rc = sqlite3_step(st.get());
   if (rc != SQLITE_DONE) return db_error(db_, rc, "recording login");
+  if (sqlite3_changes(db_) == 0) return no_user(user);
+  return {};
+}
+
+Result<std::optional<std::string>> SqliteCredentialStore::mail_location(std::string_view user) {
+  if (!is_valid_username(user)) return no_user(user);
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_, "SELECT mail_location FROM users WHERE name = ?1", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc != SQLITE_OK) return db_error(db_, rc, "reading mail location");
+  rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return no_user(user);
+  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading mail location");
+  if (sqlite3_column_type(st.get(), 0) == SQLITE_NULL) return std::optional<std::string>{};
+  return std::optional<std::string>{column_text(st.get(), 0)};
+}
+
+Result<void> SqliteCredentialStore::set_mail_location(std::string_view user,
+                                                      const std::optional<std::string>& location) {
+  if (!is_valid_username(user)) return no_user(user);
+  std::lock_guard lock(mu_);
+  Stmt st;
+  int rc = prepare(db_, "UPDATE users SET mail_location = ?2 WHERE name = ?1", st);
+  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+  if (rc == SQLITE_OK) {
+    rc = location ? bind_text(st.get(), 2, *location) : sqlite3_bind_null(st.get(), 2);
+  }
+  if (rc != SQLITE_OK) return db_error(db_, rc, "setting mail location");
+  rc = sqlite3_step(st.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "setting mail location");
   if (sqlite3_changes(db_) == 0) return no_user(user);
   return {};
 }

@@ -1,11 +1,16 @@
-// `apop deliver USER < message`: local delivery for MTAs (sysexits codes).
+// `apop deliver USER < message`: local delivery for MTAs (sysexits codes),
+// into the user's Maildir or mbox (store/mail_location.hpp).
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 #include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "store/mail_location.hpp"
 #include "store/maildir.hpp"
+#include "store/mbox.hpp"
 
 namespace apop::cli {
 
@@ -14,6 +19,7 @@ namespace {
 struct DeliverArgs {
   std::string data;
   std::string user;
+  std::string mail_location = std::string(store::kDefaultMailLocation);
 };
 
 int run_deliver(const DeliverArgs& a) {
@@ -42,17 +48,43 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: unknown user {}", a.user);
     return kExitNoUser;
   }
+  auto fallback = store::parse_mail_location(a.mail_location, /*require_user=*/true);
+  if (!fallback) {
+    spdlog::error("deliver: --mail-location: {}", fallback.error().message);
+    return kExitUsage;
+  }
+  store::LocationOpener locations(*fallback, dir.root, store::MboxOptions{},
+                                  [&](std::string_view u) { return (*store)->mail_location(u); });
+  auto where = locations.resolve(a.user);
+  if (!where) {
+    spdlog::error("deliver: user={} {}", a.user, where.error().message);
+    return kExitTempFail;
+  }
+  if (where->first.format == store::MailLocation::Format::mbox) {
+    store::MboxDeliverOptions mopts;
+    // Postfix local(8) passes the envelope sender to mailbox_command in $SENDER.
+    if (const char* sender = std::getenv("SENDER"); sender != nullptr) mopts.sender = sender;
+    auto r = store::mbox_deliver(where->second, STDIN_FILENO, mopts);
+    if (!r) {
+      spdlog::error("deliver: user={} mbox={} {}", a.user, where->second.string(),
+                    r.error().message);
+      return r.error().code == Errc::invalid ? kExitDataErr : kExitTempFail;
+    }
+    spdlog::info("delivered user={} mbox={}", a.user, where->second.string());
+    return kExitOk;
+  }
+  const std::filesystem::path maildir = where->second;
   store::DeliverOptions opts;
   opts.hostname = local_hostname();
   if (auto made = ensure_layout(dir); !made) {
     spdlog::error("deliver: {}", made.error().message);
     return kExitTempFail;
   }
-  if (auto made = store::ensure_maildir(dir.maildir(a.user)); !made) {
+  if (auto made = store::ensure_maildir(maildir); !made) {
     spdlog::error("deliver: user={} {}", a.user, made.error().message);
     return kExitTempFail;
   }
-  auto r = store::deliver(dir.maildir(a.user), STDIN_FILENO, opts);
+  auto r = store::deliver(maildir, STDIN_FILENO, opts);
   if (!r) {
     spdlog::error("deliver: user={} {}", a.user, r.error().message);
     return r.error().code == Errc::invalid ? kExitDataErr : kExitTempFail;
@@ -66,8 +98,12 @@ int run_deliver(const DeliverArgs& a) {
 void register_deliver(CLI::App& app, Registry& registry) {
   auto a = std::make_shared<DeliverArgs>();
   CLI::App* sub = app.add_subcommand(
-      "deliver", "Deliver one message from stdin into USER's Maildir (exit codes per sysexits)");
+      "deliver",
+      "Deliver one message from stdin into USER's Maildir or mbox (exit codes per sysexits)");
   sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
+  sub->add_option("--mail-location", a->mail_location,
+                  "Where users' mail is, as apop serve's mail_location (default "
+                  "maildir:%d/mail/%u); an account's own location (apop user mailbox) wins");
   sub->add_option("user", a->user, "Recipient account")->required();
   registry.add(sub, [a] { return run_deliver(*a); });
 }

@@ -18,6 +18,7 @@
 #include "cli/serve_config.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
+#include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {
@@ -109,6 +110,9 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   auto expire = parse_expire(a.expire);
   if (!expire) return expire.error();
   opts.session.expire_days = *expire;
+  if (auto loc = store::parse_mail_location(a.mail_location, /*require_user=*/true); !loc) {
+    return make_error(Errc::invalid, "mail_location: " + loc.error().message);
+  }
   return opts;
 }
 
@@ -236,7 +240,14 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   throttle.block_duration = std::chrono::seconds(a.block_duration);
   auth::MemoryFailureTracker failures(throttle);
   auth::ThrottlingAuthenticator throttled(authenticator, failures, throttle);
-  store::MaildirOpener opener(dir.mail_root());
+  // Mail: the account's own location, else mail_location (checked above).
+  store::MboxOptions mbox;
+  mbox.session_lock_dir = dir.root / "locks";
+  mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
+  auth::CredentialStore* accounts = store.value().get();
+  store::LocationOpener opener(
+      store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,
+      [accounts](std::string_view user) { return accounts->mail_location(user); });
 
   net::Server server(std::move(opts), throttled, opener,
                      [challenges] { return challenges->next(); });

@@ -1,5 +1,5 @@
-// `apop user add|del|list|passwd|show|policy|secret`: accounts, their
-// passwords, per-device APOP secrets and per-account policy.
+// `apop user add|del|list|passwd|show|policy|mailbox|secret`: accounts, their
+// passwords, per-device APOP secrets, per-account policy and mail location.
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -14,6 +14,7 @@
 #include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {
@@ -31,6 +32,7 @@ struct UserArgs {
   std::string mechanisms, device_only, apop_tls, require_tls;
   std::string login_delay, expire;  // RFC 2449, per account only
   bool global = false;
+  std::string location;  // mailbox: "" (show), "default", or FORMAT:PATH
 };
 
 // The new secret for add/passwd: generated, from stdin, or prompted.
@@ -329,6 +331,10 @@ int run_show(const UserArgs& a) {
     print_policy(u.policy, *defaults);
     print_login_limits(u.policy);
     std::cout << "last login: " << (u.last_login ? date(*u.last_login) : std::string("never"))
+              << "\n"
+              << "mail location: "
+              << (u.mail_location ? *u.mail_location
+                                  : std::string("default (apop serve mail_location)"))
               << "\n";
     auto secrets = (*store)->device_secrets(u.name);
     if (!secrets) return fail("show", secrets.error());
@@ -337,6 +343,32 @@ int run_show(const UserArgs& a) {
     return kExitOk;
   }
   return fail("show", make_error(Errc::not_found, "no such user: " + a.name));
+}
+
+int run_mailbox(const UserArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  if (auto r = ensure_layout(dir); !r) return fail("mailbox", r.error());
+  auto store = open_credentials(dir);
+  if (!store) return fail("mailbox", store.error());
+  if (a.location == "default") {
+    if (auto r = (*store)->set_mail_location(a.name, std::nullopt); !r) {
+      return fail("mailbox", r.error());
+    }
+    std::cerr << "mail location of " << a.name << " changed\n";
+  } else if (!a.location.empty()) {
+    // Checked here; a path without %u is fine for one account.
+    auto loc = store::parse_mail_location(a.location, /*require_user=*/false);
+    if (!loc) return fail("mailbox", loc.error());
+    if (auto r = (*store)->set_mail_location(a.name, store::format_mail_location(*loc)); !r) {
+      return fail("mailbox", r.error());
+    }
+    std::cerr << "mail location of " << a.name << " changed\n";
+  }
+  auto own = (*store)->mail_location(a.name);
+  if (!own) return fail("mailbox", own.error());
+  std::cout << "mail location: "
+            << (*own ? **own : std::string("default (apop serve mail_location)")) << "\n";
+  return kExitOk;
 }
 
 void secret_options(CLI::App* sub, UserArgs& a) {
@@ -399,6 +431,16 @@ void register_user(CLI::App& app, Registry& registry) {
                     "RFC 2449 EXPIRE: days a message is kept (older ones are deleted at QUIT); "
                     "0: retrieved messages are deleted at QUIT; never; default: the apop serve "
                     "setting expire");
+  }
+
+  {
+    auto [sub, a] = make(user, "mailbox",
+                         "Show or set where a user's mail is (e.g. mbox:/var/mail/%u); "
+                         "'default' follows apop serve mail_location",
+                         run_mailbox, true, false);
+    sub->add_option("location", a->location,
+                    "maildir:PATH or mbox:PATH (%u user, %d data directory, %% a '%'), or "
+                    "default");
   }
 
   CLI::App* secret = user->add_subcommand("secret", "Per-device APOP secrets");

@@ -27,6 +27,13 @@ struct Spec {
 const std::array kSpecs = {
     Spec{"data", "--data", "Data directory (default: $APOP_DATA or ./apop-data)",
          &ServeConfig::data},
+    Spec{"mail_location", "--mail-location",
+         "Where users' mail is: maildir:PATH (default maildir:%d/mail/%u) or mbox:PATH (e.g. "
+         "mbox:/var/mail/%u); %u user, %d data directory; accounts may have their own",
+         &ServeConfig::mail_location},
+    Spec{"mbox_lock_timeout", "--mbox-lock-timeout",
+         "Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock ([IN-USE] after)",
+         &ServeConfig::mbox_lock_timeout, false, 1, 600},
     Spec{"listen", "--listen",
          "ADDR:PORT to listen on, plain with STLS when TLS is configured (repeatable; port 0 = "
          "any free)",

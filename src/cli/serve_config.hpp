@@ -19,6 +19,13 @@ namespace apop::cli {
 
 struct ServeConfig {
   std::string data;  // empty: $APOP_DATA or ./apop-data
+  // Where users' mail is, unless an account has its own (`apop user mailbox`):
+  // maildir:PATH or mbox:PATH with %u (user), %d (data directory), %%
+  // (store/mail_location.hpp).
+  std::string mail_location = "maildir:%d/mail/%u";
+  // Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock.
+  unsigned mbox_lock_timeout =
+      static_cast<unsigned>(limits::kMboxSessionLockTimeout.count() / 1000);
   std::vector<std::string> listen;
   std::vector<std::string> tls_listen;
   std::string tls_cert;

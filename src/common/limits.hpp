@@ -115,6 +115,11 @@ inline constexpr std::chrono::hours kMaildirTmpMaxAge{36};
 // mbox dotlock and fcntl lock before giving up with a temporary error (the
 // message stays on the server). Postfix local(8) waits about as long.
 inline constexpr std::chrono::milliseconds kMboxLockTimeout{60'000};
+// Not from an RFC (server, mbox maildrops): how long a login or a QUIT waits
+// for the mbox dotlock and fcntl lock before giving up with -ERR [IN-USE]
+// (login) or [SYS/TEMP] (QUIT: nothing deleted). Short, because the wait
+// happens on an authentication thread and the client is waiting.
+inline constexpr std::chrono::milliseconds kMboxSessionLockTimeout{10'000};
 // Not from an RFC: a dotlock (FILE.lock) older than this is stale and removed
 // (procmail and Postfix use about 5 minutes).
 inline constexpr std::chrono::seconds kDotlockStale{300};

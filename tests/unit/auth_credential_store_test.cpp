@@ -125,6 +125,19 @@ TEST_P(CredentialStoreContract, Errors) {
   EXPECT_EQ(password_of(s, "ALICE").error().code, Errc::not_found);  // case-sensitive
 }
 
+TEST_P(CredentialStoreContract, MailLocationPerAccount) {
+  CredentialStore& s = *store_;
+  ASSERT_TRUE(s.add("alice", "alice-secret-1").ok());
+  EXPECT_EQ(s.mail_location("alice").value(), std::nullopt);
+  ASSERT_TRUE(s.set_mail_location("alice", std::string("mbox:/var/mail/alice")).ok());
+  EXPECT_EQ(s.mail_location("alice").value(), "mbox:/var/mail/alice");
+  EXPECT_EQ(s.list().value()[0].mail_location, "mbox:/var/mail/alice");
+  ASSERT_TRUE(s.set_mail_location("alice", std::nullopt).ok());
+  EXPECT_EQ(s.mail_location("alice").value(), std::nullopt);
+  EXPECT_EQ(s.mail_location("nobody").error().code, Errc::not_found);
+  EXPECT_EQ(s.set_mail_location("nobody", std::string("mbox:/x")).error().code, Errc::not_found);
+}
+
 TEST_P(CredentialStoreContract, EmptyList) {
   auto l = store_->list();
   ASSERT_TRUE(l.ok());
@@ -421,6 +434,27 @@ TEST(AuthSqliteStore, DeviceSecretsOnlyDeletesTheCopyFromTheFile) {
   EXPECT_TRUE((*l)[1].has_password_copy);
   EXPECT_FALSE((*l)[2].has_password_copy);
   EXPECT_EQ((*s)->default_policy()->device_secrets_only, true);
+}
+
+TEST(AuthSqliteStore, UpgradesVersion3DatabasesToMailLocations) {
+  TempDir dir;
+  fs::path db = dir.path() / "users.db";
+  {
+    auto s = SqliteCredentialStore::open(db, test_box());
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->add("alice", "alice-secret-1").ok());
+  }
+  // Back to what version 3 wrote: no mail_location column.
+  raw_exec(db, "ALTER TABLE users DROP COLUMN mail_location; PRAGMA user_version = 3;");
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ((*s)->mail_location("alice").value(), std::nullopt);
+  ASSERT_TRUE((*s)->set_mail_location("alice", std::string("mbox:/var/mail/%u")).ok());
+  EXPECT_EQ(password_of(**s, "alice").value(), "alice-secret-1");
+  s->reset();
+  auto again = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->mail_location("alice").value(), "mbox:/var/mail/%u");
 }
 
 TEST(AuthSqliteStore, UpgradesVersion1Databases) {

@@ -1,0 +1,128 @@
+#include "store/mail_location.hpp"
+
+#include "store/maildir.hpp"
+
+namespace apop::store {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool plain_file_name(std::string_view s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string_view::npos &&
+         s.find('\0') == std::string_view::npos;
+}
+
+}  // namespace
+
+Result<MailLocation> parse_mail_location(std::string_view spec, bool require_user) {
+  const auto colon = spec.find(':');
+  if (colon == std::string_view::npos) {
+    return make_error(Errc::invalid, "mail location \"" + std::string(spec) +
+                                         "\": expected maildir:PATH or mbox:PATH");
+  }
+  MailLocation loc;
+  const std::string_view format = spec.substr(0, colon);
+  if (format == "maildir") {
+    loc.format = MailLocation::Format::maildir;
+  } else if (format == "mbox") {
+    loc.format = MailLocation::Format::mbox;
+  } else {
+    return make_error(Errc::invalid, "mail location \"" + std::string(spec) +
+                                         "\": unknown format \"" + std::string(format) +
+                                         "\" (maildir or mbox)");
+  }
+  loc.path = std::string(spec.substr(colon + 1));
+  if (loc.path.empty()) {
+    return make_error(Errc::invalid, "mail location \"" + std::string(spec) + "\": empty path");
+  }
+  if (loc.path.find('\0') != std::string::npos) {
+    return make_error(Errc::invalid, "mail location: NUL in path");
+  }
+  bool has_user = false;
+  for (std::size_t i = 0; i < loc.path.size(); ++i) {
+    if (loc.path[i] != '%') continue;
+    const char next = i + 1 < loc.path.size() ? loc.path[i + 1] : '\0';
+    if (next == 'u') {
+      has_user = true;
+    } else if (next != 'd' && next != '%') {
+      return make_error(Errc::invalid, "mail location \"" + std::string(spec) +
+                                           "\": unknown variable (use %u, %d or %%)");
+    }
+    ++i;
+  }
+  if (require_user && !has_user) {
+    return make_error(Errc::invalid, "mail location \"" + std::string(spec) +
+                                         "\": the path must contain %u (one mailbox per user)");
+  }
+  return loc;
+}
+
+std::string format_mail_location(const MailLocation& loc) {
+  return (loc.format == MailLocation::Format::mbox ? "mbox:" : "maildir:") + loc.path;
+}
+
+Result<fs::path> expand_mail_location(const MailLocation& loc, std::string_view user,
+                                      const fs::path& data_dir) {
+  if (!plain_file_name(user)) return make_error(Errc::invalid, "bad maildrop name");
+  std::string out;
+  for (std::size_t i = 0; i < loc.path.size(); ++i) {
+    const char c = loc.path[i];
+    if (c != '%' || i + 1 >= loc.path.size()) {
+      out += c;
+      continue;
+    }
+    const char next = loc.path[++i];
+    if (next == 'u') {
+      out += user;
+    } else if (next == 'd') {
+      out += data_dir.string();
+    } else {
+      out += next;
+    }
+  }
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return fs::path(out);
+}
+
+LocationOpener::LocationOpener(MailLocation fallback, fs::path data_dir, MboxOptions mbox,
+                               Lookup per_user)
+    : fallback_(std::move(fallback)),
+      data_dir_(std::move(data_dir)),
+      mbox_(std::move(mbox)),
+      per_user_(std::move(per_user)) {}
+
+Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_view user) const {
+  MailLocation loc = fallback_;
+  if (per_user_) {
+    auto own = per_user_(user);
+    if (!own) {
+      return make_error(Errc::temporary,
+                        "mail location of " + std::string(user) + ": " + own.error().message);
+    }
+    if (*own) {
+      auto parsed = parse_mail_location(**own, false);
+      if (!parsed) return make_error(Errc::temporary, parsed.error().message);
+      loc = std::move(*parsed);
+    }
+  }
+  auto path = expand_mail_location(loc, user, data_dir_);
+  if (!path) return path.error();
+  return std::make_pair(std::move(loc), std::move(*path));
+}
+
+Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(std::string_view user) {
+  auto r = resolve(user);
+  if (!r) return r.error();
+  const auto& [loc, path] = *r;
+  if (loc.format == MailLocation::Format::mbox) return open_mbox(path, mbox_);
+  // A Maildir: MaildirOpener works on ROOT/NAME.
+  const std::string name = path.filename().string();
+  if (!plain_file_name(name)) {
+    return make_error(Errc::temporary, "mail location " + path.string() + ": not a Maildir path");
+  }
+  MaildirOpener maildir(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+  return maildir.open(name);
+}
+
+}  // namespace apop::store
