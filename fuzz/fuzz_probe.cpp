@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(r.apop_tls);
   if ((r.apop_plain.repeats || r.apop_tls.repeats) && r.grade != 'F') __builtin_trap();
   for (const auto& f : r.findings) {
-    if (f.cap < r.grade) __builtin_trap();  // the grade is the worst cap
+    if (f.cap > r.grade) __builtin_trap();  // the grade is the worst cap
   }
   const std::string json = probe::to_json(r);
   const auto doc = nlohmann::json::parse(json, nullptr, false);

@@ -44,11 +44,12 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_erro
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 run_one() {
+  set +e +o pipefail  # runs in its own background subshell: report, never stop early
   local t=$1 name=${1#fuzz_}
   local dir=$out/$name
   rm -rf "$dir"
-  mkdir -p "$dir/corpus"
-  cp fuzz/corpus/"$name"/* "$dir/corpus/"
+  mkdir -p "$dir/corpus" || return 1
+  cp fuzz/corpus/"$name"/* "$dir/corpus/" || return 1
   local rc=0
   build/fuzz/fuzz/"$t" -max_total_time="$secs" -dict=fuzz/"$t".dict -max_len=4096 -timeout=30 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$dir/" "$dir/corpus" \
