@@ -474,7 +474,7 @@ TEST(ProbeRender, TextEndsWithGrade) {
   EXPECT_NE(t.find("TLSv1.3"), std::string::npos);
 }
 
-// Found by fuzz_probe: a greeting or CAPA line with invalid UTF-8 made
+// Found while writing fuzz_probe's invariants: a greeting or CAPA line with invalid UTF-8 made
 // to_json() throw (nlohmann's strict dump), aborting `apop probe --json`, and
 // to_text() copied escape sequences from the server to the terminal.
 TEST(ProbeRender, HostileBytesAreSafeInJsonAndText) {
