@@ -1,12 +1,17 @@
 # apop: convenience targets over the CMake presets (see CMakePresets.json).
 #   make demo    install deps, build (release), run a demo server on 127.0.0.1:$(PORT)
 #   make test    install deps, build (dev), run every test through ctest
+#   make asan    the same with ASan+UBSan (g++), halting on the first report
+#   make fuzz    build the libFuzzer targets (clang 14) and run each for
+#                $(FUZZ_SECONDS) s, $(FUZZ_JOBS) at a time (scripts/fuzz.sh)
 PORT ?= 1110
 JOBS ?= 2
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
 CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format || echo clang-format-14)
 FORMAT_DIRS := src tests fuzz bench
 
-.PHONY: all deps build test asan release demo format clean
+.PHONY: all deps build test asan fuzz release demo format clean
 
 all: build
 
@@ -15,19 +20,24 @@ deps:
 
 build: deps
 	cmake --preset dev
-	cmake --build --preset dev
+	cmake --build --preset dev -j$(JOBS)
 
 test: build
 	ctest --preset dev --output-on-failure -j$(JOBS)
 
 asan: deps
 	cmake --preset asan
-	cmake --build --preset asan
+	cmake --build --preset asan -j$(JOBS)
 	ctest --preset asan --output-on-failure -j$(JOBS)
+
+fuzz: deps
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j$(JOBS)
+	FUZZ_NO_BUILD=1 FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh
 
 release: deps
 	cmake --preset release
-	cmake --build --preset release
+	cmake --build --preset release -j$(JOBS)
 
 demo: release
 	PORT=$(PORT) APOP=build/release/apop bash scripts/demo.sh

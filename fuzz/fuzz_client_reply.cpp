@@ -1,7 +1,8 @@
 // The client side on hostile server bytes: every reply parser, the body
 // decoder, and a whole `apop fetch` session (src/client/fetch.hpp) whose
-// server is the fuzz input. No crash, no overflow, limits hold, and no APOP
-// digest is ever sent for an invalid challenge.
+// server is the fuzz input. No crash, no overflow, limits hold, no APOP
+// digest is ever sent for an invalid challenge, and the summary's texts are
+// printable ASCII whatever the server sent.
 #include <unistd.h>
 
 #include <cstddef>
@@ -68,6 +69,13 @@ class NullDestination final : public Destination {
   }
   std::string describe() const override { return "null"; }
 };
+
+bool printable_ascii(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) return false;
+  }
+  return true;
+}
 
 std::vector<std::string> split_lines(std::string_view in) {
   std::vector<std::string> out;
@@ -143,7 +151,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   BytesTransport t(in);
   NullDestination dest;
   auto sum = run_session(t, dest, *state, o);
-  (void)sum;
+  // What the server said reaches the terminal, logs and `apop fetch --json`
+  // (nlohmann::json::dump throws on invalid UTF-8) only as printable ASCII.
+  if (!printable_ascii(sum.error) || !printable_ascii(sum.greeting) ||
+      !printable_ascii(sum.tls_protocol) || !printable_ascii(sum.auth)) {
+    __builtin_trap();
+  }
+  for (const auto& w : sum.warnings) {
+    if (!printable_ascii(w)) __builtin_trap();
+  }
   // No APOP command unless the greeting carried a valid challenge.
   if (t.sent.find("APOP ") != std::string::npos) {
     std::string_view greeting = in.substr(0, in.find('\n'));

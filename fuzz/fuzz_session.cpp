@@ -1,48 +1,323 @@
-// Drives a whole POP3 session over the in-memory store: the fuzz input is the
-// client's byte stream, split into feeds at '\x01' so partial lines and
-// pipelining are exercised. The first feeds log in with a valid APOP digest
-// when the input starts with 'L', so the TRANSACTION state is reached too.
+// The server's whole session state machine (pop3::Session) over the in-memory
+// store, with the real StoreAuthenticator and SASL mechanisms behind it.
+//
+// Input: byte 0 chooses the options (see kFlag*); the rest is the client's
+// byte stream, cut into feeds at control bytes:
+//   \x01       feed what came before and run the session until it needs input
+//              (partial lines, pipelining);
+//   \x02 K     the same, then a correct login by the "oracle", K % 6 choosing
+//              APOP, USER/PASS, AUTH PLAIN, AUTH LOGIN, AUTH CRAM-MD5 or AUTH
+//              SCRAM-SHA-256 (the last two answer the server's challenges
+//              with the client library), so the TRANSACTION state and the
+//              UPDATE commit are reached from anywhere in the input.
+// STLS's handshake succeeds at once (tls_started()).
+//
+// Invariants (__builtin_trap): output bounded per step; every line it writes
+// is at most 512 octets with CRLF (the test messages have short lines); no
+// secret is ever echoed, nor reported to the event sink other than in the
+// user name the client sent; after the session the
+// maildrop is unlocked and holds exactly its messages minus those a committed
+// UPDATE removed (no mail lost or duplicated).
+//
+// Every user name is an account here (with a cheap scrypt hash), so that no
+// login costs the default-parameter dummy hash of the unknown-user path: that
+// path is covered by the unit tests and the SASL fuzzer.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "auth/authenticator.hpp"
+#include "auth/base64.hpp"
+#include "auth/challenge.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/password_hash.hpp"
+#include "client/protocol.hpp"
+#include "common/limits.hpp"
 #include "pop3/session.hpp"
 #include "store/memory.hpp"
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static const std::string kTs = "<1.2@fuzz>";
-  static apop::auth::MemoryCredentialStore creds;
-  static const bool added = creds.add("u", "fuzzing-secret-1").ok();
-  if (!added) __builtin_trap();
-  static apop::auth::StoreAuthenticator auth(creds);
-  apop::store::MemoryStore mail;
-  mail.add_message("u", "Subject: a\n\n.line\nbody\r\n");
-  mail.add_message("u", "");
-  mail.add_message("u", "no newline at end");
-  apop::pop3::SessionConfig cfg;
-  cfg.secure = size > 0 && (data[0] & 2);
-  apop::pop3::Session s(cfg, auth, mail, kTs);
-  std::string_view in(reinterpret_cast<const char*>(data), size);
-  std::string out;
-  if (!in.empty() && in[0] == 'L') {
-    s.feed("APOP u " + apop::auth::md5_hex(kTs + "fuzzing-secret-1") + "\r\n");
-    in.remove_prefix(1);
-  }
-  for (;;) {
-    std::size_t cut = in.find('\x01');
-    s.feed(in.substr(0, cut));
-    for (;;) {
-      out.clear();
-      apop::pop3::Next n = s.next(out);
-      if (out.size() > 4 * 65536) __builtin_trap();  // bounded output per step
-      if (n != apop::pop3::Next::output) break;
+namespace {
+
+using namespace apop;
+
+constexpr std::string_view kUser = "u";
+constexpr std::string_view kPassword = "fuzzing-secret-1";
+constexpr std::string_view kDeviceSecret = "fuzzing-device-2";
+const std::string kTs = "<1.2@fuzz>";
+
+constexpr std::uint8_t kFlagSecure = 1;
+constexpr std::uint8_t kFlagStls = 2;
+constexpr std::uint8_t kFlagApopRequiresTls = 4;
+constexpr std::uint8_t kFlagAllowPlaintext = 8;
+constexpr std::uint8_t kFlagPolicyShift = 4;  // bits 4-5: account policy variant
+constexpr std::uint8_t kFlagFaults = 64;      // store faults (open, read, commit)
+constexpr std::uint8_t kFlagLoginDelay = 128;
+
+const auth::DerivedPassword& derived() {
+  static const auth::DerivedPassword d = [] {
+    auto r = auth::derive_password(kPassword);
+    if (!r) __builtin_trap();
+    // A cheap hash (same password): logins must not cost 15 ms each here.
+    auto cheap = auth::hash_password(kPassword, auth::ScryptParams{1, 1, 1});
+    if (!cheap) __builtin_trap();
+    r->hash = *cheap;
+    return std::move(*r);
+  }();
+  return d;
+}
+
+// Every name is an account with the fuzz password; the policy variant comes
+// from the input. Only account() and record_login() are used by the
+// authenticator; the administrative calls are refused.
+class FuzzStore final : public auth::CredentialStore {
+ public:
+  explicit FuzzStore(unsigned variant) : variant_(variant) {}
+  Result<auth::Account> account(std::string_view user) override {
+    auth::Account a;
+    a.name = std::string(user);
+    a.password_hash = derived().hash;
+    a.scram_sha256 = derived().scram_sha256;
+    a.scram_sha1 = derived().scram_sha1;
+    a.password = std::string(kPassword);
+    a.device_secrets.push_back({"phone", std::string(kDeviceSecret)});
+    switch (variant_) {
+      case 1:
+        a.policy.require_tls = true;
+        a.policy.apop_requires_tls = true;
+        break;
+      case 2:
+        a.policy.mechanisms = auth::kMechApop | auth::kMechScramSha256;
+        a.login_delay = 600;
+        a.expire_days = 0;
+        a.last_login = 1'000'000'000;
+        break;
+      case 3:
+        a.policy.device_secrets_only = true;
+        a.password.reset();
+        a.expire_days = 1;
+        break;
+      default:
+        break;
     }
-    if (cut == std::string_view::npos || s.state() == apop::pop3::State::closed) break;
-    in.remove_prefix(cut + 1);
+    return a;
+  }
+  Result<bool> has_user(std::string_view) override { return true; }
+  Result<void> add(std::string_view, std::string_view) override { return refused(); }
+  Result<void> set_password(std::string_view, std::string_view) override { return refused(); }
+  Result<void> remove(std::string_view) override { return refused(); }
+  Result<std::vector<auth::UserRecord>> list() override { return refused(); }
+  Result<void> add_device_secret(std::string_view, std::string_view, std::string_view) override {
+    return refused();
+  }
+  Result<std::vector<auth::DeviceSecretInfo>> device_secrets(std::string_view) override {
+    return refused();
+  }
+  Result<void> revoke_device_secret(std::string_view, std::string_view) override {
+    return refused();
+  }
+  Result<auth::Policy> policy(std::string_view) override { return refused(); }
+  Result<void> set_policy(std::string_view, const auth::Policy&) override { return refused(); }
+  Result<auth::Policy> default_policy() override { return refused(); }
+  Result<void> set_default_policy(const auth::Policy&) override { return refused(); }
+  Result<void> record_login(std::string_view, std::int64_t) override { return {}; }
+
+ private:
+  static Error refused() { return Error{Errc::permanent, "not in the fuzzer"}; }
+  unsigned variant_;
+};
+
+bool has_secret(std::string_view s) {
+  return s.find(kPassword) != std::string_view::npos ||
+         s.find(kDeviceSecret) != std::string_view::npos;
+}
+
+class CheckingSink final : public pop3::EventSink {
+ public:
+  void on_login(const pop3::LoginEvent& e) override {
+    // e.user is the name as the client sent it (it may be anything, even a
+    // password typed into the wrong field): logged as sent, not checked.
+    if (has_secret(e.mechanism) || has_secret(e.credential) || has_secret(e.reason)) {
+      __builtin_trap();
+    }
+  }
+};
+
+// Runs the session until it wants input or closes; returns everything it wrote.
+std::string run(pop3::Session& s) {
+  std::string all;
+  for (;;) {
+    std::string out;
+    const pop3::Next n = s.next(out);
+    if (out.size() > 4 * 65536) __builtin_trap();  // bounded output per step
+    all += out;
+    if (n == pop3::Next::start_tls) {
+      s.tls_started();
+      continue;
+    }
+    if (n != pop3::Next::output) break;
+    if (all.size() > (1u << 22)) __builtin_trap();  // 4 MiB for at most 4 KiB of input
+  }
+  // A step may end inside a line (body chunks); once the session waits for
+  // input or closes, every line it wrote is complete.
+  if (!all.empty() && all.back() != '\n') __builtin_trap();
+  std::size_t pos = 0;
+  while (pos < all.size()) {
+    std::size_t nl = all.find('\n', pos);
+    if (nl == std::string::npos) nl = all.size();
+    if (nl + 1 - pos > limits::kMaxResponseLine) __builtin_trap();
+    pos = nl + 1;
+  }
+  if (has_secret(all)) __builtin_trap();
+  return all;
+}
+
+// The payload of the last "+ BASE64" continuation line in `out`, decoded.
+std::string last_challenge(std::string_view out) {
+  std::string found;
+  std::size_t pos = 0;
+  while (pos < out.size()) {
+    std::size_t nl = out.find('\n', pos);
+    if (nl == std::string_view::npos) nl = out.size();
+    std::string_view line = out.substr(pos, nl - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (client::is_continuation(line)) {
+      auto c = client::parse_continuation(line);
+      found = c ? *c : std::string();
+    }
+    pos = nl + 1;
+  }
+  return found;
+}
+
+void send(pop3::Session& s, std::string_view line) {
+  s.feed(line);
+  s.feed("\r\n");
+}
+
+// A correct login with the mechanism `k` chooses, answering challenges.
+void oracle_login(pop3::Session& s, unsigned k) {
+  using auth::base64_encode;
+  const std::string user(kUser);
+  const std::string pw(kPassword);
+  switch (k % 6) {
+    case 0:
+      send(s, "APOP " + user + " " + auth::md5_hex(kTs + pw));
+      break;
+    case 1:
+      send(s, "USER " + user);
+      (void)run(s);
+      send(s, "PASS " + pw);
+      break;
+    case 2:
+      send(s, "AUTH PLAIN " + base64_encode(std::string("\0", 1) + user + '\0' + pw));
+      break;
+    case 3:
+      send(s, "AUTH LOGIN");
+      (void)run(s);
+      send(s, base64_encode(user));
+      (void)run(s);
+      send(s, base64_encode(pw));
+      break;
+    case 4: {
+      send(s, "AUTH CRAM-MD5");
+      const std::string challenge = last_challenge(run(s));
+      send(s, base64_encode(client::cram_md5_response(user, pw, challenge)));
+      break;
+    }
+    default: {
+      client::ScramClient c(user, pw, "fuzzclientnonce");
+      send(s, "AUTH SCRAM-SHA-256 " + base64_encode(c.client_first()));
+      auto final_msg = c.client_final(last_challenge(run(s)));
+      send(s, final_msg ? base64_encode(*final_msg) : std::string("*"));
+      if (final_msg) {
+        const std::string server_final = last_challenge(run(s));
+        // A server that ran the exchange with the right verifier proves it.
+        if (!server_final.empty() && !c.verify_server_final(server_final)) __builtin_trap();
+        send(s, "");
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::uint8_t flags = data[0];
+  std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
+
+  FuzzStore creds((flags >> kFlagPolicyShift) & 3);
+  static auth::ChallengeGenerator challenges("fuzz.example");
+  auth::StoreAuthenticator authn(creds, &challenges);
+  store::MemoryStore mail;
+  const std::vector<std::string> initial = {"Subject: a\n\n.line\nbody\r\n", "",
+                                            "no newline at end", "..\r\n.\r\n. \n"};
+  for (const auto& m : initial) mail.add_message(kUser, m, 1'000'000'000);
+  if ((flags & kFlagFaults) != 0) {
+    // Which operation fails is derived from the input length (cheap variety).
+    switch (size % 3) {
+      case 0:
+        mail.fail_open_after(1);
+        break;
+      case 1:
+        mail.fail_read_after(1 + static_cast<int>(size % 4));
+        break;
+      default:
+        mail.fail_commit_after(1);
+        break;
+    }
+  }
+  pop3::SessionConfig cfg;
+  cfg.secure = (flags & kFlagSecure) != 0;
+  cfg.stls_available = (flags & kFlagStls) != 0;
+  cfg.apop_requires_tls = (flags & kFlagApopRequiresTls) != 0;
+  cfg.allow_plaintext_auth = (flags & kFlagAllowPlaintext) != 0;
+  if ((flags & kFlagLoginDelay) != 0) {
+    cfg.login_delay = 300;
+    cfg.expire_days = 30;
+  }
+  cfg.clock = [] { return std::int64_t{1'000'000'100}; };
+  CheckingSink sink;
+  std::uint64_t committed_deletions = 0;
+  bool committed = false;
+  {
+    pop3::Session s(cfg, authn, mail, kTs, &sink);
+    std::string greeting = s.greeting();
+    if (greeting.size() > limits::kMaxResponseLine) __builtin_trap();
+    for (;;) {
+      const std::size_t cut = in.find_first_of("\x01\x02");
+      s.feed(in.substr(0, cut));
+      (void)run(s);
+      if (cut == std::string_view::npos || s.state() == pop3::State::closed) break;
+      const bool login = in[cut] == '\x02';
+      in.remove_prefix(cut + 1);
+      if (login) {
+        const unsigned k = in.empty() ? 0 : static_cast<unsigned char>(in[0]);
+        if (!in.empty()) in.remove_prefix(1);
+        oracle_login(s, k);
+        (void)run(s);
+        if (s.state() == pop3::State::closed) break;
+      }
+    }
+    committed = s.stats().committed;
+    committed_deletions = s.stats().deleted + s.stats().expired;
+    if (!committed && s.user() == kUser && mail.locked(kUser) == false &&
+        s.state() == pop3::State::transaction) {
+      __builtin_trap();  // a session in TRANSACTION holds the lock
+    }
+    s.abort();
+  }
+  // After the session: unlocked, and nothing lost unless committed.
+  if (mail.locked(kUser)) __builtin_trap();
+  const auto left = mail.messages(kUser);
+  if (!committed) {
+    if (left != initial) __builtin_trap();
+  } else {
+    if (left.size() + committed_deletions != initial.size()) __builtin_trap();
   }
   return 0;
 }

@@ -706,10 +706,33 @@ std::string to_json(const Report& r) {
   }
   j["findings"] = findings;
   j["recommendations"] = r.recommendations;
-  return j.dump(2) + "\n";
+  // Greetings, CAPA lines and certificate names are the server's bytes: an
+  // invalid UTF-8 sequence becomes U+FFFD instead of making dump() throw
+  // (nlohmann::json's default), which would abort `apop probe --json`.
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 namespace {
+
+// The report goes to a terminal and quotes the server's bytes: every byte
+// outside printable ASCII (escape sequences, 8-bit, NUL) except the line
+// ends becomes "\xNN", so a hostile server cannot drive the terminal.
+std::string terminal_safe(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (ch == '\n' || (c >= 0x20 && c < 0x7f)) {
+      out.push_back(ch);
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
 
 void text_ts(std::ostringstream& o, const TimestampAnalysis& a, const std::string& where) {
   o << "APOP (" << where << "): ";
@@ -808,7 +831,7 @@ std::string to_text(const Report& r) {
   if (r.recommendations.empty()) o << "  none\n";
   for (const auto& rec : r.recommendations) o << "  - " << rec << "\n";
   o << "\ngrade: " << r.grade << "\n";
-  return o.str();
+  return terminal_safe(o.str());
 }
 
 }  // namespace apop::client::probe

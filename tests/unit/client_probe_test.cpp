@@ -474,5 +474,26 @@ TEST(ProbeRender, TextEndsWithGrade) {
   EXPECT_NE(t.find("TLSv1.3"), std::string::npos);
 }
 
+// Found while writing fuzz_probe's invariants: a greeting or CAPA line with invalid UTF-8 made
+// to_json() throw (nlohmann's strict dump), aborting `apop probe --json`, and
+// to_text() copied escape sequences from the server to the terminal.
+TEST(ProbeRender, HostileBytesAreSafeInJsonAndText) {
+  auto in = best();
+  in.greetings = {"+OK \xff\xfe\x1b[2J ready <1.2@h\x80>", "+OK \xc3\x28 <1.3@h>"};
+  in.capa = capa({"SASL \xe2\x82", "IMPLEMENTATION \x1b]0;owned\x07"});
+  in.stls.info.subject = std::string("CN=\0\x9b", 5);
+  auto r = analyze(in);
+  std::string json;
+  ASSERT_NO_THROW(json = to_json(r));
+  auto j = nlohmann::json::parse(json);
+  EXPECT_EQ(j["grade"], std::string(1, r.grade));
+  const std::string t = to_text(r);
+  for (char c : t) {
+    const auto u = static_cast<unsigned char>(c);
+    EXPECT_TRUE(c == '\n' || (u >= 0x20 && u < 0x7f)) << "byte " << int(u) << " in\n" << t;
+  }
+  EXPECT_NE(t.find("\\x1b[2J"), std::string::npos) << t;
+}
+
 }  // namespace
 }  // namespace apop::client::probe
