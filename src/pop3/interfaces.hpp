@@ -48,8 +48,9 @@ class Maildrop {
   virtual std::span<const MessageInfo> messages() const = 0;
   // Fills MessageInfo::delivered where the listing left it out because it
   // costs I/O per message (Maildir: a stat per file). Called before the
-  // delivery times are used (RFC 2449 EXPIRE at QUIT). Default: nothing.
-  virtual void load_delivery_times() {}
+  // delivery times are used (RFC 2449 EXPIRE at QUIT). Pure, so that a
+  // wrapping Maildrop cannot forget to forward it.
+  virtual void load_delivery_times() = 0;
   // index is 0-based into messages().
   virtual Result<std::unique_ptr<ByteSource>> open(std::size_t index) = 0;
   // Removes the given messages (0-based, ascending, no duplicates). Called
