@@ -30,6 +30,7 @@
 #include "common/result.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace apop::auth {
 
@@ -303,8 +304,12 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<void> drop_copies_locked();
   // Unknown users cost a decryption too (of this dummy), like known ones.
   Error unknown_user(std::string_view user) const;
+  // The statements of the login path (account(), record_login()), prepared
+  // once per connection and reset after each use. Guarded by mu_.
+  sqlite3_stmt* cached_locked(const char* sql, int* rc);
   std::mutex mu_;
   sqlite3* db_;
+  std::vector<std::pair<std::string, sqlite3_stmt*>> stmt_cache_;
   SecretBox box_;
   std::filesystem::path path_;
   std::string dummy_sealed_;

@@ -61,6 +61,26 @@ class Stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
+// A statement of the connection's cache (SqliteCredentialStore::cached_locked),
+// reset and unbound on scope exit so that it holds no read transaction and
+// no borrowed parameter once the lookup is done.
+class Reused {
+ public:
+  explicit Reused(sqlite3_stmt* s) : s_(s) {}
+  Reused(const Reused&) = delete;
+  Reused& operator=(const Reused&) = delete;
+  ~Reused() {
+    if (s_ != nullptr) {
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+    }
+  }
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
 int prepare(sqlite3* db, const char* sql, Stmt& st) {
   return sqlite3_prepare_v2(db, sql, -1, st.out(), nullptr);
 }
@@ -228,7 +248,27 @@ Error SqliteCredentialStore::unknown_user(std::string_view user) const {
   return no_user(user);
 }
 
-SqliteCredentialStore::~SqliteCredentialStore() { sqlite3_close_v2(db_); }
+SqliteCredentialStore::~SqliteCredentialStore() {
+  for (auto& [sql, st] : stmt_cache_) sqlite3_finalize(st);
+  sqlite3_close_v2(db_);
+}
+
+sqlite3_stmt* SqliteCredentialStore::cached_locked(const char* sql, int* rc) {
+  for (auto& [text, st] : stmt_cache_) {
+    if (text == sql) {
+      *rc = SQLITE_OK;
+      return st;
+    }
+  }
+  sqlite3_stmt* st = nullptr;
+  *rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr);
+  if (*rc != SQLITE_OK) {
+    sqlite3_finalize(st);
+    return nullptr;
+  }
+  stmt_cache_.emplace_back(sql, st);
+  return st;
+}
 
 // Version 1: users(name, secret, created, updated), one sealed secret per
 // user. Version 2 derives the hash and verifiers from it and keeps it as the
@@ -348,11 +388,11 @@ Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
 }
 
 Result<Policy> SqliteCredentialStore::default_policy_locked() {
-  Stmt st;
-  int rc = prepare(db_,
-                   "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
-                   " FROM policy_defaults WHERE id = 1",
-                   st);
+  int rc = SQLITE_OK;
+  Reused st(
+      cached_locked("SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                    " FROM policy_defaults WHERE id = 1",
+                    &rc));
   if (rc != SQLITE_OK) return db_error(db_, rc, "reading default policy");
   rc = sqlite3_step(st.get());
   if (rc == SQLITE_DONE) return Policy{};
@@ -370,13 +410,13 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     std::lock_guard lock(mu_);
     auto defaults = default_policy_locked();
     if (!defaults) return defaults.error();
-    Stmt st;
-    int rc = prepare(db_,
-                     "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
-                     " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                     " login_delay, expire_days, last_login"
-                     " FROM users WHERE name = ?1",
-                     st);
+    int rc = SQLITE_OK;
+    Reused st(
+        cached_locked("SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
+                      " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                      " login_delay, expire_days, last_login"
+                      " FROM users WHERE name = ?1",
+                      &rc));
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
     rc = sqlite3_step(st.get());
@@ -395,8 +435,8 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     a.expire_days = own.expire_days;
     a.last_login = column_opt_int(st.get(), 10);
 
-    Stmt dev;
-    rc = prepare(db_, "SELECT name, sealed FROM device_secrets WHERE user = ?1 ORDER BY name", dev);
+    Reused dev(cached_locked(
+        "SELECT name, sealed FROM device_secrets WHERE user = ?1 ORDER BY name", &rc));
     if (rc == SQLITE_OK) rc = bind_text(dev.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up device secrets");
     while ((rc = sqlite3_step(dev.get())) == SQLITE_ROW) {
@@ -783,14 +823,37 @@ Result<void> SqliteCredentialStore::set_default_policy(const Policy& policy) {
 Result<void> SqliteCredentialStore::record_login(std::string_view user, std::int64_t when) {
   if (!is_valid_username(user)) return no_user(user);
   std::lock_guard lock(mu_);
-  Stmt st;
-  int rc = prepare(db_, "UPDATE users SET last_login = ?2 WHERE name = ?1", st);
-  if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
-  if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, when);
+  // A login time is not worth a disk flush per login: in WAL mode,
+  // synchronous=NORMAL makes this commit durable against a crash of the
+  // process (it is in the WAL) but not against a power loss, where the
+  // database stays consistent and at worst LOGIN-DELAY counts from an
+  // earlier login. Everything else keeps synchronous=FULL.
+  int rc = SQLITE_OK;
+  auto pragma = [this, &rc](const char* sql) {
+    Reused p(cached_locked(sql, &rc));
+    if (rc == SQLITE_OK) rc = sqlite3_step(p.get());
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = SQLITE_OK;
+  };
+  pragma("PRAGMA synchronous = NORMAL");
   if (rc != SQLITE_OK) return db_error(db_, rc, "recording login");
-  rc = sqlite3_step(st.get());
-  if (rc != SQLITE_DONE) return db_error(db_, rc, "recording login");
-  if (sqlite3_changes(db_) == 0) return no_user(user);
+  {
+    Reused st(cached_locked("UPDATE users SET last_login = ?2 WHERE name = ?1", &rc));
+    if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st.get(), 2, when);
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_step(st.get());
+      if (rc == SQLITE_DONE) rc = SQLITE_OK;
+    }
+  }
+  const int changes = rc == SQLITE_OK ? sqlite3_changes(db_) : 0;
+  if (rc != SQLITE_OK) {
+    auto err = db_error(db_, rc, "recording login");
+    pragma("PRAGMA synchronous = FULL");
+    return err;
+  }
+  pragma("PRAGMA synchronous = FULL");
+  if (rc != SQLITE_OK) return db_error(db_, rc, "restoring synchronous = FULL");
+  if (changes == 0) return no_user(user);
   return {};
 }
 

@@ -60,7 +60,7 @@ const std::array kSpecs = {
          &ServeConfig::max_auth_failures, false, 1, 100},
     Spec{"max_bad_commands", "--max-bad-commands", "Bad commands before a connection is closed",
          &ServeConfig::max_bad_commands, false, 1, 1000},
-    Spec{"auth_threads", "--auth-threads", "Threads that check credentials off the event loop",
+    Spec{"auth_threads", "--auth-threads", "Threads that run logins and QUIT's UPDATE off the event loop",
          &ServeConfig::auth_threads, false, 1, 64},
     Spec{"login_timeout", "--login-timeout", "Seconds of inactivity allowed before login",
          &ServeConfig::login_timeout, false, 1, 3600},

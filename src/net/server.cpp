@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include <array>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -58,6 +59,9 @@ bool is_loopback(std::string_view address) {
 }
 
 namespace {
+
+// Output buffer capacity a session keeps while it waits for its client.
+constexpr std::size_t kIdleOutputCapacity = 4096;
 
 std::string endpoint_text(const tcp::endpoint& ep) {
   auto a = ep.address();
@@ -190,10 +194,39 @@ struct Connection {
   Metrics::Listener* listener = nullptr;  // apop_sent_bytes_total of this listener
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
 
-  asio::awaitable<std::tuple<asio::error_code, std::size_t>> read_some(asio::mutable_buffer b) {
-    if (tls) co_return co_await tls->async_read_some(b, use_tuple);
-    co_return co_await sock.async_read_some(b, use_tuple);
+  // Reads what the client sent and hands it to `sink` (a callable taking a
+  // std::string_view). An idle plaintext session owns no read buffer: it
+  // waits for readability, then reads into the thread's buffer, which is
+  // consumed before the coroutine suspends again. A TLS session needs a
+  // buffer across the suspension (the TLS engine fills it), a small one,
+  // allocated on first use.
+  template <typename Sink>
+  asio::awaitable<asio::error_code> read_into(Sink&& sink) {
+    if (tls) {
+      if (!tls_in) tls_in = std::make_unique<std::array<char, kTlsReadBuffer>>();
+      auto [ec, got] = co_await tls->async_read_some(asio::buffer(*tls_in), use_tuple);
+      if (ec) co_return ec;
+      sink(std::string_view(tls_in->data(), got));
+      co_return asio::error_code{};
+    }
+    thread_local std::array<char, kPlainReadBuffer> shared;
+    for (;;) {
+      asio::error_code ec;
+      // Non-blocking socket (set at accept): would_block after a spurious
+      // wakeup, then wait again.
+      const std::size_t got = sock.read_some(asio::buffer(shared), ec);
+      if (!ec) {
+        sink(std::string_view(shared.data(), got));
+        co_return ec;
+      }
+      if (ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;
+      auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, use_tuple);
+      if (wec) co_return wec;
+    }
   }
+  static constexpr std::size_t kPlainReadBuffer = 16 * 1024;
+  static constexpr std::size_t kTlsReadBuffer = 4 * 1024;
+  std::unique_ptr<std::array<char, kTlsReadBuffer>> tls_in;
   asio::awaitable<std::tuple<asio::error_code, std::size_t>> write(asio::const_buffer b) {
     if (tls) co_return co_await asio::async_write(*tls, b, use_tuple);
     co_return co_await asio::async_write(sock, b, use_tuple);
@@ -283,10 +316,11 @@ struct Server::Impl {
       session.tls_started();
     }
     std::string out = session.greeting();
-    std::array<char, 8192> in;
     for (;;) {
       pop3::Next n;
-      if (session.state() == pop3::State::authorization && session.input_pending()) {
+      if (session.blocking_step_next()) {
+        // Logins and the UPDATE state run on the pool, so that slow hashes,
+        // the credential database and unlink/fsync never stall the event loop.
         // The session is touched by one thread at a time: this coroutine is
         // suspended until the step completes (cancellation does not cut it short).
         n = co_await asio::co_spawn(
@@ -329,10 +363,11 @@ struct Server::Impl {
         continue;
       }
       if (n == pop3::Next::need_input) {
+        // Waiting for the client: give back the output buffer a RETR grew.
+        if (out.capacity() > kIdleOutputCapacity) std::string().swap(out);
         deadline = next_deadline(session, login_deadline);
-        auto [ec, got] = co_await conn.read_some(asio::buffer(in));
-        if (ec) co_return;
-        session.feed(std::string_view(in.data(), got));
+        if (auto ec = co_await conn.read_into([&session](std::string_view d) { session.feed(d); }))
+          co_return;
       }
     }
   }
@@ -374,6 +409,7 @@ struct Server::Impl {
       ~Counted() { m.connection_closed(l); }
     } counted{metrics, ml};
     sock.set_option(tcp::no_delay(true), ec);
+    sock.non_blocking(true, ec);  // Connection::read_into reads without blocking
     const std::string ip = client_ip(remote.address());
     switch (conn_limits.admit(ip, options.max_connections, options.max_connections_per_address)) {
       case ConnectionLimits::Verdict::ok:

@@ -24,8 +24,8 @@ struct MessageInfo {
   std::uint64_t size = 0;
   std::string uidl;
   // Delivery time, unix seconds (Maildir: the file's mtime, as Dovecot
-  // takes it); 0 when unknown. Used by RFC 2449 EXPIRE: a message of unknown
-  // age never expires.
+  // takes it); 0 when unknown. Valid after Maildrop::load_delivery_times(). Used by RFC 2449
+  // EXPIRE: a message of unknown age never expires.
   std::int64_t delivered = 0;
 };
 
@@ -46,6 +46,11 @@ class Maildrop {
  public:
   virtual ~Maildrop() = default;
   virtual std::span<const MessageInfo> messages() const = 0;
+  // Fills MessageInfo::delivered where the listing left it out because it
+  // costs I/O per message (Maildir: a stat per file). Called before the
+  // delivery times are used (RFC 2449 EXPIRE at QUIT). Pure, so that a
+  // wrapping Maildrop cannot forget to forward it.
+  virtual void load_delivery_times() = 0;
   // index is 0-based into messages().
   virtual Result<std::unique_ptr<ByteSource>> open(std::size_t index) = 0;
   // Removes the given messages (0-based, ascending, no duplicates). Called

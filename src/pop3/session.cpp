@@ -115,6 +115,14 @@ std::string Session::greeting() const {
   return g;
 }
 
+bool Session::blocking_step_next() const {
+  if (body_ || listing_next_ || close_after_output_) return false;  // output first
+  if (state_ == State::authorization) return reader_.has_line();
+  if (state_ != State::transaction) return false;
+  const auto line = reader_.peek_line();
+  return line && iequals(line->substr(0, line->find(' ')), "QUIT");
+}
+
 void Session::feed(std::string_view bytes) {
   if (state_ == State::closed) return;
   reader_.feed(bytes);
@@ -670,6 +678,7 @@ void Session::append_limit_capas(std::string& out) const {
 std::vector<std::size_t> Session::expired_messages() const {
   std::vector<std::size_t> out;
   if (expire_days_ < 0 || !maildrop_) return out;
+  if (expire_days_ > 0) maildrop_->load_delivery_times();
   auto msgs = maildrop_->messages();
   const std::int64_t t = now();
   const std::int64_t max_age = expire_days_ * 86400;

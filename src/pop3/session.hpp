@@ -117,6 +117,11 @@ class Session {
   // pending output or ask for input): the network layer runs such steps in
   // AUTHORIZATION off its event loop, as they may cost a slow hash.
   bool input_pending() const { return reader_.has_line(); }
+  // True when next() would run a command that may block on disk or on a
+  // slow hash: any command in AUTHORIZATION (credential checks, opening the
+  // maildrop), QUIT in TRANSACTION (the UPDATE state unlinks and fsyncs).
+  // The network layer runs such steps off its event loop.
+  bool blocking_step_next() const;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 

@@ -90,15 +90,38 @@ class MaildirDrop final : public pop3::Maildrop {
         dir_(std::move(dir)),
         cur_(std::move(cur)),
         entries_(std::move(entries)),
-        infos_(std::move(infos)) {
-    for (const auto& e : entries_) recorded_.insert(e.name);
-  }
+        infos_(std::move(infos)) {}
 
   // The lock is released when lock_ is closed (the only descriptor of that
   // open file description: opened without sharing, O_CLOEXEC).
   ~MaildirDrop() override = default;
 
   std::span<const pop3::MessageInfo> messages() const override { return infos_; }
+
+  // Delivery time for RFC 2449 EXPIRE: the mtime, as Dovecot takes it
+  // (delivery sets it, new/ -> cur/ keeps it, flag renames keep it).
+  void load_delivery_times() override {
+    if (times_loaded_) return;
+    times_loaded_ = true;
+    std::optional<std::vector<std::string>> listing;  // lazily, at most once
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      Entry& e = entries_[i];
+      struct stat st {};
+      if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno != ENOENT) continue;
+        if (!listing) {
+          auto l = list_files(cur_.get(), "cur/");
+          if (!l) continue;
+          listing = std::move(l.value());
+        }
+        auto found = find_renamed(e, *listing);
+        if (!found) continue;  // gone: unknown age
+        rename_recorded(e, *found);
+        if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      }
+      infos_[i].delivered = static_cast<std::int64_t>(st.st_mtim.tv_sec);
+    }
+  }
 
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     if (index >= entries_.size()) return make_error(Errc::invalid, "no such message");
@@ -167,8 +190,8 @@ class MaildirDrop final : public pop3::Maildrop {
  private:
   // A file in `listing` with e's base name that no other snapshot entry
   // claims; the smallest such name, for determinism.
-  std::optional<std::string> find_renamed(const Entry& e,
-                                          const std::vector<std::string>& listing) const {
+  std::optional<std::string> find_renamed(const Entry& e, const std::vector<std::string>& listing) {
+    fill_recorded();
     std::optional<std::string> best;
     for (const auto& name : listing) {
       if (maildir_base_name(name) != e.base || recorded_.count(name) != 0) continue;
@@ -177,7 +200,17 @@ class MaildirDrop final : public pop3::Maildrop {
     return best;
   }
 
+  // The names of the snapshot, as a set: built on the first rename only
+  // (a login does not pay for it).
+  void fill_recorded() {
+    if (recorded_filled_) return;
+    recorded_filled_ = true;
+    recorded_.reserve(entries_.size());
+    for (const auto& e : entries_) recorded_.insert(e.name);
+  }
+
   void rename_recorded(Entry& e, const std::string& name) {
+    fill_recorded();
     recorded_.erase(e.name);
     e.name = name;
     recorded_.insert(e.name);
@@ -189,6 +222,8 @@ class MaildirDrop final : public pop3::Maildrop {
   std::vector<Entry> entries_;
   std::vector<pop3::MessageInfo> infos_;
   std::unordered_set<std::string> recorded_;
+  bool recorded_filled_ = false;
+  bool times_loaded_ = false;
 };
 
 bool plain_file_name(std::string_view s) {
@@ -237,26 +272,24 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
   auto names = list_files(curfd, "cur/");
   if (!names) return names.error();
 
+  // Sorted by a small key (moving whole entries with their strings around
+  // costs more than the rest of the scan on big maildrops).
   struct Item {
-    Entry entry;
+    std::string_view base;  // into the name
+    std::uint64_t time = 0;
     std::uint64_t size = 0;
-    std::int64_t delivered = 0;
+    std::size_t name = 0;  // index into names
   };
+  std::vector<std::string>& all = names.value();
   std::vector<Item> items;
-  items.reserve(names.value().size());
-  for (auto& name : names.value()) {
+  items.reserve(all.size());
+  for (std::size_t n = 0; n < all.size(); ++n) {
+    const std::string& name = all[n];
     Item it;
-    it.entry.base = std::string(maildir_base_name(name));
-    it.entry.time = maildir_name_time(it.entry.base);
-    // Delivery time for RFC 2449 EXPIRE: the mtime, as Dovecot takes it
-    // (delivery sets it, new/ -> cur/ keeps it, flag renames keep it).
-    struct stat st {};
-    if (::fstatat(curfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;  // vanished
-      return sys_error("stat cur/" + name, errno);
-    }
-    it.delivered = static_cast<std::int64_t>(st.st_mtim.tv_sec);
-    if (auto w = maildir_name_field(it.entry.base, 'W')) {
+    it.name = n;
+    it.base = maildir_base_name(name);
+    it.time = maildir_name_time(it.base);
+    if (auto w = maildir_name_field(it.base, 'W')) {
       it.size = *w;
     } else {
       auto counted = count_crlf_size(curfd, name);
@@ -264,13 +297,12 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
       if (!counted.value()) continue;  // vanished
       it.size = *counted.value();
     }
-    it.entry.name = std::move(name);
-    items.push_back(std::move(it));
+    items.push_back(it);
   }
-  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    if (a.entry.time != b.entry.time) return a.entry.time < b.entry.time;
-    if (a.entry.base != b.entry.base) return maildir_name_less(a.entry.base, b.entry.base);
-    return a.entry.name < b.entry.name;
+  std::sort(items.begin(), items.end(), [&all](const Item& a, const Item& b) {
+    if (a.time != b.time) return a.time < b.time;
+    if (a.base != b.base) return maildir_name_less(a.base, b.base);
+    return all[a.name] < all[b.name];
   });
   if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
 
@@ -279,31 +311,35 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
   // later ones get the first free of a few hash-derived candidates.
   std::vector<pop3::MessageInfo> infos(items.size());
   std::unordered_set<std::string> taken;
+  taken.reserve(items.size());
   std::vector<std::size_t> dups;
   for (const bool pinned_pass : {true, false}) {
     for (std::size_t i = 0; i < items.size(); ++i) {
-      auto p = pinned.by_base.find(items[i].entry.base);
+      auto p = pinned.by_base.empty() ? pinned.by_base.end()
+                                      : pinned.by_base.find(std::string(items[i].base));
       if ((p != pinned.by_base.end()) != pinned_pass) continue;
       infos[i].size = items[i].size;
-      infos[i].delivered = items[i].delivered;
-      infos[i].uidl = pinned_pass ? p->second : maildir_uidl(items[i].entry.base);
+      infos[i].uidl = pinned_pass ? p->second : maildir_uidl(items[i].base);
       if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
     }
   }
   for (const std::size_t i : dups) {
-    const Entry& e = items[i].entry;
-    std::string candidate = hashed_uidl(e.base);
-    if (taken.count(candidate) != 0) candidate = hashed_uidl(e.name);
+    const std::string& name = all[items[i].name];
+    std::string candidate = hashed_uidl(items[i].base);
+    if (taken.count(candidate) != 0) candidate = hashed_uidl(name);
     for (unsigned k = 1; taken.count(candidate) != 0; ++k) {
-      candidate = hashed_uidl(e.name + "#" + std::to_string(k));
+      candidate = hashed_uidl(name + "#" + std::to_string(k));
     }
     taken.insert(candidate);
     infos[i].uidl = std::move(candidate);
   }
 
-  std::vector<Entry> entries;
-  entries.reserve(items.size());
-  for (auto& it : items) entries.push_back(std::move(it.entry));
+  std::vector<Entry> entries(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    entries[i].base = std::string(items[i].base);
+    entries[i].time = items[i].time;
+    entries[i].name = std::move(all[items[i].name]);  // base views are not used from here
+  }
   return std::make_pair(std::move(entries), std::move(infos));
 }
 
@@ -446,9 +482,20 @@ MaildirOpener::MaildirOpener(fs::path mail_root) : mail_root_(std::move(mail_roo
 Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view user) {
   if (!plain_file_name(user)) return make_error(Errc::invalid, "bad maildrop name");
   const fs::path dir = mail_root_ / std::string(user);
-  if (auto r = ensure_maildir(dir); !r) return r.error();
-
+  // The common case, an existing Maildir, costs an open and three stats;
+  // otherwise create what is missing (ensure_maildir walks the whole path).
   UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const auto complete = [&dirfd] {
+    for (const char* sub : {"cur", "new", "tmp"}) {
+      struct stat st {};
+      if (::fstatat(dirfd.get(), sub, &st, 0) != 0 || !S_ISDIR(st.st_mode)) return false;
+    }
+    return true;
+  };
+  if (!dirfd || !complete()) {
+    if (auto r = ensure_maildir(dir); !r) return r.error();
+    dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  }
   if (!dirfd) return sys_error("open " + dir.string(), errno);
 
   const std::string lock_name(kLockFile);

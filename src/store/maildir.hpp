@@ -49,7 +49,10 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //  - Size: from ",W=" in the name when present, else counted by reading the
 //    file with CrlfSizer (",S=" is never trusted for this).
 //  - Delivery time (MessageInfo::delivered, for RFC 2449 EXPIRE): the
-//    file's mtime (one fstatat per message), as Dovecot takes it.
+//    file's mtime, as Dovecot takes it; read by load_delivery_times() (one
+//    fstatat per message), not by open(): the listing itself costs one
+//    readdir of cur/ and no per-file system call when names carry ",W=".
+//    A file gone by then keeps 0 (unknown: it never expires).
 //  - UIDL: pinned by the map file mail_root/USER/apop-uidl (uidl_map.hpp:
 //    the IDs of the server the mail was migrated from) when it has an entry
 //    for the base name; else the base name (before ':') without its

@@ -88,6 +88,7 @@ class MemoryDrop final : public pop3::Maildrop {
   }
 
   std::span<const pop3::MessageInfo> messages() const override { return infos_; }
+  void load_delivery_times() override {}  // given at add_message
 
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     if (index >= snapshot_.size()) return make_error(Errc::invalid, "no such message");

@@ -51,13 +51,30 @@ class FreeOpener final : public pop3::MaildropOpener {
  private:
   class Empty final : public pop3::Maildrop {
    public:
-    std::span<const pop3::MessageInfo> messages() const override { return {}; }
+    std::span<const pop3::MessageInfo> messages() const override { return infos_; }
+    void load_delivery_times() override { infos_[0].delivered = 42; }
     Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t) override {
       return make_error(Errc::not_found, "none");
     }
     Result<void> commit(std::span<const std::size_t>) override { return {}; }
+
+   private:
+    std::vector<pop3::MessageInfo> infos_{pop3::MessageInfo{}};
   };
 };
+
+TEST(NetSessionLimit, ForwardsLoadDeliveryTimes) {
+  // Regression: the counting wrapper did not forward it, so EXPIRE N never
+  // saw a delivery time and expired nothing.
+  FreeOpener inner;
+  UserSessions sessions;
+  SessionLimitOpener opener(inner, sessions, 2);
+  auto a = opener.open("alice");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)->messages()[0].delivered, 0);
+  (*a)->load_delivery_times();
+  EXPECT_EQ((*a)->messages()[0].delivered, 42);
+}
 
 TEST(NetSessionLimit, RefusesOverTheLimitWithInUseBeforeTheInnerOpener) {
   FreeOpener inner;

@@ -58,6 +58,24 @@ TEST(ParseCommand, SplitsKeywordAndArgs) {
   EXPECT_FALSE(iequals("quit", "QUI"));
 }
 
+TEST(LineReader, PeekLineDoesNotConsume) {
+  LineReader r;
+  EXPECT_FALSE(r.peek_line());
+  r.feed("QUI");
+  EXPECT_FALSE(r.peek_line());
+  r.feed("T\r\nNOOP\n");
+  ASSERT_TRUE(r.peek_line());
+  EXPECT_EQ(*r.peek_line(), "QUIT");
+  EXPECT_EQ(r.pop()->text, "QUIT");
+  EXPECT_EQ(*r.peek_line(), "NOOP");
+  EXPECT_EQ(r.pop()->text, "NOOP");
+  EXPECT_FALSE(r.peek_line());
+  // An overlong line is not offered for a peek (pop() reports it as too long).
+  r.feed(std::string(300, 'a') + "\n");
+  EXPECT_FALSE(r.peek_line());
+  EXPECT_EQ(r.pop()->kind, LineReader::Kind::too_long);
+}
+
 TEST(LineReader, SplitsLinesAcrossFeeds) {
   LineReader r;
   r.feed("STAT\r\nLI");

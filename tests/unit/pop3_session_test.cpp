@@ -195,6 +195,35 @@ TEST(Session, DeleRsetAndQuitCommit) {
   EXPECT_FALSE(h.mail.locked("alice"));
 }
 
+TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
+  // The network layer runs these steps off its event loop.
+  Harness h;
+  h.mail.add_message("alice", std::string(200 * 1024, 'x') + "\n");
+  EXPECT_FALSE(h.session->blocking_step_next());  // nothing buffered
+  h.session->feed("CAPA\r\n");
+  EXPECT_TRUE(h.session->blocking_step_next());  // any command before login
+  std::string out;
+  while (h.session->next(out) != pop3::Next::need_input) {
+  }
+  h.login();
+  for (const char* line : {"STAT\r\n", "NOOP\r\n", "QUITE\r\n", "QUI\r\n"}) {
+    h.session->feed(line);
+    EXPECT_FALSE(h.session->blocking_step_next()) << line;
+    while (h.session->next(out) != pop3::Next::need_input) {
+    }
+  }
+  // RETR output pending: the next step streams the body, even with QUIT queued.
+  h.session->feed("RETR 1\r\nquit\r\n");
+  EXPECT_FALSE(h.session->blocking_step_next());
+  EXPECT_EQ(h.session->next(out), pop3::Next::output);  // the +OK and the first chunk
+  EXPECT_FALSE(h.session->blocking_step_next());
+  while (h.session->blocking_step_next() == false) {
+    ASSERT_EQ(h.session->next(out), pop3::Next::output);
+  }
+  EXPECT_EQ(out.substr(out.size() - 5), "\r\n.\r\n");
+  EXPECT_EQ(h.session->next(out), pop3::Next::close);  // the queued quit
+}
+
 TEST(Session, DroppedConnectionRemovesNothing) {
   Harness h;
   h.mail.add_message("alice", "a\n");

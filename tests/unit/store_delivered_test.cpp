@@ -41,6 +41,8 @@ TEST(StoreDelivered, MaildirUsesTheFileMtimeInNewAndCur) {
   ASSERT_TRUE(md.ok()) << md.error().message;
   auto msgs = (*md)->messages();
   ASSERT_EQ(msgs.size(), 2u);
+  EXPECT_EQ(msgs[0].delivered, 0);  // the listing does not stat
+  (*md)->load_delivery_times();
   EXPECT_EQ(msgs[0].delivered, 1'000'000'000);  // kept by the new/ -> cur/ move
   EXPECT_EQ(msgs[1].delivered, 1'100'000'000);
 }
@@ -62,8 +64,32 @@ TEST(StoreDelivered, DeliverStampsTheCurrentTime) {
   auto md = opener.open("bob");
   ASSERT_TRUE(md.ok());
   ASSERT_EQ((*md)->messages().size(), 1u);
+  (*md)->load_delivery_times();
   EXPECT_GE((*md)->messages()[0].delivered, before - 1);
   EXPECT_LE((*md)->messages()[0].delivered, static_cast<std::int64_t>(::time(nullptr)) + 1);
+}
+
+TEST(StoreDelivered, MaildirFollowsAFlagRenameAndGivesUpOnAVanishedFile) {
+  TempDir dir;
+  const fs::path box = dir.path() / "dave";
+  ASSERT_TRUE(ensure_maildir(box).ok());
+  write_with_mtime(box / "cur" / "1700000000.M1P1.host:2,", "a\n", 1'000'000'000);
+  write_with_mtime(box / "cur" / "1700000001.M2P1.host:2,", "b\n", 1'100'000'000);
+  write_with_mtime(box / "cur" / "1700000002.M3P1.host:2,", "c\n", 1'200'000'000);
+  MaildirOpener opener(dir.path());
+  auto md = opener.open("dave");
+  ASSERT_TRUE(md.ok());
+  // After the listing: another client flags one message and removes another.
+  fs::rename(box / "cur" / "1700000000.M1P1.host:2,", box / "cur" / "1700000000.M1P1.host:2,S");
+  fs::remove(box / "cur" / "1700000001.M2P1.host:2,");
+  (*md)->load_delivery_times();
+  auto msgs = (*md)->messages();
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(msgs[0].delivered, 1'000'000'000);  // found under its new name (mtime kept)
+  EXPECT_EQ(msgs[1].delivered, 0);              // gone: unknown age, never expires
+  EXPECT_EQ(msgs[2].delivered, 1'200'000'000);
+  (*md)->load_delivery_times();  // idempotent
+  EXPECT_EQ(msgs[0].delivered, 1'000'000'000);
 }
 
 TEST(StoreDelivered, MemoryStoreReportsWhatItWasGiven) {

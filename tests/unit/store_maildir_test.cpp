@@ -469,6 +469,42 @@ TEST_F(MaildirTest, CreatesMaildirOnFirstOpenAndRejectsBadNames) {
   }
 }
 
+TEST_F(MaildirTest, OpenRecreatesAMissingSubdirectory) {
+  // The fast path checks cur/, new/ and tmp/; any one missing is created.
+  for (const char* sub : {"tmp", "new", "cur"}) {
+    ASSERT_TRUE(ensure_maildir(box()).ok());
+    fs::remove_all(box() / sub);
+    {
+      auto r = MaildirOpener(root()).open("alice");
+      ASSERT_TRUE(r.ok()) << sub << ": " << r.error().message;
+    }
+    EXPECT_TRUE(fs::is_directory(box() / sub)) << sub;
+  }
+}
+
+TEST_F(MaildirTest, ManyMessagesKeepOrderSizesAndNames) {
+  // The scan sorts small keys, not entries: check that every message keeps
+  // its own name, size and content after the sort (reverse-created order,
+  // equal times, names that only differ in digits).
+  std::vector<std::string> expect;
+  for (int i = 299; i >= 0; --i) {
+    const std::string body(static_cast<std::size_t>(i % 17), 'x');
+    const std::string name = "1700000000.M" + std::to_string(i) +
+                             "P1.host,S=" + std::to_string(body.size() + 1) +
+                             ",W=" + std::to_string(body.size() + 2) + ":2,";
+    write_file(box() / "cur" / name, body + "\n");
+  }
+  auto drop = open_box();
+  ASSERT_TRUE(drop);
+  ASSERT_EQ(drop->messages().size(), 300u);
+  for (std::size_t i = 0; i < 300; ++i) {
+    const std::string body(i % 17, 'x');
+    EXPECT_EQ(drop->messages()[i].uidl, "1700000000.M" + std::to_string(i) + "P1.host");
+    EXPECT_EQ(drop->messages()[i].size, body.size() + 2);
+    EXPECT_EQ(message_text(*drop, i), body + "\n");
+  }
+}
+
 // --- open: listing ---------------------------------------------------------
 
 TEST_F(MaildirTest, OpenMovesNewToCur) {
