@@ -106,7 +106,8 @@ int run_bench(const BenchArgs& a) {
   }
   auto au = client::bench::parse_auth_kind(a.auth);
   if (!au) {
-    std::cerr << "apop bench: unknown --auth " << a.auth << " (apop, user or scram-sha-256)\n";
+    std::cerr << "apop bench: unknown --auth " << a.auth
+              << " (apop, user, scram-sha-256 or none)\n";
     return kExitUsage;
   }
   if (a.sessions == 0 && a.duration <= 0) {
@@ -180,7 +181,9 @@ void register_bench(CLI::App& app, Registry& registry) {
       ->capture_default_str();
   sub->add_option("--workload", a->workload, "login, stat, retr, top or mixed")
       ->capture_default_str();
-  sub->add_option("--auth", a->auth, "apop, user or scram-sha-256")->capture_default_str();
+  sub->add_option("--auth", a->auth,
+                  "apop, user, scram-sha-256, or none (no login: greeting, [hold,] QUIT)")
+      ->capture_default_str();
   sub->add_flag("--tls", a->tls, "Implicit TLS (pop3s)");
   sub->add_option("--ca-file", a->ca_file, "With --tls: verify against this PEM CA file")
       ->check(CLI::ExistingFile);

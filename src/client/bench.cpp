@@ -101,6 +101,7 @@ std::optional<AuthKind> parse_auth_kind(std::string_view s) {
   if (l == "apop") return AuthKind::apop;
   if (l == "user") return AuthKind::user;
   if (l == "scram-sha-256") return AuthKind::scram_sha_256;
+  if (l == "none") return AuthKind::none;
   return std::nullopt;
 }
 
@@ -112,6 +113,8 @@ std::string_view auth_kind_name(AuthKind a) {
       return "user";
     case AuthKind::scram_sha_256:
       return "scram-sha-256";
+    case AuthKind::none:
+      return "none";
   }
   return "?";
 }

@@ -54,7 +54,9 @@ enum class Workload { login, stat, retr, top, mixed };
 std::optional<Workload> parse_workload(std::string_view s);
 std::string_view workload_name(Workload w);
 
-enum class AuthKind { apop, user, scram_sha_256 };
+// none: no login at all; the session reads the greeting, (holds,) and QUITs
+// in the AUTHORIZATION state, whatever the workload.
+enum class AuthKind { apop, user, scram_sha_256, none };
 std::optional<AuthKind> parse_auth_kind(std::string_view s);
 std::string_view auth_kind_name(AuthKind a);
 

@@ -422,6 +422,8 @@ class Engine {
       case AuthKind::scram_sha_256:
         if (!co_await scram(s, a)) co_return false;
         break;
+      case AuthKind::none:
+        co_return true;  // stays in the AUTHORIZATION state
     }
     report_.commands["auth"].add(micros_since(t));
     co_return true;
@@ -487,6 +489,10 @@ class Engine {
     std::string greeting;
     if (!co_await connect(s, greeting)) co_return false;
     if (!co_await login(s, a, greeting)) co_return false;
+    if (o_.auth == AuthKind::none) {  // not logged in: no workload, only QUIT
+      co_await hold(s, held);
+      co_return co_await command(s, Step{Step::Kind::quit, 0});
+    }
     std::uint64_t count = 0;
     if (needs_stat(o_.workload)) {
       Clock::time_point t = Clock::now();

@@ -93,6 +93,11 @@ class BenchTest(ApopTestCase):
             self.assertEqual(r["latency_ms"]["TOP"]["count"], 10)
             self.assertEqual(r["latency_ms"]["LIST"]["count"], 2)
             self.assertEqual(r["latency_ms"]["RETR"]["count"], 10)
+            r = self.bench(srv.port, "--workload", "retr", "--sessions", "3", "--auth", "none")
+            self.assertEqual(r["sessions_ok"], 3)
+            self.assertEqual(r["messages"], 0)  # no login, no workload
+            self.assertNotIn("auth", r["latency_ms"])
+            self.assertEqual(r["latency_ms"]["QUIT"]["count"], 3)
             for mech in ("user", "scram-sha-256"):
                 r = self.bench(srv.port, "--workload", "stat", "--sessions", "3", "--auth", mech)
                 self.assertEqual(r["sessions_ok"], 3, r)

@@ -46,7 +46,9 @@ class CompareSmokeTest(unittest.TestCase):
         self.assertEqual(r["failures"], [], diag)
         i = r["apop_idle"]
         self.assertEqual(i["failed"], 0, diag)
-        self.assertIn("holding", i["held"] or "", diag)
+        self.assertTrue(i["held"] and all(i["held"]), diag)
+        self.assertEqual(i["peak_in_flight"], i["sessions"], diag)
+        self.assertGreater(i["logged_in"], 0, diag)
         self.assertGreater(i["pss_mib"], 0)
         text = p.stdout.decode()
         for needle in ("apop/tuned", "dovecot tuned", "5. fetch", "6. ", "machine:"):

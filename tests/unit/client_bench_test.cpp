@@ -52,6 +52,8 @@ TEST(BenchWorkload, NamesRoundTrip) {
   EXPECT_FALSE(parse_workload("dele").has_value());
   EXPECT_EQ(parse_auth_kind("SCRAM-SHA-256"), AuthKind::scram_sha_256);
   EXPECT_EQ(parse_auth_kind("user"), AuthKind::user);
+  EXPECT_EQ(parse_auth_kind("none"), AuthKind::none);
+  EXPECT_EQ(auth_kind_name(AuthKind::none), "none");
   EXPECT_FALSE(parse_auth_kind("plain").has_value());
 }
 
