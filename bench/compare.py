@@ -167,9 +167,10 @@ def write_maildir(path: str, count: int, size: int, sizes_vary: bool = False) ->
 
 
 def link_tree(src: str, dst: str) -> None:
-    """A copy of a directory tree whose files are hard links (cp -al)."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    subprocess.run(["cp", "-al", src, dst], check=True)
+    """Fills dst (created when missing) with a copy of src's tree whose files are hard
+    links (cp -al)."""
+    os.makedirs(dst, exist_ok=True)
+    subprocess.run(["cp", "-al", src + "/.", dst], check=True)
 
 
 def chown_tree(path: str, uid: int, gid: int) -> None:
@@ -206,6 +207,7 @@ class ApopServer:
     def __init__(self, apop: str, data: str, cert: str, key: str, root: str):
         self.apop, self.data, self.cert, self.key = apop, data, cert, key
         self.port = self.tls_port = 0
+        self.ca = cert
         self.log_path = os.path.join(root, "apop-serve.log")
         self.proc: subprocess.Popen | None = None
 
@@ -273,6 +275,10 @@ class BenchDovecot(Dovecot):
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def ca(self) -> str:
+        return self.cert
 
 
 # --------------------------------------------------------------------------------------
@@ -391,11 +397,11 @@ class Compare:
 
     # -- running apop bench ----------------------------------------------------------------
     def bench(self, port: int, *args: str, tls: bool = False, accounts: str | None = None,
-              timeout: float = 900) -> dict:
+              timeout: float = 900, ca: str | None = None) -> dict:
         argv = [self.apop, "bench", f"127.0.0.1:{port}", "--accounts", accounts or self.accounts,
                 "--json", *args]
         if tls:
-            argv += ["--tls", "--ca-file", self.cert]
+            argv += ["--tls", "--ca-file", ca or self.cert]
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
         if p.returncode not in (0, 2):
             raise RuntimeError(f"apop bench failed ({p.returncode}): {p.stderr.decode()}")
@@ -516,7 +522,8 @@ class Compare:
                 mbs, cpu = {}, {}
                 for srv in servers:
                     r, c = self.measured(srv, port(srv, tls), "--workload", "retr", "--sessions",
-                                         "1", "--concurrency", "1", tls=tls, accounts=acct)
+                                         "1", "--concurrency", "1", tls=tls, accounts=acct,
+                                         ca=srv.ca)
                     if r["messages"] != s["retr_messages"]:
                         self.problem(f"2 {srv.name}: {r['messages']} messages, errors "
                                      f"{r['errors']} {r['error_samples']}")
