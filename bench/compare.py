@@ -440,7 +440,7 @@ class Compare:
             th = threading.Thread(target=reader, daemon=True)
             th.start()
             procs.append((p, lines, seen, th))
-        deadline = time.monotonic() + max(120, (n + unauthenticated) / 20)
+        deadline = time.monotonic() + max(120, (n + unauthenticated) / 5)
         for _, _, seen, _ in procs:
             seen.wait(max(1, deadline - time.monotonic()))
         time.sleep(1.0)
