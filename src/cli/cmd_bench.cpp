@@ -144,7 +144,8 @@ int run_bench(const BenchArgs& a) {
   o.hold = seconds(a.hold);
   o.max_messages = a.max_messages;
   o.progress = [](std::string_view line) { std::cerr << "apop bench: " << line << std::endl; };
-  if (o.accounts.size() < std::min<std::uint64_t>(o.concurrency, o.sessions ? o.sessions : ~0ull)) {
+  if (o.auth != client::bench::AuthKind::none &&
+      o.accounts.size() < std::min<std::uint64_t>(o.concurrency, o.sessions ? o.sessions : ~0ull)) {
     std::cerr << "apop bench: warning: " << o.accounts.size() << " accounts for " << o.concurrency
               << " sessions in flight; sessions will share accounts "
               << "(servers that lock a maildrop answer [IN-USE])\n";
