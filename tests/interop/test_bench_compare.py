@@ -34,7 +34,8 @@ class CompareSmokeTest(unittest.TestCase):
             for server in ("apop", "dovecot-stock", "dovecot-tuned"):
                 v = row["values"].get(server)
                 self.assertIsNotNone(v, f"{row['test']} {row['metric']} {server}\n{diag}")
-                self.assertGreaterEqual(v, 0, diag)
+                if row["metric"] != "PSS per session":  # a difference: noise at tiny sizes
+                    self.assertGreaterEqual(v, 0, diag)
         rates = [row for row in r["rows"] if row["metric"] == "sessions/s"]
         self.assertEqual(len(rates), 2)
         for row in rates:
