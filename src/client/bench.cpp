@@ -299,7 +299,11 @@ std::uint64_t Histogram::percentile(double p) const {
   std::uint64_t seen = 0;
   for (std::size_t b = 0; b < buckets_.size(); ++b) {
     seen += buckets_[b];
-    if (seen >= rank) return std::clamp(upper_of(b), min_, max_);
+    if (seen >= rank) {
+      // The last bucket holds max(), also when it is beyond the cap.
+      if (b + 1 == buckets_.size()) return max_;
+      return std::clamp(upper_of(b), min_, max_);
+    }
   }
   return max_;
 }
