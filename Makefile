@@ -4,6 +4,7 @@
 #   make asan    the same with ASan+UBSan (g++), halting on the first report
 #   make fuzz    build the libFuzzer targets (clang 14) and run each for
 #                $(FUZZ_SECONDS) s, $(FUZZ_JOBS) at a time (scripts/fuzz.sh)
+#   make bench   install deps (Dovecot too), build (release), compare apop with Dovecot
 PORT ?= 1110
 JOBS ?= 2
 FUZZ_SECONDS ?= 60
@@ -11,7 +12,7 @@ FUZZ_JOBS ?= 1
 CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format || echo clang-format-14)
 FORMAT_DIRS := src tests fuzz bench
 
-.PHONY: all deps build test asan fuzz release demo format clean
+.PHONY: all deps build test asan fuzz release demo bench format clean
 
 all: build
 
@@ -41,6 +42,9 @@ release: deps
 
 demo: release
 	PORT=$(PORT) APOP=build/release/apop bash scripts/demo.sh
+
+bench:
+	bash bench/compare.sh $(BENCH_ARGS)
 
 format:
 	find $(FORMAT_DIRS) -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cc' \) \

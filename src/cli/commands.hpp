@@ -35,5 +35,6 @@ void register_probe(CLI::App& app, Registry& registry);
 void register_fetch(CLI::App& app, Registry& registry);
 void register_migrate(CLI::App& app, Registry& registry);
 void register_uidl(CLI::App& app, Registry& registry);
+void register_bench(CLI::App& app, Registry& registry);
 
 }  // namespace apop::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   apop::cli::register_fetch(app, registry);
   apop::cli::register_migrate(app, registry);
   apop::cli::register_uidl(app, registry);
+  apop::cli::register_bench(app, registry);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
