@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-60}
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz
-for t in fuzz_session fuzz_line_reader fuzz_client_reply fuzz_msgid; do
+for t in fuzz_session fuzz_line_reader fuzz_client_reply fuzz_msgid fuzz_proxy; do
   name=${t#fuzz_}
   work=$(mktemp -d)
   cp fuzz/corpus/"$name"/* "$work"/
