@@ -25,6 +25,8 @@ PACKAGES=(
   groff-base
   # peer server for interop tests and benchmarks
   dovecot-pop3d
+  # scale-out test (tests/interop/test_scaleout.py): shared state and load balancer
+  postgresql haproxy
 )
 
 installed() {

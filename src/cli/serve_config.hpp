@@ -19,6 +19,12 @@ namespace apop::cli {
 
 struct ServeConfig {
   std::string data;  // empty: $APOP_DATA or ./apop-data
+  // The account store: empty = $APOP_USERS, else DATA/users.sqlite; a
+  // postgresql:// (or postgres://) URL = PostgreSQL, shared by several
+  // servers (docs/scaling.md).
+  std::string users;
+  // Load balancers whose PROXY protocol header is believed: ADDR[/PREFIX].
+  std::vector<std::string> trusted_proxies;
   std::vector<std::string> listen;
   std::vector<std::string> tls_listen;
   std::string tls_cert;
