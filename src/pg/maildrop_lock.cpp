@@ -54,7 +54,9 @@ std::size_t SharedLockOpener::held() const {
 }
 
 Result<void> SharedLockOpener::ensure_connected_locked() {
-  if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return {};
+  if (conn_ != nullptr && PQconsumeInput(conn_) == 1 && PQstatus(conn_) == CONNECTION_OK) {
+    return {};
+  }
   if (conn_ != nullptr) {
     PQfinish(conn_);
     conn_ = nullptr;

@@ -133,8 +133,15 @@ Result<pg_conn*> connect(const std::string& url) {
                         "dbname",
                         nullptr};
   const std::string timeout = std::to_string(limits::kPgConnectTimeout);
-  const char* vals[] = {timeout.c_str(), "apop", "1", "30", "10", "3", "-c statement_timeout=15000",
-                        url.c_str(),     nullptr};
+  const char* vals[] = {timeout.c_str(),
+                        "apop",
+                        "1",
+                        "30",
+                        "10",
+                        "3",
+                        "-c statement_timeout=15000 -c client_min_messages=warning",
+                        url.c_str(),
+                        nullptr};
   PGconn* c = PQconnectdbParams(keys, vals, 1);
   if (c == nullptr) return make_error(Errc::temporary, "PostgreSQL: out of memory");
   if (PQstatus(c) != CONNECTION_OK) {
@@ -173,7 +180,10 @@ Result<Lease> Pool::acquire() {
     while (!idle_.empty()) {
       PGconn* c = idle_.back();
       idle_.pop_back();
-      if (PQstatus(c) == CONNECTION_OK) return Lease(this, c);
+      // Reads what the server sent while the connection was idle (without
+      // blocking): a server that restarted or terminated it shows up here
+      // as a bad connection, instead of failing the caller's first query.
+      if (PQconsumeInput(c) == 1 && PQstatus(c) == CONNECTION_OK) return Lease(this, c);
       PQfinish(c);  // broken while idle (server restart): forget it
       --open_;
     }

@@ -80,6 +80,14 @@ class PgCluster:
         except OSError:
             return ""
 
+    def start_server(self):
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+                f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                f"-c max_connections=100")
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log,
+                  "-o", opts, "-w", "-t", "60", "start")
+        self.started = True
+
     def start(self) -> "PgCluster":
         os.mkdir(self.data, 0o700)
         if self.owner:
@@ -88,12 +96,7 @@ class PgCluster:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U",
                   "apop", "--no-sync", "-E", "UTF8", "--locale=C")
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                f"-c max_connections=100")
-        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log,
-                  "-o", opts, "-w", "-t", "60", "start")
-        self.started = True
+        self.start_server()
         return self
 
     def createdb(self, name: str) -> str:

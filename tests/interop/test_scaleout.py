@@ -268,6 +268,37 @@ class ScaleOutTest(unittest.TestCase):
         self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"))
         c.cmd("QUIT")
 
+    def test_database_down_is_sys_temp_and_recovers(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.deliver("alice", make_message("one", "first\n"))
+        self.start_cluster()
+        inside = self.client_on("server-a")
+        self.assertTrue(self.login(inside, "alice", ALICE_SECRET).startswith(b"+OK"))
+        self.pg.stop("fast")
+        try:
+            # A logged-in session carries on without the database.
+            self.assertTrue(inside.cmd("STAT").startswith(b"+OK 1 "))
+            for host in ("server-a", "server-b"):
+                c = self.client_on(host)
+                reply = self.login(c, "bob", BOB_SECRET)
+                self.assertTrue(reply.startswith(b"-ERR [SYS/TEMP]"), reply)
+                self.server(host).wait_for_log(
+                    r"login failed user=bob mech=APOP .* reason=store-unavailable")
+                c.close()
+            # The tools say "try again later" (EX_TEMPFAIL): an MTA keeps the mail.
+            self.env.check("deliver", "--data", self.env.data, "--users", self.url, "alice",
+                           input=make_message("two", "second\n"), expect=75)
+        finally:
+            self.pg.start_server()
+        self.assertTrue(inside.cmd("QUIT").startswith(b"+OK"))
+        # Back by itself: the pools reconnect.
+        for host in ("server-a", "server-b"):
+            c = self.client_on(host)
+            self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"), host)
+            c.cmd("QUIT")
+        for s in self.servers:
+            self.assertIsNone(s.proc.poll())
+
     def test_killed_server_loses_no_mail_and_clients_fail_over(self):
         self.add_user("alice", ALICE_SECRET)
         for i in range(3):

@@ -197,8 +197,13 @@ TEST(PgStore, SqlMetacharactersAreData) {
   NEED_PG();
   auto s = open_store(url);
   ASSERT_NE(s, nullptr);
-  ASSERT_TRUE(s->add("o'brien", "secret'; DROP TABLE users; --").ok());
-  EXPECT_EQ(s->account("o'brien")->password.value_or(""), "secret'; DROP TABLE users; --");
+  // User names cannot hold quotes (auth/username.hpp); secrets can.
+  const std::string nasty = "secret'); DROP TABLE users; --\\x00$1";
+  ASSERT_TRUE(s->add("o.brien", nasty).ok());
+  EXPECT_EQ(s->account("o.brien")->password.value_or(""), nasty);
+  ASSERT_TRUE(s->add_device_secret("o.brien", "x-1", "$2' OR '1'='1").ok());
+  EXPECT_EQ(s->account("o.brien")->device_secrets.at(0).secret, "$2' OR '1'='1");
+  EXPECT_EQ(s->account("o'brien").error().code, Errc::not_found);
   EXPECT_EQ(s->list()->size(), 1u);
 }
 
