@@ -111,7 +111,10 @@ class ScaleOutTest(unittest.TestCase):
         self.haproxy.start()
         # Both backends answered a health check (PROXY v2 LOCAL): they are up.
         for s in self.servers:
-            s.wait_for_log(r"connect addr=127\.0\.0\.1:\d+ proxy=", timeout=10)
+            try:
+                s.wait_for_log(r"connect addr=127\.0\.0\.1:\d+ proxy=", timeout=30)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{self.haproxy.log()}") from None
 
     def client(self, source: str = "127.0.0.1") -> RawClient:
         c = RawClient(self.haproxy.port, source)
