@@ -29,6 +29,8 @@ PACKAGES=(
   dovecot-pop3d
   # IMAP side of the migration test (docs/migration.md)
   dovecot-imapd
+  # scale-out test (tests/interop/test_scaleout.py): shared state and load balancer
+  postgresql haproxy
 )
 
 installed() {

@@ -21,8 +21,14 @@ namespace {
 // value does not matter: a match against it is never reported as success.
 constexpr std::string_view kDummySecret = "apop-dummy-secret-for-unknown-users";
 
-std::optional<Account> find(CredentialStore& store, std::string_view user) {
+// The account, or nullopt for an unknown user (and an unreadable one: a
+// secret that cannot be decrypted fails like a wrong one). `unavailable` is
+// set when the store could not be asked at all (Errc::temporary: database
+// down or busy): the login then fails with reason "temporary" ([SYS/TEMP]),
+// not as wrong credentials.
+std::optional<Account> find(CredentialStore& store, std::string_view user, bool& unavailable) {
   auto r = store.account(user);
+  unavailable = !r && r.error().code == Errc::temporary;
   if (!r) return std::nullopt;
   return std::move(*r);
 }
@@ -64,7 +70,9 @@ std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mech
 pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
                                                  std::string_view digest,
                                                  const pop3::AuthContext& ctx) {
-  std::optional<Account> acct = find(store_, user);
+  bool unavailable = false;
+  std::optional<Account> acct = find(store_, user, unavailable);
+  if (unavailable) return failed("temporary");
   std::vector<std::pair<std::string, std::string_view>> candidates;
   if (acct) {
     if (acct->password) candidates.emplace_back("password", *acct->password);
@@ -93,7 +101,9 @@ pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::str
 
 pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::string_view password,
                                                   const pop3::AuthContext& ctx) {
-  std::optional<Account> acct = find(store_, user);
+  bool unavailable = false;
+  std::optional<Account> acct = find(store_, user, unavailable);
+  if (unavailable) return failed("temporary");
   if (!acct) {
     dummy_password_verify(password);
     return failed("credentials");
@@ -178,7 +188,9 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
   // steps, dummy work, failure) and leaves the reason for the log.
   CredentialLookup lookup = [this, bit, ctx,
                              note](std::string_view user) -> std::optional<SaslCredentials> {
-    std::optional<Account> acct = find(store_, user);
+    bool unavailable = false;
+    std::optional<Account> acct = find(store_, user, unavailable);
+    if (unavailable) note->refusal = "temporary";
     if (!acct) return std::nullopt;
     if (auto why = policy_refusal(acct->policy, bit, ctx); !why.empty()) {
       note->refusal = std::string(why);

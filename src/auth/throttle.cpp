@@ -204,6 +204,8 @@ pop3::AuthResult ThrottlingAuthenticator::judge(pop3::AuthResult checked, std::s
     checked.delay = std::chrono::milliseconds(0);
     return checked;
   }
+  // The account store could not be asked ([SYS/TEMP]): not a guess, not counted.
+  if (checked.reason == "temporary") return checked;
   const FailureStatus after = tracker_.record_failure(address, user, now);
   unsigned n = after.address_failures;
   if (!after.known_good) n = std::max(n, after.user_failures);

@@ -18,6 +18,7 @@ namespace {
 
 struct DeliverArgs {
   std::string data;
+  std::string users;  // --users URL
   std::string user;
   std::string mail_location = std::string(store::kDefaultMailLocation);
 };
@@ -28,13 +29,14 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: unknown user");
     return kExitNoUser;
   }
-  if (::access(dir.users_db().c_str(), F_OK) != 0) {
+  const std::string users = resolve_users(a.users);
+  if (users.empty() && ::access(dir.users_db().c_str(), F_OK) != 0) {
     // A missing database is a broken installation, not an unknown user:
     // temporary, so the MTA keeps the message and retries.
     spdlog::error("deliver: no user database at {}", dir.users_db().string());
     return kExitTempFail;
   }
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, users);
   if (!store) {
     spdlog::error("deliver: credentials: {}", store.error().message);
     return kExitTempFail;
@@ -104,6 +106,9 @@ void register_deliver(CLI::App& app, Registry& registry) {
   sub->add_option("--mail-location", a->mail_location,
                   "Where users' mail is, as apop serve's mail_location (default "
                   "maildir:%d/mail/%u); an account's own location (apop user mailbox) wins");
+  sub->add_option("--users", a->users,
+                  "Account store: a postgresql:// URL (default: $APOP_USERS, else "
+                  "DATA/users.sqlite)");
   sub->add_option("user", a->user, "Recipient account")->required();
   registry.add(sub, [a] { return run_deliver(*a); });
 }

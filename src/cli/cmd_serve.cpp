@@ -19,6 +19,7 @@
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "store/mail_location.hpp"
+#include "pg/shared.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {
@@ -61,6 +62,16 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
     auto spec = net::parse_listen(a.metrics_listen);
     if (!spec) return make_error(Errc::invalid, "metrics_listen: " + spec.error().message);
     opts.metrics_listen = *spec;
+  }
+  if (!a.users.empty() && !pg::is_postgres_url(a.users)) {
+    return make_error(Errc::invalid,
+                      "users: expected a postgresql:// URL (or nothing for the "
+                      "SQLite file in the data directory)");
+  }
+  for (const auto& t : a.trusted_proxies) {
+    auto range = net::parse_address_range(t);
+    if (!range) return make_error(Errc::invalid, "trusted_proxies: " + range.error().message);
+    opts.trusted_proxies.push_back(std::move(*range));
   }
   if (auto t = parse_log_target(a.log); !t)
     return make_error(Errc::invalid, "log: " + t.error().message);
@@ -199,7 +210,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
                     *identity ? " (it must be owned by user " + (*identity)->user + ")" : "");
       return kExitError;
     }
-    store = open_credentials(dir);
+    store = open_credentials(dir, resolve_users(a.users), a.auth_threads + 1);
   }
   if (!store) {
     spdlog::error("credentials: {}", store.error().message);
@@ -231,23 +242,39 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   }
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
   auth::StoreAuthenticator authenticator(**store, challenges.get());
-  // Failed-login defence in front of it (in memory: restart forgets it).
+  // Failed-login defence in front of it.
   auth::ThrottleConfig throttle;
   throttle.base_delay = std::chrono::milliseconds(a.auth_failure_delay_ms);
   throttle.max_delay = std::chrono::milliseconds(a.auth_failure_delay_max_ms);
   throttle.block_after = a.block_after_failures;
   throttle.window = std::chrono::seconds(a.block_window);
   throttle.block_duration = std::chrono::seconds(a.block_duration);
-  auth::MemoryFailureTracker failures(throttle);
-  auth::ThrottlingAuthenticator throttled(authenticator, failures, throttle);
+  // With PostgreSQL the servers share the failed-login state and the
+  // maildrop locks there (docs/scaling.md); alone, they live in memory and
+  // in the maildrop's lock file.
+  auto* shared = dynamic_cast<pg::PgCredentialStore*>(store.value().get());
+  std::unique_ptr<auth::FailureTracker> failures;
+  if (shared != nullptr) {
+    failures = std::make_unique<pg::PgFailureTracker>(shared->pool(), throttle);
+  } else {
+    failures = std::make_unique<auth::MemoryFailureTracker>(throttle);
+  }
+  auth::ThrottlingAuthenticator throttled(authenticator, *failures, throttle);
   // Mail: the account's own location, else mail_location (checked above).
   store::MboxOptions mbox;
   mbox.session_lock_dir = dir.root / "locks";
   mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
   auth::CredentialStore* accounts = store.value().get();
-  store::LocationOpener opener(
+  store::LocationOpener locations(
       store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,
       [accounts](std::string_view user) { return accounts->mail_location(user); });
+  std::unique_ptr<pg::SharedLockOpener> shared_locks;
+  if (shared != nullptr) {
+    shared_locks = std::make_unique<pg::SharedLockOpener>(shared->pool()->url(), locations);
+    spdlog::info("shared state in PostgreSQL {}", pg::redact(shared->pool()->url()));
+  }
+  pop3::MaildropOpener& opener =
+      shared_locks ? static_cast<pop3::MaildropOpener&>(*shared_locks) : locations;
 
   net::Server server(std::move(opts), throttled, opener,
                      [challenges] { return challenges->next(); });

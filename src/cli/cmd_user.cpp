@@ -23,6 +23,7 @@ namespace {
 
 struct UserArgs {
   std::string data;
+  std::string users;  // --users URL
   std::string name;
   std::string secret_name;  // device secret
   bool password_stdin = false;
@@ -65,7 +66,7 @@ int run_add(const UserArgs& a) {
   }
   DataDir dir = resolve_data_dir(a.data);
   if (auto r = ensure_layout(dir); !r) return fail("add", r.error());
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("add", store.error());
   auto secret = new_secret(a);
   if (!secret) return fail("add", secret.error());
@@ -78,7 +79,7 @@ int run_add(const UserArgs& a) {
 
 int run_passwd(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("passwd", store.error());
   auto secret = new_secret(a);
   if (!secret) return fail("passwd", secret.error());
@@ -90,7 +91,7 @@ int run_passwd(const UserArgs& a) {
 
 int run_del(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("del", store.error());
   if (auto r = (*store)->remove(a.name); !r) return fail("del", r.error());
   // The Maildir is left in place: mail is never deleted by an account change.
@@ -101,7 +102,7 @@ int run_del(const UserArgs& a) {
 
 int run_list(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("list", store.error());
   auto users = (*store)->list();
   if (!users) return fail("list", users.error());
@@ -120,7 +121,7 @@ std::string date(std::int64_t t) {
 
 int run_secret_add(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("secret add", store.error());
   auto exists = (*store)->has_user(a.name);
   if (!exists) return fail("secret add", exists.error());
@@ -137,7 +138,7 @@ int run_secret_add(const UserArgs& a) {
 
 int run_secret_list(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("secret list", store.error());
   auto list = (*store)->device_secrets(a.name);
   if (!list) return fail("secret list", list.error());
@@ -147,7 +148,7 @@ int run_secret_list(const UserArgs& a) {
 
 int run_secret_revoke(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("secret revoke", store.error());
   if (auto r = (*store)->revoke_device_secret(a.name, a.secret_name); !r) {
     return fail("secret revoke", r.error());
@@ -251,7 +252,7 @@ int run_policy(const UserArgs& a) {
   }
   DataDir dir = resolve_data_dir(a.data);
   if (auto r = ensure_layout(dir); !r) return fail("policy", r.error());
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("policy", store.error());
   auto defaults = (*store)->default_policy();
   if (!defaults) return fail("policy", defaults.error());
@@ -307,7 +308,7 @@ int run_policy(const UserArgs& a) {
 
 int run_show(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("show", store.error());
   auto users = (*store)->list();
   if (!users) return fail("show", users.error());
@@ -390,6 +391,9 @@ void register_user(CLI::App& app, Registry& registry) {
     auto a = std::make_shared<UserArgs>();
     CLI::App* sub = parent->add_subcommand(name, help);
     sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
+    sub->add_option("--users", a->users,
+                    "Account store: a postgresql:// URL (default: $APOP_USERS, else "
+                    "DATA/users.sqlite)");
     if (needs_name) sub->add_option("user", a->name, "User name")->required();
     if (takes_secret) secret_options(sub, *a);
     registry.add(sub, [a, fn] { return fn(*a); });

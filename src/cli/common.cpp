@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "auth/secret_box.hpp"
+#include "pg/shared.hpp"
 
 namespace apop::cli {
 
@@ -36,10 +37,30 @@ Result<void> ensure_layout(const DataDir& dir) {
   return make_dir(dir.mail_root());
 }
 
-Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir) {
+std::string resolve_users(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("APOP_USERS"); env && *env) return env;
+  return {};
+}
+
+Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir,
+                                                                const std::string& users,
+                                                                unsigned pool_size) {
+  if (!users.empty() && !pg::is_postgres_url(users)) {
+    return make_error(Errc::invalid,
+                      "users: expected a postgresql:// URL (or nothing for the SQLite file in the "
+                      "data directory), not \"" +
+                          pg::redact(users) + "\"");
+  }
   if (auto r = ensure_layout(dir); !r) return r.error();
   auto box = auth::SecretBox::open_or_create(dir.key_file());
   if (!box) return box.error();
+  if (!users.empty()) {
+    auto store =
+        pg::PgCredentialStore::open(std::make_shared<pg::Pool>(users, pool_size), std::move(*box));
+    if (!store) return store.error();
+    return std::unique_ptr<auth::CredentialStore>(std::move(*store));
+  }
   auto store = auth::SqliteCredentialStore::open(dir.users_db(), std::move(*box));
   if (!store) return store.error();
   return std::unique_ptr<auth::CredentialStore>(std::move(*store));

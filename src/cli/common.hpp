@@ -7,6 +7,7 @@
 #include <string>
 
 #include "auth/credential_store.hpp"
+#include "common/limits.hpp"
 #include "common/result.hpp"
 
 namespace apop::cli {
@@ -35,8 +36,18 @@ DataDir resolve_data_dir(const std::string& flag);
 // Creates DATA and DATA/mail (mode 0700) when missing.
 Result<void> ensure_layout(const DataDir& dir);
 
-// Opens the SQLite credential store (creating the database and key file).
-Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir);
+// The account store setting: --users, else $APOP_USERS; empty means the
+// SQLite file DATA/users.sqlite.
+std::string resolve_users(const std::string& flag);
+
+// Opens the credential store (creating the key file DATA/secret.key, which
+// seals the secrets in either store): `users` (from resolve_users) empty ->
+// DATA/users.sqlite (created); a postgresql:// URL -> PostgreSQL
+// (pg::PgCredentialStore: the schema is created or upgraded); anything else
+// -> Errc::invalid.
+// `pool_size`: PostgreSQL connections (the server passes its auth threads + 1).
+Result<std::unique_ptr<auth::CredentialStore>> open_credentials(
+    const DataDir& dir, const std::string& users, unsigned pool_size = limits::kPgPoolSize);
 
 // Reads a secret: the first line of stdin when from_stdin, else a prompt
 // without echo on the terminal (asked twice when confirm). Never from argv.

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <variant>
 
+#include "pg/pool.hpp"
+
 namespace apop::cli {
 namespace {
 
@@ -34,6 +36,14 @@ const std::array kSpecs = {
     Spec{"mbox_lock_timeout", "--mbox-lock-timeout",
          "Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock ([IN-USE] after)",
          &ServeConfig::mbox_lock_timeout, false, 1, 600},
+    Spec{"users", "--users",
+         "Account store: a postgresql:// URL (shared by several servers; also the failed-login "
+         "state and the maildrop locks), or empty for DATA/users.sqlite (default: $APOP_USERS)",
+         &ServeConfig::users},
+    Spec{"trusted_proxies", "--trusted-proxy",
+         "ADDR[/PREFIX] of a load balancer that sends a PROXY protocol v1/v2 header (repeatable); "
+         "its connections must start with one",
+         &ServeConfig::trusted_proxies},
     Spec{"listen", "--listen",
          "ADDR:PORT to listen on, plain with STLS when TLS is configured (repeatable; port 0 = "
          "any free)",
@@ -291,7 +301,7 @@ std::string ServeOptions::dump(const ServeConfig& cfg) {
           } else if constexpr (std::is_same_v<T, unsigned>) {
             out << v;
           } else if constexpr (std::is_same_v<T, std::string>) {
-            out << quote(v);
+            out << quote(s.field == Field(&ServeConfig::users) ? pg::redact(v) : v);
           } else {
             out << "[";
             for (std::size_t i = 0; i < v.size(); ++i) out << (i ? ", " : "") << quote(v[i]);

@@ -26,6 +26,12 @@ struct ServeConfig {
   // Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock.
   unsigned mbox_lock_timeout =
       static_cast<unsigned>(limits::kMboxSessionLockTimeout.count() / 1000);
+  // The account store: empty = $APOP_USERS, else DATA/users.sqlite; a
+  // postgresql:// (or postgres://) URL = PostgreSQL, shared by several
+  // servers (docs/scaling.md).
+  std::string users;
+  // Load balancers whose PROXY protocol header is believed: ADDR[/PREFIX].
+  std::vector<std::string> trusted_proxies;
   std::vector<std::string> listen;
   std::vector<std::string> tls_listen;
   std::string tls_cert;

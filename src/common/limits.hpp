@@ -186,5 +186,23 @@ inline constexpr std::size_t kMaxMaildirBaseName = 255;
 inline constexpr std::uint64_t kMaxImportedShaCryptRounds = 500'000;
 inline constexpr unsigned kMaxImportedBcryptCost = 14;
 inline constexpr unsigned kMaxImportedYescryptLog2N = 16;
+// --- PROXY protocol (HAProxy's proxy-protocol.txt, v1 and v2; net/proxy_protocol.hpp)
+// proxy-protocol.txt §2.1: a v1 header is at most 107 bytes with its CRLF.
+inline constexpr std::size_t kProxyV1MaxHeader = 107;
+// proxy-protocol.txt §2.2 allows a v2 header of 16 + 65535 bytes; not from
+// the spec: TLVs beyond this are refused (HAProxy's own ones are far smaller).
+inline constexpr std::size_t kProxyV2MaxHeader = 16 + 4096;
+// Not from the spec: a trusted proxy sends its header at once on connect;
+// one that has not within this long is dropped (HAProxy: it never waits).
+inline constexpr std::chrono::seconds kProxyHeaderTimeout{5};
+
+// --- shared state in PostgreSQL (pg/) --------------------------------------
+// Not from an RFC: connections a server opens to PostgreSQL for the account
+// store and the shared failed-login state (besides the lock connection); a
+// caller waiting longer than kPgAcquireTimeout for one gets a temporary error.
+inline constexpr unsigned kPgPoolSize = 4;
+inline constexpr std::chrono::milliseconds kPgAcquireTimeout{5000};
+// Not from an RFC: libpq connect_timeout (seconds) when the URL sets none.
+inline constexpr unsigned kPgConnectTimeout = 5;
 
 }  // namespace apop::limits

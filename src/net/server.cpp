@@ -85,6 +85,7 @@ class LogSink final : public pop3::EventSink {
   // Stable formats (fail2ban filters and tests read them):
   //   login ok user=U mech=M addr=A tls=0|1 credential=password|device:NAME
   //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
+  //   login failed user=U mech=M addr=A tls=0|1 reason=store-unavailable  (account database down)
   //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
   //   login failed user=U mech=M addr=A tls=0|1 reason=throttled|blocked  (auth/throttle.hpp)
   //   login refused user=U mech=M addr=A tls=0|1 reason=login-delay retry_after=SECS
@@ -119,8 +120,8 @@ class LogSink final : public pop3::EventSink {
                      addr_, tls);
         break;
       case pop3::LoginResult::error:
-        spdlog::error("login failed user={} mech={} addr={} tls={} reason=mailbox-error", user,
-                      e.mechanism, addr_, tls);
+        spdlog::error("login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism,
+                      addr_, tls, e.reason == "temporary" ? "store-unavailable" : "mailbox-error");
         break;
       case pop3::LoginResult::delayed:
         spdlog::info(
@@ -307,7 +308,8 @@ struct Server::Impl {
 
   asio::awaitable<void> serve(Connection& conn, pop3::Session& session, bool implicit_tls,
                               std::chrono::steady_clock::time_point& deadline, std::string& failure,
-                              LogSink& sink, std::chrono::steady_clock::time_point login_deadline) {
+                              LogSink& sink, std::chrono::steady_clock::time_point login_deadline,
+                              bool refuse_proxy_header) {
     if (implicit_tls) {
       if (auto ec = co_await conn.handshake(tls_ctx)) {
         failure = "tls-handshake: " + ec.message();
@@ -366,8 +368,24 @@ struct Server::Impl {
         // Waiting for the client: give back the output buffer a RETR grew.
         if (out.capacity() > kIdleOutputCapacity) std::string().swap(out);
         deadline = next_deadline(session, login_deadline);
-        if (auto ec = co_await conn.read_into([&session](std::string_view d) { session.feed(d); }))
+        bool proxy_spoof = false;
+        auto ec = co_await conn.read_into([&](std::string_view data) {
+          if (refuse_proxy_header) {
+            // The first bytes of a connection not from a trusted proxy: a
+            // PROXY header here is a misconfiguration or a spoofing attempt.
+            refuse_proxy_header = false;
+            if (data.size() >= 5 && !conn.tls && looks_like_proxy_header(data)) {
+              proxy_spoof = true;
+              return;
+            }
+          }
+          session.feed(data);
+        });
+        if (ec) co_return;
+        if (proxy_spoof) {
+          failure = "proxy-header-untrusted";
           co_return;
+        }
       }
     }
   }
@@ -397,6 +415,48 @@ struct Server::Impl {
     sock.close(ec);
   }
 
+  bool trusted_proxy(const std::string& ip) const {
+    for (const auto& r : options.trusted_proxies) {
+      if (range_contains(r, ip)) return true;
+    }
+    return false;
+  }
+
+  // Reads the PROXY header a trusted proxy sends first, and not one byte
+  // more (the client's bytes behind it may be a TLS ClientHello, which the
+  // TLS stream must read itself). Bounded: the parser refuses anything
+  // longer than a header as soon as it sees it.
+  static asio::awaitable<void> read_proxy_header(tcp::socket& sock,
+                                                 std::optional<ProxyHeader>& header,
+                                                 std::string& failure) {
+    std::string buf;
+    for (;;) {
+      auto parsed = parse_proxy_header(buf);
+      if (!parsed) {
+        failure = parsed.error().message;
+        co_return;
+      }
+      if (*parsed) {
+        header = std::move(*parsed);
+        co_return;
+      }
+      const std::size_t want = proxy_header_bytes_wanted(buf);
+      const std::size_t had = buf.size();
+      buf.resize(had + want);
+      auto [ec, n] =
+          co_await asio::async_read(sock, asio::buffer(buf.data() + had, want), use_tuple);
+      if (ec) {
+        failure = "connection closed before the PROXY header";
+        co_return;
+      }
+    }
+  }
+
+  static asio::awaitable<void> sleep_for(std::chrono::steady_clock::duration d) {
+    asio::steady_timer t(co_await asio::this_coro::executor, d);
+    co_await t.async_wait(use_tuple);
+  }
+
   asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls, Metrics::Listener& ml) {
     asio::error_code ec;
     auto remote = sock.remote_endpoint(ec);
@@ -410,15 +470,47 @@ struct Server::Impl {
     } counted{metrics, ml};
     sock.set_option(tcp::no_delay(true), ec);
     sock.non_blocking(true, ec);  // Connection::read_into reads without blocking
-    const std::string ip = client_ip(remote.address());
+    std::string ip = client_ip(remote.address());
+    std::string peer_text = endpoint_text(remote);
+    // Behind a trusted load balancer the client is the one its PROXY
+    // header names; from here on everything keys on that address.
+    std::string via;  // "proxy=ADDR:PORT" for the connect log line
+    const bool proxied = trusted_proxy(ip);
+    if (proxied) {
+      std::optional<ProxyHeader> header;
+      std::string failure;
+      auto live_it = live.insert(live.end(), &sock);
+      auto outcome =
+          co_await (read_proxy_header(sock, header, failure) || sleep_for(options.proxy_timeout));
+      live.erase(live_it);
+      if (outcome.index() == 1) failure = "no PROXY header within the timeout";
+      if (!header) {
+        if (!stopping) {
+          spdlog::warn("disconnect addr={} reason=proxy-header detail=\"{}\"", peer_text, failure);
+        }
+        sock.close(ec);
+        co_return;
+      }
+      via = " proxy=" + peer_text;
+      if (!header->local) {
+        asio::error_code aec;
+        auto real = asio::ip::make_address(header->source, aec);
+        if (aec) {  // the parser only returns valid addresses; be safe anyway
+          sock.close(ec);
+          co_return;
+        }
+        ip = client_ip(real);
+        peer_text = endpoint_text(tcp::endpoint(real, header->source_port));
+      }
+    }
     switch (conn_limits.admit(ip, options.max_connections, options.max_connections_per_address)) {
       case ConnectionLimits::Verdict::ok:
         break;
       case ConnectionLimits::Verdict::total:
-        refuse(sock, endpoint_text(remote), "max-connections");
+        refuse(sock, peer_text, "max-connections");
         co_return;
       case ConnectionLimits::Verdict::per_address:
-        refuse(sock, endpoint_text(remote), "max-connections-per-address");
+        refuse(sock, peer_text, "max-connections-per-address");
         co_return;
     }
     struct Admitted {
@@ -428,24 +520,27 @@ struct Server::Impl {
     } admitted{conn_limits, ip};
     SessionLimitOpener limited_opener(opener, user_sessions, options.max_sessions_per_user);
     Connection conn(std::move(sock));
-    LogSink sink(endpoint_text(remote));
+    LogSink sink(peer_text);
     sink.metrics = &metrics;
     sink.listener = &ml;
     conn.listener = &ml;
     pop3::SessionConfig cfg = options.session;
     cfg.client_address = ip;
-    cfg.secure = options.secure_loopback && is_loopback(remote.address().to_string());
+    // The real client's address: a proxy on loopback does not make its
+    // clients "local".
+    cfg.secure = options.secure_loopback && is_loopback(ip);
     cfg.stls_available = tls_ctx != nullptr && !implicit_tls;
     pop3::Session session(cfg, auth, limited_opener, challenge(), &sink);
-    spdlog::debug("connect addr={}{}", sink.addr(), implicit_tls ? " tls=1" : "");
+    spdlog::debug("connect addr={}{}{}", sink.addr(), via, implicit_tls ? " tls=1" : "");
     auto it = live.insert(live.end(), &conn.sock);
     const auto login_deadline = std::chrono::steady_clock::now() + options.login_deadline;
     auto deadline =
         std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
     bool timed_out = false;
     std::string failure;
-    co_await (serve(conn, session, implicit_tls, deadline, failure, sink, login_deadline) ||
-              watchdog(deadline, timed_out));
+    co_await (
+        serve(conn, session, implicit_tls, deadline, failure, sink, login_deadline, !proxied) ||
+        watchdog(deadline, timed_out));
     live.erase(it);
     if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
     const bool login_expired = timed_out && session.state() == pop3::State::authorization &&

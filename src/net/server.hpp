@@ -13,6 +13,7 @@
 
 #include "common/limits.hpp"
 #include "common/result.hpp"
+#include "net/proxy_protocol.hpp"
 #include "pop3/interfaces.hpp"
 #include "pop3/session.hpp"
 
@@ -54,6 +55,14 @@ struct ServerOptions {
   // A client not logged in this long after connecting is disconnected,
   // however it trickles bytes (login_timeout bounds silence only).
   std::chrono::seconds login_deadline = limits::kLoginDeadline;
+  // Load balancers allowed to send a PROXY protocol header (v1 or v2,
+  // net/proxy_protocol.hpp). A connection from one of them must start with
+  // a header within proxy_timeout, else it is closed; the header's client
+  // address then replaces the peer's everywhere (logs, throttling, limits,
+  // metrics, the loopback "secure" test). From any other peer a PROXY
+  // header is a protocol error and closes the connection.
+  std::vector<AddressRange> trusted_proxies;
+  std::chrono::seconds proxy_timeout = limits::kProxyHeaderTimeout;
 };
 
 // Produces a fresh, never-repeated APOP timestamp per connection.

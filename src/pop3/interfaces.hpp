@@ -128,7 +128,9 @@ struct AuthResult {
   bool ok = false;
   std::string credential;  // on success: "password" or "device:NAME"
   std::string reason;      // on failure: "credentials", "policy-mechanism", "policy-tls", ...
-                           // "throttled", "blocked" (auth/throttle.hpp)
+                           // "throttled", "blocked" (auth/throttle.hpp); "temporary": the
+                           // credentials could not be checked (account database down), the
+                           // client gets [SYS/TEMP] and it is not counted as a failed login
   // On failure: how long the driver waits before sending the failure reply
   // (failed-login throttling). The core never sleeps: it passes this on in
   // LoginEvent::delay, and the network layer waits without blocking.

@@ -429,6 +429,18 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
     e.delay = verified.ok ? std::chrono::milliseconds(0) : verified.delay;
     events_->on_login(e);
   };
+  if (!verified && verified.reason == "temporary") {
+    // The account database is unavailable: the client may try again later
+    // (still counted per connection, so that it cannot spin here).
+    notify(LoginResult::error);
+    ++auth_failures_;
+    append_err(out, RespCode::sys_temp, "Authentication temporarily unavailable, try again later");
+    if (auth_failures_ >= config_.max_auth_failures) {
+      append_err(out, RespCode::none, "Too many authentication failures, closing connection");
+      close_after_output_ = true;
+    }
+    return;
+  }
   if (!verified) {
     notify(LoginResult::failed);
     ++auth_failures_;

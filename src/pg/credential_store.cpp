@@ -1,0 +1,567 @@
+// PgCredentialStore: the CredentialStore contract over PostgreSQL, statement
+// for statement the SQLite store's (sqlite_credential_store.cpp), with
+// parameters only (PQexecParams) and a connection from the pool per call.
+#include <openssl/crypto.h>
+
+#include <ctime>
+
+#include "auth/password_hash.hpp"
+#include "auth/username.hpp"
+#include "pg/shared.hpp"
+
+namespace apop::pg {
+
+using auth::Policy;
+
+namespace {
+
+std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+Error no_user(std::string_view user) {
+  return make_error(Errc::not_found, "no such user: " + std::string(user));
+}
+
+// Same associated data as the SQLite store: a database can be copied
+// between the two with its secrets intact.
+std::string device_aad(std::string_view user, std::string_view name) {
+  std::string aad(user);
+  aad.push_back('\0');
+  aad += "device";
+  aad.push_back('\0');
+  aad.append(name);
+  return aad;
+}
+
+// Version 1: the accounts, as the SQLite schema version 3.
+constexpr const char* kCreateV1 =
+    "CREATE TABLE users ("
+    " name text PRIMARY KEY,"
+    " created bigint NOT NULL,"
+    " updated bigint NOT NULL,"
+    " password_hash text NOT NULL,"
+    " scram_sha256 text NOT NULL,"
+    " scram_sha1 text NOT NULL,"
+    " sealed_password bytea,"  // NULL under device-secrets-only
+    " mechanisms text,"        // NULL: the default
+    " device_secrets_only boolean,"
+    " apop_requires_tls boolean,"
+    " require_tls boolean,"
+    " login_delay bigint,"
+    " expire_days bigint,"
+    " last_login bigint);"
+    "CREATE TABLE device_secrets ("
+    " user_name text NOT NULL REFERENCES users(name) ON DELETE CASCADE,"
+    " name text NOT NULL,"
+    " sealed bytea NOT NULL,"
+    " created bigint NOT NULL,"
+    " PRIMARY KEY (user_name, name));"
+    "CREATE TABLE policy_defaults ("
+    " id integer PRIMARY KEY CHECK (id = 1),"
+    " mechanisms text,"
+    " device_secrets_only boolean,"
+    " apop_requires_tls boolean,"
+    " require_tls boolean);"
+    "INSERT INTO policy_defaults (id) VALUES (1);"
+    // A value sealed with the servers' secret.key: a tool run with another
+    // key (a data directory without the right secret.key) is refused
+    // instead of sealing secrets no server can open.
+    "CREATE TABLE key_check ("
+    " id integer PRIMARY KEY CHECK (id = 1),"
+    " sealed bytea NOT NULL);";
+
+// Version 2: the failed-login state shared by the servers (PgFailureTracker).
+constexpr const char* kCreateV2 =
+    "CREATE TABLE auth_failures ("
+    " kind char(1) NOT NULL,"  // 'a': client address, 'u': user name (lowercased)
+    " key text NOT NULL,"
+    " at_ms bigint NOT NULL);"
+    "CREATE INDEX auth_failures_key ON auth_failures (kind, key, at_ms);"
+    "CREATE INDEX auth_failures_at ON auth_failures (at_ms);"
+    "CREATE TABLE auth_blocks ("
+    " address text PRIMARY KEY,"
+    " until_ms bigint NOT NULL);"
+    "CREATE TABLE auth_good ("
+    " user_key text NOT NULL,"
+    " address text NOT NULL,"
+    " until_ms bigint NOT NULL,"
+    " PRIMARY KEY (user_key, address));";
+
+// An arbitrary constant: the advisory lock that serialises schema changes.
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7013390481632150617)";
+
+Policy row_policy(const Rows& r, int row, int first) {
+  Policy p;
+  if (!r.is_null(row, first)) p.mechanisms = auth::parse_mechanisms(r.text(row, first));
+  p.device_secrets_only = r.opt_boolean(row, first + 1);
+  p.apop_requires_tls = r.opt_boolean(row, first + 2);
+  p.require_tls = r.opt_boolean(row, first + 3);
+  return p;
+}
+
+void row_login_limits(const Rows& r, int row, int first, Policy& p) {
+  if (auto d = r.opt_integer(row, first); d && *d >= 0 && *d <= 0xFFFFFFFFll) {
+    p.login_delay = static_cast<std::uint32_t>(*d);
+  }
+  p.expire_days = r.opt_integer(row, first + 1);
+}
+
+// The four policy parameters, in the column order of row_policy.
+void push_policy(std::vector<Param>& ps, const Policy& p) {
+  ps.push_back(p.mechanisms ? Param::text(auth::format_mechanisms(*p.mechanisms)) : Param::null());
+  ps.push_back(Param::opt_boolean(p.device_secrets_only));
+  ps.push_back(Param::opt_boolean(p.apop_requires_tls));
+  ps.push_back(Param::opt_boolean(p.require_tls));
+}
+
+Result<Policy> default_policy_on(pg_conn* c) {
+  auto r = exec(c,
+                "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
+                " FROM policy_defaults WHERE id = 1",
+                {}, "reading default policy");
+  if (!r) return r.error();
+  if (r->size() == 0) return Policy{};
+  return row_policy(*r, 0, 0);
+}
+
+Result<Policy> user_policy_on(pg_conn* c, std::string_view user) {
+  auto r = exec(c,
+                "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                " login_delay, expire_days FROM users WHERE name = $1",
+                {Param::text(user)}, "reading policy");
+  if (!r) return r.error();
+  if (r->size() == 0) return no_user(user);
+  Policy p = row_policy(*r, 0, 0);
+  row_login_limits(*r, 0, 4, p);
+  return p;
+}
+
+// Deletes the encrypted copy of every account whose effective policy is
+// device-secrets-only.
+Result<void> drop_copies_on(pg_conn* c) {
+  auto defaults = default_policy_on(c);
+  if (!defaults) return defaults.error();
+  auto r = exec(c,
+                "UPDATE users SET sealed_password = NULL WHERE sealed_password IS NOT NULL"
+                " AND COALESCE(device_secrets_only, $1::boolean)",
+                {Param::boolean(defaults->device_secrets_only.value_or(false))},
+                "deleting password copies");
+  if (!r) return r.error();
+  return {};
+}
+
+}  // namespace
+
+Result<int> schema_version(Pool& pool) {
+  auto lease = pool.acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(),
+                "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0"
+                " ELSE (SELECT COALESCE(max(version), 0) FROM schema_version) END",
+                {}, "reading schema version");
+  if (!r) return r.error();
+  return static_cast<int>(r->integer(0, 0));
+}
+
+Result<void> migrate(Pool& pool) {
+  auto lease = pool.acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  Transaction tx(c);
+  if (auto r = tx.begin(); !r) return r;
+  if (auto r = exec(c, kMigrationLock, {}, "locking the schema"); !r) return r.error();
+  if (auto r =
+          exec_script(c, "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)",
+                      "creating schema_version");
+      !r) {
+    return r;
+  }
+  auto v =
+      exec(c, "SELECT COALESCE(max(version), 0) FROM schema_version", {}, "reading schema version");
+  if (!v) return v.error();
+  const auto version = v->integer(0, 0);
+  if (version > kSchemaVersion) {
+    return make_error(Errc::permanent, "PostgreSQL credential database has schema version " +
+                                           std::to_string(version) +
+                                           ", newer than this apop supports (" +
+                                           std::to_string(kSchemaVersion) + ")");
+  }
+  if (version == kSchemaVersion) return tx.commit();
+  if (version < 1) {
+    if (auto r = exec_script(c, kCreateV1, "creating schema version 1"); !r) return r;
+  }
+  if (version < 2) {
+    if (auto r = exec_script(c, kCreateV2, "upgrading schema to version 2"); !r) return r;
+  }
+  if (auto r = exec(c, "DELETE FROM schema_version", {}, "writing schema version"); !r) {
+    return r.error();
+  }
+  if (auto r = exec(c, "INSERT INTO schema_version (version) VALUES ($1)",
+                    {Param::integer(kSchemaVersion)}, "writing schema version");
+      !r) {
+    return r.error();
+  }
+  return tx.commit();
+}
+
+PgCredentialStore::PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox box)
+    : pool_(std::move(pool)), box_(std::move(box)) {
+  auto dummy = box_.seal("apop-dummy-secret-for-unknown-users", "\x01dummy");
+  if (dummy) dummy_sealed_ = std::move(*dummy);
+}
+
+Result<std::unique_ptr<PgCredentialStore>> PgCredentialStore::open(std::shared_ptr<Pool> pool,
+                                                                   auth::SecretBox box) {
+  if (auto r = migrate(*pool); !r) return r.error();
+  {
+    static constexpr std::string_view kCheck = "apop secret.key check", kAad = "\x01key-check";
+    auto lease = pool->acquire();
+    if (!lease) return lease.error();
+    auto r = exec(lease->get(), "SELECT sealed FROM key_check WHERE id = 1", {},
+                  "reading the key check");
+    if (!r) return r.error();
+    if (r->size() == 0) {
+      auto sealed = box.seal(kCheck, kAad);
+      if (!sealed) return sealed.error();
+      auto ins = exec(lease->get(),
+                      "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                      {Param::bytes(*sealed)}, "writing the key check");
+      if (!ins) return ins.error();
+    } else if (auto opened = box.open(r->bytea(0, 0), kAad); !opened || *opened != kCheck) {
+      return make_error(Errc::permanent,
+                        "the data directory's secret.key is not the key the PostgreSQL accounts "
+                        "are sealed with: copy secret.key from a working server (every server "
+                        "and tool needs the same one)");
+    }
+  }
+  return std::unique_ptr<PgCredentialStore>(new PgCredentialStore(std::move(pool), std::move(box)));
+}
+
+Error PgCredentialStore::unknown_user(std::string_view user) const {
+  auto discarded = box_.open(dummy_sealed_, "\x01dummy");
+  (void)discarded;
+  return no_user(user);
+}
+
+Result<auth::Account> PgCredentialStore::account(std::string_view user) {
+  if (!auth::is_valid_username(user)) return unknown_user(user);
+  auth::Account a;
+  std::string sealed;
+  bool has_sealed = false;
+  std::vector<std::pair<std::string, std::string>> sealed_devices;
+  {
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    pg_conn* c = lease->get();
+    auto defaults = default_policy_on(c);
+    if (!defaults) return defaults.error();
+    auto r = exec(c,
+                  "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
+                  " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                  " login_delay, expire_days, last_login FROM users WHERE name = $1",
+                  {Param::text(user)}, "looking up user");
+    if (!r) return r.error();
+    if (r->size() == 0) return unknown_user(user);
+    a.name = std::string(user);
+    a.password_hash = r->text(0, 0);
+    a.scram_sha256 = auth::decode_verifier(r->text(0, 1)).value_or(auth::ScramVerifier{});
+    a.scram_sha1 = auth::decode_verifier(r->text(0, 2)).value_or(auth::ScramVerifier{});
+    has_sealed = !r->is_null(0, 3);
+    sealed = r->bytea(0, 3);
+    a.policy = auth::resolve_policy(row_policy(*r, 0, 4), *defaults);
+    Policy own;
+    row_login_limits(*r, 0, 8, own);
+    a.login_delay = own.login_delay;
+    a.expire_days = own.expire_days;
+    a.last_login = r->opt_integer(0, 10);
+    auto dev = exec(c, "SELECT name, sealed FROM device_secrets WHERE user_name = $1 ORDER BY name",
+                    {Param::text(user)}, "looking up device secrets");
+    if (!dev) return dev.error();
+    for (int i = 0; i < dev->size(); ++i)
+      sealed_devices.emplace_back(dev->text(i, 0), dev->bytea(i, 1));
+  }
+  if (has_sealed && !a.policy.device_secrets_only) {
+    auto opened = box_.open(sealed, user);
+    if (!opened) {
+      return make_error(Errc::permanent, "stored password of user " + std::string(user) +
+                                             " cannot be decrypted: " + opened.error().message);
+    }
+    a.password = std::move(*opened);
+  }
+  for (const auto& [name, blob] : sealed_devices) {
+    auto opened = box_.open(blob, device_aad(user, name));
+    if (!opened) {
+      return make_error(Errc::permanent, "device secret " + name + " of user " + std::string(user) +
+                                             " cannot be decrypted: " + opened.error().message);
+    }
+    a.device_secrets.push_back({name, std::move(*opened)});
+  }
+  return a;
+}
+
+Result<bool> PgCredentialStore::has_user(std::string_view user) {
+  if (!auth::is_valid_username(user)) return false;
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "SELECT 1 FROM users WHERE name = $1", {Param::text(user)},
+                "looking up user");
+  if (!r) return r.error();
+  return r->size() > 0;
+}
+
+Result<void> PgCredentialStore::add(std::string_view user, std::string_view password) {
+  if (!auth::is_valid_username(user)) {
+    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
+  }
+  auto derived = auth::derive_password(password);
+  if (!derived) return derived.error();
+  auto sealed = box_.seal(password, user);
+  if (!sealed) return sealed.error();
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  auto defaults = default_policy_on(c);
+  if (!defaults) return defaults.error();
+  const bool keep_copy = !auth::resolve_policy(Policy{}, *defaults).device_secrets_only;
+  auto r = exec(c,
+                "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, $4, $5, $6)",
+                {Param::text(user), Param::integer(now()), Param::text(derived->hash),
+                 Param::text(auth::encode_verifier(derived->scram_sha256)),
+                 Param::text(auth::encode_verifier(derived->scram_sha1)),
+                 keep_copy ? Param::bytes(*sealed) : Param::null()},
+                "adding user");
+  if (!r && r.error().code == Errc::exists) {
+    return make_error(Errc::exists, "user already exists: " + std::string(user));
+  }
+  if (!r) return r.error();
+  return {};
+}
+
+Result<void> PgCredentialStore::set_password(std::string_view user, std::string_view password) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  {
+    // As in the SQLite store: only the device secrets matter here; one that
+    // cannot be decrypted cannot equal anything.
+    std::vector<std::pair<std::string, std::string>> sealed_devices;
+    {
+      auto lease = pool_->acquire();
+      if (!lease) return lease.error();
+      auto dev = exec(lease->get(), "SELECT name, sealed FROM device_secrets WHERE user_name = $1",
+                      {Param::text(user)}, "looking up device secrets");
+      if (!dev) return dev.error();
+      for (int i = 0; i < dev->size(); ++i) {
+        sealed_devices.emplace_back(dev->text(i, 0), dev->bytea(i, 1));
+      }
+    }
+    for (const auto& [name, blob] : sealed_devices) {
+      auto opened = box_.open(blob, device_aad(user, name));
+      if (!opened) continue;
+      const bool same = *opened == password;
+      OPENSSL_cleanse(opened->data(), opened->size());
+      if (same) return make_error(Errc::invalid, "the password equals device secret " + name);
+    }
+  }
+  auto derived = auth::derive_password(password);
+  if (!derived) return derived.error();
+  auto sealed = box_.seal(password, user);
+  if (!sealed) return sealed.error();
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  auto defaults = default_policy_on(c);
+  if (!defaults) return defaults.error();
+  auto own = user_policy_on(c, user);
+  if (!own) return own.error();
+  const bool keep_copy = !auth::resolve_policy(*own, *defaults).device_secrets_only;
+  auto r = exec(c,
+                "UPDATE users SET updated = $2, password_hash = $3, scram_sha256 = $4,"
+                " scram_sha1 = $5, sealed_password = $6 WHERE name = $1",
+                {Param::text(user), Param::integer(now()), Param::text(derived->hash),
+                 Param::text(auth::encode_verifier(derived->scram_sha256)),
+                 Param::text(auth::encode_verifier(derived->scram_sha1)),
+                 keep_copy ? Param::bytes(*sealed) : Param::null()},
+                "changing password");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_user(user);
+  return {};
+}
+
+Result<void> PgCredentialStore::remove(std::string_view user) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r =
+      exec(lease->get(), "DELETE FROM users WHERE name = $1", {Param::text(user)}, "removing user");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_user(user);
+  return {};
+}
+
+Result<std::vector<auth::UserRecord>> PgCredentialStore::list() {
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  // COLLATE "C": bytewise order, as the SQLite store and the contract say.
+  auto r = exec(lease->get(),
+                "SELECT name, created, updated,"
+                " (SELECT count(*) FROM device_secrets d WHERE d.user_name = users.name),"
+                " sealed_password IS NOT NULL,"
+                " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                " login_delay, expire_days, last_login"
+                " FROM users ORDER BY name COLLATE \"C\"",
+                {}, "listing users");
+  if (!r) return r.error();
+  std::vector<auth::UserRecord> out;
+  for (int i = 0; i < r->size(); ++i) {
+    auth::UserRecord u;
+    u.name = r->text(i, 0);
+    u.created = r->integer(i, 1);
+    u.updated = r->integer(i, 2);
+    u.device_secrets = static_cast<std::size_t>(r->integer(i, 3));
+    u.has_password_copy = r->opt_boolean(i, 4).value_or(false);
+    u.policy = row_policy(*r, i, 5);
+    row_login_limits(*r, i, 9, u.policy);
+    u.last_login = r->opt_integer(i, 11);
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+Result<void> PgCredentialStore::add_device_secret(std::string_view user, std::string_view name,
+                                                  std::string_view secret) {
+  if (!auth::is_valid_secret_name(name)) {
+    return make_error(Errc::invalid, "invalid secret name (1-32 of A-Z a-z 0-9 . _ -)");
+  }
+  if (secret.empty()) return make_error(Errc::invalid, "empty secret");
+  if (!auth::is_valid_username(user)) return no_user(user);
+  std::string hash;
+  {
+    auto lease = pool_->acquire();
+    if (!lease) return lease.error();
+    auto r = exec(lease->get(), "SELECT password_hash FROM users WHERE name = $1",
+                  {Param::text(user)}, "looking up user");
+    if (!r) return r.error();
+    if (r->size() == 0) return no_user(user);
+    hash = r->text(0, 0);
+  }
+  if (auth::verify_password_hash(hash, secret)) {
+    return make_error(Errc::invalid, "a device secret must differ from the account password");
+  }
+  auto sealed = box_.seal(secret, device_aad(user, name));
+  if (!sealed) return sealed.error();
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r =
+      exec(lease->get(),
+           "INSERT INTO device_secrets (user_name, name, sealed, created)"
+           " VALUES ($1, $2, $3, $4)",
+           {Param::text(user), Param::text(name), Param::bytes(*sealed), Param::integer(now())},
+           "adding device secret");
+  if (!r && r.error().code == Errc::exists) {
+    return make_error(Errc::exists, "secret " + std::string(name) + " already exists");
+  }
+  if (!r && r.error().code == Errc::not_found) return no_user(user);
+  if (!r) return r.error();
+  return {};
+}
+
+Result<std::vector<auth::DeviceSecretInfo>> PgCredentialStore::device_secrets(
+    std::string_view user) {
+  auto exists = has_user(user);
+  if (!exists) return exists.error();
+  if (!*exists) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(),
+                "SELECT name, created FROM device_secrets WHERE user_name = $1"
+                " ORDER BY name COLLATE \"C\"",
+                {Param::text(user)}, "listing device secrets");
+  if (!r) return r.error();
+  std::vector<auth::DeviceSecretInfo> out;
+  for (int i = 0; i < r->size(); ++i) out.push_back({r->text(i, 0), r->integer(i, 1)});
+  return out;
+}
+
+Result<void> PgCredentialStore::revoke_device_secret(std::string_view user, std::string_view name) {
+  auto exists = has_user(user);
+  if (!exists) return exists.error();
+  if (!*exists) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "DELETE FROM device_secrets WHERE user_name = $1 AND name = $2",
+                {Param::text(user), Param::text(name)}, "revoking device secret");
+  if (!r) return r.error();
+  if (r->affected() == 0)
+    return make_error(Errc::not_found, "no secret named " + std::string(name));
+  return {};
+}
+
+Result<Policy> PgCredentialStore::policy(std::string_view user) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  return user_policy_on(lease->get(), user);
+}
+
+Result<void> PgCredentialStore::set_policy(std::string_view user, const Policy& policy) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  if (auto r = auth::check_login_limits(policy); !r) return r;
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  Transaction tx(c);
+  if (auto r = tx.begin(); !r) return r;
+  std::vector<Param> ps{Param::text(user)};
+  push_policy(ps, policy);
+  ps.push_back(Param::opt_integer(policy.login_delay));
+  ps.push_back(Param::opt_integer(policy.expire_days));
+  auto r = exec(c,
+                "UPDATE users SET mechanisms = $2, device_secrets_only = $3,"
+                " apop_requires_tls = $4, require_tls = $5, login_delay = $6,"
+                " expire_days = $7 WHERE name = $1",
+                ps, "setting policy");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_user(user);
+  if (auto d = drop_copies_on(c); !d) return d;
+  return tx.commit();
+}
+
+Result<Policy> PgCredentialStore::default_policy() {
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  return default_policy_on(lease->get());
+}
+
+Result<void> PgCredentialStore::set_default_policy(const Policy& policy) {
+  if (policy.login_delay || policy.expire_days) {
+    return make_error(Errc::invalid,
+                      "LOGIN-DELAY and EXPIRE are per account; their defaults are apop serve "
+                      "settings (login_delay, expire)");
+  }
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  Transaction tx(c);
+  if (auto r = tx.begin(); !r) return r;
+  std::vector<Param> ps;
+  push_policy(ps, policy);
+  auto r = exec(c,
+                "UPDATE policy_defaults SET mechanisms = $1, device_secrets_only = $2,"
+                " apop_requires_tls = $3, require_tls = $4 WHERE id = 1",
+                ps, "setting default policy");
+  if (!r) return r.error();
+  if (auto d = drop_copies_on(c); !d) return d;
+  return tx.commit();
+}
+
+Result<void> PgCredentialStore::record_login(std::string_view user, std::int64_t when) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "UPDATE users SET last_login = $2 WHERE name = $1",
+                {Param::text(user), Param::integer(when)}, "recording login");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_user(user);
+  return {};
+}
+
+}  // namespace apop::pg

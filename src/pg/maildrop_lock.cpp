@@ -1,0 +1,134 @@
+// SharedLockOpener: [IN-USE] across servers with PostgreSQL advisory locks.
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include "pg/shared.hpp"
+
+namespace apop::pg {
+
+namespace {
+
+// 64 bits of hash: two users sharing a lock by collision is negligible.
+constexpr const char* kLock =
+    "SELECT pg_try_advisory_lock(hashtextextended('apop-maildrop:' || $1::text, 0))";
+constexpr const char* kUnlock =
+    "SELECT pg_advisory_unlock(hashtextextended('apop-maildrop:' || $1::text, 0))";
+
+}  // namespace
+
+// The inner maildrop plus the shared lock, released when it is destroyed.
+class SharedLockOpener::Locked final : public pop3::Maildrop {
+ public:
+  Locked(SharedLockOpener& owner, std::string user, std::unique_ptr<pop3::Maildrop> inner)
+      : owner_(owner), user_(std::move(user)), inner_(std::move(inner)) {}
+  ~Locked() override {
+    inner_.reset();  // the local lock first, then the shared one
+    owner_.release(user_);
+  }
+  std::span<const pop3::MessageInfo> messages() const override { return inner_->messages(); }
+  Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
+    return inner_->open(index);
+  }
+  Result<void> commit(std::span<const std::size_t> deleted) override {
+    return inner_->commit(deleted);
+  }
+
+ private:
+  SharedLockOpener& owner_;
+  std::string user_;
+  std::unique_ptr<pop3::Maildrop> inner_;
+};
+
+SharedLockOpener::SharedLockOpener(std::string url, pop3::MaildropOpener& inner)
+    : url_(std::move(url)), inner_(inner) {}
+
+SharedLockOpener::~SharedLockOpener() {
+  if (conn_ != nullptr) PQfinish(conn_);  // the server releases every lock
+}
+
+std::size_t SharedLockOpener::held() const {
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  for (const auto& [user, count] : held_) n += count;
+  return n;
+}
+
+Result<void> SharedLockOpener::ensure_connected_locked() {
+  if (conn_ != nullptr && PQconsumeInput(conn_) == 1 && PQstatus(conn_) == CONNECTION_OK) {
+    return {};
+  }
+  if (conn_ != nullptr) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  auto c = connect(url_);
+  if (!c) return c.error();
+  conn_ = *c;
+  if (!held_.empty()) {
+    // The old connection's locks went with it: take those of the sessions
+    // still open here again.
+    for (const auto& [user, count] : held_) {
+      for (unsigned i = 0; i < count; ++i) {
+        auto r = exec(conn_, kLock, {Param::text(user)}, "re-taking maildrop lock");
+        if (!r || r->text(0, 0) != "t") {
+          spdlog::error(
+              "maildrop lock of user={} lost with the PostgreSQL connection and {}; the local "
+              "lock still protects it on this server",
+              user, r ? "taken by another server meanwhile" : r.error().message);
+          break;
+        }
+      }
+    }
+    spdlog::warn("maildrop lock connection re-established; {} lock(s) re-taken", held_.size());
+  }
+  return {};
+}
+
+Result<bool> SharedLockOpener::try_lock_locked(const std::string& user) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (auto r = ensure_connected_locked(); !r) return r.error();
+    auto r = exec(conn_, kLock, {Param::text(user)}, "taking maildrop lock");
+    if (r) return r->text(0, 0) == "t";
+    // A connection that broke since the last use: reconnect once.
+    if (PQstatus(conn_) == CONNECTION_OK || attempt == 1) return r.error();
+  }
+  return make_error(Errc::temporary, "PostgreSQL: taking maildrop lock failed");
+}
+
+Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(std::string_view user_view) {
+  const std::string user(user_view);
+  {
+    std::lock_guard lock(mu_);
+    auto got = try_lock_locked(user);
+    if (!got) {
+      return make_error(Errc::temporary, "maildrop lock unavailable: " + got.error().message);
+    }
+    if (!*got) return make_error(Errc::in_use, "maildrop is in use on another server");
+    ++held_[user];
+  }
+  auto inner = inner_.open(user);
+  if (!inner) {
+    release(user);
+    return inner.error();
+  }
+  return std::unique_ptr<pop3::Maildrop>(new Locked(*this, user, std::move(*inner)));
+}
+
+void SharedLockOpener::release(const std::string& user) {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(user);
+  if (it == held_.end()) return;
+  if (--it->second == 0) held_.erase(it);
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return;  // gone with the connection
+  auto r = exec(conn_, kUnlock, {Param::text(user)}, "releasing maildrop lock");
+  if (!r) {
+    // A lock we cannot release would keep the user out on every server:
+    // drop the connection, which releases all of this server's locks; the
+    // next open() reconnects and takes back those still in use.
+    spdlog::error("{}; reconnecting the lock connection", r.error().message);
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+}
+
+}  // namespace apop::pg

@@ -1,0 +1,145 @@
+// What several apop servers share through PostgreSQL (docs/scaling.md):
+//  - PgCredentialStore: the account database, the same CredentialStore
+//    contract as SqliteCredentialStore (auth/credential_store.hpp), secrets
+//    sealed with the same SecretBox (DATA/secret.key, identical on every
+//    server);
+//  - PgFailureTracker: the failed-login counters and blocks of the
+//    ThrottlingAuthenticator (auth/throttle.hpp), so a brute force spread
+//    over several servers is counted once;
+//  - SharedLockOpener: the one-session-per-maildrop lock across servers, as
+//    PostgreSQL session-level advisory locks held on one connection per
+//    server process (a server that dies drops its connection, and its locks
+//    go with it).
+//
+// Schema (table schema_version, one row): version 1 holds the accounts
+// (users, device_secrets, policy_defaults: the columns of the SQLite schema
+// version 3), version 2 adds the failed-login state (auth_failures,
+// auth_blocks, auth_good). open() creates or upgrades it in one transaction
+// under an advisory lock (servers starting together do it once); a newer
+// version than this build knows is refused (Errc::permanent).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "auth/credential_store.hpp"
+#include "auth/throttle.hpp"
+#include "pg/pool.hpp"
+#include "pop3/interfaces.hpp"
+
+namespace apop::pg {
+
+inline constexpr int kSchemaVersion = 2;
+
+// Creates or upgrades the schema. Errc::permanent for a newer schema.
+Result<void> migrate(Pool& pool);
+// The schema version in the database (0: none yet).
+Result<int> schema_version(Pool& pool);
+
+class PgCredentialStore final : public auth::CredentialStore {
+ public:
+  // Connects once (Errc::temporary when the database is unreachable),
+  // creates/upgrades the schema.
+  static Result<std::unique_ptr<PgCredentialStore>> open(std::shared_ptr<Pool> pool,
+                                                         auth::SecretBox box);
+
+  Result<auth::Account> account(std::string_view user) override;
+  Result<bool> has_user(std::string_view user) override;
+  Result<void> add(std::string_view user, std::string_view password) override;
+  Result<void> set_password(std::string_view user, std::string_view password) override;
+  Result<void> remove(std::string_view user) override;
+  Result<std::vector<auth::UserRecord>> list() override;
+  Result<void> add_device_secret(std::string_view user, std::string_view name,
+                                 std::string_view secret) override;
+  Result<std::vector<auth::DeviceSecretInfo>> device_secrets(std::string_view user) override;
+  Result<void> revoke_device_secret(std::string_view user, std::string_view name) override;
+  Result<auth::Policy> policy(std::string_view user) override;
+  Result<void> set_policy(std::string_view user, const auth::Policy& policy) override;
+  Result<auth::Policy> default_policy() override;
+  Result<void> set_default_policy(const auth::Policy& policy) override;
+  Result<void> record_login(std::string_view user, std::int64_t when) override;
+
+  const std::shared_ptr<Pool>& pool() const { return pool_; }
+
+ private:
+  PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox box);
+  Error unknown_user(std::string_view user) const;
+  std::shared_ptr<Pool> pool_;
+  auth::SecretBox box_;
+  std::string dummy_sealed_;
+};
+
+// The failed-login state in PostgreSQL: one row per failure (kind 'a' for
+// an address, 'u' for a user name) with its time, the blocks, and the known
+// good (user, address) pairs; times are the callers' wall clock in
+// milliseconds (servers must keep their clocks in sync, NTP). A failure is
+// recorded in a transaction serialised per address (advisory transaction
+// lock), so concurrent failures on two servers cannot both slip under the
+// block. Expired rows are deleted as failures come in (at most once a
+// minute). Counts saturate at block_after (or 64).
+//
+// When PostgreSQL cannot be reached the tracker falls back to an in-memory
+// one (logged, once a minute at most): each server then defends alone until
+// the database is back, rather than failing logins.
+class PgFailureTracker final : public auth::FailureTracker {
+ public:
+  PgFailureTracker(std::shared_ptr<Pool> pool, auth::ThrottleConfig config);
+  auth::FailureStatus status(std::string_view address, std::string_view user,
+                             auth::ThrottleTime now) override;
+  auth::FailureStatus record_failure(std::string_view address, std::string_view user,
+                                     auth::ThrottleTime now) override;
+  void record_success(std::string_view address, std::string_view user,
+                      auth::ThrottleTime now) override;
+  // Times the in-memory fallback answered (for tests and logs).
+  std::uint64_t fallbacks() const { return fallbacks_.load(); }
+
+ private:
+  void degraded(const Error& e);
+  std::shared_ptr<Pool> pool_;
+  auth::ThrottleConfig config_;
+  unsigned saturate_;
+  auth::MemoryFailureTracker memory_;
+  std::atomic<std::uint64_t> fallbacks_{0};
+  std::atomic<std::int64_t> last_warning_ms_{0};
+  std::atomic<std::int64_t> last_cleanup_ms_{0};
+};
+
+// Decorates a MaildropOpener (the Maildir one, whose flock stays the local
+// lock) with a cluster-wide lock: before the inner open, the server's lock
+// connection takes pg_try_advisory_lock(hashtextextended('apop-maildrop:'
+// || user, 0)); taken elsewhere -> Errc::in_use ([IN-USE]); database
+// unreachable -> Errc::temporary ([SYS/TEMP]). The lock is released when
+// the returned Maildrop is destroyed. Session-level advisory locks stack
+// per connection, so two sessions of one server are kept apart by the
+// inner (local) lock, as before.
+//
+// If the lock connection drops (PostgreSQL restarted) the server's locks
+// are gone; the next lock operation reconnects and takes the locks of the
+// sessions still open again (logged as an error where another server got
+// one meanwhile). Thread-safe (one mutex around the lock connection).
+class SharedLockOpener final : public pop3::MaildropOpener {
+ public:
+  SharedLockOpener(std::string url, pop3::MaildropOpener& inner);
+  ~SharedLockOpener() override;
+  SharedLockOpener(const SharedLockOpener&) = delete;
+  SharedLockOpener& operator=(const SharedLockOpener&) = delete;
+  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  // Locks currently held through this opener (for tests).
+  std::size_t held() const;
+
+ private:
+  class Locked;
+  Result<void> ensure_connected_locked();
+  Result<bool> try_lock_locked(const std::string& user);
+  void release(const std::string& user);
+  const std::string url_;
+  pop3::MaildropOpener& inner_;
+  mutable std::mutex mu_;
+  pg_conn* conn_ = nullptr;
+  std::map<std::string, unsigned> held_;  // user -> sessions holding its lock here
+};
+
+}  // namespace apop::pg

@@ -1,0 +1,344 @@
+"""Scale-out (issue 9): two `apop serve` processes sharing one data tree and a
+PostgreSQL database, behind HAProxy sending PROXY protocol v2; real clients
+(poplib, raw sockets) go through HAProxy.
+
+Checks: `apop user ...` and `apop deliver` against PostgreSQL; logins served
+by both servers, which log the client's real address; a second session of
+the same user on the other server gets [IN-USE]; a brute force spread over
+both servers is blocked on the combined count; killing a server mid-session
+loses no mail and the client gets in again through HAProxy on the other one.
+
+Needs Debian's postgresql and haproxy (scripts/deps.sh installs them); the
+test is skipped, saying so, only when those binaries are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import poplib
+import re
+import subprocess
+import signal
+import socket
+import time
+import unittest
+
+from apoptest import ALICE_SECRET, BOB_SECRET, ApopEnv, apop_digest, make_message, timestamp_of
+from pgcluster import Haproxy, PgCluster
+
+CAROL_SECRET = "Nimbus-orchard-5581-quill"
+BLOCK_AFTER = 4
+
+
+class RawClient:
+    """A POP3 client socket bound to a chosen loopback source address."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", timeout: float = 10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0))
+        self.buf = b""
+        self.greeting = self.line()
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"closed; partial {self.buf!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def cmd(self, text: str) -> bytes:
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.line()
+
+    def host(self) -> str:
+        return re.search(rb"@([^>]+)>", self.greeting).group(1).decode()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class ScaleOutTest(unittest.TestCase):
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PgCluster()
+        try:
+            cls.pg.start()
+        except BaseException:
+            cls.pg.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def setUp(self):
+        self.env = ApopEnv()
+        self.addCleanup(self.env.cleanup)
+        self.db = f"apop_{self.id().rsplit('.', 1)[-1][:40].lower()}"
+        self.url = self.pg.createdb(self.db)
+        self.clients: list[RawClient] = []
+        self.addCleanup(lambda: [c.close() for c in self.clients])
+
+    # -- helpers -------------------------------------------------------------------
+    def apop(self, *args: str, input: bytes | None = None, expect: int = 0):
+        return self.env.check(*args, "--data", self.env.data, "--users", self.url, input=input,
+                              expect=expect)
+
+    def add_user(self, name: str, secret: str):
+        self.apop("user", "add", name, "--password-stdin", input=secret.encode() + b"\n")
+
+    def deliver(self, user: str, message: bytes):
+        self.apop("deliver", user, input=message)
+
+    def start_cluster(self):
+        """Two servers (hostnames server-a, server-b) and HAProxy in front."""
+        self.servers = []
+        for name in ("server-a", "server-b"):
+            s = self.env.server("--users", self.url, "--hostname", name, "--trusted-proxy",
+                                "127.0.0.1", "--block-after-failures", str(BLOCK_AFTER),
+                                "--max-auth-failures", "3", "-v")
+            s.start()
+            self.servers.append(s)
+        self.haproxy = Haproxy([s.port for s in self.servers])
+        self.addCleanup(self.haproxy.cleanup)
+        self.haproxy.start()
+        # Both backends answered a health check (PROXY v2 LOCAL): they are up.
+        for s in self.servers:
+            try:
+                s.wait_for_log(r"connect addr=127\.0\.0\.1:\d+ proxy=", timeout=30)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{self.haproxy.log()}") from None
+
+    def client(self, source: str = "127.0.0.1") -> RawClient:
+        c = RawClient(self.haproxy.port, source)
+        self.clients.append(c)
+        return c
+
+    def client_on(self, host: str, source: str = "127.0.0.1") -> RawClient:
+        """A connection through HAProxy that landed on `host` (round robin)."""
+        for _ in range(6):
+            c = self.client(source)
+            if c.host() == host:
+                return c
+            c.cmd("QUIT")
+            c.close()
+        self.fail(f"HAProxy never sent a connection to {host}")
+
+    def login(self, c: RawClient, user: str, secret: str) -> bytes:
+        return c.cmd(f"APOP {user} {apop_digest(timestamp_of(c.greeting), secret)}")
+
+    def advisory_locks(self) -> int:
+        return int(self.pg.psql(self.db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                         " AND granted"))
+
+    def wait_for_locks(self, n: int, timeout: float = 5):
+        deadline = time.monotonic() + timeout
+        while self.advisory_locks() != n:
+            if time.monotonic() > deadline:
+                self.fail(f"expected {n} advisory lock(s), have {self.advisory_locks()}")
+            time.sleep(0.1)
+
+    def server(self, host: str):
+        return self.servers[0 if host == "server-a" else 1]
+
+    # -- tests ---------------------------------------------------------------------
+    def test_unit_tests_against_this_cluster(self):
+        """tests/unit/pg_shared_test.cpp skips its database tests without
+        APOP_TEST_PG_URL: here they run against the private cluster."""
+        unit = os.path.join(os.path.dirname(self.env.bin), "tests", "unit_pg")
+        if not os.access(unit, os.X_OK):
+            self.skipTest(f"{unit} not built (APOP_TESTS=OFF)")
+        env = dict(os.environ, APOP_TEST_PG_URL=self.url)
+        p = subprocess.run([unit, "--gtest_brief=1"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=240)
+        out = p.stdout.decode(errors="replace")
+        self.assertEqual(p.returncode, 0, out)
+        self.assertNotIn("SKIPPED", out)
+
+    def test_user_commands_against_postgresql(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.add_user("bob", BOB_SECRET)
+        p = self.apop("user", "add", "alice", "--password-stdin", input=b"another-Secret-99x\n",
+                      expect=1)
+        self.assertIn(b"already exists", p.stderr)
+        listing = self.apop("user", "list").stdout.decode()
+        self.assertRegex(listing, r"(?m)^alice\b")
+        self.assertRegex(listing, r"(?m)^bob\b")
+        self.apop("user", "passwd", "bob", "--password-stdin", input=b"Marble-heron-7741-sage\n")
+        self.apop("user", "secret", "add", "alice", "--name", "phone", "--password-stdin",
+                  input=b"Copper-finch-2291-moss\n")
+        self.assertIn("phone", self.apop("user", "secret", "list", "alice").stdout.decode())
+        self.apop("user", "policy", "alice", "--require-tls", "on")
+        self.assertIn("require", self.apop("user", "show", "alice").stdout.decode().lower())
+        self.apop("user", "policy", "alice", "--require-tls", "default")
+        self.apop("user", "secret", "revoke", "alice", "phone")
+        self.apop("user", "del", "bob")
+        self.apop("user", "del", "bob", expect=1)
+        listing = self.apop("user", "list").stdout.decode()
+        self.assertNotRegex(listing, r"(?m)^bob\b")
+        # Delivery checks the user in PostgreSQL: unknown users are EX_NOUSER.
+        self.deliver("alice", make_message("hello", "hi\n"))
+        self.apop("deliver", "nobody-here", input=b"Subject: x\n\nx\n", expect=67)
+        # Nothing went to SQLite; the rows are in PostgreSQL.
+        self.assertFalse(os.path.exists(os.path.join(self.env.data, "users.sqlite")))
+        self.assertEqual(self.pg.psql(self.db, "SELECT name FROM users ORDER BY name"), "alice")
+        self.assertEqual(self.pg.psql(self.db, "SELECT version FROM schema_version"), "2")
+        # Another secret.key would seal secrets no server can open: refused.
+        other = self.env.check("user", "list", "--data", self.env.data + "-other", "--users",
+                               self.url, expect=75)
+        self.assertIn(b"secret.key", other.stderr)
+        # A wrong URL is a configuration error, a down database a temporary one.
+        bad = self.env.check("user", "list", "--data", self.env.data, "--users",
+                             "mysql://x", expect=1)
+        self.assertIn(b"postgresql://", bad.stderr)
+
+    def test_logins_on_both_servers_see_the_real_client(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.deliver("alice", make_message("one", "first\n"))
+        self.start_cluster()
+        seen = set()
+        for _ in range(4):
+            c = self.client()
+            self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"), c.greeting)
+            self.assertTrue(c.cmd("STAT").startswith(b"+OK 1 "))
+            port = c.sock.getsockname()[1]
+            host = c.host()
+            seen.add(host)
+            self.assertTrue(c.cmd("QUIT").startswith(b"+OK"))
+            c.close()
+            # The server logs the client's own address (from the PROXY header),
+            # not HAProxy's.
+            self.server(host).wait_for_log(rf"login ok user=alice mech=APOP addr=127\.0\.0\.1:{port} ")
+        self.assertEqual(seen, {"server-a", "server-b"})
+        # poplib, a real client, through the balancer as well.
+        for _ in range(2):
+            p = poplib.POP3("127.0.0.1", self.haproxy.port, timeout=10)
+            p.apop("alice", ALICE_SECRET)
+            self.assertEqual(p.stat()[0], 1)
+            p.quit()
+
+    def test_second_session_on_other_server_is_in_use(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.deliver("alice", make_message("one", "first\n"))
+        self.start_cluster()
+        self.assertEqual(self.advisory_locks(), 0)
+        first = self.client_on("server-a")
+        self.assertTrue(self.login(first, "alice", ALICE_SECRET).startswith(b"+OK"))
+        # The session holds the cluster-wide lock in PostgreSQL (the servers
+        # share one host here, so their local flock would refuse as well).
+        self.assertEqual(self.advisory_locks(), 1)
+        second = self.client_on("server-b")
+        reply = self.login(second, "alice", ALICE_SECRET)
+        self.assertTrue(reply.startswith(b"-ERR [IN-USE]"), reply)
+        self.servers[1].wait_for_log(r"login failed user=alice mech=APOP .* reason=in-use")
+        # Released at QUIT: the other server gets it now.
+        self.assertTrue(first.cmd("QUIT").startswith(b"+OK"))
+        self.wait_for_locks(0)
+        third = self.client_on("server-b")
+        self.assertTrue(self.login(third, "alice", ALICE_SECRET).startswith(b"+OK"))
+        third.cmd("QUIT")
+
+    def test_brute_force_over_both_servers_is_blocked_as_one(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.start_cluster()
+        attacker = "127.0.0.2"  # another loopback address: its own counts and block
+        hosts = []
+        for i in range(BLOCK_AFTER):
+            c = self.client_on("server-a" if i % 2 == 0 else "server-b", source=attacker)
+            hosts.append(c.host())
+            reply = c.cmd(f"APOP alice {'0' * 32}")
+            self.assertTrue(reply.startswith(b"-ERR [AUTH]"), reply)
+            c.close()
+        self.assertEqual(hosts.count("server-a"), BLOCK_AFTER // 2)
+        # Neither server saw BLOCK_AFTER failures by itself, yet both block now,
+        # even the right secret.
+        for host in ("server-a", "server-b"):
+            c = self.client_on(host, source=attacker)
+            reply = self.login(c, "alice", ALICE_SECRET)
+            self.assertTrue(reply.startswith(b"-ERR [AUTH]"), reply)
+            self.server(host).wait_for_log(
+                r"login failed user=alice mech=APOP addr=127\.0\.0\.2:\d+ tls=0 reason=blocked")
+            c.close()
+        # The owner at their usual address is not locked out.
+        c = self.client()
+        self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"))
+        c.cmd("QUIT")
+
+    def test_database_down_is_sys_temp_and_recovers(self):
+        self.add_user("alice", ALICE_SECRET)
+        self.deliver("alice", make_message("one", "first\n"))
+        self.start_cluster()
+        inside = self.client_on("server-a")
+        self.assertTrue(self.login(inside, "alice", ALICE_SECRET).startswith(b"+OK"))
+        self.pg.stop("fast")
+        try:
+            # A logged-in session carries on without the database.
+            self.assertTrue(inside.cmd("STAT").startswith(b"+OK 1 "))
+            for host in ("server-a", "server-b"):
+                c = self.client_on(host)
+                reply = self.login(c, "bob", BOB_SECRET)
+                self.assertTrue(reply.startswith(b"-ERR [SYS/TEMP]"), reply)
+                self.server(host).wait_for_log(
+                    r"login failed user=bob mech=APOP .* reason=store-unavailable")
+                c.close()
+            # The tools say "try again later" (EX_TEMPFAIL): an MTA keeps the mail.
+            self.env.check("deliver", "--data", self.env.data, "--users", self.url, "alice",
+                           input=make_message("two", "second\n"), expect=75)
+        finally:
+            self.pg.start_server()
+        self.assertTrue(inside.cmd("QUIT").startswith(b"+OK"))
+        # Back by itself: the pools reconnect.
+        for host in ("server-a", "server-b"):
+            c = self.client_on(host)
+            self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"), host)
+            c.cmd("QUIT")
+        for s in self.servers:
+            self.assertIsNone(s.proc.poll())
+
+    def test_killed_server_loses_no_mail_and_clients_fail_over(self):
+        self.add_user("alice", ALICE_SECRET)
+        for i in range(3):
+            self.deliver("alice", make_message(f"m{i}", f"body {i}\n"))
+        self.start_cluster()
+        c = self.client_on("server-a")
+        self.assertTrue(self.login(c, "alice", ALICE_SECRET).startswith(b"+OK"))
+        self.assertTrue(c.cmd("DELE 1").startswith(b"+OK"))
+        self.assertTrue(c.cmd("DELE 2").startswith(b"+OK"))
+        self.assertEqual(self.advisory_locks(), 1)
+        # server-a dies mid-session (no QUIT: no UPDATE); PostgreSQL drops
+        # its lock with its connection.
+        self.servers[0].proc.send_signal(signal.SIGKILL)
+        self.servers[0].proc.wait(5)
+        self.wait_for_locks(0)
+        with self.assertRaises((ConnectionError, OSError)):
+            c.cmd("STAT")
+            c.cmd("STAT")
+        # Clients get in again through HAProxy, on server-b: the lock went
+        # with server-a's PostgreSQL connection, and every message is there.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                p = poplib.POP3("127.0.0.1", self.haproxy.port, timeout=10)
+                greeting = p.getwelcome()
+                self.assertIn(b"@server-b>", greeting)
+                p.apop("alice", ALICE_SECRET)
+                break
+            except (poplib.error_proto, OSError, EOFError) as e:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no failover within 10 s: {e!r}\n"
+                                         f"{self.servers[1].diagnostics()}")
+                time.sleep(0.2)
+        self.assertEqual(p.stat()[0], 3)
+        p.quit()
+        self.assertEqual(len(self.env.message_files("alice")), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
