@@ -58,6 +58,7 @@ struct MigrateArgs {
   std::string url;
   std::string to_user;
   std::string data;
+  std::string users;  // --users: a postgresql:// URL, else $APOP_USERS / DATA/users.sqlite
   std::string password_file;
   std::string auth = "auto";
   std::string tls;
@@ -156,7 +157,7 @@ int run_migrate(const MigrateArgs& a) {
 
   DataDir dir = resolve_data_dir(a.data);
   {
-    auto store = open_credentials(dir);
+    auto store = open_credentials(dir, resolve_users(a.users));
     if (!store) {
       std::fprintf(stderr, "apop migrate: %s\n", store.error().message.c_str());
       return kExitError;
@@ -317,6 +318,9 @@ void register_migrate(CLI::App& app, Registry& registry) {
   sub->add_option("--to-user", a->to_user, "The local apop user whose Maildir receives the mail")
       ->required();
   sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
+  sub->add_option("--users", a->users,
+                  "Account store: a postgresql:// URL (default: $APOP_USERS, else "
+                  "DATA/users.sqlite)");
   sub->add_option("--password-file", a->password_file,
                   "Read the source password from the first line of this file");
   sub->add_option("--auth", a->auth,

@@ -18,8 +18,8 @@
 #include "cli/serve_config.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
-#include "store/mail_location.hpp"
 #include "pg/shared.hpp"
+#include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {

@@ -349,7 +349,7 @@ int run_show(const UserArgs& a) {
 int run_mailbox(const UserArgs& a) {
   DataDir dir = resolve_data_dir(a.data);
   if (auto r = ensure_layout(dir); !r) return fail("mailbox", r.error());
-  auto store = open_credentials(dir);
+  auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("mailbox", store.error());
   if (a.location == "default") {
     if (auto r = (*store)->set_mail_location(a.name, std::nullopt); !r) {

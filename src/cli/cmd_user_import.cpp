@@ -36,6 +36,7 @@ could not be used; 64 usage error. Secrets are never printed.)";
 
 struct ImportArgs {
   std::string data;
+  std::string users;  // --users: a postgresql:// URL, else $APOP_USERS / DATA/users.sqlite
   std::string from;
   std::string file;
   bool dry_run = false;
@@ -94,10 +95,10 @@ int run_import(const ImportArgs& a) {
   }
   // --dry-run changes nothing: without a database yet, every user is new.
   std::unique_ptr<auth::CredentialStore> store;
-  if (a.dry_run && !std::filesystem::exists(dir.users_db())) {
+  if (a.dry_run && resolve_users(a.users).empty() && !std::filesystem::exists(dir.users_db())) {
     store = std::make_unique<auth::MemoryCredentialStore>();
   } else {
-    auto opened = open_credentials(dir);
+    auto opened = open_credentials(dir, resolve_users(a.users));
     if (!opened) {
       std::cerr << "apop user import: " << opened.error().message << "\n";
       return kExitError;
@@ -191,6 +192,9 @@ void register_user_import(CLI::App& user, Registry& registry) {
   CLI::App* sub = user.add_subcommand(
       "import", "Import accounts from a Dovecot passwd-file or a popauth (APOP) database");
   sub->add_option("--data", a->data, "Data directory (default: $APOP_DATA or ./apop-data)");
+  sub->add_option("--users", a->users,
+                  "Account store: a postgresql:// URL (default: $APOP_USERS, else "
+                  "DATA/users.sqlite)");
   sub->add_option("--from", a->from, "Format: dovecot-passwd or popauth")
       ->required()
       ->check(CLI::IsMember({"dovecot-passwd", "popauth"}));

@@ -5,6 +5,7 @@
 
 #include <ctime>
 
+#include "auth/foreign_hash.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/username.hpp"
 #include "pg/shared.hpp"
@@ -85,6 +86,9 @@ constexpr const char* kCreateV2 =
     " address text NOT NULL,"
     " until_ms bigint NOT NULL,"
     " PRIMARY KEY (user_key, address));";
+
+// Version 3: an account's own mail location (SQLite schema version 4).
+constexpr const char* kCreateV3 = "ALTER TABLE users ADD COLUMN mail_location text;";
 
 // An arbitrary constant: the advisory lock that serialises schema changes.
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7013390481632150617)";
@@ -191,6 +195,9 @@ Result<void> migrate(Pool& pool) {
   }
   if (version < 2) {
     if (auto r = exec_script(c, kCreateV2, "upgrading schema to version 2"); !r) return r;
+  }
+  if (version < 3) {
+    if (auto r = exec_script(c, kCreateV3, "upgrading schema to version 3"); !r) return r;
   }
   if (auto r = exec(c, "DELETE FROM schema_version", {}, "writing schema version"); !r) {
     return r.error();
@@ -406,7 +413,7 @@ Result<std::vector<auth::UserRecord>> PgCredentialStore::list() {
                 " (SELECT count(*) FROM device_secrets d WHERE d.user_name = users.name),"
                 " sealed_password IS NOT NULL,"
                 " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                " login_delay, expire_days, last_login"
+                " login_delay, expire_days, last_login, password_hash, mail_location"
                 " FROM users ORDER BY name COLLATE \"C\"",
                 {}, "listing users");
   if (!r) return r.error();
@@ -421,6 +428,8 @@ Result<std::vector<auth::UserRecord>> PgCredentialStore::list() {
     u.policy = row_policy(*r, i, 5);
     row_login_limits(*r, i, 9, u.policy);
     u.last_login = r->opt_integer(i, 11);
+    u.foreign_scheme = auth::foreign_scheme(r->text(i, 12));
+    if (!r->is_null(i, 13)) u.mail_location = r->text(i, 13);
     out.push_back(std::move(u));
   }
   return out;
@@ -559,6 +568,63 @@ Result<void> PgCredentialStore::record_login(std::string_view user, std::int64_t
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "UPDATE users SET last_login = $2 WHERE name = $1",
                 {Param::text(user), Param::integer(when)}, "recording login");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_user(user);
+  return {};
+}
+
+}  // namespace apop::pg
+
+namespace apop::pg {
+
+// As the SQLite store: the foreign hash goes into password_hash; empty
+// verifier columns decode to unusable verifiers, so SCRAM fails as for a
+// wrong password, and no sealed copy means no APOP/CRAM-MD5 until the
+// first plaintext login upgrades the account.
+Result<void> PgCredentialStore::import_foreign_hash(std::string_view user, std::string_view hash,
+                                                    bool replace) {
+  if (!auth::is_valid_username(user)) {
+    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
+  }
+  if (!auth::is_foreign_hash(hash)) return make_error(Errc::invalid, "not an imported hash");
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  const char* sql = replace
+                        ? "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                          " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, '', '', NULL)"
+                          " ON CONFLICT (name) DO UPDATE SET updated = $2, password_hash = $3,"
+                          " scram_sha256 = '', scram_sha1 = '', sealed_password = NULL"
+                        : "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
+                          " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, '', '', NULL)";
+  auto r = exec(lease->get(), sql, {Param::text(user), Param::integer(now()), Param::text(hash)},
+                "importing user");
+  if (!r && r.error().code == Errc::exists) {
+    return make_error(Errc::exists, "user already exists: " + std::string(user));
+  }
+  if (!r) return r.error();
+  return {};
+}
+
+Result<std::optional<std::string>> PgCredentialStore::mail_location(std::string_view user) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "SELECT mail_location FROM users WHERE name = $1",
+                {Param::text(user)}, "reading mail location");
+  if (!r) return r.error();
+  if (r->size() == 0) return no_user(user);
+  if (r->is_null(0, 0)) return std::optional<std::string>{};
+  return std::optional<std::string>{r->text(0, 0)};
+}
+
+Result<void> PgCredentialStore::set_mail_location(std::string_view user,
+                                                  const std::optional<std::string>& location) {
+  if (!auth::is_valid_username(user)) return no_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "UPDATE users SET mail_location = $2 WHERE name = $1",
+                {Param::text(user), location ? Param::text(*location) : Param::null()},
+                "setting mail location");
   if (!r) return r.error();
   if (r->affected() == 0) return no_user(user);
   return {};

@@ -26,6 +26,7 @@ class SharedLockOpener::Locked final : public pop3::Maildrop {
     owner_.release(user_);
   }
   std::span<const pop3::MessageInfo> messages() const override { return inner_->messages(); }
+  void load_delivery_times() override { inner_->load_delivery_times(); }
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     return inner_->open(index);
   }

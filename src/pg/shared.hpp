@@ -32,7 +32,7 @@
 
 namespace apop::pg {
 
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // Creates or upgrades the schema. Errc::permanent for a newer schema.
 Result<void> migrate(Pool& pool);
@@ -61,6 +61,11 @@ class PgCredentialStore final : public auth::CredentialStore {
   Result<auth::Policy> default_policy() override;
   Result<void> set_default_policy(const auth::Policy& policy) override;
   Result<void> record_login(std::string_view user, std::int64_t when) override;
+  Result<void> import_foreign_hash(std::string_view user, std::string_view hash,
+                                   bool replace) override;
+  Result<std::optional<std::string>> mail_location(std::string_view user) override;
+  Result<void> set_mail_location(std::string_view user,
+                                 const std::optional<std::string>& location) override;
 
   const std::shared_ptr<Pool>& pool() const { return pool_; }
 

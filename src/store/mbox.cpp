@@ -433,6 +433,9 @@ class MboxDrop final : public pop3::Maildrop {
         infos_(std::move(infos)) {}
 
   std::span<const pop3::MessageInfo> messages() const override { return infos_; }
+  // Delivery times come from each message's From_ line, read with the
+  // listing at open(): nothing more to load.
+  void load_delivery_times() override {}
 
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     if (index >= snaps_.size()) return make_error(Errc::invalid, "no such message");

@@ -38,6 +38,13 @@ class DownStore final : public CredentialStore {
   Result<Policy> default_policy() override { return down(); }
   Result<void> set_default_policy(const Policy&) override { return down(); }
   Result<void> record_login(std::string_view, std::int64_t) override { return down(); }
+  Result<void> import_foreign_hash(std::string_view, std::string_view, bool) override {
+    return down();
+  }
+  Result<std::optional<std::string>> mail_location(std::string_view) override { return down(); }
+  Result<void> set_mail_location(std::string_view, const std::optional<std::string>&) override {
+    return down();
+  }
 };
 
 TEST(AuthStoreUnavailable, ApopAndPlainSayTemporary) {
