@@ -219,7 +219,8 @@ TEST(PgStore, AnotherKeyIsRefused) {
 TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
   NEED_PG();
   {
-    // A version 1 database (accounts only) as an earlier apop left it.
+    // A version 1 database (accounts only, no mail_location) as an earlier
+    // apop left it.
     auto s = open_store(url);
     ASSERT_NE(s, nullptr);
     ASSERT_TRUE(s->add("alice", "alice-secret-1").ok());
@@ -227,6 +228,7 @@ TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
     ASSERT_TRUE(lease.ok());
     ASSERT_TRUE(exec_script(lease->get(),
                             "DROP TABLE auth_failures, auth_blocks, auth_good;"
+                            "ALTER TABLE users DROP COLUMN mail_location;"
                             "UPDATE schema_version SET version = 1",
                             "downgrade")
                     .ok());
@@ -237,6 +239,22 @@ TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(schema_version(pool).value(), kSchemaVersion);
   EXPECT_EQ(s->account("alice")->password.value_or(""), "alice-secret-1");
+  // Version 3's column: an account's own mail location.
+  EXPECT_FALSE(s->mail_location("alice").value().has_value());
+  ASSERT_TRUE(s->set_mail_location("alice", std::string("mbox:/var/mail/alice")).ok());
+  EXPECT_EQ(s->mail_location("alice").value().value_or(""), "mbox:/var/mail/alice");
+  EXPECT_EQ(s->list().value().at(0).mail_location.value_or(""), "mbox:/var/mail/alice");
+  EXPECT_EQ(s->mail_location("nobody").error().code, Errc::not_found);
+  // Imported foreign hashes: stored, listed by scheme, no sealed copy.
+  const std::string hash = "{SSHA256}EGYbNuZMfiT9YAWyBiAs4nOeCNpfnvAg0ALlAex9rEJOYUNsMTIzNA==";
+  ASSERT_TRUE(s->import_foreign_hash("bob", hash, false).ok());
+  EXPECT_EQ(s->import_foreign_hash("bob", hash, false).error().code, Errc::exists);
+  ASSERT_TRUE(s->import_foreign_hash("bob", hash, true).ok());
+  auto bob = s->account("bob");
+  ASSERT_TRUE(bob.ok());
+  EXPECT_EQ(bob->password_hash, hash);
+  EXPECT_FALSE(bob->password.has_value());
+  EXPECT_EQ(s->list().value().at(1).foreign_scheme, "SSHA256");
   {
     auto lease = pool.acquire();
     ASSERT_TRUE(exec_script(lease->get(), "UPDATE schema_version SET version = 99", "up").ok());
