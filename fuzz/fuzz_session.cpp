@@ -123,6 +123,15 @@ class FuzzStore final : public auth::CredentialStore {
   Result<auth::Policy> default_policy() override { return refused(); }
   Result<void> set_default_policy(const auth::Policy&) override { return refused(); }
   Result<void> record_login(std::string_view, std::int64_t) override { return {}; }
+  Result<void> import_foreign_hash(std::string_view, std::string_view, bool) override {
+    return refused();
+  }
+  Result<std::optional<std::string>> mail_location(std::string_view) override {
+    return std::optional<std::string>{};  // the server's default location
+  }
+  Result<void> set_mail_location(std::string_view, const std::optional<std::string>&) override {
+    return refused();
+  }
 
  private:
   static Error refused() { return Error{Errc::permanent, "not in the fuzzer"}; }
