@@ -260,8 +260,8 @@ class Session {
   bool auth_reply_ok(const Reply& r, std::string_view what) {
     if (r.ok) return true;
     if (r.code == "IN-USE" || r.code.rfind("SYS", 0) == 0) {
-      return fail(FetchStatus::error,
-                  std::string(what) + " failed: " + printable(r.text) + " [" + r.code + "]");
+      return fail(FetchStatus::error, std::string(what) + " failed: " + printable(r.text) + " [" +
+                                          printable(r.code) + "]");
     }
     return fail(FetchStatus::auth_failed,
                 std::string(what) + " rejected: authentication failed" +

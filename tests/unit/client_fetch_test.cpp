@@ -42,6 +42,7 @@ struct FakePop {
   bool sasl = false;                                   // run server-side SASL exchanges
   std::unique_ptr<auth::SaslExchange> exchange;
   bool user_ok = false;
+  std::optional<std::string> apop_reply;  // overrides the answer to APOP
   // Connection cut: after this many command lines, the server stops answering
   // and reads fail with "closed". -1: never.
   int cut_after = -1;
@@ -97,6 +98,7 @@ struct FakePop {
     }
     if (cmd == "STLS") return stls ? "+OK go\r\n" + stls_extra : "-ERR no\r\n";
     if (cmd == "APOP") {
+      if (apop_reply) return *apop_reply;
       std::string expect = std::string("alice ") + apop_digest(kTs, kSecret);
       return arg == expect ? ok("in") : "-ERR [AUTH] bad\r\n";
     }
@@ -449,6 +451,16 @@ TEST_F(FetchTest, PlaintextRefusedWithoutTls) {
   EXPECT_EQ(ok.status, FetchStatus::ok) << ok.error;
   EXPECT_EQ(ok.auth, "user");
   for (const auto& l : trace_) EXPECT_EQ(l.find(kSecret), std::string::npos) << l;
+}
+
+// Regression (fuzz_client_reply): a response code's own bytes reached the
+// error text (and so the terminal and `--json`) unfiltered.
+TEST_F(FetchTest, ResponseCodeWithControlAnd8BitBytesIsPrintedSafely) {
+  pop_.apop_reply = std::string("-ERR [SYS/TEM\xff\x01P] busy\r\n");
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::error);
+  EXPECT_NE(s.error.find("SYS/TEM"), std::string::npos) << s.error;
+  for (unsigned char c : s.error) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << s.error;
 }
 
 TEST_F(FetchTest, WrongPasswordIsAuthFailure) {
