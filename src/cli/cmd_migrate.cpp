@@ -132,28 +132,14 @@ int run_migrate(const MigrateArgs& a) {
   auto target = parse_url(a.url, why);
   if (!target) return usage(why);
   if (!auth::is_valid_username(a.to_user)) return usage("--to-user: invalid user name");
-  client::TlsMode mode = target->implicit ? client::TlsMode::implicit : client::TlsMode::automatic;
-  if (!a.tls.empty()) {
-    if (a.tls == "implicit")
-      mode = client::TlsMode::implicit;
-    else if (a.tls == "starttls")
-      mode = client::TlsMode::starttls;
-    else if (a.tls == "auto")
-      mode = client::TlsMode::automatic;
-    else if (a.tls == "none")
-      mode = client::TlsMode::none;
-    else
-      return usage("--tls must be implicit, starttls, auto or none");
-    if (target->implicit && mode != client::TlsMode::implicit) {
-      return usage("pop3s:// means implicit TLS; --tls " + a.tls + " contradicts it");
-    }
-  }
+  auto endpoint = resolve_endpoint(*target, a.tls, why);
+  if (!endpoint) return usage(why);
+  const client::TlsMode mode = endpoint->mode;
   auto mech = client::parse_auth_mech(a.auth);
   if (!mech)
     return usage("--auth must be auto, apop, scram-sha-256, cram-md5, plain, login or user");
   if (a.timeout <= 0 || a.timeout > 86400) return usage("--timeout must be 1..86400 seconds");
-  const bool implicit = mode == client::TlsMode::implicit;
-  const std::uint16_t port = target->port != 0 ? target->port : (implicit ? 995 : 110);
+  const std::uint16_t port = endpoint->port;
 
   DataDir dir = resolve_data_dir(a.data);
   {
@@ -248,7 +234,7 @@ int run_migrate(const MigrateArgs& a) {
   client::ConnectOptions co;
   co.host = target->host;
   co.port = port;
-  co.implicit_tls = implicit;
+  co.implicit_tls = mode == client::TlsMode::implicit;
   co.tls = opts.tls;
   co.timeout = std::chrono::seconds(a.timeout);
   client::FetchSummary sum;

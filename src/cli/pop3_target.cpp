@@ -135,4 +135,30 @@ std::string human_bytes(double b) {
   return buf;
 }
 
+std::optional<Endpoint> resolve_endpoint(const Target& target, const std::string& tls,
+                                         std::string& why) {
+  using client::TlsMode;
+  TlsMode mode = target.implicit ? TlsMode::implicit : TlsMode::automatic;
+  if (!tls.empty()) {
+    if (tls == "implicit") {
+      mode = TlsMode::implicit;
+    } else if (tls == "starttls") {
+      mode = TlsMode::starttls;
+    } else if (tls == "auto") {
+      mode = TlsMode::automatic;
+    } else if (tls == "none") {
+      mode = TlsMode::none;
+    } else {
+      why = "--tls must be implicit, starttls, auto or none";
+      return std::nullopt;
+    }
+    if (target.implicit && mode != TlsMode::implicit) {
+      why = "pop3s:// means implicit TLS; --tls " + tls + " contradicts it";
+      return std::nullopt;
+    }
+  }
+  const bool implicit = mode == TlsMode::implicit;
+  return Endpoint{mode, target.port != 0 ? target.port : std::uint16_t(implicit ? 995 : 110)};
+}
+
 }  // namespace apop::cli

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "client/fetch.hpp"
 #include "common/result.hpp"
 
 namespace apop::cli {
@@ -21,6 +22,16 @@ struct Target {
 // pop3://USER@HOST[:PORT] and pop3s://... (RFC 2384 without ;AUTH=); USER
 // may be percent-encoded. nullopt with `why` on a bad URL.
 std::optional<Target> parse_url(std::string_view url, std::string& why);
+
+// The TLS mode and port for `target` and a --tls flag (implicit, starttls,
+// auto, none; empty: implicit for pop3s://, else auto). nullopt with `why`
+// when the flag is unknown or contradicts pop3s://.
+struct Endpoint {
+  client::TlsMode mode = client::TlsMode::automatic;
+  std::uint16_t port = 110;
+};
+std::optional<Endpoint> resolve_endpoint(const Target& target, const std::string& tls,
+                                         std::string& why);
 
 // The first line of password_file, else $APOP_PASSWORD, else a prompt
 // without echo. Errc::invalid when none is available.
