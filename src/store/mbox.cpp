@@ -930,8 +930,7 @@ Result<std::pair<UniqueFd, fs::path>> create_journal(const fs::path& file,
     if (i == 1 && ::mkdir(opts.journal_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return sys_error("mkdir " + opts.journal_dir.string(), errno);
     }
-    UniqueFd fd(
-        ::open(paths[i].c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    UniqueFd fd(::open(paths[i].c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
     if (fd) return std::make_pair(std::move(fd), paths[i]);
     const int err = errno;
     // recover_mbox ran under the same locks: an existing file is not ours.
@@ -989,6 +988,7 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
   head.new_size = new_size;
   head.path = file.string();
   std::vector<char> buf(limits::kBodyChunk);
+  std::uint64_t header_len = 0;
   {
     auto abandon = [&](Error e) {
       ::unlink(jpath.c_str());
@@ -996,6 +996,7 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
       return e;
     };
     const std::string header = journal_header(head);
+    header_len = header.size();
     Sha1 sum;
     sum.update(header);
     if (!write_all(jfd.get(), header)) return abandon(sys_error("write " + jpath.string(), errno));
@@ -1016,7 +1017,6 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
       return abandon(sys_error("write " + jpath.string(), errno));
     }
     if (fsync_retry(jfd.get()) != 0) return abandon(sys_error("fsync " + jpath.string(), errno));
-    if (jfd.close_checked() != 0) return abandon(sys_error("close " + jpath.string(), errno));
     if (auto r = fsync_dir_of(jpath); !r) return abandon(r.error());
   }
   if (fault("journal")) return make_error(Errc::temporary, "injected fault: journal");
@@ -1036,14 +1036,16 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
     return undo(r.error());
   }
   if (fsync_retry(fd) != 0) return undo(sys_error("fsync " + file.string(), errno));
-  // 3. The kept messages down, front to back (destinations are never above
-  // their sources, so nothing is overwritten before it is read).
+  // 3. The kept messages down, read from the journal (the mark, and the
+  // moves themselves, overwrite parts of the file that are still to move).
   std::uint64_t dst = offset;
   bool first_chunk = true;
   for (const Seg& seg : keep) {
     for (std::uint64_t done = 0; done < seg.len;) {
       const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), seg.len - done));
-      if (auto r = pread_exact(fd, buf.data(), n, seg.src + done, file.string()); !r) {
+      if (auto r = pread_exact(jfd.get(), buf.data(), n, header_len + seg.src + done - offset,
+                               jpath.string());
+          !r) {
         return undo(r.error());
       }
       if (auto r = pwrite_all(fd, std::string_view(buf.data(), n), dst, file.string()); !r) {
@@ -1072,6 +1074,7 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
   if (fsync_retry(fd) != 0) return undo(sys_error("fsync " + file.string(), errno));
   if (fault("truncated")) return make_error(Errc::temporary, "injected fault: truncated");
   keep_times(fd, st);
+  jfd.reset();
   // 5. Done: the journal goes (should that fail, the next recovery sees the
   // truncated file and removes it).
   (void)remove_journal(jpath);

@@ -154,7 +154,7 @@ TEST_F(InPlace, DeletesFirstMiddleLastAndAllKeepingInodeModeAndQuoting) {
   EXPECT_EQ(after.st_mode & 07777, 0660u);
   EXPECT_FALSE(fs::exists(journal));
   EXPECT_FALSE(fs::exists(tmp.path() / "alice.lock"));
-  EXPECT_TRUE(fs::is_empty(tmp.path() / "journals") || !fs::exists(tmp.path() / "journals"));
+  EXPECT_FALSE(fs::exists(tmp.path() / "journals"));  // the mbox directory was writable
 }
 
 TEST_F(InPlace, SeveralGapsAndLeadingEmptyLines) {
@@ -180,22 +180,27 @@ TEST_F(InPlace, KeepsMailAppendedDuringTheSessionAndTheTimes) {
   const std::size_t del[] = {0, 2};
   ASSERT_TRUE((*md)->commit(del).ok());
   md->reset();
-  EXPECT_EQ(slurp(file), join({1, 3, 4}) + late);
-  struct stat st {};
+  struct stat st {};  // before reading it (which may update atime)
   ASSERT_EQ(::stat(file.c_str(), &st), 0);
   EXPECT_EQ(st.st_atim.tv_sec, 1000);
   EXPECT_EQ(st.st_mtim.tv_sec, 2000);
+  EXPECT_EQ(slurp(file), join({1, 3, 4}) + late);
 }
 
 TEST_F(InPlace, RenamePathKeepsTheTimesToo) {
+  auto md = open_mbox(file, opts(MboxRewrite::rename));
+  ASSERT_TRUE(md.ok());
+  // Set after the login read the file (a read may update atime itself).
   const struct timespec times[2] = {{1000, 0}, {2000, 0}};
   ASSERT_EQ(::utimensat(AT_FDCWD, file.c_str(), times, 0), 0);
-  ASSERT_TRUE(remove({0}, opts(MboxRewrite::rename)).ok());
-  EXPECT_EQ(slurp(file), join({1, 2, 3, 4}));
+  const std::size_t del[] = {0};
+  ASSERT_TRUE((*md)->commit(del).ok());
+  md->reset();
   struct stat st {};
   ASSERT_EQ(::stat(file.c_str(), &st), 0);
   EXPECT_EQ(st.st_atim.tv_sec, 1000);
   EXPECT_EQ(st.st_mtim.tv_sec, 2000);
+  EXPECT_EQ(slurp(file), join({1, 2, 3, 4}));
 }
 
 TEST_F(InPlace, JournalGoesToTheStateDirectoryWhenTheMboxDirectoryIsNotOurs) {
