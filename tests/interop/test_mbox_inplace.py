@@ -64,6 +64,7 @@ class MboxInPlaceTest(ApopTestCase):
     def test_deletions_applied_in_place_keeping_owner_mode_and_times(self):
         msgs = [make_message("m%d" % i, "From here\nbody %d\n" % i) for i in range(6)]
         self.write(msgs)
+        stored = read_mbox(self.path)  # as stored: ">From here"
         os.utime(self.path, (1000, 2000))  # unread new mail: mtime > atime
         before = os.stat(self.path)
         with self.serve() as srv:
@@ -73,7 +74,7 @@ class MboxInPlaceTest(ApopTestCase):
                 p.dele(d)
             p.quit()
             after = os.stat(self.path)
-            self.assertEqual(read_mbox(self.path), [msgs[1], msgs[3], msgs[4]])
+            self.assertEqual(read_mbox(self.path), [stored[1], stored[3], stored[4]])
             self.assertEqual(after.st_ino, before.st_ino, "rewritten in place, not replaced")
             self.assertEqual((after.st_uid, after.st_gid), (MBOX_OWNER, self.mail.gr_gid))
             self.assertEqual(after.st_mode & 0o7777, 0o660)
@@ -142,7 +143,7 @@ class MboxInPlaceTest(ApopTestCase):
                 def appender():
                     k = 0
                     while not stop.is_set() and k < 3:
-                        m = make_message("late-%d-%d" % (it, k), "From the MTA\nappended\n")
+                        m = make_message("late-%d-%d" % (it, k), "appended by the MTA\n")
                         locked_append(self.path, mbox_entry(m))
                         mine.append(m)
                         k += 1

@@ -274,7 +274,9 @@ TEST_P(ImportStoreTest, SaslPlainAndLoginUpgradeForeignHashOverTls) {
   ASSERT_TRUE(store->import_foreign_hash("carl", kCrypt, false).ok());
   StoreAuthenticator auth(*store);
   auto scheme = [&](std::string_view user) {
-    for (const auto& u : *store->list()) {
+    auto list = store->list();
+    EXPECT_TRUE(list);
+    for (const auto& u : *list) {
       if (u.name == user) return u.foreign_scheme;
     }
     return std::string("?");
@@ -284,7 +286,8 @@ TEST_P(ImportStoreTest, SaslPlainAndLoginUpgradeForeignHashOverTls) {
     ctx.tls = tls;
     auto s = auth.start_sasl("PLAIN", ctx);
     EXPECT_TRUE(s);
-    return s->step(base64_encode(std::string("\0") + std::string(user) + "\0" + std::string(pw)));
+    return s->step(base64_encode(std::string(1, '\0') + std::string(user) + std::string(1, '\0') +
+                                 std::string(pw)));
   };
   auto login = [&](std::string_view user, std::string_view pw, bool tls) {
     pop3::AuthContext ctx;
