@@ -437,6 +437,19 @@ Result<void> fsync_dir_of(const fs::path& path) {
   return {};
 }
 
+Result<void> pread_exact(int fd, char* buf, std::size_t n, std::uint64_t off,
+                         const std::string& label) {
+  while (n > 0) {
+    const ssize_t r = pread_retry(fd, buf, n, static_cast<off_t>(off));
+    if (r < 0) return sys_error("read " + label, errno);
+    if (r == 0) return make_error(Errc::temporary, "read " + label + ": unexpected end of file");
+    buf += r;
+    n -= static_cast<std::size_t>(r);
+    off += static_cast<std::uint64_t>(r);
+  }
+  return {};
+}
+
 Result<void> pwrite_all(int fd, std::string_view data, std::uint64_t off,
                         const std::string& label) {
   while (!data.empty()) {
@@ -767,15 +780,15 @@ std::string encode_mbox_journal(const MboxJournal& j) {
   return out;
 }
 
-Result<MboxJournal> decode_mbox_journal(std::string_view data) {
+namespace {
+
+// Parses the journal header at the start of `data` (which may hold more);
+// returns the header's length.
+Result<std::size_t> parse_journal_header(std::string_view data, MboxJournal& j) {
   auto bad = [](const std::string& why) {
     return make_error(Errc::invalid, "mbox journal: " + why);
   };
   if (!data.starts_with(kJournalMagic)) return bad("no header");
-  if (data.size() < kJournalMagic.size() + 41 || data.back() != '\n') return bad("incomplete");
-  const std::string_view body = data.substr(0, data.size() - 41);
-  if (sha1_hex(body) != data.substr(data.size() - 41, 40)) return bad("checksum mismatch");
-  MboxJournal j;
   std::size_t pos = kJournalMagic.size();
   const std::array<std::pair<std::string_view, std::uint64_t*>, 5> fields = {{
       {"dev ", &j.dev},
@@ -785,22 +798,37 @@ Result<MboxJournal> decode_mbox_journal(std::string_view data) {
       {"new-size ", &j.new_size},
   }};
   for (const auto& [name, dest] : fields) {
-    const std::size_t nl = body.find('\n', pos);
+    const std::size_t nl = data.find('\n', pos);
     if (nl == std::string_view::npos) return bad("truncated header");
-    const std::string_view line = body.substr(pos, nl - pos);
+    const std::string_view line = data.substr(pos, nl - pos);
     if (!line.starts_with(name) || !parse_u64(line.substr(name.size()), *dest)) {
       return bad("bad header line");
     }
     pos = nl + 1;
   }
-  if (body.substr(pos, 5) != "path ") return bad("bad header line");
-  const std::size_t end = body.find("\n\n", pos);
+  if (data.substr(pos, 5) != "path ") return bad("bad header line");
+  const std::size_t end = data.find("\n\n", pos);
   if (end == std::string_view::npos) return bad("truncated header");
-  j.path = std::string(body.substr(pos + 5, end - pos - 5));
-  pos = end + 2;
+  j.path = std::string(data.substr(pos + 5, end - pos - 5));
   if (j.offset > j.new_size || j.new_size >= j.size) return bad("inconsistent sizes");
-  if (body.size() - pos != j.size - j.offset) return bad("region length mismatch");
-  j.region = std::string(body.substr(pos));
+  return end + 2;
+}
+
+}  // namespace
+
+Result<MboxJournal> decode_mbox_journal(std::string_view data) {
+  auto bad = [](const std::string& why) {
+    return make_error(Errc::invalid, "mbox journal: " + why);
+  };
+  if (!data.starts_with(kJournalMagic)) return bad("no header");
+  if (data.size() < kJournalMagic.size() + 41 || data.back() != '\n') return bad("incomplete");
+  const std::string_view body = data.substr(0, data.size() - 41);
+  if (sha1_hex(body) != data.substr(data.size() - 41, 40)) return bad("checksum mismatch");
+  MboxJournal j;
+  auto header_len = parse_journal_header(body, j);
+  if (!header_len) return header_len.error();
+  if (body.size() - *header_len != j.size - j.offset) return bad("region length mismatch");
+  j.region = std::string(body.substr(*header_len));
   return j;
 }
 
@@ -824,28 +852,50 @@ Result<void> remove_journal(const fs::path& path) {
 
 // The journal at `path` when it is ours to act on: a regular file owned by
 // our effective user (anyone may create files in a 1777 /var/mail).
-Result<std::optional<std::string>> read_own_journal(const fs::path& path) {
+Result<std::optional<std::pair<UniqueFd, std::uint64_t>>> open_own_journal(const fs::path& path) {
+  using Opened = std::optional<std::pair<UniqueFd, std::uint64_t>>;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
-    if (errno == ENOENT || errno == ELOOP || errno == EACCES) return std::optional<std::string>{};
+    if (errno == ENOENT || errno == ELOOP || errno == EACCES) return Opened{};
     return sys_error("open " + path.string(), errno);
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return sys_error("stat " + path.string(), errno);
   if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || st.st_nlink != 1) {
-    return std::optional<std::string>{};  // not ours: never trusted, never removed
+    return Opened{};  // not ours: never trusted, never removed
   }
-  std::string data(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t got = 0;
-  while (got < data.size()) {
-    const ssize_t n =
-        pread_retry(fd.get(), data.data() + got, data.size() - got, static_cast<off_t>(got));
-    if (n < 0) return sys_error("read " + path.string(), errno);
-    if (n == 0) break;
-    got += static_cast<std::size_t>(n);
+  return Opened{std::make_pair(std::move(fd), static_cast<std::uint64_t>(st.st_size))};
+}
+
+// Checks a journal file without reading it whole into memory (it holds up
+// to the whole mbox): header, length and checksum. Returns the header length.
+Result<std::size_t> check_journal(int jf, std::uint64_t jsize, MboxJournal& j,
+                                  const std::string& label) {
+  constexpr std::size_t kTrailer = 41;  // 40 hex digits and LF
+  std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(jsize, 16384)), '\0');
+  const ssize_t got = pread_retry(jf, head.data(), head.size(), 0);
+  if (got < 0) return sys_error("read " + label, errno);
+  head.resize(static_cast<std::size_t>(got));
+  auto header_len = parse_journal_header(head, j);
+  if (!header_len) return header_len.error();
+  if (jsize < kTrailer || jsize - kTrailer != *header_len + (j.size - j.offset)) {
+    return make_error(Errc::invalid, "mbox journal: incomplete");
   }
-  data.resize(got);
-  return std::optional<std::string>{std::move(data)};
+  Sha1 sum;
+  std::vector<char> buf(limits::kBodyChunk);
+  for (std::uint64_t pos = 0; pos < jsize - kTrailer;) {
+    const auto n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), jsize - kTrailer - pos));
+    if (auto r = pread_exact(jf, buf.data(), n, pos, label); !r) return r.error();
+    sum.update(std::string_view(buf.data(), n));
+    pos += n;
+  }
+  char trailer[kTrailer];
+  if (auto r = pread_exact(jf, trailer, kTrailer, jsize - kTrailer, label); !r) return r.error();
+  if (std::string_view(trailer, kTrailer) != sum.hex() + "\n") {
+    return make_error(Errc::invalid, "mbox journal: checksum mismatch");
+  }
+  return header_len;
 }
 
 }  // namespace
@@ -853,15 +903,18 @@ Result<std::optional<std::string>> read_own_journal(const fs::path& path) {
 Result<bool> recover_mbox(const fs::path& file, int fd, const MboxOptions& opts) {
   bool found = false;
   for (const fs::path& path : mbox_journal_paths(file, opts)) {
-    auto text = read_own_journal(path);
-    if (!text) return text.error();
-    if (!*text) continue;
+    auto opened = open_own_journal(path);
+    if (!opened) return opened.error();
+    if (!*opened) continue;
     found = true;
-    auto j = decode_mbox_journal(**text);
+    const int jf = (*opened)->first.get();
+    MboxJournal j;
+    auto header_len = check_journal(jf, (*opened)->second, j, path.string());
+    if (!header_len && header_len.error().code != Errc::invalid) return header_len.error();
     struct stat st {};
     if (::fstat(fd, &st) != 0) return sys_error("stat " + file.string(), errno);
-    if (!j || j->dev != static_cast<std::uint64_t>(st.st_dev) ||
-        j->ino != static_cast<std::uint64_t>(st.st_ino)) {
+    if (!header_len || j.dev != static_cast<std::uint64_t>(st.st_dev) ||
+        j.ino != static_cast<std::uint64_t>(st.st_ino)) {
       // Incomplete (the rewrite died writing it: FILE untouched), damaged, or
       // of a file that is no longer there.
       if (auto r = remove_journal(path); !r) return r.error();
@@ -869,24 +922,36 @@ Result<bool> recover_mbox(const fs::path& file, int fd, const MboxOptions& opts)
     }
     const auto size = static_cast<std::uint64_t>(st.st_size);
     char mark = 1;
-    if (size > j->new_size) {
-      const ssize_t n = pread_retry(fd, &mark, 1, static_cast<off_t>(j->new_size));
+    if (size > j.new_size) {
+      const ssize_t n = pread_retry(fd, &mark, 1, static_cast<off_t>(j.new_size));
       if (n != 1) return sys_error("read " + file.string(), n < 0 ? errno : EIO);
     }
-    if (size == j->new_size || (size > j->new_size && mark != '\0')) {
+    if (size == j.new_size || (size > j.new_size && mark != '\0')) {
       // Truncated: FILE is the new state (plus mail appended since).
       if (auto r = remove_journal(path); !r) return r.error();
       continue;
     }
-    if (size < j->size) {
+    if (size < j.size) {
       return make_error(Errc::temporary, file.string() + " does not match the rewrite journal " +
                                              path.string() + " (size " + std::to_string(size) +
-                                             ", expected at least " + std::to_string(j->size) +
+                                             ", expected at least " + std::to_string(j.size) +
                                              "): left for the administrator (docs/migration.md)");
     }
     // Not truncated: put the original bytes back; [size, now) is mail
     // appended since and stays.
-    if (auto r = pwrite_all(fd, j->region, j->offset, file.string()); !r) return r.error();
+    std::vector<char> buf(limits::kBodyChunk);
+    for (std::uint64_t pos = 0; pos < j.size - j.offset;) {
+      const auto n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), j.size - j.offset - pos));
+      if (auto r = pread_exact(jf, buf.data(), n, *header_len + pos, path.string()); !r) {
+        return r.error();
+      }
+      if (auto r = pwrite_all(fd, std::string_view(buf.data(), n), j.offset + pos, file.string());
+          !r) {
+        return r.error();
+      }
+      pos += n;
+    }
     if (fsync_retry(fd) != 0) return sys_error("fsync " + file.string(), errno);
     if (auto r = remove_journal(path); !r) return r.error();
   }
@@ -907,19 +972,6 @@ bool journal_present(const fs::path& file, const MboxOptions& opts) {
 }  // namespace
 
 namespace {
-
-Result<void> pread_exact(int fd, char* buf, std::size_t n, std::uint64_t off,
-                         const std::string& label) {
-  while (n > 0) {
-    const ssize_t r = pread_retry(fd, buf, n, static_cast<off_t>(off));
-    if (r < 0) return sys_error("read " + label, errno);
-    if (r == 0) return make_error(Errc::temporary, "read " + label + ": unexpected end of file");
-    buf += r;
-    n -= static_cast<std::size_t>(r);
-    off += static_cast<std::uint64_t>(r);
-  }
-  return {};
-}
 
 // Creates the journal file: next to FILE when its directory lets us (and no
 // foreign file has that name), else in opts.journal_dir.
