@@ -110,15 +110,22 @@ pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::st
   }
   if (!verify_password_hash(acct->password_hash, password)) return failed("credentials");
   if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
+  return succeeded(upgrade_foreign_hash(user, password, acct->password_hash, ctx), *acct);
+}
+
+std::string StoreAuthenticator::upgrade_foreign_hash(std::string_view user,
+                                                     std::string_view password,
+                                                     std::string_view password_hash,
+                                                     const pop3::AuthContext& ctx) {
   // An imported hash (apop user import) is upgraded on the first login over
   // TLS: our scrypt hash, SCRAM verifiers and (policy permitting) the
   // encrypted copy, so APOP, CRAM-MD5 and SCRAM work from now on. Best
   // effort: a failure leaves the imported hash, which keeps working.
-  if (ctx.tls && is_foreign_hash(acct->password_hash)) {
+  if (ctx.tls && is_foreign_hash(password_hash)) {
     auto upgraded = store_.set_password(user, password);
-    return succeeded(upgraded ? "password-upgraded" : "password", *acct);
+    return upgraded ? "password-upgraded" : "password";
   }
-  return succeeded("password", *acct);
+  return "password";
 }
 
 namespace {
@@ -202,6 +209,12 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
     c.scram_sha256 = acct->scram_sha256;
     c.scram_sha1 = acct->scram_sha1;
     c.password_hash = acct->password_hash;
+    if (is_foreign_hash(acct->password_hash)) {
+      c.password_verified = [this, ctx, hash = std::string(acct->password_hash),
+                             name = std::string(user)](std::string_view password) {
+        return upgrade_foreign_hash(name, password, hash, ctx);
+      };
+    }
     for (const auto& d : acct->device_secrets)
       c.extra_secrets.emplace_back("device:" + d.name, d.secret);
     return c;

@@ -54,6 +54,13 @@ class StoreAuthenticator final : public pop3::Authenticator {
   void record_login(std::string_view user, std::int64_t when) override;
 
  private:
+  // After a password login (USER/PASS, PLAIN, LOGIN) with the account's
+  // stored `password_hash`: replaces an imported foreign hash by our own
+  // secrets when the connection is secure. Returns the credential name for
+  // the logs.
+  std::string upgrade_foreign_hash(std::string_view user, std::string_view password,
+                                   std::string_view password_hash, const pop3::AuthContext& ctx);
+
   CredentialStore& store_;
   ChallengeGenerator* challenges_;
 };

@@ -26,6 +26,13 @@ std::optional<SaslCredentials> lookup_user(const CredentialLookup& lookup, std::
   return lookup(user);
 }
 
+// The credential name of a PLAIN or LOGIN success (see
+// SaslCredentials::password_verified).
+std::string after_password(const std::optional<SaslCredentials>& creds, std::string_view password) {
+  if (creds && creds->password_verified) return creds->password_verified(password);
+  return "password";
+}
+
 char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -89,7 +96,7 @@ class PlainExchange final : public SaslExchange {
     if (!authzid.empty() && authzid != authcid) return failure();  // no proxy authentication
     const auto creds = lookup_user(lookup_, authcid);
     if (!check_password(creds, authcid, passwd)) return failure();
-    return success(std::string(authcid));
+    return success(std::string(authcid), after_password(creds, passwd));
   }
 
   CredentialLookup lookup_;
@@ -126,7 +133,7 @@ class LoginExchange final : public SaslExchange {
         const auto creds = usable ? lookup_user(lookup_, user_) : std::nullopt;
         const bool ok = check_password(creds, user_, *response);
         if (!(ok && usable)) return failure();
-        return success(std::move(user_));
+        return success(std::move(user_), after_password(creds, *response));
       }
       case State::done:
         break;

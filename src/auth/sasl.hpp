@@ -67,6 +67,10 @@ struct SaslCredentials {
   // More plaintext-equivalent secrets CRAM-MD5 accepts besides `plaintext`,
   // as (name for logs, secret): per-device secrets.
   std::vector<std::pair<std::string, std::string>> extra_secrets;
+  // Called by PLAIN and LOGIN once the password matched, with the password;
+  // returns the credential name for the logs ("password" when absent). The
+  // authenticator upgrades an imported hash there (authenticator.cpp).
+  std::function<std::string(std::string_view password)> password_verified;
 };
 
 // Looks up credentials; returns nullopt for unknown users. The exchange then

@@ -124,6 +124,10 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   if (auto loc = store::parse_mail_location(a.mail_location, /*require_user=*/true); !loc) {
     return make_error(Errc::invalid, "mail_location: " + loc.error().message);
   }
+  if (!store::parse_mbox_rewrite(a.mbox_rewrite)) {
+    return make_error(Errc::invalid, "mbox_rewrite: \"" + a.mbox_rewrite +
+                                         "\" is not one of auto, rename, in-place");
+  }
   return opts;
 }
 
@@ -264,6 +268,8 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   store::MboxOptions mbox;
   mbox.session_lock_dir = dir.root / "locks";
   mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
+  mbox.rewrite = store::parse_mbox_rewrite(a.mbox_rewrite).value();  // checked above
+  mbox.journal_dir = dir.root / "mbox-journal";
   auth::CredentialStore* accounts = store.value().get();
   store::LocationOpener locations(
       store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,

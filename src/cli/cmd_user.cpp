@@ -34,6 +34,9 @@ struct UserArgs {
   std::string login_delay, expire;  // RFC 2449, per account only
   bool global = false;
   std::string location;  // mailbox: "" (show), "default", or FORMAT:PATH
+  // add: the server's mail_location, to know where the new account's mail
+  // goes (a Maildir is created only for a maildir: location).
+  std::string mail_location = std::string(store::kDefaultMailLocation);
 };
 
 // The new secret for add/passwd: generated, from stdin, or prompted.
@@ -64,14 +67,27 @@ int run_add(const UserArgs& a) {
               << limits::kMaxUsername << ")\n";
     return kExitUsage;
   }
+  auto location = store::parse_mail_location(a.mail_location, /*require_user=*/true);
+  if (!location) {
+    std::cerr << "apop user add: --mail-location: " << location.error().message << "\n";
+    return kExitUsage;
+  }
   DataDir dir = resolve_data_dir(a.data);
   if (auto r = ensure_layout(dir); !r) return fail("add", r.error());
   auto store = open_credentials(dir, resolve_users(a.users));
   if (!store) return fail("add", store.error());
   auto secret = new_secret(a);
   if (!secret) return fail("add", secret.error());
+  // A new account has no location of its own: its mail goes where
+  // --mail-location says. Only a Maildir is created ahead: an mbox is created
+  // by the first delivery, as Postfix does, with the owner and mode the MTA
+  // gives it.
   if (auto r = (*store)->add(a.name, *secret); !r) return fail("add", r.error());
-  if (auto r = store::ensure_maildir(dir.maildir(a.name)); !r) return fail("add", r.error());
+  if (location->format == store::MailLocation::Format::maildir) {
+    auto path = store::expand_mail_location(*location, a.name, dir.root);
+    if (!path) return fail("add", path.error());
+    if (auto r = store::ensure_maildir(*path); !r) return fail("add", r.error());
+  }
   if (a.generate) std::cout << *secret << std::endl;  // printed once, never stored in clear
   std::cerr << "user " << a.name << " added\n";
   return kExitOk;
@@ -399,8 +415,14 @@ void register_user(CLI::App& app, Registry& registry) {
     registry.add(sub, [a, fn] { return fn(*a); });
     return std::make_pair(sub, a);
   };
-  make(user, "add", "Add a user (password from --password-stdin, --generate, or a prompt)", run_add,
-       true, true);
+  {
+    auto [add, args] =
+        make(user, "add", "Add a user (password from --password-stdin, --generate, or a prompt)",
+             run_add, true, true);
+    add->add_option("--mail-location", args->mail_location,
+                    "Where users' mail is, as apop serve's mail_location (default "
+                    "maildir:%d/mail/%u): the Maildir is created there; none for mbox:PATH");
+  }
   make(user, "passwd", "Change a user's password", run_passwd, true, true);
   make(user, "del", "Delete a user and their device secrets (their mail is kept)", run_del, true,
        false);

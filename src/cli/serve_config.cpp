@@ -36,6 +36,10 @@ const std::array kSpecs = {
     Spec{"mbox_lock_timeout", "--mbox-lock-timeout",
          "Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock ([IN-USE] after)",
          &ServeConfig::mbox_lock_timeout, false, 1, 600},
+    Spec{"mbox_rewrite", "--mbox-rewrite",
+         "How QUIT applies deletions to an mbox: auto (a new file renamed over it when it can get "
+         "the mbox's owner, group and mode, else in place with a journal), rename or in-place",
+         &ServeConfig::mbox_rewrite},
     Spec{"users", "--users",
          "Account store: a postgresql:// URL (shared by several servers; also the failed-login "
          "state and the maildrop locks), or empty for DATA/users.sqlite (default: $APOP_USERS)",

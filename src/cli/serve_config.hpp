@@ -26,6 +26,9 @@ struct ServeConfig {
   // Seconds a login or QUIT waits for an mbox's dotlock and fcntl lock.
   unsigned mbox_lock_timeout =
       static_cast<unsigned>(limits::kMboxSessionLockTimeout.count() / 1000);
+  // How QUIT applies mbox deletions: auto, rename or in-place
+  // (store::MboxRewrite).
+  std::string mbox_rewrite = "auto";
   // The account store: empty = $APOP_USERS, else DATA/users.sqlite; a
   // postgresql:// (or postgres://) URL = PostgreSQL, shared by several
   // servers (docs/scaling.md).

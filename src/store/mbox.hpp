@@ -119,16 +119,78 @@ class MboxLock {
 // ---------------------------------------------------------------------------
 // Serving.
 
+// How QUIT applies deletions (apop serve --mbox-rewrite).
+enum class MboxRewrite {
+  // rename when the new file can get FILE's owner, group and mode (we are
+  // root, or FILE's owner and a member of its group) and FILE's directory is
+  // writable; else in place.
+  automatic,
+  rename,    // always rename (fails with Errc::temporary where not permitted)
+  in_place,  // always in place
+};
+
+// "auto", "rename", "in-place" <-> MboxRewrite; nullopt for anything else.
+std::optional<MboxRewrite> parse_mbox_rewrite(std::string_view s);
+
 struct MboxOptions {
   MboxLockOptions lock;
   // Where the per-maildrop session locks live (one POP3 session per mbox
   // file at a time: [IN-USE]); created (0700) when missing.
   std::filesystem::path session_lock_dir;
+  MboxRewrite rewrite = MboxRewrite::automatic;
+  // Where in-place rewrites keep their journal when FILE's directory does
+  // not let us create .FILE.apop-journal there (mbox-HASH.journal, HASH of
+  // FILE's path); created (0700) when missing. Empty: only next to FILE.
+  std::filesystem::path journal_dir;
   // Tests only: commit() stops with an error (as if the process died) when
-  // this returns true for a stage: "write" (after each message copied),
-  // "fsync" (new file complete and synced), "rename" (linked, not renamed).
+  // this returns true for a stage. Rename: "write" (after each message
+  // copied), "fsync" (new file complete and synced), "rename" (linked, not
+  // renamed). In place: "journal-partial" (journal header written, not its
+  // data), "journal" (journal complete and synced, mbox untouched), "move"
+  // (after the first chunk moved down), "moved" (all moved and synced, not
+  // truncated), "truncated" (truncated and synced, journal not removed).
   std::function<bool(std::string_view stage)> fail_at;
 };
+
+// ---------------------------------------------------------------------------
+// In-place rewrite journal (docs/migration.md, "mbox").
+//
+// An in-place rewrite of FILE changes only [offset, size): it first writes
+// the original bytes of that region to a journal, fsyncs it and its
+// directory, then writes a NUL byte at new_size and fsyncs FILE (the mark
+// that the file is not truncated yet: mail an MTA appends never starts with
+// NUL), moves the kept messages down, fsyncs, truncates FILE to new_size,
+// fsyncs, and removes the journal. Format: the text header
+//   "APOP-MBOX-JOURNAL 1\n" then "dev D\n", "ino I\n", "size S\n",
+//   "offset O\n", "new-size N\n", "path P\n" and an empty line,
+// the S-O original bytes, and "SHA1HEX\n" (SHA-1 of everything before it).
+struct MboxJournal {
+  std::uint64_t dev = 0, ino = 0;
+  std::uint64_t size = 0;      // FILE's size before the rewrite
+  std::uint64_t offset = 0;    // where the first deleted message started
+  std::uint64_t new_size = 0;  // FILE's size after it
+  std::string path;            // FILE (informational)
+  std::string region;          // FILE's original bytes [offset, size)
+};
+std::string encode_mbox_journal(const MboxJournal& j);
+// Errc::invalid when incomplete (a crash while it was written), corrupted, or
+// inconsistent.
+Result<MboxJournal> decode_mbox_journal(std::string_view data);
+
+// Where the journal of `file` may be: next to it, and in opts.journal_dir.
+std::vector<std::filesystem::path> mbox_journal_paths(const std::filesystem::path& file,
+                                                      const MboxOptions& opts);
+
+// Crash recovery, to be called holding both locks, fd open read-write on
+// `file`. For each journal of `file` that we own: an invalid one, or one of
+// another file (device/inode), is removed (FILE was not touched yet); a valid
+// one is undone when FILE was not truncated yet (the original bytes written
+// back; mail appended since, at and after the original size, stays) and
+// simply removed when it was (FILE holds the new state, plus mail appended
+// since). Returns whether a journal was found. Errc::temporary on I/O errors
+// or when FILE's size fits neither case (then the journal is left for the
+// administrator).
+Result<bool> recover_mbox(const std::filesystem::path& file, int fd, const MboxOptions& opts);
 
 // Opens the mbox file `file` as a locked maildrop.
 //
@@ -155,8 +217,13 @@ struct MboxOptions {
 // renamed over FILE, and the directory fsynced: after a crash FILE is either
 // the old or the new version. The owner must be kept exactly (Postfix
 // refuses to deliver into a mailbox that is not the recipient's), so when
-// fchown is not permitted (we are neither root nor the owner) nothing is
-// changed and Errc::temporary explains it.
+// fchown is not permitted (we are neither root nor the owner), the rewrite
+// is done in place instead (MboxRewrite, recover_mbox above): the region from
+// the first deleted message to the end is saved in a journal, the kept
+// messages are moved down and the file truncated, all under both locks; the
+// next login, QUIT or delivery (under the locks) completes or undoes an
+// interrupted one. Either way FILE keeps its atime and mtime when we may set
+// them (mail readers compare them to tell new mail).
 class MboxOpener final : public pop3::MaildropOpener {
  public:
   MboxOpener(std::filesystem::path file, MboxOptions opts);

@@ -270,6 +270,33 @@ class MboxTest(ApopTestCase):
                        input=make_message("back", "to the Maildir\n"))
         self.assertEqual(len(self.env.message_files("alice")), 1)
 
+    def test_user_add_creates_a_maildir_only_for_a_maildir_location(self):
+        # An mbox location: no Maildir (the first delivery creates the mbox).
+        self.env.check("user", "add", "--data", self.env.data, "--mail-location",
+                       self.location, "bob", "--password-stdin", input=b"Bob-Secret-Pass-1\n")
+        self.assertFalse(os.path.exists(os.path.join(self.env.data, "mail", "bob")))
+        self.assertFalse(os.path.exists(os.path.join(self.spool, "bob")))
+        # A Maildir elsewhere: created there, not under DATA/mail.
+        other = os.path.join(self.env.root, "maildirs")
+        self.env.check("user", "add", "--data", self.env.data, "--mail-location",
+                       "maildir:" + other + "/%u", "carol", "--password-stdin",
+                       input=b"Carol-Secret-Pass-1\n")
+        for sub in ("cur", "new", "tmp"):
+            self.assertTrue(os.path.isdir(os.path.join(other, "carol", sub)))
+        self.assertFalse(os.path.exists(os.path.join(self.env.data, "mail", "carol")))
+        # The default: DATA/mail/USER, as before.
+        self.env.check("user", "add", "--data", self.env.data, "dave", "--password-stdin",
+                       input=b"Dave-Secret-Pass-1\n")
+        self.assertTrue(os.path.isdir(os.path.join(self.env.data, "mail", "dave", "new")))
+        # A bad location is a usage error, and no account is created.
+        bad = self.env.run("user", "add", "--data", self.env.data, "--mail-location",
+                           "mbox:/var/mail/shared", "erin", "--password-stdin",
+                           input=b"Erin-Secret-Pass-1\n")
+        self.assertEqual(bad.returncode, 64, bad.stderr)
+        self.assertIn(b"%u", bad.stderr)
+        self.assertNotIn(b"erin", self.env.check("user", "list", "--data",
+                                                   self.env.data).stdout)
+
     def test_sigkill_during_rewrite_never_loses_or_corrupts_mail(self):
         """SIGKILL the server at random moments of QUIT's rewrite while a procmail-style
         writer keeps appending: the file is always the old or the new state plus every

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "auth/authenticator.hpp"
+#include "auth/base64.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/foreign_hash.hpp"
 #include "auth/password_hash.hpp"
@@ -263,6 +264,67 @@ TEST_P(ImportStoreTest, ForeignHashLogsInWithUserPassOnlyThenUpgradesOverTls) {
   EXPECT_EQ(*a->password, kPw);
   EXPECT_GT(a->scram_sha256.iterations, 0u);
   EXPECT_TRUE(auth.verify_plain("bob", kPw, plain_ctx).ok);
+}
+
+// AUTH PLAIN and AUTH LOGIN upgrade an imported hash as USER/PASS does
+// (StoreAuthenticator::upgrade_foreign_hash), only over TLS.
+TEST_P(ImportStoreTest, SaslPlainAndLoginUpgradeForeignHashOverTls) {
+  auto store = make();
+  ASSERT_TRUE(store->import_foreign_hash("bob", kCrypt, false).ok());
+  ASSERT_TRUE(store->import_foreign_hash("carl", kCrypt, false).ok());
+  StoreAuthenticator auth(*store);
+  auto scheme = [&](std::string_view user) {
+    auto list = store->list();
+    EXPECT_TRUE(list);
+    for (const auto& u : *list) {
+      if (u.name == user) return u.foreign_scheme;
+    }
+    return std::string("?");
+  };
+  auto plain = [&](std::string_view user, std::string_view pw, bool tls) {
+    pop3::AuthContext ctx;
+    ctx.tls = tls;
+    auto s = auth.start_sasl("PLAIN", ctx);
+    EXPECT_TRUE(s);
+    return s->step(base64_encode(std::string(1, '\0') + std::string(user) + std::string(1, '\0') +
+                                 std::string(pw)));
+  };
+  auto login = [&](std::string_view user, std::string_view pw, bool tls) {
+    pop3::AuthContext ctx;
+    ctx.tls = tls;
+    auto s = auth.start_sasl("LOGIN", ctx);
+    EXPECT_TRUE(s);
+    EXPECT_EQ(s->step(std::nullopt).kind, pop3::SaslReply::Kind::challenge);
+    EXPECT_EQ(s->step(base64_encode(user)).kind, pop3::SaslReply::Kind::challenge);
+    return s->step(base64_encode(pw));
+  };
+  // Wrong password, or no TLS: no upgrade.
+  EXPECT_EQ(plain("bob", "wrong", true).kind, pop3::SaslReply::Kind::failure);
+  EXPECT_EQ(login("carl", "wrong", true).kind, pop3::SaslReply::Kind::failure);
+  auto r = plain("bob", kPw, false);
+  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
+  EXPECT_EQ(r.credential, "password");
+  r = login("carl", kPw, false);
+  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
+  EXPECT_EQ(r.credential, "password");
+  EXPECT_EQ(scheme("bob"), "SHA512-CRYPT");
+  EXPECT_EQ(scheme("carl"), "SHA512-CRYPT");
+  // Over TLS: upgraded, once.
+  r = plain("bob", kPw, true);
+  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
+  EXPECT_EQ(r.credential, "password-upgraded");
+  EXPECT_EQ(scheme("bob"), "");
+  r = login("carl", kPw, true);
+  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
+  EXPECT_EQ(r.credential, "password-upgraded");
+  EXPECT_EQ(scheme("carl"), "");
+  EXPECT_EQ(plain("bob", kPw, true).credential, "password");
+  EXPECT_EQ(login("carl", kPw, true).credential, "password");
+  // Our own secrets now: APOP works.
+  auto a = store->account("carl");
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->password.has_value());
+  EXPECT_EQ(*a->password, kPw);
 }
 
 TEST_P(ImportStoreTest, ReplaceKeepsDeviceSecretsAndRefusesNonForeign) {
