@@ -1,11 +1,13 @@
 # apop: convenience targets over the CMake presets (see CMakePresets.json).
 #   make demo    install deps, build (release), run a demo server on 127.0.0.1:$(PORT)
 #   make test    install deps, build (dev), run every test through ctest
-#   make asan    the same with ASan+UBSan (g++), halting on the first report
+#                (PRESET=asan: the same build and suite under ASan+UBSan)
+#   make asan    = make test PRESET=asan (g++, halting on the first report)
 #   make fuzz    build the libFuzzer targets (clang 14) and run each for
 #                $(FUZZ_SECONDS) s, $(FUZZ_JOBS) at a time (scripts/fuzz.sh)
 #   make bench   install deps (Dovecot too), build (release), compare apop with Dovecot
 PORT ?= 1110
+PRESET ?= dev
 JOBS ?= 2
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 1
@@ -20,16 +22,14 @@ deps:
 	bash scripts/deps.sh
 
 build: deps
-	cmake --preset dev
-	cmake --build --preset dev -j$(JOBS)
+	cmake --preset $(PRESET)
+	cmake --build --preset $(PRESET) -j$(JOBS)
 
 test: build
-	ctest --preset dev --output-on-failure -j$(JOBS)
+	ctest --preset $(PRESET) --output-on-failure -j$(JOBS)
 
-asan: deps
-	cmake --preset asan
-	cmake --build --preset asan -j$(JOBS)
-	ctest --preset asan --output-on-failure -j$(JOBS)
+asan:
+	$(MAKE) test PRESET=asan
 
 fuzz: deps
 	cmake --preset fuzz

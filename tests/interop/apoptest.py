@@ -40,6 +40,25 @@ LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
 
 EX_OK, EX_USAGE, EX_NOUSER, EX_TEMPFAIL = 0, 64, 67, 75
 
+# How much slower the binary under test is than the dev build: ctest sets 3 for
+# the ASan+UBSan build (tests/CMakeLists.txt). It stretches the waits for
+# something that must happen (server start and stop, log lines, wait_until,
+# replies on a Conn, CLI runs); a wait for something that must NOT happen
+# (`Conn.line(timeout=...)`) stays as written.
+SLOWDOWN = max(1.0, float(os.environ.get("APOP_TEST_SLOWDOWN", "1") or 1))
+
+# A report of ASan, LSan or UBSan in a process's standard error. The sanitizer
+# options halt the process on the first report, but a CLI run that was expected
+# to fail, or a server killed afterwards, would hide it: these checks do not.
+SANITIZER_RE = re.compile(r"ERROR: (?:AddressSanitizer|LeakSanitizer)|runtime error: ")
+
+
+def assert_no_sanitizer_report(what: str, stderr: str) -> None:
+    m = SANITIZER_RE.search(stderr)
+    if m:
+        start = max(0, stderr.rfind("\n", 0, m.start()) - 2000)
+        raise AssertionError(f"sanitizer report from {what}:\n{stderr[start:start + 8000]}")
+
 
 def apop_bin() -> str:
     path = os.environ.get("APOP_BIN") or os.path.join(REPO, "build", "dev", "apop")
@@ -123,6 +142,9 @@ class ApopEnv:
         for s in self._servers:
             s.kill_quietly()
         shutil.rmtree(self.root, ignore_errors=True)
+        for s in self._servers:
+            if s.proc is not None:
+                assert_no_sanitizer_report(f"`{' '.join(s.argv[1:3])}`", s.log())
 
     # -- running the binary -----------------------------------------------------------
     def run(self, *args: str, input: bytes | None = None, env: dict | None = None,
@@ -131,9 +153,12 @@ class ApopEnv:
         e.pop("APOP_DATA", None)
         if env:
             e.update(env)
-        return subprocess.run([self.bin, *args], input=input if input is not None else b"",
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
-                              cwd=cwd or self.root, timeout=timeout)
+        p = subprocess.run([self.bin, *args], input=input if input is not None else b"",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                           cwd=cwd or self.root, timeout=timeout * SLOWDOWN)
+        assert_no_sanitizer_report(f"`apop {' '.join(args)}`",
+                                   p.stderr.decode("utf-8", errors="replace"))
+        return p
 
     def check(self, *args: str, input: bytes | None = None, expect: int = 0,
               **kw) -> subprocess.CompletedProcess:
@@ -212,8 +237,8 @@ class Server:
     On leaving the block it sends SIGTERM and asserts exit status 0 within 10 s.
     """
 
-    START_TIMEOUT = 20.0
-    STOP_TIMEOUT = 10.0
+    START_TIMEOUT = 20.0 * SLOWDOWN
+    STOP_TIMEOUT = 10.0 * SLOWDOWN
 
     def __init__(self, env: ApopEnv, *args: str, listen: list[str] | None = None,
                  tls_listen: list[str] = (), data: str | None = None, use_data_flag: bool = True,
@@ -369,6 +394,7 @@ class Server:
     def wait_for_log(self, pattern: str, count: int = 1, timeout: float = 5.0) -> list[str]:
         """Waits until `count` stderr lines match the regex; returns all matching lines."""
         rx = re.compile(pattern)
+        timeout *= SLOWDOWN
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -397,6 +423,7 @@ class Conn:
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
                  read_greeting: bool = True):
+        timeout *= SLOWDOWN
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.buf = b""
@@ -524,6 +551,7 @@ def unstuff(lines: list[bytes]) -> list[bytes]:
 
 
 def wait_until(pred, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
+    timeout *= SLOWDOWN
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
