@@ -28,8 +28,8 @@ wall time under ASan on a busy machine) while another one kills. Messages are
 hard links to a pool of files written once per worker, so a mailbox is filled
 with link() instead of writing files, and "byte for byte" is checked without
 reading every message every time: every message file must be the very inode
-of its pool file (d_ino from the directory listing; a rewritten, replaced or
-torn message is another inode), and the pool files -- which keep every inode
+of its pool file (one lstat; a rewritten, replaced or torn message is another
+inode), and the pool files -- which keep every inode
 alive, deleted or not -- are compared with their contents at the end.
 
 Kill timing adapts to the binary and the machine (a debug, optimised or ASan
@@ -214,7 +214,8 @@ class Mailbox:
                     uidl = entry.name.split(",", 1)[0]
                     check(uidl not in found, f"duplicate message file {entry.name}; {context}")
                     check(uidl in self.of, f"unknown message file {entry.name}; {context}")
-                    check(entry.inode() == self.pool[self.of[uidl]][1],
+                    # st_ino, not d_ino: overlayfs may report another d_ino.
+                    check(entry.stat(follow_symlinks=False).st_ino == self.pool[self.of[uidl]][1],
                           f"{entry.name} is not the file that was delivered (rewritten or "
                           f"replaced); {context}")
                     found.add(uidl)
