@@ -133,7 +133,7 @@ class LiteServer:
             os.kill(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.proc.wait(30)
+        self.proc.wait()  # no timeout: Popen polls with sleeps then
         self._collect()
 
     def stop(self) -> int:
@@ -172,7 +172,7 @@ class Mailbox:
         os.makedirs(pool_dir)
         # Enough for the maildrop, what arrives while the server is down, and
         # the messages deleted but not yet known to be gone.
-        self.pool: list[tuple[str, int, bytes]] = []  # (path, inode, content)
+        self.pool: list[tuple[str, int, bytes, str]] = []  # (path, inode, content, S=,W=)
         for k in range(2 * size + 8):
             body = b"".join(f"pool {k} line {j} ".encode() + b"x" * rng.randint(0, 90) + b"\n"
                             for j in range(rng.randint(1, 40)))
@@ -180,7 +180,8 @@ class Mailbox:
             path = os.path.join(pool_dir, str(k))
             with open(path, "wb") as f:
                 f.write(data)
-            self.pool.append((path, os.stat(path).st_ino, data))
+            self.pool.append((path, os.stat(path).st_ino, data,
+                              f"S={len(data)},W={crlf_size(data)}"))
         self.free = list(range(len(self.pool)))
         rng.shuffle(self.free)
         self.of: dict[str, int] = {}  # UIDL -> pool index, for every message not known gone
@@ -191,10 +192,10 @@ class Mailbox:
         now = int(time.time())
         for _ in range(min(n, len(self.free))):
             k = self.free.pop()
-            path, _, data = self.pool[k]
+            path, _, _, sizes = self.pool[k]
             self.counter += 1
             uidl = f"{now}.M{self.counter}P{os.getpid()}.crashtest"
-            name = f"{uidl},S={len(data)},W={crlf_size(data)}" + (":2," if sub == "cur" else "")
+            name = f"{uidl},{sizes}" + (":2," if sub == "cur" else "")
             os.link(path, os.path.join(self.dir, sub, name))
             self.of[uidl] = k
             out.append(uidl)
@@ -222,13 +223,28 @@ class Mailbox:
         return found
 
     def verify_pool(self):
-        for path, inode, data in self.pool:
+        for path, inode, data, _ in self.pool:
             with open(path, "rb") as f:
                 check(f.read() == data and os.fstat(f.fileno()).st_ino == inode,
                       f"message file {path} changed")
 
     def journal_present(self) -> bool:
         return os.path.exists(os.path.join(self.dir, JOURNAL))
+
+    def journal_removals(self, context: str) -> set[str]:
+        """The UIDLs a committed journal removes (its format: store/update_journal.hpp;
+        renamed into place only when complete, so it must parse)."""
+        with open(os.path.join(self.dir, JOURNAL), "rb") as f:
+            data = f.read()
+        check(data.startswith(b"apop-update 1\n") and data.endswith(b"E\0"),
+              f"journal torn or malformed: {data[:60]!r}...{data[-20:]!r}; {context}")
+        removed = set()
+        for record in data[len(b"apop-update 1\n"):-2].split(b"\0")[:-1]:
+            check(record[:1] in (b"D", b"K") and len(record) > 1,
+                  f"journal record {record!r}; {context}")
+            if record[:1] == b"D":
+                removed.add(record[1:].decode().split(",", 1)[0])
+        return removed
 
     def journal_tmp_present(self) -> bool:
         return os.path.exists(os.path.join(self.dir, JOURNAL_TMP))
@@ -429,6 +445,11 @@ class Worker:
             # journal present. What the kill hit steers the next delay.
             found = self.check_between(old, new, context)
             committed = box.journal_present()
+            if committed:
+                check(box.journal_removals(context) == old - new,
+                      f"the journal does not name exactly the deleted messages; {context}")
+            elif box.journal_tmp_present():
+                check(found == old, f"removal before the journal was committed; {context}")
             if found not in (old, new):
                 check(committed, f"partial removal without journal; {context}")
                 st["partial_on_disk"] += 1
