@@ -43,8 +43,10 @@ every size gets kills before, inside and after the commit window. Kills
 during recovery are steered the same way (journal still there or gone).
 
 The run is bounded by APOP_CRASH_BUDGET seconds of kills (default 55; the
-workers run side by side), APOP_CRASH_ITERATIONS kills per size (default 400)
-and APOP_CRASH_SIZES (default 1,10,200,1000); APOP_CRASH_SEED repeats a run.
+workers run side by side; a size that has not yet had 10 kills with some on
+each side of the commit point goes on for at most the budget once more),
+APOP_CRASH_ITERATIONS kills per size (default 400) and APOP_CRASH_SIZES
+(default 1,10,200,1000); APOP_CRASH_SEED repeats a run.
 The figures are printed (docs/robustness.md lists the latest).
 """
 
@@ -71,6 +73,7 @@ JOURNAL_TMP = "apop-pop3.update.tmp"
 SIZES = tuple(int(x) for x in os.environ.get("APOP_CRASH_SIZES", "1,10,200,1000").split(","))
 START_TIMEOUT = 60.0  # a server start under ASan on a loaded machine
 STEP = 1.25  # the staircase's factor
+MIN_KILLS = 10  # per size
 
 
 def crlf_size(data: bytes) -> int:
@@ -301,11 +304,12 @@ class Worker:
     """Kills the server of one maildrop size over and over; returns its figures."""
 
     def __init__(self, binary: str, template: str, root: str, size: int, seed: int,
-                 deadline_in: float, iterations: int, stop_event):
+                 budget: float, iterations: int, stop_event):
         self.size = size
         self.seed = seed
         self.rng = random.Random(seed)
-        self.deadline = time.monotonic() + deadline_in
+        self.deadline = time.monotonic() + budget
+        self.hard_deadline = self.deadline + budget
         self.iterations = iterations
         self.stop_event = stop_event
         data = os.path.join(root, "data")
@@ -351,6 +355,14 @@ class Worker:
         check(found <= old, f"unknown message on disk; {context}")
         check(new <= found, f"kept message lost: {sorted(new - found)[:5]}; {context}")
         return found
+
+    def enough(self) -> bool:
+        """What the test asserts for each size. A size that has not got it
+        when the budget is spent (a slow binary on a loaded machine) goes on
+        for at most the budget once more."""
+        st = self.st
+        return (st["kills"] >= MIN_KILLS and st["before"] > 0
+                and st["committed"] + st["after"] > 0)
 
     def calibrate(self) -> tuple[float, float]:
         """One QUIT deleting about half of a full maildrop, timed, and the time
@@ -406,8 +418,9 @@ class Worker:
             check(not box.journal_present(), f"journal left after login; {context}")
             check(not box.journal_tmp_present(), f"journal .tmp left after login; {context}")
             box.gone(set(box.of) - seen)
-            if (st["kills"] >= self.iterations or time.monotonic() >= self.deadline
-                    or self.stop_event.is_set()):
+            if (st["kills"] >= self.iterations or self.stop_event.is_set()
+                    or time.monotonic() >= self.hard_deadline
+                    or (time.monotonic() >= self.deadline and self.enough())):
                 check(c.quit().startswith(b"+OK"), "final QUIT")
                 rc = self.srv.stop()
                 check(rc == 0, f"exit status {rc} after SIGTERM\n{self.srv.diagnostics()}")
@@ -536,8 +549,8 @@ class CrashUpdateTest(ApopTestCase):
             workers.append((size, p, parent))
         results, failures = {}, []
         for size, p, parent in workers:
-            # Bounded: the budget, one last session and a slow server start.
-            left = budget + 2 * START_TIMEOUT + 60 - (time.monotonic() - start)
+            # Bounded: twice the budget, one last session and a slow server start.
+            left = 2 * budget + 2 * START_TIMEOUT + 60 - (time.monotonic() - start)
             if parent.poll(max(left, 1)):
                 try:
                     status, value = parent.recv()
@@ -577,7 +590,8 @@ class CrashUpdateTest(ApopTestCase):
         # testing UPDATE.
         for size in SIZES:
             s = results[size]
-            self.assertGreaterEqual(s["kills"], 10, f"size {size}: too few kills in the budget")
+            self.assertGreaterEqual(s["kills"], MIN_KILLS,
+                                    f"size {size}: too few kills in twice the budget")
             self.assertGreater(s["before"], 0, f"size {size}: no kill before the commit point")
             self.assertGreater(s["committed"] + s["after"], 0,
                                f"size {size}: no kill after the commit point")
