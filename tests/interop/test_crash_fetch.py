@@ -25,7 +25,7 @@ import sys
 import time
 import unittest
 
-from apoptest import ALICE_SECRET, make_message
+from apoptest import ALICE_SECRET, assert_no_sanitizer_report, make_message
 from test_fetch import FetchTestCase, fetch_available, maildir_messages
 
 
@@ -105,6 +105,7 @@ class FetchKillTest(FetchTestCase):
                 time.sleep(wait)
                 p.send_signal(signal.SIGKILL)
                 rc = p.wait(30)
+                assert_no_sanitizer_report("apop fetch", p.stderr.read().decode("utf-8", "replace"))
                 p.stderr.close()
                 before = (len(stored), len(on_server))
                 stored, on_server = check(f"seed {seed}, run {it}, killed after "

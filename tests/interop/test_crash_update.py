@@ -66,7 +66,8 @@ import time
 import traceback
 import unittest
 
-from apoptest import ALICE_SECRET, LISTENING_RE, ApopTestCase, Conn, apop_digest
+from apoptest import (ALICE_SECRET, LISTENING_RE, ApopTestCase, Conn, apop_digest,
+                      assert_no_sanitizer_report)
 
 JOURNAL = "apop-pop3.update"
 JOURNAL_TMP = "apop-pop3.update.tmp"
@@ -155,6 +156,11 @@ class LiteServer:
             self.log += chunk
         self.proc.stderr.close()
         self.proc = None
+        # A sanitizer report halts the server, but the kill would hide it.
+        try:
+            assert_no_sanitizer_report("apop serve", self.log.decode("utf-8", "replace"))
+        except AssertionError as e:
+            raise Failure(str(e)) from None
 
     def diagnostics(self) -> str:
         return ("--- previous server's stderr ---\n" + self.last_log.decode("utf-8", "replace")
