@@ -6,6 +6,13 @@ never partial. Duplicates are the documented at-least-once window: a message
 stored but not yet recorded in the state file when the kill came is fetched
 again by the next run, so at most one duplicate per kill. A final run without
 a kill empties the server.
+
+The kill delay adapts to the binary and the machine (a fetch starts in a few
+tens of milliseconds on the debug build, in over a second under ASan on a
+busy machine): it starts at the time `apop fetch --help` takes and then
+follows what the kills hit, so most kills land while fetch is at work (at
+least one must); new mail arrives on the server when it runs low.
+APOP_CRASH_SEED repeats a run.
 """
 
 from __future__ import annotations
@@ -18,28 +25,57 @@ import sys
 import time
 import unittest
 
-from apoptest import ALICE_SECRET, make_message
+from apoptest import ALICE_SECRET, assert_no_sanitizer_report, make_message
 from test_fetch import FetchTestCase, fetch_available, maildir_messages
+
+
+STEP = 1.3  # the kill delay's staircase factor
 
 
 @unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class FetchKillTest(FetchTestCase):
 
     def test_sigkill_in_delete_mode_loses_nothing(self):
-        rng = random.Random()
+        rng = random.Random(int(os.environ.get("APOP_CRASH_SEED", "0")) or None)
         seed = rng.randrange(1 << 30)
         rng.seed(seed)
-        msgs = []
-        for i in range(40):
-            lines = rng.choice((5, 50, 3000))
-            body = "".join(f"message {i} line {k} " + "y" * rng.randrange(70) + "\n"
-                           for k in range(lines))
-            msgs.append(make_message(f"kill-{i}", body))
-        self.setup_alice(msgs)
+        msgs: list[bytes] = []
+        maildrop = self.env.maildir("alice")
+
+        def arrive(n: int):
+            """n new messages on the server, delivered the Maildir way (tmp/,
+            then rename into new/), so the kills keep finding work."""
+            for _ in range(n):
+                i = len(msgs)
+                lines = rng.choice((5, 50, 3000))
+                body = "".join(f"message {i} line {k} " + "y" * rng.randrange(70) + "\n"
+                               for k in range(lines))
+                m = make_message(f"kill-{i}", body)
+                name = f"{int(time.time())}.M{i}P{os.getpid()}.crashtest"
+                with open(os.path.join(maildrop, "tmp", name), "wb") as f:
+                    f.write(m)
+                os.rename(os.path.join(maildrop, "tmp", name), os.path.join(maildrop, "new", name))
+                msgs.append(m)
+
+        self.setup_alice()
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(maildrop, sub), exist_ok=True)
+        arrive(40)
         md = os.path.join(self.work, "Maildir")
         e = dict(os.environ)
         e.pop("APOP_DATA", None)
         e.update({"HOME": self.work, "XDG_STATE_HOME": os.path.join(self.work, "xdg")})
+        # The kill delay starts at the time the binary needs to start (several
+        # times longer under ASan or on a loaded machine) and then follows what
+        # the kills hit: a kill before anything moved makes the next delay
+        # longer, a run that finished before its kill shorter, so the kills
+        # land while messages are retrieved, stored, deleted and QUIT runs.
+        t0 = time.perf_counter()
+        subprocess.run([self.env.bin, "fetch", "--help"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+        delay = time.perf_counter() - t0
+        outcomes = {"before_any_progress": 0, "mid_run": 0, "finished_first": 0,
+                    "failed_first": 0}
         kills = 0
         with self.env.server() as srv:
             argv = [self.env.bin, "fetch", f"pop3://alice@127.0.0.1:{srv.port}", "--tls", "none",
@@ -57,22 +93,40 @@ class FetchKillTest(FetchTestCase):
                 self.assertEqual(missing, set(), f"messages lost; {context}")
                 return stored, on_server
 
-            # Up to 30 runs, each killed after a random delay (longer as the
-            # mailbox empties, so QUIT and the state save are hit too).
+            # 30 runs, each killed after a steered random delay.
+            stored, on_server = check("start")
             for it in range(30):
-                if not self.env.stored_messages("alice"):
-                    break
+                if len(on_server) < 10:
+                    arrive(20)
+                    on_server = self.env.stored_messages("alice")
+                wait = delay * rng.uniform(0.5, 1.5)
                 p = subprocess.Popen(argv, env=e, cwd=self.work, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                time.sleep(rng.uniform(0, 0.05 + 0.02 * it))
+                time.sleep(wait)
                 p.send_signal(signal.SIGKILL)
                 rc = p.wait(30)
+                assert_no_sanitizer_report("apop fetch", p.stderr.read().decode("utf-8", "replace"))
                 p.stderr.close()
-                kills += rc == -signal.SIGKILL
+                before = (len(stored), len(on_server))
+                stored, on_server = check(f"seed {seed}, run {it}, killed after "
+                                          f"{wait * 1000:.0f} ms, exit {rc}")
+                if rc == -signal.SIGKILL:
+                    kills += 1
+                    if (len(stored), len(on_server)) == before:
+                        outcomes["before_any_progress"] += 1
+                        delay = min(delay * STEP, 60)
+                    else:
+                        outcomes["mid_run"] += 1
+                elif rc == 0:
+                    outcomes["finished_first"] += 1
+                    delay /= STEP
+                else:
+                    # Most likely [IN-USE]: the server had not yet noticed
+                    # the previous killed client. Harmless; not steered.
+                    outcomes["failed_first"] += 1
                 # The server must notice the dropped client and release the lock
                 # before the next run (else it gets [IN-USE], also harmless).
                 time.sleep(0.05)
-                check(f"seed {seed}, run {it}, exit {rc}")
             # A run to completion.
             for _ in range(50):
                 p = self.fetch(f"pop3://alice@127.0.0.1:{srv.port}", "--tls", "none",
@@ -87,9 +141,11 @@ class FetchKillTest(FetchTestCase):
         dups = len(stored) - len(msgs)
         self.assertLessEqual(dups, kills, "more than one duplicate per kill")
         leftovers = len(os.listdir(os.path.join(md, "tmp")))
-        print(f"crash-fetch: seed {seed}, {kills} kills, {len(msgs)} messages, "
-              f"{dups} duplicates, {leftovers} tmp/ leftovers in the destination",
-              file=sys.stderr)
+        print(f"crash-fetch: seed {seed}, {kills} kills ({outcomes}), {len(msgs)} messages, "
+              f"{dups} duplicates, {leftovers} tmp/ leftovers in the destination, kill delay "
+              f"steered to {delay * 1000:.0f} ms", file=sys.stderr)
+        # Else the kills did not test a fetch at work.
+        self.assertGreater(outcomes["mid_run"], 0, "no kill landed while fetch was at work")
 
 
 if __name__ == "__main__":
