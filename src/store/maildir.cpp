@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/dir_io.hpp"
+#include "store/maildir_cache.hpp"
 #include "store/maildir_name.hpp"
 #include "store/uidl_map.hpp"
 #include "store/update_journal.hpp"
@@ -76,21 +78,68 @@ Result<std::optional<std::uint64_t>> count_crlf_size(int dirfd, const std::strin
   return std::optional<std::uint64_t>{sizer.size()};
 }
 
+// The names are views: into the listing's strings, the cache file's bytes or
+// a renamed name, all owned by the maildrop (Listing/MaildirDrop storage) and
+// never moved; one allocation per message less on a big login.
 struct Entry {
-  std::string name;  // file name in cur/ as last seen
-  std::string base;  // part before ':'
-  std::uint64_t time = 0;
+  std::string_view name;  // file name in cur/ as last seen (not NUL-terminated)
+  // Length of the base name (the part before ':'; a rename by another client
+  // changes the flags only, so the base stays a prefix of name).
+  std::size_t base_len = 0;
+  std::string_view base() const { return name.substr(0, base_len); }
+  std::string path() const { return std::string(name); }  // for the *at() calls
 };
+
+// What the open of a maildrop found, and what a later cache write needs.
+struct Listing {
+  std::vector<Entry> entries;
+  std::vector<pop3::MessageInfo> infos;
+  // The UIDLs are the ones a fresh listing of any subset would give (no
+  // duplicate needed a hash-derived UIDL) and nothing was cut at
+  // kMaxMessages: a cache written after UPDATE may hold the survivors.
+  bool subset_stable = false;
+  // The key of apop-uidl at the open (StatKey{} when absent); known = false
+  // when it could not be stat()ed (then no cache is read or written).
+  StatKey map_key;
+  bool map_known = false;
+  // What the entries' names point into.
+  std::vector<std::string> name_store;
+  std::string cache_store;
+};
+
+// CLOCK_REALTIME, the clock file timestamps come from.
+timespec realtime_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+// The cache records of entries[i] (for which keep(i)), pointing into them.
+template <typename Keep>
+std::vector<CacheRecord> cache_records(const std::vector<Entry>& entries,
+                                       const std::vector<pop3::MessageInfo>& infos, Keep keep) {
+  std::vector<CacheRecord> records;
+  records.reserve(entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (!keep(i)) continue;
+    records.push_back(
+        CacheRecord{entries[i].name, entries[i].base_len, infos[i].size, infos[i].uidl});
+  }
+  return records;
+}
 
 class MaildirDrop final : public pop3::Maildrop {
  public:
-  MaildirDrop(UniqueFd lock, UniqueFd dir, UniqueFd cur, std::vector<Entry> entries,
-              std::vector<pop3::MessageInfo> infos)
+  MaildirDrop(UniqueFd lock, UniqueFd dir, UniqueFd cur, Listing listing)
       : lock_(std::move(lock)),
         dir_(std::move(dir)),
         cur_(std::move(cur)),
-        entries_(std::move(entries)),
-        infos_(std::move(infos)) {}
+        entries_(std::move(listing.entries)),
+        infos_(std::move(listing.infos)),
+        name_store_(std::move(listing.name_store)),
+        cache_store_(std::move(listing.cache_store)),
+        cache_after_update_(listing.subset_stable && listing.map_known),
+        map_key_(listing.map_key) {}
 
   // The lock is released when lock_ is closed (the only descriptor of that
   // open file description: opened without sharing, O_CLOEXEC).
@@ -107,7 +156,7 @@ class MaildirDrop final : public pop3::Maildrop {
     for (std::size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
       struct stat st {};
-      if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (::fstatat(cur_.get(), e.path().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno != ENOENT) continue;
         if (!listing) {
           auto l = list_files(cur_.get(), "cur/");
@@ -117,7 +166,7 @@ class MaildirDrop final : public pop3::Maildrop {
         auto found = find_renamed(e, *listing);
         if (!found) continue;  // gone: unknown age
         rename_recorded(e, *found);
-        if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (::fstatat(cur_.get(), e.path().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       }
       infos_[i].delivered = static_cast<std::int64_t>(st.st_mtim.tv_sec);
     }
@@ -126,20 +175,21 @@ class MaildirDrop final : public pop3::Maildrop {
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     if (index >= entries_.size()) return make_error(Errc::invalid, "no such message");
     Entry& e = entries_[index];
-    UniqueFd fd(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    UniqueFd fd(::openat(cur_.get(), e.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd && errno == ENOENT) {
       // Renamed since the scan (flags changed by another client)?
       auto listing = list_files(cur_.get(), "cur/");
       if (!listing) return listing.error();
       auto found = find_renamed(e, listing.value());
-      if (!found) return make_error(Errc::not_found, "message file is gone: " + e.base);
+      if (!found)
+        return make_error(Errc::not_found, "message file is gone: " + std::string(e.base()));
       rename_recorded(e, *found);
-      fd.reset(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      fd.reset(::openat(cur_.get(), e.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
       if (!fd && errno == ENOENT) {
-        return make_error(Errc::not_found, "message file is gone: " + e.base);
+        return make_error(Errc::not_found, "message file is gone: " + std::string(e.base()));
       }
     }
-    if (!fd) return sys_error("open cur/" + e.name, errno);
+    if (!fd) return sys_error("open cur/" + e.path(), errno);
     return std::unique_ptr<pop3::ByteSource>(std::make_unique<FileSource>(std::move(fd)));
   }
 
@@ -160,15 +210,15 @@ class MaildirDrop final : public pop3::Maildrop {
       }
       if (doomed[index]) continue;
       doomed[index] = true;
-      journal.remove.push_back(entries_[index].name);
-      doomed_bases.insert(entries_[index].base);
+      journal.remove.push_back(entries_[index].path());
+      doomed_bases.insert(entries_[index].base());
     }
     if (!journal.remove.empty()) {
       // Snapshot files sharing a base name with a removed one stay: name them
       // so a recovery never takes one for a removed message renamed since.
       for (std::size_t i = 0; i < entries_.size(); ++i) {
-        if (!doomed[i] && doomed_bases.count(entries_[i].base) != 0) {
-          journal.keep.push_back(entries_[i].name);
+        if (!doomed[i] && doomed_bases.count(entries_[i].base()) != 0) {
+          journal.keep.push_back(entries_[i].path());
         }
       }
       // The commit point. On failure nothing was removed.
@@ -181,6 +231,7 @@ class MaildirDrop final : public pop3::Maildrop {
         // failed unlink here is finished again (a no-op) at the next open,
         // so this is no failure of the commit.
         (void)remove_update_journal(dir_.get());
+        update_cache(doomed);
       }
     }
     if (first) return *first;
@@ -194,7 +245,7 @@ class MaildirDrop final : public pop3::Maildrop {
     fill_recorded();
     std::optional<std::string> best;
     for (const auto& name : listing) {
-      if (maildir_base_name(name) != e.base || recorded_.count(name) != 0) continue;
+      if (maildir_base_name(name) != e.base() || recorded_.count(name) != 0) continue;
       if (!best || name < *best) best = name;
     }
     return best;
@@ -209,10 +260,33 @@ class MaildirDrop final : public pop3::Maildrop {
     for (const auto& e : entries_) recorded_.insert(e.name);
   }
 
+  // After an UPDATE that removed messages: the survivors, keyed on cur/ as
+  // it is now. Always "dirty" (store/maildir_cache.hpp): the records are the
+  // snapshot of the open, not a listing taken after this stat, so the next
+  // open lists cur/ and uses them only when they name exactly its files (a
+  // file another client added or renamed meanwhile fails that).
+  void update_cache(const std::vector<bool>& doomed) {
+    if (!cache_after_update_) return;
+    struct stat st {};
+    if (::fstat(cur_.get(), &st) != 0) {
+      remove_maildir_cache(dir_.get());
+      return;
+    }
+    auto records = cache_records(entries_, infos_, [&doomed](std::size_t i) { return !doomed[i]; });
+    if (records.size() < kMaildirCacheMinMessages) {
+      remove_maildir_cache(dir_.get());
+      return;
+    }
+    if (!write_maildir_cache(dir_.get(),
+                             encode_maildir_cache(stat_key(st), map_key_, false, records))) {
+      remove_maildir_cache(dir_.get());
+    }
+  }
+
   void rename_recorded(Entry& e, const std::string& name) {
     fill_recorded();
     recorded_.erase(e.name);
-    e.name = name;
+    e.name = renamed_.emplace_back(name);
     recorded_.insert(e.name);
   }
 
@@ -221,9 +295,14 @@ class MaildirDrop final : public pop3::Maildrop {
   UniqueFd cur_;
   std::vector<Entry> entries_;
   std::vector<pop3::MessageInfo> infos_;
-  std::unordered_set<std::string> recorded_;
+  std::vector<std::string> name_store_;  // see Entry
+  std::string cache_store_;
+  std::deque<std::string> renamed_;  // stable addresses
+  std::unordered_set<std::string_view> recorded_;
   bool recorded_filled_ = false;
   bool times_loaded_ = false;
+  const bool cache_after_update_;
+  const StatKey map_key_;
 };
 
 bool plain_file_name(std::string_view s) {
@@ -266,21 +345,17 @@ Result<void> move_new_to_cur(int newfd, int curfd) {
   return {};
 }
 
-// Lists cur/ into ordered entries with sizes and unique UIDLs.
-Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
-    int curfd, const UidlMap& pinned) {
-  auto names = list_files(curfd, "cur/");
-  if (!names) return names.error();
-
+// Orders the files of cur/ (`all`, as listed) into entries with sizes and
+// unique UIDLs.
+Result<Listing> scan_cur(int curfd, std::vector<std::string> all, const UidlMap& pinned) {
   // Sorted by a small key (moving whole entries with their strings around
   // costs more than the rest of the scan on big maildrops).
   struct Item {
     std::string_view base;  // into the name
     std::uint64_t time = 0;
     std::uint64_t size = 0;
-    std::size_t name = 0;  // index into names
+    std::size_t name = 0;  // index into all
   };
-  std::vector<std::string>& all = names.value();
   std::vector<Item> items;
   items.reserve(all.size());
   for (std::size_t n = 0; n < all.size(); ++n) {
@@ -304,13 +379,20 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
     if (a.base != b.base) return maildir_name_less(a.base, b.base);
     return all[a.name] < all[b.name];
   });
-  if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
+  Listing out;
+  out.subset_stable = true;
+  if (items.size() > limits::kMaxMessages) {
+    items.resize(limits::kMaxMessages);
+    out.subset_stable = false;
+  }
 
   // UIDLs: pinned ones first (they are what clients already saw), then the
   // defaults; the first file (in list order) with a given UIDL keeps it;
-  // later ones get the first free of a few hash-derived candidates.
-  std::vector<pop3::MessageInfo> infos(items.size());
-  std::unordered_set<std::string> taken;
+  // later ones get the first free of a few hash-derived candidates. The set
+  // holds views of the UIDLs in `infos` (sized once, never moved).
+  std::vector<pop3::MessageInfo>& infos = out.infos;
+  infos.resize(items.size());
+  std::unordered_set<std::string_view> taken;
   taken.reserve(items.size());
   std::vector<std::size_t> dups;
   for (const bool pinned_pass : {true, false}) {
@@ -323,6 +405,7 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
       if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
     }
   }
+  if (!dups.empty()) out.subset_stable = false;
   for (const std::size_t i : dups) {
     const std::string& name = all[items[i].name];
     std::string candidate = hashed_uidl(items[i].base);
@@ -330,17 +413,127 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
     for (unsigned k = 1; taken.count(candidate) != 0; ++k) {
       candidate = hashed_uidl(name + "#" + std::to_string(k));
     }
-    taken.insert(candidate);
     infos[i].uidl = std::move(candidate);
+    taken.insert(infos[i].uidl);
   }
 
-  std::vector<Entry> entries(items.size());
+  std::vector<Entry>& entries = out.entries;
+  entries.resize(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
-    entries[i].base = std::string(items[i].base);
-    entries[i].time = items[i].time;
-    entries[i].name = std::move(all[items[i].name]);  // base views are not used from here
+    entries[i].base_len = items[i].base.size();
+    entries[i].name = all[items[i].name];
   }
-  return std::make_pair(std::move(entries), std::move(infos));
+  out.name_store = std::move(all);  // the views stay valid: the strings do not move
+  return out;
+}
+
+// The listing a cache holds, as entries and infos; the names point into
+// `buf` (the cache file's bytes), which the listing then owns.
+Listing from_cache(const MaildirCacheView& view, std::string&& buf) {
+  Listing out;
+  out.subset_stable = true;  // only such listings are cached
+  out.entries.resize(view.count);
+  out.infos.resize(view.count);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < view.count; ++i) {
+    const CacheRecord r = view.next(i, off);
+    out.entries[i].name = r.name;
+    out.entries[i].base_len = r.base_len;
+    out.infos[i].size = r.size;
+    out.infos[i].uidl.assign(r.uidl);
+  }
+  out.cache_store = std::move(buf);  // a heap buffer: the views stay valid
+  return out;
+}
+
+// True when `names` (a listing of cur/) are exactly the cached file names.
+bool same_files(const std::vector<std::string>& names, const MaildirCacheView& view) {
+  if (names.size() != view.count) return false;
+  std::unordered_set<std::string_view> cached;
+  cached.reserve(view.count);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < view.count; ++i) cached.insert(view.next(i, off).name);
+  if (cached.size() != names.size()) return false;
+  for (const auto& n : names) {
+    if (cached.count(n) == 0) return false;
+  }
+  return true;
+}
+
+// The listing of cur/ for a session: from the cache MAILDIR/apop-cache when
+// it is valid for cur/ as it is now, else from the directory (then the cache
+// is rewritten for big maildrops). See store/maildir_cache.hpp for the rules.
+Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
+  // The clock first, then the stats, then anything read from cur/.
+  const timespec now = realtime_now();
+  struct stat cur_st {};
+  if (::fstat(curfd, &cur_st) != 0) return sys_error("stat " + dir.string() + "/cur", errno);
+  const StatKey cur_key = stat_key(cur_st);
+  StatKey map_key;
+  bool map_known = true;
+  bool map_settled = true;
+  {
+    const std::string map_name(kUidlMapFile);
+    struct stat st {};
+    if (::fstatat(dirfd, map_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      map_key = stat_key(st);
+      map_settled = mtime_settled(st.st_mtim, now);
+    } else if (errno != ENOENT) {
+      map_known = false;
+    }
+  }
+  const bool settled = map_settled && mtime_settled(cur_st.st_mtim, now);
+
+  std::optional<std::string> buf;
+  std::optional<MaildirCacheView> view;
+  if (map_known) buf = read_maildir_cache(dirfd);
+  if (buf) {
+    auto parsed = parse_maildir_cache(*buf);
+    if (parsed && parsed->cur == cur_key && parsed->uidl_map == map_key) {
+      view = std::move(parsed.value());
+    }
+  }
+  if (view && view->clean) {
+    Listing l = from_cache(*view, std::move(*buf));
+    l.map_key = map_key;
+    l.map_known = true;
+    return l;
+  }
+
+  auto names = list_files(curfd, "cur/");
+  if (!names) return names.error();
+  if (view && same_files(names.value(), *view)) {
+    // A dirty cache that names exactly what is there: its order, sizes and
+    // UIDLs are what a rebuild would give. Clean from now on if cur/ has
+    // settled (this listing came after the stat).
+    Listing l = from_cache(*view, std::move(*buf));
+    l.map_key = map_key;
+    l.map_known = true;
+    if (settled) {
+      auto records = cache_records(l.entries, l.infos, [](std::size_t) { return true; });
+      (void)write_maildir_cache(dirfd, encode_maildir_cache(cur_key, map_key, true, records));
+    }
+    return l;
+  }
+
+  // UIDLs pinned by a migration: better no session than changed UIDLs
+  // (every client would download everything again).
+  auto pinned = load_uidl_map(dir);
+  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
+  auto scanned = scan_cur(curfd, std::move(names.value()), *pinned);
+  if (!scanned) return scanned.error();
+  Listing& l = scanned.value();
+  l.map_key = map_key;
+  l.map_known = map_known;
+  if (map_known && l.subset_stable && l.entries.size() >= kMaildirCacheMinMessages) {
+    auto records = cache_records(l.entries, l.infos, [](std::size_t) { return true; });
+    if (!write_maildir_cache(dirfd, encode_maildir_cache(cur_key, map_key, settled, records))) {
+      remove_maildir_cache(dirfd);
+    }
+  } else if (buf) {
+    remove_maildir_cache(dirfd);  // stale: the maildrop is small now (or not cacheable)
+  }
+  return std::move(l);
 }
 
 // ---------------------------------------------------------------------------
@@ -518,15 +711,10 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
   clean_tmp(dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
-  // UIDLs pinned by a migration: better no session than changed UIDLs
-  // (every client would download everything again).
-  auto pinned = load_uidl_map(dir);
-  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
-  auto scanned = scan_cur(curfd.get(), *pinned);
-  if (!scanned) return scanned.error();
-  auto& [entries, infos] = scanned.value();
+  auto listing = list_maildrop(dirfd.get(), curfd.get(), dir);
+  if (!listing) return listing.error();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
-      std::move(lock), std::move(dirfd), std::move(curfd), std::move(entries), std::move(infos)));
+      std::move(lock), std::move(dirfd), std::move(curfd), std::move(listing.value())));
 }
 
 Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {
