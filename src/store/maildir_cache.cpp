@@ -93,30 +93,68 @@ bool mtime_settled(const timespec& mtime, const timespec& now) {
   return mtime.tv_nsec <= now.tv_nsec;
 }
 
-std::uint64_t cache_checksum(std::string_view data) {
-  // 8 bytes at a time: a multiply-xorshift mix (fast enough to be invisible
-  // next to reading the file; detects torn and damaged files).
-  std::uint64_t h = 0x243F6A8885A308D3ull ^ data.size();
-  std::size_t i = 0;
-  for (; i + 8 <= data.size(); i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, data.data() + i, 8);
-    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
-    h ^= h >> 29;
-  }
-  std::uint64_t tail = 0;
-  std::memcpy(&tail, data.data() + i, data.size() - i);
-  h = (h ^ tail ^ 0xFFull) * 0x9E3779B97F4A7C15ull;
-  h ^= h >> 32;
-  return h;
-}
+namespace {
 
-std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bool clean,
-                                 std::span<const CacheRecord> records) {
-  std::size_t text = 0;
-  for (const auto& r : records) text += r.name.size() + r.uidl.size();
+// cache_checksum, fed in pieces: 8 bytes at a time, a multiply-xorshift mix
+// (fast enough to be invisible next to reading the file; detects torn and
+// damaged files). The total length is part of the seed.
+class Checksum {
+ public:
+  explicit Checksum(std::size_t total) : h_(0x243F6A8885A308D3ull ^ total) {}
+  void feed(std::string_view data) {
+    while (!data.empty() && npend_ != 0) {
+      pend_[npend_++] = data.front();
+      data.remove_prefix(1);
+      if (npend_ == 8) {
+        mix(pend_);
+        npend_ = 0;
+      }
+    }
+    for (; data.size() >= 8; data.remove_prefix(8)) mix(data.data());
+    for (const char c : data) pend_[npend_++] = c;
+  }
+  std::uint64_t finish() {
+    std::uint64_t tail = 0;
+    std::memcpy(&tail, pend_, npend_);
+    std::uint64_t h = (h_ ^ tail ^ 0xFFull) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 32;
+    return h;
+  }
+
+ private:
+  void mix(const char* p) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    h_ = (h_ ^ w) * 0x9E3779B97F4A7C15ull;
+    h_ ^= h_ >> 29;
+  }
+  std::uint64_t h_;
+  char pend_[8] = {};
+  std::size_t npend_ = 0;
+};
+
+constexpr std::size_t kChunk = 256 * 1024;
+
+// Encodes in pieces of about kChunk bytes passed to sink (false: stop).
+// False when the sink refused, or the file would exceed kMaxMaildirCache.
+bool encode_to(const StatKey& cur, const StatKey& uidl_map, bool clean, std::size_t count,
+               const std::function<CacheRecord(std::size_t)>& record,
+               const std::function<bool(std::string_view)>& sink) {
+  std::size_t body = kHeaderSize + count * kRecordSize;
+  for (std::size_t i = 0; i < count; ++i) {
+    const CacheRecord r = record(i);
+    body += r.name.size() + r.uidl.size();
+  }
+  if (body + 8 > kMaxMaildirCache) return false;
+  Checksum sum(body);
   std::string out;
-  out.reserve(kHeaderSize + records.size() * kRecordSize + text + 8);
+  out.reserve(kChunk + 1024);
+  auto flush = [&]() {
+    sum.feed(out);
+    const bool ok = sink(out);
+    out.clear();
+    return ok;
+  };
   out.append(kMagic);
   put(out, kByteOrder);
   put(out, kMaildirCacheVersion);
@@ -124,19 +162,49 @@ std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bo
   put(out, std::uint32_t{0});
   put_key(out, cur);
   put_key(out, uidl_map);
-  put(out, static_cast<std::uint64_t>(records.size()));
-  for (const auto& r : records) {
+  put(out, static_cast<std::uint64_t>(count));
+  for (std::size_t i = 0; i < count; ++i) {
+    const CacheRecord r = record(i);
     put(out, r.size);
     put(out, static_cast<std::uint16_t>(r.name.size()));
     put(out, static_cast<std::uint16_t>(r.base_len));
     put(out, static_cast<std::uint8_t>(r.uidl.size()));
     out.append(3, '\0');
+    if (out.size() >= kChunk && !flush()) return false;
   }
-  for (const auto& r : records) {
+  for (std::size_t i = 0; i < count; ++i) {
+    const CacheRecord r = record(i);
     out.append(r.name);
     out.append(r.uidl);
+    if (out.size() >= kChunk && !flush()) return false;
   }
-  put(out, cache_checksum(out));
+  if (!flush()) return false;
+  put(out, sum.finish());
+  return sink(out);
+}
+
+}  // namespace
+
+std::uint64_t cache_checksum(std::string_view data) {
+  Checksum c(data.size());
+  c.feed(data);
+  return c.finish();
+}
+
+std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bool clean,
+                                 std::span<const CacheRecord> records) {
+  return encode_maildir_cache(cur, uidl_map, clean, records.size(),
+                              [&records](std::size_t i) { return records[i]; });
+}
+
+std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bool clean,
+                                 std::size_t count,
+                                 const std::function<CacheRecord(std::size_t)>& record) {
+  std::string out;
+  (void)encode_to(cur, uidl_map, clean, count, record, [&out](std::string_view piece) {
+    out.append(piece);
+    return true;
+  });
   return out;
 }
 
@@ -228,18 +296,22 @@ std::optional<std::string> read_maildir_cache(int dirfd) {
   return buf;
 }
 
-Result<void> write_maildir_cache(int dirfd, std::string_view encoded) {
-  if (encoded.size() > kMaxMaildirCache) return bad("too large to write");
+namespace {
+
+// tmp + rename around `fill` (which writes the content to the descriptor).
+Result<void> write_cache_file(int dirfd, const std::function<bool(int)>& fill) {
   const std::string tmp(kMaildirCacheTmp);
   const std::string name(kMaildirCacheFile);
   UniqueFd fd(
       ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) return sys_error("create " + tmp, errno);
-  const bool written = write_all(fd.get(), encoded);
+  errno = 0;
+  const bool written = fill(fd.get());
   const int werr = errno;
   if (!written || fd.close_checked() != 0) {
     const int err = written ? errno : werr;
     ::unlinkat(dirfd, tmp.c_str(), 0);
+    if (err == 0) return bad("larger than the cache limit");
     return sys_error("write " + tmp, err);
   }
   if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
@@ -248,6 +320,22 @@ Result<void> write_maildir_cache(int dirfd, std::string_view encoded) {
     return sys_error("rename " + tmp, err);
   }
   return {};
+}
+
+}  // namespace
+
+Result<void> write_maildir_cache(int dirfd, std::string_view encoded) {
+  if (encoded.size() > kMaxMaildirCache) return bad("too large to write");
+  return write_cache_file(dirfd, [encoded](int fd) { return write_all(fd, encoded); });
+}
+
+Result<void> write_maildir_cache(int dirfd, const StatKey& cur, const StatKey& uidl_map, bool clean,
+                                 std::size_t count,
+                                 const std::function<CacheRecord(std::size_t)>& record) {
+  return write_cache_file(dirfd, [&](int fd) {
+    return encode_to(cur, uidl_map, clean, count, record,
+                     [fd](std::string_view piece) { return write_all(fd, piece); });
+  });
 }
 
 void remove_maildir_cache(int dirfd) {

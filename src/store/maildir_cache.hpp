@@ -56,6 +56,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -136,6 +137,11 @@ struct MaildirCacheView {
 // checksum mismatch); the views point into `data`.
 std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bool clean,
                                  std::span<const CacheRecord> records);
+// The same for `count` records produced by record(i) (called three times
+// per record, in order; no copy of the list is made).
+std::string encode_maildir_cache(const StatKey& cur, const StatKey& uidl_map, bool clean,
+                                 std::size_t count,
+                                 const std::function<CacheRecord(std::size_t)>& record);
 Result<MaildirCacheView> parse_maildir_cache(std::string_view data);
 
 // 64-bit checksum used by the format (not cryptographic: it catches torn and
@@ -151,6 +157,12 @@ std::optional<std::string> read_maildir_cache(int dirfd);
 // returned for tests and logs only; callers ignore them (the cache is an
 // optimisation). The tmp file is removed on failure.
 Result<void> write_maildir_cache(int dirfd, std::string_view encoded);
+// The same, encoding `count` records produced by record(i) (called three
+// times per record, in order) in 256 KiB pieces: no copy of the list or of
+// the file is held in memory.
+Result<void> write_maildir_cache(int dirfd, const StatKey& cur, const StatKey& uidl_map, bool clean,
+                                 std::size_t count,
+                                 const std::function<CacheRecord(std::size_t)>& record);
 
 // Removes MAILDIR/apop-cache (a stale cache of a maildrop that became small).
 void remove_maildir_cache(int dirfd);

@@ -120,6 +120,39 @@ TEST(MaildirCacheFormat, OtherVersionAndBadFieldsAreRejected) {
   EXPECT_TRUE(parse_maildir_cache(with_checksum(data)).ok());
 }
 
+TEST(MaildirCacheFormat, StreamedWriteEqualsEncodingAcrossChunks) {
+  // Over 768 KiB: several 256 KiB pieces, odd lengths so pieces end mid-word.
+  std::vector<std::string> names, uidls;
+  for (std::size_t i = 0; i < 20000; ++i) {
+    names.push_back(std::to_string(1700000000 + i) + ".M" + std::to_string(i * 7) + "P1." +
+                    std::string(i % 61, 'h') + ":2,S");
+    uidls.push_back("u" + std::to_string(i) + std::string(i % 13, 'x'));
+  }
+  std::vector<CacheRecord> recs;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    recs.push_back({names[i], names[i].size() - 4, i * 3, uidls[i]});
+  }
+  const StatKey cur{7, 8, 9, 10, 11};
+  const std::string encoded = encode_maildir_cache(cur, {}, false, recs);
+  ASSERT_GT(encoded.size(), 3u * 256 * 1024);
+  ::apop::test::TempDir tmp;
+  const int dirfd = ::open(tmp.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dirfd, 0);
+  ASSERT_TRUE(write_maildir_cache(dirfd, cur, {}, false, recs.size(), [&recs](std::size_t i) {
+                return recs[i];
+              }).ok());
+  ::close(dirfd);
+  EXPECT_EQ(read_file(tmp.path() / std::string(kMaildirCacheFile)), encoded);
+  EXPECT_FALSE(fs::exists(tmp.path() / std::string(kMaildirCacheTmp)));
+  auto v = parse_maildir_cache(encoded);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  ASSERT_EQ(v->count, recs.size());
+  const auto back = v->records();
+  EXPECT_EQ(back[19999].name, names[19999]);
+  EXPECT_EQ(back[19999].uidl, uidls[19999]);
+  EXPECT_EQ(back[19999].size, 19999u * 3);
+}
+
 TEST(MaildirCacheFormat, MtimeSettled) {
   const timespec now{1000, 500};
   EXPECT_TRUE(mtime_settled({998, 500}, now));
