@@ -20,13 +20,15 @@ int open_dir_at(int dirfd, const char* name) {
   return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-Result<std::vector<std::string>> list_files(int dirfd, const std::string& label) {
+Result<std::vector<std::string>> list_files(int dirfd, const std::string& label,
+                                            std::size_t expect) {
   UniqueFd fd(open_dir_at(dirfd, "."));
   if (!fd) return sys_error("open " + label, errno);
   DIR* d = ::fdopendir(fd.get());
   if (d == nullptr) return sys_error("fdopendir " + label, errno);
   fd.release();  // closedir closes it
   std::vector<std::string> names;
+  names.reserve(expect);
   int err = 0;
   for (;;) {
     errno = 0;

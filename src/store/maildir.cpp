@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/dir_io.hpp"
+#include "store/maildir_cache.hpp"
 #include "store/maildir_name.hpp"
 #include "store/uidl_map.hpp"
 #include "store/update_journal.hpp"
@@ -76,21 +78,117 @@ Result<std::optional<std::uint64_t>> count_crlf_size(int dirfd, const std::strin
   return std::optional<std::uint64_t>{sizer.size()};
 }
 
+// The names are views: into the listing's strings, the cache file's bytes or
+// a renamed name, all owned by the maildrop (Listing/MaildirDrop storage) and
+// never moved; one allocation per message less on a big login.
 struct Entry {
-  std::string name;  // file name in cur/ as last seen
-  std::string base;  // part before ':'
-  std::uint64_t time = 0;
+  std::string_view name;  // file name in cur/ as last seen (not NUL-terminated)
+  // Length of the base name (the part before ':'; a rename by another client
+  // changes the flags only, so the base stays a prefix of name).
+  std::size_t base_len = 0;
+  std::string_view base() const { return name.substr(0, base_len); }
+  std::string path() const { return std::string(name); }  // for the *at() calls
 };
+
+// What the open of a maildrop found, and what a later cache write needs.
+struct Listing {
+  std::vector<Entry> entries;
+  std::vector<pop3::MessageInfo> infos;
+  // The UIDLs are the ones a fresh listing of any subset would give (no
+  // duplicate needed a hash-derived UIDL) and nothing was cut at
+  // kMaxMessages: a cache written after UPDATE may hold the survivors.
+  bool subset_stable = false;
+  // The key of apop-uidl at the open (StatKey{} when absent); known = false
+  // when it could not be stat()ed (then no cache is read or written).
+  StatKey map_key;
+  bool map_known = false;
+  // What the entries' names point into.
+  std::vector<std::string> name_store;
+  std::string cache_store;
+};
+
+// A set of string views (the strings outlive it), open addressing: one
+// allocation for a big maildrop's 100,000 UIDLs or names instead of a node
+// each (std::unordered_set cost a third of a first login's CPU).
+class ViewSet {
+ public:
+  explicit ViewSet(std::size_t expected) { rehash(expected * 2); }
+  // False when v was there already. v must not be a null view.
+  bool insert(std::string_view v) {
+    const auto h = hash(v);
+    Slot* s = find(v, h);
+    if (s->used()) return false;
+    *s = Slot{v.data(), static_cast<std::uint32_t>(v.size()), h};
+    if (++size_ * 2 > slots_.size()) rehash(slots_.size() * 2);
+    return true;
+  }
+  bool contains(std::string_view v) const {
+    return const_cast<ViewSet*>(this)->find(v, hash(v))->used();
+  }
+  std::size_t size() const { return size_; }
+
+ private:
+  struct Slot {  // 16 bytes; used when data != nullptr
+    const char* data = nullptr;
+    std::uint32_t len = 0;
+    std::uint32_t hash = 0;
+    std::string_view view() const { return {data, len}; }
+    bool used() const { return data != nullptr; }
+  };
+  static std::uint32_t hash(std::string_view v) {
+    return static_cast<std::uint32_t>(std::hash<std::string_view>{}(v));
+  }
+  Slot* find(std::string_view v, std::uint32_t h) {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      Slot& s = slots_[i];
+      if (!s.used() || (s.hash == h && s.view() == v)) return &s;
+    }
+  }
+  void rehash(std::size_t want) {
+    std::size_t cap = 16;
+    while (cap < want) cap <<= 1;
+    std::vector<Slot> old = std::exchange(slots_, std::vector<Slot>(cap));
+    for (const Slot& s : old) {
+      if (s.used()) *find(s.view(), s.hash) = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  std::size_t size_ = 0;
+};
+
+// CLOCK_REALTIME, the clock file timestamps come from.
+timespec realtime_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+// Writes the cache of entries[i] for the indexes in `keep` (all when
+// empty), streamed: no copy of the list or of the file is made.
+Result<void> write_listing(int dirfd, const StatKey& cur, const StatKey& map, bool clean,
+                           const std::vector<Entry>& entries,
+                           const std::vector<pop3::MessageInfo>& infos,
+                           const std::vector<std::size_t>& keep = {}) {
+  const std::size_t n = keep.empty() ? entries.size() : keep.size();
+  return write_maildir_cache(dirfd, cur, map, clean, n, [&](std::size_t k) {
+    const std::size_t i = keep.empty() ? k : keep[k];
+    return CacheRecord{entries[i].name, entries[i].base_len, infos[i].size, infos[i].uidl};
+  });
+}
 
 class MaildirDrop final : public pop3::Maildrop {
  public:
-  MaildirDrop(UniqueFd lock, UniqueFd dir, UniqueFd cur, std::vector<Entry> entries,
-              std::vector<pop3::MessageInfo> infos)
+  MaildirDrop(UniqueFd lock, UniqueFd dir, UniqueFd cur, Listing listing)
       : lock_(std::move(lock)),
         dir_(std::move(dir)),
         cur_(std::move(cur)),
-        entries_(std::move(entries)),
-        infos_(std::move(infos)) {}
+        entries_(std::move(listing.entries)),
+        infos_(std::move(listing.infos)),
+        name_store_(std::move(listing.name_store)),
+        cache_store_(std::move(listing.cache_store)),
+        cache_after_update_(listing.subset_stable && listing.map_known),
+        map_key_(listing.map_key) {}
 
   // The lock is released when lock_ is closed (the only descriptor of that
   // open file description: opened without sharing, O_CLOEXEC).
@@ -107,7 +205,7 @@ class MaildirDrop final : public pop3::Maildrop {
     for (std::size_t i = 0; i < entries_.size(); ++i) {
       Entry& e = entries_[i];
       struct stat st {};
-      if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (::fstatat(cur_.get(), e.path().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno != ENOENT) continue;
         if (!listing) {
           auto l = list_files(cur_.get(), "cur/");
@@ -117,7 +215,7 @@ class MaildirDrop final : public pop3::Maildrop {
         auto found = find_renamed(e, *listing);
         if (!found) continue;  // gone: unknown age
         rename_recorded(e, *found);
-        if (::fstatat(cur_.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (::fstatat(cur_.get(), e.path().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       }
       infos_[i].delivered = static_cast<std::int64_t>(st.st_mtim.tv_sec);
     }
@@ -126,20 +224,21 @@ class MaildirDrop final : public pop3::Maildrop {
   Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
     if (index >= entries_.size()) return make_error(Errc::invalid, "no such message");
     Entry& e = entries_[index];
-    UniqueFd fd(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    UniqueFd fd(::openat(cur_.get(), e.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (!fd && errno == ENOENT) {
       // Renamed since the scan (flags changed by another client)?
       auto listing = list_files(cur_.get(), "cur/");
       if (!listing) return listing.error();
       auto found = find_renamed(e, listing.value());
-      if (!found) return make_error(Errc::not_found, "message file is gone: " + e.base);
+      if (!found)
+        return make_error(Errc::not_found, "message file is gone: " + std::string(e.base()));
       rename_recorded(e, *found);
-      fd.reset(::openat(cur_.get(), e.name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      fd.reset(::openat(cur_.get(), e.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
       if (!fd && errno == ENOENT) {
-        return make_error(Errc::not_found, "message file is gone: " + e.base);
+        return make_error(Errc::not_found, "message file is gone: " + std::string(e.base()));
       }
     }
-    if (!fd) return sys_error("open cur/" + e.name, errno);
+    if (!fd) return sys_error("open cur/" + e.path(), errno);
     return std::unique_ptr<pop3::ByteSource>(std::make_unique<FileSource>(std::move(fd)));
   }
 
@@ -160,15 +259,15 @@ class MaildirDrop final : public pop3::Maildrop {
       }
       if (doomed[index]) continue;
       doomed[index] = true;
-      journal.remove.push_back(entries_[index].name);
-      doomed_bases.insert(entries_[index].base);
+      journal.remove.push_back(entries_[index].path());
+      doomed_bases.insert(entries_[index].base());
     }
     if (!journal.remove.empty()) {
       // Snapshot files sharing a base name with a removed one stay: name them
       // so a recovery never takes one for a removed message renamed since.
       for (std::size_t i = 0; i < entries_.size(); ++i) {
-        if (!doomed[i] && doomed_bases.count(entries_[i].base) != 0) {
-          journal.keep.push_back(entries_[i].name);
+        if (!doomed[i] && doomed_bases.count(entries_[i].base()) != 0) {
+          journal.keep.push_back(entries_[i].path());
         }
       }
       // The commit point. On failure nothing was removed.
@@ -181,6 +280,7 @@ class MaildirDrop final : public pop3::Maildrop {
         // failed unlink here is finished again (a no-op) at the next open,
         // so this is no failure of the commit.
         (void)remove_update_journal(dir_.get());
+        update_cache(doomed);
       }
     }
     if (first) return *first;
@@ -194,7 +294,7 @@ class MaildirDrop final : public pop3::Maildrop {
     fill_recorded();
     std::optional<std::string> best;
     for (const auto& name : listing) {
-      if (maildir_base_name(name) != e.base || recorded_.count(name) != 0) continue;
+      if (maildir_base_name(name) != e.base() || recorded_.count(name) != 0) continue;
       if (!best || name < *best) best = name;
     }
     return best;
@@ -209,10 +309,35 @@ class MaildirDrop final : public pop3::Maildrop {
     for (const auto& e : entries_) recorded_.insert(e.name);
   }
 
+  // After an UPDATE that removed messages: the survivors, keyed on cur/ as
+  // it is now. Always "dirty" (store/maildir_cache.hpp): the records are the
+  // snapshot of the open, not a listing taken after this stat, so the next
+  // open lists cur/ and uses them only when they name exactly its files (a
+  // file another client added or renamed meanwhile fails that).
+  void update_cache(const std::vector<bool>& doomed) {
+    if (!cache_after_update_) return;
+    struct stat st {};
+    if (::fstat(cur_.get(), &st) != 0) {
+      remove_maildir_cache(dir_.get());
+      return;
+    }
+    std::vector<std::size_t> keep;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      if (!doomed[i]) keep.push_back(i);
+    }
+    if (keep.size() < kMaildirCacheMinMessages) {
+      remove_maildir_cache(dir_.get());
+      return;
+    }
+    if (!write_listing(dir_.get(), stat_key(st), map_key_, false, entries_, infos_, keep)) {
+      remove_maildir_cache(dir_.get());
+    }
+  }
+
   void rename_recorded(Entry& e, const std::string& name) {
     fill_recorded();
     recorded_.erase(e.name);
-    e.name = name;
+    e.name = renamed_.emplace_back(name);
     recorded_.insert(e.name);
   }
 
@@ -221,9 +346,14 @@ class MaildirDrop final : public pop3::Maildrop {
   UniqueFd cur_;
   std::vector<Entry> entries_;
   std::vector<pop3::MessageInfo> infos_;
-  std::unordered_set<std::string> recorded_;
+  std::vector<std::string> name_store_;  // see Entry
+  std::string cache_store_;
+  std::deque<std::string> renamed_;  // stable addresses
+  std::unordered_set<std::string_view> recorded_;
   bool recorded_filled_ = false;
   bool times_loaded_ = false;
+  const bool cache_after_update_;
+  const StatKey map_key_;
 };
 
 bool plain_file_name(std::string_view s) {
@@ -266,21 +396,17 @@ Result<void> move_new_to_cur(int newfd, int curfd) {
   return {};
 }
 
-// Lists cur/ into ordered entries with sizes and unique UIDLs.
-Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
-    int curfd, const UidlMap& pinned) {
-  auto names = list_files(curfd, "cur/");
-  if (!names) return names.error();
-
+// Orders the files of cur/ (`all`, as listed) into entries with sizes and
+// unique UIDLs.
+Result<Listing> scan_cur(int curfd, std::vector<std::string> all, const UidlMap& pinned) {
   // Sorted by a small key (moving whole entries with their strings around
   // costs more than the rest of the scan on big maildrops).
   struct Item {
     std::string_view base;  // into the name
     std::uint64_t time = 0;
     std::uint64_t size = 0;
-    std::size_t name = 0;  // index into names
+    std::size_t name = 0;  // index into all
   };
-  std::vector<std::string>& all = names.value();
   std::vector<Item> items;
   items.reserve(all.size());
   for (std::size_t n = 0; n < all.size(); ++n) {
@@ -304,14 +430,20 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
     if (a.base != b.base) return maildir_name_less(a.base, b.base);
     return all[a.name] < all[b.name];
   });
-  if (items.size() > limits::kMaxMessages) items.resize(limits::kMaxMessages);
+  Listing out;
+  out.subset_stable = true;
+  if (items.size() > limits::kMaxMessages) {
+    items.resize(limits::kMaxMessages);
+    out.subset_stable = false;
+  }
 
   // UIDLs: pinned ones first (they are what clients already saw), then the
   // defaults; the first file (in list order) with a given UIDL keeps it;
-  // later ones get the first free of a few hash-derived candidates.
-  std::vector<pop3::MessageInfo> infos(items.size());
-  std::unordered_set<std::string> taken;
-  taken.reserve(items.size());
+  // later ones get the first free of a few hash-derived candidates. The set
+  // holds views of the UIDLs in `infos` (sized once, never moved).
+  std::vector<pop3::MessageInfo>& infos = out.infos;
+  infos.resize(items.size());
+  ViewSet taken(items.size());
   std::vector<std::size_t> dups;
   for (const bool pinned_pass : {true, false}) {
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -320,27 +452,141 @@ Result<std::pair<std::vector<Entry>, std::vector<pop3::MessageInfo>>> scan_cur(
       if ((p != pinned.by_base.end()) != pinned_pass) continue;
       infos[i].size = items[i].size;
       infos[i].uidl = pinned_pass ? p->second : maildir_uidl(items[i].base);
-      if (!taken.insert(infos[i].uidl).second) dups.push_back(i);
+      if (!taken.insert(infos[i].uidl)) dups.push_back(i);
     }
   }
+  if (!dups.empty()) out.subset_stable = false;
   for (const std::size_t i : dups) {
     const std::string& name = all[items[i].name];
     std::string candidate = hashed_uidl(items[i].base);
-    if (taken.count(candidate) != 0) candidate = hashed_uidl(name);
-    for (unsigned k = 1; taken.count(candidate) != 0; ++k) {
+    if (taken.contains(candidate)) candidate = hashed_uidl(name);
+    for (unsigned k = 1; taken.contains(candidate); ++k) {
       candidate = hashed_uidl(name + "#" + std::to_string(k));
     }
-    taken.insert(candidate);
     infos[i].uidl = std::move(candidate);
+    taken.insert(infos[i].uidl);
   }
 
-  std::vector<Entry> entries(items.size());
+  std::vector<Entry>& entries = out.entries;
+  entries.resize(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
-    entries[i].base = std::string(items[i].base);
-    entries[i].time = items[i].time;
-    entries[i].name = std::move(all[items[i].name]);  // base views are not used from here
+    entries[i].base_len = items[i].base.size();
+    entries[i].name = all[items[i].name];
   }
-  return std::make_pair(std::move(entries), std::move(infos));
+  out.name_store = std::move(all);  // the views stay valid: the strings do not move
+  return out;
+}
+
+// The listing a cache holds, as entries and infos; the names point into
+// `buf` (the cache file's bytes), which the listing then owns.
+Listing from_cache(const MaildirCacheView& view, std::string&& buf) {
+  Listing out;
+  out.subset_stable = true;  // only such listings are cached
+  out.entries.resize(view.count);
+  out.infos.resize(view.count);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < view.count; ++i) {
+    const CacheRecord r = view.next(i, off);
+    out.entries[i].name = r.name;
+    out.entries[i].base_len = r.base_len;
+    out.infos[i].size = r.size;
+    out.infos[i].uidl.assign(r.uidl);
+  }
+  out.cache_store = std::move(buf);  // a heap buffer: the views stay valid
+  return out;
+}
+
+// True when `names` (a listing of cur/) are exactly the cached file names.
+bool same_files(const std::vector<std::string>& names, const MaildirCacheView& view) {
+  if (names.size() != view.count) return false;
+  ViewSet cached(view.count);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < view.count; ++i) cached.insert(view.next(i, off).name);
+  if (cached.size() != names.size()) return false;
+  for (const auto& n : names) {
+    if (!cached.contains(n)) return false;
+  }
+  return true;
+}
+
+// The listing of cur/ for a session: from the cache MAILDIR/apop-cache when
+// it is valid for cur/ as it is now, else from the directory (then the cache
+// is rewritten for big maildrops). See store/maildir_cache.hpp for the rules.
+Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
+  // The clock first, then the stats, then anything read from cur/.
+  const timespec now = realtime_now();
+  struct stat cur_st {};
+  if (::fstat(curfd, &cur_st) != 0) return sys_error("stat " + dir.string() + "/cur", errno);
+  const StatKey cur_key = stat_key(cur_st);
+  StatKey map_key;
+  bool map_known = true;
+  bool map_settled = true;
+  {
+    const std::string map_name(kUidlMapFile);
+    struct stat st {};
+    if (::fstatat(dirfd, map_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      map_key = stat_key(st);
+      map_settled = mtime_settled(st.st_mtim, now);
+    } else if (errno != ENOENT) {
+      map_known = false;
+    }
+  }
+  const bool settled = map_settled && mtime_settled(cur_st.st_mtim, now);
+
+  std::optional<std::string> buf;
+  std::optional<MaildirCacheView> view;
+  if (map_known) buf = read_maildir_cache(dirfd);
+  if (buf) {
+    auto parsed = parse_maildir_cache(*buf);
+    if (parsed && parsed->cur == cur_key && parsed->uidl_map == map_key) {
+      view = std::move(parsed.value());
+    }
+  }
+  if (view && view->clean) {
+    Listing l = from_cache(*view, std::move(*buf));
+    l.map_key = map_key;
+    l.map_known = true;
+    return l;
+  }
+
+  // Room for the names: the cached count, else a guess from the directory's
+  // size (tmpfs counts 20 bytes an entry, ext4 about 8 + the name rounded up;
+  // reserved but untouched memory costs nothing).
+  const std::size_t expect =
+      view ? view->count
+           : static_cast<std::size_t>(std::min<std::int64_t>(cur_st.st_size / 16, 1 << 22));
+  auto names = list_files(curfd, "cur/", expect);
+  if (!names) return names.error();
+  if (view && same_files(names.value(), *view)) {
+    // A dirty cache that names exactly what is there: its order, sizes and
+    // UIDLs are what a rebuild would give. Clean from now on if cur/ has
+    // settled (this listing came after the stat).
+    Listing l = from_cache(*view, std::move(*buf));
+    l.map_key = map_key;
+    l.map_known = true;
+    if (settled) {
+      (void)write_listing(dirfd, cur_key, map_key, true, l.entries, l.infos);
+    }
+    return l;
+  }
+
+  // UIDLs pinned by a migration: better no session than changed UIDLs
+  // (every client would download everything again).
+  auto pinned = load_uidl_map(dir);
+  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
+  auto scanned = scan_cur(curfd, std::move(names.value()), *pinned);
+  if (!scanned) return scanned.error();
+  Listing& l = scanned.value();
+  l.map_key = map_key;
+  l.map_known = map_known;
+  if (map_known && l.subset_stable && l.entries.size() >= kMaildirCacheMinMessages) {
+    if (!write_listing(dirfd, cur_key, map_key, settled, l.entries, l.infos)) {
+      remove_maildir_cache(dirfd);
+    }
+  } else if (buf) {
+    remove_maildir_cache(dirfd);  // stale: the maildrop is small now (or not cacheable)
+  }
+  return std::move(l);
 }
 
 // ---------------------------------------------------------------------------
@@ -518,15 +764,10 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
   clean_tmp(dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
-  // UIDLs pinned by a migration: better no session than changed UIDLs
-  // (every client would download everything again).
-  auto pinned = load_uidl_map(dir);
-  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
-  auto scanned = scan_cur(curfd.get(), *pinned);
-  if (!scanned) return scanned.error();
-  auto& [entries, infos] = scanned.value();
+  auto listing = list_maildrop(dirfd.get(), curfd.get(), dir);
+  if (!listing) return listing.error();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
-      std::move(lock), std::move(dirfd), std::move(curfd), std::move(entries), std::move(infos)));
+      std::move(lock), std::move(dirfd), std::move(curfd), std::move(listing.value())));
 }
 
 Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {

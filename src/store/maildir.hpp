@@ -43,7 +43,11 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //    (clean_maildir_tmp), then
 //  - Moves every file in new/ to cur/ as "NAME:2,", then lists cur/ (dotfiles
 //    and non-regular files are skipped). The list is a snapshot: mail
-//    delivered later appears in the next session only.
+//    delivered later appears in the next session only. For maildrops of
+//    kMaildirCacheMinMessages or more, the listing (names, sizes,
+//    UIDLs, in order) is kept in MAILDIR/apop-cache and reused while cur/ and
+//    apop-uidl are unchanged (store/maildir_cache.hpp); it gives exactly what
+//    a listing of cur/ would.
 //  - Order: by (numeric TIME prefix, base name, full name) -- stable across
 //    sessions, so message numbers are predictable.
 //  - Size: from ",W=" in the name when present, else counted by reading the
@@ -74,7 +78,8 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //  - commit(deleted): all or nothing across crashes (store/update_journal.hpp):
 //    writes and fsyncs the update journal USER/apop-pop3.update naming the
 //    files (the commit point), unlinks each message (same base-name
-//    fallback; already gone is fine), fsyncs cur/, removes the journal.
+//    fallback; already gone is fine), fsyncs cur/, removes the journal,
+//    then rewrites the listing cache (best effort) for the next open.
 //    Journal not written -> nothing removed, Errc::temporary. Unlink errors:
 //    keeps going with the rest, returns the first error at the end
 //    (Errc::temporary) and leaves the journal for the next open;
