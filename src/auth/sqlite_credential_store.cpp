@@ -511,9 +511,27 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
   std::vector<std::pair<std::string, std::string>> sealed_devices;
   {
     std::lock_guard lock(mu_);
+    // One read transaction for the three lookups: SQLite takes and drops
+    // its file and WAL locks (fcntl calls) once, not per statement.
+    int rc = SQLITE_OK;
+    struct ReadTx {
+      SqliteCredentialStore& s;
+      bool open = false;
+      ~ReadTx() {
+        if (!open) return;
+        int rc = SQLITE_OK;
+        Reused end(s.cached_locked("COMMIT", &rc));
+        if (rc == SQLITE_OK) sqlite3_step(end.get());
+      }
+    } tx{*this};
+    {
+      Reused begin(cached_locked("BEGIN", &rc));
+      if (rc == SQLITE_OK) rc = sqlite3_step(begin.get());
+      if (rc != SQLITE_DONE) return db_error(db_, rc, "looking up user");
+      tx.open = true;
+    }
     auto defaults = default_policy_locked();
     if (!defaults) return defaults.error();
-    int rc = SQLITE_OK;
     Reused st(
         cached_locked("SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
                       " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
