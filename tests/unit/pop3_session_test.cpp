@@ -202,7 +202,7 @@ TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
   EXPECT_FALSE(h.session->blocking_step_next());  // nothing buffered
   std::string out;
   // Commands without a credential check or a maildrop to open: inline.
-  for (const char* line : {"CAPA\r\n", "USER alice\r\n", "NOOP\r\n"}) {
+  for (const char* line : {"CAPA\r\n", "USER alice\r\n"}) {
     h.session->feed(line);
     EXPECT_FALSE(h.session->blocking_step_next()) << line;
     while (h.session->next(out) != pop3::Next::need_input) {
@@ -210,10 +210,9 @@ TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
   }
   // Slow hashes (PASS, AUTH) and APOP (not inline_apop here): the pool.
   for (const char* line : {"PASS x\r\n", "pass x\r\n", "AUTH PLAIN\r\n", "APOP a b\r\n"}) {
-    h.session->feed(line);
-    EXPECT_TRUE(h.session->blocking_step_next()) << line;
-    while (h.session->next(out) != pop3::Next::need_input) {
-    }
+    Harness other;
+    other.session->feed(line);
+    EXPECT_TRUE(other.session->blocking_step_next()) << line;
   }
   h.login();
   for (const char* line : {"STAT\r\n", "NOOP\r\n", "QUITE\r\n", "QUI\r\n"}) {
@@ -227,10 +226,10 @@ TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
   EXPECT_FALSE(h.session->blocking_step_next());
   EXPECT_EQ(h.session->next(out), pop3::Next::output);  // the +OK and the first chunk
   EXPECT_FALSE(h.session->blocking_step_next());
-  while (h.session->blocking_step_next() == false) {
+  while (out.size() < 5 || out.substr(out.size() - 5) != "\r\n.\r\n") {
+    EXPECT_FALSE(h.session->blocking_step_next());
     ASSERT_EQ(h.session->next(out), pop3::Next::output);
   }
-  EXPECT_EQ(out.substr(out.size() - 5), "\r\n.\r\n");
   // QUIT with nothing to remove: no UPDATE work, inline.
   EXPECT_FALSE(h.session->blocking_step_next());
   EXPECT_EQ(h.session->next(out), pop3::Next::close);  // the queued quit
