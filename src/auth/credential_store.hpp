@@ -15,6 +15,7 @@
 // secrets are never part of an error message.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -296,8 +297,27 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<void> set_mail_location(std::string_view user,
                                  const std::optional<std::string>& location) override;
 
+  // Write-behind of record_login (apop serve): from now on record_login only
+  // notes the time in memory (it no longer reports unknown users), and a
+  // thread of the store writes the noted times every `interval` in one
+  // transaction on a connection of its own (synchronous = NORMAL), so a login
+  // never waits for a database write or its lock. account() and list() of
+  // this store report the noted times at once, so RFC 2449 LOGIN-DELAY holds
+  // across the sessions of this process. The trade-off: other processes
+  // (`apop user list`) see a login up to `interval` late, and a crash of the
+  // process loses at most the last `interval` of login times (LOGIN-DELAY
+  // then counts from an earlier login). The destructor writes what is left.
+  Result<void> defer_login_records(std::chrono::milliseconds interval);
+  // Writes the noted login times now (also called by the write-behind thread).
+  Result<void> flush_login_records();
+
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);
+  // The noted login time of `user` (write-behind), else `stored`.
+  std::optional<std::int64_t> noted_login(std::string_view user,
+                                          std::optional<std::int64_t> stored);
+  struct WriteBehind;
+  std::unique_ptr<WriteBehind> write_behind_;
   Result<void> migrate();
   Result<Policy> default_policy_locked();
   Result<Policy> user_policy_locked(std::string_view user);

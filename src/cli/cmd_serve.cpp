@@ -215,6 +215,16 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
       return kExitError;
     }
     store = open_credentials(dir, resolve_users(a.users), a.auth_threads + 1);
+    // Last-login times (RFC 2449 LOGIN-DELAY) are written behind, once a
+    // second, by a thread of the store: a login never waits for a write.
+    auto* sqlite =
+        store ? dynamic_cast<auth::SqliteCredentialStore*>(store.value().get()) : nullptr;
+    if (sqlite != nullptr) {
+      if (auto r = sqlite->defer_login_records(std::chrono::seconds(1)); !r) {
+        spdlog::error("credentials: {}", r.error().message);
+        return kExitError;
+      }
+    }
   }
   if (!store) {
     spdlog::error("credentials: {}", store.error().message);
@@ -264,6 +274,12 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     failures = std::make_unique<auth::MemoryFailureTracker>(throttle);
   }
   auth::ThrottlingAuthenticator throttled(authenticator, *failures, throttle);
+  if (shared == nullptr) {
+    // The local SQLite file: APOP's check (a lookup and an MD5) runs on the
+    // event loop rather than paying two thread hand-offs (docs/performance.md),
+    // and last-login times are written behind, once a second, off the loop.
+    opts.session.inline_apop = true;
+  }
   // Mail: the account's own location, else mail_location (checked above).
   store::MboxOptions mbox;
   mbox.session_lock_dir = dir.root / "locks";
@@ -300,12 +316,13 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   // to new sessions, name what needs a restart, keep everything on error.
   auto running = std::make_shared<ServeConfig>(a);
   const bool apop_enabled = opts_apop_enabled;
+  const bool inline_apop = shared == nullptr;
   auth::CredentialStore* creds = store.value().get();
   // After a drop, root-only files (a TLS key) can no longer be re-read.
   const std::string hint = *identity ? " (the server runs as user " + (*identity)->user +
                                            ": the files it re-reads must be readable by it)"
                                      : "";
-  server.on_reload([&server, &reread, running, apop_enabled, creds, hint] {
+  server.on_reload([&server, &reread, running, apop_enabled, inline_apop, creds, hint] {
     auto fresh = reread();
     if (!fresh) {
       spdlog::error("config reload failed, keeping the running configuration: {}{}",
@@ -325,6 +342,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     }
     next_opts->session.greeting_text = "apop POP3 server ready";
     next_opts->session.apop_enabled = apop_enabled;
+    next_opts->session.inline_apop = inline_apop;
     if (auto users = creds->list()) mark_per_user_limits(*users, next_opts->session);
     if (auto r = server.reconfigure(*next_opts); !r) {
       spdlog::error("tls reload failed, keeping the old certificate and configuration: {}{}",

@@ -58,6 +58,9 @@ class SessionLimitOpener final : public pop3::MaildropOpener {
   SessionLimitOpener(pop3::MaildropOpener& inner, UserSessions& sessions, unsigned max)
       : inner_(inner), sessions_(sessions), max_(max) {}
   Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  bool opens_without_waiting(std::string_view user) override {
+    return inner_.opens_without_waiting(user);
+  }
 
  private:
   pop3::MaildropOpener& inner_;

@@ -131,12 +131,13 @@ class LogSink final : public pop3::EventSink {
     }
   }
   const std::string& addr() const { return addr_; }
-  // Set by the driver; on_login() runs on an auth thread (Metrics is thread-safe).
+  // Set by the driver; on_login() runs on the event loop or on an auth
+  // thread (Metrics is thread-safe).
   Metrics* metrics = nullptr;
   Metrics::Listener* listener = nullptr;
   // Failed-login throttling: the delay of the last failed login, taken (and
-  // reset) by serve() before it writes the reply. Written on the auth pool
-  // thread while the session coroutine awaits that step.
+  // reset) by serve() before it writes the reply. Written by the step (on
+  // the auth pool while the session coroutine awaits it, or inline).
   std::chrono::milliseconds reply_delay{0};
 
  private:
@@ -278,7 +279,9 @@ struct Server::Impl {
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit_tls,
                                     Metrics::Listener& ml) {
     for (;;) {
-      auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
+      // The peer's address comes with accept(2): no getpeername per session.
+      tcp::endpoint remote;
+      auto [ec, sock] = co_await acceptor.async_accept(remote, use_tuple);
       if (stopping) co_return;
       if (ec) {
         if (ec == asio::error::operation_aborted) co_return;
@@ -288,7 +291,7 @@ struct Server::Impl {
         co_await t.async_wait(use_tuple);
         continue;
       }
-      asio::co_spawn(io, run_session(std::move(sock), implicit_tls, ml), asio::detached);
+      asio::co_spawn(io, run_session(std::move(sock), remote, implicit_tls, ml), asio::detached);
     }
   }
 
@@ -321,8 +324,10 @@ struct Server::Impl {
     for (;;) {
       pop3::Next n;
       if (session.blocking_step_next()) {
-        // Logins and the UPDATE state run on the pool, so that slow hashes,
-        // the credential database and unlink/fsync never stall the event loop.
+        // Slow hashes, remote lookups, lock waits and UPDATE's unlink/fsync
+        // run on the pool, so that they never stall the event loop (an APOP
+        // check against the local database runs inline: cheaper than the
+        // two hand-offs; Session::blocking_step_next).
         // The session is touched by one thread at a time: this coroutine is
         // suspended until the step completes (cancellation does not cut it short).
         n = co_await asio::co_spawn(
@@ -457,10 +462,9 @@ struct Server::Impl {
     co_await t.async_wait(use_tuple);
   }
 
-  asio::awaitable<void> run_session(tcp::socket sock, bool implicit_tls, Metrics::Listener& ml) {
+  asio::awaitable<void> run_session(tcp::socket sock, tcp::endpoint remote, bool implicit_tls,
+                                    Metrics::Listener& ml) {
     asio::error_code ec;
-    auto remote = sock.remote_endpoint(ec);
-    if (ec) co_return;
     const auto connected = std::chrono::steady_clock::now();
     metrics.connection_opened(ml);
     struct Counted {

@@ -65,6 +65,14 @@ class MaildropOpener {
  public:
   virtual ~MaildropOpener() = default;
   virtual Result<std::unique_ptr<Maildrop>> open(std::string_view user) = 0;
+  // True when open(user) never waits for a lock held by someone else or for
+  // the network (a Maildir on a local file system: its lock is taken or
+  // refused at once), so a driver may run it on its event loop. Cheap; a
+  // wrong `user` may give either answer. Default: false.
+  virtual bool opens_without_waiting(std::string_view user) {
+    (void)user;
+    return false;
+  }
 };
 
 // RFC 2449 §6.7 "EXPIRE NEVER" as a number of days.

@@ -117,10 +117,24 @@ std::string Session::greeting() const {
 
 bool Session::blocking_step_next() const {
   if (body_ || listing_next_ || close_after_output_) return false;  // output first
-  if (state_ == State::authorization) return reader_.has_line();
-  if (state_ != State::transaction) return false;
+  if (state_ != State::authorization && state_ != State::transaction) return false;
   const auto line = reader_.peek_line();
-  return line && iequals(line->substr(0, line->find(' ')), "QUIT");
+  if (!line) return false;
+  const std::string_view verb = line->substr(0, line->find(' '));
+  if (state_ == State::transaction) {
+    // UPDATE unlinks (and fsyncs) only when something is to be removed:
+    // DELE'd messages, or an EXPIRE policy (its delivery times cost a stat
+    // per message).
+    return iequals(verb, "QUIT") && (stats_.deleted > 0 || expire_days_ >= 0);
+  }
+  if (sasl_) return true;  // a SASL response: the mechanism may hash
+  if (iequals(verb, "PASS") || iequals(verb, "AUTH")) return true;
+  if (iequals(verb, "APOP")) {
+    if (!config_.inline_apop) return true;
+    const std::string_view rest = line->substr(std::min(line->size(), verb.size() + 1));
+    return !opener_.opens_without_waiting(rest.substr(0, rest.find(' ')));
+  }
+  return false;
 }
 
 void Session::feed(std::string_view bytes) {

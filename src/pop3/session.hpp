@@ -45,6 +45,11 @@ struct SessionConfig {
   bool apop_enabled = true;
   // Allow USER/PASS on insecure connections too (--allow-plaintext-auth).
   bool allow_plaintext_auth = false;
+  // APOP's credential check (an MD5 per secret and a lookup in a local
+  // database) is cheap enough to run on the driver's event loop: set by the
+  // server when the account database is the local SQLite file (never with
+  // PostgreSQL, whose lookups wait on the network). See blocking_step_next().
+  bool inline_apop = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
   // RFC 2449 IMPLEMENTATION capability; empty omits it.
@@ -117,10 +122,15 @@ class Session {
   // pending output or ask for input): the network layer runs such steps in
   // AUTHORIZATION off its event loop, as they may cost a slow hash.
   bool input_pending() const { return reader_.has_line(); }
-  // True when next() would run a command that may block on disk or on a
-  // slow hash: any command in AUTHORIZATION (credential checks, opening the
-  // maildrop), QUIT in TRANSACTION (the UPDATE state unlinks and fsyncs).
-  // The network layer runs such steps off its event loop.
+  // True when next() would run a command that may block on a slow hash, a
+  // remote database, a lock wait or disk writes: PASS and AUTH (and SASL
+  // continuation lines) in AUTHORIZATION; APOP unless
+  // SessionConfig::inline_apop and the opener opens this user's maildrop
+  // without waiting (MaildropOpener::opens_without_waiting); QUIT in
+  // TRANSACTION when the UPDATE state has messages to remove (DELE'd ones,
+  // or an EXPIRE policy in force). The network layer runs such steps off its
+  // event loop; everything else (CAPA, USER, STLS, QUIT with nothing to
+  // remove, the TRANSACTION commands) costs less than the thread hand-off.
   bool blocking_step_next() const;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

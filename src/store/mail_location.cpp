@@ -111,6 +111,13 @@ Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_vi
   return std::make_pair(std::move(loc), std::move(*path));
 }
 
+bool LocationOpener::opens_without_waiting(std::string_view user) {
+  if (!per_user_) return fallback_.format == MailLocation::Format::maildir;
+  auto r = resolve(user);
+  // An unknown user or a lookup error: open() fails at once too.
+  return !r || r->first.format == MailLocation::Format::maildir;
+}
+
 Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(std::string_view user) {
   auto r = resolve(user);
   if (!r) return r.error();

@@ -55,6 +55,9 @@ class LocationOpener final : public pop3::MaildropOpener {
   LocationOpener(MailLocation fallback, std::filesystem::path data_dir, MboxOptions mbox,
                  Lookup per_user = {});
   Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  // A Maildir (its lock is taken or refused at once); an mbox may wait for
+  // its lock (MboxOptions::lock). Asks the per-user lookup like open().
+  bool opens_without_waiting(std::string_view user) override;
   // The location and path that open(user) uses.
   Result<std::pair<MailLocation, std::filesystem::path>> resolve(std::string_view user) const;
 

@@ -51,6 +51,8 @@ class MemoryStore final : public pop3::MaildropOpener {
   void fail_read_after(int n);
 
   Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  // In memory: the lock is taken or refused at once.
+  bool opens_without_waiting(std::string_view) override { return true; }
 
   struct State;
 

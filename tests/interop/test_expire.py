@@ -124,6 +124,30 @@ class LoginDelayTest(ExpireTestCase):
         self.assertIn("login-delay: default (apop serve login_delay)", shown)
         self.assertNotIn("last login: never", shown)
 
+    def test_last_login_is_written_behind_while_the_server_runs(self):
+        # apop serve notes last-login times in memory (LOGIN-DELAY holds at
+        # once in the process) and writes them about once a second: another
+        # process sees the login soon, without a restart.
+        self.setup_alice()
+        with self.env.server("--login-delay", "3600") as srv:
+            p = self.pop(srv)
+            p.apop("alice", ALICE_SECRET)
+            p.quit()
+            deadline = time.monotonic() + 10
+            shown = ""
+            while time.monotonic() < deadline:
+                shown = self.env.check("user", "show", "--data", self.env.data,
+                                       "alice").stdout.decode()
+                if "last login: never" not in shown:
+                    break
+                time.sleep(0.2)
+            self.assertNotIn("last login: never", shown)
+            # And in the process itself it held at once.
+            q = self.pop(srv)
+            with self.assertRaises(poplib.error_proto) as cm:
+                q.apop("alice", ALICE_SECRET)
+            self.assertTrue(cm.exception.args[0].startswith(b"-ERR [LOGIN-DELAY] "))
+
     def test_per_user_delay_and_no_delay_for_others(self):
         self.setup_alice()
         self.env.add_user("bob", "bobs-long-secret-1")

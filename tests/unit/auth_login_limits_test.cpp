@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "auth/authenticator.hpp"
 #include "auth/credential_store.hpp"
@@ -268,6 +269,58 @@ TEST(AuthSqliteLoginLimits, UpgradesVersion2Databases) {
   s = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(s.ok()) << s.error().message;
   EXPECT_EQ((*s)->account("alice")->last_login, std::optional<std::int64_t>(1234));
+}
+
+TEST(AuthSqliteLoginLimits, WriteBehindReportsAtOnceAndWritesLater) {
+  TempDir dir;
+  const fs::path db = dir.path() / "users.db";
+  {
+    auto s = SqliteCredentialStore::open(db, test_box());
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->add("alice", "alice-long-secret").ok());
+    ASSERT_TRUE((*s)->add("bob", "bobs-long-secret").ok());
+    ASSERT_TRUE((*s)->record_login("bob", 50).ok());
+    // A long interval: nothing is written unless flushed.
+    ASSERT_TRUE((*s)->defer_login_records(std::chrono::hours(1)).ok());
+    ASSERT_TRUE((*s)->record_login("alice", 1000).ok());
+    ASSERT_TRUE((*s)->record_login("nobody", 1000).ok());  // noted, never written
+    // This store reports it at once (LOGIN-DELAY across sessions)...
+    EXPECT_EQ((*s)->account("alice")->last_login, std::optional<std::int64_t>(1000));
+    EXPECT_EQ((*s)->list()->at(0).last_login, std::optional<std::int64_t>(1000));
+    EXPECT_EQ((*s)->account("bob")->last_login, std::optional<std::int64_t>(50));
+    // ...another connection only once written.
+    auto other = SqliteCredentialStore::open(db, test_box());
+    ASSERT_TRUE(other.ok());
+    EXPECT_FALSE((*other)->account("alice")->last_login);
+    ASSERT_TRUE((*s)->flush_login_records().ok());
+    EXPECT_EQ((*other)->account("alice")->last_login, std::optional<std::int64_t>(1000));
+    // The latest noted time wins, even when the clock went back.
+    ASSERT_TRUE((*s)->record_login("alice", 900).ok());
+    EXPECT_EQ((*s)->account("alice")->last_login, std::optional<std::int64_t>(900));
+    ASSERT_TRUE((*s)->record_login("bob", 2000).ok());
+  }  // the destructor writes what is left
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->account("alice")->last_login, std::optional<std::int64_t>(900));
+  EXPECT_EQ((*s)->account("bob")->last_login, std::optional<std::int64_t>(2000));
+}
+
+TEST(AuthSqliteLoginLimits, WriteBehindThreadWritesWithinTheInterval) {
+  TempDir dir;
+  const fs::path db = dir.path() / "users.db";
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->add("alice", "alice-long-secret").ok());
+  ASSERT_TRUE((*s)->defer_login_records(std::chrono::milliseconds(20)).ok());
+  ASSERT_TRUE((*s)->record_login("alice", 4242).ok());
+  auto other = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(other.ok());
+  std::optional<std::int64_t> seen;
+  for (int i = 0; i < 500 && !seen; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    seen = (*other)->account("alice")->last_login;
+  }
+  EXPECT_EQ(seen, std::optional<std::int64_t>(4242));
 }
 
 }  // namespace

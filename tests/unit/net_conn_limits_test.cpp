@@ -45,6 +45,7 @@ class FreeOpener final : public pop3::MaildropOpener {
     if (fail) return make_error(Errc::temporary, "disk on fire");
     return std::unique_ptr<pop3::Maildrop>(std::make_unique<Empty>());
   }
+  bool opens_without_waiting(std::string_view user) override { return user == "maildir-user"; }
   int calls = 0;
   bool fail = false;
 
@@ -74,6 +75,16 @@ TEST(NetSessionLimit, ForwardsLoadDeliveryTimes) {
   EXPECT_EQ((*a)->messages()[0].delivered, 0);
   (*a)->load_delivery_times();
   EXPECT_EQ((*a)->messages()[0].delivered, 42);
+}
+
+TEST(NetSessionLimit, ForwardsOpensWithoutWaiting) {
+  // The server runs APOP inline only when the real opener never waits; the
+  // wrapper must not hide an mbox (lock wait) behind its own default.
+  FreeOpener inner;
+  UserSessions sessions;
+  SessionLimitOpener opener(inner, sessions, 2);
+  EXPECT_TRUE(opener.opens_without_waiting("maildir-user"));
+  EXPECT_FALSE(opener.opens_without_waiting("mbox-user"));
 }
 
 TEST(NetSessionLimit, RefusesOverTheLimitWithInUseBeforeTheInnerOpener) {

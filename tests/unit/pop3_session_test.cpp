@@ -200,10 +200,19 @@ TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
   Harness h;
   h.mail.add_message("alice", std::string(200 * 1024, 'x') + "\n");
   EXPECT_FALSE(h.session->blocking_step_next());  // nothing buffered
-  h.session->feed("CAPA\r\n");
-  EXPECT_TRUE(h.session->blocking_step_next());  // any command before login
   std::string out;
-  while (h.session->next(out) != pop3::Next::need_input) {
+  // Commands without a credential check or a maildrop to open: inline.
+  for (const char* line : {"CAPA\r\n", "USER alice\r\n"}) {
+    h.session->feed(line);
+    EXPECT_FALSE(h.session->blocking_step_next()) << line;
+    while (h.session->next(out) != pop3::Next::need_input) {
+    }
+  }
+  // Slow hashes (PASS, AUTH) and APOP (not inline_apop here): the pool.
+  for (const char* line : {"PASS x\r\n", "pass x\r\n", "AUTH PLAIN\r\n", "APOP a b\r\n"}) {
+    Harness other;
+    other.session->feed(line);
+    EXPECT_TRUE(other.session->blocking_step_next()) << line;
   }
   h.login();
   for (const char* line : {"STAT\r\n", "NOOP\r\n", "QUITE\r\n", "QUI\r\n"}) {
@@ -217,11 +226,59 @@ TEST(Session, BlockingStepsAreLoginsAndQuitInTransaction) {
   EXPECT_FALSE(h.session->blocking_step_next());
   EXPECT_EQ(h.session->next(out), pop3::Next::output);  // the +OK and the first chunk
   EXPECT_FALSE(h.session->blocking_step_next());
-  while (h.session->blocking_step_next() == false) {
+  while (out.size() < 5 || out.substr(out.size() - 5) != "\r\n.\r\n") {
+    EXPECT_FALSE(h.session->blocking_step_next());
     ASSERT_EQ(h.session->next(out), pop3::Next::output);
   }
-  EXPECT_EQ(out.substr(out.size() - 5), "\r\n.\r\n");
+  // QUIT with nothing to remove: no UPDATE work, inline.
+  EXPECT_FALSE(h.session->blocking_step_next());
   EXPECT_EQ(h.session->next(out), pop3::Next::close);  // the queued quit
+}
+
+TEST(Session, QuitRunsOffTheLoopOnlyWhenUpdateRemovesMessages) {
+  for (const bool dele : {false, true}) {
+    Harness h;
+    h.mail.add_message("alice", "a\n");
+    h.login();
+    if (dele) h.cmd("DELE 1");
+    h.session->feed("QUIT\r\n");
+    EXPECT_EQ(h.session->blocking_step_next(), dele);
+  }
+  // An EXPIRE policy: delivery times and unlinks at QUIT.
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.expire_days = 7;
+  Harness h(cfg);
+  h.login();
+  h.session->feed("QUIT\r\n");
+  EXPECT_TRUE(h.session->blocking_step_next());
+}
+
+TEST(Session, InlineApopWhenTheOpenerDoesNotWait) {
+  // inline_apop: APOP runs inline when the opener opens without waiting;
+  // PASS and SASL steps still go to the pool.
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.inline_apop = true;
+  Harness h(cfg);
+  h.session->feed(h.apop_line() + "\r\n");
+  EXPECT_FALSE(h.session->blocking_step_next());
+  std::string out;
+  while (h.session->next(out) != pop3::Next::need_input) {
+  }
+  EXPECT_EQ(out.substr(0, 13), "+OK Logged in");
+
+  Harness p(cfg);
+  p.session->feed("USER alice\r\nPASS x\r\n");
+  EXPECT_FALSE(p.session->blocking_step_next());
+  ASSERT_EQ(p.session->next(out), pop3::Next::output);  // USER
+  EXPECT_TRUE(p.session->blocking_step_next());         // PASS: a slow hash
+
+  Harness s(cfg);
+  s.session->feed("AUTH PLAIN\r\n");
+  EXPECT_TRUE(s.session->blocking_step_next());
+  while (s.session->next(out) != pop3::Next::need_input) {
+  }
+  s.session->feed("AGFsaWNlAHg=\r\n");  // the response to the "+ " challenge
+  EXPECT_TRUE(s.session->blocking_step_next());
 }
 
 TEST(Session, DroppedConnectionRemovesNothing) {

@@ -545,5 +545,22 @@ TEST_F(MboxStore, LocationOpenerChoosesPerUser) {
   EXPECT_EQ(broken.error().code, Errc::temporary);
 }
 
+TEST_F(MboxStore, OnlyMaildirsOpenWithoutWaiting) {
+  // An mbox may wait for its lock: the server keeps such logins off its
+  // event loop (Session::blocking_step_next).
+  LocationOpener per_user(parse_mail_location("maildir:%d/mail/%u", true).value(), tmp.path(),
+                          opts(), [&](std::string_view user) -> Result<std::optional<std::string>> {
+                            if (user == "carol") return std::optional<std::string>("mbox:%d/%u");
+                            return std::optional<std::string>{};
+                          });
+  EXPECT_FALSE(per_user.opens_without_waiting("carol"));
+  EXPECT_TRUE(per_user.opens_without_waiting("dave"));
+  LocationOpener mbox(parse_mail_location("mbox:%d/%u.mbox", true).value(), tmp.path(), opts());
+  EXPECT_FALSE(mbox.opens_without_waiting("dave"));
+  LocationOpener maildir(parse_mail_location("maildir:%d/mail/%u", true).value(), tmp.path(),
+                         opts());
+  EXPECT_TRUE(maildir.opens_without_waiting("dave"));
+}
+
 }  // namespace
 }  // namespace apop::store
