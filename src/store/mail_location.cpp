@@ -1,5 +1,7 @@
 #include "store/mail_location.hpp"
 
+#include <sys/stat.h>
+
 #include "store/maildir.hpp"
 
 namespace apop::store {
@@ -112,10 +114,25 @@ Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_vi
 }
 
 bool LocationOpener::opens_without_waiting(std::string_view user) {
-  if (!per_user_) return fallback_.format == MailLocation::Format::maildir;
   auto r = resolve(user);
   // An unknown user or a lookup error: open() fails at once too.
-  return !r || r->first.format == MailLocation::Format::maildir;
+  if (!r) return true;
+  if (r->first.format != MailLocation::Format::maildir) return false;
+  return maildir_opens_quickly(r->second);
+}
+
+bool maildir_opens_quickly(const fs::path& dir) {
+  // A directory's size grows with its entries (ext4: about 80 bytes per
+  // Maildir name in 4 KiB blocks; tmpfs: 20 bytes per entry) and never
+  // shrinks on most file systems, so this errs on the side of the pool.
+  std::uint64_t bytes = 0;
+  for (const char* sub : {"/cur", "/new"}) {
+    struct stat st {};
+    const std::string path = dir.string() + sub;
+    if (::stat(path.c_str(), &st) != 0) return true;  // open() creates or fails at once
+    bytes += static_cast<std::uint64_t>(st.st_size);
+  }
+  return bytes <= kQuickMaildirDirBytes;
 }
 
 Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(std::string_view user) {

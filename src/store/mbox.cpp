@@ -1031,7 +1031,10 @@ Result<void> rewrite_mbox_in_place(const fs::path& file, int fd, std::string_vie
   // 1. The journal: the original bytes of [offset, size).
   auto created = create_journal(file, opts);
   if (!created) return created.error();
-  auto& [jfd, jpath] = *created;
+  // Named references, not a structured binding: clang 14 cannot capture a
+  // structured binding in a lambda (abandon below).
+  auto& jfd = created->first;
+  auto& jpath = created->second;
   MboxJournal head;
   head.dev = static_cast<std::uint64_t>(now.st_dev);
   head.ino = static_cast<std::uint64_t>(now.st_ino);

@@ -53,6 +53,18 @@ SLOWDOWN = max(1.0, float(os.environ.get("APOP_TEST_SLOWDOWN", "1") or 1))
 SANITIZER_RE = re.compile(r"ERROR: (?:AddressSanitizer|LeakSanitizer)|runtime error: ")
 
 
+def cli_sanitizer_env(env: dict) -> dict:
+    """The environment for a short CLI run (`apop user add`, `deliver`, ...): under
+    ASan, without LeakSanitizer's scan at exit, which costs a third of such a
+    run's time (the suite starts thousands). Servers, the unit tests and every
+    other process keep it; APOP_TEST_CLI_LEAKS=1 keeps it here too."""
+    opts = env.get("ASAN_OPTIONS")
+    if opts and env.get("APOP_TEST_CLI_LEAKS") != "1":
+        parts = [o for o in opts.split(":") if o and not o.startswith("detect_leaks=")]
+        env = dict(env, ASAN_OPTIONS=":".join(parts + ["detect_leaks=0"]))
+    return env
+
+
 def assert_no_sanitizer_report(what: str, stderr: str) -> None:
     m = SANITIZER_RE.search(stderr)
     if m:
@@ -153,6 +165,7 @@ class ApopEnv:
         e.pop("APOP_DATA", None)
         if env:
             e.update(env)
+        e = cli_sanitizer_env(e)
         p = subprocess.run([self.bin, *args], input=input if input is not None else b"",
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
                            cwd=cwd or self.root, timeout=timeout * SLOWDOWN)

@@ -562,5 +562,32 @@ TEST_F(MboxStore, OnlyMaildirsOpenWithoutWaiting) {
   EXPECT_TRUE(maildir.opens_without_waiting("dave"));
 }
 
+TEST_F(MboxStore, BigMaildirDoesNotOpenOnTheEventLoop) {
+  // Listing a big Maildir takes long enough to stall every other session:
+  // its logins go to the pool like an mbox's (regression: after APOP went
+  // inline, a 100,000-message first login ran on the event loop).
+  LocationOpener maildir(parse_mail_location("maildir:%d/mail/%u", true).value(), tmp.path(),
+                         opts());
+  const fs::path cur = tmp.path() / "mail" / "erin" / "cur";
+  fs::create_directories(cur);
+  fs::create_directories(tmp.path() / "mail" / "erin" / "new");
+  fs::create_directories(tmp.path() / "mail" / "erin" / "tmp");
+  EXPECT_TRUE(maildir.opens_without_waiting("erin"));
+  EXPECT_TRUE(maildir_opens_quickly(tmp.path() / "mail" / "erin"));
+  // Entries until cur/ outgrows the limit (directory sizes grow by blocks on
+  // ext4, by 20 bytes an entry on tmpfs).
+  const auto dir_bytes = [&cur] {
+    struct stat st {};
+    return ::stat(cur.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  };
+  for (int i = 0; dir_bytes() <= kQuickMaildirDirBytes && i < 100'000; ++i) {
+    std::ofstream(cur / ("1700000000.M" + std::to_string(i) + "P1.host.example.org,S=10,W=10:2,"));
+  }
+  EXPECT_FALSE(maildir.opens_without_waiting("erin"));
+  EXPECT_FALSE(maildir_opens_quickly(tmp.path() / "mail" / "erin"));
+  // An unknown or missing Maildir: open() creates it or fails at once.
+  EXPECT_TRUE(maildir.opens_without_waiting("frank"));
+}
+
 }  // namespace
 }  // namespace apop::store
