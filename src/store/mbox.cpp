@@ -256,13 +256,28 @@ Result<std::unique_ptr<MboxLock>> MboxLock::acquire(const fs::path& file, int fd
   const auto deadline = Clock::now() + opts.lock_timeout;
   const std::string dot = file.string() + ".lock";
   for (int attempt = 0;; ++attempt) {
-    UniqueFd d(::open(dot.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
-    if (d) {
+    // The dotlock appears with our PID already in it: written to a private
+    // file first, then link()ed to FILE.lock (as liblockfile does). An
+    // O_EXCL create followed by a write left an empty dotlock when the
+    // process died in between, which no one can tell from a live one until
+    // it is `dotlock_stale` old (found by a SIGKILL test under ASan).
+    const std::string mine = dot + "." + std::to_string(::getpid()) + ".apop";
+    int err = 0;
+    {
+      UniqueFd d(::open(mine.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+      if (!d) {
+        err = errno;
+      } else if (!write_all(d.get(), std::to_string(::getpid()) + "\n") || d.close_checked() != 0) {
+        err = errno;
+      } else if (::link(mine.c_str(), dot.c_str()) != 0) {
+        err = errno;
+      }
+      ::unlink(mine.c_str());
+    }
+    if (err == 0) {
       lock->dotlock_ = dot;
-      (void)write_all(d.get(), std::to_string(::getpid()) + "\n");
       break;
     }
-    const int err = errno;
     if (err == EACCES || err == EPERM || err == EROFS) break;  // fcntl lock only
     if (err != EEXIST) return sys_error("create dotlock " + dot, err);
     struct stat st {};

@@ -74,6 +74,35 @@ def locked_append(path: str, data: bytes, timeout: float = 30.0) -> None:
         os.unlink(lock)
 
 
+def kill_during_quit(srv, p: poplib.POP3, path: str, rng: random.Random, tag: str,
+                     max_delay: float) -> list[bytes]:
+    """Sends QUIT on `p` and SIGKILLs `srv` up to `max_delay` s later, while an
+    MTA-like writer appends up to 3 messages to the mbox under its locks (the
+    rewrite must keep them). Returns the messages appended."""
+    stop = threading.Event()
+    mine: list[bytes] = []
+
+    def appender():
+        k = 0
+        while not stop.is_set() and k < 3:
+            m = make_message(f"{tag}-{k}", "appended during QUIT\n")
+            locked_append(path, mbox_entry(m))
+            mine.append(m)
+            k += 1
+            time.sleep(rng.random() * 0.02)
+
+    t = threading.Thread(target=appender)
+    t.start()
+    p.sock.sendall(b"QUIT\r\n")
+    time.sleep(rng.random() * max_delay)
+    os.kill(srv.pid, signal.SIGKILL)
+    srv.kill_quietly()
+    stop.set()
+    t.join(30)
+    p.close()
+    return mine
+
+
 def read_mbox(path: str) -> list[bytes]:
     """The messages (without From lines) as Python's mailbox module reads them."""
     box = mailbox.mbox(path, create=False)
@@ -318,27 +347,7 @@ class MboxTest(ApopTestCase):
                 for d in doomed:
                     p.dele(d)
                 expect_new = [m for i, m in enumerate(present, 1) if i not in doomed]
-                stop = threading.Event()
-                mine: list[bytes] = []
-
-                def appender():
-                    k = 0
-                    while not stop.is_set() and k < 3:
-                        m = make_message("late-%d-%d" % (it, k), "appended during QUIT\n")
-                        locked_append(self.path, mbox_entry(m))
-                        mine.append(m)
-                        k += 1
-                        time.sleep(rng.random() * 0.02)
-
-                t = threading.Thread(target=appender)
-                t.start()
-                p.sock.sendall(b"QUIT\r\n")
-                time.sleep(rng.random() * 0.15)
-                os.kill(srv.pid, signal.SIGKILL)
-                srv.kill_quietly()
-                stop.set()
-                t.join(30)
-                p.close()
+                mine = kill_during_quit(srv, p, self.path, rng, f"late-{it}", 0.15)
             finally:
                 srv.kill_quietly()
             appended += mine

@@ -10,13 +10,11 @@ import os
 import poplib
 import pwd
 import random
-import signal
-import threading
 import time
 import unittest
 
 from apoptest import ALICE_SECRET, ApopTestCase, make_message
-from test_mbox import locked_append, mbox_entry, read_mbox
+from test_mbox import kill_during_quit, mbox_entry, read_mbox
 
 IS_ROOT = os.geteuid() == 0
 MBOX_OWNER = 4242  # alice's uid in the spool: no passwd entry needed
@@ -137,27 +135,7 @@ class MboxInPlaceTest(ApopTestCase):
                 for d in doomed:
                     p.dele(d)
                 expect_new = [m for i, m in enumerate(present, 1) if i not in doomed]
-                stop = threading.Event()
-                mine: list[bytes] = []
-
-                def appender():
-                    k = 0
-                    while not stop.is_set() and k < 3:
-                        m = make_message("late-%d-%d" % (it, k), "appended by the MTA\n")
-                        locked_append(self.path, mbox_entry(m))
-                        mine.append(m)
-                        k += 1
-                        time.sleep(rng.random() * 0.02)
-
-                t = threading.Thread(target=appender)
-                t.start()
-                p.sock.sendall(b"QUIT\r\n")
-                time.sleep(rng.random() * 0.12)
-                os.kill(srv.pid, signal.SIGKILL)
-                srv.kill_quietly()
-                stop.set()
-                t.join(30)
-                p.close()
+                mine = kill_during_quit(srv, p, self.path, rng, f"late-{it}", 0.12)
             finally:
                 srv.kill_quietly()
             if self.journals():
