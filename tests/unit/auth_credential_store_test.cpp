@@ -31,10 +31,7 @@ SecretBox test_box(unsigned char fill = 9) {
   return SecretBox::from_key(k);
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using ::apop::test::slurp;
 
 mode_t mode_of(const fs::path& p) {
   struct stat st {};

@@ -28,17 +28,8 @@ using namespace std::chrono_literals;
 
 using TempDir = ::apop::test::TempDir;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out << data;
-}
+using ::apop::test::slurp;
+using ::apop::test::spit;
 
 std::vector<std::string> names_in(const fs::path& dir) {
   std::vector<std::string> out;

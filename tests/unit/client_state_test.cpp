@@ -20,17 +20,8 @@ namespace fs = std::filesystem;
 
 using TempDir = ::apop::test::TempDir;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out << data;
-}
+using ::apop::test::slurp;
+using ::apop::test::spit;
 
 unsigned mode_of(const fs::path& p) {
   struct stat st {};

@@ -25,17 +25,8 @@ namespace fs = std::filesystem;
 using TempDir = ::apop::test::TempDir;
 using namespace std::chrono_literals;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
+using ::apop::test::slurp;
+using ::apop::test::spit;
 
 std::string msg(const std::string& from, const std::string& subject, const std::string& body) {
   return "From " + from + " Thu Jan  2 10:00:00 2025\nFrom: " + from + "\nSubject: " + subject +

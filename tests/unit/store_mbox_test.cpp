@@ -31,17 +31,8 @@ namespace fs = std::filesystem;
 using TempDir = ::apop::test::TempDir;
 using namespace std::chrono_literals;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << s;
-}
+using ::apop::test::slurp;
+using ::apop::test::spit;
 
 int content_fd(const std::string& content) {
   const int fd = ::memfd_create("apop-test", MFD_CLOEXEC);

@@ -1,12 +1,14 @@
 // A temporary directory for unit tests, removed with everything in it when the
 // object goes out of scope. Aborts if it cannot be created (a broken test
-// machine, not a test result).
+// machine, not a test result). Plus whole-file read and write helpers.
 #pragma once
 
 #include <stdlib.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -32,5 +34,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The whole content of the file at P ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Replaces the file at P with DATA.
+inline void spit(const std::filesystem::path& p, std::string_view data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << data;
+}
 
 }  // namespace apop::test
