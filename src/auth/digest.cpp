@@ -16,11 +16,30 @@ struct MdCtxDeleter {
   void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
 };
 
-// Digest of the concatenation of `parts` with `md`; aborts on libcrypto failure.
+// An algorithm fetched once from the default provider. OpenSSL 3 answers
+// EVP_md5() with a legacy object that every EVP_DigestInit_ex resolves
+// again (a locked lookup in the method store): a measurable part of a
+// login's CPU. Never freed (it lives as long as the process).
+const EVP_MD* fetched_md(const char* name) {
+  const EVP_MD* md = EVP_MD_fetch(nullptr, name, nullptr);
+  if (md == nullptr) std::abort();
+  return md;
+}
+const EVP_MD* md5() {
+  static const EVP_MD* const md = fetched_md("MD5");
+  return md;
+}
+const EVP_MD* sha256() {
+  static const EVP_MD* const md = fetched_md("SHA2-256");
+  return md;
+}
+
+// Digest of the concatenation of `parts` with `md`; aborts on libcrypto
+// failure. The context is the thread's own, reset by each init.
 template <std::size_t N>
 unsigned digest(const EVP_MD* md, const std::array<std::string_view, N>& parts,
                 unsigned char (&out)[EVP_MAX_MD_SIZE]) {
-  std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
+  thread_local const std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) std::abort();
   for (std::string_view p : parts) {
     if (EVP_DigestUpdate(ctx.get(), p.data(), p.size()) != 1) std::abort();
@@ -44,7 +63,7 @@ std::string to_hex(const unsigned char* p, std::size_t n) {
 
 std::string md5_hex(std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned len = digest<1>(EVP_md5(), {data}, out);
+  unsigned len = digest<1>(md5(), {data}, out);
   std::string hex = to_hex(out, len);
   OPENSSL_cleanse(out, sizeof out);
   return hex;
@@ -53,8 +72,8 @@ std::string md5_hex(std::string_view data) {
 bool ct_equal(std::string_view a, std::string_view b) {
   unsigned char da[EVP_MAX_MD_SIZE];
   unsigned char db[EVP_MAX_MD_SIZE];
-  unsigned la = digest<1>(EVP_sha256(), {a}, da);
-  unsigned lb = digest<1>(EVP_sha256(), {b}, db);
+  unsigned la = digest<1>(sha256(), {a}, da);
+  unsigned lb = digest<1>(sha256(), {b}, db);
   // Hashes equal <=> inputs equal (up to SHA-256 collisions); also fold in the
   // length comparison, which leaks nothing beyond the lengths themselves.
   int diff = CRYPTO_memcmp(da, db, la < lb ? la : lb);
@@ -67,7 +86,7 @@ bool ct_equal(std::string_view a, std::string_view b) {
 bool apop_digest_matches(std::string_view timestamp, std::string_view secret,
                          std::string_view client_digest) {
   unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned len = digest<2>(EVP_md5(), {timestamp, secret}, out);
+  unsigned len = digest<2>(md5(), {timestamp, secret}, out);
   std::string expected = to_hex(out, len);
   OPENSSL_cleanse(out, sizeof out);
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -23,6 +24,17 @@ struct CipherCtxDeleter {
   void operator()(EVP_CIPHER_CTX* c) const { EVP_CIPHER_CTX_free(c); }
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
+
+// AES-256-GCM fetched once (see fetched_md in digest.cpp: the legacy
+// EVP_aes_256_gcm() object is looked up again at every init); never freed.
+const EVP_CIPHER* aes_256_gcm() {
+  static const EVP_CIPHER* const cipher = [] {
+    const EVP_CIPHER* c = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+    if (c == nullptr) std::abort();
+    return c;
+  }();
+  return cipher;
+}
 
 Errc errno_class(int e) {
   switch (e) {
@@ -179,7 +191,7 @@ Result<std::string> SecretBox::seal(std::string_view plaintext, std::string_view
   int len = 0;
   int fin = 0;
   bool ok =
-      ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+      ctx && EVP_EncryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
                           nullptr) == 1 &&
       EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&
@@ -226,7 +238,7 @@ Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aa
   int len = 0;
   int fin = 0;
   bool ok = ctx &&
-            EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+            EVP_DecryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
                                 nullptr) == 1 &&
             EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&

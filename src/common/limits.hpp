@@ -108,8 +108,13 @@ inline constexpr std::uint64_t kMaxDeliverSize = 256ull * 1024 * 1024;
 inline constexpr std::uint64_t kMaxUpdateJournal = 256ull * 1024 * 1024;
 // The Maildir specification (D. J. Bernstein, maildir(5), not an RFC): a file
 // in tmp/ not accessed for 36 hours is a leftover of a delivery that died and
-// is removed (as Dovecot does). Checked at each maildrop open.
+// is removed (as Dovecot does).
 inline constexpr std::chrono::hours kMaildirTmpMaxAge{36};
+// Not from an RFC: tmp/ is scanned for such leftovers at most this often per
+// Maildir (Dovecot's MAILDIR_TMP_SCAN_SECS), not at every login; the
+// server remembers up to kMaildirTmpScanMemo Maildirs' last scan.
+inline constexpr std::chrono::hours kMaildirTmpScanInterval{8};
+inline constexpr std::size_t kMaildirTmpScanMemo = 100'000;
 
 // Not from an RFC (client, `apop fetch --to mbox:`): how long to wait for the
 // mbox dotlock and fcntl lock before giving up with a temporary error (the

@@ -117,6 +117,7 @@ std::string Session::greeting() const {
 
 bool Session::blocking_step_next() const {
   if (body_ || listing_next_ || close_after_output_) return false;  // output first
+  if (pending_open_) return true;
   if (state_ != State::authorization && state_ != State::transaction) return false;
   const auto line = reader_.peek_line();
   if (!line) return false;
@@ -129,11 +130,9 @@ bool Session::blocking_step_next() const {
   }
   if (sasl_) return true;  // a SASL response: the mechanism may hash
   if (iequals(verb, "PASS") || iequals(verb, "AUTH")) return true;
-  if (iequals(verb, "APOP")) {
-    if (!config_.inline_apop) return true;
-    const std::string_view rest = line->substr(std::min(line->size(), verb.size() + 1));
-    return !opener_.opens_without_waiting(rest.substr(0, rest.find(' ')));
-  }
+  // inline_apop: the check runs here; opening a maildrop that may wait is
+  // handed on afterwards (pending_open_ above).
+  if (iequals(verb, "APOP")) return !config_.inline_apop;
   return false;
 }
 
@@ -143,6 +142,7 @@ void Session::feed(std::string_view bytes) {
 }
 
 void Session::abort() {
+  pending_open_.reset();
   body_.reset();
   body_retr_index_.reset();
   listing_next_.reset();
@@ -152,6 +152,15 @@ void Session::abort() {
 
 Next Session::next(std::string& out) {
   if (state_ == State::closed) return Next::close;
+  if (pending_open_) {
+    // The second half of an inline APOP: the credentials are checked, the
+    // maildrop is opened now (blocking_step_next() said so).
+    const auto p = std::move(pending_open_);
+    resuming_open_ = true;
+    finish_login(p->verified, p->user, p->mech, out);
+    resuming_open_ = false;
+    return Next::output;
+  }
   if (body_) {
     auto r = body_->produce(out);
     if (!r.ok()) {
@@ -501,6 +510,14 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
       }
       return;
     }
+  }
+  if (config_.inline_apop && !resuming_open_ && !opener_.opens_without_waiting(user)) {
+    // Checked inline, but this maildrop may take long to open (a big
+    // Maildir, an mbox lock): the driver runs the open off its event loop
+    // (next() returns with nothing written, blocking_step_next() is true).
+    pending_open_ = std::make_unique<PendingOpen>(
+        PendingOpen{verified, std::string(user), std::string(mech)});
+    return;
   }
   auto md = opener_.open(user);
   if (!md.ok()) {

@@ -125,8 +125,10 @@ class Session {
   // True when next() would run a command that may block on a slow hash, a
   // remote database, a lock wait or disk writes: PASS and AUTH (and SASL
   // continuation lines) in AUTHORIZATION; APOP unless
-  // SessionConfig::inline_apop and the opener opens this user's maildrop
-  // without waiting (MaildropOpener::opens_without_waiting); QUIT in
+  // SessionConfig::inline_apop, and then, after correct credentials, the
+  // opening of a maildrop the opener cannot open without waiting
+  // (MaildropOpener::opens_without_waiting, asked only for users who gave
+  // correct credentials: an unknown user costs no file system call); QUIT in
   // TRANSACTION when the UPDATE state has messages to remove (DELE'd ones,
   // or an EXPIRE policy in force). The network layer runs such steps off its
   // event loop; everything else (CAPA, USER, STLS, QUIT with nothing to
@@ -209,6 +211,14 @@ class Session {
   unsigned auth_failures_ = 0;
   unsigned bad_commands_ = 0;
   std::optional<std::string> pending_user_;  // after USER, before PASS
+  // An inline APOP whose maildrop is opened in the next (blocking) step.
+  struct PendingOpen {
+    AuthResult verified;
+    std::string user;
+    std::string mech;
+  };
+  std::unique_ptr<PendingOpen> pending_open_;
+  bool resuming_open_ = false;
   std::unique_ptr<SaslSession> sasl_;        // an AUTH exchange in progress
   std::string sasl_mech_;
   std::string user_;

@@ -2,11 +2,18 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
+#include <chrono>
+
 #include "store/maildir.hpp"
 
 namespace apop::store {
 
 namespace fs = std::filesystem;
+
+namespace {
+std::atomic<std::uint64_t> next_opener_id{1};  // LocationOpener::id_
+}  // namespace
 
 namespace {
 
@@ -92,7 +99,8 @@ LocationOpener::LocationOpener(MailLocation fallback, fs::path data_dir, MboxOpt
     : fallback_(std::move(fallback)),
       data_dir_(std::move(data_dir)),
       mbox_(std::move(mbox)),
-      per_user_(std::move(per_user)) {}
+      per_user_(std::move(per_user)),
+      id_(next_opener_id.fetch_add(1, std::memory_order_relaxed)) {}
 
 Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_view user) const {
   MailLocation loc = fallback_;
@@ -113,12 +121,35 @@ Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_vi
   return std::make_pair(std::move(loc), std::move(*path));
 }
 
+namespace {
+
+// The Session asks opens_without_waiting(user) and then, on the same thread
+// and a few microseconds later, open(user): the second resolve reuses the
+// first answer (one account lookup fewer per login). Keyed by the opener's
+// id (never reused, unlike its address) and the user; short-lived, so that a
+// location changed meanwhile (`apop user mailbox`) is seen by the next login.
+struct ResolveMemo {
+  std::uint64_t opener = 0;
+  std::string user;
+  std::chrono::steady_clock::time_point at;
+  std::pair<MailLocation, fs::path> value;
+};
+thread_local ResolveMemo resolve_memo;
+constexpr std::chrono::seconds kResolveMemoLife{1};
+
+}  // namespace
+
 bool LocationOpener::opens_without_waiting(std::string_view user) {
   auto r = resolve(user);
   // An unknown user or a lookup error: open() fails at once too.
   if (!r) return true;
-  if (r->first.format != MailLocation::Format::maildir) return false;
-  return maildir_opens_quickly(r->second);
+  const bool quick =
+      r->first.format == MailLocation::Format::maildir && maildir_opens_quickly(r->second);
+  resolve_memo.opener = id_;
+  resolve_memo.user.assign(user);
+  resolve_memo.at = std::chrono::steady_clock::now();
+  resolve_memo.value = std::move(*r);
+  return quick;
 }
 
 bool maildir_opens_quickly(const fs::path& dir) {
@@ -136,7 +167,14 @@ bool maildir_opens_quickly(const fs::path& dir) {
 }
 
 Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(std::string_view user) {
-  auto r = resolve(user);
+  Result<std::pair<MailLocation, fs::path>> r = make_error(Errc::temporary, "unresolved");
+  if (resolve_memo.opener == id_ && resolve_memo.user == user &&
+      std::chrono::steady_clock::now() - resolve_memo.at < kResolveMemoLife) {
+    r = std::move(resolve_memo.value);
+  } else {
+    r = resolve(user);
+  }
+  resolve_memo.opener = 0;
   if (!r) return r.error();
   const auto& [loc, path] = *r;
   if (loc.format == MailLocation::Format::mbox) return open_mbox(path, mbox_);

@@ -78,6 +78,7 @@ class LocationOpener final : public pop3::MaildropOpener {
   std::filesystem::path data_dir_;
   MboxOptions mbox_;
   Lookup per_user_;
+  std::uint64_t id_;  // see open() in mail_location.cpp
 };
 
 }  // namespace apop::store

@@ -15,9 +15,11 @@
 #include <ctime>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -382,6 +384,35 @@ std::size_t clean_tmp(int maildirfd, std::int64_t now) {
   return removed;
 }
 
+// clean_tmp at most once per kMaildirTmpScanInterval for each Maildir in
+// this process (as Dovecot scans tmp/ at most every 8 hours): a login then
+// costs no listing of tmp/. Remembered by path in a bounded table (when it
+// is full it is emptied, which costs one more scan per Maildir). A missing
+// tmp/ is created again, as delivery needs it.
+void maybe_clean_tmp(const fs::path& dir, int maildirfd, std::int64_t now) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::int64_t> last_scan;
+  const std::int64_t interval =
+      std::chrono::duration_cast<std::chrono::seconds>(limits::kMaildirTmpScanInterval).count();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto [it, fresh] = last_scan.try_emplace(dir.native(), now);
+    if (!fresh) {
+      if (it->second > now - interval && it->second <= now) return;
+      it->second = now;
+    } else if (last_scan.size() > limits::kMaildirTmpScanMemo) {
+      last_scan.clear();
+      last_scan.emplace(dir.native(), now);
+    }
+  }
+  struct stat st {};
+  if (::fstatat(maildirfd, "tmp", &st, 0) != 0 && errno == ENOENT) {
+    (void)ensure_maildir(dir);
+    return;
+  }
+  clean_tmp(maildirfd, now);
+}
+
 // Moves every file of new/ to cur/ as NAME:2, (a name already carrying an
 // info suffix keeps it). Files that vanish meanwhile are skipped.
 Result<void> move_new_to_cur(int newfd, int curfd) {
@@ -509,10 +540,34 @@ bool same_files(const std::vector<std::string>& names, const MaildirCacheView& v
   return true;
 }
 
+// Which of apop's own files the Maildir root holds, from one listing of it
+// (two getdents calls instead of a failed open or stat per file).
+// `known` false: the listing failed, so each file is looked for.
+struct RootFiles {
+  bool known = false;
+  bool journal = false;      // kUpdateJournalFile or kUpdateJournalTmp
+  bool uidl_map = false;     // kUidlMapFile
+  bool cache = false;        // kMaildirCacheFile
+  bool maybe(bool seen) const { return !known || seen; }
+};
+
+RootFiles list_root(int dirfd) {
+  RootFiles r;
+  const int err = for_each_dir_entry(dirfd, [&r](std::string_view name, unsigned char) {
+    if (!name.starts_with("apop-")) return;
+    if (name == kUpdateJournalFile || name == kUpdateJournalTmp) r.journal = true;
+    if (name == kUidlMapFile) r.uidl_map = true;
+    if (name == kMaildirCacheFile) r.cache = true;
+  });
+  r.known = err == 0;
+  return r;
+}
+
 // The listing of cur/ for a session: from the cache MAILDIR/apop-cache when
 // it is valid for cur/ as it is now, else from the directory (then the cache
 // is rewritten for big maildrops). See store/maildir_cache.hpp for the rules.
-Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
+// `root` says which of the cache and the UIDL map may exist.
+Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir, const RootFiles& root) {
   // The clock first, then the stats, then anything read from cur/.
   const timespec now = realtime_now();
   struct stat cur_st {};
@@ -524,7 +579,9 @@ Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
   {
     const std::string map_name(kUidlMapFile);
     struct stat st {};
-    if (::fstatat(dirfd, map_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (!root.maybe(root.uidl_map)) {
+      // Absent when the root was listed: map_key stays the "no file" key.
+    } else if (::fstatat(dirfd, map_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       map_key = stat_key(st);
       map_settled = mtime_settled(st.st_mtim, now);
     } else if (errno != ENOENT) {
@@ -535,7 +592,7 @@ Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
 
   std::optional<std::string> buf;
   std::optional<MaildirCacheView> view;
-  if (map_known) buf = read_maildir_cache(dirfd);
+  if (map_known && root.maybe(root.cache)) buf = read_maildir_cache(dirfd);
   if (buf) {
     auto parsed = parse_maildir_cache(*buf);
     if (parsed && parsed->cur == cur_key && parsed->uidl_map == map_key) {
@@ -572,7 +629,7 @@ Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir) {
 
   // UIDLs pinned by a migration: better no session than changed UIDLs
   // (every client would download everything again).
-  auto pinned = load_uidl_map(dir);
+  auto pinned = root.maybe(root.uidl_map) ? load_uidl_map(dir) : Result<UidlMap>(UidlMap{});
   if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
   auto scanned = scan_cur(curfd, std::move(names.value()), *pinned);
   if (!scanned) return scanned.error();
@@ -728,21 +785,27 @@ MaildirOpener::MaildirOpener(fs::path mail_root) : mail_root_(std::move(mail_roo
 Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view user) {
   if (!plain_file_name(user)) return make_error(Errc::invalid, "bad maildrop name");
   const fs::path dir = mail_root_ / std::string(user);
-  // The common case, an existing Maildir, costs an open and three stats;
-  // otherwise create what is missing (ensure_maildir walks the whole path).
-  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  const auto complete = [&dirfd] {
-    for (const char* sub : {"cur", "new", "tmp"}) {
-      struct stat st {};
-      if (::fstatat(dirfd.get(), sub, &st, 0) != 0 || !S_ISDIR(st.st_mode)) return false;
-    }
-    return true;
-  };
-  if (!dirfd || !complete()) {
-    if (auto r = ensure_maildir(dir); !r) return r.error();
+  // The common case, a complete Maildir, costs an open of it, its lock, an
+  // open of new/ and cur/ and a listing of each (and of the root, which says
+  // which of apop's own files to read): no stat or open that is bound to
+  // fail. Otherwise ensure_maildir creates what is missing (it walks the
+  // whole path) and the opens are tried once more.
+  UniqueFd dirfd;
+  UniqueFd newfd;
+  UniqueFd curfd;
+  const auto open_all = [&] {
     dirfd.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirfd) return false;
+    newfd.reset(open_dir_at(dirfd.get(), "new"));
+    if (!newfd) return false;
+    curfd.reset(open_dir_at(dirfd.get(), "cur"));
+    return static_cast<bool>(curfd);
+  };
+  if (!open_all()) {
+    if (errno != ENOENT && errno != ENOTDIR) return sys_error("open " + dir.string(), errno);
+    if (auto r = ensure_maildir(dir); !r) return r.error();
+    if (!open_all()) return sys_error("open " + dir.string(), errno);
   }
-  if (!dirfd) return sys_error("open " + dir.string(), errno);
 
   const std::string lock_name(kLockFile);
   UniqueFd lock(
@@ -755,16 +818,16 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
     return sys_error("flock " + dir.string(), errno);
   }
 
-  UniqueFd newfd(open_dir_at(dirfd.get(), "new"));
-  if (!newfd) return sys_error("open " + dir.string() + "/new", errno);
-  UniqueFd curfd(open_dir_at(dirfd.get(), "cur"));
-  if (!curfd) return sys_error("open " + dir.string() + "/cur", errno);
-
+  // Listed under the lock: no other session adds or removes apop's files.
+  const RootFiles root = list_root(dirfd.get());
   // A QUIT that was cut by a crash after its commit point is finished first.
-  if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
-  clean_tmp(dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
+  if (root.maybe(root.journal)) {
+    if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
+  }
+  maybe_clean_tmp(dir, dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
-  auto listing = list_maildrop(dirfd.get(), curfd.get(), dir);
+  newfd.reset();
+  auto listing = list_maildrop(dirfd.get(), curfd.get(), dir, root);
   if (!listing) return listing.error();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
       std::move(lock), std::move(dirfd), std::move(curfd), std::move(listing.value())));

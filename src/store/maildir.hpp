@@ -40,7 +40,8 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 //    by its destructor (or by the kernel when the process dies).
 //  - Finishes a commit cut by a crash (a leftover update journal, see
 //    commit below), removes tmp/ files older than limits::kMaildirTmpMaxAge
-//    (clean_maildir_tmp), then
+//    (clean_maildir_tmp; at most once per kMaildirTmpScanInterval for a
+//    Maildir in this process), then
 //  - Moves every file in new/ to cur/ as "NAME:2,", then lists cur/ (dotfiles
 //    and non-regular files are skipped). The list is a snapshot: mail
 //    delivered later appears in the next session only. For maildrops of
@@ -100,7 +101,8 @@ class MaildirOpener final : public pop3::MaildropOpener {
 // regular files of DIR/tmp whose ctime is limits::kMaildirTmpMaxAge or more
 // before `now` (seconds since the epoch) -- leftovers of deliveries that
 // died. Best effort (errors are skipped); returns how many were removed.
-// MaildirOpener::open calls it under the maildrop lock.
+// MaildirOpener::open calls it under the maildrop lock, at most once per
+// limits::kMaildirTmpScanInterval for each Maildir.
 std::size_t clean_maildir_tmp(const std::filesystem::path& dir, std::int64_t now);
 
 struct DeliverOptions {

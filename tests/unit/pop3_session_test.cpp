@@ -281,6 +281,64 @@ TEST(Session, InlineApopWhenTheOpenerDoesNotWait) {
   EXPECT_TRUE(s.session->blocking_step_next());
 }
 
+TEST(Session, InlineApopOpensAMaildropThatMayWaitInASecondStep) {
+  // inline_apop: the credentials are checked inline; only after they are
+  // correct is the opener asked, and a maildrop that may wait (a big
+  // Maildir, an mbox lock) is opened in a step of its own, off the loop.
+  pop3::SessionConfig cfg = Harness::secure_config();
+  cfg.inline_apop = true;
+  Harness h(cfg);
+  h.mail.add_message("alice", "a\n");
+  struct Opener final : pop3::MaildropOpener {
+    Opener(store::MemoryStore& m, bool w) : inner(m), waits(w) {}
+    Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view u) override {
+      ++opened;
+      return inner.open(u);
+    }
+    bool opens_without_waiting(std::string_view) override {
+      ++asked;
+      return !waits;
+    }
+    store::MemoryStore& inner;
+    bool waits;
+    int asked = 0;
+    int opened = 0;
+  };
+  for (const char* user : {"alice", "nobody"}) {
+    Opener o(h.mail, true);
+    pop3::Session s(cfg, h.auth, o, kTimestamp, &h.sink);
+    s.feed(h.apop_line(user, "wrong-secret-here") + "\r\n");
+    EXPECT_FALSE(s.blocking_step_next()) << user;
+    std::string out;
+    EXPECT_EQ(s.next(out), pop3::Next::output);
+    EXPECT_EQ(out.substr(0, 11), "-ERR [AUTH]") << user;
+    EXPECT_EQ(o.asked, 0) << user;  // no file system call for a failed login
+    EXPECT_FALSE(s.blocking_step_next());
+  }
+  for (const bool waits : {true, false}) {
+    Opener o(h.mail, waits);
+    pop3::Session s(cfg, h.auth, o, kTimestamp, &h.sink);
+    s.feed(h.apop_line() + "\r\nSTAT\r\n");
+    EXPECT_FALSE(s.blocking_step_next());
+    std::string out;
+    EXPECT_EQ(s.next(out), pop3::Next::output);
+    EXPECT_EQ(o.asked, 1);
+    if (waits) {
+      EXPECT_EQ(out, "");  // nothing yet: the open is the next step
+      EXPECT_EQ(o.opened, 0);
+      EXPECT_TRUE(s.blocking_step_next());
+      EXPECT_EQ(s.next(out), pop3::Next::output);
+    }
+    EXPECT_EQ(o.opened, 1);
+    EXPECT_EQ(out.substr(0, 13), "+OK Logged in") << waits;
+    EXPECT_EQ(s.state(), pop3::State::transaction);
+    EXPECT_FALSE(s.blocking_step_next());  // the pipelined STAT: inline
+    out.clear();
+    EXPECT_EQ(s.next(out), pop3::Next::output);
+    EXPECT_EQ(out, "+OK 1 3\r\n");
+  }
+}
+
 TEST(Session, DroppedConnectionRemovesNothing) {
   Harness h;
   h.mail.add_message("alice", "a\n");
