@@ -245,6 +245,39 @@ class ApopServer:
         self.proc = None
 
 
+class FloorServer:
+    """bench/pop3_floor.cpp: canned replies over the same TCP exchange, no work at all --
+    what the kernel charges any server per session on this machine (test 1)."""
+    name = "floor"
+
+    def __init__(self, root: str):
+        self.root = root
+        self.bin = os.path.join(root, "pop3_floor")
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> "FloorServer":
+        if not os.path.exists(self.bin):
+            cxx = shutil.which("c++") or shutil.which("g++")
+            subprocess.run([cxx, "-O2", "-std=c++20", "-o", self.bin,
+                            os.path.join(REPO, "bench", "pop3_floor.cpp")], check=True)
+        self.port = free_port()
+        self.proc = subprocess.Popen([self.bin, str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_port(self.port)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
 class BenchDovecot(Dovecot):
     """Dovecot with limits raised for the benchmark; tuned adds long-lived processes."""
 
@@ -497,7 +530,17 @@ class Compare:
 
         # (1) sessions/s: connect, APOP, STAT, QUIT.
         if self.wanted(1):
+            floor = FloorServer(self.root).start()
+            self.servers.append(floor)
+            self.results["floor"] = {}
             for conc in (1, s["concurrency"]):
+                r, c = self.measured(floor, floor.port, "--workload", "stat", "--sessions", "0",
+                                     "--duration", str(s["duration"]), "--concurrency", str(conc))
+                ok = r["sessions_ok"]
+                self.results["floor"][str(conc)] = {
+                    "sessions_per_s": r["sessions_per_s"],
+                    "cpu_per_session_us": c / ok * 1e6 if ok else None}
+                log(f"1. floor c={conc}: {self.results['floor'][str(conc)]}")
                 rate, cpu, p99 = {}, {}, {}
                 for srv in servers:
                     r, c = self.measured(srv, port(srv), "--workload", "stat", "--sessions", "0",
@@ -759,6 +802,23 @@ def table(results: dict) -> str:
         out.append("| " + " | ".join(c.ljust(widths[j]) for j, c in enumerate(r)) + " |")
         if i == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    fl = results.get("floor")
+    if fl:
+        cpu = {r["test"]: r["values"] for r in results["rows"]
+               if r["metric"] == "server CPU per session"}
+        out.append("")
+        out.append("1. cost floor (bench/pop3_floor.cpp: the same exchange with canned replies, "
+                   "no work; server CPU per session):")
+        for conc, f1 in fl.items():
+            v = cpu.get(f"1. APOP+STAT c={conc}", {})
+            a, t, fc = v.get("apop"), v.get("dovecot-tuned"), f1["cpu_per_session_us"]
+            line = f"   c={conc}: floor {fmt(fc)} us"
+            if a is not None and fc is not None:
+                line += f", apop {fmt(a)} us ({fmt(a - fc)} above the floor)"
+            if t is not None and fc is not None:
+                line += (f", tuned Dovecot {fmt(t)} us ({fmt(t - fc)} above); "
+                         f"1/10 of Dovecot leaves apop {fmt(t / 10 - fc)} us above the floor")
+            out.append(line)
     f = results.get("fetch")
     if f:
         out.append("")
