@@ -33,9 +33,7 @@ struct Conn {
   std::string in;
 };
 
-void reply(int fd, std::string_view s) {
-  (void)::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-}
+void reply(int fd, std::string_view s) { (void)::send(fd, s.data(), s.size(), MSG_NOSIGNAL); }
 
 // Handles the complete lines buffered for `fd`; false once the session ends.
 bool handle(int fd, Conn& c) {
@@ -105,9 +103,9 @@ int main(int argc, char** argv) {
           ::epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev);
           conns[c];
           char greeting[96];
-          const int g = std::snprintf(greeting, sizeof greeting,
-                                      "+OK floor ready <%u.%u@localhost>\r\n", ++counter,
-                                      static_cast<unsigned>(::getpid()));
+          const int g =
+              std::snprintf(greeting, sizeof greeting, "+OK floor ready <%u.%u@localhost>\r\n",
+                            ++counter, static_cast<unsigned>(::getpid()));
           reply(c, std::string_view(greeting, static_cast<std::size_t>(g)));
         }
         continue;

@@ -237,8 +237,7 @@ Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aa
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
   int fin = 0;
-  bool ok = ctx &&
-            EVP_DecryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+  bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kNonceSize),
                                 nullptr) == 1 &&
             EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key_.get(), nonce) == 1 &&

@@ -62,10 +62,12 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec);
 //   every line matching ^>*From  prefixed by '>', a final newline if missing,
 //   and one blank line. If the existing file does not end in a blank line, the
 //   missing newlines are written first so the new "From " line starts a
-//   message. Locking: the dotlock FILE.lock (O_EXCL; a lock older than
-//   dotlock_stale is removed as stale; if the directory does not let us create
-//   it -- EACCES/EPERM/EROFS, e.g. /var/mail without group mail -- only the
-//   fcntl lock is used), then an fcntl write lock on FILE, both polled until
+//   message. Locking: the server's (store::MboxLock): the dotlock FILE.lock,
+//   which appears with our PID in it (a private file link()ed into place; a
+//   lock older than dotlock_stale, or naming a PID that no longer exists, is
+//   removed as stale; if the directory does not let us create it --
+//   EACCES/EPERM/EROFS, e.g. /var/mail without group mail -- only the fcntl
+//   lock is used), then an fcntl (OFD) write lock on FILE, both polled until
 //   lock_timeout. The file is created with mode 0600 if missing. After the
 //   write the file is fsynced; on any write or fsync error it is truncated back
 //   to its original size, so no half message remains. Errors: Errc::temporary

@@ -295,23 +295,35 @@ struct Server::Impl {
     }
   }
 
-  // Closes the socket when the deadline passes (the Asio deadline pattern).
-  static asio::awaitable<void> watchdog(std::chrono::steady_clock::time_point& deadline,
-                                        bool& timed_out) {
-    asio::steady_timer timer(co_await asio::this_coro::executor);
-    auto now = std::chrono::steady_clock::now();
-    while (deadline > now) {
+  // Ends a session whose deadline passed: one timer per session, re-armed
+  // only when it fires early (the deadline moves with every command). On
+  // expiry it sets `timed_out` and cancels the socket's pending operations,
+  // so serve() returns from its read or write at once (and checks the flag
+  // after anything that was not a socket operation). A plain timer costs
+  // less per session than a second coroutine joined with `||`.
+  struct Watchdog {
+    Watchdog(asio::io_context& io, const std::chrono::steady_clock::time_point& d, tcp::socket& s)
+        : timer(io), deadline(d), sock(s) {}
+    asio::steady_timer timer;
+    const std::chrono::steady_clock::time_point& deadline;
+    tcp::socket& sock;
+    bool timed_out = false;
+    void arm() {
       timer.expires_at(deadline);
-      auto [ec] = co_await timer.async_wait(use_tuple);
-      if (ec) co_return;  // cancelled: the session finished
-      now = std::chrono::steady_clock::now();
+      timer.async_wait([this](const asio::error_code& ec) {
+        if (ec) return;  // cancelled (the session ended): `this` may be gone
+        if (std::chrono::steady_clock::now() < deadline) return arm();
+        timed_out = true;
+        asio::error_code ignored;
+        sock.cancel(ignored);
+      });
     }
-    timed_out = true;
-  }
+  };
 
   asio::awaitable<void> serve(Connection& conn, pop3::Session& session, bool implicit_tls,
-                              std::chrono::steady_clock::time_point& deadline, std::string& failure,
-                              LogSink& sink, std::chrono::steady_clock::time_point login_deadline,
+                              std::chrono::steady_clock::time_point& deadline,
+                              const bool& timed_out, std::string& failure, LogSink& sink,
+                              std::chrono::steady_clock::time_point login_deadline,
                               bool refuse_proxy_header) {
     if (implicit_tls) {
       if (auto ec = co_await conn.handshake(tls_ctx)) {
@@ -322,6 +334,7 @@ struct Server::Impl {
     }
     std::string out = session.greeting();
     for (;;) {
+      if (timed_out) co_return;
       pop3::Next n;
       if (session.blocking_step_next()) {
         // Slow hashes, remote lookups, lock waits and UPDATE's unlink/fsync
@@ -540,11 +553,13 @@ struct Server::Impl {
     const auto login_deadline = std::chrono::steady_clock::now() + options.login_deadline;
     auto deadline =
         std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
-    bool timed_out = false;
     std::string failure;
-    co_await (
-        serve(conn, session, implicit_tls, deadline, failure, sink, login_deadline, !proxied) ||
-        watchdog(deadline, timed_out));
+    Watchdog watchdog(io, deadline, conn.sock);
+    watchdog.arm();
+    co_await serve(conn, session, implicit_tls, deadline, watchdog.timed_out, failure, sink,
+                   login_deadline, !proxied);
+    watchdog.timer.cancel();
+    const bool timed_out = watchdog.timed_out;
     live.erase(it);
     if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
     const bool login_expired = timed_out && session.state() == pop3::State::authorization &&

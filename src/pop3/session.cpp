@@ -515,8 +515,8 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
     // Checked inline, but this maildrop may take long to open (a big
     // Maildir, an mbox lock): the driver runs the open off its event loop
     // (next() returns with nothing written, blocking_step_next() is true).
-    pending_open_ = std::make_unique<PendingOpen>(
-        PendingOpen{verified, std::string(user), std::string(mech)});
+    pending_open_ =
+        std::make_unique<PendingOpen>(PendingOpen{verified, std::string(user), std::string(mech)});
     return;
   }
   auto md = opener_.open(user);

@@ -219,7 +219,7 @@ class Session {
   };
   std::unique_ptr<PendingOpen> pending_open_;
   bool resuming_open_ = false;
-  std::unique_ptr<SaslSession> sasl_;        // an AUTH exchange in progress
+  std::unique_ptr<SaslSession> sasl_;  // an AUTH exchange in progress
   std::string sasl_mech_;
   std::string user_;
 

@@ -20,8 +20,7 @@ int open_dir_at(int dirfd, const char* name) {
   return ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-int for_each_dir_entry(int dirfd,
-                       const std::function<void(std::string_view, unsigned char)>& f) {
+int for_each_dir_entry(int dirfd, const std::function<void(std::string_view, unsigned char)>& f) {
   // The record getdents64(2) fills (linux_dirent64; glibc declares the call
   // but not the type).
   struct Dirent64 {

@@ -545,9 +545,9 @@ bool same_files(const std::vector<std::string>& names, const MaildirCacheView& v
 // `known` false: the listing failed, so each file is looked for.
 struct RootFiles {
   bool known = false;
-  bool journal = false;      // kUpdateJournalFile or kUpdateJournalTmp
-  bool uidl_map = false;     // kUidlMapFile
-  bool cache = false;        // kMaildirCacheFile
+  bool journal = false;   // kUpdateJournalFile or kUpdateJournalTmp
+  bool uidl_map = false;  // kUidlMapFile
+  bool cache = false;     // kMaildirCacheFile
   bool maybe(bool seen) const { return !known || seen; }
 };
 

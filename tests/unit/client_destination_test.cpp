@@ -282,7 +282,8 @@ TEST(MboxDestination, FreshDotlockTimesOutAsTemporary) {
   TempDir t;
   const fs::path mbox = t.path() / "mbox";
   spit(mbox, "");
-  spit(t.path() / "mbox.lock", "12345\n");
+  // A live owner (this process): the lock is respected until the timeout.
+  spit(t.path() / "mbox.lock", std::to_string(::getpid()) + "\n");
   DestinationOptions o;
   o.lock_timeout = 300ms;
   auto d = open_ok("mbox:" + mbox.string(), o);
@@ -313,6 +314,32 @@ TEST(MboxDestination, StaleDotlockIsBroken) {
   ASSERT_TRUE(d->store(kMsg, meta()));
   EXPECT_FALSE(fs::exists(lock));
   EXPECT_NE(slurp(mbox).find("line one"), std::string::npos);
+}
+
+TEST(MboxDestination, FreshDotlockOfADeadProcessIsBrokenAtOnce) {
+  // As the server's mbox locking (store::MboxLock): a dotlock naming a PID
+  // that no longer exists is left over by a crash and does not make every
+  // fetch wait for dotlock_stale.
+  TempDir t;
+  const fs::path mbox = t.path() / "mbox";
+  const fs::path lock = t.path() / "mbox.lock";
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  spit(lock, std::to_string(dead) + "\n");
+  DestinationOptions o;
+  o.lock_timeout = 300ms;
+  o.dotlock_stale = 300s;
+  auto d = open_ok("mbox:" + mbox.string(), o);
+  ASSERT_TRUE(d);
+  ASSERT_TRUE(d->store(kMsg, meta()));
+  EXPECT_FALSE(fs::exists(lock));
+  EXPECT_NE(slurp(mbox).find("line one"), std::string::npos);
+  // No private lock files left behind either.
+  for (const auto& e : fs::directory_iterator(t.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".apop"), std::string::npos) << e.path();
+  }
 }
 
 TEST(MboxDestination, FcntlLockHeldByAnotherProcessTimesOut) {
