@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -274,8 +275,7 @@ class MdaDestination final : public Destination {
   std::string describe() const override { return "mda:" + command_; }
 
   Result<void> store(std::string_view message, const MessageMeta& meta) override {
-    // Everything the child needs is prepared before fork(): after it only
-    // async-signal-safe calls are allowed (we may have threads).
+    // Everything the child needs is prepared before it is spawned.
     std::vector<std::string> env_strings;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const std::string_view kv(*e);
@@ -316,24 +316,41 @@ class MdaDestination final : public Destination {
       }
     } restore{pipe_set, old_mask};
 
-    const pid_t pid = ::fork();
-    if (pid < 0) return sys_error(Errc::temporary, "fork", errno);
-    if (pid == 0) {
-      ::setpgid(0, 0);
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      sigemptyset(&dfl.sa_mask);
-      ::sigaction(SIGPIPE, &dfl, nullptr);
-      ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-      if (p[0] == 0) {
-        ::fcntl(0, F_SETFD, 0);  // dup2(0, 0) would keep FD_CLOEXEC
-      } else if (::dup2(p[0], 0) < 0) {
-        ::_exit(71);
+    // posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK) rather than
+    // fork(): no copy of our page tables per message, which made `apop
+    // fetch --to mda:` slower than fetchmail with the same MDA. The child
+    // gets its own process group (killed as a whole on timeout), the
+    // original signal mask, SIGPIPE's default disposition, the pipe as
+    // stdin and our stderr as stdout.
+    struct SpawnSetup {
+      posix_spawn_file_actions_t fa;
+      posix_spawnattr_t attr;
+      SpawnSetup() {
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
       }
-      if (::dup2(2, 1) < 0) ::_exit(71);
-      ::execve(argv[0], argv.data(), envp.data());
-      ::_exit(127);
+      ~SpawnSetup() {
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+      }
+    } spawn;
+    sigset_t default_set;
+    sigemptyset(&default_set);
+    sigaddset(&default_set, SIGPIPE);
+    // dup2 onto itself (stdin was closed, so the pipe got fd 0) clears
+    // FD_CLOEXEC (POSIX 2024, glibc >= 2.29).
+    int rc = posix_spawn_file_actions_adddup2(&spawn.fa, p[0], 0);
+    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&spawn.fa, 2, 1);
+    if (rc == 0) {
+      rc = posix_spawnattr_setflags(
+          &spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     }
+    if (rc == 0) rc = posix_spawnattr_setpgroup(&spawn.attr, 0);
+    if (rc == 0) rc = posix_spawnattr_setsigmask(&spawn.attr, &old_mask);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&spawn.attr, &default_set);
+    pid_t pid = -1;
+    if (rc == 0) rc = posix_spawn(&pid, argv[0], &spawn.fa, &spawn.attr, argv.data(), envp.data());
+    if (rc != 0) return sys_error(Errc::temporary, "start " + sh, rc);
     ::setpgid(pid, pid);  // also from here: no race with kill(-pid) below
     rd.reset();
     // The MDA's exit is waited for on a pidfd (Linux 5.3), which poll()
