@@ -201,7 +201,26 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-class ApopServer:
+class LocalServer:
+    """A server process this script started: its pid, and stop()."""
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class ApopServer(LocalServer):
     name = "apop"
 
     def __init__(self, apop: str, data: str, cert: str, key: str, root: str):
@@ -228,24 +247,13 @@ class ApopServer:
         wait_port(self.tls_port)
         return self
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
         if self.proc:
+            super().stop()
             self.logf.close()
-        self.proc = None
 
 
-class FloorServer:
+class FloorServer(LocalServer):
     """bench/pop3_floor.cpp: canned replies over the same TCP exchange, no work at all --
     what the kernel charges any server per session on this machine (test 1)."""
     name = "floor"
@@ -266,16 +274,6 @@ class FloorServer:
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         wait_port(self.port)
         return self
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
 
 
 class BenchDovecot(Dovecot):

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
@@ -475,12 +476,29 @@ Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(
   sqlite3_extended_result_codes(raw, 1);
   sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   if (auto r = chmod_0600(db_file, true); !r) return r.error();
-  for (const char* pragma :
-       {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA secure_delete = ON",
-        "PRAGMA trusted_schema = OFF", "PRAGMA foreign_keys = ON"}) {
-    if (auto r = exec(raw, pragma); !r) return r.error();
+  // SQLite answers some lock conflicts of a connection's first statements
+  // with SQLITE_BUSY at once, without calling the busy handler (a switch to
+  // WAL or a schema upgrade racing another process that opens the same new
+  // file: `apop user add` run in parallel on a fresh data directory): the
+  // whole setup is retried, with a short sleep, until the busy timeout.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (int attempt = 0;; ++attempt) {
+    Result<void> r;
+    for (const char* pragma :
+         {"PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA secure_delete = ON",
+          "PRAGMA trusted_schema = OFF", "PRAGMA foreign_keys = ON"}) {
+      r = exec(raw, pragma);
+      if (!r) break;
+    }
+    if (r) r = store->migrate();
+    if (r) break;
+    // Errc::temporary: BUSY and LOCKED (also I/O errors, which a retry does
+    // not make worse); anything else fails at once.
+    if (r.error().code != Errc::temporary || std::chrono::steady_clock::now() >= give_up) {
+      return r.error();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(5 << std::min(attempt, 4), 50)));
   }
-  if (auto r = store->migrate(); !r) return r.error();
   // SQLite gives -wal/-shm the main file's mode; make sure anyway.
   for (const char* suffix : {"-wal", "-shm"}) {
     std::filesystem::path p = db_file;
