@@ -548,13 +548,14 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
       if (rc != SQLITE_DONE) return db_error(db_, rc, "looking up user");
       tx.open = true;
     }
-    auto defaults = default_policy_locked();
-    if (!defaults) return defaults.error();
+    // The user's row and the default policy in one statement (the defaults
+    // row may be missing: all NULL, which column_policy reads as Policy{}).
     Reused st(
-        cached_locked("SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
-                      " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                      " login_delay, expire_days, last_login"
-                      " FROM users WHERE name = ?1",
+        cached_locked("SELECT u.password_hash, u.scram_sha256, u.scram_sha1, u.sealed_password,"
+                      " u.mechanisms, u.device_secrets_only, u.apop_requires_tls, u.require_tls,"
+                      " u.login_delay, u.expire_days, u.last_login,"
+                      " d.mechanisms, d.device_secrets_only, d.apop_requires_tls, d.require_tls"
+                      " FROM users u LEFT JOIN policy_defaults d ON d.id = 1 WHERE u.name = ?1",
                       &rc));
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
@@ -567,7 +568,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     a.scram_sha1 = decode_verifier(column_text(st.get(), 2)).value_or(ScramVerifier{});
     has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
     sealed = column_blob(st.get(), 3);
-    a.policy = resolve_policy(column_policy(st.get(), 4), *defaults);
+    a.policy = resolve_policy(column_policy(st.get(), 4), column_policy(st.get(), 11));
     Policy own;
     column_login_limits(st.get(), 8, own);
     a.login_delay = own.login_delay;

@@ -11,6 +11,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ssl.hpp>
 #include <list>
+#include <memory>
 #include <utility>
 
 #include "net/conn_limits.hpp"
@@ -301,7 +302,11 @@ struct Server::Impl {
   // so serve() returns from its read or write at once (and checks the flag
   // after anything that was not a socket operation). A plain timer costs
   // less per session than a second coroutine joined with `||`.
-  struct Watchdog {
+  // Owned by run_session through the only shared_ptr; the handler holds a
+  // weak one, because a timer that fired just before the session ended may
+  // run its handler after run_session's frame (and the references below)
+  // are gone.
+  struct Watchdog : std::enable_shared_from_this<Watchdog> {
     Watchdog(asio::io_context& io, const std::chrono::steady_clock::time_point& d, tcp::socket& s)
         : timer(io), deadline(d), sock(s) {}
     asio::steady_timer timer;
@@ -310,12 +315,13 @@ struct Server::Impl {
     bool timed_out = false;
     void arm() {
       timer.expires_at(deadline);
-      timer.async_wait([this](const asio::error_code& ec) {
-        if (ec) return;  // cancelled (the session ended): `this` may be gone
-        if (std::chrono::steady_clock::now() < deadline) return arm();
-        timed_out = true;
+      timer.async_wait([weak = weak_from_this()](const asio::error_code& ec) {
+        const auto self = weak.lock();
+        if (ec || !self) return;  // cancelled, or the session is over
+        if (std::chrono::steady_clock::now() < self->deadline) return self->arm();
+        self->timed_out = true;
         asio::error_code ignored;
-        sock.cancel(ignored);
+        self->sock.cancel(ignored);
       });
     }
   };
@@ -554,12 +560,12 @@ struct Server::Impl {
     auto deadline =
         std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
     std::string failure;
-    Watchdog watchdog(io, deadline, conn.sock);
-    watchdog.arm();
-    co_await serve(conn, session, implicit_tls, deadline, watchdog.timed_out, failure, sink,
+    const auto watchdog = std::make_shared<Watchdog>(io, deadline, conn.sock);
+    watchdog->arm();
+    co_await serve(conn, session, implicit_tls, deadline, watchdog->timed_out, failure, sink,
                    login_deadline, !proxied);
-    watchdog.timer.cancel();
-    const bool timed_out = watchdog.timed_out;
+    watchdog->timer.cancel();
+    const bool timed_out = watchdog->timed_out;
     live.erase(it);
     if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
     const bool login_expired = timed_out && session.state() == pop3::State::authorization &&
