@@ -1,9 +1,12 @@
 #include "auth/challenge.hpp"
 
+#include <openssl/crypto.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "auth/random.hpp"
@@ -78,6 +81,32 @@ std::string to_hex(std::uint64_t v) {
   return s;
 }
 
+// 16 bytes of CSPRNG output as 32 hex digits, appended to `s`. Taken from a
+// per-thread block of RAND_bytes output: one call per 64 challenges instead
+// of one per connection (the call, not the bytes, is what costs: about
+// 8,000 instructions, 5 % of a login's user-space work). The block is
+// refilled after fork() so that parent and child never hand out the same
+// bytes, and bytes handed out are wiped from it.
+void append_random_hex(std::string& s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  constexpr std::size_t kTake = 16;
+  thread_local std::array<unsigned char, 64 * kTake> block{};
+  thread_local std::size_t used = block.size();
+  thread_local pid_t filled_by = 0;
+  const pid_t pid = ::getpid();
+  if (used + kTake > block.size() || filled_by != pid) {
+    if (!random_bytes(block)) std::abort();
+    used = 0;
+    filled_by = pid;
+  }
+  for (std::size_t i = used; i < used + kTake; ++i) {
+    s += kHex[block[i] >> 4];
+    s += kHex[block[i] & 0x0f];
+  }
+  OPENSSL_cleanse(block.data() + used, kTake);
+  used += kTake;
+}
+
 }  // namespace
 
 ChallengeGenerator::ChallengeGenerator(std::string hostname)
@@ -88,7 +117,7 @@ std::string ChallengeGenerator::next() {
   std::string s;
   s.reserve(limits::kMaxTimestamp);
   s += '<';
-  s += random_hex(16);
+  append_random_hex(s);
   s += to_hex(n);
   s += '.';
   s += std::to_string(static_cast<long long>(::getpid()));

@@ -333,6 +333,7 @@ class SqliteCredentialStore final : public CredentialStore {
   SecretBox box_;
   std::filesystem::path path_;
   std::string dummy_sealed_;
+  std::uint64_t id_;  // keys the mail-location memo of account() (see mail_location())
 };
 
 }  // namespace apop::auth

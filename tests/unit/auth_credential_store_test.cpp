@@ -249,6 +249,42 @@ TEST(AuthSqliteStore, ConcurrentFirstOpensOfANewDatabaseAllSucceed) {
   }
 }
 
+TEST(AuthSqliteStore, MailLocationAfterAccountComesWithTheLookup) {
+  // account() leaves the row's mail location for the mail_location() call of
+  // the same login (one read transaction per login); once, and never hiding
+  // a change this store made.
+  TempDir dir;
+  const fs::path db = dir.path() / "users.db";
+  auto s = SqliteCredentialStore::open(db, test_box());
+  auto other = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok() && other.ok());
+  ASSERT_TRUE((*s)->add("alice", "alices-long-secret").ok());
+  ASSERT_TRUE((*s)->set_mail_location("alice", std::string("mbox:/var/mail/a")).ok());
+  ASSERT_TRUE((*s)->account("alice").ok());
+  // Another process (here: another thread) changes it between the lookup
+  // and the open of one login: that login still uses what the lookup read ...
+  const auto elsewhere = [&](const char* location) {
+    bool ok = false;
+    std::thread([&] {
+      ok = (*other)->set_mail_location("alice", std::string(location)).ok();
+    }).join();
+    return ok;
+  };
+  ASSERT_TRUE(elsewhere("mbox:/var/mail/b"));
+  EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/a");
+  // ... the next call reads the database.
+  EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/b");
+  // A change through this store is seen at once.
+  ASSERT_TRUE((*s)->account("alice").ok());
+  ASSERT_TRUE((*s)->set_mail_location("alice", std::nullopt).ok());
+  EXPECT_EQ((*s)->mail_location("alice").value(), std::nullopt);
+  // Another user's lookup answers nothing for alice.
+  ASSERT_TRUE((*s)->add("bob", "bobs-long-secret-x").ok());
+  ASSERT_TRUE(elsewhere("mbox:/var/mail/c"));
+  ASSERT_TRUE((*s)->account("bob").ok());
+  EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/c");
+}
+
 TEST(AuthSqliteStore, SecretNeverStoredInPlaintext) {
   TempDir dir;
   fs::path db = dir.path() / "users.db";
