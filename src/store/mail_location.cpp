@@ -12,10 +12,8 @@ namespace apop::store {
 namespace fs = std::filesystem;
 
 namespace {
-std::atomic<std::uint64_t> next_opener_id{1};  // LocationOpener::id_
-}  // namespace
 
-namespace {
+std::atomic<std::uint64_t> next_opener_id{1};  // LocationOpener::id_
 
 bool plain_file_name(std::string_view s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string_view::npos &&
