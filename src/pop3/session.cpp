@@ -511,10 +511,12 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
       return;
     }
   }
-  if (config_.inline_apop && !resuming_open_ && !opener_.opens_without_waiting(user)) {
-    // Checked inline, but this maildrop may take long to open (a big
-    // Maildir, an mbox lock): the driver runs the open off its event loop
-    // (next() returns with nothing written, blocking_step_next() is true).
+  if (config_.inline_apop && mech == "APOP" && !resuming_open_ &&
+      !opener_.opens_without_waiting(user)) {
+    // Checked inline (only APOP is: PASS and AUTH steps already run off the
+    // loop), but this maildrop may take long to open (a big Maildir, an mbox
+    // lock): the driver runs the open off its event loop (next() returns
+    // with nothing written, blocking_step_next() is true).
     pending_open_ =
         std::make_unique<PendingOpen>(PendingOpen{verified, std::string(user), std::string(mech)});
     return;

@@ -337,6 +337,19 @@ TEST(Session, InlineApopOpensAMaildropThatMayWaitInASecondStep) {
     EXPECT_EQ(s.next(out), pop3::Next::output);
     EXPECT_EQ(out, "+OK 1 3\r\n");
   }
+  // PASS runs off the loop already: its open is not split (nor asked about).
+  Opener o(h.mail, true);
+  pop3::Session s(cfg, h.auth, o, kTimestamp, &h.sink);
+  std::string out;
+  s.feed("USER alice\r\n");
+  EXPECT_EQ(s.next(out), pop3::Next::output);
+  s.feed(std::string("PASS ") + kSecret + "\r\n");
+  EXPECT_TRUE(s.blocking_step_next());
+  out.clear();
+  EXPECT_EQ(s.next(out), pop3::Next::output);
+  EXPECT_EQ(out.substr(0, 13), "+OK Logged in");
+  EXPECT_EQ(o.asked, 0);
+  EXPECT_EQ(o.opened, 1);
 }
 
 TEST(Session, DroppedConnectionRemovesNothing) {
