@@ -156,9 +156,7 @@ Next Session::next(std::string& out) {
     // The second half of an inline APOP: the credentials are checked, the
     // maildrop is opened now (blocking_step_next() said so).
     const auto p = std::move(pending_open_);
-    resuming_open_ = true;
-    finish_login(p->verified, p->user, p->mech, out);
-    resuming_open_ = false;
+    finish_login(p->verified, p->user, p->mech, out, /*open_now=*/true);
     return Next::output;
   }
   if (body_) {
@@ -438,7 +436,7 @@ void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
 }
 
 void Session::finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
-                           std::string& out) {
+                           std::string& out, bool open_now) {
   auto notify = [&](LoginResult r) {
     if (!events_) return;
     LoginEvent e;
@@ -511,8 +509,7 @@ void Session::finish_login(const AuthResult& verified, std::string_view user, st
       return;
     }
   }
-  if (config_.inline_apop && mech == "APOP" && !resuming_open_ &&
-      !opener_.opens_without_waiting(user)) {
+  if (config_.inline_apop && mech == "APOP" && !open_now && !opener_.opens_without_waiting(user)) {
     // Checked inline (only APOP is: PASS and AUTH steps already run off the
     // loop), but this maildrop may take long to open (a big Maildir, an mbox
     // lock): the driver runs the open off its event loop (next() returns

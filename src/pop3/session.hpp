@@ -195,8 +195,10 @@ class Session {
   void sasl_continue(std::string_view line, std::string& out);
   void sasl_reply(SaslReply reply, std::string& out);
 
+  // `open_now`: the second step of an inline APOP (pending_open_): the
+  // maildrop is opened here, whatever the opener says about waiting.
   void finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
-                    std::string& out);
+                    std::string& out, bool open_now = false);
   void start_listing(bool uidl, std::string& out);
   void produce_listing(std::string& out);
   void start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out);
@@ -218,7 +220,6 @@ class Session {
     std::string mech;
   };
   std::unique_ptr<PendingOpen> pending_open_;
-  bool resuming_open_ = false;
   std::unique_ptr<SaslSession> sasl_;  // an AUTH exchange in progress
   std::string sasl_mech_;
   std::string user_;
