@@ -306,6 +306,27 @@ class FetchFromServeTest(ServeTestCase):
             self.assertEqual(p.returncode, EXIT_NOT_STORED, self.describe(p))
         self.assertSameMessages(self.server_messages(), MESSAGES)
 
+    def test_mda_does_not_inherit_the_password(self):
+        # Issue 17 item 4: $APOP_PASSWORD is removed from the environment once
+        # read; the MDA (and everything it runs) must not see it, whether the
+        # password came from the variable or from --password-file.
+        marker = "env-marker-" + ALICE_SECRET
+        for name, secret, env_secret in (("from-env", None, ALICE_SECRET),
+                                         ("from-file", ALICE_SECRET, marker)):
+            with self.subTest(source=name):
+                dump = os.path.join(self.work, f"mda-env-{name}")
+                with self.env.server() as srv:
+                    self.fetch(f"pop3://alice@127.0.0.1:{srv.port}", "--tls", "none", "--auth",
+                               "apop", "--keep", "--to", f'mda:cat >/dev/null; env >> "{dump}"',
+                               secret=secret, state=self.state + name,
+                               env={"APOP_PASSWORD": env_secret}, expect=EXIT_OK)
+                with open(dump, "rb") as f:
+                    seen = f.read()
+                self.assertIn(b"APOP_UIDL=", seen)  # the MDA did run and dump its environment
+                leaked = [l for l in seen.split(b"\n")
+                          if b"APOP_PASSWORD" in l or env_secret.encode() in l]
+                self.assertEqual(leaked, [], "the MDA inherited the password")
+
     def test_usage_errors_are_64(self):
         for args in ([], ["imap://alice@127.0.0.1:1"], ["pop3://127.0.0.1:1", "--auth", "nope"],
                      ["pop3://alice@127.0.0.1:1", "--tls", "sometimes"],
