@@ -535,7 +535,6 @@ class Session {
                                                  std::to_string(body.wire_octets()) +
                                                  " (lying sizes); nothing more fetched or deleted");
         }
-
         MessageMeta meta;
         meta.uidl = std::string(uids.find(msg));
         meta.envelope_from = envelope_from(body.text());
