@@ -16,6 +16,7 @@
 #include "client/destination.hpp"
 #include "client/fetch.hpp"
 #include "client/transport.hpp"
+#include "common/limits.hpp"
 
 namespace apop::cli {
 namespace {
@@ -26,7 +27,8 @@ constexpr const char* kFetchFooter = R"(Exit status:
   2  some messages could not be stored (they stay on the server)
   3  authentication failed, or no usable mechanism offered
   4  TLS failure (handshake, certificate, STLS required but unavailable)
-  5  protocol error (malformed or overlong replies, lying sizes)
+  5  protocol error (malformed or overlong replies, lying sizes, a listing
+     above --max-messages or --max-listing-bytes)
   6  network error (resolve, connect, timeout, connection cut)
   7  security refusal (invalid APOP challenge, downgrade, STLS injection,
      plaintext password without TLS)
@@ -49,6 +51,8 @@ struct FetchArgs {
   int timeout = 60;
   bool json = false;
   bool verbose = false;
+  std::uint64_t max_messages = limits::kMaxFetchListing;
+  std::uint64_t max_listing_bytes = limits::kMaxListingBytes;
 };
 
 class ProgressBar {
@@ -134,6 +138,8 @@ int run_fetch(const FetchArgs& a) {
   opts.allow_plaintext = a.allow_plaintext;
   opts.keep = a.keep;
   opts.accept_downgrade = a.accept_downgrade;
+  opts.listing.max_messages = a.max_messages;
+  opts.listing.max_bytes = a.max_listing_bytes;
   if (a.verbose) {
     opts.trace = [](std::string_view l) {
       std::fprintf(stderr, "%.*s\n", static_cast<int>(l.size()), l.data());
@@ -231,6 +237,14 @@ void register_fetch(CLI::App& app, Registry& registry) {
   sub->add_flag("--accept-downgrade", a->accept_downgrade,
                 "Continue when the server offers less (TLS, APOP, SCRAM) than last time");
   sub->add_option("--timeout", a->timeout, "Network timeout per operation in seconds (default 60)");
+  sub->add_option("--max-messages", a->max_messages,
+                  "Refuse a maildrop announcing more messages than this (default 1000000; "
+                  "exit 5)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100'000'000}));
+  sub->add_option("--max-listing-bytes", a->max_listing_bytes,
+                  "Refuse a UIDL listing with more octets of unique-ids than this (default "
+                  "67108864; exit 5)")
+      ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40));
   sub->add_flag("--json", a->json, "Print a JSON summary on standard output");
   sub->add_flag("-v,--verbose", a->verbose, "Protocol trace on standard error (secrets hidden)");
   sub->footer(kFetchFooter);

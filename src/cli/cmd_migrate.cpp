@@ -31,6 +31,7 @@
 #include "client/destination.hpp"
 #include "client/fetch.hpp"
 #include "client/transport.hpp"
+#include "common/limits.hpp"
 #include "common/posix_fd.hpp"
 #include "store/maildir.hpp"
 #include "store/maildir_name.hpp"
@@ -49,7 +50,8 @@ that leave mail on the server download nothing twice. A re-run after an
 interruption copies only what is missing, never a message twice.
 The state of a migration is MAILDIR/apop-migrate-HOST-PORT-USER.state.
 Exit status: as `apop fetch` (0 success, 2 some messages could not be
-stored, 3 authentication, 4 TLS, 5 protocol, 6 network, 7 security refusal,
+stored, 3 authentication, 4 TLS, 5 protocol (also a listing above
+--max-messages or --max-listing-bytes), 6 network, 7 security refusal,
 1 other), 67 the local user does not exist, 64 usage error.
 The password comes from --password-file, else $APOP_PASSWORD, else a prompt
 without echo on the terminal; never from the command line.)";
@@ -69,6 +71,8 @@ struct MigrateArgs {
   bool dry_run = false;
   bool json = false;
   bool verbose = false;
+  std::uint64_t max_messages = limits::kMaxFetchListing;
+  std::uint64_t max_listing_bytes = limits::kMaxListingBytes;
   int timeout = 60;
 };
 
@@ -221,6 +225,8 @@ int run_migrate(const MigrateArgs& a) {
   opts.allow_plaintext = a.allow_plaintext;
   opts.keep = true;  // never DELE on the source
   opts.accept_downgrade = a.accept_downgrade;
+  opts.listing.max_messages = a.max_messages;
+  opts.listing.max_bytes = a.max_listing_bytes;
   opts.dry_run = a.dry_run;
   if (a.verbose) {
     opts.trace = [](std::string_view l) {
@@ -321,6 +327,14 @@ void register_migrate(CLI::App& app, Registry& registry) {
   sub->add_flag("--dry-run", a->dry_run,
                 "Log in and report what would be copied (messages, bytes); copy nothing");
   sub->add_option("--timeout", a->timeout, "Network timeout per operation in seconds (default 60)");
+  sub->add_option("--max-messages", a->max_messages,
+                  "Refuse a maildrop announcing more messages than this (default 1000000; "
+                  "exit 5)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100'000'000}));
+  sub->add_option("--max-listing-bytes", a->max_listing_bytes,
+                  "Refuse a UIDL listing with more octets of unique-ids than this (default "
+                  "67108864; exit 5)")
+      ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40));
   sub->add_flag("--json", a->json, "Print a JSON summary on standard output");
   sub->add_flag("-v,--verbose", a->verbose, "Protocol trace on standard error (secrets hidden)");
   sub->footer(kMigrateFooter);

@@ -6,6 +6,11 @@
 // connections only read the greeting (for the APOP timestamps). The same is
 // done on --tls-port with implicit TLS. The analysis (client/probe.hpp) is
 // I/O-free; this file only talks to the server and prints the report.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <ctime>
 #include <iostream>
 #include <memory>
@@ -80,6 +85,30 @@ bool parse_target(const std::string& s, std::string& host, std::uint16_t& port) 
     port = static_cast<std::uint16_t>(v);
   }
   return true;
+}
+
+// Whether HOST resolves to loopback addresses only (127.0.0.0/8, ::1,
+// IPv4-mapped loopback): what a server that counts loopback as secure sees.
+bool resolves_to_loopback(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return false;
+  bool all = true;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    bool lo = false;
+    if (ai->ai_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(ai->ai_addr);
+      lo = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (ai->ai_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(ai->ai_addr);
+      const in6_addr& x = a->sin6_addr;
+      lo = IN6_IS_ADDR_LOOPBACK(&x) || (IN6_IS_ADDR_V4MAPPED(&x) && x.s6_addr[12] == 127);
+    }
+    all = all && lo;
+  }
+  ::freeaddrinfo(res);
+  return all;
 }
 
 std::string line_text(const Result<std::string>& r) {
@@ -224,6 +253,7 @@ int run_probe(const ProbeArgs& a) {
   if (a.tls_port != 0) in.tls_port = static_cast<std::uint16_t>(a.tls_port);
   in.insecure_ok = a.insecure_ok;
   in.now = static_cast<std::int64_t>(std::time(nullptr));
+  in.loopback = resolves_to_loopback(in.host);
   probe_plain(a, in);
   if (in.tls_port) probe_tls(a, in);
   if (!in.reachable && !in.tls_reachable) {

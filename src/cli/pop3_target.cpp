@@ -1,11 +1,13 @@
 #include "cli/pop3_target.hpp"
 
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "cli/common.hpp"
@@ -99,7 +101,22 @@ std::optional<Target> parse_url(std::string_view url, std::string& why) {
   return t;
 }
 
+std::optional<std::string> take_password_env() {
+  char* env = std::getenv(kPasswordEnv);
+  if (env == nullptr) return std::nullopt;
+  std::optional<std::string> value;
+  if (*env != '\0') value = std::string(env);
+  // Overwrite the value in place (the initial environment block is what
+  // /proc/PID/environ shows; unsetenv only drops the pointer), then remove
+  // the variable: children (the MDA and what it runs) build on environ.
+  OPENSSL_cleanse(env, std::strlen(env));
+  ::unsetenv(kPasswordEnv);
+  return value;
+}
+
 Result<std::string> read_password(const std::string& password_file) {
+  // Taken out of the environment whichever source is used.
+  std::optional<std::string> env = take_password_env();
   if (!password_file.empty()) {
     std::ifstream in(password_file, std::ios::binary);
     if (!in) return make_error(Errc::invalid, "cannot read the password file " + password_file);
@@ -109,8 +126,7 @@ Result<std::string> read_password(const std::string& password_file) {
     if (line.empty()) return make_error(Errc::invalid, "the password file's first line is empty");
     return line;
   }
-  if (const char* env = std::getenv("APOP_PASSWORD"); env != nullptr && *env != '\0')
-    return std::string(env);
+  if (env) return std::move(*env);
   if (::isatty(STDIN_FILENO) == 0 && ::isatty(STDERR_FILENO) == 0) {
     return make_error(
         Errc::invalid,

@@ -33,9 +33,18 @@ struct Endpoint {
 std::optional<Endpoint> resolve_endpoint(const Target& target, const std::string& tls,
                                          std::string& why);
 
+// The environment variable that may hold the password.
+inline constexpr const char* kPasswordEnv = "APOP_PASSWORD";
+
 // The first line of password_file, else $APOP_PASSWORD, else a prompt
-// without echo. Errc::invalid when none is available.
+// without echo. Errc::invalid when none is available. $APOP_PASSWORD is
+// removed from the environment (and its value overwritten) in every case, so
+// nothing this process starts (the MDA of `fetch --to mda:`) inherits it.
 Result<std::string> read_password(const std::string& password_file);
+
+// $APOP_PASSWORD's value (nullopt when unset or empty), removed from the
+// environment as above. Exposed for tests.
+std::optional<std::string> take_password_env();
 
 // "1.5 MiB".
 std::string human_bytes(double b);

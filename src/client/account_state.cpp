@@ -231,8 +231,13 @@ void AccountState::mark_seen(std::string_view uidl) {
 }
 
 void AccountState::retain_only(const std::set<std::string>& on_server) {
+  retain_only_if(
+      [&on_server](std::string_view uid) { return on_server.count(std::string(uid)) != 0; });
+}
+
+void AccountState::retain_only_if(const std::function<bool(std::string_view)>& on_server) {
   for (auto it = uidls_.begin(); it != uidls_.end();) {
-    if (on_server.count(*it) == 0) {
+    if (!on_server(*it)) {
       it = uidls_.erase(it);
     } else {
       ++it;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -32,6 +33,8 @@ class AccountState {
   void mark_seen(std::string_view uidl);
   // Drops UIDLs no longer on the server (keeps the file small).
   void retain_only(const std::set<std::string>& on_server);
+  // The same with a membership test (a large listing is not copied).
+  void retain_only_if(const std::function<bool(std::string_view)>& on_server);
 
   bool has_offer() const { return has_offer_; }
   const Offer& last_offer() const { return offer_; }

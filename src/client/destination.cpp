@@ -280,6 +280,9 @@ class MdaDestination final : public Destination {
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const std::string_view kv(*e);
       if (kv.starts_with("APOP_UIDL=") || kv.starts_with("SENDER=")) continue;
+      // Never the password (`apop fetch` removes it from environ once read;
+      // this guards against a caller that did not).
+      if (kv.starts_with("APOP_PASSWORD=")) continue;
       env_strings.emplace_back(kv);
     }
     bool uidl_ok = true;

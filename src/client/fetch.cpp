@@ -159,6 +159,31 @@ class Session {
     }
   }
 
+  // A listing's lines (unstuffed) fed to `feed` as they arrive, at most
+  // max_lines of them, none kept here (issue 17 item 9).
+  template <typename Parser>
+  bool listing(Parser& parser, std::uint64_t max_lines, std::string_view what) {
+    for (std::uint64_t n = 0;; ++n) {
+      auto l = line(kMaxReply, false);
+      if (!l) return false;
+      if (*l == ".") return true;
+      if (n >= max_lines) {
+        return fail(FetchStatus::protocol,
+                    std::string(what) + " reply has more lines than STAT announced messages");
+      }
+      trace("S: ", *l);
+      std::string_view v(*l);
+      if (!v.empty() && v.front() == '.') v.remove_prefix(1);
+      if (auto f = parser.feed(v); !f) {
+        return fail(FetchStatus::protocol, f.error().message + listing_hint());
+      }
+    }
+  }
+  std::string listing_hint() const {
+    return " (limits: --max-messages " + std::to_string(o_.listing.max_messages) +
+           ", --max-listing-bytes " + std::to_string(o_.listing.max_bytes) + ")";
+  }
+
   Capabilities capa() {
     Capabilities none;
     if (!send("CAPA")) return none;
@@ -404,23 +429,23 @@ class Session {
     auto r = reply();
     if (!r) return false;
     if (!r->ok) return fail(FetchStatus::protocol, "STAT failed: " + printable(r->text));
-    auto stat = parse_stat(r->text);
-    if (!stat) return fail(FetchStatus::protocol, stat.error().message);
+    auto stat = parse_stat(r->text, o_.listing.max_messages);
+    if (!stat) return fail(FetchStatus::protocol, stat.error().message + listing_hint());
     s_.on_server = stat->count;
 
-    std::map<std::uint64_t, std::string> uids;
+    UidlListing uids;
     bool have_uidl = false;
-    std::map<std::uint64_t, std::uint64_t> sizes;
+    ListParser::Sizes sizes;  // (msg, size), sorted by msg
     if (stat->count > 0) {
       if (!send("UIDL")) return false;
       auto u = reply();
       if (!u) return false;
       if (u->ok) {
-        auto lines = multiline(static_cast<std::size_t>(stat->count), "UIDL");
-        if (!lines) return false;
-        auto parsed = parse_uidl(*lines, stat->count);
-        if (!parsed) return fail(FetchStatus::protocol, parsed.error().message);
-        uids = std::move(*parsed);
+        UidlParser parser(stat->count, o_.listing.max_bytes);
+        if (!listing(parser, stat->count, "UIDL")) return false;
+        auto done = parser.finish();
+        if (!done) return fail(FetchStatus::protocol, done.error().message);
+        uids = std::move(*done);
         have_uidl = true;
       } else if (o_.keep) {
         return fail(FetchStatus::error, "--keep needs UIDL, which the server refused");
@@ -429,11 +454,9 @@ class Session {
       auto l = reply();
       if (!l) return false;
       if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + printable(l->text));
-      auto lines = multiline(static_cast<std::size_t>(stat->count), "LIST");
-      if (!lines) return false;
-      auto parsed = parse_list(*lines, stat->count);
-      if (!parsed) return fail(FetchStatus::protocol, parsed.error().message);
-      sizes = std::move(*parsed);
+      ListParser parser(stat->count);
+      if (!listing(parser, stat->count, "LIST")) return false;
+      sizes = parser.take();
     }
 
     const std::uint64_t max_msg = o_.max_message != 0 ? o_.max_message : limits::kMaxFetchMessage;
@@ -441,8 +464,7 @@ class Session {
     std::vector<std::uint64_t> to_delete;  // stored (now or in an earlier run)
     std::uint64_t total_bytes = 0;
     for (const auto& [msg, size] : sizes) {
-      auto it = uids.find(msg);
-      std::string uid = it == uids.end() ? std::string() : it->second;
+      const std::string_view uid = uids.find(msg);
       if (!uid.empty() && st_.seen(uid)) {
         if (!o_.keep) to_delete.push_back(msg);  // stored by a run that was cut before QUIT
         continue;
@@ -503,7 +525,9 @@ class Session {
                         "message " + std::to_string(msg) + ": " + f.error().message);
           if (*f) break;
         }
-        const std::uint64_t announced = sizes[msg];
+        const auto sz = std::lower_bound(sizes.begin(), sizes.end(),
+                                         std::pair<std::uint64_t, std::uint64_t>{msg, 0});
+        const std::uint64_t announced = sz != sizes.end() && sz->first == msg ? sz->second : 0;
         if (!size_consistent(announced, body)) {
           return fail(FetchStatus::protocol, "message " + std::to_string(msg) +
                                                  ": LIST announced " + std::to_string(announced) +
@@ -511,9 +535,8 @@ class Session {
                                                  std::to_string(body.wire_octets()) +
                                                  " (lying sizes); nothing more fetched or deleted");
         }
-        auto it = uids.find(msg);
         MessageMeta meta;
-        meta.uidl = it == uids.end() ? std::string() : it->second;
+        meta.uidl = std::string(uids.find(msg));
         meta.envelope_from = envelope_from(body.text());
         meta.received_at = static_cast<std::int64_t>(std::time(nullptr));
         std::uint64_t octets = body.text().size();
@@ -575,9 +598,7 @@ class Session {
       warn("QUIT failed (" + printable(q->text) + "): the server did not commit the deletions");
     }
     if (have_uidl) {
-      std::set<std::string> on_server;
-      for (const auto& [msg, uid] : uids) on_server.insert(uid);
-      st_.retain_only(on_server);
+      st_.retain_only_if([&uids](std::string_view uid) { return uids.contains_uid(uid); });
     }
     if (auto sv = st_.save(); !sv)
       return fail(FetchStatus::error, "cannot save the state file: " + sv.error().message);

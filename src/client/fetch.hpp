@@ -47,7 +47,7 @@ enum class FetchStatus : int {
   store_failed = 2,  // some messages could not be stored (they stay on the server)
   auth_failed = 3,   // authentication failed or no usable mechanism offered
   tls_failed = 4,    // handshake, certificate, STLS required but unavailable
-  protocol = 5,      // malformed or overlong replies, lying sizes
+  protocol = 5,      // malformed or overlong replies, lying sizes, listing above the limits
   network = 6,       // resolve, connect, timeout, connection cut
   security = 7,      // invalid APOP challenge, downgrade, STLS injection, plaintext refused
 };
@@ -66,6 +66,9 @@ struct FetchOptions {
   bool dry_run = false;
   std::size_t pipeline_window = 16;  // RETRs in flight when PIPELINING is offered
   std::uint64_t max_message = 0;     // 0: limits::kMaxFetchMessage
+  // What is kept of the STAT/LIST/UIDL listings (more messages or UIDL
+  // octets than this: FetchStatus::protocol before anything is fetched).
+  ListingLimits listing;
   // Protocol trace ("C: ..." / "S: ..."), secrets replaced by "<hidden>".
   std::function<void(std::string_view)> trace;
   // Called after each message (fetched or skipped) and once at the end.

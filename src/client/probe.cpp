@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -267,6 +268,71 @@ FieldEstimate estimate_field(const std::vector<std::string>& values) {
   return f;
 }
 
+namespace {
+
+// Splits v into maximal runs of decimal digits and of other characters.
+std::vector<std::string> digit_runs(std::string_view v) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < v.size()) {
+    const bool digit = is_dec(v[i]);
+    std::size_t j = i;
+    while (j < v.size() && is_dec(v[j]) == digit) ++j;
+    out.emplace_back(v.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+int randomness_rank(FieldKind k) {
+  switch (k) {
+    case FieldKind::constant:
+      return 0;
+    case FieldKind::counter:
+      return 1;
+    case FieldKind::numeric:
+      return 2;
+    case FieldKind::random:
+      return 3;
+  }
+  return 3;
+}
+
+// A '.'-field whose samples all consist of the same sequence of digit and
+// non-digit runs ("conn17x4711", "c99999995", "t1701916500123456") is
+// estimated run by run: a counter, clock or pid run gets its counter/numeric
+// estimate instead of log2(alphabet) bits for each of its changing characters
+// (or a misreading of the whole field as one hex number; issue 17 item 12).
+// Random text (hex, base64) has a different run structure in almost every
+// sample and is left to the field estimate. nullopt when the field does not
+// split so.
+std::optional<FieldEstimate> estimate_by_runs(const std::vector<std::string>& values) {
+  if (values.size() < 2) return std::nullopt;
+  std::vector<std::vector<std::string>> runs;
+  for (const auto& v : values) runs.push_back(digit_runs(v));
+  const std::size_t n = runs[0].size();
+  if (n < 2) return std::nullopt;
+  const bool first_digit = !runs[0][0].empty() && is_dec(runs[0][0][0]);
+  for (const auto& r : runs) {
+    if (r.size() != n || r[0].empty() || is_dec(r[0][0]) != first_digit) return std::nullopt;
+  }
+  FieldEstimate f;
+  f.kind = FieldKind::constant;
+  std::string parts;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::vector<std::string> column;
+    for (const auto& r : runs) column.push_back(r[i]);
+    FieldEstimate e = estimate_field(column);
+    f.bits += e.bits;
+    if (randomness_rank(e.kind) > randomness_rank(f.kind)) f.kind = e.kind;
+    parts += (parts.empty() ? "" : "; ") + std::string(to_string(e.kind)) + " " + fmt_bits(e.bits);
+  }
+  f.detail = std::to_string(n) + " digit/non-digit runs (" + parts + ")";
+  return f;
+}
+
+}  // namespace
+
 TimestampAnalysis analyze_timestamps(const std::vector<std::string>& greetings) {
   TimestampAnalysis a;
   a.greetings = greetings.size();
@@ -305,6 +371,9 @@ TimestampAnalysis analyze_timestamps(const std::vector<std::string>& greetings) 
     std::vector<std::string> column;
     for (const auto& f : fields) column.push_back(f[i]);
     FieldEstimate e = estimate_field(column);
+    if (auto by_runs = estimate_by_runs(column); by_runs && by_runs->bits < e.bits) {
+      e = std::move(*by_runs);
+    }
     e.index = i;
     a.entropy_bits += e.bits;
     a.fields.push_back(std::move(e));
@@ -461,13 +530,35 @@ Report analyze(const ProbeInput& in) {
   std::string plain_list;
   for (const auto& p : r.plaintext_before_tls) plain_list += (plain_list.empty() ? "" : ", ") + p;
 
+  // Why the server offers plaintext logins before TLS: the advice names what
+  // the probe can know. Over loopback the likely cause is that the server
+  // counts loopback as secure (apop serve does unless --no-secure-loopback;
+  // Dovecot too), and the probe cannot see what a remote client is offered:
+  // naming a server flag as the cause would be a guess. From elsewhere it is
+  // the server's policy for this port. The grade is the same either way (a
+  // probe over loopback cannot tell a loopback-only offer from a general one).
+  const std::string why_offered =
+      in.loopback ? "; the probe connected over loopback, which many servers count as secure "
+                    "(apop serve unless --no-secure-loopback; Dovecot treats local connections "
+                    "as secured), so remote clients may not be offered them"
+                  : " to a non-loopback client: the server's policy for this port";
+  const std::string disable_advice =
+      in.loopback
+          ? "The probe connected over loopback: probe from another host to see what remote "
+            "clients are offered; if they are offered "
+            "plaintext logins before TLS too, disable them (Dovecot: disable_plaintext_auth = "
+            "yes; apop serve offers them to remote clients only with --allow-plaintext-auth). To "
+            "refuse them over loopback as well: apop serve --no-secure-loopback (Dovecot: "
+            "ssl = required)."
+          : "Disable plaintext logins before TLS (Dovecot: disable_plaintext_auth = yes, 2.4: "
+            "auth_allow_cleartext = no; apop serve offers them to remote clients only with "
+            "--allow-plaintext-auth, or when a PROXY-protocol proxy reports a loopback client).";
   if (!r.tls_available) {
     if (!r.plaintext_before_tls.empty()) {
       add(r, "plaintext-login-no-tls", Severity::high, 'D',
           "passwords can only be sent in the clear: " + plain_list +
-              " offered and no TLS available",
-          "Use TLS (STLS and/or implicit TLS on port 995) and disable plaintext logins before "
-          "TLS.");
+              " offered and no TLS available" + why_offered,
+          "Use TLS (STLS and/or implicit TLS on port 995). " + disable_advice);
     } else {
       add(r, "no-tls", Severity::medium, 'C',
           "no TLS: neither STLS nor implicit TLS works; mail crosses in the clear",
@@ -475,11 +566,9 @@ Report analyze(const ProbeInput& in) {
     }
   } else if (!r.plaintext_before_tls.empty()) {
     add(r, "plaintext-login-before-tls", Severity::medium, 'C',
-        "plaintext logins offered before TLS: " + plain_list +
+        "plaintext logins offered before TLS: " + plain_list + why_offered +
             " (a client may send its password before STLS)",
-        "Disable plaintext logins before TLS (e.g. Dovecot disable_plaintext_auth = yes; apop "
-        "serve without "
-        "--allow-plaintext-auth).");
+        disable_advice);
   }
   if (in.reachable && !in.capa.received) {
     add(r, "capa-missing", Severity::low, 'A',
@@ -487,44 +576,64 @@ Report analyze(const ProbeInput& in) {
         "Support CAPA so clients can see STLS and SASL before logging in.");
   }
 
-  // APOP / CRAM-MD5 before TLS. Both send an offline-crackable MD5 response
-  // (and an active attacker can choose the APOP challenge, CVE-2007-1558).
-  // With working STLS on the same port an RFC 2595 client upgrades first, and
-  // the server may refuse them before TLS (apop serve --apop-requires-tls
-  // still shows the timestamp, which APOP after STLS needs): a passive probe
-  // cannot tell, so that is a note. Without STLS on this port, they can only
-  // be used in the clear there: cap B.
+  // APOP / CRAM-MD5 before TLS: one class of risk. Both send an MD5
+  // challenge-response over a plaintext-equivalent secret that an
+  // eavesdropper cracks offline (and an active attacker can choose the APOP
+  // challenge, CVE-2007-1558). With working STLS on the same port an RFC 2595
+  // client upgrades first, and the server may refuse them before TLS (apop
+  // serve --md5-challenge-requires-tls still shows the timestamp, which APOP
+  // after STLS needs): a passive probe cannot tell, so that is a note.
+  // Without STLS on this port, they can only be used in the clear there: cap B.
+  const std::string md5_policy =
+      "apop serve --md5-challenge-requires-tls (formerly --apop-requires-tls) refuses both APOP "
+      "and CRAM-MD5 before TLS";
+  const std::string md5_risk =
+      "an MD5 challenge-response over a plaintext-equivalent secret, which an eavesdropper "
+      "cracks offline";
+  const bool cram_in_clear = in.capa.received && in.capa.has_sasl("CRAM-MD5");
   if (r.tls_available) {
     if (r.apop_in_clear && stls_ok) {
       add(r, "apop-before-stls", Severity::low, 'A',
           "the APOP timestamp is visible before STLS: a client that sends APOP without STLS "
-          "exposes MD5(timestamp+secret) to offline cracking (whether the server refuses APOP "
-          "before TLS cannot be seen without logging in)",
-          "Make sure APOP is refused before TLS (apop serve --apop-requires-tls; a passive "
-          "probe cannot check this).");
+          "exposes " +
+              md5_risk +
+              " (whether the server refuses APOP before TLS cannot be seen without "
+              "logging in)",
+          "Make sure APOP and CRAM-MD5 are refused before TLS (" + md5_policy +
+              "; a passive probe cannot check this).");
     } else if (r.apop_in_clear) {
       add(r, "apop-outside-tls", Severity::low, 'B',
-          "APOP is offered on a port without STLS: an eavesdropper gets MD5(timestamp+secret) to "
-          "crack offline, and an active attacker can choose the challenge (CVE-2007-1558)",
-          "Require APOP inside TLS (apop serve --apop-requires-tls), or offer STLS on this port.");
+          "APOP is offered on a port without STLS: " + md5_risk +
+              ", and an active attacker can choose the challenge (CVE-2007-1558)",
+          "Require APOP and CRAM-MD5 inside TLS (" + md5_policy + "), or offer STLS on this port.");
     }
-    if (in.capa.received && in.capa.has_sasl("CRAM-MD5")) {
+    if (cram_in_clear) {
       if (stls_ok) {
         add(r, "cram-md5-before-stls", Severity::low, 'A',
-            "CRAM-MD5 is advertised before STLS: a client using it without STLS exposes an "
-            "HMAC-MD5 response to offline cracking",
-            "Advertise CRAM-MD5 only inside TLS, or prefer SCRAM-SHA-256.");
+            "CRAM-MD5 is advertised before STLS: a client using it without STLS exposes " +
+                md5_risk +
+                " (whether the server refuses it before TLS cannot be seen without "
+                "logging in)",
+            "Make sure APOP and CRAM-MD5 are refused before TLS (" + md5_policy +
+                "; a passive probe cannot check this), or prefer SCRAM-SHA-256.");
       } else {
         add(r, "cram-md5-outside-tls", Severity::low, 'B',
-            "CRAM-MD5 is offered on a port without STLS: an eavesdropper gets an HMAC-MD5 "
-            "response to crack offline",
-            "Offer CRAM-MD5 only inside TLS, or prefer SCRAM-SHA-256.");
+            "CRAM-MD5 is offered on a port without STLS: " + md5_risk,
+            "Require APOP and CRAM-MD5 inside TLS (" + md5_policy +
+                "), or offer STLS on this port; prefer SCRAM-SHA-256.");
       }
     }
-  } else if (r.apop_in_clear) {
-    add(r, "apop-in-clear", Severity::info, 'A',
-        "APOP is offered without TLS: the digest can be cracked offline if the secret is weak",
-        "Require APOP inside TLS (apop serve --apop-requires-tls) once TLS is set up.");
+  } else {
+    if (r.apop_in_clear) {
+      add(r, "apop-in-clear", Severity::info, 'A',
+          "APOP is offered without TLS: " + md5_risk + " if the secret is weak",
+          "Set up TLS, then require APOP and CRAM-MD5 inside it (" + md5_policy + ").");
+    }
+    if (cram_in_clear) {
+      add(r, "cram-md5-in-clear", Severity::info, 'A',
+          "CRAM-MD5 is offered without TLS: " + md5_risk + " if the secret is weak",
+          "Set up TLS, then require APOP and CRAM-MD5 inside it (" + md5_policy + ").");
+    }
   }
 
   // STLS.
@@ -671,6 +780,7 @@ std::string to_json(const Report& r) {
   j["grade"] = std::string(1, r.grade);
   j["host"] = in.host;
   j["port"] = in.port;
+  j["loopback"] = in.loopback;
   j["reachable"] = in.reachable;
   if (!in.reachable) j["connect_error"] = in.connect_error;
   j["greeting"] = in.greetings.empty() ? json(nullptr) : json(in.greetings.front());

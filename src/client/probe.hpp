@@ -25,6 +25,12 @@
 //     single sample) x log2(alphabet), the alphabet being
 //     the smallest of decimal (10), hex (16), alphanumeric (62), base64 (64)
 //     or printable ASCII (94) that holds every character seen in the field.
+// A field whose samples all have the same sequence of digit and non-digit
+// runs ("c99999995" ... "c100000002", "t<microseconds>") is also estimated
+// run by run, and the smaller estimate is kept: a counter, clock or pid
+// written next to letters is not counted as log2(alphabet) bits per changing
+// character, nor misread as one big hex number (issue 17: a counter that
+// increments by one per connection is 1 bit, not 9 changing characters).
 // The estimate is the sum over fields; the domain is ignored (it is public).
 // It is an upper bound of the real entropy (a CSPRNG cannot be told from a
 // good PRNG by looking), and a lower bound is not claimed. Our own server's
@@ -40,7 +46,9 @@
 //      certificate expired; TLS below 1.2; STLS response injection (bytes
 //      after "+OK" before the handshake).
 //   C  no TLS at all; plaintext logins offered before TLS although TLS
-//      exists; timestamp not a strict RFC 5322 msg-id; weak timestamps
+//      exists (the advice names loopback as the likely cause when the probe
+//      connected over loopback, the grade is the same); timestamp not a
+//      strict RFC 5322 msg-id; weak timestamps
 //      (< kStrongBits bits); certificate not verifiable or not naming the
 //      host (unless insecure_ok: then a note only); STLS offered but broken.
 //   B  APOP (timestamp in the greeting) or CRAM-MD5 offered on a plain port
@@ -50,9 +58,14 @@
 //      kExpirySoonDays days.
 //   A  none of the above. Notes that cap nothing: APOP timestamp or CRAM-MD5
 //      visible before STLS on a port with working STLS (the server may
-//      refuse them before TLS, e.g. apop serve --apop-requires-tls, which a
-//      passive probe cannot see), no SCRAM-SHA-256, no CAPA, IMPLEMENTATION
-//      revealing the software.
+//      refuse them before TLS, e.g. apop serve --md5-challenge-requires-tls,
+//      formerly --apop-requires-tls, which a passive probe cannot see), APOP
+//      or CRAM-MD5 without any TLS, no SCRAM-SHA-256, no CAPA,
+//      IMPLEMENTATION revealing the software.
+// APOP and CRAM-MD5 are one class of risk: both are MD5 challenge-responses
+// over a plaintext-equivalent secret, which an eavesdropper cracks offline
+// (hashcat: APOP is md5($salt.$pass), mode 20; CRAM-MD5 is mode 10200), so
+// they are reported alike.
 #pragma once
 
 #include <cstddef>
@@ -153,6 +166,11 @@ struct TlsObservation {
 struct ProbeInput {
   std::string host;
   std::uint16_t port = 110;
+  // The host resolved to a loopback address (127.0.0.0/8, ::1): many servers
+  // count loopback as secure and offer plaintext logins there (apop serve
+  // unless --no-secure-loopback, Dovecot), which says nothing about what
+  // remote clients are offered.
+  bool loopback = false;
   bool reachable = false;                 // the plain port accepted a connection
   std::string connect_error;              // when !reachable
   std::vector<std::string> greetings;     // plain port, one per connection

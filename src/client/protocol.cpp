@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 
 #include "auth/base64.hpp"
 #include "auth/challenge.hpp"
@@ -264,7 +265,7 @@ bool split2(std::string_view s, std::string_view& a, std::string_view& b, std::s
 }
 }  // namespace
 
-Result<Stat> parse_stat(std::string_view text) {
+Result<Stat> parse_stat(std::string_view text, std::uint64_t max_messages) {
   std::string_view a, b, rest;
   if (!split2(text, a, b, rest))
     return invalid("malformed STAT reply: \"" + printable(text) + "\"");
@@ -272,31 +273,46 @@ Result<Stat> parse_stat(std::string_view text) {
   if (!n) return invalid("STAT message count: " + n.error().message);
   auto o = parse_number(b);
   if (!o) return invalid("STAT size: " + o.error().message);
-  if (*n > limits::kMaxFetchListing) {
-    return invalid("STAT announces " + std::to_string(*n) + " messages (more than " +
-                   std::to_string(limits::kMaxFetchListing) + " per session)");
+  if (*n > max_messages) {
+    return invalid("STAT announces " + std::to_string(*n) + " messages, more than the limit of " +
+                   std::to_string(max_messages) + " per session");
   }
   return Stat{*n, *o};
 }
 
+Result<void> ListParser::feed(std::string_view line) {
+  if (out_.size() >= count_) return invalid("LIST has more lines than STAT announced messages");
+  std::string_view a, b, rest;
+  if (!split2(line, a, b, rest)) return invalid("malformed LIST line: \"" + printable(line) + "\"");
+  auto n = parse_number(a);
+  if (!n) return invalid("LIST message number: " + n.error().message);
+  auto size = parse_number(b);
+  if (!size) return invalid("LIST size: " + size.error().message);
+  if (*n == 0 || *n > count_)
+    return invalid("LIST message number " + std::to_string(*n) + " out of range");
+  // count_ is at most the STAT limit (ListingLimits::max_messages): one bit each.
+  if (seen_.empty()) seen_.resize(static_cast<std::size_t>(count_) + 1);
+  if (seen_[static_cast<std::size_t>(*n)])
+    return invalid("LIST repeats message " + std::to_string(*n));
+  seen_[static_cast<std::size_t>(*n)] = true;
+  out_.emplace_back(*n, *size);
+  return {};
+}
+
+ListParser::Sizes ListParser::take() {
+  std::sort(out_.begin(), out_.end());
+  seen_ = {};
+  return std::move(out_);
+}
+
 Result<std::map<std::uint64_t, std::uint64_t>> parse_list(const std::vector<std::string>& lines,
                                                           std::uint64_t count) {
-  std::map<std::uint64_t, std::uint64_t> out;
-  if (lines.size() > count) return invalid("LIST has more lines than STAT announced messages");
+  ListParser p(count);
   for (const auto& line : lines) {
-    std::string_view a, b, rest;
-    if (!split2(line, a, b, rest))
-      return invalid("malformed LIST line: \"" + printable(line) + "\"");
-    auto n = parse_number(a);
-    if (!n) return invalid("LIST message number: " + n.error().message);
-    auto size = parse_number(b);
-    if (!size) return invalid("LIST size: " + size.error().message);
-    if (*n == 0 || *n > count)
-      return invalid("LIST message number " + std::to_string(*n) + " out of range");
-    if (!out.emplace(*n, *size).second)
-      return invalid("LIST repeats message " + std::to_string(*n));
+    if (auto f = p.feed(line); !f) return f.error();
   }
-  return out;
+  auto sizes = p.take();
+  return std::map<std::uint64_t, std::uint64_t>(sizes.begin(), sizes.end());
 }
 
 bool is_valid_uidl(std::string_view uid) {
@@ -307,29 +323,91 @@ bool is_valid_uidl(std::string_view uid) {
   });
 }
 
+Result<void> UidlParser::feed(std::string_view line) {
+  if (out_.entries_.size() >= count_)
+    return invalid("UIDL has more lines than STAT announced messages");
+  if (line.size() > limits::kMaxUidlListingLine) {
+    return invalid("UIDL line of " + std::to_string(line.size()) + " octets (at most " +
+                   std::to_string(limits::kMaxUidlListingLine) + ", RFC 1939 §7): \"" +
+                   printable(line) + "\"");
+  }
+  std::string_view a, b, rest;
+  if (!split2(line, a, b, rest) || !rest.empty()) {
+    return invalid("malformed UIDL line: \"" + printable(line) + "\"");
+  }
+  auto n = parse_number(a);
+  if (!n) return invalid("UIDL message number: " + n.error().message);
+  if (*n == 0 || *n > count_)
+    return invalid("UIDL message number " + std::to_string(*n) + " out of range");
+  if (!is_valid_uidl(b)) {
+    return invalid("UIDL of message " + std::to_string(*n) + " is not 1-70 printable octets: \"" +
+                   printable(b) + "\"");
+  }
+  if (out_.bytes_ + b.size() > max_bytes_) {
+    return invalid("the UIDL listing exceeds the limit of " + std::to_string(max_bytes_) +
+                   " octets of unique-ids (after " + std::to_string(out_.entries_.size()) +
+                   " messages)");
+  }
+  // count_ is at most the STAT limit (ListingLimits::max_messages): one bit each.
+  if (seen_.empty()) seen_.resize(static_cast<std::size_t>(count_) + 1);
+  if (seen_[static_cast<std::size_t>(*n)])
+    return invalid("UIDL repeats message " + std::to_string(*n));
+  seen_[static_cast<std::size_t>(*n)] = true;
+  if (out_.used_ + b.size() > UidlListing::kBlock) {
+    // new char[] leaves the block's pages untouched until written.
+    out_.blocks_.push_back(std::unique_ptr<char[]>(new char[UidlListing::kBlock]));
+    out_.used_ = 0;
+  }
+  const std::uint64_t off = (out_.blocks_.size() - 1) * UidlListing::kBlock + out_.used_;
+  std::memcpy(out_.blocks_.back().get() + out_.used_, b.data(), b.size());
+  out_.used_ += b.size();
+  out_.entries_.push_back(UidlListing::Entry{*n, off << 8 | b.size()});
+  out_.bytes_ += b.size();
+  return {};
+}
+
+Result<UidlListing> UidlParser::finish() {
+  auto& e = out_.entries_;
+  std::sort(e.begin(), e.end(),
+            [](const UidlListing::Entry& x, const UidlListing::Entry& y) { return x.msg < y.msg; });
+  auto& idx = out_.by_uid_;
+  idx.resize(e.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<std::uint32_t>(i);
+  const UidlListing& l = out_;
+  std::sort(idx.begin(), idx.end(),
+            [&l](std::uint32_t x, std::uint32_t y) { return l.uid(x) < l.uid(y); });
+  for (std::size_t i = 1; i < idx.size(); ++i) {
+    if (l.uid(idx[i]) == l.uid(idx[i - 1]))
+      return invalid("UIDL repeats unique-id \"" + std::string(l.uid(idx[i])) + "\"");
+  }
+  seen_ = {};
+  return std::move(out_);
+}
+
+std::string_view UidlListing::find(std::uint64_t msg) const {
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), msg,
+                             [](const Entry& e, std::uint64_t m) { return e.msg < m; });
+  if (it == entries_.end() || it->msg != msg) return {};
+  return view(*it);
+}
+
+bool UidlListing::contains_uid(std::string_view uid) const {
+  auto it =
+      std::lower_bound(by_uid_.begin(), by_uid_.end(), uid,
+                       [this](std::uint32_t i, std::string_view u) { return this->uid(i) < u; });
+  return it != by_uid_.end() && this->uid(*it) == uid;
+}
+
 Result<std::map<std::uint64_t, std::string>> parse_uidl(const std::vector<std::string>& lines,
                                                         std::uint64_t count) {
-  std::map<std::uint64_t, std::string> out;
-  std::set<std::string, std::less<>> uids;
-  if (lines.size() > count) return invalid("UIDL has more lines than STAT announced messages");
+  UidlParser p(count);
   for (const auto& line : lines) {
-    std::string_view a, b, rest;
-    if (!split2(line, a, b, rest) || !rest.empty()) {
-      return invalid("malformed UIDL line: \"" + printable(line) + "\"");
-    }
-    auto n = parse_number(a);
-    if (!n) return invalid("UIDL message number: " + n.error().message);
-    if (*n == 0 || *n > count)
-      return invalid("UIDL message number " + std::to_string(*n) + " out of range");
-    if (!is_valid_uidl(b)) {
-      return invalid("UIDL of message " + std::to_string(*n) + " is not 1-70 printable octets: \"" +
-                     printable(b) + "\"");
-    }
-    if (!uids.emplace(b).second)
-      return invalid("UIDL repeats unique-id \"" + std::string(b) + "\"");
-    if (!out.emplace(*n, std::string(b)).second)
-      return invalid("UIDL repeats message " + std::to_string(*n));
+    if (auto f = p.feed(line); !f) return f.error();
   }
+  auto l = p.finish();
+  if (!l) return l.error();
+  std::map<std::uint64_t, std::string> out;
+  for (std::size_t i = 0; i < l->size(); ++i) out.emplace(l->msg(i), std::string(l->uid(i)));
   return out;
 }
 

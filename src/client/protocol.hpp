@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "client/account_state.hpp"
+#include "common/limits.hpp"
 #include "common/result.hpp"
 
 namespace apop::client {
@@ -106,17 +108,96 @@ struct Stat {
   std::uint64_t octets = 0;
 };
 // The text after "+OK " of a STAT reply: "nn mm" (anything after a further
-// space is ignored, as RFC 1939 allows). count above limits::kMaxFetchListing
-// is invalid.
-Result<Stat> parse_stat(std::string_view text);
+// space is ignored, as RFC 1939 allows). count above max_messages is
+// Errc::invalid (the message names the count and the limit).
+Result<Stat> parse_stat(std::string_view text,
+                        std::uint64_t max_messages = limits::kMaxFetchListing);
 
-// Multi-line LIST body: "msg SP size [SP ...]" per line; message numbers in
-// 1..count, no duplicates. Returns msg -> size.
+// What a client keeps of one listing (issue 17 item 9: a hostile server
+// announcing a million messages, then a million long lines). Lines are parsed
+// as they arrive and never kept raw: LIST keeps two numbers per message, UIDL
+// the unique-id, whose octets in total may not exceed max_bytes.
+struct ListingLimits {
+  std::uint64_t max_messages = limits::kMaxFetchListing;
+  std::uint64_t max_bytes = limits::kMaxListingBytes;
+};
+
+// Multi-line LIST body fed one (unstuffed) line at a time: "msg SP size
+// [SP ...]" (the rest is dropped); message numbers in 1..count, at most count
+// lines, no duplicates.
+// Keeps 16 octets per message (plus one bit per announced message).
+class ListParser {
+ public:
+  using Sizes = std::vector<std::pair<std::uint64_t, std::uint64_t>>;  // (msg, size)
+  explicit ListParser(std::uint64_t count) : count_(count) {}
+  Result<void> feed(std::string_view line);
+  const Sizes& sizes() const { return out_; }
+  // Sorted by message number.
+  Sizes take();
+
+ private:
+  std::uint64_t count_;
+  Sizes out_;
+  std::vector<bool> seen_;  // by message number, sized on the first line
+};
+
+// A parsed UIDL listing, compact: the unique-ids side by side in 1 MiB
+// blocks, 16 octets per message besides (and 4 for the index by uid).
+class UidlListing {
+ public:
+  std::size_t size() const { return entries_.size(); }
+  // The i-th message (in message-number order) and its unique-id.
+  std::uint64_t msg(std::size_t i) const { return entries_[i].msg; }
+  std::string_view uid(std::size_t i) const { return view(entries_[i]); }
+  // The unique-id of message `msg`; empty when the listing has none.
+  std::string_view find(std::uint64_t msg) const;
+  bool contains_uid(std::string_view uid) const;
+  // Octets of unique-ids held.
+  std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  friend class UidlParser;
+  static constexpr std::size_t kBlock = 1 << 20;
+  struct Entry {
+    std::uint64_t msg;
+    std::uint64_t where;  // offset (block * kBlock + in-block) << 8 | length
+  };
+  std::string_view view(const Entry& e) const {
+    const std::uint64_t off = e.where >> 8;
+    return {blocks_[static_cast<std::size_t>(off / kBlock)].get() + off % kBlock,
+            static_cast<std::size_t>(e.where & 0xff)};
+  }
+  std::vector<Entry> entries_;         // sorted by msg after finish()
+  std::vector<std::uint32_t> by_uid_;  // indices into entries_, sorted by uid
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  std::size_t used_ = kBlock;  // octets used in the last block
+  std::uint64_t bytes_ = 0;
+};
+
+// Multi-line UIDL body fed one (unstuffed) line at a time: "msg SP uid"; the
+// line at most limits::kMaxUidlListingLine octets, uid 1..70 octets
+// 0x21-0x7E, numbers in 1..count, at most count lines, no duplicate numbers
+// or uids (checked by finish()), at most max_bytes octets of uids in total.
+class UidlParser {
+ public:
+  explicit UidlParser(std::uint64_t count, std::uint64_t max_bytes = limits::kMaxListingBytes)
+      : count_(count), max_bytes_(max_bytes) {}
+  Result<void> feed(std::string_view line);
+  std::uint64_t bytes() const { return out_.bytes_; }
+  std::size_t size() const { return out_.entries_.size(); }
+  // After the last line: Errc::invalid when a unique-id repeats.
+  Result<UidlListing> finish();
+
+ private:
+  std::uint64_t count_;
+  std::uint64_t max_bytes_;
+  UidlListing out_;
+  std::vector<bool> seen_;  // by message number, sized on the first line
+};
+
+// The same over a whole body (tests, fuzzing). Returns msg -> size.
 Result<std::map<std::uint64_t, std::uint64_t>> parse_list(const std::vector<std::string>& lines,
                                                           std::uint64_t count);
-
-// Multi-line UIDL body: "msg SP uid" per line; uid 1..70 octets 0x21-0x7E,
-// numbers in 1..count, no duplicate numbers and no duplicate uids.
 Result<std::map<std::uint64_t, std::string>> parse_uidl(const std::vector<std::string>& lines,
                                                         std::uint64_t count);
 bool is_valid_uidl(std::string_view uid);

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -226,11 +227,7 @@ class SocketTransport final : public Transport {
       long vr = SSL_get_verify_result(ssl_);
       tls_.verified = vr == X509_V_OK;
       if (!tls_.verified) tls_.verify_error = X509_verify_cert_error_string(vr);
-      if (is_ip_literal(name)) {
-        tls_.hostname_match = X509_check_ip_asc(cert, name.c_str(), 0) == 1;
-      } else {
-        tls_.hostname_match = X509_check_host(cert, name.data(), name.size(), 0, nullptr) == 1;
-      }
+      tls_.hostname_match = certificate_names_host(cert, name);
       if (tls_.verified && !tls_.hostname_match) {
         tls_.verify_error = "certificate does not match host name " + name;
       }
@@ -415,6 +412,27 @@ Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts, NetFailur
     }
   }
   return std::unique_ptr<Transport>(std::move(t));
+}
+
+bool certificate_names_host(const void* cert_ptr, const std::string& host) {
+  auto* cert = static_cast<X509*>(const_cast<void*>(cert_ptr));
+  if (cert == nullptr || host.empty()) return false;
+  if (is_ip_literal(host)) return X509_check_ip_asc(cert, host.c_str(), 0) == 1;
+  // OpenSSL accepts partial wildcards ("f*.example.com") unless told not to;
+  // RFC 6125 §7.2 advises against them, and browsers refuse them.
+  return X509_check_host(cert, host.data(), host.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                         nullptr) == 1;
+}
+
+bool pem_certificate_names_host(std::string_view pem, const std::string& host) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return false;
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (cert == nullptr) return false;
+  const bool ok = certificate_names_host(cert, host);
+  X509_free(cert);
+  return ok;
 }
 
 }  // namespace apop::client

@@ -89,4 +89,13 @@ Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts);
 // tls_handshake, tls_verify), for exit codes. `failure` must not be null.
 Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts, NetFailure* failure);
 
+// Whether the certificate `cert` (an X509*, passed as void* to keep OpenSSL
+// out of this header) names `host`: an IP literal against iPAddress entries,
+// a name with X509_check_host and X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS (a
+// wildcard must be the whole left-most label, RFC 6125 §7.2: "f*.example.com"
+// does not name foo.example.com; "*.example.com" does).
+bool certificate_names_host(const void* cert, const std::string& host);
+// The same for a certificate in PEM (tests); false when it does not parse.
+bool pem_certificate_names_host(std::string_view pem, const std::string& host);
+
 }  // namespace apop::client

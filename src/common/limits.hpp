@@ -44,8 +44,19 @@ inline constexpr std::size_t kMaxClientBodyLine = 1024 * 1024;
 // more than it announced is lying (protocol error).
 inline constexpr std::uint64_t kMaxFetchMessage = 256ull * 1024 * 1024;
 // Not from an RFC: messages per fetch session (STAT/LIST/UIDL are held in
-// memory); a larger announced maildrop is a protocol error.
+// memory); a larger announced maildrop is a protocol error. Real mailboxes
+// reach 100k+ messages (Dovecot serves them); a million bounds what a hostile
+// server can make the client keep (issue 17). Configurable (`apop fetch` /
+// `apop migrate --max-messages`).
 inline constexpr std::uint64_t kMaxFetchListing = 1'000'000;
+// Not from an RFC: octets of unique-ids kept from one UIDL listing (at most
+// kMaxUidl each): 64 MiB holds a million 64-octet UIDLs (Dovecot's default
+// UIDLs are 16). Configurable (`--max-listing-bytes`).
+inline constexpr std::uint64_t kMaxListingBytes = 64ull * 1024 * 1024;
+// RFC 1939 §7: a UIDL listing line is "msg SP unique-id", the message number
+// at most 20 digits (64 bits) and the unique-id at most kMaxUidl octets; a
+// longer line is refused at once, before the listing is read further.
+inline constexpr std::size_t kMaxUidlListingLine = 20 + 1 + kMaxUidl;
 // RFC 2449 §5 CAPA: no limit given; the client reads at most this many lines.
 inline constexpr std::size_t kMaxCapaLines = 256;
 // RFC 7677 §4 / RFC 5802 §5.1: at least 4096 iterations; the client refuses

@@ -250,6 +250,10 @@ bool dotlock_stale(const std::string& path, const struct stat& st, std::chrono::
 
 }  // namespace
 
+std::string dotlock_private_name(const std::string& dotlock, long pid, unsigned n) {
+  return dotlock + "." + std::to_string(pid) + "." + std::to_string(n) + ".apop";
+}
+
 Result<std::unique_ptr<MboxLock>> MboxLock::acquire(const fs::path& file, int fd, bool write,
                                                     const MboxLockOptions& opts) {
   std::unique_ptr<MboxLock> lock(new MboxLock());
@@ -261,18 +265,36 @@ Result<std::unique_ptr<MboxLock>> MboxLock::acquire(const fs::path& file, int fd
     // O_EXCL create followed by a write left an empty dotlock when the
     // process died in between, which no one can tell from a live one until
     // it is `dotlock_stale` old (found by a SIGKILL test under ASan).
-    const std::string mine = dot + "." + std::to_string(::getpid()) + ".apop";
+    // The private file is created exclusively (O_EXCL, no symlink followed):
+    // in a directory others can write, a hard link or symlink planted under
+    // its name must not make us truncate or write the file it points to
+    // (issue 17). A name that exists is someone else's: the next one is tried.
     int err = 0;
-    {
-      UniqueFd d(::open(mine.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    bool created = false;
+    std::string mine;
+    for (unsigned n = 0; n < kDotlockPrivateNames; ++n) {
+      mine = dotlock_private_name(dot, ::getpid(), n);
+      UniqueFd d(::open(mine.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
       if (!d) {
         err = errno;
-      } else if (!write_all(d.get(), std::to_string(::getpid()) + "\n") || d.close_checked() != 0) {
+        if (err == EEXIST) continue;
+        break;
+      }
+      created = true;
+      err = 0;
+      if (!write_all(d.get(), std::to_string(::getpid()) + "\n") || d.close_checked() != 0) {
         err = errno;
       } else if (::link(mine.c_str(), dot.c_str()) != 0) {
         err = errno;
       }
       ::unlink(mine.c_str());
+      break;
+    }
+    if (!created && err == EEXIST) {
+      return make_error(Errc::temporary, "cannot create a private dotlock file for " + dot +
+                                             ": the " + std::to_string(kDotlockPrivateNames) +
+                                             " names " + dotlock_private_name(dot, ::getpid(), 0) +
+                                             " ... exist already (planted by someone else?)");
     }
     if (err == 0) {
       lock->dotlock_ = dot;

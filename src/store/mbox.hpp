@@ -97,6 +97,12 @@ struct MboxLockOptions {
   std::chrono::seconds dotlock_stale = limits::kDotlockStale;
 };
 
+// The private file a dotlock is written to before it is link()ed to
+// FILE.lock: "FILE.lock.PID.N.apop", N = 0, 1, ... kDotlockPrivateNames - 1
+// (created with O_EXCL; a name that exists is skipped). Exposed for tests.
+inline constexpr unsigned kDotlockPrivateNames = 16;
+std::string dotlock_private_name(const std::string& dotlock, long pid, unsigned n);
+
 // Both locks on an mbox file (the dotlock and the fcntl lock on `fd`), held
 // until destruction. The fcntl lock is a write lock when fd is open for
 // writing, else a read lock (which still keeps writers out).

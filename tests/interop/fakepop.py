@@ -13,7 +13,9 @@ into a liar:
     replies           {"STAT": b"+OK ...", "LIST 1": b"...", ...}: a raw reply
                       replacing the normal one, keyed by the whole command
                       line (upper-cased) or else by its keyword (multi-line
-                      replies include their lines and the final ".")
+                      replies include their lines and the final "."); a
+                      callable instead returns an iterable of raw chunks,
+                      sent one by one (streamed huge replies)
     retr_override     {n: bytes}: the raw body sent for RETR n (dot-stuffing
                       and the final "." are the caller's job)
     cut               a function(conn, line) -> bool called for every client
@@ -251,6 +253,16 @@ class FakePop:
         key = line.upper().decode("latin-1")
         if key in self.replies or cmd in self.replies:
             reply = self.replies.get(key, self.replies.get(cmd))
+            if callable(reply):
+                # A generator of the reply's raw chunks (sent as they come: a
+                # huge listing without holding it in memory); the client may
+                # hang up in the middle.
+                try:
+                    for chunk in reply():
+                        c.send(chunk)
+                except OSError:
+                    return False
+                return cmd != "QUIT"
             c.send(reply if reply.endswith(b"\r\n") else reply + b"\r\n")
             return cmd != "QUIT"
         if cmd == "CAPA":

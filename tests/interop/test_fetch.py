@@ -306,6 +306,27 @@ class FetchFromServeTest(ServeTestCase):
             self.assertEqual(p.returncode, EXIT_NOT_STORED, self.describe(p))
         self.assertSameMessages(self.server_messages(), MESSAGES)
 
+    def test_mda_does_not_inherit_the_password(self):
+        # Issue 17 item 4: $APOP_PASSWORD is removed from the environment once
+        # read; the MDA (and everything it runs) must not see it, whether the
+        # password came from the variable or from --password-file.
+        marker = "env-marker-" + ALICE_SECRET
+        for name, secret, env_secret in (("from-env", None, ALICE_SECRET),
+                                         ("from-file", ALICE_SECRET, marker)):
+            with self.subTest(source=name):
+                dump = os.path.join(self.work, f"mda-env-{name}")
+                with self.env.server() as srv:
+                    self.fetch(f"pop3://alice@127.0.0.1:{srv.port}", "--tls", "none", "--auth",
+                               "apop", "--keep", "--to", f'mda:cat >/dev/null; env >> "{dump}"',
+                               secret=secret, state=self.state + name,
+                               env={"APOP_PASSWORD": env_secret}, expect=EXIT_OK)
+                with open(dump, "rb") as f:
+                    seen = f.read()
+                self.assertIn(b"APOP_UIDL=", seen)  # the MDA did run and dump its environment
+                leaked = [l for l in seen.split(b"\n")
+                          if b"APOP_PASSWORD" in l or env_secret.encode() in l]
+                self.assertEqual(leaked, [], "the MDA inherited the password")
+
     def test_usage_errors_are_64(self):
         for args in ([], ["imap://alice@127.0.0.1:1"], ["pop3://127.0.0.1:1", "--auth", "nope"],
                      ["pop3://alice@127.0.0.1:1", "--tls", "sometimes"],
@@ -760,6 +781,103 @@ class LyingServerTest(FakeTestCase):
                    "--to", f"maildir:{self.md}", secret=SECRET, expect=EXIT_OK)
         self.assertSameMessages(maildir_messages(self.md), MESSAGES[:3])
         self.assertEqual(fake.messages, [])
+
+
+# A wrapper that runs a command and prints its peak RSS (KiB, ru_maxrss of
+# the waited child) on the last line of standard error.
+PEAK_RSS = ("import resource, subprocess, sys\n"
+            "p = subprocess.run(sys.argv[1:])\n"
+            "sys.stderr.write('\\nPEAK_RSS_KIB %d\\n' % "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(p.returncode)\n")
+
+
+def listing_lines(count: int, line) -> callable:
+    """A streamed multi-line reply: "+OK", count lines line(n), "."."""
+    def chunks():
+        yield b"+OK listing follows\r\n"
+        batch = []
+        for n in range(1, count + 1):
+            batch.append(line(n))
+            if len(batch) == 2000:
+                yield b"".join(batch)
+                batch = []
+        yield b"".join(batch) + b".\r\n"
+    return chunks
+
+
+@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
+class HostileListingTest(FakeTestCase):
+    """Issue 17 item 9: `STAT 1000000` then a million long UIDL/LIST lines made
+    the client keep every raw line (~1 GB). Listings are now parsed as they
+    arrive and bounded (--max-messages, --max-listing-bytes, 91 octets per
+    UIDL line): the client stops with exit 5 and a clear error, its peak RSS
+    small."""
+
+    MAX_RSS_KIB = 128 * 1024  # before the fix: ~600 MiB for the first case
+
+    def fetch_rss(self, fake: FakePop, *args: str,
+                  keep: bool = True) -> tuple[subprocess.CompletedProcess, int]:
+        argv = ["fetch", self.url(fake), "--timeout", "30", "--state", self.state,
+                "--password-file", self.password_file(SECRET), "--tls", "none", "--auth", "apop",
+                "--to", f"maildir:{self.md}", *args] + (["--keep"] if keep else [])
+        env = dict(os.environ)
+        env.update({"HOME": self.work, "XDG_STATE_HOME": os.path.join(self.work, "xdg")})
+        p = subprocess.run(["python3", "-c", PEAK_RSS, apop_bin(), *argv],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+        m = re.search(rb"PEAK_RSS_KIB (\d+)", p.stderr)
+        self.assertIsNotNone(m, self.describe(p))
+        return p, int(m.group(1))
+
+    def check_stopped(self, p, rss_kib: int, fake: FakePop, what: bytes):
+        print(f"\n  peak RSS {rss_kib / 1024:.1f} MiB; "
+              f"{p.stderr.decode(errors='replace').strip().splitlines()[0]}")
+        self.assertEqual(p.returncode, EXIT_PROTOCOL, self.describe(p))
+        self.assertIn(what, p.stderr, self.describe(p))
+        self.assertLess(rss_kib, self.MAX_RSS_KIB, f"peak RSS {rss_kib} KiB")
+        self.assertEqual(fake.sent("RETR"), [])
+        self.assertEqual(maildir_messages(self.md), [])
+
+    def test_million_long_uidl_lines(self):
+        pad = b"u" * 480  # a 490-octet line: within RFC 2449's 512, not RFC 1939's UIDL
+        fake = self.fake(messages=MESSAGES[:1], replies={
+            "STAT": b"+OK 1000000 1000000000",
+            "UIDL": listing_lines(1_000_000, lambda n: b"%d %s\r\n" % (n, pad))})
+        p, rss = self.fetch_rss(fake)
+        self.check_stopped(p, rss, fake, b"UIDL line of")
+
+    def test_million_messages_above_max_messages(self):
+        fake = self.fake(messages=MESSAGES[:1], replies={
+            "STAT": b"+OK 1000000 1000000000",
+            "UIDL": listing_lines(1_000_000, lambda n: b"%d uid-%d\r\n" % (n, n))})
+        p, rss = self.fetch_rss(fake, "--max-messages", "100000")
+        self.check_stopped(p, rss, fake, b"--max-messages 100000")
+        self.assertEqual(fake.sent("UIDL"), [])  # refused at STAT, nothing listed
+
+    def test_uidl_octets_above_max_listing_bytes(self):
+        fake = self.fake(messages=MESSAGES[:1], replies={
+            "STAT": b"+OK 1000000 1000000000",
+            "UIDL": listing_lines(1_000_000, lambda n: b"%d %070d\r\n" % (n, n))})
+        p, rss = self.fetch_rss(fake, "--max-listing-bytes", str(1 << 20))
+        self.check_stopped(p, rss, fake, b"limit of 1048576 octets")
+
+    def test_long_list_lines_are_not_kept(self):
+        # RFC 1939 lets a scan listing carry more after the size: valid, but
+        # only the two numbers are kept (16 octets a message). A million such
+        # lines with UIDL refused: the listing is parsed within the bound,
+        # then the fake's garbage reply to the first RETR ends the session.
+        pad = b"x" * 480
+        fake = self.fake(messages=MESSAGES[:1], replies={
+            "STAT": b"+OK 1000000 1000000000",
+            "UIDL": b"-ERR no UIDL",
+            "LIST": listing_lines(1_000_000, lambda n: b"%d 1000 %s\r\n" % (n, pad)),
+            "RETR": b"garbage"})
+        p, rss = self.fetch_rss(fake, keep=False)
+        print(f"\n  peak RSS {rss / 1024:.1f} MiB (a million LIST lines of 490 octets)")
+        self.assertEqual(p.returncode, EXIT_PROTOCOL, self.describe(p))
+        self.assertEqual(len(fake.sent("RETR")) > 0, True)  # the listing was accepted
+        self.assertLess(rss, self.MAX_RSS_KIB, f"peak RSS {rss} KiB")
+        self.assertEqual(maildir_messages(self.md), [])
 
 
 @unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")

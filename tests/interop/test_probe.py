@@ -142,6 +142,14 @@ class ApopServeTest(ProbeCase):
         self.assertIn("USER", r["plaintext_before_tls"])
         self.assertEqual(r["grade"], "D")
         self.assertIn("plaintext-login-no-tls", self.finding_ids(r))
+        # Issue 17 item 12: the report names that cause (the probe connected
+        # over loopback), not --allow-plaintext-auth, which is not set here.
+        self.assertTrue(r["loopback"])
+        finding = next(f for f in r["findings"] if f["id"] == "plaintext-login-no-tls")
+        self.assertIn("connected over loopback", finding["message"])
+        rec = finding["recommendation"]
+        self.assertIn("another host", rec)
+        self.assertLess(rec.index("loopback"), rec.index("--allow-plaintext-auth"), rec)
 
     def test_no_plaintext_is_better_than_plaintext(self):
         with self.env.server("--no-secure-loopback") as srv:

@@ -213,6 +213,61 @@ TEST(ProbeEntropy, VaryingFieldCountsFallBackToWholeLocalPart) {
   EXPECT_EQ(a.fields.size(), 1u);
 }
 
+// Issue 17 item 12: a connection counter (or pid, or clock) is not entropy.
+// <1234.N@host>, N counting connections: ~1 bit, a predictable verdict (as a
+// '.'-field of its own it already was; the next tests cover a counter next
+// to letters, which was counted per character).
+TEST(ProbeEntropy, ConnectionCounterFieldIsPredictable) {
+  for (int start : {1, 7, 95, 99999995}) {
+    std::vector<std::string> g;
+    for (int i = 0; i < 8; ++i)
+      g.push_back("+OK ready <1234." + std::to_string(start + i) + "@host.example>");
+    auto a = analyze_timestamps(g);
+    EXPECT_LE(a.entropy_bits, 1.0) << start;
+    EXPECT_TRUE(a.predictable) << start;
+  }
+}
+
+// The same counter written next to letters ("c99999995" .. "c100000002"):
+// counted as 9 changing characters x log2(62) = 53 bits before, 1 bit now.
+TEST(ProbeEntropy, CounterNextToLettersIsNotCountedPerCharacter) {
+  std::vector<std::string> g;
+  for (int i = 0; i < 8; ++i)
+    g.push_back("+OK ready <1234.c" + std::to_string(99999995 + i) + "@host.example>");
+  auto a = analyze_timestamps(g);
+  EXPECT_LE(a.entropy_bits, 1.0);
+  EXPECT_TRUE(a.predictable);
+  ASSERT_EQ(a.fields.size(), 2u);
+  EXPECT_EQ(a.fields[1].kind, FieldKind::counter);
+}
+
+// A pid and a microsecond clock in one field with letters: the pid is
+// constant, the clock a counter (log2 of its largest step, ~21.7 bits), not
+// 7+ changing characters x log2(62) (~48 bits, "weak" before).
+TEST(ProbeEntropy, PidAndClockInsideOneFieldArePredictable) {
+  std::vector<std::string> g;
+  for (int i = 0; i < 8; ++i) {
+    g.push_back("+OK <p4711t" + std::to_string(1701916500123456LL + 3456789LL * i) +
+                "@host.example>");
+  }
+  auto a = analyze_timestamps(g);
+  EXPECT_LT(a.entropy_bits, 22.0);  // log2(1 + 3456789) ~ 21.7
+  EXPECT_TRUE(a.predictable);
+}
+
+// apop serve's own timestamps (random hex + counter . pid) still pass, and
+// so does Dovecot's random base64 tail.
+TEST(ProbeEntropy, RandomTimestampsStillPassWithTheRunSplit) {
+  for (std::size_t n : {2u, 3u, 8u, 32u, 64u}) {
+    auto a = analyze_timestamps(ours(n));
+    EXPECT_GE(a.entropy_bits, 100.0) << n;
+    EXPECT_FALSE(a.predictable);
+    EXPECT_FALSE(a.weak);
+  }
+  auto d = analyze_timestamps(dovecot_like(8));
+  EXPECT_GE(d.entropy_bits, 100.0);
+}
+
 // ---------------------------------------------------------------------------
 
 TEST(ProbeGrade, BestConfigurationIsA) {
@@ -287,6 +342,108 @@ TEST(ProbeGrade, PlaintextBeforeTlsWithStlsIsC) {
   EXPECT_EQ(r.grade, 'C');
   EXPECT_EQ(r.plaintext_before_tls, (std::vector<std::string>{"USER", "AUTH PLAIN", "AUTH LOGIN"}));
   EXPECT_TRUE(has(r, "plaintext-login-before-tls"));
+}
+
+bool recommends(const Report& r, const std::string& text) {
+  return std::any_of(r.recommendations.begin(), r.recommendations.end(),
+                     [&](const std::string& s) { return s.find(text) != std::string::npos; });
+}
+
+// Issue 17 item 12: over loopback, apop serve (and Dovecot) count the
+// connection as secure and offer USER/PLAIN; the advice names that cause
+// first, not a flag (--allow-plaintext-auth) that may well not be set.
+bool first_recommendation_names(const Report& r, const std::string& id, const std::string& a,
+                                const std::string& b) {
+  for (const auto& f : r.findings) {
+    if (f.id != id) continue;
+    const auto pa = f.recommendation.find(a), pb = f.recommendation.find(b);
+    return pa != std::string::npos && (pb == std::string::npos || pa < pb);
+  }
+  return false;
+}
+
+TEST(ProbeGrade, PlaintextOverLoopbackNamesLoopbackAsTheCause) {
+  auto in = best();
+  in.host = "127.0.0.1";
+  in.loopback = true;
+  in.capa = capa({"STLS", "USER", "SASL PLAIN SCRAM-SHA-256"});
+  auto r = analyze(in);
+  ASSERT_TRUE(has(r, "plaintext-login-before-tls")) << to_text(r);
+  EXPECT_EQ(r.grade, 'C');  // a loopback probe cannot tell loopback-only offers apart
+  EXPECT_TRUE(recommends(r, "another host"));
+  EXPECT_TRUE(recommends(r, "--no-secure-loopback"));
+  EXPECT_TRUE(first_recommendation_names(r, "plaintext-login-before-tls", "loopback",
+                                         "--allow-plaintext-auth"))
+      << to_text(r);
+  EXPECT_NE(to_text(r).find("connected over loopback"), std::string::npos) << to_text(r);
+  // Without any TLS over loopback (apop serve's defaults probed from
+  // 127.0.0.1): the same cause is named.
+  in.stls = {};
+  in.capa = capa({"USER", "UIDL"});
+  in.tls_port.reset();
+  in.implicit_tls = {};
+  r = analyze(in);
+  ASSERT_TRUE(has(r, "plaintext-login-no-tls"));
+  EXPECT_TRUE(
+      first_recommendation_names(r, "plaintext-login-no-tls", "loopback", "--allow-plaintext-auth"))
+      << to_text(r);
+  EXPECT_NE(to_text(r).find("connected over loopback"), std::string::npos);
+}
+
+TEST(ProbeGrade, PlaintextFromElsewhereNamesTheServerPolicy) {
+  auto in = best();
+  in.capa = capa({"STLS", "USER", "SASL PLAIN SCRAM-SHA-256"});
+  auto r = analyze(in);
+  EXPECT_TRUE(has(r, "plaintext-login-before-tls"));
+  EXPECT_EQ(r.grade, 'C');
+  EXPECT_TRUE(recommends(r, "disable_plaintext_auth"));
+  EXPECT_TRUE(recommends(r, "--allow-plaintext-auth"));
+  EXPECT_FALSE(recommends(r, "loopback client).") && recommends(r, "another host"));
+  EXPECT_EQ(to_text(r).find("connected over loopback"), std::string::npos);
+  EXPECT_NE(to_text(r).find("non-loopback client"), std::string::npos);
+}
+
+// Issue 17 item 6: CRAM-MD5 before TLS is the same class of risk as APOP
+// before TLS (an offline-crackable MD5 challenge-response over a
+// plaintext-equivalent secret), with the same grade and the same policy.
+TEST(ProbeGrade, CramMd5BeforeTlsIsReportedLikeApop) {
+  // Before working STLS: a note (as apop-before-stls), naming the policy.
+  auto in = best();
+  in.capa = capa({"STLS", "SASL SCRAM-SHA-256 CRAM-MD5"});
+  auto r = analyze(in);
+  EXPECT_TRUE(has(r, "cram-md5-before-stls"));
+  EXPECT_EQ(r.grade, 'A');
+  EXPECT_TRUE(recommends(r, "--md5-challenge-requires-tls"));
+  auto apop = best();
+  apop.greetings = ours(8);
+  auto ra = analyze(apop);
+  EXPECT_TRUE(has(ra, "apop-before-stls"));
+  EXPECT_TRUE(recommends(ra, "--md5-challenge-requires-tls"));
+
+  // On a port without STLS (TLS elsewhere): B for both.
+  in = implicit_only();
+  in.capa = capa({"SASL SCRAM-SHA-256 CRAM-MD5"});
+  r = analyze(in);
+  EXPECT_EQ(r.grade, 'B');
+  EXPECT_TRUE(has(r, "cram-md5-outside-tls"));
+  EXPECT_TRUE(recommends(r, "--md5-challenge-requires-tls"));
+  for (const auto& f : r.findings) {
+    if (f.id == "cram-md5-outside-tls") {
+      EXPECT_NE(f.message.find("offline"), std::string::npos);
+      EXPECT_NE(f.message.find("plaintext-equivalent"), std::string::npos);
+    }
+  }
+
+  // Without any TLS: a note for CRAM-MD5 as for APOP (apop-in-clear).
+  ProbeInput none;
+  none.host = "mail.example.org";
+  none.reachable = true;
+  none.now = kNow;
+  none.greetings.assign(8, "+OK ready");
+  none.capa = capa({"SASL CRAM-MD5"});
+  r = analyze(none);
+  EXPECT_TRUE(has(r, "cram-md5-in-clear"));
+  EXPECT_TRUE(recommends(r, "--md5-challenge-requires-tls"));
 }
 
 TEST(ProbeGrade, PlaintextWithoutAnyTlsIsD) {

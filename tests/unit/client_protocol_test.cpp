@@ -229,6 +229,104 @@ TEST(ClientUidl, ParsesAndRefusesGarbage) {
   EXPECT_FALSE(parse_uidl({"1abc"}, 2));                         // no separator
 }
 
+// Issue 17 item 9: what a client keeps of one listing is bounded (messages,
+// octets per line, octets of unique-ids in total), and the errors say which
+// limit was hit.
+TEST(ClientListing, StatAboveTheConfiguredLimitIsRefused) {
+  EXPECT_TRUE(parse_stat("1000 5", 1000));
+  auto s = parse_stat("1001 5", 1000);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("limit of 1000"), std::string::npos) << s.error().message;
+  EXPECT_FALSE(parse_stat("1000000 5", 999'999));
+  EXPECT_TRUE(parse_stat("1000000 5"));  // the default
+  EXPECT_FALSE(parse_stat(std::to_string(limits::kMaxFetchListing + 1) + " 5"));
+}
+
+TEST(ClientListing, UidlLinesLongerThanRfc1939AllowsAreRefusedAtOnce) {
+  UidlParser p(1'000'000);
+  ASSERT_TRUE(p.feed("1 " + std::string(limits::kMaxUidl, 'u')));
+  // A 500-octet line (within RFC 2449's 512) is refused by its length, before
+  // anything of it is kept.
+  auto f = p.feed("2 " + std::string(498, 'x'));
+  ASSERT_FALSE(f);
+  EXPECT_NE(f.error().message.find("at most " + std::to_string(limits::kMaxUidlListingLine)),
+            std::string::npos)
+      << f.error().message;
+  EXPECT_EQ(p.size(), 1u);
+  EXPECT_EQ(p.bytes(), limits::kMaxUidl);
+  EXPECT_EQ(limits::kMaxUidlListingLine, 91u);
+}
+
+TEST(ClientListing, UidlOctetsInTotalAreBounded) {
+  const std::uint64_t max = 1000;
+  UidlParser p(1'000'000, max);
+  std::uint64_t n = 0;
+  Result<void> f;
+  do {
+    ++n;
+    f = p.feed(std::to_string(n) + " " + std::to_string(n) + std::string(60, 'u'));
+  } while (f && n < 1000);
+  ASSERT_FALSE(f);
+  EXPECT_NE(f.error().message.find("limit of 1000 octets"), std::string::npos) << f.error().message;
+  EXPECT_LE(p.bytes(), max);
+  EXPECT_LT(n, 20u);  // stopped as soon as the limit was crossed
+}
+
+TEST(ClientListing, UidlListingLookups) {
+  UidlParser p(5);
+  for (const char* l : {"3 ccc", "1 a",
+                        "5 "
+                        "eeeee",
+                        "2 bb"})
+    ASSERT_TRUE(p.feed(l)) << l;
+  auto u = p.finish();
+  ASSERT_TRUE(u);
+  ASSERT_EQ(u->size(), 4u);
+  EXPECT_EQ(u->msg(0), 1u);  // message-number order
+  EXPECT_EQ(u->uid(3), "eeeee");
+  EXPECT_EQ(u->find(3), "ccc");
+  EXPECT_EQ(u->find(4), "");
+  EXPECT_TRUE(u->contains_uid("bb"));
+  EXPECT_FALSE(u->contains_uid("b"));
+  EXPECT_EQ(u->bytes(), 11u);
+  // Repeated unique-ids are found by finish().
+  UidlParser dup(3);
+  ASSERT_TRUE(dup.feed("1 x"));
+  ASSERT_TRUE(dup.feed("3 x"));
+  EXPECT_FALSE(dup.finish());
+}
+
+TEST(ClientListing, UidlListingAcrossStorageBlocks) {
+  const std::uint64_t n = 40'000;  // 40000 x 70 octets: the ids span three 1 MiB blocks
+  UidlParser p(n);
+  auto uid = [](std::uint64_t i) {
+    std::string s = std::to_string(i * 7919);
+    return s + std::string(limits::kMaxUidl - s.size(), 'u');
+  };
+  for (std::uint64_t i = n; i >= 1; --i) ASSERT_TRUE(p.feed(std::to_string(i) + " " + uid(i)));
+  auto u = p.finish();
+  ASSERT_TRUE(u);
+  ASSERT_EQ(u->size(), n);
+  for (std::uint64_t i = 1; i <= n; ++i) {
+    ASSERT_EQ(u->find(i), uid(i)) << i;
+    ASSERT_TRUE(u->contains_uid(uid(i))) << i;
+  }
+  EXPECT_EQ(u->bytes(), n * limits::kMaxUidl);
+}
+
+TEST(ClientListing, MoreLinesThanAnnouncedAreRefusedAtTheFirstExtraLine) {
+  UidlParser u(2);
+  ASSERT_TRUE(u.feed("1 a"));
+  ASSERT_TRUE(u.feed("2 b"));
+  EXPECT_FALSE(u.feed("3 c"));
+  ListParser l(2);
+  ASSERT_TRUE(l.feed("1 10 and whatever follows"));
+  ASSERT_TRUE(l.feed("2 20"));
+  EXPECT_FALSE(l.feed("1 10"));
+  ASSERT_EQ(l.sizes().size(), 2u);
+  EXPECT_EQ(l.sizes().front(), (std::pair<std::uint64_t, std::uint64_t>{1, 10}));
+}
+
 // --- multi-line bodies ---------------------------------------------------
 
 TEST(ClientBody, UnstuffsAndTerminates) {

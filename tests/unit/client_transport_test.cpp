@@ -4,11 +4,16 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -68,6 +73,57 @@ std::unique_ptr<Transport> dial(std::uint16_t port, int timeout_s = 5) {
   auto t = connect(o);
   EXPECT_TRUE(t) << t.error().message;
   return t ? std::move(t).value() : nullptr;
+}
+
+// A self-signed certificate (PEM) whose subjectAltName is `san`
+// ("DNS:f*.example.test"), made with OpenSSL's API.
+std::string make_cert(const std::string& san) {
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), EVP_PKEY_free);
+  std::unique_ptr<X509, decltype(&X509_free)> x(X509_new(), X509_free);
+  if (!key || !x) return {};
+  X509_set_version(x.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x.get()), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x.get()), 0);
+  X509_gmtime_adj(X509_getm_notAfter(x.get()), 3600);
+  X509_set_pubkey(x.get(), key.get());
+  X509_NAME* name = X509_get_subject_name(x.get());
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("apop test"), -1, -1, 0);
+  X509_set_issuer_name(x.get(), name);
+  X509_EXTENSION* ext =
+      X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, const_cast<char*>(san.c_str()));
+  if (ext == nullptr) return {};
+  X509_add_ext(x.get(), ext, -1);
+  X509_EXTENSION_free(ext);
+  if (X509_sign(x.get(), key.get(), EVP_sha256()) == 0) return {};
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+  PEM_write_bio_X509(bio.get(), x.get());
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(n));
+}
+
+// Issue 17 item 11: a partial wildcard ("f*.example.test") names no host
+// (RFC 6125 §7.2; OpenSSL accepts it unless told not to), a whole-label
+// wildcard still does.
+TEST(ClientTransport, PartialWildcardCertificatesNameNoHost) {
+  const std::string partial = make_cert("DNS:f*.example.test");
+  ASSERT_FALSE(partial.empty());
+  EXPECT_FALSE(pem_certificate_names_host(partial, "foo.example.test"));
+  EXPECT_FALSE(pem_certificate_names_host(partial, "f.example.test"));
+
+  const std::string whole = make_cert("DNS:*.example.test");
+  ASSERT_FALSE(whole.empty());
+  EXPECT_TRUE(pem_certificate_names_host(whole, "foo.example.test"));
+  EXPECT_FALSE(pem_certificate_names_host(whole, "example.test"));
+  EXPECT_FALSE(pem_certificate_names_host(whole, "a.foo.example.test"));
+
+  const std::string exact = make_cert("DNS:pop.example.test, IP:192.0.2.7");
+  ASSERT_FALSE(exact.empty());
+  EXPECT_TRUE(pem_certificate_names_host(exact, "pop.example.test"));
+  EXPECT_TRUE(pem_certificate_names_host(exact, "192.0.2.7"));
+  EXPECT_FALSE(pem_certificate_names_host(exact, "192.0.2.8"));
+  EXPECT_FALSE(pem_certificate_names_host("not a certificate", "pop.example.test"));
 }
 
 TEST(ClientTransport, LinesCrlfAndBareLf) {

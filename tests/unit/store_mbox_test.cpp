@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/mail_location.hpp"
 #include "store/mbox.hpp"
@@ -343,6 +344,62 @@ TEST_F(MboxStore, LiveDotlockMeansInUse) {
   EXPECT_EQ(md.error().code, Errc::in_use);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
   EXPECT_TRUE(fs::exists(tmp.path() / "alice.lock"));  // not ours: left alone
+}
+
+// Issue 17 item 5: the dotlock's private file is created with O_EXCL. A hard
+// link or symlink planted under its name (in a directory others can write,
+// such as /var/mail) must not truncate or overwrite the file it points to;
+// the lock is taken under the next private name.
+TEST_F(MboxStore, PlantedLinksUnderThePrivateDotlockNameAreNotWritten) {
+  spit(file, msg("a@x", "1", "x"));
+  const fs::path victim = tmp.path() / "victim";
+  const std::string precious = "precious content\n";
+  spit(victim, precious);
+  const std::string dot = file.string() + ".lock";
+  const long pid = ::getpid();
+  // The names a lock tries first, and the name apop used before (without N).
+  const std::string hard = dotlock_private_name(dot, pid, 0);
+  const std::string sym = dotlock_private_name(dot, pid, 1);
+  const std::string legacy = dot + "." + std::to_string(pid) + ".apop";
+  ASSERT_EQ(::link(victim.c_str(), hard.c_str()), 0);
+  ASSERT_EQ(::symlink(victim.c_str(), sym.c_str()), 0);
+  ASSERT_EQ(::link(victim.c_str(), legacy.c_str()), 0);
+
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  {
+    auto lk = MboxLock::acquire(file, fd.get(), true, opts().lock);
+    ASSERT_TRUE(lk.ok()) << lk.error().message;
+    EXPECT_EQ(slurp(dot), std::to_string(pid) + "\n");  // the dotlock is ours
+    EXPECT_EQ(slurp(victim), precious);
+  }
+  EXPECT_FALSE(fs::exists(dot));  // released
+  EXPECT_EQ(slurp(victim), precious);
+  // The planted names are someone else's: left alone.
+  EXPECT_TRUE(fs::exists(hard));
+  EXPECT_TRUE(fs::is_symlink(sym));
+  struct stat st {};
+  ASSERT_EQ(::stat(victim.c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 3u);
+}
+
+TEST_F(MboxStore, EveryPrivateDotlockNameTakenIsAClearError) {
+  spit(file, msg("a@x", "1", "x"));
+  const fs::path victim = tmp.path() / "victim";
+  spit(victim, "precious\n");
+  const std::string dot = file.string() + ".lock";
+  for (unsigned n = 0; n < kDotlockPrivateNames; ++n) {
+    ASSERT_EQ(::link(victim.c_str(), dotlock_private_name(dot, ::getpid(), n).c_str()), 0);
+  }
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  auto lk = MboxLock::acquire(file, fd.get(), true, opts().lock);
+  ASSERT_FALSE(lk.ok());
+  EXPECT_EQ(lk.error().code, Errc::temporary);
+  EXPECT_NE(lk.error().message.find("private dotlock file"), std::string::npos)
+      << lk.error().message;
+  EXPECT_EQ(slurp(victim), "precious\n");
+  EXPECT_FALSE(fs::exists(dot));
 }
 
 TEST_F(MboxStore, StaleDotlocksAreRemoved) {
