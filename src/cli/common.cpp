@@ -67,14 +67,18 @@ Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& d
                         ? auth::SqliteCredentialStore::holds_sealed_secrets(dir.users_db())
                         : pg::PgCredentialStore::holds_sealed_secrets(*pool);
       if (!sealed) return sealed.error();
-      if (*sealed) {
+      // Another command may have created the key and sealed a secret with it
+      // since the load above (two commands on a fresh data directory): load
+      // again before refusing.
+      if (*sealed) box = auth::SecretBox::load(dir.key_file());
+      if (*sealed && !box && box.error().code == Errc::not_found) {
         return make_error(
             Errc::permanent,
             "key file " + dir.key_file().string() + " is missing, but the secrets in " + where +
                 " are sealed with it: restore it (from a backup, or from a working "
                 "server); refusing to create a new key, which would open none of them");
       }
-      box = auth::SecretBox::open_or_create(dir.key_file());
+      if (!*sealed) box = auth::SecretBox::open_or_create(dir.key_file());
     }
     if (!box) return box.error();
   }

@@ -12,9 +12,10 @@ import shutil
 import signal
 import ssl
 import subprocess
+import time
 import unittest
 
-from apoptest import ALICE_SECRET, ApopTestCase, make_message
+from apoptest import ALICE_SECRET, ApopTestCase, make_message, wait_until
 
 EX_CONFIG = 78
 IS_ROOT = os.geteuid() == 0
@@ -246,6 +247,34 @@ class PrivilegeDropTest(ApopTestCase):
         with srv:
             srv.wait_for_log(r"serving data=")
         self.assertEqual(os.stat(log).st_mode & 0o777, 0o640)
+
+    def test_log_file_reopened_after_rotation_is_checked_too(self):
+        """Root without --user reopens the log as root after rotation: a symbolic link
+        planted in its place (by whoever owns the log directory) is not followed."""
+        from test_fail2ban import FileLogServer
+        self.setup_alice()
+        log = os.path.join(self.log_dir_of_nobody(), "apop.log")
+        victim, content = self.victim()
+        srv = FileLogServer(self.env, log)
+        self.env._servers.append(srv)
+        with srv:
+            srv.wait_for_log(r"serving data=")
+            os.rename(log, log + ".1")
+            os.symlink(victim, log)
+            time.sleep(1.2)  # the rotation check runs at most once a second
+            for attempt in range(2):
+                p = poplib.POP3("127.0.0.1", srv.port)
+                p.user(f"rotated{attempt}")
+                with self.assertRaises(poplib.error_proto):
+                    p.pass_("wrong")
+                p.close()
+            srv.wait_for_log(r"after log rotation: log file .*apop\.log is a symbolic link")
+            def in_old_file() -> bool:
+                with open(log + ".1", "rb") as f:
+                    return b"user=rotated1 " in f.read()
+            wait_until(in_old_file, what="the line in the old file")
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), content)
 
     # -- issue 17 item 11: no core dumps, the root group, supplementary groups ---------
     def serve_as_nobody_without_switching(self, *args: str):
