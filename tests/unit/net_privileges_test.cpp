@@ -62,7 +62,10 @@ TEST(Privileges, ForbidCoreDumpsSurvivesTheDrop) {
   int rc = in_child([] {
     rlimit raised{RLIM_INFINITY, RLIM_INFINITY};
     if (running_as_root()) setrlimit(RLIMIT_CORE, &raised);
-    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) return 1;  // a normal process is dumpable
+    // Start dumpable, whatever the test runner left.
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) {
+      return 1;
+    }
     if (!forbid_core_dumps()) return 2;
     if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
     rlimit core{};
@@ -85,7 +88,7 @@ TEST(Privileges, LookupResolvesUserGroupAndGroupList) {
   EXPECT_NE(id->uid, 0u);
   EXPECT_NE(id->gid, 0u);
   EXPECT_EQ(id->group, "nogroup");
-  // The chosen group is always in the list; nobody has no other groups.
+  // The group list is the chosen group alone (supplementary groups dropped).
   EXPECT_EQ(id->groups, std::vector<gid_t>{id->gid});
 
   auto primary = lookup_identity("nobody", "");
