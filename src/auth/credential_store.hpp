@@ -259,10 +259,11 @@ class MemoryCredentialStore final : public CredentialStore {
 // the SecretBox (aad: the user name, or user NUL "device" NUL name). One
 // connection guarded by a mutex; WAL journal and a ~5 s busy timeout so that
 // `apop user ...` works while `apop serve` runs. The database, -wal and -shm
-// files are mode 0600. Schema version 4; older databases are upgraded in
+// files are mode 0600. Schema version 5; older databases are upgraded in
 // place on open: version 1 (one encrypted secret per user) to 2 (hash,
 // verifiers, policy), version 2 to 3 (LOGIN-DELAY, EXPIRE, last login
-// columns), version 3 to 4 (mail location column).
+// columns), version 3 to 4 (mail location column), version 4 to 5 (the key
+// check value).
 class SqliteCredentialStore final : public CredentialStore {
  public:
   // Opens or creates the database, creating/migrating the schema (PRAGMA
@@ -270,8 +271,21 @@ class SqliteCredentialStore final : public CredentialStore {
   // or has a newer schema; Errc::temporary for I/O errors / busy database.
   // Note: briefly sets the process umask to 077 around sqlite3_open_v2 (umask
   // is process-wide), so call it before starting threads that create files.
+  //
+  // The key: the database keeps a key check value (SecretBox::seal_key_check,
+  // schema version 5). With a box whose key does not open it — or, in a
+  // database without one yet, does not open a stored secret — open() fails
+  // with Errc::permanent (box.key_mismatch) and changes nothing (the schema
+  // upgrade is rolled back with it); otherwise a missing check value is
+  // written. A box without a key (SecretBox::without_key, for `apop
+  // deliver`) skips the check: only calls that need no secret work then.
   static Result<std::unique_ptr<SqliteCredentialStore>> open(const std::filesystem::path& db_file,
                                                              SecretBox box);
+  // Whether `db_file` holds anything sealed with a key (the key check value,
+  // a password copy, a device secret): then a missing key file must not be
+  // replaced by a new key. False when the file does not exist. Opens the
+  // file read-only and changes nothing.
+  static Result<bool> holds_sealed_secrets(const std::filesystem::path& db_file);
   ~SqliteCredentialStore() override;
   SqliteCredentialStore(const SqliteCredentialStore&) = delete;
   SqliteCredentialStore& operator=(const SqliteCredentialStore&) = delete;
@@ -319,6 +333,7 @@ class SqliteCredentialStore final : public CredentialStore {
   struct WriteBehind;
   std::unique_ptr<WriteBehind> write_behind_;
   Result<void> migrate();
+  Result<void> check_key_locked();
   Result<Policy> default_policy_locked();
   Result<Policy> user_policy_locked(std::string_view user);
   Result<void> drop_copies_locked();

@@ -93,11 +93,13 @@ SecretBox SecretBox::from_key(std::span<const unsigned char, kKeySize> key) {
   return SecretBox(std::move(k));
 }
 
-Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_file) {
-  // Attempt 0 loads; if the file is missing we create it and load again (once
-  // more if another process won the creation race).
-  for (int attempt = 0; attempt < 3; ++attempt) {
+SecretBox SecretBox::without_key() { return SecretBox(Key()); }
+
+Result<SecretBox> SecretBox::load(const std::filesystem::path& key_file) {
+  int open_errno = 0;
+  {
     UniqueFd fd(::open(key_file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
+    open_errno = errno;
     if (fd.get() >= 0) {
       struct stat st {};
       if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat key file", key_file, errno);
@@ -127,13 +129,25 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
         }
         return sys_error("cannot read key file", key_file, e);
       }
-      return SecretBox(std::move(key));
+      return SecretBox(std::move(key), key_file.string());
     }
-    if (errno == ELOOP) {
-      return make_error(Errc::permanent, "key file " + key_file.string() +
-                                             " is a symbolic link; refusing to use it");
-    }
-    if (errno != ENOENT) return sys_error("cannot open key file", key_file, errno);
+  }
+  if (open_errno == ELOOP) {
+    return make_error(Errc::permanent,
+                      "key file " + key_file.string() + " is a symbolic link; refusing to use it");
+  }
+  if (open_errno == ENOENT) {
+    return make_error(Errc::not_found, "key file " + key_file.string() + " does not exist");
+  }
+  return sys_error("cannot open key file", key_file, open_errno);
+}
+
+Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_file) {
+  // Attempt 0 loads; if the file is missing we create it and load again (once
+  // more if another process won the creation race).
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto loaded = load(key_file);
+    if (loaded || loaded.error().code != Errc::not_found) return loaded;
 
     // Missing: write a new key to a private temporary file, then link it into
     // place (link() never replaces an existing file, so creation is atomic).
@@ -172,8 +186,32 @@ Result<SecretBox> SecretBox::open_or_create(const std::filesystem::path& key_fil
   return make_error(Errc::temporary, "key file " + key_file.string() + " keeps disappearing");
 }
 
+namespace {
+// The key check value (the PostgreSQL store has kept it since its schema
+// version 1; the SQLite store since its version 5): do not change.
+constexpr std::string_view kKeyCheck = "apop secret.key check";
+constexpr std::string_view kKeyCheckAad = "\x01key-check";
+}  // namespace
+
+Result<std::string> SecretBox::seal_key_check() const { return seal(kKeyCheck, kKeyCheckAad); }
+
+bool SecretBox::opens_key_check(std::string_view sealed) const {
+  auto opened = open(sealed, kKeyCheckAad);
+  return opened && *opened == kKeyCheck;
+}
+
+Error SecretBox::key_mismatch(const std::string& store) const {
+  const std::string file = key_file_.empty() ? std::string("the key") : "key file " + key_file_;
+  return make_error(Errc::permanent,
+                    file + " is not the key the secrets in " + store +
+                        " are sealed with: restore the secret.key that belongs to them (from "
+                        "a backup, or from a working server: every server and tool needs the "
+                        "same one); refusing to use it, nothing was changed");
+}
+
 Result<std::string> SecretBox::seal(std::string_view plaintext, std::string_view aad) const {
-  if (!key_) return make_error(Errc::permanent, "secret box has no key (moved from)");
+  if (!key_)
+    return make_error(Errc::permanent, "no key loaded (this command runs without secret.key)");
   if (plaintext.size() > static_cast<std::size_t>(INT32_MAX / 2) ||
       aad.size() > static_cast<std::size_t>(INT32_MAX / 2)) {
     return make_error(Errc::invalid, "secret too large to seal");
@@ -215,7 +253,8 @@ Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aa
   const Error bad = make_error(Errc::permanent,
                                "sealed secret cannot be opened (corrupted or tampered data, wrong "
                                "key file, or row belongs to another user)");
-  if (!key_) return make_error(Errc::permanent, "secret box has no key (moved from)");
+  if (!key_)
+    return make_error(Errc::permanent, "no key loaded (this command runs without secret.key)");
   if (sealed.size() < 1 + kNonceSize + kTagSize ||
       sealed.size() > static_cast<std::size_t>(INT32_MAX / 2) ||
       aad.size() > static_cast<std::size_t>(INT32_MAX / 2)) {

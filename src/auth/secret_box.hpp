@@ -38,6 +38,15 @@ class SecretBox {
   // permission bits (mode & 077); Errc::temporary for I/O errors.
   static Result<SecretBox> open_or_create(const std::filesystem::path& key_file);
 
+  // Loads `key_file` as open_or_create does, but never creates it:
+  // Errc::not_found when it does not exist (same checks otherwise).
+  static Result<SecretBox> load(const std::filesystem::path& key_file);
+
+  // A box without a key, for commands that need none (`apop deliver`): the
+  // stores open with it without checking the key, and every seal/open fails
+  // with Errc::permanent.
+  static SecretBox without_key();
+
   // A box with the given key (tests, tools). The key is copied.
   static SecretBox from_key(std::span<const unsigned char, kKeySize> key);
 
@@ -55,13 +64,31 @@ class SecretBox {
   // has an unknown version, was tampered with, or the key or aad differ.
   Result<std::string> open(std::string_view sealed, std::string_view aad) const;
 
+  bool has_key() const { return key_ != nullptr; }
+  // The key file this box was loaded from ("" for from_key/without_key),
+  // for error messages.
+  const std::string& key_file() const { return key_file_; }
+
+  // The key check value a credential store keeps with its sealed secrets
+  // (SQLite and PostgreSQL alike): a constant sealed with this box. A store
+  // opened with another key finds that the check does not open and refuses
+  // (key_mismatch) before it changes anything.
+  Result<std::string> seal_key_check() const;
+  // True when `sealed` (from seal_key_check) opens with this box.
+  bool opens_key_check(std::string_view sealed) const;
+  // Errc::permanent: this box's key file is not the key the secrets of
+  // `store` (e.g. "/data/users.sqlite") are sealed with.
+  Error key_mismatch(const std::string& store) const;
+
  private:
   struct KeyWiper {
     void operator()(unsigned char* k) const noexcept;
   };
   using Key = std::unique_ptr<unsigned char[], KeyWiper>;
-  explicit SecretBox(Key key) : key_(std::move(key)) {}
+  explicit SecretBox(Key key, std::string key_file = {})
+      : key_(std::move(key)), key_file_(std::move(key_file)) {}
   Key key_;
+  std::string key_file_;
 };
 
 }  // namespace apop::auth

@@ -21,7 +21,7 @@
 namespace apop::auth {
 namespace {
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 constexpr int kBusyTimeoutMs = 5000;
 
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
@@ -481,7 +481,118 @@ Result<void> SqliteCredentialStore::migrate() {
       if (auto r = exec(db_, sql); !r) return r;
     }
   }
+  // Version 5: the key check value (SecretBox::seal_key_check), one row.
+  if (version < 5) {
+    for (const char* sql : {"CREATE TABLE IF NOT EXISTS key_check ("
+                            " id INTEGER PRIMARY KEY CHECK (id = 1),"
+                            " sealed BLOB NOT NULL)",
+                            "PRAGMA user_version = 5"}) {
+      if (auto r = exec(db_, sql); !r) return r;
+    }
+  }
+  // In the same transaction: a wrong key rolls the upgrade back too.
+  if (box_.has_key()) {
+    if (auto r = check_key_locked(); !r) return r;
+  }
   return tx.commit();
+}
+
+// The key check value: present, it must open with box_; absent (a database
+// of schema version 4 or older, or one created by `apop deliver`, which runs
+// without the key), the stored secrets must open (one password copy and one
+// device secret are tried), then the value is written.
+Result<void> SqliteCredentialStore::check_key_locked() {
+  {
+    Stmt st;
+    int rc = prepare(db_, "SELECT sealed FROM key_check WHERE id = 1", st);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "reading the key check");
+    rc = sqlite3_step(st.get());
+    if (rc == SQLITE_ROW) {
+      if (!box_.opens_key_check(column_blob(st.get(), 0))) return box_.key_mismatch(path_.string());
+      return {};
+    }
+    if (rc != SQLITE_DONE) return db_error(db_, rc, "reading the key check");
+  }
+  {
+    Stmt st;
+    int rc = prepare(db_,
+                     "SELECT name, sealed_password FROM users WHERE sealed_password IS NOT NULL"
+                     " LIMIT 1",
+                     st);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "reading the key check");
+    rc = sqlite3_step(st.get());
+    if (rc == SQLITE_ROW && !box_.open(column_blob(st.get(), 1), column_text(st.get(), 0))) {
+      return box_.key_mismatch(path_.string());
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, rc, "reading the key check");
+  }
+  {
+    Stmt st;
+    int rc = prepare(db_, "SELECT user, name, sealed FROM device_secrets LIMIT 1", st);
+    if (rc != SQLITE_OK) return db_error(db_, rc, "reading the key check");
+    rc = sqlite3_step(st.get());
+    if (rc == SQLITE_ROW &&
+        !box_.open(column_blob(st.get(), 2),
+                   device_aad(column_text(st.get(), 0), column_text(st.get(), 1)))) {
+      return box_.key_mismatch(path_.string());
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(db_, rc, "reading the key check");
+  }
+  auto sealed = box_.seal_key_check();
+  if (!sealed) return sealed.error();
+  Stmt ins;
+  int rc = prepare(db_, "INSERT INTO key_check (id, sealed) VALUES (1, ?1)", ins);
+  if (rc == SQLITE_OK) rc = bind_blob(ins.get(), 1, *sealed);
+  if (rc == SQLITE_OK) rc = sqlite3_step(ins.get());
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "writing the key check");
+  return {};
+}
+
+Result<bool> SqliteCredentialStore::holds_sealed_secrets(const std::filesystem::path& db_file) {
+  struct stat st {};
+  if (::lstat(db_file.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    return make_error(Errc::temporary,
+                      "cannot stat " + db_file.string() + ": " + std::strerror(errno));
+  }
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(db_file.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return db_error(raw, rc, "cannot open " + db_file.string());
+  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
+  // Whether a table exists, then whether it has a row matching `where`.
+  auto any = [raw](const char* table, const char* query) -> Result<bool> {
+    Stmt t;
+    int trc = prepare(raw, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", t);
+    if (trc == SQLITE_OK) trc = bind_text(t.get(), 1, table);
+    if (trc == SQLITE_OK) trc = sqlite3_step(t.get());
+    if (trc == SQLITE_DONE) return false;
+    if (trc != SQLITE_ROW) return db_error(raw, trc, "reading the schema");
+    Stmt q;
+    trc = prepare(raw, query, q);
+    if (trc == SQLITE_OK) trc = sqlite3_step(q.get());
+    if (trc != SQLITE_ROW) return db_error(raw, trc, "reading the schema");
+    return sqlite3_column_int(q.get(), 0) != 0;
+  };
+  Stmt v;
+  rc = prepare(raw, "PRAGMA user_version", v);
+  if (rc == SQLITE_OK) rc = sqlite3_step(v.get());
+  if (rc != SQLITE_ROW) return db_error(raw, rc, "reading schema version");
+  const int version = sqlite3_column_int(v.get(), 0);
+  // Version 1 kept one sealed secret per user in `users`.
+  const char* users_query =
+      version == 1 ? "SELECT EXISTS (SELECT 1 FROM users)"
+                   : "SELECT EXISTS (SELECT 1 FROM users WHERE sealed_password IS NOT NULL)";
+  for (auto [table, query] :
+       {std::pair{"key_check", "SELECT EXISTS (SELECT 1 FROM key_check)"},
+        std::pair{"users", users_query},
+        std::pair{"device_secrets", "SELECT EXISTS (SELECT 1 FROM device_secrets)"}}) {
+    auto found = any(table, query);
+    if (!found) return found.error();
+    if (*found) return true;
+  }
+  return false;
 }
 
 Result<std::unique_ptr<SqliteCredentialStore>> SqliteCredentialStore::open(

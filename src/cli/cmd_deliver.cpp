@@ -36,7 +36,8 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: no user database at {}", dir.users_db().string());
     return kExitTempFail;
   }
-  auto store = open_credentials(dir, users);
+  // Delivery reads no secret: secret.key is neither read nor created.
+  auto store = open_credentials(dir, users, limits::kPgPoolSize, KeyUse::none);
   if (!store) {
     spdlog::error("deliver: credentials: {}", store.error().message);
     return kExitTempFail;

@@ -159,10 +159,29 @@ using Reread = std::function<Result<ServeConfig>()>;
 
 int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  // No core file, no ptrace by the same user: the process holds secrets
+  // (the key, passwords in flight). Again after the privilege drop below.
+  if (!a.allow_core_dumps) {
+    if (auto r = net::forbid_core_dumps(); !r) {
+      spdlog::error("{}", r.error().message);
+      return kExitError;
+    }
+  }
+  // The service identity is looked up first (nothing changes yet): the log
+  // file may belong to that user.
+  auto identity = service_identity(a);
+  LogFileOwners log_owners;
+  if (identity && *identity) {
+    log_owners.service_uid = (*identity)->uid;
+    log_owners.service_user = (*identity)->user;
+  }
   // The log target first, so that everything after goes there (the file is
-  // opened before any privilege drop; see docs/operations.md for rotation).
+  // opened before any privilege drop, without following a symbolic link and
+  // only when root or the service user owns it; see docs/operations.md for
+  // rotation).
   if (auto target = parse_log_target(a.log); target) {
-    if (auto r = install_logger(*target, effective_log_level(a.log_level, a.verbose)); !r) {
+    if (auto r = install_logger(*target, effective_log_level(a.log_level, a.verbose), log_owners);
+        !r) {
       spdlog::error("log: {}", r.error().message);
       return kExitConfig;
     }
@@ -179,7 +198,6 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   // Privileges: started as root with user/group, the data directory is
   // opened as that user, the listeners are bound and the TLS key read as
   // root, then root is dropped for good before any client is accepted.
-  auto identity = service_identity(a);
   if (!identity) {
     spdlog::error("{}", identity.error().message);
     return kExitConfig;
@@ -309,6 +327,13 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     if (auto r = net::drop_privileges(id); !r) {
       spdlog::critical("{}; exiting", r.error().message);
       return kExitError;
+    }
+    // The uid change reset the dumpable flag (to fs.suid_dumpable).
+    if (!a.allow_core_dumps) {
+      if (auto r = net::forbid_core_dumps(); !r) {
+        spdlog::critical("{}; exiting", r.error().message);
+        return kExitError;
+      }
     }
     spdlog::info("running as user={} uid={} group={} gid={}", id.user, id.uid, id.group, id.gid);
   }

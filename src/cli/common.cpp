@@ -45,7 +45,7 @@ std::string resolve_users(const std::string& flag) {
 
 Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir,
                                                                 const std::string& users,
-                                                                unsigned pool_size) {
+                                                                unsigned pool_size, KeyUse key) {
   if (!users.empty() && !pg::is_postgres_url(users)) {
     return make_error(Errc::invalid,
                       "users: expected a postgresql:// URL (or nothing for the SQLite file in the "
@@ -53,11 +53,37 @@ Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& d
                           pg::redact(users) + "\"");
   }
   if (auto r = ensure_layout(dir); !r) return r.error();
-  auto box = auth::SecretBox::open_or_create(dir.key_file());
-  if (!box) return box.error();
-  if (!users.empty()) {
-    auto store =
-        pg::PgCredentialStore::open(std::make_shared<pg::Pool>(users, pool_size), std::move(*box));
+  std::shared_ptr<pg::Pool> pool;
+  if (!users.empty()) pool = std::make_shared<pg::Pool>(users, pool_size);
+  const std::string where = users.empty() ? dir.users_db().string() : pg::redact(users);
+  // The key: none at all for `deliver`; else the key file, created only
+  // for an account store that holds nothing sealed yet (a new key would
+  // open none of its secrets: refuse, and leave everything as it is).
+  Result<auth::SecretBox> box = auth::SecretBox::without_key();
+  if (key == KeyUse::required) {
+    box = auth::SecretBox::load(dir.key_file());
+    if (!box && box.error().code == Errc::not_found) {
+      auto sealed = users.empty()
+                        ? auth::SqliteCredentialStore::holds_sealed_secrets(dir.users_db())
+                        : pg::PgCredentialStore::holds_sealed_secrets(*pool);
+      if (!sealed) return sealed.error();
+      // Another command may have created the key and sealed a secret with it
+      // since the load above (two commands on a fresh data directory): load
+      // again before refusing.
+      if (*sealed) box = auth::SecretBox::load(dir.key_file());
+      if (*sealed && !box && box.error().code == Errc::not_found) {
+        return make_error(
+            Errc::permanent,
+            "key file " + dir.key_file().string() + " is missing, but the secrets in " + where +
+                " are sealed with it: restore it (from a backup, or from a working "
+                "server); refusing to create a new key, which would open none of them");
+      }
+      if (!*sealed) box = auth::SecretBox::open_or_create(dir.key_file());
+    }
+    if (!box) return box.error();
+  }
+  if (pool) {
+    auto store = pg::PgCredentialStore::open(std::move(pool), std::move(*box));
     if (!store) return store.error();
     return std::unique_ptr<auth::CredentialStore>(std::move(*store));
   }

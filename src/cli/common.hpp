@@ -40,14 +40,27 @@ Result<void> ensure_layout(const DataDir& dir);
 // SQLite file DATA/users.sqlite.
 std::string resolve_users(const std::string& flag);
 
-// Opens the credential store (creating the key file DATA/secret.key, which
-// seals the secrets in either store): `users` (from resolve_users) empty ->
+// Whether a command needs the key that seals the stored secrets.
+enum class KeyUse {
+  required,  // load DATA/secret.key (created for a store with nothing sealed yet)
+  none,      // neither read nor create it (`apop deliver`): no secret is read
+};
+
+// Opens the credential store: `users` (from resolve_users) empty ->
 // DATA/users.sqlite (created); a postgresql:// URL -> PostgreSQL
 // (pg::PgCredentialStore: the schema is created or upgraded); anything else
 // -> Errc::invalid.
+// The key file DATA/secret.key seals the secrets in either store. With
+// KeyUse::required it is loaded; when it is missing it is created only if
+// the store holds nothing sealed yet (a fresh data directory), else
+// Errc::permanent naming the key file. A key that is not the one the store's
+// secrets are sealed with is refused by the store's open (the key check
+// value), before anything is changed. KeyUse::none reads no key: only calls
+// that need no secret work (has_user, mail_location).
 // `pool_size`: PostgreSQL connections (the server passes its auth threads + 1).
 Result<std::unique_ptr<auth::CredentialStore>> open_credentials(
-    const DataDir& dir, const std::string& users, unsigned pool_size = limits::kPgPoolSize);
+    const DataDir& dir, const std::string& users, unsigned pool_size = limits::kPgPoolSize,
+    KeyUse key = KeyUse::required);
 
 // Reads a secret: the first line of stdin when from_stdin, else a prompt
 // without echo on the terminal (asked twice when confirm). Never from argv.

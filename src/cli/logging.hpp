@@ -5,7 +5,13 @@
 //   file:PATH     appended to PATH, one write(2) per line (O_APPEND); after
 //                 logrotate moves or removes the file, the next line written
 //                 (at most ~1 s later) notices it by inode and reopens PATH,
-//                 so no postrotate signal is needed; `copytruncate` works too
+//                 so no postrotate signal is needed; `copytruncate` works too.
+//                 PATH is opened (at start-up as root, after rotation as the
+//                 service user) without following a symbolic link, and is
+//                 refused unless it is a regular file with one link, owned
+//                 by root, the service user or the process's own user: a
+//                 service account that owns the log directory cannot point
+//                 the log at another file (docs/security.md)
 //   syslog        syslog(3), ident "apop", facility LOG_MAIL, with the pid
 //
 // Lines are the same key=value text on every target ("login failed user=U
@@ -24,6 +30,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,15 +54,32 @@ Result<spdlog::level::level_enum> parse_log_level(std::string_view text);
 // it is not valid), at least debug when `verbose`.
 spdlog::level::level_enum effective_log_level(std::string_view log_level, bool verbose);
 
+// Who may own the log file: root, the user the process runs as when it
+// opens it, and the service user (--user) the server drops to.
+struct LogFileOwners {
+  std::optional<uid_t> service_uid;
+  std::string service_user;  // its name, for messages
+};
+
+// Opens (creates, mode 0640) PATH for appending: O_NOFOLLOW, O_NOCTTY,
+// O_CLOEXEC, and O_NONBLOCK while opening (a FIFO does not hang it). Then,
+// on the descriptor, refuses (Errc::permanent, naming PATH and the owner)
+// a symbolic link, anything but a regular file, a file with more than one
+// hard link (one planted to e.g. /etc/shadow), and a file owned by another
+// user than root, geteuid() or owners.service_uid. Returns the descriptor.
+Result<int> open_log_file(const std::string& path, const LogFileOwners& owners);
+
 // A file sink that follows log rotation: before a write, at most once per
 // `check_every` (zero: every write), it compares the inode at PATH with the
 // one it has open and reopens PATH when they differ or PATH is gone. A
-// failed reopen keeps the old descriptor (and says so once on stderr).
+// failed or refused reopen keeps the old descriptor (and says so once on
+// stderr).
 class WatchedFileSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
-  // Opens (creates, mode 0640) PATH for appending; Errc::permanent on failure.
+  // open_log_file(path, owners); its error on failure.
   static Result<std::shared_ptr<WatchedFileSink>> open(
-      const std::string& path, std::chrono::milliseconds check_every = std::chrono::seconds(1));
+      const std::string& path, const LogFileOwners& owners = {},
+      std::chrono::milliseconds check_every = std::chrono::seconds(1));
   ~WatchedFileSink() override;
   WatchedFileSink(const WatchedFileSink&) = delete;
   WatchedFileSink& operator=(const WatchedFileSink&) = delete;
@@ -65,10 +89,12 @@ class WatchedFileSink final : public spdlog::sinks::base_sink<std::mutex> {
   void flush_() override {}  // every line is one write(2): nothing is buffered
 
  private:
-  WatchedFileSink(std::string path, int fd, std::chrono::milliseconds check_every);
+  WatchedFileSink(std::string path, int fd, LogFileOwners owners,
+                  std::chrono::milliseconds check_every);
   void follow_rotation();  // under mutex_
 
   std::string path_;
+  LogFileOwners owners_;
   int fd_ = -1;
   dev_t dev_ = 0;
   ino_t ino_ = 0;
@@ -78,7 +104,9 @@ class WatchedFileSink final : public spdlog::sinks::base_sink<std::mutex> {
 };
 
 // Makes the default logger ("apop") write to `target` at `level`.
-// Errc::permanent when the file cannot be opened.
-Result<void> install_logger(const LogTarget& target, spdlog::level::level_enum level);
+// Errc::permanent when the file cannot be opened or is refused (see
+// open_log_file; `owners` names the service user).
+Result<void> install_logger(const LogTarget& target, spdlog::level::level_enum level,
+                            const LogFileOwners& owners = {});
 
 }  // namespace apop::cli

@@ -134,6 +134,10 @@ const std::array kSpecs = {
          &ServeConfig::user},
     Spec{"group", "--group", "With --user: run as this group (default: the user's primary group)",
          &ServeConfig::group},
+    Spec{"allow_core_dumps", "--allow-core-dumps",
+         "Debugging only: let the server dump core (by default it is not dumpable and its core "
+         "size limit is 0: a core file would hold secrets)",
+         &ServeConfig::allow_core_dumps},
 };
 
 std::string where(const std::string& file, const toml::source_region& src, std::string_view key) {

@@ -71,6 +71,7 @@ struct ServeConfig {
   std::string metrics_listen;      // ADDR:PORT for /metrics; empty: no metrics endpoint
   std::string user;                // started as root: drop to this user after binding
   std::string group;               // ... and this group (default: the user's primary group)
+  bool allow_core_dumps = false;   // debugging: keep the process dumpable and RLIMIT_CORE as is
 };
 
 // Registers every setting on `sub` as a flag/option writing into `*target`.

@@ -3,6 +3,8 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,12 +43,6 @@ std::vector<gid_t> current_groups() {
     g.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   }
   std::sort(g.begin(), g.end());
-  return g;
-}
-
-std::vector<gid_t> sorted_unique(std::vector<gid_t> g) {
-  std::sort(g.begin(), g.end());
-  g.erase(std::unique(g.begin(), g.end()), g.end());
   return g;
 }
 
@@ -108,22 +104,16 @@ Result<Identity> lookup_identity(const std::string& user, const std::string& gro
     auto g = lookup(getgrgid_r, id.gid, gr, gbuf);
     id.group = g && *g ? std::string(gr.gr_name) : std::to_string(id.gid);
   }
-  // The user's supplementary groups (e.g. ssl-cert, to read a TLS key on
-  // reload), with the chosen group.
-  int n = 32;
-  std::vector<gid_t> groups;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    groups.resize(static_cast<std::size_t>(n));
-    int want = n;
-    if (getgrouplist(user.c_str(), id.gid, groups.data(), &want) >= 0) {
-      groups.resize(static_cast<std::size_t>(want));
-      break;
-    }
-    n = std::max(want, n * 2);
-    groups.clear();
+  if (id.gid == 0) {
+    return make_error(Errc::invalid,
+                      "group " + id.group + " is root's group (gid 0)" +
+                          (group.empty() ? " (the primary group of user " + user + ")" : "") +
+                          ": name an unprivileged group with --group");
   }
-  if (groups.empty()) groups.push_back(id.gid);
-  id.groups = sorted_unique(std::move(groups));
+  // The chosen group only: the user's supplementary groups are dropped (a
+  // file the server must read, such as a TLS key re-read on SIGHUP, goes to
+  // this group instead).
+  id.groups = {id.gid};
   return id;
 }
 
@@ -167,6 +157,20 @@ Result<void> drop_privileges(const Identity& id) {
   }
   if (setgroups(0, nullptr) == 0) {
     return make_error(Errc::permanent, what + "the group list could still be changed");
+  }
+  return {};
+}
+
+Result<void> forbid_core_dumps() {
+  const rlimit none{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &none) != 0) {
+    return make_error(Errc::permanent, "setrlimit(RLIMIT_CORE, 0): " + errno_text(errno));
+  }
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    return make_error(Errc::permanent, "prctl(PR_SET_DUMPABLE, 0): " + errno_text(errno));
+  }
+  if (::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    return make_error(Errc::permanent, "the process is still dumpable after PR_SET_DUMPABLE 0");
   }
   return {};
 }

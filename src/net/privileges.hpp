@@ -23,12 +23,16 @@ struct Identity {
   std::string group;  // the group's name (the user's primary group by default)
   uid_t uid = 0;
   gid_t gid = 0;
-  std::vector<gid_t> groups;  // supplementary groups: the user's (getgrouplist), gid included
+  std::vector<gid_t> groups;  // the group list to run with: {gid} only
 };
 
 // Looks up `user` (and `group`, else the user's primary group) in the system
 // databases (NSS). Errors (Errc::invalid): unknown user or group, a group
-// without a user, the user root (uid 0: nothing would be dropped).
+// without a user, the user root (uid 0: nothing would be dropped), the group
+// root (gid 0, named or the user's primary group: root's group owns files a
+// service must not reach). The user's supplementary groups (/etc/group) are
+// not kept: the group list becomes the one group, so a service account that
+// is also in e.g. adm or shadow does not carry them into the server.
 Result<Identity> lookup_identity(const std::string& user, const std::string& group);
 
 // True when the process has root's effective user id.
@@ -47,6 +51,13 @@ Result<void> check_can_become(const Identity& id);
 // and not root. On any error the process may be half-dropped: the caller
 // MUST exit without reading client input (Errc::permanent).
 Result<void> drop_privileges(const Identity& id);
+
+// No core dumps of this process: prctl(PR_SET_DUMPABLE, 0) (the kernel then
+// also gives /proc/PID/mem, environ, ... to root and refuses ptrace attach
+// by the same user) and RLIMIT_CORE 0 (soft and hard). A change of uid or
+// gid resets the dumpable flag (to fs.suid_dumpable), so call it again after
+// drop_privileges. Errc::permanent when either fails.
+Result<void> forbid_core_dumps();
 
 // While alive (root only), the effective gid, uid and the group list are
 // `id`'s (real and saved stay root), so that files the server creates in its

@@ -153,6 +153,40 @@ Result<void> drop_copies_on(pg_conn* c) {
   return {};
 }
 
+// The key check (auth::SecretBox::seal_key_check): present, it must open
+// with `box`; absent (a schema created by a command run without the key),
+// one stored secret if any must open, then the check is written.
+Result<void> check_key_on(pg_conn* c, const auth::SecretBox& box) {
+  const std::string where = "the PostgreSQL account database";
+  auto r = exec(c, "SELECT sealed FROM key_check WHERE id = 1", {}, "reading the key check");
+  if (!r) return r.error();
+  if (r->size() > 0) {
+    if (!box.opens_key_check(r->bytea(0, 0))) return box.key_mismatch(where);
+    return {};
+  }
+  auto pw = exec(c,
+                 "SELECT name, sealed_password FROM users WHERE sealed_password IS NOT NULL"
+                 " LIMIT 1",
+                 {}, "reading the key check");
+  if (!pw) return pw.error();
+  if (pw->size() > 0 && !box.open(pw->bytea(0, 1), pw->text(0, 0))) {
+    return box.key_mismatch(where);
+  }
+  auto dev = exec(c, "SELECT user_name, name, sealed FROM device_secrets LIMIT 1", {},
+                  "reading the key check");
+  if (!dev) return dev.error();
+  if (dev->size() > 0 &&
+      !box.open(dev->bytea(0, 2), device_aad(dev->text(0, 0), dev->text(0, 1)))) {
+    return box.key_mismatch(where);
+  }
+  auto sealed = box.seal_key_check();
+  if (!sealed) return sealed.error();
+  auto ins = exec(c, "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                  {Param::bytes(*sealed)}, "writing the key check");
+  if (!ins) return ins.error();
+  return {};
+}
+
 }  // namespace
 
 Result<int> schema_version(Pool& pool) {
@@ -166,7 +200,7 @@ Result<int> schema_version(Pool& pool) {
   return static_cast<int>(r->integer(0, 0));
 }
 
-Result<void> migrate(Pool& pool) {
+Result<void> migrate(Pool& pool, const auth::SecretBox* box) {
   auto lease = pool.acquire();
   if (!lease) return lease.error();
   pg_conn* c = lease->get();
@@ -189,7 +223,6 @@ Result<void> migrate(Pool& pool) {
                                            ", newer than this apop supports (" +
                                            std::to_string(kSchemaVersion) + ")");
   }
-  if (version == kSchemaVersion) return tx.commit();
   if (version < 1) {
     if (auto r = exec_script(c, kCreateV1, "creating schema version 1"); !r) return r;
   }
@@ -199,13 +232,19 @@ Result<void> migrate(Pool& pool) {
   if (version < 3) {
     if (auto r = exec_script(c, kCreateV3, "upgrading schema to version 3"); !r) return r;
   }
-  if (auto r = exec(c, "DELETE FROM schema_version", {}, "writing schema version"); !r) {
-    return r.error();
+  if (version < kSchemaVersion) {
+    if (auto r = exec(c, "DELETE FROM schema_version", {}, "writing schema version"); !r) {
+      return r.error();
+    }
+    if (auto r = exec(c, "INSERT INTO schema_version (version) VALUES ($1)",
+                      {Param::integer(kSchemaVersion)}, "writing schema version");
+        !r) {
+      return r.error();
+    }
   }
-  if (auto r = exec(c, "INSERT INTO schema_version (version) VALUES ($1)",
-                    {Param::integer(kSchemaVersion)}, "writing schema version");
-      !r) {
-    return r.error();
+  // In the same transaction: a wrong key rolls the upgrade back too.
+  if (box != nullptr && box->has_key()) {
+    if (auto r = check_key_on(c, *box); !r) return r;
   }
   return tx.commit();
 }
@@ -218,29 +257,26 @@ PgCredentialStore::PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox
 
 Result<std::unique_ptr<PgCredentialStore>> PgCredentialStore::open(std::shared_ptr<Pool> pool,
                                                                    auth::SecretBox box) {
-  if (auto r = migrate(*pool); !r) return r.error();
-  {
-    static constexpr std::string_view kCheck = "apop secret.key check", kAad = "\x01key-check";
-    auto lease = pool->acquire();
-    if (!lease) return lease.error();
-    auto r = exec(lease->get(), "SELECT sealed FROM key_check WHERE id = 1", {},
-                  "reading the key check");
-    if (!r) return r.error();
-    if (r->size() == 0) {
-      auto sealed = box.seal(kCheck, kAad);
-      if (!sealed) return sealed.error();
-      auto ins = exec(lease->get(),
-                      "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
-                      {Param::bytes(*sealed)}, "writing the key check");
-      if (!ins) return ins.error();
-    } else if (auto opened = box.open(r->bytea(0, 0), kAad); !opened || *opened != kCheck) {
-      return make_error(Errc::permanent,
-                        "the data directory's secret.key is not the key the PostgreSQL accounts "
-                        "are sealed with: copy secret.key from a working server (every server "
-                        "and tool needs the same one)");
-    }
-  }
+  // The schema, and the key check in the same transaction (skipped by a box
+  // without a key: `apop deliver` reads no secret).
+  if (auto r = migrate(*pool, &box); !r) return r.error();
   return std::unique_ptr<PgCredentialStore>(new PgCredentialStore(std::move(pool), std::move(box)));
+}
+
+Result<bool> PgCredentialStore::holds_sealed_secrets(Pool& pool) {
+  auto lease = pool.acquire();
+  if (!lease) return lease.error();
+  pg_conn* c = lease->get();
+  auto t = exec(c, "SELECT to_regclass('key_check') IS NOT NULL", {}, "reading the key check");
+  if (!t) return t.error();
+  if (!t->opt_boolean(0, 0).value_or(false)) return false;
+  auto r = exec(c,
+                "SELECT EXISTS (SELECT 1 FROM key_check)"
+                " OR EXISTS (SELECT 1 FROM users WHERE sealed_password IS NOT NULL)"
+                " OR EXISTS (SELECT 1 FROM device_secrets)",
+                {}, "reading the key check");
+  if (!r) return r.error();
+  return r->opt_boolean(0, 0).value_or(false);
 }
 
 Error PgCredentialStore::unknown_user(std::string_view user) const {

@@ -35,16 +35,27 @@ namespace apop::pg {
 inline constexpr int kSchemaVersion = 3;
 
 // Creates or upgrades the schema. Errc::permanent for a newer schema.
-Result<void> migrate(Pool& pool);
+// With a `box` that has a key, checks it in the same transaction against
+// the key check value (auth::SecretBox::seal_key_check), writing the value
+// when there is none yet and the stored secrets open with the key;
+// Errc::permanent (box->key_mismatch) when they do not, nothing changed.
+Result<void> migrate(Pool& pool, const auth::SecretBox* box = nullptr);
 // The schema version in the database (0: none yet).
 Result<int> schema_version(Pool& pool);
 
 class PgCredentialStore final : public auth::CredentialStore {
  public:
   // Connects once (Errc::temporary when the database is unreachable),
-  // creates/upgrades the schema.
+  // creates/upgrades the schema and checks `box` against the key check value
+  // (see migrate(); Errc::permanent on a mismatch). A box without a key
+  // (SecretBox::without_key) skips the check: only calls that need no
+  // secret work then (has_user, mail_location).
   static Result<std::unique_ptr<PgCredentialStore>> open(std::shared_ptr<Pool> pool,
                                                          auth::SecretBox box);
+  // Whether the database holds anything sealed with a key (the key check
+  // value, an encrypted password copy, a device secret): then a missing
+  // key file must not be replaced by a new key. Changes nothing.
+  static Result<bool> holds_sealed_secrets(Pool& pool);
 
   Result<auth::Account> account(std::string_view user) override;
   Result<bool> has_user(std::string_view user) override;

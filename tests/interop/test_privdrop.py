@@ -7,13 +7,15 @@ import os
 import poplib
 import pwd
 import grp
+import resource
 import shutil
 import signal
 import ssl
 import subprocess
+import time
 import unittest
 
-from apoptest import ALICE_SECRET, ApopTestCase, make_message
+from apoptest import ALICE_SECRET, ApopTestCase, make_message, wait_until
 
 EX_CONFIG = 78
 IS_ROOT = os.geteuid() == 0
@@ -160,6 +162,199 @@ class PrivilegeDropTest(ApopTestCase):
             p.apop("alice", ALICE_SECRET)
             self.assertEqual(p.stat()[0], 1)
             p.quit()
+
+    # -- issue 17 item 2: the log file, opened as root before the drop -----------------
+    def log_dir_of_nobody(self) -> str:
+        """A log directory the service account owns (as /var/log/apop often is)."""
+        d = os.path.join(self.env.root, "log")
+        os.mkdir(d, 0o755)
+        os.chown(d, self.nobody.pw_uid, self.nogroup.gr_gid)
+        return d
+
+    def victim(self) -> tuple[str, bytes]:
+        """A root-owned file a compromised service account would like root to append to."""
+        path = os.path.join(self.env.root, "victim")
+        content = b"root:precious:0:0\n"
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, 0o600)
+        return path, content
+
+    def serve_refused(self, log_path: str, *args: str) -> bytes:
+        p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0", "--log",
+                         "file:" + log_path, *args, timeout=20)
+        self.assertEqual(p.returncode, EX_CONFIG, p.stderr)
+        self.assertNotIn(b"listening on", p.stderr)
+        self.assertIn(log_path.encode(), p.stderr)
+        return p.stderr
+
+    def test_log_file_symlink_is_refused_and_its_target_untouched(self):
+        self.setup_alice()
+        log = os.path.join(self.log_dir_of_nobody(), "apop.log")
+        victim, content = self.victim()
+        os.symlink(victim, log)
+        err = self.serve_refused(log, "--user", "nobody", "--group", "nogroup")
+        self.assertIn(b"symbolic link", err)
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), content)
+
+    def test_log_file_hard_link_is_refused_and_its_target_untouched(self):
+        self.setup_alice()
+        log = os.path.join(self.log_dir_of_nobody(), "apop.log")
+        victim, content = self.victim()
+        os.link(victim, log)
+        err = self.serve_refused(log, "--user", "nobody", "--group", "nogroup")
+        self.assertIn(b"2 hard links", err)
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), content)
+
+    def test_log_file_owned_by_another_user_is_refused(self):
+        self.setup_alice()
+        log = os.path.join(self.log_dir_of_nobody(), "apop.log")
+        with open(log, "wb"):
+            pass
+        # Another uid than root or the service user.
+        os.chown(log, 12345, 12345)
+        err = self.serve_refused(log, "--user", "nobody", "--group", "nogroup")
+        self.assertIn(b"owned by uid 12345", err)
+        self.assertIn(b"service user nobody", err)
+        # nobody's file, when the server does not run as nobody.
+        os.chown(log, self.nobody.pw_uid, self.nogroup.gr_gid)
+        err = self.serve_refused(log)
+        self.assertIn(b"owned by uid 65534 (nobody)", err)
+        self.assertEqual(os.path.getsize(log), 0)
+
+    def test_log_file_of_root_or_the_service_user_works(self):
+        from test_fail2ban import FileLogServer
+        self.setup_alice()
+        self.give_data_to_nobody()
+        d = self.log_dir_of_nobody()
+        for owner in (0, self.nobody.pw_uid):
+            log = os.path.join(d, f"apop-{owner}.log")
+            with open(log, "wb"):
+                pass
+            os.chown(log, owner, owner and self.nogroup.gr_gid)
+            srv = FileLogServer(self.env, log, "--user", "nobody", "--group", "nogroup")
+            self.env._servers.append(srv)
+            with srv:
+                srv.wait_for_log(r"running as user=nobody")
+            with open(log, "rb") as f:
+                self.assertIn(b"running as user=nobody", f.read())
+        # A new file is created by root (mode 0640), as before.
+        log = os.path.join(d, "new.log")
+        srv = FileLogServer(self.env, log, "--user", "nobody", "--group", "nogroup")
+        self.env._servers.append(srv)
+        with srv:
+            srv.wait_for_log(r"serving data=")
+        self.assertEqual(os.stat(log).st_mode & 0o777, 0o640)
+
+    def test_log_file_reopened_after_rotation_is_checked_too(self):
+        """Root without --user reopens the log as root after rotation: a symbolic link
+        planted in its place (by whoever owns the log directory) is not followed."""
+        from test_fail2ban import FileLogServer
+        self.setup_alice()
+        log = os.path.join(self.log_dir_of_nobody(), "apop.log")
+        victim, content = self.victim()
+        srv = FileLogServer(self.env, log)
+        self.env._servers.append(srv)
+        with srv:
+            srv.wait_for_log(r"serving data=")
+            os.rename(log, log + ".1")
+            os.symlink(victim, log)
+            time.sleep(1.2)  # the rotation check runs at most once a second
+            for attempt in range(2):
+                p = poplib.POP3("127.0.0.1", srv.port)
+                p.user(f"rotated{attempt}")
+                with self.assertRaises(poplib.error_proto):
+                    p.pass_("wrong")
+                p.close()
+            srv.wait_for_log(r"after log rotation: log file .*apop\.log is a symbolic link")
+            def in_old_file() -> bool:
+                with open(log + ".1", "rb") as f:
+                    return b"user=rotated1 " in f.read()
+            wait_until(in_old_file, what="the line in the old file")
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), content)
+
+    # -- issue 17 item 11: no core dumps, the root group, supplementary groups ---------
+    def serve_as_nobody_without_switching(self, *args: str):
+        """`apop serve` exec'd as nobody (setpriv, as systemd's User= does): the kernel
+        makes such a process dumpable, and its core limit is what it inherited."""
+        self.setup_alice()
+        self.give_data_to_nobody()
+        srv = self.env.server(*args)
+        srv.argv = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                    "--"] + srv.argv
+        return srv
+
+    def raise_core_limit(self):
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_CORE,
+                        resource.getrlimit(resource.RLIMIT_CORE))
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    @staticmethod
+    def core_limit(pid: int) -> list[str]:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max core file size"):
+                    return line.split()[4:6]
+        raise AssertionError("no core limit in /proc/PID/limits")
+
+    def test_server_is_not_dumpable_and_has_no_core_limit(self):
+        # The test's own limit is raised so that "0" can only come from the server.
+        self.raise_core_limit()
+        with self.serve_as_nobody_without_switching() as srv:
+            srv.wait_for_log(r"serving data=")
+            # A non-dumpable process's /proc files belong to root: another process of
+            # user nobody cannot read its memory or environment, nor ptrace it.
+            self.assertEqual(os.stat(f"/proc/{srv.pid}/mem").st_uid, 0)
+            self.assertEqual(os.stat(f"/proc/{srv.pid}/environ").st_uid, 0)
+            self.assertEqual(self.core_limit(srv.pid), ["0", "0"])
+        # Also with --user (root, then the drop: which resets the flag).
+        self.give_data_to_nobody()
+        with self.env.server("--user", "nobody", "--group", "nogroup") as srv:
+            srv.wait_for_log(r"serving data=")
+            self.assertEqual(os.stat(f"/proc/{srv.pid}/mem").st_uid, 0)
+            self.assertEqual(self.core_limit(srv.pid), ["0", "0"])
+
+    def test_allow_core_dumps_keeps_the_process_dumpable(self):
+        self.raise_core_limit()
+        with self.serve_as_nobody_without_switching("--allow-core-dumps") as srv:
+            srv.wait_for_log(r"serving data=")
+            self.assertEqual(os.stat(f"/proc/{srv.pid}/mem").st_uid, self.nobody.pw_uid)
+            # The hard limit as inherited (ASan's runtime lowers the soft one itself).
+            self.assertEqual(self.core_limit(srv.pid)[1], "unlimited")
+
+    def test_root_group_is_refused(self):
+        self.setup_alice()
+        p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0", "--user",
+                         "nobody", "--group", "root", timeout=20)
+        self.assertEqual(p.returncode, EX_CONFIG, p.stderr)
+        self.assertIn(b"gid 0", p.stderr)
+        self.assertNotIn(b"listening on", p.stderr)
+
+    def test_supplementary_groups_of_the_service_user_are_dropped(self):
+        # A throw-away account that is also in another group (as a service account
+        # in adm or ssl-cert would be).
+        tag = f"apopt{os.getpid() % 100000}"
+        extra, user = tag + "x", tag + "u"
+        subprocess.run(["groupadd", extra], check=True, capture_output=True)
+        self.addCleanup(subprocess.run, ["groupdel", extra], capture_output=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", "--groups",
+                        extra, "--shell", "/usr/sbin/nologin", user], check=True,
+                       capture_output=True)
+        self.addCleanup(subprocess.run, ["userdel", user], capture_output=True)
+        pw = pwd.getpwnam(user)
+        self.assertIn(user, grp.getgrnam(extra).gr_mem)
+        self.setup_alice()
+        for dirpath, dirnames, filenames in os.walk(self.env.data):
+            for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                os.chown(name, pw.pw_uid, pw.pw_gid)
+        with self.env.server("--user", user) as srv:
+            srv.wait_for_log(r"serving data=")
+            for t in proc_ids(srv.pid):
+                self.assertEqual(t["Groups"], [str(pw.pw_gid)])
+                self.assertEqual(t["Gid"], [str(pw.pw_gid)] * 4)
 
 
 if __name__ == "__main__":

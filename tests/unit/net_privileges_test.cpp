@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,13 +49,46 @@ TEST(Privileges, LookupNamesTheProblem) {
   EXPECT_NE(root.error().message.find("is root"), std::string::npos);
 }
 
+TEST(Privileges, RootGroupIsRefused) {
+  // Issue 17 item 11: gid 0 would keep root's group files within reach.
+  auto named = lookup_identity("nobody", "root");
+  ASSERT_FALSE(named);
+  EXPECT_EQ(named.error().code, Errc::invalid);
+  EXPECT_NE(named.error().message.find("gid 0"), std::string::npos) << named.error().message;
+}
+
+TEST(Privileges, ForbidCoreDumpsSurvivesTheDrop) {
+  // In a child: the flag is process-wide and cannot be undone here.
+  int rc = in_child([] {
+    rlimit raised{RLIM_INFINITY, RLIM_INFINITY};
+    if (running_as_root()) setrlimit(RLIMIT_CORE, &raised);
+    // Start dumpable, whatever the test runner left.
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1) {
+      return 1;
+    }
+    if (!forbid_core_dumps()) return 2;
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) return 3;
+    rlimit core{};
+    if (getrlimit(RLIMIT_CORE, &core) != 0 || core.rlim_cur != 0 || core.rlim_max != 0) return 4;
+    if (!running_as_root()) return 0;
+    // As apop serve does: drop, then again (a uid change resets the flag
+    // to fs.suid_dumpable).
+    auto id = lookup_identity("nobody", "nogroup");
+    if (!id || !drop_privileges(*id)) return 5;
+    if (!forbid_core_dumps()) return 6;
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) return 7;
+    return 0;
+  });
+  EXPECT_EQ(rc, 0);
+}
+
 TEST(Privileges, LookupResolvesUserGroupAndGroupList) {
   auto id = lookup_identity("nobody", "nogroup");
   ASSERT_TRUE(id) << id.error().message;
   EXPECT_NE(id->uid, 0u);
   EXPECT_NE(id->gid, 0u);
   EXPECT_EQ(id->group, "nogroup");
-  // The chosen group is always in the list; nobody has no other groups.
+  // The group list is the chosen group alone (supplementary groups dropped).
   EXPECT_EQ(id->groups, std::vector<gid_t>{id->gid});
 
   auto primary = lookup_identity("nobody", "");

@@ -216,6 +216,47 @@ TEST(PgStore, AnotherKeyIsRefused) {
   EXPECT_NE(other.error().message.find("secret.key"), std::string::npos);
 }
 
+// Issue 17 item 7: the same key check as the SQLite store (auth::SecretBox),
+// checked in the schema transaction; a store opened without a key (`apop
+// deliver`) writes nothing; holds_sealed_secrets() tells whether a missing
+// key file may be created.
+TEST(PgStore, KeyCheckWithoutKeyAndWithoutCheckValue) {
+  NEED_PG();
+  auto pool = std::make_shared<Pool>(url);
+  EXPECT_FALSE(PgCredentialStore::holds_sealed_secrets(*pool).value());  // no schema yet
+  {
+    auto keyless = PgCredentialStore::open(pool, auth::SecretBox::without_key());
+    ASSERT_TRUE(keyless.ok()) << keyless.error().message;
+  }
+  EXPECT_FALSE(PgCredentialStore::holds_sealed_secrets(*pool).value());  // schema, nothing sealed
+  {
+    auto s = open_store(url, 9);
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->add("alice", "alice-secret-1").ok());
+  }
+  EXPECT_TRUE(PgCredentialStore::holds_sealed_secrets(*pool).value());
+  // A check value lost (or never written): the stored secret decides.
+  auto lease = pool->acquire();
+  ASSERT_TRUE(lease.ok());
+  ASSERT_TRUE(exec_script(lease->get(), "DELETE FROM key_check", "dropping the check").ok());
+  EXPECT_TRUE(PgCredentialStore::holds_sealed_secrets(*pool).value());  // the password copy
+  auto wrong = PgCredentialStore::open(pool, test_box(7));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error().code, Errc::permanent);
+  auto keyless = PgCredentialStore::open(pool, auth::SecretBox::without_key());
+  ASSERT_TRUE(keyless.ok());
+  EXPECT_TRUE((*keyless)->has_user("alice").value());
+  EXPECT_FALSE((*keyless)->account("alice").ok());
+  auto count = [&] {
+    auto r = exec(lease->get(), "SELECT count(*) FROM key_check", {}, "counting");
+    return r.ok() ? r->integer(0, 0) : -1;
+  };
+  EXPECT_EQ(count(), 0);  // neither the wrong key nor no key wrote one
+  ASSERT_NE(open_store(url, 9), nullptr);
+  EXPECT_EQ(count(), 1);
+  EXPECT_FALSE(PgCredentialStore::open(pool, test_box(7)).ok());
+}
+
 TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
   NEED_PG();
   {
