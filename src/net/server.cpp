@@ -260,6 +260,7 @@ struct Server::Impl {
   ChallengeSource challenge;
   // Declared before io: sessions' frames, destroyed with io, release into them.
   ConnectionLimits conn_limits;  // event-loop thread only
+  unsigned tls_refusals = 0;     // refuse_tls() handshakes under way (event-loop thread)
   UserSessions user_sessions;    // thread-safe
   // Declared before io and auth_pool: session frames and login steps still
   // running when those are destroyed update it. Thread-safe; scraped by the
@@ -278,7 +279,6 @@ struct Server::Impl {
   asio::signal_set reload_signal{io, SIGHUP};
   std::function<void()> reload_hook;  // SIGHUP: set by on_reload()
   bool stopping = false;
-  unsigned tls_refusals = 0;  // refuse_tls() handshakes under way (event-loop thread)
 
   Impl(ServerOptions o, pop3::Authenticator& a, pop3::MaildropOpener& m, ChallengeSource c)
       : options(std::move(o)),
