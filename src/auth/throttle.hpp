@@ -2,7 +2,8 @@
 // password guessing (docs/security.md, "Failed-login defence").
 //
 // Rules (defaults in common/limits.hpp, all configurable):
-//  - Every failed login is recorded against the client address and against
+//  - Every failed login is recorded against the client address (an IPv6
+//    client's prefix, see ThrottlingAuthenticator) and against
 //    the user name (as sent, lowercased). Its reply is delayed by
 //    base * 2^(n-1), capped at the maximum, where n counts the failures in the
 //    window from the address, or against the user when that is larger; a
@@ -177,8 +178,10 @@ class MemoryFailureTracker final : public FailureTracker {
 std::chrono::milliseconds failure_delay(const ThrottleConfig& config, unsigned n);
 
 // The decorator. Wraps `inner` (every call is forwarded, blocked or not) and
-// consults `tracker` with AuthContext::address; logins without an address
-// (unit tests of other modules) are tracked by user only.
+// consults `tracker` with AuthContext::address, which the server sets to the
+// client's key (an IPv4 address, or an IPv6 client's prefix:
+// net::address_key), so every tracker counts prefixes; logins without an
+// address (unit tests of other modules) are tracked by user only.
 // Ownership: borrows inner and tracker (they must outlive it, and SASL
 // sessions it starts must not outlive it). Thread-safety: as the tracker and
 // inner; no state of its own besides the clock, which must be thread-safe.
