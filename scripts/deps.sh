@@ -19,6 +19,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools
   python3 curl fetchmail openssl sqlite3
+  # IPv6 prefix test: local routes on lo (tests/interop/test_ipv6_prefix.py)
+  iproute2
   # load test: seals provisioned accounts' secrets (tests/interop/loadgen.py)
   python3-cryptography
   # log filter check (fail2ban-regex)

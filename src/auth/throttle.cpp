@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 
 namespace apop::auth {
 
@@ -54,6 +55,52 @@ V& MemoryFailureTracker::Lru<V>::get(const std::string& key) {
   return order_.front().second;
 }
 
+MemoryFailureTracker::AddressEntry* MemoryFailureTracker::AddressTable::find(const std::string& key,
+                                                                             ThrottleTime now) {
+  auto found = index_.find(key);
+  if (found == index_.end()) return nullptr;
+  Where& w = found->second;
+  if (w.blocked && w.it->second.blocked_until > now) return &w.it->second;  // keeps its place
+  // Not blocked (any more): most recently used.
+  lru_.splice(lru_.begin(), w.blocked ? blocked_ : lru_, w.it);
+  w.blocked = false;
+  return &w.it->second;
+}
+
+MemoryFailureTracker::AddressEntry& MemoryFailureTracker::AddressTable::get(const std::string& key,
+                                                                            ThrottleTime now) {
+  if (AddressEntry* a = find(key, now)) return *a;
+  lru_.emplace_front(key, AddressEntry{});
+  index_.emplace(key, Where{lru_.begin(), false});
+  evict(now);
+  return lru_.front().second;
+}
+
+void MemoryFailureTracker::AddressTable::evict(ThrottleTime now) {
+  while (index_.size() > cap_) {
+    List* from = nullptr;
+    if (!blocked_.empty() && blocked_.front().second.blocked_until <= now) {
+      from = &blocked_;  // a block that has ended: nothing left to remember
+    } else if (lru_.size() > 1) {
+      from = &lru_;  // never the entry get() just inserted (the front)
+    } else {
+      from = &blocked_;  // every other entry is a block: the one that ends first
+    }
+    auto victim = from == &lru_ ? std::prev(lru_.end()) : blocked_.begin();
+    index_.erase(victim->first);
+    from->erase(victim);
+  }
+}
+
+void MemoryFailureTracker::AddressTable::block(const std::string& key, ThrottleTime until) {
+  auto found = index_.find(key);
+  if (found == index_.end()) return;
+  Where& w = found->second;
+  w.it->second.blocked_until = until;
+  if (!w.blocked) blocked_.splice(blocked_.end(), lru_, w.it);
+  w.blocked = true;
+}
+
 MemoryFailureTracker::MemoryFailureTracker(ThrottleConfig config)
     : config_(config),
       addresses_(config.max_entries),
@@ -80,7 +127,7 @@ FailureStatus MemoryFailureTracker::status_locked(const std::string& address,
                                                   const std::string& user, ThrottleTime now) {
   FailureStatus s;
   if (!address.empty()) {
-    if (AddressEntry* a = addresses_.find(address)) {
+    if (AddressEntry* a = addresses_.find(address, now)) {
       prune(a->failures, now);
       s.address_failures = static_cast<unsigned>(a->failures.size());
       s.blocked_until = a->blocked_until;
@@ -117,13 +164,13 @@ FailureStatus MemoryFailureTracker::record_failure(std::string_view address_view
     s.user_failures = static_cast<unsigned>(u.failures.size());
   }
   if (!address.empty()) {
-    AddressEntry& a = addresses_.get(address);
+    AddressEntry& a = addresses_.get(address, now);
     a.failures.push_back(now);
     prune(a.failures, now);
     s.address_failures = static_cast<unsigned>(a.failures.size());
     if (config_.block_after > 0 && a.failures.size() >= config_.block_after) {
-      a.blocked_until = now + config_.block_duration;
       a.failures.clear();  // after the block, the address starts from zero
+      addresses_.block(address, now + config_.block_duration);
       s.blocked_until = a.blocked_until;
     }
   }
@@ -140,6 +187,11 @@ void MemoryFailureTracker::record_success(std::string_view address, std::string_
 std::size_t MemoryFailureTracker::address_entries() const {
   std::lock_guard lock(mu_);
   return addresses_.size();
+}
+
+std::size_t MemoryFailureTracker::blocked_entries() const {
+  std::lock_guard lock(mu_);
+  return addresses_.blocked();
 }
 
 std::size_t MemoryFailureTracker::user_entries() const {

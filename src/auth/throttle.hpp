@@ -2,7 +2,8 @@
 // password guessing (docs/security.md, "Failed-login defence").
 //
 // Rules (defaults in common/limits.hpp, all configurable):
-//  - Every failed login is recorded against the client address and against
+//  - Every failed login is recorded against the client address (an IPv6
+//    client's prefix, see ThrottlingAuthenticator) and against
 //    the user name (as sent, lowercased). Its reply is delayed by
 //    base * 2^(n-1), capped at the maximum, where n counts the failures in the
 //    window from the address, or against the user when that is larger; a
@@ -89,9 +90,11 @@ class FailureTracker {
 
 // In-process tracker: three bounded LRU tables (addresses, users, good
 // pairs) of at most config.max_entries each, so memory stays bounded however
-// many names or addresses an attacker cycles through (dropping the least
-// recently used entry may forget a block; with the default table size that
-// takes 100,000 other addresses within the block). Thread-safe (one mutex).
+// many names or addresses an attacker cycles through. A full address table
+// drops the least recently used address that is not blocked: blocks are
+// forgotten only when every entry is a block (then the one that ends first
+// goes), so cycling through fresh addresses never lifts a block.
+// Thread-safe (one mutex).
 class MemoryFailureTracker final : public FailureTracker {
  public:
   explicit MemoryFailureTracker(ThrottleConfig config);
@@ -100,8 +103,9 @@ class MemoryFailureTracker final : public FailureTracker {
                                ThrottleTime now) override;
   void record_success(std::string_view address, std::string_view user, ThrottleTime now) override;
 
-  // Entries currently held per table (for tests).
+  // Entries currently held per table, and blocked addresses among them (for tests).
   std::size_t address_entries() const;
+  std::size_t blocked_entries() const;
   std::size_t user_entries() const;
 
  private:
@@ -125,6 +129,35 @@ class MemoryFailureTracker final : public FailureTracker {
     std::vector<ThrottleTime> failures;  // within the window, oldest first
     ThrottleTime blocked_until{};
   };
+  // The address table: an LRU like Lru whose eviction spares blocks. An
+  // entry under a block sits on a second list, in the order the blocks
+  // began (with one block duration, the order they end); it returns to the
+  // LRU list once the block has ended. Beyond `cap` entries, ended blocks
+  // are dropped first, then the least recently used entry that is not
+  // blocked, and only when there is none the block that ends first.
+  // O(1) per call.
+  class AddressTable {
+   public:
+    explicit AddressTable(std::size_t cap) : cap_(cap == 0 ? 1 : cap) {}
+    AddressEntry* find(const std::string& key, ThrottleTime now);
+    AddressEntry& get(const std::string& key, ThrottleTime now);  // inserts when missing
+    // Blocks the entry of `key` (present: just returned by get()) until `until`.
+    void block(const std::string& key, ThrottleTime until);
+    std::size_t size() const { return index_.size(); }
+    std::size_t blocked() const { return blocked_.size(); }
+
+   private:
+    using List = std::list<std::pair<std::string, AddressEntry>>;
+    struct Where {
+      List::iterator it;
+      bool blocked;  // on blocked_ rather than lru_
+    };
+    void evict(ThrottleTime now);
+    std::size_t cap_;
+    List lru_;      // not blocked; front = most recently used
+    List blocked_;  // blocked; front = blocked first
+    std::unordered_map<std::string, Where> index_;
+  };
   struct UserEntry {
     std::vector<ThrottleTime> failures;
   };
@@ -135,7 +168,7 @@ class MemoryFailureTracker final : public FailureTracker {
   ThrottleConfig config_;
   std::size_t counted_;  // failures kept per entry (saturation point)
   mutable std::mutex mu_;
-  Lru<AddressEntry> addresses_;
+  AddressTable addresses_;
   Lru<UserEntry> users_;
   Lru<ThrottleTime> good_;  // key: user '\n' address -> expiry
 };
@@ -145,8 +178,10 @@ class MemoryFailureTracker final : public FailureTracker {
 std::chrono::milliseconds failure_delay(const ThrottleConfig& config, unsigned n);
 
 // The decorator. Wraps `inner` (every call is forwarded, blocked or not) and
-// consults `tracker` with AuthContext::address; logins without an address
-// (unit tests of other modules) are tracked by user only.
+// consults `tracker` with AuthContext::address, which the server sets to the
+// client's key (an IPv4 address, or an IPv6 client's prefix:
+// net::address_key), so every tracker counts prefixes; logins without an
+// address (unit tests of other modules) are tracked by user only.
 // Ownership: borrows inner and tracker (they must outlive it, and SASL
 // sessions it starts must not outlive it). Thread-safety: as the tracker and
 // inner; no state of its own besides the clock, which must be thread-safe.

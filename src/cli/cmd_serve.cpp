@@ -112,6 +112,7 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   }
   opts.max_connections = a.max_connections;
   opts.max_connections_per_address = a.max_connections_per_address;
+  opts.ipv6_prefix_length = a.ipv6_prefix_length;
   opts.max_sessions_per_user = a.max_sessions_per_user;
   opts.login_deadline = std::chrono::seconds(a.login_deadline);
   opts.session.implementation = a.implementation ? "apop 0.1.0" : "";

@@ -101,6 +101,10 @@ const std::array kSpecs = {
     Spec{"max_connections_per_address", "--max-connections-per-address",
          "Concurrent connections from one client address (0: no limit)",
          &ServeConfig::max_connections_per_address, false, 0, 1'000'000},
+    Spec{"ipv6_prefix_length", "--ipv6-prefix-length",
+         "IPv6 clients are counted by this prefix of their address for the per-address "
+         "connection cap, failed logins and blocks (128: per address; IPv4: per address)",
+         &ServeConfig::ipv6_prefix_length, false, limits::kMinIpv6PrefixLength, 128},
     Spec{"max_sessions_per_user", "--max-sessions-per-user",
          "Concurrent logged-in sessions per user (0: no limit)",
          &ServeConfig::max_sessions_per_user, false, 0, 10'000},

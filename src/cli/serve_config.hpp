@@ -56,6 +56,8 @@ struct ServeConfig {
   unsigned block_duration = static_cast<unsigned>(limits::kBlockDuration.count());
   unsigned max_connections = limits::kMaxConnections;
   unsigned max_connections_per_address = limits::kMaxConnectionsPerAddress;
+  // IPv6 clients are counted (connection cap, failed logins, blocks) by this prefix.
+  unsigned ipv6_prefix_length = limits::kIpv6PrefixLength;
   unsigned max_sessions_per_user = limits::kMaxSessionsPerUser;
   unsigned login_deadline = static_cast<unsigned>(limits::kLoginDeadline.count());
   // RFC 2449 LOGIN-DELAY (seconds, 0: none) and EXPIRE ("never" or a number

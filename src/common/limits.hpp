@@ -168,6 +168,25 @@ inline constexpr std::size_t kThrottleTrackedEntries = 100'000;
 // Configurable (`--max-connections`, `--max-connections-per-address`).
 inline constexpr unsigned kMaxConnections = 1000;
 inline constexpr unsigned kMaxConnectionsPerAddress = 50;
+// RFC 6177 §2 and RFC 7421: one IPv6 subnet, and often one host, gets a
+// whole /64 (a site /48 or /56), so counting IPv6 clients per address would
+// multiply an attacker's allowance by 2^64. The per-address connection cap
+// and the failed-login defence (counts, blocks, known-good pairs) count an
+// IPv6 client by this prefix of its address; IPv4 clients (and IPv4-mapped
+// IPv6 ones) per address (net::address_key). Configurable
+// (`--ipv6-prefix-length`, kMinIpv6PrefixLength..128; 128 = per address).
+inline constexpr unsigned kIpv6PrefixLength = 64;
+// Not from an RFC: below a /32 (the smallest block an RIR allocates to an
+// ISP) one count would cover a whole provider's customers.
+inline constexpr unsigned kMinIpv6PrefixLength = 32;
+// Not from an RFC (RFC 8314 §3.2 has the client start TLS at once on an
+// implicit-TLS port, so a plaintext line is garbage to it): a connection over
+// a limit on such a listener is told so inside TLS, after a handshake that
+// must finish within this long (or the login timeout, when shorter); at most
+// kMaxTlsRefusals such handshakes run at once, and beyond that a refused
+// connection is closed without a word. Neither counts against the limits.
+inline constexpr std::chrono::seconds kTlsRefusalTimeout{10};
+inline constexpr unsigned kMaxTlsRefusals = 64;
 // Not from an RFC: concurrent logged-in sessions per user (Dovecot:
 // mail_max_userip_connections 10). A Maildrop is locked by one session
 // anyway (RFC 1939 §4: "exclusive-access lock"), so with Maildir only 1 matters.

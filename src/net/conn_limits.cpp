@@ -1,8 +1,44 @@
 #include "net/conn_limits.hpp"
 
+#include <arpa/inet.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace apop::net {
+
+std::string address_key(std::string_view ip, unsigned ipv6_prefix_length) {
+  std::string_view addr = ip, zone;
+  if (const auto pct = ip.find('%'); pct != std::string_view::npos) {
+    addr = ip.substr(0, pct);
+    zone = ip.substr(pct);  // with its '%'
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr.empty() || addr.size() >= sizeof text) return std::string(ip);
+  std::memcpy(text, addr.data(), addr.size());
+  unsigned char bytes[16] = {};
+  if (zone.empty() && ::inet_pton(AF_INET, text, bytes) == 1) return std::string(ip);
+  if (::inet_pton(AF_INET6, text, bytes) != 1) return std::string(ip);
+  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(bytes, kMapped, sizeof kMapped) == 0) {
+    // ::ffff:a.b.c.d is the IPv4 client a.b.c.d (a dual-stack listener's view).
+    char v4[INET_ADDRSTRLEN] = {};
+    if (::inet_ntop(AF_INET, bytes + 12, v4, sizeof v4) == nullptr) return std::string(ip);
+    return v4;
+  }
+  const unsigned prefix = std::min(ipv6_prefix_length, 128u);
+  for (unsigned bit = 0; bit < 128; bit += 8) {
+    const unsigned keep = prefix > bit ? std::min(prefix - bit, 8u) : 0;
+    bytes[bit / 8] &= static_cast<unsigned char>(0xff00u >> keep);
+  }
+  char out[INET6_ADDRSTRLEN] = {};
+  if (::inet_ntop(AF_INET6, bytes, out, sizeof out) == nullptr) return std::string(ip);
+  std::string key = out;
+  key += zone;
+  if (prefix < 128) key += "/" + std::to_string(prefix);
+  return key;
+}
 
 ConnectionLimits::Verdict ConnectionLimits::admit(const std::string& address, unsigned max_total,
                                                   unsigned max_per_address) {

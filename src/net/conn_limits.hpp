@@ -1,7 +1,8 @@
 // Connection and session limits of the server (docs/security.md, "Limits"):
 // concurrent connections in total and per client address, checked when a
 // connection is accepted, and concurrent logged-in sessions per user,
-// checked when a login opens the maildrop.
+// checked when a login opens the maildrop. Also the key under which a client
+// is counted (address_key: an IPv6 client by its prefix).
 #pragma once
 
 #include <cstddef>
@@ -15,7 +16,22 @@
 
 namespace apop::net {
 
-// Open connections, in total and per client address (IP without port).
+// The key under which the per-address connection cap and the failed-login
+// defence (its counts, its blocks, its known-good pairs) count the client
+// at `ip` (docs/security.md, "IPv6 clients are counted by prefix"):
+//  - an IPv4 address: itself ("192.0.2.7");
+//  - an IPv4-mapped IPv6 address (::ffff:192.0.2.7): its IPv4 address;
+//  - an IPv6 address: its first `ipv6_prefix_length` bits (at most 128) as
+//    "PREFIX/LEN" in canonical form ("2001:db8:1:2::/64"), or the address
+//    alone at 128 ("2001:db8::1", as before prefixes);
+//  - a scoped IPv6 address (link-local, "fe80::1%eth0"): the same, with its
+//    zone kept (RFC 4007 §11.7: "fe80::%eth0/64"), since equal prefixes on
+//    two links are two networks.
+// Anything else (empty: no address; not an address) comes back unchanged.
+// Pure; thread-safe.
+std::string address_key(std::string_view ip, unsigned ipv6_prefix_length);
+
+// Open connections, in total and per client address (its address_key()).
 // Thread-safety: none; the event-loop thread owns it.
 class ConnectionLimits {
  public:

@@ -82,13 +82,17 @@ std::string log_safe(std::string_view s) {
 
 class LogSink final : public pop3::EventSink {
  public:
-  explicit LogSink(std::string addr) : addr_(std::move(addr)) {}
+  // `addr`: the client's ADDR:PORT; `prefix`: the IPv6 prefix the client is
+  // counted under (address_key), empty when that is its address.
+  LogSink(std::string addr, std::string prefix)
+      : addr_(std::move(addr)), prefix_(std::move(prefix)) {}
   // Stable formats (fail2ban filters and tests read them):
   //   login ok user=U mech=M addr=A tls=0|1 credential=password|device:NAME
   //   login failed user=U mech=M addr=A tls=0|1 reason=auth|in-use|mailbox-error
   //   login failed user=U mech=M addr=A tls=0|1 reason=store-unavailable  (account database down)
   //   login failed user=U mech=M addr=A tls=0|1 reason=policy policy=mechanism|tls|apop-tls
   //   login failed user=U mech=M addr=A tls=0|1 reason=throttled|blocked  (auth/throttle.hpp)
+  //     (... reason=blocked prefix=P/LEN when an IPv6 client is counted by its prefix)
   //   login refused user=U mech=M addr=A tls=0|1 reason=login-delay retry_after=SECS
   //     (correct credentials, RFC 2449 LOGIN-DELAY: not a failure, never for fail2ban)
   void on_login(const pop3::LoginEvent& e) override {
@@ -105,7 +109,10 @@ class LogSink final : public pop3::EventSink {
         break;
       case pop3::LoginResult::failed:
         reply_delay = e.delay;  // serve() waits before writing the failure reply
-        if (e.reason == "throttled" || e.reason == "blocked") {
+        if (e.reason == "blocked" && !prefix_.empty()) {
+          spdlog::warn("login failed user={} mech={} addr={} tls={} reason=blocked prefix={}", user,
+                       e.mechanism, addr_, tls, prefix_);
+        } else if (e.reason == "throttled" || e.reason == "blocked") {
           spdlog::warn("login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism,
                        addr_, tls, e.reason);
         } else if (e.reason.substr(0, 7) == "policy-") {
@@ -143,10 +150,12 @@ class LogSink final : public pop3::EventSink {
 
  private:
   std::string addr_;
+  std::string prefix_;
 };
 
-// The client's IP as the throttle and the limits key it: IPv4-mapped IPv6
-// addresses in their IPv4 form.
+// The client's IP as logs and the loopback test see it: IPv4-mapped IPv6
+// addresses in their IPv4 form (the limits and the throttle count under its
+// address_key()).
 std::string client_ip(const asio::ip::address& a) {
   if (a.is_v6() && a.to_v6().is_v4_mapped()) {
     return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
@@ -251,6 +260,7 @@ struct Server::Impl {
   ChallengeSource challenge;
   // Declared before io: sessions' frames, destroyed with io, release into them.
   ConnectionLimits conn_limits;  // event-loop thread only
+  unsigned tls_refusals = 0;     // refuse_tls() handshakes under way (event-loop thread)
   UserSessions user_sessions;    // thread-safe
   // Declared before io and auth_pool: session frames and login steps still
   // running when those are destroyed update it. Thread-safe; scraped by the
@@ -426,17 +436,61 @@ struct Server::Impl {
     return s.state() == pop3::State::authorization ? std::min(d, login_deadline) : d;
   }
 
-  // Over a connection limit: one line, then close (the socket is still
-  // blocking-free: nothing was read, the write fits the send buffer).
-  void refuse(tcp::socket& sock, const std::string& addr, std::string_view reason) {
-    spdlog::warn("connection refused addr={} reason={}", addr, reason);
-    static constexpr std::string_view kBusy =
-        "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+  static constexpr std::string_view kBusy =
+      "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+
+  // Over a connection limit on a plain listener: one line, then close (the
+  // socket is still blocking-free: nothing was read, the write fits the
+  // send buffer). `detail` is appended to the log line.
+  void refuse(tcp::socket& sock, const std::string& addr, std::string_view reason,
+              const std::string& detail) {
+    spdlog::warn("connection refused addr={} reason={}{}", addr, reason, detail);
     asio::error_code ec;
     sock.non_blocking(true, ec);
     sock.write_some(asio::buffer(kBusy), ec);
     sock.shutdown(tcp::socket::shutdown_both, ec);
     sock.close(ec);
+  }
+
+  // Over a connection limit on an implicit-TLS listener: the client's first
+  // bytes are a ClientHello and it expects a ServerHello, so a plaintext line
+  // would reach it as a bad TLS record ("wrong version number"). The line
+  // goes inside TLS instead: handshake, -ERR, close. Kept cheap for a
+  // flood: the connection is not counted against the limits, the handshake
+  // and the write must finish within kTlsRefusalTimeout (or login_timeout
+  // when shorter), and at most kMaxTlsRefusals run at once; beyond that the
+  // connection is closed without a word (never with plaintext).
+  asio::awaitable<void> refuse_tls(tcp::socket sock, const std::string& addr,
+                                   std::string_view reason, const std::string& detail) {
+    asio::error_code ec;
+    if (tls_refusals >= limits::kMaxTlsRefusals || !tls_ctx) {
+      spdlog::warn("connection refused addr={} reason={}{} tls=1 reply=none", addr, reason, detail);
+      sock.shutdown(tcp::socket::shutdown_both, ec);
+      sock.close(ec);
+      co_return;
+    }
+    spdlog::warn("connection refused addr={} reason={}{} tls=1", addr, reason, detail);
+    ++tls_refusals;
+    struct Pending {
+      unsigned& n;
+      ~Pending() { --n; }
+    } pending{tls_refusals};
+    Connection conn(std::move(sock));
+    auto it = live.insert(live.end(), &conn.sock);  // stop() cancels it
+    const std::chrono::steady_clock::time_point deadline =
+        std::chrono::steady_clock::now() +
+        std::min<std::chrono::seconds>(options.login_timeout, limits::kTlsRefusalTimeout);
+    const auto watchdog = std::make_shared<Watchdog>(io, deadline, conn.sock);
+    watchdog->arm();
+    if (auto hec = co_await conn.handshake(tls_ctx); !hec) {
+      co_await conn.write(asio::buffer(kBusy));
+    } else {
+      spdlog::debug("disconnect addr={} reason=tls-handshake: {}", addr, hec.message());
+    }
+    watchdog->timer.cancel();
+    live.erase(it);
+    conn.sock.shutdown(tcp::socket::shutdown_both, ec);
+    conn.sock.close(ec);
   }
 
   bool trusted_proxy(const std::string& ip) const {
@@ -526,29 +580,45 @@ struct Server::Impl {
         peer_text = endpoint_text(tcp::endpoint(real, header->source_port));
       }
     }
-    switch (conn_limits.admit(ip, options.max_connections, options.max_connections_per_address)) {
+    // What the limits and the failed-login defence count the client under:
+    // its IPv4 address, or its IPv6 prefix. Logs show its own address (and
+    // the prefix where a count of it refuses the client).
+    const std::string key = address_key(ip, options.ipv6_prefix_length);
+    const std::string prefix = key == ip ? std::string() : key;
+    const char* refused = nullptr;
+    switch (conn_limits.admit(key, options.max_connections, options.max_connections_per_address)) {
       case ConnectionLimits::Verdict::ok:
         break;
       case ConnectionLimits::Verdict::total:
-        refuse(sock, peer_text, "max-connections");
-        co_return;
+        refused = "max-connections";
+        break;
       case ConnectionLimits::Verdict::per_address:
-        refuse(sock, peer_text, "max-connections-per-address");
-        co_return;
+        refused = "max-connections-per-address";
+        break;
+    }
+    if (refused != nullptr) {
+      const bool per_address = std::string_view(refused) == "max-connections-per-address";
+      const std::string detail = per_address && !prefix.empty() ? " prefix=" + prefix : "";
+      if (implicit_tls) {
+        co_await refuse_tls(std::move(sock), peer_text, refused, detail);
+      } else {
+        refuse(sock, peer_text, refused, detail);
+      }
+      co_return;
     }
     struct Admitted {
       ConnectionLimits& limits;
-      const std::string& ip;
-      ~Admitted() { limits.release(ip); }
-    } admitted{conn_limits, ip};
+      const std::string& key;
+      ~Admitted() { limits.release(key); }
+    } admitted{conn_limits, key};
     SessionLimitOpener limited_opener(opener, user_sessions, options.max_sessions_per_user);
     Connection conn(std::move(sock));
-    LogSink sink(peer_text);
+    LogSink sink(peer_text, prefix);
     sink.metrics = &metrics;
     sink.listener = &ml;
     conn.listener = &ml;
     pop3::SessionConfig cfg = options.session;
-    cfg.client_address = ip;
+    cfg.client_address = key;  // the throttle's key (any tracker: memory or PostgreSQL)
     // The real client's address: a proxy on loopback does not make its
     // clients "local".
     cfg.secure = options.secure_loopback && is_loopback(ip);

@@ -47,9 +47,17 @@ struct ServerOptions {
   // bind() logs "metrics on ADDR:PORT". Fixed at bind(), like the listeners.
   std::optional<ListenSpec> metrics_listen;
   // Connection limits (0: unlimited): over one, a connection gets a single
-  // "-ERR [SYS/TEMP] ..." line and is closed (conn_limits.hpp).
+  // "-ERR [SYS/TEMP] ..." line and is closed (conn_limits.hpp); on an
+  // implicit-TLS listener that line comes inside TLS, after a handshake
+  // (bounded by limits::kTlsRefusalTimeout and kMaxTlsRefusals), never
+  // in plaintext.
   unsigned max_connections = limits::kMaxConnections;
   unsigned max_connections_per_address = limits::kMaxConnectionsPerAddress;
+  // The per-address cap and the failed-login defence (the address the
+  // Authenticator sees, AuthContext::address) count an IPv6 client by this
+  // prefix of its address (net::address_key; 128: per address). Logs show
+  // the client's own address.
+  unsigned ipv6_prefix_length = limits::kIpv6PrefixLength;
   // Logged-in sessions per user (0: unlimited); over it a login gets [IN-USE].
   unsigned max_sessions_per_user = limits::kMaxSessionsPerUser;
   // A client not logged in this long after connecting is disconnected,

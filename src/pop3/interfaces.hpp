@@ -125,8 +125,10 @@ struct SaslMechanism {
 // What an Authenticator may know of the connection a login comes from.
 struct AuthContext {
   bool tls = false;  // inside TLS (implicit, or after STLS)
-  // The client's IP address (no port), e.g. "192.0.2.7" or "2001:db8::1";
-  // empty when unknown (unit tests). Borrowed from the Session's config.
+  // The client's address (no port) as the failed-login defence counts it,
+  // e.g. "192.0.2.7", or an IPv6 client's prefix "2001:db8:1:2::/64"
+  // (net::address_key); empty when unknown (unit tests). Borrowed from the
+  // Session's config.
   std::string_view address{};
 };
 

@@ -54,8 +54,9 @@ struct SessionConfig {
   unsigned max_bad_commands = limits::kMaxBadCommands;
   // RFC 2449 IMPLEMENTATION capability; empty omits it.
   std::string implementation = "apop";
-  // The client's IP address without port (set per connection by the driver);
-  // passed to the Authenticator in AuthContext::address for throttling.
+  // The client's address as the failed-login defence counts it (set per
+  // connection by the driver: the IP without port, an IPv6 client's prefix,
+  // net::address_key); passed to the Authenticator in AuthContext::address.
   std::string client_address;
   // RFC 2449 LOGIN-DELAY (§6.5, seconds) and EXPIRE (§6.7, days or
   // kExpireNever): the server-wide defaults, announced by CAPA before login;

@@ -256,6 +256,62 @@ TEST_F(AuthThrottle, TrackerMemoryIsBounded) {
   EXPECT_EQ(t.status("10.0.0.0", "user0", now_).address_failures, 0u);
 }
 
+// A full table forgets addresses that are not blocked first: an attacker
+// who gets blocked cannot lift the block by cycling through fresh addresses
+// (or fresh IPv6 prefixes) until the table overflows.
+TEST_F(AuthThrottle, FullTableKeepsBlocksAndDropsUnblockedEntriesFirst) {
+  ThrottleConfig c = config_;
+  c.max_entries = 100;
+  c.block_after = 3;
+  MemoryFailureTracker t(c);
+  const std::string blocked = "2001:db8:1:2::/64";
+  for (int i = 0; i < 3; ++i) (void)t.record_failure(blocked, "", now_);
+  ASSERT_TRUE(t.status(blocked, "", now_).blocked(now_));
+  // Ten times the table's size of other addresses, one failure each (none blocked).
+  for (int i = 0; i < 1000; ++i) {
+    (void)t.record_failure("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), "",
+                           now_ + seconds(1));
+  }
+  EXPECT_EQ(t.address_entries(), 100u);
+  EXPECT_EQ(t.blocked_entries(), 1u);
+  EXPECT_TRUE(t.status(blocked, "", now_ + seconds(2)).blocked(now_ + seconds(2)));
+  // The unblocked entries still behave as an LRU: the newest are kept.
+  EXPECT_EQ(t.status("10.0.3.231", "", now_ + seconds(2)).address_failures, 1u);
+  EXPECT_EQ(t.status("10.0.0.0", "", now_ + seconds(2)).address_failures, 0u);
+  // And the block ends on time, after which the entry is an ordinary one.
+  const ThrottleTime later = now_ + c.block_duration + seconds(1);
+  EXPECT_FALSE(t.status(blocked, "", later).blocked(later));
+  EXPECT_EQ(t.blocked_entries(), 0u);
+}
+
+TEST_F(AuthThrottle, TableOfBlocksOnlyDropsTheBlockThatEndsFirstAndEndedOnesBeforeAnything) {
+  ThrottleConfig c = config_;
+  c.max_entries = 3;
+  c.block_after = 1;
+  MemoryFailureTracker t(c);
+  // Three blocks, a second apart: the table is full of blocks.
+  for (int i = 0; i < 3; ++i) {
+    (void)t.record_failure("192.0.2." + std::to_string(i), "", now_ + seconds(i));
+  }
+  EXPECT_EQ(t.blocked_entries(), 3u);
+  // A fourth address: memory stays bounded; the block that ends first goes.
+  const ThrottleTime t4 = now_ + seconds(10);
+  (void)t.record_failure("192.0.2.3", "", t4);
+  EXPECT_EQ(t.address_entries(), 3u);
+  EXPECT_FALSE(t.status("192.0.2.0", "", t4).blocked(t4));
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_TRUE(t.status("192.0.2." + std::to_string(i), "", t4).blocked(t4)) << i;
+  }
+  // Once 192.0.2.1's block has ended, a new address takes its place rather
+  // than an entry still blocked (and rather than one merely unused).
+  const ThrottleTime t5 = now_ + seconds(1) + c.block_duration;
+  (void)t.record_failure("192.0.2.4", "", t5);
+  EXPECT_EQ(t.address_entries(), 3u);
+  for (int i = 2; i <= 4; ++i) {
+    EXPECT_TRUE(t.status("192.0.2." + std::to_string(i), "", t5).blocked(t5)) << i;
+  }
+}
+
 // SASL exchanges are judged on their final reply, with the same rules.
 TEST_F(AuthThrottle, SaslFailuresAreThrottledAndBlocked) {
   MemoryCredentialStore store;

@@ -35,6 +35,63 @@ TEST(NetConnectionLimits, ZeroMeansUnlimitedAndReleaseForgets) {
   EXPECT_EQ(l.total(), 0u);
 }
 
+TEST(NetAddressKey, Ipv4IsPerAddress) {
+  EXPECT_EQ(address_key("192.0.2.7", 64), "192.0.2.7");
+  EXPECT_EQ(address_key("192.0.2.7", 0), "192.0.2.7");
+  EXPECT_EQ(address_key("127.0.0.1", 128), "127.0.0.1");
+}
+
+TEST(NetAddressKey, Ipv4MappedIsItsIpv4Address) {
+  EXPECT_EQ(address_key("::ffff:192.0.2.7", 64), "192.0.2.7");
+  EXPECT_EQ(address_key("::ffff:c000:207", 0), "192.0.2.7");
+  EXPECT_EQ(address_key("::FFFF:192.0.2.7", 128), "192.0.2.7");
+  // IPv4-compatible (deprecated, ::a.b.c.d) and NAT64 (64:ff9b::/96) are IPv6.
+  EXPECT_NE(address_key("::192.0.2.7", 128), "192.0.2.7");
+  EXPECT_EQ(address_key("::192.0.2.7", 64), "::/64");
+  EXPECT_EQ(address_key("64:ff9b::192.0.2.7", 64), "64:ff9b::/64");
+}
+
+TEST(NetAddressKey, Ipv6ByPrefix) {
+  EXPECT_EQ(address_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64), "2001:db8:1:2::/64");
+  EXPECT_EQ(address_key("2001:db8:1:2::1", 64), address_key("2001:db8:1:2:ffff::9", 64));
+  EXPECT_NE(address_key("2001:db8:1:2::1", 64), address_key("2001:db8:1:3::1", 64));
+  EXPECT_EQ(address_key("2001:db8:1:2ff::1", 48), "2001:db8:1::/48");
+  EXPECT_EQ(address_key("2001:0DB8:0001:0002:0000:0000:0000:0001", 128), "2001:db8:1:2::1");
+  EXPECT_EQ(address_key("2001:db8:1:2::1", 128), "2001:db8:1:2::1");
+  EXPECT_EQ(address_key("2001:db8:1:2::1", 500), "2001:db8:1:2::1");  // clamped to 128
+  EXPECT_EQ(address_key("2001:db8:1:2::1", 127), "2001:db8:1:2::/127");
+  EXPECT_EQ(address_key("2001:db8:1:2::1", 0), "::/0");
+  EXPECT_EQ(address_key("::1", 64), "::/64");
+  EXPECT_EQ(address_key("::1", 128), "::1");
+}
+
+TEST(NetAddressKey, PrefixNotAMultipleOfEight) {
+  // /57: the 57th bit (the top bit of the 8th octet) is kept, the rest cleared.
+  EXPECT_EQ(address_key("2001:db8:1:2ff::1", 57), "2001:db8:1:280::/57");
+  EXPECT_EQ(address_key("2001:db8:1:27f::1", 57), "2001:db8:1:200::/57");
+  EXPECT_EQ(address_key("2001:db8:1:27f::1", 57), address_key("2001:db8:1:200::", 57));
+  EXPECT_EQ(address_key("ffff:ffff::", 1), "8000::/1");
+  EXPECT_EQ(address_key("2001:db8::ffff", 125), "2001:db8::fff8/125");
+}
+
+TEST(NetAddressKey, ScopedAddressesKeepTheirZone) {
+  // asio prints a link-local peer with its zone (the interface): equal
+  // prefixes on two links are two networks.
+  EXPECT_EQ(address_key("fe80::1%lo", 64), "fe80::%lo/64");
+  EXPECT_EQ(address_key("fe80::1:2:3:4%eth0", 64), address_key("fe80::9%eth0", 64));
+  EXPECT_NE(address_key("fe80::1%eth0", 64), address_key("fe80::1%eth1", 64));
+  EXPECT_EQ(address_key("fe80::1%2", 128), "fe80::1%2");
+}
+
+TEST(NetAddressKey, AnythingElseIsUnchanged) {
+  EXPECT_EQ(address_key("", 64), "");  // no address: not tracked
+  EXPECT_EQ(address_key("not an address", 64), "not an address");
+  EXPECT_EQ(address_key("192.0.2.7%eth0", 64), "192.0.2.7%eth0");
+  EXPECT_EQ(address_key("2001:db8::1::2", 64), "2001:db8::1::2");
+  const std::string long_text(200, '1');
+  EXPECT_EQ(address_key(long_text, 64), long_text);
+}
+
 // An opener without locks, counting its calls, so that the session limit is
 // what refuses (not a maildrop lock).
 class FreeOpener final : public pop3::MaildropOpener {
