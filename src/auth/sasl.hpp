@@ -82,7 +82,12 @@ struct SaslStep {
   Kind kind = Kind::failure;
   // Raw bytes: the challenge to send (the caller base64-encodes it), or empty.
   std::string data;
-  // The authenticated identity on success; empty otherwise.
+  // The authenticated identity on success. On failure, the authentication
+  // identity the client tried once the exchange got as far as checking its
+  // credentials (PLAIN's authcid, LOGIN's user name, the user of a CRAM-MD5
+  // answer, SCRAM's n= name after a wrong proof), so that the failure is
+  // counted against that name (auth/throttle.hpp) and logged with it; empty
+  // for a malformed exchange that named nobody. Untrusted client text.
   std::string user;
   // On success, which secret matched: "password", or the name of one of
   // SaslCredentials::extra_secrets.

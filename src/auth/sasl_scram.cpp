@@ -239,7 +239,12 @@ class ScramExchange final : public SaslExchange {
     cleanse(client_key);
     const std::string server_signature =
         sasl_detail::hmac(hash_, verifier_.server_key, auth_message);
-    if (!(proof_ok && known_)) return failure();
+    if (!(proof_ok && known_)) {
+      // The proof was checked: a failed login of the user named in n=.
+      SaslStep f = failure();
+      f.user = user_;
+      return f;
+    }
     state_ = State::wait_ack;
     return challenge("v=" + base64_encode(server_signature));
   }
