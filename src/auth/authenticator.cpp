@@ -63,7 +63,12 @@ std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mech
                                 const pop3::AuthContext& ctx) {
   if ((policy.mechanisms & mechanism) == 0) return "policy-mechanism";
   if (policy.require_tls && !ctx.tls) return "policy-tls";
-  if (mechanism == kMechApop && policy.apop_requires_tls && !ctx.tls) return "policy-apop-tls";
+  // APOP and CRAM-MD5: MD5 challenge-responses over the same
+  // plaintext-equivalent secret (Policy::md5_challenge_requires_tls).
+  if (policy.md5_challenge_requires_tls && !ctx.tls) {
+    if (mechanism == kMechApop) return "policy-apop-tls";
+    if (mechanism == kMechCramMd5) return "policy-cram-md5-tls";
+  }
   return {};
 }
 

@@ -104,7 +104,8 @@ EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults) {
   e.mechanisms = user.mechanisms.value_or(defaults.mechanisms.value_or(kAllMechanisms));
   e.device_secrets_only =
       user.device_secrets_only.value_or(defaults.device_secrets_only.value_or(false));
-  e.apop_requires_tls = user.apop_requires_tls.value_or(defaults.apop_requires_tls.value_or(false));
+  e.md5_challenge_requires_tls =
+      user.md5_challenge_requires_tls.value_or(defaults.md5_challenge_requires_tls.value_or(false));
   e.require_tls = user.require_tls.value_or(defaults.require_tls.value_or(false));
   return e;
 }

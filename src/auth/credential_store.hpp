@@ -63,8 +63,14 @@ struct Policy {
   // The account password no longer works for APOP/CRAM-MD5 and its encrypted
   // copy is deleted: only the hash and the SCRAM verifiers remain.
   std::optional<bool> device_secrets_only;
-  // APOP only inside TLS (RFC 1939 §7's advice, and the CVE-2007-1558 defence).
-  std::optional<bool> apop_requires_tls;
+  // APOP and CRAM-MD5 only inside TLS (`apop user policy
+  // --md5-challenge-requires-tls`, alias --apop-requires-tls): both are MD5
+  // challenge-responses over the same plaintext-equivalent secret, which one
+  // sniffed exchange lets an attacker crack offline (RFC 1939 §7's advice,
+  // and the CVE-2007-1558 defence for APOP). Stored in the column
+  // apop_requires_tls (its name from before CRAM-MD5 was covered; kept so
+  // that existing databases need no migration).
+  std::optional<bool> md5_challenge_requires_tls;
   // Every mechanism only inside TLS.
   std::optional<bool> require_tls;
   // RFC 2449 LOGIN-DELAY (seconds) and EXPIRE (days, or kExpireNever) of
@@ -82,7 +88,7 @@ inline constexpr std::int64_t kExpireNever = -1;
 struct EffectivePolicy {
   MechanismSet mechanisms = kAllMechanisms;
   bool device_secrets_only = false;
-  bool apop_requires_tls = false;
+  bool md5_challenge_requires_tls = false;
   bool require_tls = false;
 };
 

@@ -138,7 +138,7 @@ Policy column_policy(sqlite3_stmt* s, int first) {
     p.mechanisms = parse_mechanisms(column_text(s, first));
   }
   p.device_secrets_only = column_bool(s, first + 1);
-  p.apop_requires_tls = column_bool(s, first + 2);
+  p.md5_challenge_requires_tls = column_bool(s, first + 2);
   p.require_tls = column_bool(s, first + 3);
   return p;
 }
@@ -169,7 +169,7 @@ int bind_policy(sqlite3_stmt* s, int first, const Policy& p, std::string& mech_b
     rc = sqlite3_bind_null(s, first);
   }
   if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 1, p.device_secrets_only);
-  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 2, p.apop_requires_tls);
+  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 2, p.md5_challenge_requires_tls);
   if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 3, p.require_tls);
   return rc;
 }
@@ -194,6 +194,8 @@ constexpr const char* kCreateV2 =
     " sealed_password BLOB,"  // NULL under device-secrets-only
     " mechanisms TEXT,"       // NULL: the default
     " device_secrets_only INTEGER,"
+    // Policy::md5_challenge_requires_tls (APOP and CRAM-MD5): the column
+    // keeps its old name, no migration needed.
     " apop_requires_tls INTEGER,"
     " require_tls INTEGER);"
     "CREATE TABLE device_secrets ("

@@ -97,7 +97,9 @@ Policy row_policy(const Rows& r, int row, int first) {
   Policy p;
   if (!r.is_null(row, first)) p.mechanisms = auth::parse_mechanisms(r.text(row, first));
   p.device_secrets_only = r.opt_boolean(row, first + 1);
-  p.apop_requires_tls = r.opt_boolean(row, first + 2);
+  // Column apop_requires_tls: Policy::md5_challenge_requires_tls (APOP and
+  // CRAM-MD5), the column keeps its old name.
+  p.md5_challenge_requires_tls = r.opt_boolean(row, first + 2);
   p.require_tls = r.opt_boolean(row, first + 3);
   return p;
 }
@@ -113,7 +115,7 @@ void row_login_limits(const Rows& r, int row, int first, Policy& p) {
 void push_policy(std::vector<Param>& ps, const Policy& p) {
   ps.push_back(p.mechanisms ? Param::text(auth::format_mechanisms(*p.mechanisms)) : Param::null());
   ps.push_back(Param::opt_boolean(p.device_secrets_only));
-  ps.push_back(Param::opt_boolean(p.apop_requires_tls));
+  ps.push_back(Param::opt_boolean(p.md5_challenge_requires_tls));
   ps.push_back(Param::opt_boolean(p.require_tls));
 }
 

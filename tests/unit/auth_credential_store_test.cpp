@@ -456,7 +456,7 @@ TEST(AuthSqliteStore, DeviceSecretsAndPolicyPersistEncrypted) {
     EXPECT_EQ((*s)->add_device_secret("nobody", "pc", "x-secret").error().code, Errc::not_found);
     Policy p;
     p.mechanisms = kMechApop | kMechScramSha256;
-    p.apop_requires_tls = true;
+    p.md5_challenge_requires_tls = true;
     ASSERT_TRUE((*s)->set_policy("alice", p).ok());
   }
   for (const auto& e : fs::directory_iterator(dir.path())) {
@@ -470,7 +470,7 @@ TEST(AuthSqliteStore, DeviceSecretsAndPolicyPersistEncrypted) {
   EXPECT_EQ(a->device_secrets[0].name, "phone");
   EXPECT_EQ(a->device_secrets[0].secret, device);
   EXPECT_EQ(a->policy.mechanisms, kMechApop | kMechScramSha256);
-  EXPECT_TRUE(a->policy.apop_requires_tls);
+  EXPECT_TRUE(a->policy.md5_challenge_requires_tls);
   EXPECT_FALSE(a->policy.require_tls);
   EXPECT_EQ(a->scram_sha256.iterations, kScramMinIterations);
   EXPECT_EQ(a->scram_sha256.salt.size(), 16u);
