@@ -56,10 +56,7 @@ Result<ScramVerifier> new_verifier(std::string_view hash, std::string_view passw
 
 }  // namespace
 
-Account::~Account() {
-  if (password) OPENSSL_cleanse(password->data(), password->size());
-  for (auto& d : device_secrets) OPENSSL_cleanse(d.secret.data(), d.secret.size());
-}
+Account::~Account() = default;  // the SecretStrings wipe themselves
 
 MechanismSet mechanism_bit(std::string_view name) {
   for (const auto& m : kMechNames) {

@@ -28,6 +28,7 @@
 
 #include "auth/sasl.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/secret_string.hpp"
 #include "common/result.hpp"
 
 struct sqlite3;
@@ -101,17 +102,17 @@ EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults);
 
 struct NamedSecret {
   std::string name;
-  std::string secret;  // plaintext
+  SecretString secret;  // plaintext
 };
 
-// What the authenticator needs to know of one account. The destructor wipes
-// the plaintext fields.
+// What the authenticator needs to know of one account. The plaintext fields
+// are SecretStrings: wiped on destruction and when moved from.
 struct Account {
   std::string name;
   std::string password_hash;  // PHC string (password_hash.hpp)
   ScramVerifier scram_sha256;
   ScramVerifier scram_sha1;
-  std::optional<std::string> password;  // absent under device-secrets-only
+  std::optional<SecretString> password;  // absent under device-secrets-only
   std::vector<NamedSecret> device_secrets;
   EffectivePolicy policy;
   // The account's own LOGIN-DELAY/EXPIRE (empty: the server's defaults) and

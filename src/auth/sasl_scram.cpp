@@ -203,7 +203,7 @@ class ScramExchange final : public SaslExchange {
       verifier_ = sasl_detail::dummy_verifier(hash_, user_);
       known_ = false;
     }
-    if (creds && creds->plaintext) cleanse(*creds->plaintext);
+    if (creds && creds->plaintext) creds->plaintext->wipe();
   }
 
   SaslStep client_final(std::string_view msg) {

@@ -46,7 +46,7 @@ Result<std::string> password_of(CredentialStore& s, std::string_view user) {
   auto a = s.account(user);
   if (!a) return a.error();
   if (!a->password) return make_error(Errc::not_found, "no password copy");
-  return *a->password;
+  return std::string(a->password->view());
 }
 
 // ---- Behaviour shared by both implementations -------------------------------
