@@ -318,6 +318,13 @@ class SqliteCredentialStore final : public CredentialStore {
   // Writes the noted login times now (also called by the write-behind thread).
   Result<void> flush_login_records();
 
+  // Test seam: how many statements of the login path's cache
+  // (cached_locked: account(), record_login()) this store has run.
+  std::uint64_t cached_statements_run() {
+    std::lock_guard lock(mu_);
+    return cached_statements_run_;
+  }
+
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);
   // The noted login time of `user` (write-behind), else `stored`.
@@ -341,6 +348,7 @@ class SqliteCredentialStore final : public CredentialStore {
   std::filesystem::path path_;
   std::string dummy_sealed_;
   std::uint64_t id_;  // keys the mail-location memo of account() (see mail_location())
+  std::uint64_t cached_statements_run_ = 0;  // guarded by mu_
 };
 
 }  // namespace apop::auth

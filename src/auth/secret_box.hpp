@@ -11,6 +11,7 @@
 // box (each call uses its own cipher context).
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -54,6 +55,10 @@ class SecretBox {
   // Decrypts and authenticates. Errc::permanent when the data is truncated,
   // has an unknown version, was tampered with, or the key or aad differ.
   Result<std::string> open(std::string_view sealed, std::string_view aad) const;
+
+  // Test seam: how many open() calls this process made, on any box
+  // (relaxed atomic).
+  static std::uint64_t opens();
 
  private:
   struct KeyWiper {

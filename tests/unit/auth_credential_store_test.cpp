@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth/authenticator.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/secret_box.hpp"
 #include "temp_dir.hpp"
@@ -283,6 +284,34 @@ TEST(AuthSqliteStore, MailLocationAfterAccountComesWithTheLookup) {
   ASSERT_TRUE(elsewhere("mbox:/var/mail/c"));
   ASSERT_TRUE((*s)->account("bob").ok());
   EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/c");
+}
+
+// Issue 17 item 11: the unknown-user path of APOP does the same store work
+// as a known user without device secrets: the same statements and one
+// decryption (a dummy's), counted through the store's statement cache and
+// SecretBox::open.
+TEST(AuthSqliteStore, UnknownUserCostsTheStoreWorkOfAKnownOne) {
+  TempDir dir;
+  auto s = SqliteCredentialStore::open(dir.path() / "users.db", test_box());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->add("alice", "alices-long-secret").ok());
+  StoreAuthenticator auth(**s);
+  struct Work {
+    std::uint64_t statements, decryptions;
+    bool operator==(const Work&) const = default;
+  };
+  auto apop_work = [&](std::string_view user) {
+    const Work before{(*s)->cached_statements_run(), SecretBox::opens()};
+    EXPECT_FALSE(auth.verify_apop(user, "<1.2@test>", std::string(32, '0'), {}).ok);
+    return Work{(*s)->cached_statements_run() - before.statements,
+                SecretBox::opens() - before.decryptions};
+  };
+  const Work known = apop_work("alice");
+  EXPECT_EQ(known.decryptions, 1u);  // the password's encrypted copy
+  EXPECT_GE(known.statements, 3u);   // the user's row, the device secrets, the transaction
+  const Work unknown = apop_work("nobody");
+  EXPECT_EQ(unknown.statements, known.statements);
+  EXPECT_EQ(unknown.decryptions, known.decryptions);
 }
 
 TEST(AuthSqliteStore, SecretNeverStoredInPlaintext) {
