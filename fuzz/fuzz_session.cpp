@@ -86,7 +86,7 @@ class FuzzStore final : public auth::CredentialStore {
     switch (variant_) {
       case 1:
         a.policy.require_tls = true;
-        a.policy.apop_requires_tls = true;
+        a.policy.md5_challenge_requires_tls = true;
         break;
       case 2:
         a.policy.mechanisms = auth::kMechApop | auth::kMechScramSha256;
@@ -287,7 +287,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   pop3::SessionConfig cfg;
   cfg.secure = (flags & kFlagSecure) != 0;
   cfg.stls_available = (flags & kFlagStls) != 0;
-  cfg.apop_requires_tls = (flags & kFlagApopRequiresTls) != 0;
+  cfg.md5_challenge_requires_tls = (flags & kFlagApopRequiresTls) != 0;
   cfg.allow_plaintext_auth = (flags & kFlagAllowPlaintext) != 0;
   if ((flags & kFlagLoginDelay) != 0) {
     cfg.login_delay = 300;

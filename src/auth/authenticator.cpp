@@ -21,6 +21,11 @@ namespace {
 // value does not matter: a match against it is never reported as success.
 constexpr std::string_view kDummySecret = "apop-dummy-secret-for-unknown-users";
 
+// The failure reason of a login whose stored imported hash apop refuses to
+// verify (foreign_hash.hpp ForeignCheck::refused); logged as
+// "reason=policy policy=imported-hash".
+constexpr std::string_view kImportedHashRefused = "policy-imported-hash";
+
 // The account, or nullopt for an unknown user (and an unreadable one: a
 // secret that cannot be decrypted fails like a wrong one). `unavailable` is
 // set when the store could not be asked at all (Errc::temporary: database
@@ -63,7 +68,12 @@ std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mech
                                 const pop3::AuthContext& ctx) {
   if ((policy.mechanisms & mechanism) == 0) return "policy-mechanism";
   if (policy.require_tls && !ctx.tls) return "policy-tls";
-  if (mechanism == kMechApop && policy.apop_requires_tls && !ctx.tls) return "policy-apop-tls";
+  // APOP and CRAM-MD5: MD5 challenge-responses over the same
+  // plaintext-equivalent secret (Policy::md5_challenge_requires_tls).
+  if (policy.md5_challenge_requires_tls && !ctx.tls) {
+    if (mechanism == kMechApop) return "policy-apop-tls";
+    if (mechanism == kMechCramMd5) return "policy-cram-md5-tls";
+  }
   return {};
 }
 
@@ -108,7 +118,16 @@ pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::st
     dummy_password_verify(password);
     return failed("credentials");
   }
-  if (!verify_password_hash(acct->password_hash, password)) return failed("credentials");
+  switch (check_password_hash(acct->password_hash, password)) {
+    case HashCheck::match:
+      break;
+    case HashCheck::mismatch:
+      return failed("credentials");
+    case HashCheck::refused:
+      // An imported hash above the cost limits (or malformed): never
+      // verified; the log says why (reason=policy policy=imported-hash).
+      return failed(kImportedHashRefused);
+  }
   if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
   return succeeded(upgrade_foreign_hash(user, password, acct->password_hash, ctx), *acct);
 }
@@ -202,6 +221,12 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
     if (auto why = policy_refusal(acct->policy, bit, ctx); !why.empty()) {
       note->refusal = std::string(why);
       return std::nullopt;
+    }
+    if ((bit == kMechPlain || bit == kMechLogin) && is_foreign_hash(acct->password_hash) &&
+        !foreign_hash_refusal(acct->password_hash).empty()) {
+      // Checked against nothing (check_password_hash refuses it): say why
+      // in the log, as verify_plain does.
+      note->refusal = std::string(kImportedHashRefused);
     }
     note->limits = login_limits(*acct);
     SaslCredentials c;

@@ -1,6 +1,6 @@
 // pop3::Authenticator backed by a CredentialStore: checks credentials and
 // enforces each account's policy (allowed mechanisms, device-secrets-only,
-// APOP or every mechanism only inside TLS). On success it reports the
+// APOP and CRAM-MD5 or every mechanism only inside TLS). On success it reports the
 // account's own RFC 2449 LOGIN-DELAY/EXPIRE and last login
 // (AuthResult::limits); pop3::Session enforces LOGIN-DELAY with them, so a
 // delayed user has passed the same credential check as anyone else and a

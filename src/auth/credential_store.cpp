@@ -56,10 +56,7 @@ Result<ScramVerifier> new_verifier(std::string_view hash, std::string_view passw
 
 }  // namespace
 
-Account::~Account() {
-  if (password) OPENSSL_cleanse(password->data(), password->size());
-  for (auto& d : device_secrets) OPENSSL_cleanse(d.secret.data(), d.secret.size());
-}
+Account::~Account() = default;  // the SecretStrings wipe themselves
 
 MechanismSet mechanism_bit(std::string_view name) {
   for (const auto& m : kMechNames) {
@@ -104,7 +101,8 @@ EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults) {
   e.mechanisms = user.mechanisms.value_or(defaults.mechanisms.value_or(kAllMechanisms));
   e.device_secrets_only =
       user.device_secrets_only.value_or(defaults.device_secrets_only.value_or(false));
-  e.apop_requires_tls = user.apop_requires_tls.value_or(defaults.apop_requires_tls.value_or(false));
+  e.md5_challenge_requires_tls =
+      user.md5_challenge_requires_tls.value_or(defaults.md5_challenge_requires_tls.value_or(false));
   e.require_tls = user.require_tls.value_or(defaults.require_tls.value_or(false));
   return e;
 }

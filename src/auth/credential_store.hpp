@@ -28,6 +28,7 @@
 
 #include "auth/sasl.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/secret_string.hpp"
 #include "common/result.hpp"
 
 struct sqlite3;
@@ -63,8 +64,14 @@ struct Policy {
   // The account password no longer works for APOP/CRAM-MD5 and its encrypted
   // copy is deleted: only the hash and the SCRAM verifiers remain.
   std::optional<bool> device_secrets_only;
-  // APOP only inside TLS (RFC 1939 §7's advice, and the CVE-2007-1558 defence).
-  std::optional<bool> apop_requires_tls;
+  // APOP and CRAM-MD5 only inside TLS (`apop user policy
+  // --md5-challenge-requires-tls`, alias --apop-requires-tls): both are MD5
+  // challenge-responses over the same plaintext-equivalent secret, which one
+  // sniffed exchange lets an attacker crack offline (RFC 1939 §7's advice,
+  // and the CVE-2007-1558 defence for APOP). Stored in the column
+  // apop_requires_tls (its name from before CRAM-MD5 was covered; kept so
+  // that existing databases need no migration).
+  std::optional<bool> md5_challenge_requires_tls;
   // Every mechanism only inside TLS.
   std::optional<bool> require_tls;
   // RFC 2449 LOGIN-DELAY (seconds) and EXPIRE (days, or kExpireNever) of
@@ -82,7 +89,7 @@ inline constexpr std::int64_t kExpireNever = -1;
 struct EffectivePolicy {
   MechanismSet mechanisms = kAllMechanisms;
   bool device_secrets_only = false;
-  bool apop_requires_tls = false;
+  bool md5_challenge_requires_tls = false;
   bool require_tls = false;
 };
 
@@ -95,17 +102,17 @@ EffectivePolicy resolve_policy(const Policy& user, const Policy& defaults);
 
 struct NamedSecret {
   std::string name;
-  std::string secret;  // plaintext
+  SecretString secret;  // plaintext
 };
 
-// What the authenticator needs to know of one account. The destructor wipes
-// the plaintext fields.
+// What the authenticator needs to know of one account. The plaintext fields
+// are SecretStrings: wiped on destruction and when moved from.
 struct Account {
   std::string name;
   std::string password_hash;  // PHC string (password_hash.hpp)
   ScramVerifier scram_sha256;
   ScramVerifier scram_sha1;
-  std::optional<std::string> password;  // absent under device-secrets-only
+  std::optional<SecretString> password;  // absent under device-secrets-only
   std::vector<NamedSecret> device_secrets;
   EffectivePolicy policy;
   // The account's own LOGIN-DELAY/EXPIRE (empty: the server's defaults) and
@@ -325,6 +332,13 @@ class SqliteCredentialStore final : public CredentialStore {
   // Writes the noted login times now (also called by the write-behind thread).
   Result<void> flush_login_records();
 
+  // Test seam: how many statements of the login path's cache
+  // (cached_locked: account(), record_login()) this store has run.
+  std::uint64_t cached_statements_run() {
+    std::lock_guard lock(mu_);
+    return cached_statements_run_;
+  }
+
  private:
   SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path);
   // The noted login time of `user` (write-behind), else `stored`.
@@ -349,6 +363,7 @@ class SqliteCredentialStore final : public CredentialStore {
   std::filesystem::path path_;
   std::string dummy_sealed_;
   std::uint64_t id_;  // keys the mail-location memo of account() (see mail_location())
+  std::uint64_t cached_statements_run_ = 0;  // guarded by mu_
 };
 
 }  // namespace apop::auth

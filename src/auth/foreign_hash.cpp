@@ -5,6 +5,8 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -13,6 +15,8 @@
 
 namespace apop::auth {
 namespace {
+
+std::atomic<std::uint64_t> g_crypt_runs{0};  // foreign_crypt_runs()
 
 char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 32) : c; }
 
@@ -63,6 +67,9 @@ struct Parsed {
   std::string scheme;  // normalised, with suffix
   std::string data;    // crypt string, or decoded digest (|| salt)
   std::size_t digest_len = 0;
+  // Checking it costs less than one default scrypt (all digests, cheap
+  // crypt settings: see crypt_cost).
+  bool cheap = true;
 };
 
 std::optional<std::string> hex_decode(std::string_view s) {
@@ -88,9 +95,19 @@ std::size_t digest_size(const char* md) {
   return m ? static_cast<std::size_t>(EVP_MD_get_size(m)) : 0;
 }
 
-bool cost_ok(std::string_view h);
+// What checking a crypt(3) hash costs, from its setting: whether apop
+// verifies it at all (`refusal` empty) and whether it is cheaper than one
+// default scrypt (password_hash.hpp), which a login then adds so that the
+// account costs what an unknown user costs.
+struct CryptCost {
+  std::string refusal;  // non-empty: above limits.hpp or a method whose cost apop cannot bound
+  bool cheap = false;
+};
 
-bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::string& why) {
+CryptCost crypt_cost(std::string_view h);
+
+bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::string& why,
+                      bool& cheap) {
   if (data.empty() || data.front() != '$') {
     why = "traditional DES crypt (8-character limit) is not accepted";
     return false;
@@ -105,44 +122,145 @@ bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::str
                                           : "malformed or unsupported crypt(3) hash";
     return false;
   }
-  if (!cost_ok(data)) {
-    why = "the hash's cost is above what apop verifies at login (limits.hpp)";
+  CryptCost cost = crypt_cost(data);
+  if (!cost.refusal.empty()) {
+    why = std::move(cost.refusal);
     return false;
   }
+  cheap = cost.cheap;
   return true;
 }
 
-// "$5$rounds=N$", "$6$rounds=N$", "$2b$NN$", "$y$<flags><N><r>...$": bounded
-// so that one login cannot stall the auth threads.
-bool cost_ok(std::string_view h) {
-  auto number = [](std::string_view s) -> std::optional<std::uint64_t> {
-    std::uint64_t v = 0;
-    if (s.empty() || s.size() > 12) return std::nullopt;
-    for (char c : s) {
-      if (c < '0' || c > '9') return std::nullopt;
-      v = v * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    return v;
-  };
-  if (h.rfind("$5$rounds=", 0) == 0 || h.rfind("$6$rounds=", 0) == 0) {
-    std::string_view r = h.substr(10);
-    auto n = number(r.substr(0, r.find('$')));
-    return n && *n <= limits::kMaxImportedShaCryptRounds;
+std::optional<std::uint64_t> decimal(std::string_view s) {
+  std::uint64_t v = 0;
+  if (s.empty() || s.size() > 12) return std::nullopt;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
   }
-  if (h.size() > 6 && h[0] == '$' && h[1] == '2' && h[3] == '$') {
-    auto n = number(h.substr(4, 2));
-    return n && *n <= limits::kMaxImportedBcryptCost;
+  return v;
+}
+
+// crypt's base-64 digit value ('.' = 0 ... 'z' = 63), or 64 for others.
+unsigned itoa64_value(char c) {
+  static constexpr std::string_view kItoa64 =
+      "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+  const std::size_t i = kItoa64.find(c);
+  return i == std::string_view::npos ? 64u : static_cast<unsigned>(i);
+}
+
+// Below these a check costs less than one default scrypt (ln=12, r=8: about
+// 7.5 ms on the reference machine of docs/security.md): SHA-crypt 20,000
+// rounds about 6 ms, bcrypt cost 7 about 6 ms, and yescrypt/scrypt below
+// scrypt's own 128 * r * N = 4 MiB.
+constexpr std::uint64_t kShaCryptCheapRounds = 20'000;
+constexpr unsigned kBcryptCheapCost = 7;
+constexpr std::uint64_t kScryptCheapWork = 4ull << 20;
+
+std::string too_costly(std::string_view what, std::uint64_t value, std::uint64_t limit,
+                       std::string_view name) {
+  return std::string(what) + " " + std::to_string(value) + " is above apop's limit of " +
+         std::to_string(limit) + " for an imported hash (limits.hpp " + std::string(name) +
+         "): set a new password";
+}
+
+// "$5$rounds=N$", "$6$rounds=N$", "$2b$NN$", "$y$FNR$" (flavor, log2(N) - 1,
+// r - 1 as single crypt base-64 digits), "$7$NRRRRRPPPPP" (log2 N, then r and
+// p as five digits each, little-endian): bounded so that one login cannot
+// stall the auth threads (limits.hpp). Methods whose cost apop does not parse
+// ($sha1$, $md5 SunMD5, $sm3$, ...) are refused.
+CryptCost crypt_cost(std::string_view h) {
+  CryptCost c;
+  if (h.rfind("$1$", 0) == 0 || h.rfind("$3$", 0) == 0) {
+    c.cheap = true;  // MD5-crypt (1000 MD5 rounds), NT hash (one MD4): fixed and cheap
+    return c;
+  }
+  if (h.rfind("$5$", 0) == 0 || h.rfind("$6$", 0) == 0) {
+    std::uint64_t rounds = 5000;  // the default when the setting names none
+    if (h.rfind("rounds=", 3) == 3) {
+      const std::string_view r = h.substr(10);
+      auto n = decimal(r.substr(0, r.find('$')));
+      if (!n) {
+        c.refusal = "malformed SHA-crypt rounds";
+        return c;
+      }
+      rounds = *n;
+    }
+    if (rounds > limits::kMaxImportedShaCryptRounds) {
+      c.refusal = too_costly("SHA-crypt rounds", rounds, limits::kMaxImportedShaCryptRounds,
+                             "kMaxImportedShaCryptRounds");
+    }
+    c.cheap = rounds < kShaCryptCheapRounds;
+    return c;
+  }
+  if (h.size() > 6 && h[0] == '$' && h[1] == '2' && h[3] == '$' &&
+      std::string_view("abxy").find(h[2]) != std::string_view::npos) {
+    auto cost = decimal(h.substr(4, 2));
+    if (!cost || h[6] != '$') {
+      c.refusal = "malformed bcrypt cost";
+    } else if (*cost > limits::kMaxImportedBcryptCost) {
+      c.refusal = too_costly("bcrypt cost", *cost, limits::kMaxImportedBcryptCost,
+                             "kMaxImportedBcryptCost");
+    } else {
+      c.cheap = *cost <= kBcryptCheapCost;
+    }
+    return c;
   }
   if (h.rfind("$y$", 0) == 0 || h.rfind("$gy$", 0) == 0) {
-    // Parameters in crypt's base-64 digits: flags, then log2(N) - 1, ...
-    static constexpr std::string_view kItoa64 =
-        "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // yescrypt_encode_params: flavor, log2(N) (minimum 1), r (minimum 1), each
+    // one digit while below 48, then '$' unless more parameters follow (p,
+    // t, g, ROM: not accepted, Dovecot and crypt_gensalt never write them).
     const std::string_view p = h.substr(h[1] == 'y' ? 3 : 4);
-    if (p.size() < 2) return false;
-    const std::size_t n = kItoa64.find(p[1]);
-    return n != std::string_view::npos && n + 1 <= limits::kMaxImportedYescryptLog2N;
+    const unsigned flavor = p.size() > 3 ? itoa64_value(p[0]) : 64;
+    const unsigned log2n = p.size() > 3 ? itoa64_value(p[1]) + 1 : 64;
+    const unsigned r = p.size() > 3 ? itoa64_value(p[2]) + 1 : 64;
+    if (flavor >= 48 || log2n > 48 || r > 48 || p[3] != '$') {
+      c.refusal = "yescrypt parameters apop does not accept (only N and r)";
+      return c;
+    }
+    const std::uint64_t work = 128ull * r << log2n;
+    if (work > limits::kMaxImportedScryptWork) {
+      c.refusal = too_costly("yescrypt 128*r*N bytes", work, limits::kMaxImportedScryptWork,
+                             "kMaxImportedScryptWork");
+    }
+    c.cheap = work < kScryptCheapWork;
+    return c;
   }
-  return true;  // $1$ and the SHA-crypt defaults have fixed costs
+  if (h.rfind("$7$", 0) == 0) {
+    // $7$ + log2(N) digit + r (5 digits) + p (5 digits), 6 bits each, LSB first.
+    if (h.size() < 14) {
+      c.refusal = "malformed scrypt ($7$) parameters";
+      return c;
+    }
+    const unsigned log2n = itoa64_value(h[3]);
+    std::uint64_t r = 0, par = 0;
+    bool ok = log2n < 64;
+    for (unsigned i = 0; i < 5; ++i) {
+      const unsigned dr = itoa64_value(h[4 + i]), dp = itoa64_value(h[9 + i]);
+      ok = ok && dr < 64 && dp < 64;
+      r |= std::uint64_t{dr & 63u} << (6 * i);
+      par |= std::uint64_t{dp & 63u} << (6 * i);
+    }
+    if (!ok || log2n > 40 || r == 0 || par == 0) {
+      c.refusal = "malformed scrypt ($7$) parameters";
+      return c;
+    }
+    // 128 * r * N bytes of memory, N * r * p block mixes of time: bounded
+    // as 128 * r * p * N (compared without overflow: r * p < 2^60).
+    const std::uint64_t per_n = 128ull * r * par;
+    const bool small = r * par <= (1ull << 20);
+    if (!small || per_n > (limits::kMaxImportedScryptWork >> log2n)) {
+      c.refusal = "scrypt ($7$) 128*r*p*N above apop's limit of " +
+                  std::to_string(limits::kMaxImportedScryptWork) +
+                  " for an imported hash (limits.hpp kMaxImportedScryptWork): set a new password";
+      return c;
+    }
+    c.cheap = (per_n << log2n) < kScryptCheapWork;
+    return c;
+  }
+  c.refusal = "crypt method " + std::string(h.substr(0, h.find('$', 1) + 1)) +
+              " is not accepted: apop cannot bound its cost";
+  return c;
 }
 
 // A complete hash, not just a setting: crypt(3) of anything with it gives a
@@ -195,7 +313,8 @@ std::optional<Parsed> parse(std::string_view encoded, std::string& why) {
     }
     p.kind = Kind::crypt;
     p.data = std::string(rest);
-    if (p.data.find('\0') != std::string::npos || !crypt_setting_ok(p.data, scheme->prefix, why)) {
+    if (p.data.find('\0') != std::string::npos ||
+        !crypt_setting_ok(p.data, scheme->prefix, why, p.cheap)) {
       if (why.empty()) why = "malformed crypt(3) hash";
       return std::nullopt;
     }
@@ -248,14 +367,28 @@ std::optional<std::string> normalize_foreign_hash(std::string_view encoded, std:
   return "{" + p->scheme + "}" + std::string(encoded.substr(encoded.find('}') + 1));
 }
 
+std::string foreign_hash_refusal(std::string_view encoded) {
+  std::string why;
+  if (parse(encoded, why)) return {};
+  return why.empty() ? std::string("malformed hash") : why;
+}
+
+std::uint64_t foreign_crypt_runs() { return g_crypt_runs.load(std::memory_order_relaxed); }
+
 bool verify_foreign_hash(std::string_view encoded, std::string_view password) {
+  return check_foreign_hash(encoded, password) == ForeignCheck::match;
+}
+
+ForeignCheck check_foreign_hash(std::string_view encoded, std::string_view password, bool* cheap) {
   std::string why;
   auto p = parse(encoded, why);
-  if (!p) return false;
+  if (cheap != nullptr) *cheap = p ? p->cheap : false;
+  if (!p) return ForeignCheck::refused;
   if (p->kind == Kind::crypt) {
-    if (password.find('\0') != std::string_view::npos) return false;
+    if (password.find('\0') != std::string_view::npos) return ForeignCheck::mismatch;
     auto data = std::make_unique<crypt_data>();
-    const std::string pw(password);
+    std::string pw(password);
+    g_crypt_runs.fetch_add(1, std::memory_order_relaxed);
     const char* out = crypt_r(pw.c_str(), p->data.c_str(), data.get());
     bool match = false;
     if (out != nullptr && out[0] != '*') {
@@ -264,10 +397,11 @@ bool verify_foreign_hash(std::string_view encoded, std::string_view password) {
               CRYPTO_memcmp(got.data(), p->data.data(), got.size()) == 0;
     }
     OPENSSL_cleanse(data.get(), sizeof(crypt_data));
-    return match;
+    OPENSSL_cleanse(pw.data(), pw.size());
+    return match ? ForeignCheck::match : ForeignCheck::mismatch;
   }
   const EVP_MD* md = EVP_get_digestbyname(p->md);
-  if (md == nullptr) return false;
+  if (md == nullptr) return ForeignCheck::refused;
   std::string_view salt;
   if (p->kind == Kind::salted_digest) salt = std::string_view(p->data).substr(p->digest_len);
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
@@ -277,11 +411,11 @@ bool verify_foreign_hash(std::string_view encoded, std::string_view password) {
       EVP_DigestUpdate(ctx.get(), password.data(), password.size()) != 1 ||
       EVP_DigestUpdate(ctx.get(), salt.data(), salt.size()) != 1 ||
       EVP_DigestFinal_ex(ctx.get(), out.data(), &n) != 1 || n != p->digest_len) {
-    return false;
+    return ForeignCheck::refused;
   }
   const bool match = CRYPTO_memcmp(out.data(), p->data.data(), n) == 0;
   OPENSSL_cleanse(out.data(), out.size());
-  return match;
+  return match ? ForeignCheck::match : ForeignCheck::mismatch;
 }
 
 }  // namespace apop::auth

@@ -13,6 +13,11 @@
 //       ($1$, $5$, $6$, $2b$/$2y$, $y$ ...) verified by libxcrypt's crypt_r
 //       (Debian's libcrypt); only hashes whose method libxcrypt supports are
 //       accepted (crypt_checksalt), DES crypt is refused (8-character limit).
+//       The cost of a check is capped (limits.hpp kMaxImportedBcryptCost,
+//       kMaxImportedShaCryptRounds, kMaxImportedScryptWork: about 200 ms of
+//       one core at most, docs/security.md): a costlier hash is refused at
+//       import with the reason and never verified at login; methods whose
+//       cost apop does not parse ($sha1$, SunMD5 $md5, ...) are refused.
 //   SHA, SHA256, SHA512            unsalted digest (base64, or hex with .HEX)
 //   SSHA, SSHA256, SSHA512, SMD5   digest || salt (base64, or hex with .HEX)
 //   PLAIN-MD5, LDAP-MD5            unsalted MD5 (hex / base64)
@@ -22,6 +27,7 @@
 // Thread-safety: all functions are pure (crypt_r with a per-call buffer).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,8 +45,32 @@ std::optional<std::string> normalize_foreign_hash(std::string_view encoded, std:
 // The scheme name of a foreign hash ("SHA512-CRYPT"), empty if not foreign.
 std::string foreign_scheme(std::string_view encoded);
 
-// True when `password` matches the foreign hash (constant-time comparison of
-// digests). A malformed hash never matches.
+// The outcome of checking a password against a stored foreign hash.
+enum class ForeignCheck {
+  match,
+  mismatch,
+  // Not checked at all (no crypt(3) run): the stored hash is malformed, or
+  // its cost is above the limits (limits.hpp kMaxImported*, e.g. written by
+  // an older apop or by hand). Fail closed; the login logs it.
+  refused,
+};
+
+// Checks `password` against the foreign hash (constant-time comparison of
+// digests). `cheap` (optional) is set when the check costs less than one
+// default scrypt (every digest scheme, MD5-crypt, the NT hash, SHA-crypt
+// below 20,000 rounds, bcrypt up to cost 7, yescrypt/scrypt below 4 MiB):
+// verify_password_hash then adds one scrypt so that such an account costs
+// what an unknown user costs; a costlier hash gets nothing on top.
+ForeignCheck check_foreign_hash(std::string_view encoded, std::string_view password,
+                                bool* cheap = nullptr);
+// check_foreign_hash(...) == ForeignCheck::match.
 bool verify_foreign_hash(std::string_view encoded, std::string_view password);
+
+// Why apop refuses to verify `encoded` (malformed, or above the cost limits),
+// or empty when it verifies it. Cheap: no hashing.
+std::string foreign_hash_refusal(std::string_view encoded);
+
+// Test seam: how many crypt(3) checks this process ran (relaxed atomic).
+std::uint64_t foreign_crypt_runs();
 
 }  // namespace apop::auth

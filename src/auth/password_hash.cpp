@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <optional>
 
@@ -17,8 +18,11 @@ namespace {
 constexpr std::size_t kSaltLen = 16;
 constexpr std::size_t kHashLen = 32;
 
+std::atomic<std::uint64_t> g_scrypt_runs{0};  // scrypt_runs()
+
 std::optional<std::string> scrypt(std::string_view password, std::string_view salt,
                                   const ScryptParams& p) {
+  g_scrypt_runs.fetch_add(1, std::memory_order_relaxed);
   std::string out(kHashLen, '\0');
   const std::uint64_t n = std::uint64_t{1} << p.log2_n;
   // maxmem: 128 * r * N * p plus slack for OpenSSL's own bookkeeping.
@@ -109,26 +113,36 @@ Result<std::string> hash_password(std::string_view password, const ScryptParams&
   return out;
 }
 
-bool verify_password_hash(std::string_view encoded, std::string_view password) {
+HashCheck check_password_hash(std::string_view encoded, std::string_view password) {
   if (is_foreign_hash(encoded)) {
-    // An imported hash may be much cheaper than scrypt (unsalted SHA): add
-    // the default scrypt so that imported accounts cost what unknown users
-    // and our own hashes cost (no user enumeration by timing).
-    const bool match = verify_foreign_hash(encoded, password);
-    dummy_password_verify(password);
-    return match;
+    // An imported hash may be much cheaper than scrypt (unsalted SHA): then
+    // add the default scrypt so that imported accounts cost what unknown
+    // users and our own hashes cost (no user enumeration by timing). A
+    // costlier one (bcrypt, SHA-crypt with many rounds) already costs at
+    // least that: nothing on top. A refused one ran no check: one scrypt.
+    bool cheap = false;
+    const ForeignCheck c = check_foreign_hash(encoded, password, &cheap);
+    if (cheap || c == ForeignCheck::refused) dummy_password_verify(password);
+    if (c == ForeignCheck::refused) return HashCheck::refused;
+    return c == ForeignCheck::match ? HashCheck::match : HashCheck::mismatch;
   }
   auto parsed = parse(encoded);
   if (!parsed) {
     dummy_password_verify(password);
-    return false;
+    return HashCheck::mismatch;
   }
   auto h = scrypt(password, parsed->salt, parsed->params);
-  if (!h) return false;
+  if (!h) return HashCheck::mismatch;
   const bool match = CRYPTO_memcmp(h->data(), parsed->hash.data(), kHashLen) == 0;
   OPENSSL_cleanse(h->data(), h->size());
-  return match;
+  return match ? HashCheck::match : HashCheck::mismatch;
 }
+
+bool verify_password_hash(std::string_view encoded, std::string_view password) {
+  return check_password_hash(encoded, password) == HashCheck::match;
+}
+
+std::uint64_t scrypt_runs() { return g_scrypt_runs.load(std::memory_order_relaxed); }
 
 void dummy_password_verify(std::string_view password) {
   static constexpr std::string_view kSalt = "apop-dummy-salt!";

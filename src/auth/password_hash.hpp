@@ -38,13 +38,35 @@ inline constexpr std::uint32_t kMaxScryptP = 16;
 Result<std::string> hash_password(std::string_view password,
                                   const ScryptParams& params = kDefaultScrypt);
 
-// True when `password` matches `encoded` (constant-time comparison); an
-// imported "{SCHEME}..." hash is checked by verify_foreign_hash. A
-// malformed or out-of-bounds `encoded` never matches but still costs one
-// default-parameter scrypt.
+enum class HashCheck {
+  match,
+  mismatch,
+  // An imported hash apop does not verify (malformed, or above the cost
+  // limits: foreign_hash.hpp ForeignCheck::refused). Never a match.
+  refused,
+};
+
+// Checks `password` against `encoded` (constant-time comparison); an
+// imported "{SCHEME}..." hash is checked by check_foreign_hash. Work, so
+// that an account costs about what an unknown user costs
+// (dummy_password_verify: one default scrypt) without doubling it:
+//  - our scrypt hash: one scrypt at its own (bounded) parameters;
+//  - an imported hash cheaper than one scrypt (digests, MD5-crypt, ...): its
+//    check plus one default scrypt;
+//  - an imported hash as costly as scrypt or more (bcrypt, SHA-crypt with
+//    many rounds, yescrypt): its check only, no scrypt after it (issue 17
+//    item 8: a failed check must not cost scrypt on top);
+//  - a malformed or out-of-bounds hash, ours or imported: one default
+//    scrypt, no other check (refused for an imported one, else mismatch).
+HashCheck check_password_hash(std::string_view encoded, std::string_view password);
+// check_password_hash(...) == HashCheck::match.
 bool verify_password_hash(std::string_view encoded, std::string_view password);
 
 // The work of one verification with default parameters, for unknown users.
 void dummy_password_verify(std::string_view password);
+
+// Test seam: how many scrypt computations this process ran (hashing,
+// verification and dummy work; relaxed atomic).
+std::uint64_t scrypt_runs();
 
 }  // namespace apop::auth

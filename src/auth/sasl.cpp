@@ -17,6 +17,12 @@ SaslStep challenge(std::string data) {
   return {SaslStep::Kind::challenge, std::move(data), {}, {}};
 }
 SaslStep failure() { return {SaslStep::Kind::failure, {}, {}, {}}; }
+// A failure once the client named the user it tries (its authentication
+// identity): the throttle counts the failure against that name and the log
+// names it.
+SaslStep failure_of(std::string_view user) {
+  return {SaslStep::Kind::failure, {}, std::string(user), {}};
+}
 SaslStep success(std::string user, std::string credential = "password") {
   return {SaslStep::Kind::success, {}, std::move(user), std::move(credential)};
 }
@@ -95,7 +101,7 @@ class PlainExchange final : public SaslExchange {
     if (authcid.empty() || passwd.empty()) return failure();
     if (!authzid.empty() && authzid != authcid) return failure();  // no proxy authentication
     const auto creds = lookup_user(lookup_, authcid);
-    if (!check_password(creds, authcid, passwd)) return failure();
+    if (!check_password(creds, authcid, passwd)) return failure_of(authcid);
     return success(std::string(authcid), after_password(creds, passwd));
   }
 
@@ -132,7 +138,7 @@ class LoginExchange final : public SaslExchange {
         const bool usable = !user_.empty() && !response->empty();
         const auto creds = usable ? lookup_user(lookup_, user_) : std::nullopt;
         const bool ok = check_password(creds, user_, *response);
-        if (!(ok && usable)) return failure();
+        if (!(ok && usable)) return failure_of(user_);
         return success(std::move(user_), after_password(creds, *response));
       }
       case State::done:
@@ -227,7 +233,7 @@ class CramMd5Exchange final : public SaslExchange {
       any = any || match;
     }
     sasl_detail::cleanse(dummy);
-    if (!(any && bad == 0 && known)) return failure();
+    if (!(any && bad == 0 && known)) return failure_of(user);
     return success(std::string(user), std::string(matched));
   }
 

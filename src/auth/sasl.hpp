@@ -42,6 +42,8 @@
 #include <utility>
 #include <vector>
 
+#include "auth/secret_string.hpp"
+
 namespace apop::auth {
 
 // A SCRAM verifier (RFC 5802 §3): what the server keeps instead of the password.
@@ -54,11 +56,13 @@ struct ScramVerifier {
 };
 
 // What the server knows about one user for SASL, looked up by name. Any field
-// may be absent when not available.
+// may be absent when not available. The plaintext-equivalent secrets are
+// SecretStrings: wiped when the credentials are destroyed or moved from
+// (issue 17 item 11).
 struct SaslCredentials {
   // Plaintext-equivalent secret: needed by CRAM-MD5; also lets PLAIN/LOGIN
   // compare, and SCRAM derive a verifier on the fly (a fallback, see sasl_scram.cpp).
-  std::optional<std::string> plaintext;
+  std::optional<SecretString> plaintext;
   std::optional<ScramVerifier> scram_sha256;
   std::optional<ScramVerifier> scram_sha1;
   // The slow hash (password_hash.hpp): when present, PLAIN and LOGIN check
@@ -66,7 +70,7 @@ struct SaslCredentials {
   std::optional<std::string> password_hash;
   // More plaintext-equivalent secrets CRAM-MD5 accepts besides `plaintext`,
   // as (name for logs, secret): per-device secrets.
-  std::vector<std::pair<std::string, std::string>> extra_secrets;
+  std::vector<std::pair<std::string, SecretString>> extra_secrets;
   // Called by PLAIN and LOGIN once the password matched, with the password;
   // returns the credential name for the logs ("password" when absent). The
   // authenticator upgrades an imported hash there (authenticator.cpp).
@@ -82,7 +86,12 @@ struct SaslStep {
   Kind kind = Kind::failure;
   // Raw bytes: the challenge to send (the caller base64-encodes it), or empty.
   std::string data;
-  // The authenticated identity on success; empty otherwise.
+  // The authenticated identity on success. On failure, the authentication
+  // identity the client tried once the exchange got as far as checking its
+  // credentials (PLAIN's authcid, LOGIN's user name, the user of a CRAM-MD5
+  // answer, SCRAM's n= name after a wrong proof), so that the failure is
+  // counted against that name (auth/throttle.hpp) and logged with it; empty
+  // for a malformed exchange that named nobody. Untrusted client text.
   std::string user;
   // On success, which secret matched: "password", or the name of one of
   // SaslCredentials::extra_secrets.

@@ -203,7 +203,7 @@ class ScramExchange final : public SaslExchange {
       verifier_ = sasl_detail::dummy_verifier(hash_, user_);
       known_ = false;
     }
-    if (creds && creds->plaintext) cleanse(*creds->plaintext);
+    if (creds && creds->plaintext) creds->plaintext->wipe();
   }
 
   SaslStep client_final(std::string_view msg) {
@@ -239,7 +239,12 @@ class ScramExchange final : public SaslExchange {
     cleanse(client_key);
     const std::string server_signature =
         sasl_detail::hmac(hash_, verifier_.server_key, auth_message);
-    if (!(proof_ok && known_)) return failure();
+    if (!(proof_ok && known_)) {
+      // The proof was checked: a failed login of the user named in n=.
+      SaslStep f = failure();
+      f.user = user_;
+      return f;
+    }
     state_ = State::wait_ack;
     return challenge("v=" + base64_encode(server_signature));
   }

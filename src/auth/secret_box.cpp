@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -249,7 +250,14 @@ Result<std::string> SecretBox::seal(std::string_view plaintext, std::string_view
   return out;
 }
 
+namespace {
+std::atomic<std::uint64_t> g_opens{0};  // SecretBox::opens()
+}  // namespace
+
+std::uint64_t SecretBox::opens() { return g_opens.load(std::memory_order_relaxed); }
+
 Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aad) const {
+  g_opens.fetch_add(1, std::memory_order_relaxed);
   const Error bad = make_error(Errc::permanent,
                                "sealed secret cannot be opened (corrupted or tampered data, wrong "
                                "key file, or row belongs to another user)");

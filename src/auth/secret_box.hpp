@@ -11,6 +11,7 @@
 // box (each call uses its own cipher context).
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -79,6 +80,10 @@ class SecretBox {
   // Errc::permanent: this box's key file is not the key the secrets of
   // `store` (e.g. "/data/users.sqlite") are sealed with.
   Error key_mismatch(const std::string& store) const;
+
+  // Test seam: how many open() calls this process made, on any box
+  // (relaxed atomic).
+  static std::uint64_t opens();
 
  private:
   struct KeyWiper {

@@ -138,7 +138,7 @@ Policy column_policy(sqlite3_stmt* s, int first) {
     p.mechanisms = parse_mechanisms(column_text(s, first));
   }
   p.device_secrets_only = column_bool(s, first + 1);
-  p.apop_requires_tls = column_bool(s, first + 2);
+  p.md5_challenge_requires_tls = column_bool(s, first + 2);
   p.require_tls = column_bool(s, first + 3);
   return p;
 }
@@ -169,7 +169,7 @@ int bind_policy(sqlite3_stmt* s, int first, const Policy& p, std::string& mech_b
     rc = sqlite3_bind_null(s, first);
   }
   if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 1, p.device_secrets_only);
-  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 2, p.apop_requires_tls);
+  if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 2, p.md5_challenge_requires_tls);
   if (rc == SQLITE_OK) rc = bind_opt_bool(s, first + 3, p.require_tls);
   return rc;
 }
@@ -194,6 +194,8 @@ constexpr const char* kCreateV2 =
     " sealed_password BLOB,"  // NULL under device-secrets-only
     " mechanisms TEXT,"       // NULL: the default
     " device_secrets_only INTEGER,"
+    // Policy::md5_challenge_requires_tls (APOP and CRAM-MD5): the column
+    // keeps its old name, no migration needed.
     " apop_requires_tls INTEGER,"
     " require_tls INTEGER);"
     "CREATE TABLE device_secrets ("
@@ -383,6 +385,7 @@ std::optional<std::int64_t> SqliteCredentialStore::noted_login(std::string_view 
 }
 
 sqlite3_stmt* SqliteCredentialStore::cached_locked(const char* sql, int* rc) {
+  ++cached_statements_run_;
   for (auto& [text, st] : stmt_cache_) {
     if (text == sql) {
       *rc = SQLITE_OK;
@@ -663,6 +666,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
   std::string sealed;
   bool has_sealed = false;
   std::vector<std::pair<std::string, std::string>> sealed_devices;
+  bool unknown = false;
   {
     std::lock_guard lock(mu_);
     // One read transaction for the three lookups: SQLite takes and drops
@@ -697,28 +701,34 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
     if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
     rc = sqlite3_step(st.get());
-    if (rc == SQLITE_DONE) return unknown_user(user);
-    if (rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
-    a.name = std::string(user);
-    a.password_hash = column_text(st.get(), 0);
-    a.scram_sha256 = decode_verifier(column_text(st.get(), 1)).value_or(ScramVerifier{});
-    a.scram_sha1 = decode_verifier(column_text(st.get(), 2)).value_or(ScramVerifier{});
-    has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
-    sealed = column_blob(st.get(), 3);
-    a.policy = resolve_policy(column_policy(st.get(), 4), column_policy(st.get(), 11));
-    location_memo.store = id_;
-    location_memo.user.assign(user);
-    location_memo.at = std::chrono::steady_clock::now();
-    if (sqlite3_column_type(st.get(), 15) == SQLITE_NULL) {
-      location_memo.location.reset();
-    } else {
-      location_memo.location = column_text(st.get(), 15);
+    // An unknown user runs the same statements as a known one (the device
+    // secrets' lookup finds nothing) and costs one decryption (of a dummy,
+    // unknown_user) like a known user's password copy: the same store work
+    // whether the user exists or not (issue 17 item 11).
+    unknown = rc == SQLITE_DONE;
+    if (!unknown && rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
+    if (!unknown) {
+      a.name = std::string(user);
+      a.password_hash = column_text(st.get(), 0);
+      a.scram_sha256 = decode_verifier(column_text(st.get(), 1)).value_or(ScramVerifier{});
+      a.scram_sha1 = decode_verifier(column_text(st.get(), 2)).value_or(ScramVerifier{});
+      has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
+      sealed = column_blob(st.get(), 3);
+      a.policy = resolve_policy(column_policy(st.get(), 4), column_policy(st.get(), 11));
+      location_memo.store = id_;
+      location_memo.user.assign(user);
+      location_memo.at = std::chrono::steady_clock::now();
+      if (sqlite3_column_type(st.get(), 15) == SQLITE_NULL) {
+        location_memo.location.reset();
+      } else {
+        location_memo.location = column_text(st.get(), 15);
+      }
+      Policy own;
+      column_login_limits(st.get(), 8, own);
+      a.login_delay = own.login_delay;
+      a.expire_days = own.expire_days;
+      a.last_login = noted_login(user, column_opt_int(st.get(), 10));
     }
-    Policy own;
-    column_login_limits(st.get(), 8, own);
-    a.login_delay = own.login_delay;
-    a.expire_days = own.expire_days;
-    a.last_login = noted_login(user, column_opt_int(st.get(), 10));
 
     Reused dev(cached_locked(
         "SELECT name, sealed FROM device_secrets WHERE user = ?1 ORDER BY name", &rc));
@@ -729,6 +739,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     }
     if (rc != SQLITE_DONE) return db_error(db_, rc, "looking up device secrets");
   }
+  if (unknown) return unknown_user(user);
   if (has_sealed && !a.policy.device_secrets_only) {
     auto opened = box_.open(sealed, user);
     if (!opened) {

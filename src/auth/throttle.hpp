@@ -4,7 +4,8 @@
 // Rules (defaults in common/limits.hpp, all configurable):
 //  - Every failed login is recorded against the client address (an IPv6
 //    client's prefix, see ThrottlingAuthenticator) and against
-//    the user name (as sent, lowercased). Its reply is delayed by
+//    the user name (as sent, lowercased; for SASL the authentication
+//    identity the exchange named: SaslReply::user on failure). Its reply is delayed by
 //    base * 2^(n-1), capped at the maximum, where n counts the failures in the
 //    window from the address, or against the user when that is larger; a
 //    user's count does not apply from an address that logged in successfully

@@ -102,7 +102,7 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   opts.login_timeout = std::chrono::seconds(a.login_timeout);
   opts.idle_timeout = std::chrono::seconds(a.idle_timeout);
   opts.session.allow_plaintext_auth = a.allow_plaintext_auth;
-  opts.session.apop_requires_tls = a.apop_requires_tls;
+  opts.session.md5_challenge_requires_tls = a.md5_challenge_requires_tls;
   opts.session.max_auth_failures = a.max_auth_failures;
   opts.session.max_bad_commands = a.max_bad_commands;
   opts.auth_threads = a.auth_threads;

@@ -256,8 +256,8 @@ void print_policy(const auth::Policy& own, const auth::Policy& defaults) {
             << (own.mechanisms ? "" : " (default)") << "\n"
             << "device-secrets-only: " << show_bool(own.device_secrets_only, e.device_secrets_only)
             << "\n"
-            << "apop-requires-tls: " << show_bool(own.apop_requires_tls, e.apop_requires_tls)
-            << "\n"
+            << "md5-challenge-requires-tls: "
+            << show_bool(own.md5_challenge_requires_tls, e.md5_challenge_requires_tls) << "\n"
             << "require-tls: " << show_bool(own.require_tls, e.require_tls) << "\n";
 }
 
@@ -303,7 +303,7 @@ int run_policy(const UserArgs& a) {
   if (auto r = apply_expire(a.expire, p.expire_days); !r) return fail("policy", r.error());
   for (auto [value, field, what] :
        {std::tuple{&a.device_only, &p.device_secrets_only, "--device-secrets-only"},
-        std::tuple{&a.apop_tls, &p.apop_requires_tls, "--apop-requires-tls"},
+        std::tuple{&a.apop_tls, &p.md5_challenge_requires_tls, "--md5-challenge-requires-tls"},
         std::tuple{&a.require_tls, &p.require_tls, "--require-tls"}}) {
     if (auto r = apply_bool(*value, *field, what); !r) return fail("policy", r.error());
   }
@@ -445,7 +445,10 @@ void register_user(CLI::App& app, Registry& registry) {
                     "on: the password stops working for APOP/CRAM-MD5 and its encrypted copy "
                     "is deleted; off; default")
         ->check(CLI::IsMember({"on", "off", "default"}));
-    sub->add_option("--apop-requires-tls", a->apop_tls, "on: APOP only inside TLS; off; default")
+    sub->add_option("--md5-challenge-requires-tls,--apop-requires-tls", a->apop_tls,
+                    "on: APOP and CRAM-MD5 (MD5 challenge-responses over the same "
+                    "plaintext-equivalent secret) only inside TLS; off; default "
+                    "(--apop-requires-tls: the older name)")
         ->check(CLI::IsMember({"on", "off", "default"}));
     sub->add_option("--require-tls", a->require_tls,
                     "on: every mechanism only inside TLS; off; default")

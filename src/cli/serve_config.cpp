@@ -23,7 +23,8 @@ struct Spec {
   bool negated = false;       // a bool flag that sets false (e.g. --no-secure-loopback)
   unsigned min = 0, max = 0;  // unsigned range (inclusive)
   bool file_must_exist = false;
-  bool integer_ok = false;  // a string setting that the file may also give as an integer
+  bool integer_ok = false;      // a string setting that the file may also give as an integer
+  const char* alias = nullptr;  // an older TOML key accepted for this setting
 };
 
 const std::array kSpecs = {
@@ -67,9 +68,13 @@ const std::array kSpecs = {
     Spec{"secure_loopback", "--no-secure-loopback",
          "Do not treat loopback connections as secure (file: secure_loopback = false)",
          &ServeConfig::secure_loopback, true},
-    Spec{"apop_requires_tls", "--apop-requires-tls",
-         "Refuse APOP before TLS (implicit TLS or after STLS), for every account",
-         &ServeConfig::apop_requires_tls},
+    // Issue 17 item 6: the policy covers both MD5 challenge-responses over
+    // the plaintext-equivalent secret; its old name stays as an alias.
+    Spec{"md5_challenge_requires_tls", "--md5-challenge-requires-tls,--apop-requires-tls",
+         "Refuse APOP and CRAM-MD5 before TLS (implicit TLS or after STLS), for every account; "
+         "CRAM-MD5 is not listed before TLS (--apop-requires-tls, file apop_requires_tls: "
+         "older names)",
+         &ServeConfig::md5_challenge_requires_tls, false, 0, 0, false, false, "apop_requires_tls"},
     Spec{"max_auth_failures", "--max-auth-failures", "Failed logins before a connection is closed",
          &ServeConfig::max_auth_failures, false, 1, 100},
     Spec{"max_bad_commands", "--max-bad-commands", "Bad commands before a connection is closed",
@@ -203,15 +208,23 @@ Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) 
                                          std::to_string(b.column) + ": " +
                                          std::string(e.description()));
   }
+  std::vector<const Spec*> seen;
   for (const auto& [k, node] : tbl) {
     const std::string_view key = k.str();
     const Spec* spec = nullptr;
     for (const auto& s : kSpecs) {
-      if (key == s.key) spec = &s;
+      if (key == s.key || (s.alias != nullptr && key == s.alias)) spec = &s;
     }
     if (spec == nullptr) {
       return make_error(Errc::invalid, where(file, k.source(), key) + "unknown key");
     }
+    // TOML itself refuses a repeated key: a second hit is a key and its alias.
+    if (spec->alias != nullptr && std::find(seen.begin(), seen.end(), spec) != seen.end()) {
+      return make_error(Errc::invalid, where(file, k.source(), key) + "given twice (" +
+                                           spec->alias + " is the older name of " + spec->key +
+                                           ")");
+    }
+    seen.push_back(spec);
     const std::string at = where(file, node.source(), key);
     Result<void> r = std::visit(
         [&](auto member) -> Result<void> {
@@ -269,7 +282,7 @@ bool ServeOptions::reloadable(std::string_view key) {
                                                                    "tls_key",
                                                                    "allow_plaintext_auth",
                                                                    "secure_loopback",
-                                                                   "apop_requires_tls",
+                                                                   "md5_challenge_requires_tls",
                                                                    "max_auth_failures",
                                                                    "max_bad_commands",
                                                                    "login_timeout",

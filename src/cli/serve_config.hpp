@@ -42,7 +42,9 @@ struct ServeConfig {
   std::string hostname;
   bool allow_plaintext_auth = false;
   bool secure_loopback = true;
-  bool apop_requires_tls = false;
+  // APOP and CRAM-MD5 only inside TLS (key md5_challenge_requires_tls, older
+  // name apop_requires_tls).
+  bool md5_challenge_requires_tls = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
   unsigned auth_threads = 2;

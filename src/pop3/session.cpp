@@ -294,11 +294,17 @@ void Session::cmd_stls(const ParsedCommand& cmd, std::string& out) {
   start_tls_after_output_ = true;
 }
 
+bool Session::md5_challenge_refused(std::string_view mechanism) const {
+  return config_.md5_challenge_requires_tls && !tls_ && iequals(mechanism, "CRAM-MD5");
+}
+
 std::vector<SaslMechanism> Session::usable_mechanisms() const {
   std::vector<SaslMechanism> all = auth_.sasl_mechanisms();
   std::vector<SaslMechanism> usable;
   for (auto& m : all) {
-    if (!m.plaintext || plaintext_allowed()) usable.push_back(std::move(m));
+    if (m.plaintext && !plaintext_allowed()) continue;
+    if (md5_challenge_refused(m.name)) continue;  // listed again after STLS
+    usable.push_back(std::move(m));
   }
   return usable;
 }
@@ -323,6 +329,11 @@ void Session::cmd_auth(const ParsedCommand& cmd, std::string& out) {
     known = true;
     if (m.plaintext && !plaintext_allowed()) {
       return append_err(out, RespCode::auth, kPlaintextRefused);
+    }
+    if (md5_challenge_refused(m.name)) {
+      // As APOP under the same policy: the same reply for every user,
+      // nothing looked up, no challenge sent.
+      return append_err(out, RespCode::auth, "CRAM-MD5 requires TLS: use STLS first");
     }
     sasl_mech_ = m.name;
   }
@@ -426,7 +437,7 @@ void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
   if (!config_.apop_enabled) {
     return append_err(out, RespCode::auth, "APOP is not available on this server");
   }
-  if (config_.apop_requires_tls && !tls_) {
+  if (config_.md5_challenge_requires_tls && !tls_) {
     // The same reply for every user: nothing is looked up.
     return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
   }

@@ -36,10 +36,15 @@ struct SessionConfig {
   bool secure = false;
   // STLS (RFC 2595) can be offered: a plain listener with TLS configured.
   bool stls_available = false;
-  // Refuse APOP before TLS (--apop-requires-tls): RFC 1939 §7's advice not to
-  // accept both PASS and APOP in the clear, and it denies the MD5 collision
-  // attack (CVE-2007-1558) to anyone outside the TLS session.
-  bool apop_requires_tls = false;
+  // Refuse APOP and CRAM-MD5 before TLS (--md5-challenge-requires-tls, alias
+  // --apop-requires-tls): both are MD5 challenge-responses over the same
+  // plaintext-equivalent secret, so a sniffed exchange of either is an
+  // offline cracking target; RFC 1939 §7's advice not to accept both PASS
+  // and APOP in the clear; and it denies the MD5 collision attack
+  // (CVE-2007-1558) to anyone outside the TLS session. CRAM-MD5 is then not
+  // listed by CAPA/AUTH before TLS (CAPA is asked again after STLS); the
+  // greeting keeps APOP's timestamp where STLS is offered (it is sent once).
+  bool md5_challenge_requires_tls = false;
   // APOP can be used at all (no account's policy allows it: false). When
   // false the greeting carries no timestamp and APOP is refused.
   bool apop_enabled = true;
@@ -169,8 +174,11 @@ class Session {
   void dispatch(std::string_view line, std::string& out);
   void bad_command(std::string& out, std::string_view text);
   bool apop_possible() const {
-    return config_.apop_enabled && (!config_.apop_requires_tls || tls_ || config_.stls_available);
+    return config_.apop_enabled &&
+           (!config_.md5_challenge_requires_tls || tls_ || config_.stls_available);
   }
+  // A mechanism this connection refuses for now under md5_challenge_requires_tls.
+  bool md5_challenge_refused(std::string_view mechanism) const;
   bool plaintext_allowed() const { return config_.secure || config_.allow_plaintext_auth; }
 
   // Finds a live (not deleted) message by its 1-based number argument.

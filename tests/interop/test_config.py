@@ -38,6 +38,24 @@ class ConfigTest(ApopTestCase):
         out = self.env.check("config", "check", "--config", path)
         self.assertIn('data = "/var/lib/apop"', out.stdout.decode())
 
+    def test_md5_challenge_requires_tls_and_its_older_name(self):
+        # Issue 17 item 6: the key says what it covers (APOP and CRAM-MD5);
+        # the older key and flag still work.
+        for text in ("md5_challenge_requires_tls = true\n", "apop_requires_tls = true\n"):
+            path = self.write("md5.toml", 'listen = ["127.0.0.1:0"]\n' + text)
+            out = self.env.check("config", "check", "--config", path).stdout.decode()
+            self.assertIn("md5_challenge_requires_tls = true\n", out, text)
+            self.assertNotIn("apop_requires_tls", out)
+        plain = self.write("plain.toml", 'listen = ["127.0.0.1:0"]\n')
+        for flag in ("--md5-challenge-requires-tls", "--apop-requires-tls"):
+            out = self.env.check("config", "check", "--config", plain, flag)
+            self.assertIn("md5_challenge_requires_tls = true\n", out.stdout.decode(), flag)
+        path = self.write("both.toml", 'listen = ["127.0.0.1:0"]\napop_requires_tls = true\n'
+                                       "md5_challenge_requires_tls = false\n")
+        p = self.env.check("config", "check", "--config", path, expect=EX_CONFIG)
+        self.assertRegex(p.stderr.decode(), r"both\.toml:3:1: key md5_challenge_requires_tls: "
+                                            r"given twice \(apop_requires_tls is the older name")
+
     def test_errors_name_file_line_and_key(self):
         cases = [
             ('listen = ["127.0.0.1:0"]\nbogus = 1\n', r"bad\.toml:2:1: key bogus: unknown key"),

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import poplib
+import sqlite3
 import ssl
 import subprocess
 
@@ -156,6 +157,51 @@ class DovecotPasswdImportTest(ApopTestCase):
                        os.path.join(self.env.root, "missing"), expect=1)
         self.env.check("user", "import", "--data", self.env.data, "--from", "shadow",
                        self.passwd, expect=64)
+
+
+class ImportedHashCostTest(ApopTestCase):
+    """Issue 17 item 8: imported hashes whose check would cost more than the
+    caps (limits.hpp) are refused at import with the reason, and one already
+    in the database is never checked at login (fail closed, logged)."""
+
+    BCRYPT_14 = "$2b$14$abcdefghijklmnopqrstuuwDHzgxfGt5Km9Hp2nahYKO82JgVlnDG"
+    BCRYPT_12 = "$2b$12$abcdefghijklmnopqrstuue8V.b.5X.pJWyIltuX.PXPCpjXWyGRm"
+    PW = "Secret-Pass-1"  # the password of both hashes
+
+    def test_costly_hash_refused_at_import_and_never_checked_at_login(self):
+        passwd = os.path.join(self.env.root, "passwd")
+        with open(passwd, "w") as f:
+            f.write(f"carol:{{BLF-CRYPT}}{self.BCRYPT_14}\n"
+                    f"erin:{{BLF-CRYPT}}{self.BCRYPT_12}\n"
+                    "sam:{SHA512-CRYPT}$6$rounds=500000$saltsalt$TYw5Vcf9Nal.fCv8yA3FyNXh5qYjyG3NF"
+                    "WKXT5qv8fUxhW/BqQsPYc2Rp2Jo0AYJ/1L16MiP6FeGHXEu4L9Ae1\n")
+        p = self.env.check("user", "import", "--data", self.env.data, "--from", "dovecot-passwd",
+                           passwd, "--json", expect=EX_DATAERR)
+        reasons = {l["user"]: (l["outcome"], l.get("reason", ""))
+                   for l in json.loads(p.stdout)["lines"]}
+        self.assertEqual(reasons["carol"], (
+            "skipped", "bcrypt cost 14 is above apop's limit of 12 for an imported hash "
+                       "(limits.hpp kMaxImportedBcryptCost): set a new password"))
+        self.assertEqual(reasons["sam"][0], "skipped")
+        self.assertIn("SHA-crypt rounds 500000 is above apop's limit of 300000", reasons["sam"][1])
+        self.assertEqual(reasons["erin"][0], "imported")  # at the cap
+        # A database written before the caps: carol's costly hash is in it.
+        db = sqlite3.connect(os.path.join(self.env.data, "users.sqlite"))
+        db.execute("UPDATE users SET password_hash = ? WHERE name = 'erin'",
+                   ("{BLF-CRYPT}" + self.BCRYPT_14,))
+        db.commit()
+        db.close()
+        with self.env.server() as srv:
+            p = poplib.POP3("127.0.0.1", srv.port)
+            p.user("erin")
+            with self.assertRaises(poplib.error_proto) as e:
+                p.pass_(self.PW)  # the right password: still refused
+            self.assertIn(b"[AUTH] Authentication failed.", e.exception.args[0])
+            p.close()
+            srv.wait_for_log(r"login failed user=erin mech=USER addr=\S+ tls=0 "
+                             r"reason=policy policy=imported-hash$")
+            # (That no crypt(3) check ran is counted by the unit tests:
+            # auth_import_test.cpp, StoredHashAboveTheCapFailsClosedWithItsReason.)
 
 
 class PopauthImportTest(ApopTestCase):

@@ -1,6 +1,9 @@
 """Per-device APOP secrets and per-account policy, end to end: `apop user secret`,
 `apop user policy`, and what `apop serve` then accepts (poplib, curl, raw sockets)."""
 
+import base64
+import hashlib
+import hmac
 import poplib
 import sqlite3
 import ssl
@@ -163,6 +166,27 @@ class PolicyTest(ApopTestCase):
             self.assertEqual(p.stat()[0], 1)
             p.quit()
             srv.wait_for_log(r"login ok user=alice mech=APOP addr=\S+ tls=1 credential=password")
+
+    def test_per_user_md5_challenge_requires_tls_covers_cram_md5(self):
+        # Issue 17 item 6: the account policy under its new name refuses
+        # CRAM-MD5 outside TLS as it refuses APOP (reason policy=cram-md5-tls).
+        out = self.policy("--md5-challenge-requires-tls", "on").stdout.decode()
+        self.assertIn("md5-challenge-requires-tls: on\n", out)
+        with self.env.server("--no-secure-loopback") as srv:
+            def cram(user, secret):
+                with srv.connect() as c:
+                    r = c.cmd("AUTH CRAM-MD5")
+                    self.assertTrue(r.startswith(b"+ "), r)
+                    digest = hmac.new(secret.encode(), base64.b64decode(r[2:]),
+                                      hashlib.md5).hexdigest()
+                    return c.cmd(base64.b64encode(f"{user} {digest}".encode()).decode())
+            self.assertEqual(cram("alice", ALICE_SECRET), b"-ERR [AUTH] Authentication failed.")
+            srv.wait_for_log(r"login failed user=alice mech=CRAM-MD5 addr=\S+ tls=0 "
+                             r"reason=policy policy=cram-md5-tls")
+        out = self.policy("--apop-requires-tls", "off").stdout.decode()  # the older name
+        self.assertIn("md5-challenge-requires-tls: off\n", out)
+        with self.env.server("--no-secure-loopback") as srv:
+            self.assertTrue(cram("alice", ALICE_SECRET).startswith(b"+OK"))
 
     def test_global_defaults_and_greeting_without_apop(self):
         out = self.policy("--mechanisms", "scram-sha-256,user", user=None).stdout.decode()

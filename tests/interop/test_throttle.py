@@ -7,12 +7,16 @@ only lower bounds are asserted: a slow machine cannot make these tests fail.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import socket
 import time
 import unittest
 
 from apoptest import (ALICE_SECRET, BOB_SECRET, ApopTestCase, Conn, apop_digest, make_message,
                       wait_until)
+from test_sasl import scram_login
 
 MSG1 = make_message("hello", "Hello.\n")
 ATTACKER = "127.0.0.2"
@@ -119,6 +123,62 @@ class ThrottleTest(ApopTestCase):
             self.assertFalse(attacker.closed_by_server(0.01) or attacker.buf,
                              "the failure reply came before bob was served")
             self.assertEqual(attacker.line(), b"-ERR [AUTH] Authentication failed.")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def sasl_fail(conn: Conn, mech: str, user: str) -> bytes:
+    """One AUTH exchange of `mech` for `user` with a wrong secret, run to its end."""
+    if mech == "PLAIN":
+        return conn.cmd("AUTH PLAIN " + b64(f"\0{user}\0wrong-secret".encode()))
+    if mech == "LOGIN":
+        assert conn.cmd("AUTH LOGIN").startswith(b"+ ")
+        assert conn.cmd(b64(user.encode())).startswith(b"+ ")
+        return conn.cmd(b64(b"wrong-secret"))
+    if mech == "CRAM-MD5":
+        r = conn.cmd("AUTH CRAM-MD5")
+        assert r.startswith(b"+ "), r
+        digest = hmac.new(b"wrong-secret", base64.b64decode(r[2:]), hashlib.md5).hexdigest()
+        return conn.cmd(b64(f"{user} {digest}".encode()))
+    hash_name = "sha1" if mech == "SCRAM-SHA-1" else "sha256"
+    return scram_login(conn, user, "wrong-secret", hash_name, mech)
+
+
+class SaslThrottleTest(ApopTestCase):
+    """Issue 17 item 3: failed SASL logins count against the user name they
+    tried (from any address) and are logged with it."""
+
+    FLAGS = ("--auth-failure-delay-ms", "200", "--auth-failure-delay-max-ms", "3200",
+             "--block-after-failures", "100", "--max-auth-failures", "10")
+    MECHS = ("PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "LOGIN", "SCRAM-SHA-1")
+
+    def test_sasl_failures_from_many_addresses_slow_the_name_and_name_it_in_the_log(self):
+        self.setup_alice([MSG1])
+        with self.env.server(*self.FLAGS) as srv:
+            # One failure per mechanism, each from a new loopback address:
+            # the address counts stay at 1, the count of "alice" grows, so
+            # the delays double: 200, 400, 800, 1600, 3200 ms.
+            for i, mech in enumerate(self.MECHS):
+                source = f"127.0.0.{i + 2}"
+                c = FromConn(srv.port, source)
+                self.env.conns.append(c)
+                start = time.monotonic()
+                r = sasl_fail(c, mech, "alice")
+                elapsed = time.monotonic() - start
+                self.assertEqual(r, b"-ERR [AUTH] Authentication failed.", mech)
+                want = 0.2 * 2 ** i
+                self.assertGreaterEqual(elapsed, want * 0.95, f"{mech} from {source}")
+                reason = "auth" if i == 0 else "throttled"
+                srv.wait_for_log(rf"login failed user=alice mech={mech} "
+                                 rf"addr={source.replace('.', '[.]')}:\d+ tls=0 reason={reason}$")
+            self.assertNotIn("user=- ", srv.log())
+            # The right secret still works from alice's own address.
+            with srv.connect() as home:
+                r = home.cmd("AUTH PLAIN " + b64(f"\0alice\0{ALICE_SECRET}".encode()))
+                self.assertTrue(r.startswith(b"+OK"), r)
+                home.quit()
 
 
 class LimitTest(ApopTestCase):

@@ -1,7 +1,10 @@
 """TLS: implicit TLS (RFC 8314), STLS (RFC 2595) and its injection defence,
 certificate reload on SIGHUP, with poplib, curl, fetchmail and raw sockets."""
 
+import base64
 import getpass
+import hashlib
+import hmac
 import os
 import poplib
 import signal
@@ -289,6 +292,29 @@ class ApopRequiresTlsTest(TlsTestCase):
             q.apop("alice", ALICE_SECRET)
             q.quit()
             self.assertTrue(ts)
+
+    def test_cram_md5_is_covered_too(self):
+        # Issue 17 item 6: CRAM-MD5 is the other MD5 challenge-response over
+        # the same plaintext-equivalent secret: hidden and refused before TLS,
+        # offered and working after STLS.
+        for flag in ("--md5-challenge-requires-tls", "--apop-requires-tls"):
+            with self.server(flag, "--no-secure-loopback") as srv:
+                with srv.connect() as c:
+                    _, caps = c.cmd_multi("CAPA")
+                    self.assertIn(b"SASL SCRAM-SHA-256 SCRAM-SHA-1", caps, flag)
+                    self.assertNotIn(b"CRAM-MD5", b" ".join(caps), flag)
+                    self.assertEqual(c.cmd("AUTH CRAM-MD5"),
+                                     b"-ERR [AUTH] CRAM-MD5 requires TLS: use STLS first")
+                p = poplib.POP3("127.0.0.1", srv.port)
+                p.stls(context=self.ctx)
+                self.assertIn("CRAM-MD5", p.capa()["SASL"])
+                r = p._shortcmd("AUTH CRAM-MD5")
+                challenge = base64.b64decode(r[2:])
+                digest = hmac.new(ALICE_SECRET.encode(), challenge, hashlib.md5).hexdigest()
+                r = p._shortcmd(base64.b64encode(f"alice {digest}".encode()).decode())
+                self.assertTrue(r.startswith(b"+OK"), r)
+                p.quit()
+                srv.wait_for_log(r"login ok user=alice mech=CRAM-MD5 addr=\S+ tls=1")
 
     def test_no_timestamp_in_greeting_without_tls(self):
         with self.env.server("--apop-requires-tls") as srv:  # no certificate at all

@@ -4,8 +4,11 @@
 
 #include <string>
 
+#include "auth/base64.hpp"
+#include "auth/challenge.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/sasl_crypto.hpp"
 
 namespace apop::auth {
 namespace {
@@ -129,7 +132,7 @@ TEST_F(AuthAuthenticator, PolicyMechanismsAndTls) {
   EXPECT_EQ(refused.reason, "policy-mechanism");
   EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
 
-  p.apop_requires_tls = true;
+  p.md5_challenge_requires_tls = true;
   ASSERT_TRUE(store_.set_policy("alice", p).ok());
   auto clear = auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear);
   EXPECT_FALSE(clear.ok);
@@ -143,6 +146,38 @@ TEST_F(AuthAuthenticator, PolicyMechanismsAndTls) {
   ASSERT_TRUE(store_.set_policy("mrose", tls_only).ok());
   EXPECT_EQ(auth_.verify_plain("mrose", "tanstaaf", kClear).reason, "policy-tls");
   EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf", kTls));
+}
+
+// Issue 17 item 6: the account policy md5_challenge_requires_tls (older name
+// apop-requires-tls) refuses CRAM-MD5 outside TLS too, after the same work as
+// a wrong answer, with its own reason for the log.
+TEST_F(AuthAuthenticator, Md5ChallengePolicyCoversCramMd5) {
+  ChallengeGenerator challenges("test.example");
+  StoreAuthenticator auth(store_, &challenges);
+  auto cram = [&](const pop3::AuthContext& ctx, std::string_view secret) {
+    auto s = auth.start_sasl("CRAM-MD5", ctx);
+    EXPECT_NE(s, nullptr);
+    pop3::SaslReply c = s->step(std::nullopt);
+    EXPECT_EQ(c.kind, pop3::SaslReply::Kind::challenge);
+    const std::string challenge = base64_decode_strict(c.text).value_or("");
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned char b : sasl_detail::hmac_md5(secret, challenge)) {
+      hex += kHex[b >> 4];
+      hex += kHex[b & 15];
+    }
+    return s->step(base64_encode("alice " + hex));
+  };
+  EXPECT_EQ(cram(kClear, "alice secret 12").kind, pop3::SaslReply::Kind::success);
+  Policy p;
+  p.md5_challenge_requires_tls = true;
+  ASSERT_TRUE(store_.set_policy("alice", p).ok());
+  pop3::SaslReply clear = cram(kClear, "alice secret 12");
+  EXPECT_EQ(clear.kind, pop3::SaslReply::Kind::failure);
+  EXPECT_EQ(clear.reason, "policy-cram-md5-tls");
+  EXPECT_EQ(cram(kTls, "alice secret 12").kind, pop3::SaslReply::Kind::success);
+  // The policy leaves the other mechanisms alone.
+  EXPECT_TRUE(auth.verify_plain("alice", "alice secret 12", kClear));
 }
 
 TEST_F(AuthAuthenticator, DefaultPolicyAppliesUnlessOverridden) {

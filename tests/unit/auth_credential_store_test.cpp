@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth/authenticator.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/secret_box.hpp"
 #include "temp_dir.hpp"
@@ -46,7 +47,7 @@ Result<std::string> password_of(CredentialStore& s, std::string_view user) {
   auto a = s.account(user);
   if (!a) return a.error();
   if (!a->password) return make_error(Errc::not_found, "no password copy");
-  return *a->password;
+  return std::string(a->password->view());
 }
 
 // ---- Behaviour shared by both implementations -------------------------------
@@ -285,6 +286,34 @@ TEST(AuthSqliteStore, MailLocationAfterAccountComesWithTheLookup) {
   EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/c");
 }
 
+// Issue 17 item 11: the unknown-user path of APOP does the same store work
+// as a known user without device secrets: the same statements and one
+// decryption (a dummy's), counted through the store's statement cache and
+// SecretBox::open.
+TEST(AuthSqliteStore, UnknownUserCostsTheStoreWorkOfAKnownOne) {
+  TempDir dir;
+  auto s = SqliteCredentialStore::open(dir.path() / "users.db", test_box());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->add("alice", "alices-long-secret").ok());
+  StoreAuthenticator auth(**s);
+  struct Work {
+    std::uint64_t statements, decryptions;
+    bool operator==(const Work&) const = default;
+  };
+  auto apop_work = [&](std::string_view user) {
+    const Work before{(*s)->cached_statements_run(), SecretBox::opens()};
+    EXPECT_FALSE(auth.verify_apop(user, "<1.2@test>", std::string(32, '0'), {}).ok);
+    return Work{(*s)->cached_statements_run() - before.statements,
+                SecretBox::opens() - before.decryptions};
+  };
+  const Work known = apop_work("alice");
+  EXPECT_EQ(known.decryptions, 1u);  // the password's encrypted copy
+  EXPECT_GE(known.statements, 3u);   // the user's row, the device secrets, the transaction
+  const Work unknown = apop_work("nobody");
+  EXPECT_EQ(unknown.statements, known.statements);
+  EXPECT_EQ(unknown.decryptions, known.decryptions);
+}
+
 TEST(AuthSqliteStore, SecretNeverStoredInPlaintext) {
   TempDir dir;
   fs::path db = dir.path() / "users.db";
@@ -456,7 +485,7 @@ TEST(AuthSqliteStore, DeviceSecretsAndPolicyPersistEncrypted) {
     EXPECT_EQ((*s)->add_device_secret("nobody", "pc", "x-secret").error().code, Errc::not_found);
     Policy p;
     p.mechanisms = kMechApop | kMechScramSha256;
-    p.apop_requires_tls = true;
+    p.md5_challenge_requires_tls = true;
     ASSERT_TRUE((*s)->set_policy("alice", p).ok());
   }
   for (const auto& e : fs::directory_iterator(dir.path())) {
@@ -470,7 +499,7 @@ TEST(AuthSqliteStore, DeviceSecretsAndPolicyPersistEncrypted) {
   EXPECT_EQ(a->device_secrets[0].name, "phone");
   EXPECT_EQ(a->device_secrets[0].secret, device);
   EXPECT_EQ(a->policy.mechanisms, kMechApop | kMechScramSha256);
-  EXPECT_TRUE(a->policy.apop_requires_tls);
+  EXPECT_TRUE(a->policy.md5_challenge_requires_tls);
   EXPECT_FALSE(a->policy.require_tls);
   EXPECT_EQ(a->scram_sha256.iterations, kScramMinIterations);
   EXPECT_EQ(a->scram_sha256.salt.size(), 16u);

@@ -13,6 +13,7 @@
 #include "auth/password_hash.hpp"
 #include "auth/secret_box.hpp"
 #include "auth/user_import.hpp"
+#include "common/limits.hpp"
 #include "temp_dir.hpp"
 
 namespace apop::auth {
@@ -98,6 +99,79 @@ TEST(ForeignHash, RefusesWhatItCannotVerify) {
     EXPECT_FALSE(verify_foreign_hash(bad, kPw));
     EXPECT_EQ(why.find("saltsalt"), std::string::npos);  // never echoes the hash
   }
+}
+
+// Issue 17 item 8: the work one imported hash may cost per login is capped
+// (limits.hpp): above the cap it is refused at import with the reason; at the
+// cap it is accepted and verifies.
+constexpr std::string_view kBcrypt12 =
+    "{BLF-CRYPT}$2b$12$abcdefghijklmnopqrstuue8V.b.5X.pJWyIltuX.PXPCpjXWyGRm";
+constexpr std::string_view kBcrypt14 =
+    "{BLF-CRYPT}$2b$14$abcdefghijklmnopqrstuuwDHzgxfGt5Km9Hp2nahYKO82JgVlnDG";
+constexpr std::string_view kSha512Rounds300k =
+    "{SHA512-CRYPT}$6$rounds=300000$saltsalt$LhLzWDh9aUE9uIasISS9p3Ght4NwaZ."
+    "N2fqogQ9iIurFimd28oaPTNVSCmt4meT.am3zWE1E3iwt04H6L5bUA0";
+constexpr std::string_view kSha512Rounds500k =
+    "{SHA512-CRYPT}$6$rounds=500000$saltsalt$TYw5Vcf9Nal.fCv8yA3FyNXh5qYjyG3NFWKXT5qv8fUxhW/"
+    "BqQsPYc2Rp2Jo0AYJ/1L16MiP6FeGHXEu4L9Ae1";
+constexpr std::string_view kSha256Rounds300001 =
+    "{SHA256-CRYPT}$5$rounds=300001$saltsalt$h/k.kJ/.uiRPDhnoQEgCEONgBomWcTJXgsUikXJ7912";
+// Costlier than one scrypt, below the caps.
+constexpr std::string_view kSha512Rounds100k =
+    "{SHA512-CRYPT}$6$rounds=100000$saltsalt$Z8wdFiRqWl7JDSreS9/"
+    "TfTtx1dJatIGfahjyGHtKbzvyZiSyQIURxn3LoSlQ4k58dKJeisByXCKYuEtPGJ4Td.";
+constexpr std::string_view kBcrypt10 =
+    "{BLF-CRYPT}$2b$10$abcdefghijklmnopqrstuuhmQWrO1ut/7HcR0YFZ8jiJMR1D/tcuC";
+
+TEST(ForeignHash, CostAboveTheCapIsRefusedAtImportWithTheReason) {
+  static_assert(limits::kMaxImportedBcryptCost == 12);
+  static_assert(limits::kMaxImportedShaCryptRounds == 300'000);
+  std::string text;
+  for (std::string_view h :
+       {kBcrypt14, kSha512Rounds500k, kSha256Rounds300001, kBcrypt12, kSha512Rounds300k}) {
+    text += "u" + std::to_string(text.size()) + ":" + std::string(h) + "\n";
+  }
+  text += "sun:{CRYPT}$md5,rounds=65631$fCKJ6hJ7$$oW8dC0Ka9jbBASBqaLsVR/\n";
+  text += "nb:{CRYPT}$sha1$210099$wuvafu9A5UbytptkOxCd$kUm6Vi5eAkfgPyhn5T6S2ISkPjxq\n";
+  text += "yes:{CRYPT}$y$jCT$abcdefghijklmnop$8G7i6y4Xwj/YB6TZ982vzDl3BOivxdRRfQcCpenwzL5\n";
+  const auto lines = parse_dovecot_passwd(text);
+  ASSERT_EQ(lines.size(), 8u);
+  auto reason = [&](std::size_t i) {
+    EXPECT_EQ(lines[i].kind, ImportLine::Kind::skip) << i;
+    EXPECT_EQ(lines[i].reason.find("saltsalt"), std::string::npos);  // never echoes the hash
+    return lines[i].reason;
+  };
+  EXPECT_EQ(reason(0),
+            "bcrypt cost 14 is above apop's limit of 12 for an imported hash (limits.hpp "
+            "kMaxImportedBcryptCost): set a new password");
+  EXPECT_EQ(reason(1),
+            "SHA-crypt rounds 500000 is above apop's limit of 300000 for an imported hash "
+            "(limits.hpp kMaxImportedShaCryptRounds): set a new password");
+  EXPECT_NE(reason(2).find("SHA-crypt rounds 300001 is above"), std::string::npos);
+  for (std::size_t i : {3u, 4u}) {  // at the cap: accepted, and it verifies
+    EXPECT_EQ(lines[i].kind, ImportLine::Kind::hash) << lines[i].reason;
+    EXPECT_TRUE(verify_foreign_hash(lines[i].secret, kPw));
+  }
+  EXPECT_NE(reason(5).find("crypt method $md5,rounds=65631$ is not accepted"), std::string::npos)
+      << reason(5);
+  EXPECT_NE(reason(6).find("crypt method $sha1$ is not accepted"), std::string::npos) << reason(6);
+  // yescrypt N = 2^15, r = 32: 128 MiB per check.
+  EXPECT_NE(reason(7).find("yescrypt 128*r*N bytes 134217728 is above"), std::string::npos)
+      << reason(7);
+}
+
+// A stored hash above the cap (an older apop imported it, or it was written
+// by hand) is not verified at all: fail closed, no crypt(3) run.
+TEST(ForeignHash, StoredHashAboveTheCapIsNeverVerified) {
+  for (std::string_view h : {kBcrypt14, kSha512Rounds500k}) {
+    SCOPED_TRACE(h);
+    EXPECT_NE(foreign_hash_refusal(h), "");
+    const auto crypt_before = foreign_crypt_runs();
+    EXPECT_EQ(check_foreign_hash(h, kPw), ForeignCheck::refused);  // even the right password
+    EXPECT_EQ(check_password_hash(h, kPw), HashCheck::refused);
+    EXPECT_EQ(foreign_crypt_runs(), crypt_before);
+  }
+  EXPECT_EQ(foreign_hash_refusal(kBcrypt12), "");
 }
 
 TEST(ForeignHash, OurOwnHashIsNotForeign) {
@@ -325,6 +399,79 @@ TEST_P(ImportStoreTest, SaslPlainAndLoginUpgradeForeignHashOverTls) {
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->password.has_value());
   EXPECT_EQ(*a->password, kPw);
+}
+
+// Issue 17 item 8: a failed check of an imported hash at least as costly as
+// scrypt runs no scrypt after it (it once ran one on top of every imported
+// check); a cheaper imported hash (a salted digest) is padded with one
+// scrypt, the same as an unknown user and an account of our own.
+TEST_P(ImportStoreTest, FailedImportedHashLoginRunsNoScryptOnTop) {
+  auto store = make();
+  ASSERT_TRUE(store->import_foreign_hash("bob", kSha512Rounds100k, false).ok());
+  ASSERT_TRUE(store->import_foreign_hash("bea", kBcrypt10, false).ok());
+  ASSERT_TRUE(store->import_foreign_hash("sam", kVectors[7].hash, false).ok());  // {SSHA}
+  ASSERT_TRUE(store->add("ours", kPw).ok());
+  StoreAuthenticator auth(*store);
+  const pop3::AuthContext ctx;
+  struct Work {
+    std::uint64_t scrypt, crypt;
+  };
+  auto work_of = [&](auto&& login) {
+    const Work before{scrypt_runs(), foreign_crypt_runs()};
+    login();
+    return Work{scrypt_runs() - before.scrypt, foreign_crypt_runs() - before.crypt};
+  };
+  auto pass = [&](const char* user) {
+    return work_of([&] { EXPECT_FALSE(auth.verify_plain(user, "wrong", ctx).ok); });
+  };
+  auto sasl_plain = [&](const char* user) {
+    return work_of([&] {
+      auto s = auth.start_sasl("PLAIN", ctx);
+      ASSERT_TRUE(s);
+      auto r = s->step(base64_encode(std::string(1, '\0') + user + std::string(1, '\0') + "x"));
+      EXPECT_EQ(r.kind, pop3::SaslReply::Kind::failure);
+      EXPECT_EQ(r.reason, "credentials");
+    });
+  };
+  for (const char* user : {"bob", "bea"}) {
+    SCOPED_TRACE(user);
+    for (Work w : {pass(user), sasl_plain(user)}) {
+      EXPECT_EQ(w.crypt, 1u);
+      EXPECT_EQ(w.scrypt, 0u);
+    }
+  }
+  // The same scrypt count for a cheap imported hash, an unknown user and ours.
+  for (const char* user : {"sam", "nobody", "ours"}) {
+    SCOPED_TRACE(user);
+    EXPECT_EQ(pass(user).scrypt, 1u);
+    EXPECT_EQ(sasl_plain(user).scrypt, 1u);
+  }
+  // The right password: the costly hash alone, no scrypt either (no upgrade
+  // outside TLS).
+  const Work ok = work_of([&] { EXPECT_TRUE(auth.verify_plain("bob", kPw, ctx).ok); });
+  EXPECT_EQ(ok.scrypt, 0u);
+  EXPECT_EQ(ok.crypt, 1u);
+}
+
+// A stored imported hash above the cap fails closed (even with the right
+// password) without a crypt(3) run, and the login says why for the log.
+TEST_P(ImportStoreTest, StoredHashAboveTheCapFailsClosedWithItsReason) {
+  auto store = make();
+  // The stores take a hash as given (apop user import checks it first).
+  ASSERT_TRUE(store->import_foreign_hash("old", kBcrypt14, false).ok());
+  StoreAuthenticator auth(*store);
+  const pop3::AuthContext tls{true};
+  const auto crypt_before = foreign_crypt_runs();
+  auto r = auth.verify_plain("old", kPw, tls);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.reason, "policy-imported-hash");
+  auto s = auth.start_sasl("PLAIN", tls);
+  ASSERT_TRUE(s);
+  auto sr = s->step(base64_encode(std::string("\0old\0", 5) + std::string(kPw)));
+  EXPECT_EQ(sr.kind, pop3::SaslReply::Kind::failure);
+  EXPECT_EQ(sr.reason, "policy-imported-hash");
+  EXPECT_EQ(foreign_crypt_runs(), crypt_before);
+  EXPECT_EQ(store->list()->at(0).foreign_scheme, "BLF-CRYPT");  // not upgraded
 }
 
 TEST_P(ImportStoreTest, ReplaceKeepsDeviceSecretsAndRefusesNonForeign) {

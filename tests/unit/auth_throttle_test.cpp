@@ -6,8 +6,10 @@
 
 #include "auth/authenticator.hpp"
 #include "auth/base64.hpp"
+#include "auth/challenge.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth_sasl_support.hpp"
 #include "pop3/session.hpp"
 #include "store/memory.hpp"
 
@@ -343,6 +345,69 @@ TEST_F(AuthThrottle, SaslFailuresAreThrottledAndBlocked) {
   EXPECT_EQ(ok.kind, pop3::SaslReply::Kind::success);
   EXPECT_EQ(ok.delay, milliseconds(0));
 }
+
+// Issue 17 item 3: a failed SASL login of every mechanism is counted against
+// the user name it tried (not only the address), so its failures slow a
+// guesser of that name from any other address too; and the reply names the
+// user for the log line.
+class AuthThrottleSaslUser : public AuthThrottle,
+                             public ::testing::WithParamInterface<std::string> {
+ protected:
+  // One wrong-secret exchange of GetParam() as `user` from `addr`, run to its end.
+  pop3::SaslReply fail_once(ThrottlingAuthenticator& a, std::string_view user,
+                            std::string_view addr) {
+    auto s = a.start_sasl(GetParam(), pop3::AuthContext{true, addr});
+    EXPECT_NE(s, nullptr);
+    if (!s) return {};
+    const std::string mech = GetParam();
+    const std::string u(user);
+    if (mech == "PLAIN") return s->step(base64_encode(std::string(1, '\0') + u + '\0' + "wrong"));
+    if (mech == "LOGIN") {
+      s->step(std::nullopt);
+      s->step(base64_encode(u));
+      return s->step(base64_encode("wrong"));
+    }
+    if (mech == "CRAM-MD5") {
+      pop3::SaslReply c = s->step(std::nullopt);
+      EXPECT_EQ(c.kind, pop3::SaslReply::Kind::challenge);
+      return s->step(base64_encode(u + " 0123456789abcdef0123456789abcdef"));
+    }
+    // SCRAM-SHA-256 / SCRAM-SHA-1: a well-formed exchange with a wrong password.
+    testing::ScramClient client(mech == "SCRAM-SHA-1" ? ScramHash::sha1 : ScramHash::sha256, u,
+                                "wrong");
+    pop3::SaslReply first = s->step(base64_encode(client.client_first()));
+    EXPECT_EQ(first.kind, pop3::SaslReply::Kind::challenge);
+    auto server_first = base64_decode_strict(first.text);
+    EXPECT_TRUE(server_first.has_value());
+    return s->step(base64_encode(client.client_final(server_first.value_or(""))));
+  }
+};
+
+TEST_P(AuthThrottleSaslUser, FailuresRaiseTheUsersDelayFromEveryAddressAndNameTheUser) {
+  MemoryCredentialStore store;
+  ASSERT_TRUE(store.add("alice", "alice secret 12").ok());
+  ChallengeGenerator challenges("test.example");
+  StoreAuthenticator real(store, &challenges);
+  ThrottlingAuthenticator a(real, tracker_, config_, [this] { return now_; });
+  for (int i = 0; i < 3; ++i) {
+    const std::string addr = "192.0.2." + std::to_string(10 + i);  // a new address each time
+    pop3::SaslReply r = fail_once(a, "alice", addr);
+    ASSERT_EQ(r.kind, pop3::SaslReply::Kind::failure) << GetParam();
+    EXPECT_EQ(r.user, "alice") << GetParam();  // the log line names the user
+    // Each address is new, yet the delay grows with the user's count.
+    EXPECT_EQ(r.delay, failure_delay(config_, static_cast<unsigned>(i + 1))) << GetParam();
+  }
+  // Seen from an address that never tried: the user's count is 3.
+  EXPECT_EQ(tracker_.status(kHome, "alice", now_).user_failures, 3u) << GetParam();
+  // An unknown user's failures are counted against that name too.
+  pop3::SaslReply r = fail_once(a, "mallory", "192.0.2.99");
+  EXPECT_EQ(r.user, "mallory");
+  EXPECT_EQ(tracker_.status("", "mallory", now_).user_failures, 1u) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryMechanism, AuthThrottleSaslUser,
+                         ::testing::Values("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256",
+                                           "SCRAM-SHA-1"));
 
 TEST_F(AuthThrottle, RecordLoginIsForwarded) {
   auth_.record_login("alice", 1234);

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <openssl/hmac.h>
+
+#include "auth/base64.hpp"
+#include "auth/challenge.hpp"
 #include "pop3/crlf.hpp"
 #include "pop3_support.hpp"
 
@@ -598,7 +602,7 @@ namespace {
 
 TEST(SessionApopRequiresTls, NoTimestampWhereApopIsImpossible) {
   pop3::SessionConfig cfg = Harness::secure_config();  // loopback-secure is not TLS
-  cfg.apop_requires_tls = true;
+  cfg.md5_challenge_requires_tls = true;
   Harness h(cfg);
   EXPECT_EQ(h.session->greeting(), "+OK POP3 server ready\r\n");
   EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] APOP requires TLS: use STLS first\r\n");
@@ -608,7 +612,7 @@ TEST(SessionApopRequiresTls, NoTimestampWhereApopIsImpossible) {
 
 TEST(SessionApopRequiresTls, WorksAfterStls) {
   pop3::SessionConfig cfg;
-  cfg.apop_requires_tls = true;
+  cfg.md5_challenge_requires_tls = true;
   cfg.stls_available = true;
   Harness h(cfg);
   EXPECT_NE(h.session->greeting().find(kTimestamp), std::string::npos);  // usable after STLS
@@ -618,6 +622,61 @@ TEST(SessionApopRequiresTls, WorksAfterStls) {
   EXPECT_EQ(h.session->next(out), pop3::Next::start_tls);
   h.session->tls_started();
   EXPECT_TRUE(h.cmd(h.apop_line()).starts_with("+OK Logged in"));
+}
+
+// Issue 17 item 6: the policy covers CRAM-MD5, the other MD5
+// challenge-response over the same plaintext-equivalent secret: not listed
+// before TLS, refused before TLS (the same reply for everyone, nothing looked
+// up), listed and working after STLS.
+TEST(SessionApopRequiresTls, CoversCramMd5) {
+  pop3::SessionConfig cfg = Harness::secure_config();  // loopback-secure: PLAIN allowed
+  cfg.md5_challenge_requires_tls = true;
+  cfg.stls_available = true;
+  Harness h(cfg);
+  auth::ChallengeGenerator challenges("test.example");
+  auth::StoreAuthenticator with_cram(h.creds, &challenges);
+  pop3::Session s(cfg, with_cram, h.mail, kTimestamp, &h.sink);
+  auto cmd = [&](std::string_view line) { return h.drive(s, std::string(line) + "\r\n"); };
+  const std::string capa = cmd("CAPA");
+  EXPECT_NE(capa.find("SASL SCRAM-SHA-256 SCRAM-SHA-1 PLAIN LOGIN\r\n"), std::string::npos) << capa;
+  EXPECT_EQ(capa.find("CRAM-MD5"), std::string::npos) << capa;
+  EXPECT_EQ(cmd("AUTH").find("CRAM-MD5"), std::string::npos);
+  EXPECT_EQ(cmd("AUTH CRAM-MD5"), "-ERR [AUTH] CRAM-MD5 requires TLS: use STLS first\r\n");
+  EXPECT_EQ(cmd("AUTH cram-md5"), "-ERR [AUTH] CRAM-MD5 requires TLS: use STLS first\r\n");
+  EXPECT_TRUE(h.sink.entries.empty());  // nothing was verified
+  s.feed("STLS\r\n");
+  std::string out;
+  EXPECT_EQ(s.next(out), pop3::Next::start_tls);
+  s.tls_started();
+  EXPECT_NE(cmd("CAPA").find("SASL SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN\r\n"),
+            std::string::npos);
+  const std::string c = cmd("AUTH CRAM-MD5");
+  ASSERT_TRUE(c.starts_with("+ ")) << c;
+  const auto challenge = auth::base64_decode_strict(c.substr(2, c.size() - 4));
+  ASSERT_TRUE(challenge.has_value());
+  unsigned char mac[16];
+  unsigned len = 0;
+  HMAC(EVP_md5(), kSecret, static_cast<int>(std::string_view(kSecret).size()),
+       reinterpret_cast<const unsigned char*>(challenge->data()), challenge->size(), mac, &len);
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    hex += kHex[mac[i] >> 4];
+    hex += kHex[mac[i] & 15];
+  }
+  EXPECT_TRUE(cmd(auth::base64_encode("alice " + hex)).starts_with("+OK Logged in"));
+}
+
+// Without the policy CRAM-MD5 stays usable in the clear (the default).
+TEST(SessionApopRequiresTls, CramMd5OfferedWithoutThePolicy) {
+  pop3::SessionConfig cfg;  // not secure, no TLS
+  Harness h(cfg);
+  auth::ChallengeGenerator challenges("test.example");
+  auth::StoreAuthenticator with_cram(h.creds, &challenges);
+  pop3::Session s(cfg, with_cram, h.mail, kTimestamp, &h.sink);
+  EXPECT_NE(h.drive(s, "CAPA\r\n").find("SASL SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5\r\n"),
+            std::string::npos);
+  EXPECT_TRUE(h.drive(s, "AUTH CRAM-MD5\r\n").starts_with("+ "));
 }
 
 }  // namespace
