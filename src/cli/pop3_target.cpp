@@ -57,13 +57,11 @@ void add_connection_options(CLI::App* sub, ConnectionArgs& a, const ConnectionOp
     sub->add_option("--password-file", a.password_file,
                     "Read the password from the first line of this file")
         ->check(CLI::ExistingFile);
-    sub->add_option("--auth", a.auth,
-                    "auto|apop|scram-sha-256|cram-md5|plain|login|user (default auto)")
+    sub->add_option("--auth", a.auth, "Login mechanism (default auto)")
         ->check(CLI::IsMember(auth_names(), CLI::ignore_case));
   }
   if (set.tls_mode) {
-    sub->add_option("--tls", a.tls,
-                    "implicit|starttls|auto|none (default: auto, implicit for pop3s://)")
+    sub->add_option("--tls", a.tls, "TLS mode (default: auto, implicit for pop3s://)")
         ->check(CLI::IsMember({"implicit", "starttls", "auto", "none"}));
   }
   sub->add_option("--ca-file", a.ca_file, set.ca_file_help)->check(CLI::ExistingFile);
