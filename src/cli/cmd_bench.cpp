@@ -79,6 +79,26 @@ bool split_target(const std::string& t, bool tls, std::string& host, std::uint16
   return true;
 }
 
+// The values --workload and --auth accept (client/bench.hpp's names).
+std::vector<std::string> workload_names() {
+  using client::bench::Workload;
+  std::vector<std::string> out;
+  for (Workload w :
+       {Workload::login, Workload::stat, Workload::retr, Workload::top, Workload::mixed}) {
+    out.emplace_back(client::bench::workload_name(w));
+  }
+  return out;
+}
+
+std::vector<std::string> auth_kind_names() {
+  using client::bench::AuthKind;
+  std::vector<std::string> out;
+  for (AuthKind k : {AuthKind::apop, AuthKind::user, AuthKind::scram_sha_256, AuthKind::none}) {
+    out.emplace_back(client::bench::auth_kind_name(k));
+  }
+  return out;
+}
+
 std::chrono::milliseconds seconds(double s) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(s * 1000.0)));
 }
@@ -98,24 +118,11 @@ int run_bench(const BenchArgs& a) {
     std::cerr << "apop bench: bad target " << a.target << " (expected HOST[:PORT])\n";
     return kExitUsage;
   }
-  auto w = client::bench::parse_workload(a.workload);
-  if (!w) {
-    std::cerr << "apop bench: unknown workload " << a.workload
-              << " (login, stat, retr, top or mixed)\n";
-    return kExitUsage;
-  }
-  auto au = client::bench::parse_auth_kind(a.auth);
-  if (!au) {
-    std::cerr << "apop bench: unknown --auth " << a.auth
-              << " (apop, user, scram-sha-256 or none)\n";
-    return kExitUsage;
-  }
+  // --workload and --auth were checked by their validators.
+  const auto w = client::bench::parse_workload(a.workload).value_or(client::bench::Workload::stat);
+  const auto au = client::bench::parse_auth_kind(a.auth).value_or(client::bench::AuthKind::apop);
   if (a.sessions == 0 && a.duration <= 0) {
     std::cerr << "apop bench: --sessions 0 needs --duration (the run must be bounded)\n";
-    return kExitUsage;
-  }
-  if ((a.insecure || !a.ca_file.empty() || !a.server_name.empty()) && !a.tls) {
-    std::cerr << "apop bench: --insecure, --ca-file and --server-name need --tls\n";
     return kExitUsage;
   }
   std::ifstream in(a.accounts, std::ios::binary);
@@ -133,8 +140,8 @@ int run_bench(const BenchArgs& a) {
   o.accounts = std::move(*accounts);
   o.sessions = a.sessions;
   o.concurrency = a.concurrency;
-  o.workload = *w;
-  o.auth = *au;
+  o.workload = w;
+  o.auth = au;
   o.tls = a.tls;
   o.tls_options.ca_file = a.ca_file;
   o.tls_options.insecure = a.insecure;
@@ -181,16 +188,20 @@ void register_bench(CLI::App& app, Registry& registry) {
       ->check(CLI::Range(1u, 1'000'000u))
       ->capture_default_str();
   sub->add_option("--workload", a->workload, "login, stat, retr, top or mixed")
+      ->check(CLI::IsMember(workload_names(), CLI::ignore_case))
       ->capture_default_str();
   sub->add_option("--auth", a->auth,
                   "apop, user, scram-sha-256, or none (no login: greeting, [hold,] QUIT)")
+      ->check(CLI::IsMember(auth_kind_names(), CLI::ignore_case))
       ->capture_default_str();
-  sub->add_flag("--tls", a->tls, "Implicit TLS (pop3s)");
+  CLI::Option* tls = sub->add_flag("--tls", a->tls, "Implicit TLS (pop3s)");
   sub->add_option("--ca-file", a->ca_file, "With --tls: verify against this PEM CA file")
-      ->check(CLI::ExistingFile);
-  sub->add_flag("--insecure", a->insecure, "With --tls: do not verify the certificate");
+      ->check(CLI::ExistingFile)
+      ->needs(tls);
+  sub->add_flag("--insecure", a->insecure, "With --tls: do not verify the certificate")->needs(tls);
   sub->add_option("--server-name", a->server_name,
-                  "With --tls: name for SNI and the certificate check (default: HOST)");
+                  "With --tls: name for SNI and the certificate check (default: HOST)")
+      ->needs(tls);
   sub->add_option("--duration", a->duration, "Stop starting sessions after SECS (0: no limit)")
       ->check(CLI::Range(0.0, 86'400.0));
   sub->add_option("--timeout", a->timeout, "Silence allowed per session, SECS")

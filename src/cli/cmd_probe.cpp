@@ -19,6 +19,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/pop3_target.hpp"
 #include "client/probe.hpp"
 #include "client/transport.hpp"
 #include "common/limits.hpp"
@@ -40,11 +41,14 @@ struct ProbeArgs {
   std::string target;
   unsigned tls_port = 0;
   unsigned connections = 8;
-  std::string ca_file;
   std::string server_name;
   bool insecure_ok = false;
-  unsigned timeout = 10;
-  bool json = false;
+  // --ca-file, --timeout (default 10 s), --json (pop3_target.hpp).
+  ConnectionArgs conn = [] {
+    ConnectionArgs c;
+    c.timeout = 10;
+    return c;
+  }();
 };
 
 // HOST, HOST:PORT, [V6]:PORT, [V6] or a bare IPv6 address (several colons).
@@ -143,11 +147,11 @@ client::ConnectOptions options(const ProbeArgs& a, const std::string& host, std:
   o.port = port;
   o.implicit_tls = implicit;
   o.tls.server_name = a.server_name;
-  o.tls.ca_file = a.ca_file;
+  o.tls.ca_file = a.conn.ca_file;
   // Verification always runs and is reported (TlsInfo.verified,
   // hostname_match); the probe must see the certificate even when it is bad.
   o.tls.insecure = true;
-  o.timeout = std::chrono::seconds(a.timeout);
+  o.timeout = std::chrono::seconds(a.conn.timeout);
   return o;
 }
 
@@ -263,7 +267,7 @@ int run_probe(const ProbeArgs& a) {
     return kExitNetwork;
   }
   auto report = pr::analyze(in);
-  std::cout << (a.json ? pr::to_json(report) : pr::to_text(report)) << std::flush;
+  std::cout << (a.conn.json ? pr::to_json(report) : pr::to_text(report)) << std::flush;
   return kExitOk;
 }
 
@@ -282,16 +286,20 @@ void register_probe(CLI::App& app, Registry& registry) {
   sub->add_option("--connections", a->connections,
                   "Connections for the timestamp analysis (default 8)")
       ->check(CLI::Range(1u, static_cast<unsigned>(pr::kMaxConnections)));
-  sub->add_option("--ca-file", a->ca_file,
-                  "PEM CA certificates to verify the server (default: system store)")
-      ->check(CLI::ExistingFile);
   sub->add_option("--server-name", a->server_name,
                   "Name to verify the certificate against (default: HOST)");
   sub->add_flag("--insecure-ok", a->insecure_ok,
                 "Do not lower the grade for an unverifiable certificate (still reported)");
-  sub->add_option("--timeout", a->timeout, "Seconds allowed per connection step (default 10)")
-      ->check(CLI::Range(1u, 300u));
-  sub->add_flag("--json", a->json, "Print the report as JSON (grade under the key \"grade\")");
+  ConnectionOptionSet set;
+  set.login = false;  // the probe sends no credentials
+  set.tls_mode = false;
+  set.listing = false;
+  set.verbose = false;
+  set.max_timeout = 300;
+  set.timeout_help = "Seconds allowed per connection step";
+  set.ca_file_help = "PEM CA certificates to verify the server (default: system store)";
+  set.json_help = "Print the report as JSON (grade under the key \"grade\")";
+  add_connection_options(sub, a->conn, set);
   registry.add(sub, [a] { return run_probe(*a); });
 }
 

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <variant>
 
 #include "auth/authenticator.hpp"
 #include "auth/challenge.hpp"
@@ -16,6 +17,7 @@
 #include "cli/common.hpp"
 #include "cli/logging.hpp"
 #include "cli/serve_config.hpp"
+#include "cli/version.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "pg/shared.hpp"
@@ -115,7 +117,7 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
   opts.ipv6_prefix_length = a.ipv6_prefix_length;
   opts.max_sessions_per_user = a.max_sessions_per_user;
   opts.login_deadline = std::chrono::seconds(a.login_deadline);
-  opts.session.implementation = a.implementation ? "apop 0.1.0" : "";
+  opts.session.implementation = a.implementation ? std::string(kVersionString) : "";
   // RFC 2449 LOGIN-DELAY / EXPIRE defaults (login_delay's range is checked
   // by its kSpecs row).
   opts.session.login_delay = a.login_delay;
@@ -158,35 +160,270 @@ Result<std::optional<net::Identity>> service_identity(const ServeConfig& a) {
 // Re-reads the configuration (file, then the command-line flags again).
 using Reread = std::function<Result<ServeConfig>()>;
 
+constexpr const char* kGreeting = "apop POP3 server ready";
+
+// A step of run_serve that failed: the exit status (the step logged why).
+struct Exit {
+  int code;
+};
+template <typename T>
+using Step = std::variant<T, Exit>;
+
+// No core file, no ptrace by the same user: the process holds secrets (the
+// key, passwords in flight). Again after the privilege drop.
+bool forbid_core_dumps(const ServeConfig& a, spdlog::level::level_enum level) {
+  if (a.allow_core_dumps) return true;
+  if (auto r = net::forbid_core_dumps(); !r) {
+    spdlog::log(level, "{}{}", r.error().message,
+                level == spdlog::level::critical ? "; exiting" : "");
+    return false;
+  }
+  return true;
+}
+
+// The log target, so that everything after goes there (the file is opened
+// before any privilege drop, without following a symbolic link and only when
+// root or the service user owns it; see docs/operations.md for rotation).
+bool start_logging(const ServeConfig& a, const Result<std::optional<net::Identity>>& identity) {
+  LogFileOwners log_owners;
+  if (identity && identity.value()) {
+    log_owners.service_uid = identity.value()->uid;
+    log_owners.service_user = identity.value()->user;
+  }
+  auto target = parse_log_target(a.log);
+  if (!target) return true;  // reported by server_options()
+  if (auto r = install_logger(*target, effective_log_level(a.log_level, a.verbose), log_owners);
+      !r) {
+    spdlog::error("log: {}", r.error().message);
+    return false;
+  }
+  return true;
+}
+
+// Started as root with user/group, the data directory is opened as that
+// user, the listeners are bound and the TLS key read as root, then root is
+// dropped for good before any client is accepted. Checks that the identity
+// can be taken (or warns about running as root without one).
+bool check_identity(const Result<std::optional<net::Identity>>& identity) {
+  if (!identity) {
+    spdlog::error("{}", identity.error().message);
+    return false;
+  }
+  if (identity.value()) {
+    if (auto r = net::check_can_become(*identity.value()); !r) {
+      spdlog::error("{}", r.error().message);
+      return false;
+    }
+  } else if (net::running_as_root()) {
+    spdlog::warn(
+        "running as root: set --user/--group (config keys user, group) so that the server drops "
+        "root after binding its ports; see apop(8) and docs/service.md");
+  }
+  return true;
+}
+
+// The data directory and the account store, opened as the service user
+// (files created there belong to it, and access is checked as that user: a
+// wrong owner fails here, at start-up). With the local SQLite file,
+// last-login times (RFC 2449 LOGIN-DELAY) are written behind, once a second,
+// by a thread of the store: a login never waits for a write.
+Step<OpenedCredentials> open_store(const ServeConfig& a, const DataDir& dir,
+                                   const std::optional<net::Identity>& identity) {
+  std::unique_ptr<net::ActingAs> acting;
+  if (identity && net::running_as_root()) {
+    auto act = net::ActingAs::begin(*identity);
+    if (!act) {
+      spdlog::error("{}", act.error().message);
+      return Exit{kExitError};
+    }
+    acting = std::move(*act);
+  }
+  if (auto r = ensure_layout(dir); !r) {
+    spdlog::error("data directory {}: {}{}", dir.root.string(), r.error().message,
+                  identity ? " (it must be owned by user " + identity->user + ")" : "");
+    return Exit{kExitError};
+  }
+  auto store = open_typed_credentials(dir, resolve_users(a.users), a.auth_threads + 1);
+  if (!store) {
+    spdlog::error("credentials: {}", store.error().message);
+    return Exit{kExitError};
+  }
+  if (store->sqlite != nullptr) {
+    if (auto r = store->sqlite->defer_login_records(std::chrono::seconds(1)); !r) {
+      spdlog::error("credentials: {}", r.error().message);
+      return Exit{kExitError};
+    }
+  }
+  return std::move(*store);
+}
+
+// What the stored policies mean for every session: APOP disabled for
+// everyone means no timestamp in the greeting (read at start-up; restart
+// after changing it), and per-account LOGIN-DELAY / EXPIRE values.
+bool apply_stored_policy(auth::CredentialStore& store, pop3::SessionConfig& session) {
+  auto defaults = store.default_policy();
+  auto users = store.list();
+  if (!defaults || !users) {
+    spdlog::error("credentials: {}", !defaults ? defaults.error().message : users.error().message);
+    return false;
+  }
+  bool apop_somewhere = false;
+  for (const auto& u : *users) {
+    if (auth::resolve_policy(u.policy, *defaults).mechanisms & auth::kMechApop) {
+      apop_somewhere = true;
+    }
+  }
+  const bool apop_default =
+      auth::resolve_policy(auth::Policy{}, *defaults).mechanisms & auth::kMechApop;
+  session.apop_enabled = apop_default || apop_somewhere;
+  mark_per_user_limits(*users, session);
+  if (!session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
+  return true;
+}
+
+// Logins and maildrops on top of the opened store: the authenticator chain
+// (the store, then the failed-login defence in front of it) and the
+// maildrop opener. With PostgreSQL the servers share the failed-login state
+// and the maildrop locks there (docs/scaling.md); alone, they live in
+// memory and in the maildrop's lock file. Members refer to each other: the
+// object stays where it was built.
+struct Services {
+  OpenedCredentials creds;
+  std::shared_ptr<auth::ChallengeGenerator> challenges;
+  std::unique_ptr<auth::StoreAuthenticator> authenticator;
+  std::unique_ptr<auth::FailureTracker> failures;
+  std::unique_ptr<auth::ThrottlingAuthenticator> throttled;
+  std::unique_ptr<store::LocationOpener> locations;
+  std::unique_ptr<pg::SharedLockOpener> shared_locks;
+
+  bool shared() const { return creds.postgres != nullptr; }
+  pop3::MaildropOpener& opener() {
+    return shared_locks ? static_cast<pop3::MaildropOpener&>(*shared_locks) : *locations;
+  }
+};
+
+auth::ThrottleConfig throttle_config(const ServeConfig& a) {
+  auth::ThrottleConfig throttle;
+  throttle.base_delay = std::chrono::milliseconds(a.auth_failure_delay_ms);
+  throttle.max_delay = std::chrono::milliseconds(a.auth_failure_delay_max_ms);
+  throttle.block_after = a.block_after_failures;
+  throttle.window = std::chrono::seconds(a.block_window);
+  throttle.block_duration = std::chrono::seconds(a.block_duration);
+  return throttle;
+}
+
+// The mail of an account: its own location, else mail_location (checked by
+// server_options()).
+std::unique_ptr<store::LocationOpener> mail_locations(const ServeConfig& a, const DataDir& dir,
+                                                      auth::CredentialStore& accounts) {
+  store::MboxOptions mbox;
+  mbox.session_lock_dir = dir.root / "locks";
+  mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
+  mbox.rewrite = store::parse_mbox_rewrite(a.mbox_rewrite).value();  // checked
+  mbox.journal_dir = dir.root / "mbox-journal";
+  auth::CredentialStore* store = &accounts;
+  return std::make_unique<store::LocationOpener>(
+      store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,
+      [store](std::string_view user) { return store->mail_location(user); });
+}
+
+std::unique_ptr<Services> build_services(OpenedCredentials creds, const ServeConfig& a,
+                                         const DataDir& dir, const std::string& hostname) {
+  auto s = std::make_unique<Services>();
+  s->creds = std::move(creds);
+  auth::CredentialStore& store = *s->creds.store;
+  s->challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
+  s->authenticator = std::make_unique<auth::StoreAuthenticator>(store, s->challenges.get());
+  const auth::ThrottleConfig throttle = throttle_config(a);
+  if (s->shared()) {
+    s->failures = std::make_unique<pg::PgFailureTracker>(s->creds.postgres->pool(), throttle);
+  } else {
+    s->failures = std::make_unique<auth::MemoryFailureTracker>(throttle);
+  }
+  s->throttled =
+      std::make_unique<auth::ThrottlingAuthenticator>(*s->authenticator, *s->failures, throttle);
+  s->locations = mail_locations(a, dir, store);
+  if (s->shared()) {
+    const std::string& url = s->creds.postgres->pool()->url();
+    s->shared_locks = std::make_unique<pg::SharedLockOpener>(url, *s->locations);
+    spdlog::info("shared state in PostgreSQL {}", pg::redact(url));
+  }
+  return s;
+}
+
+// Binds the listeners, then drops root for good (when started as root
+// with user/group).
+bool bind_and_drop(net::Server& server, const ServeConfig& a,
+                   const std::optional<net::Identity>& identity) {
+  if (auto r = server.bind(); !r) {
+    spdlog::error("{}", r.error().message);
+    return false;
+  }
+  if (!identity) return true;
+  if (auto r = net::drop_privileges(*identity); !r) {
+    spdlog::critical("{}; exiting", r.error().message);
+    return false;
+  }
+  // The uid change reset the dumpable flag (to fs.suid_dumpable).
+  if (!forbid_core_dumps(a, spdlog::level::critical)) return false;
+  spdlog::info("running as user={} uid={} group={} gid={}", identity->user, identity->uid,
+               identity->group, identity->gid);
+  return true;
+}
+
+// What a reload keeps from start-up (not re-read from the configuration).
+struct ReloadFixed {
+  bool apop_enabled = true;
+  bool inline_apop = false;
+  auth::CredentialStore* creds = nullptr;
+  std::string hint;  // appended to reload errors
+};
+
+// SIGHUP: re-read the configuration; apply what can change at run time to
+// new sessions, name what needs a restart, keep everything on error.
+void reload(net::Server& server, const Reread& reread, ServeConfig& running,
+            const ReloadFixed& fixed) {
+  auto fresh = reread();
+  if (!fresh) {
+    spdlog::error("config reload failed, keeping the running configuration: {}{}",
+                  fresh.error().message, fixed.hint);
+    return;
+  }
+  std::vector<std::string> applied, restart;
+  ServeConfig next = ServeOptions::merge_reload(running, *fresh, applied, restart);
+  for (const auto& key : restart) {
+    spdlog::warn("config reload: {} changed, restart to apply", key);
+  }
+  auto next_opts = server_options(next);
+  if (!next_opts) {
+    spdlog::error("config reload failed, keeping the running configuration: {}{}",
+                  next_opts.error().message, fixed.hint);
+    return;
+  }
+  next_opts->session.greeting_text = kGreeting;
+  next_opts->session.apop_enabled = fixed.apop_enabled;
+  next_opts->session.inline_apop = fixed.inline_apop;
+  if (auto users = fixed.creds->list()) mark_per_user_limits(*users, next_opts->session);
+  if (auto r = server.reconfigure(*next_opts); !r) {
+    spdlog::error("tls reload failed, keeping the old certificate and configuration: {}{}",
+                  r.error().message, fixed.hint);
+    return;
+  }
+  running = next;
+  spdlog::set_level(effective_log_level(next.log_level, next.verbose));
+  if (!next.tls_cert.empty()) spdlog::info("tls certificate reloaded cert={}", next.tls_cert);
+  std::string keys;
+  for (const auto& k : applied) keys += (keys.empty() ? "" : ",") + k;
+  spdlog::info("config reloaded applied={}", keys.empty() ? "-" : keys);
+}
+
 int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.verbose) spdlog::set_level(spdlog::level::debug);
-  // No core file, no ptrace by the same user: the process holds secrets
-  // (the key, passwords in flight). Again after the privilege drop below.
-  if (!a.allow_core_dumps) {
-    if (auto r = net::forbid_core_dumps(); !r) {
-      spdlog::error("{}", r.error().message);
-      return kExitError;
-    }
-  }
+  if (!forbid_core_dumps(a, spdlog::level::err)) return kExitError;
   // The service identity is looked up first (nothing changes yet): the log
   // file may belong to that user.
-  auto identity = service_identity(a);
-  LogFileOwners log_owners;
-  if (identity && *identity) {
-    log_owners.service_uid = (*identity)->uid;
-    log_owners.service_user = (*identity)->user;
-  }
-  // The log target first, so that everything after goes there (the file is
-  // opened before any privilege drop, without following a symbolic link and
-  // only when root or the service user owns it; see docs/operations.md for
-  // rotation).
-  if (auto target = parse_log_target(a.log); target) {
-    if (auto r = install_logger(*target, effective_log_level(a.log_level, a.verbose), log_owners);
-        !r) {
-      spdlog::error("log: {}", r.error().message);
-      return kExitConfig;
-    }
-  }
+  const auto identity = service_identity(a);
+  if (!start_logging(a, identity)) return kExitConfig;
   auto checked = server_options(a);
   if (!checked) {
     spdlog::error("{}", checked.error().message);
@@ -194,194 +431,34 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   }
   net::ServerOptions opts = std::move(*checked);
   const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
-  opts.session.greeting_text = "apop POP3 server ready";
+  opts.session.greeting_text = kGreeting;
+  if (!check_identity(identity)) return kExitConfig;
+  const std::optional<net::Identity>& id = identity.value();
 
-  // Privileges: started as root with user/group, the data directory is
-  // opened as that user, the listeners are bound and the TLS key read as
-  // root, then root is dropped for good before any client is accepted.
-  if (!identity) {
-    spdlog::error("{}", identity.error().message);
-    return kExitConfig;
-  }
-  if (*identity) {
-    if (auto r = net::check_can_become(**identity); !r) {
-      spdlog::error("{}", r.error().message);
-      return kExitConfig;
-    }
-  } else if (net::running_as_root()) {
-    spdlog::warn(
-        "running as root: set --user/--group (config keys user, group) so that the server drops "
-        "root after binding its ports; see apop(8) and docs/service.md");
-  }
+  const DataDir dir = resolve_data_dir(a.data);
+  auto opened = open_store(a, dir, id);
+  if (auto* e = std::get_if<Exit>(&opened)) return e->code;
+  OpenedCredentials& creds = std::get<OpenedCredentials>(opened);
+  if (!apply_stored_policy(*creds.store, opts.session)) return kExitError;
+  // The local SQLite file: APOP's check (a lookup and an MD5) runs on the
+  // event loop rather than paying two thread hand-offs (docs/performance.md),
+  // and last-login times are written behind, once a second, off the loop.
+  opts.session.inline_apop = creds.postgres == nullptr;
 
-  DataDir dir = resolve_data_dir(a.data);
-  Result<std::unique_ptr<auth::CredentialStore>> store = make_error(Errc::permanent, "not opened");
-  {
-    // Files created in the data directory belong to the service user, and
-    // access is checked as that user (a wrong owner fails here, at start-up).
-    std::unique_ptr<net::ActingAs> acting;
-    if (*identity && net::running_as_root()) {
-      auto act = net::ActingAs::begin(**identity);
-      if (!act) {
-        spdlog::error("{}", act.error().message);
-        return kExitError;
-      }
-      acting = std::move(*act);
-    }
-    if (auto r = ensure_layout(dir); !r) {
-      spdlog::error("data directory {}: {}{}", dir.root.string(), r.error().message,
-                    *identity ? " (it must be owned by user " + (*identity)->user + ")" : "");
-      return kExitError;
-    }
-    store = open_credentials(dir, resolve_users(a.users), a.auth_threads + 1);
-    // Last-login times (RFC 2449 LOGIN-DELAY) are written behind, once a
-    // second, by a thread of the store: a login never waits for a write.
-    auto* sqlite =
-        store ? dynamic_cast<auth::SqliteCredentialStore*>(store.value().get()) : nullptr;
-    if (sqlite != nullptr) {
-      if (auto r = sqlite->defer_login_records(std::chrono::seconds(1)); !r) {
-        spdlog::error("credentials: {}", r.error().message);
-        return kExitError;
-      }
-    }
-  }
-  if (!store) {
-    spdlog::error("credentials: {}", store.error().message);
-    return kExitError;
-  }
-  // The stored default policy: APOP disabled for everyone means no timestamp
-  // in the greeting (read at start-up; restart after changing it).
-  bool opts_apop_enabled = true;
-  {
-    auto defaults = (*store)->default_policy();
-    auto users = (*store)->list();
-    if (!defaults || !users) {
-      spdlog::error("credentials: {}",
-                    !defaults ? defaults.error().message : users.error().message);
-      return kExitError;
-    }
-    bool apop_somewhere = false;
-    for (const auto& u : *users) {
-      if (auth::resolve_policy(u.policy, *defaults).mechanisms & auth::kMechApop) {
-        apop_somewhere = true;
-      }
-    }
-    const bool apop_default =
-        auth::resolve_policy(auth::Policy{}, *defaults).mechanisms & auth::kMechApop;
-    opts.session.apop_enabled = apop_default || apop_somewhere;
-    mark_per_user_limits(*users, opts.session);
-    opts_apop_enabled = opts.session.apop_enabled;
-    if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
-  }
-  auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
-  auth::StoreAuthenticator authenticator(**store, challenges.get());
-  // Failed-login defence in front of it.
-  auth::ThrottleConfig throttle;
-  throttle.base_delay = std::chrono::milliseconds(a.auth_failure_delay_ms);
-  throttle.max_delay = std::chrono::milliseconds(a.auth_failure_delay_max_ms);
-  throttle.block_after = a.block_after_failures;
-  throttle.window = std::chrono::seconds(a.block_window);
-  throttle.block_duration = std::chrono::seconds(a.block_duration);
-  // With PostgreSQL the servers share the failed-login state and the
-  // maildrop locks there (docs/scaling.md); alone, they live in memory and
-  // in the maildrop's lock file.
-  auto* shared = dynamic_cast<pg::PgCredentialStore*>(store.value().get());
-  std::unique_ptr<auth::FailureTracker> failures;
-  if (shared != nullptr) {
-    failures = std::make_unique<pg::PgFailureTracker>(shared->pool(), throttle);
-  } else {
-    failures = std::make_unique<auth::MemoryFailureTracker>(throttle);
-  }
-  auth::ThrottlingAuthenticator throttled(authenticator, *failures, throttle);
-  if (shared == nullptr) {
-    // The local SQLite file: APOP's check (a lookup and an MD5) runs on the
-    // event loop rather than paying two thread hand-offs (docs/performance.md),
-    // and last-login times are written behind, once a second, off the loop.
-    opts.session.inline_apop = true;
-  }
-  // Mail: the account's own location, else mail_location (checked above).
-  store::MboxOptions mbox;
-  mbox.session_lock_dir = dir.root / "locks";
-  mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
-  mbox.rewrite = store::parse_mbox_rewrite(a.mbox_rewrite).value();  // checked above
-  mbox.journal_dir = dir.root / "mbox-journal";
-  auth::CredentialStore* accounts = store.value().get();
-  store::LocationOpener locations(
-      store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,
-      [accounts](std::string_view user) { return accounts->mail_location(user); });
-  std::unique_ptr<pg::SharedLockOpener> shared_locks;
-  if (shared != nullptr) {
-    shared_locks = std::make_unique<pg::SharedLockOpener>(shared->pool()->url(), locations);
-    spdlog::info("shared state in PostgreSQL {}", pg::redact(shared->pool()->url()));
-  }
-  pop3::MaildropOpener& opener =
-      shared_locks ? static_cast<pop3::MaildropOpener&>(*shared_locks) : locations;
-
-  net::Server server(std::move(opts), throttled, opener,
+  ReloadFixed fixed{opts.session.apop_enabled, opts.session.inline_apop, creds.store.get(), ""};
+  auto services = build_services(std::move(creds), a, dir, hostname);
+  auto challenges = services->challenges;
+  net::Server server(std::move(opts), *services->throttled, services->opener(),
                      [challenges] { return challenges->next(); });
-  if (auto r = server.bind(); !r) {
-    spdlog::error("{}", r.error().message);
-    return kExitError;
-  }
-  if (*identity) {
-    const net::Identity& id = **identity;
-    if (auto r = net::drop_privileges(id); !r) {
-      spdlog::critical("{}; exiting", r.error().message);
-      return kExitError;
-    }
-    // The uid change reset the dumpable flag (to fs.suid_dumpable).
-    if (!a.allow_core_dumps) {
-      if (auto r = net::forbid_core_dumps(); !r) {
-        spdlog::critical("{}; exiting", r.error().message);
-        return kExitError;
-      }
-    }
-    spdlog::info("running as user={} uid={} group={} gid={}", id.user, id.uid, id.group, id.gid);
-  }
-  // SIGHUP: re-read the configuration; apply what can change at run time
-  // to new sessions, name what needs a restart, keep everything on error.
-  auto running = std::make_shared<ServeConfig>(a);
-  const bool apop_enabled = opts_apop_enabled;
-  const bool inline_apop = shared == nullptr;
-  auth::CredentialStore* creds = store.value().get();
+  if (!bind_and_drop(server, a, id)) return kExitError;
+
   // After a drop, root-only files (a TLS key) can no longer be re-read.
-  const std::string hint = *identity ? " (the server runs as user " + (*identity)->user +
-                                           ": the files it re-reads must be readable by it)"
-                                     : "";
-  server.on_reload([&server, &reread, running, apop_enabled, inline_apop, creds, hint] {
-    auto fresh = reread();
-    if (!fresh) {
-      spdlog::error("config reload failed, keeping the running configuration: {}{}",
-                    fresh.error().message, hint);
-      return;
-    }
-    std::vector<std::string> applied, restart;
-    ServeConfig next = ServeOptions::merge_reload(*running, *fresh, applied, restart);
-    for (const auto& key : restart) {
-      spdlog::warn("config reload: {} changed, restart to apply", key);
-    }
-    auto next_opts = server_options(next);
-    if (!next_opts) {
-      spdlog::error("config reload failed, keeping the running configuration: {}{}",
-                    next_opts.error().message, hint);
-      return;
-    }
-    next_opts->session.greeting_text = "apop POP3 server ready";
-    next_opts->session.apop_enabled = apop_enabled;
-    next_opts->session.inline_apop = inline_apop;
-    if (auto users = creds->list()) mark_per_user_limits(*users, next_opts->session);
-    if (auto r = server.reconfigure(*next_opts); !r) {
-      spdlog::error("tls reload failed, keeping the old certificate and configuration: {}{}",
-                    r.error().message, hint);
-      return;
-    }
-    *running = next;
-    spdlog::set_level(effective_log_level(next.log_level, next.verbose));
-    if (!next.tls_cert.empty()) spdlog::info("tls certificate reloaded cert={}", next.tls_cert);
-    std::string keys;
-    for (const auto& k : applied) keys += (keys.empty() ? "" : ",") + k;
-    spdlog::info("config reloaded applied={}", keys.empty() ? "-" : keys);
-  });
+  if (id) {
+    fixed.hint =
+        " (the server runs as user " + id->user + ": the files it re-reads must be readable by it)";
+  }
+  auto running = std::make_shared<ServeConfig>(a);
+  server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
   spdlog::info("serving data={} hostname={}", dir.root.string(), hostname);
   server.run();
   return kExitOk;

@@ -5,7 +5,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "common/limits.hpp"
@@ -37,15 +36,6 @@ struct UidlArgs {
 };
 
 int run_import(const UidlArgs& a) {
-  if (!auth::is_valid_username(a.user)) {
-    std::cerr << "apop uidl import: invalid user name\n";
-    return kExitUsage;
-  }
-  // The format is checked once, before anything is read.
-  if (auto f = store::expand_pop3_uidl_format(a.format, 1, 1, "x"); !f) {
-    std::cerr << "apop uidl import: --format: " << f.error().message << "\n";
-    return kExitUsage;
-  }
   DataDir dir = resolve_data_dir(a.data);
   const fs::path maildir = dir.maildir(a.user);
   const fs::path file = a.file.empty() ? maildir / "dovecot-uidlist" : fs::path(a.file);
@@ -133,10 +123,18 @@ void register_uidl(CLI::App& app, Registry& registry) {
       ->required()
       ->check(CLI::IsMember({"dovecot-uidlist"}));
   sub->add_option("--user", a->user, "The user whose Maildir (DATA/mail/USER) is pinned")
-      ->required();
+      ->required()
+      ->check(user_name_validator());
   sub->add_option("file", a->file, "The dovecot-uidlist (default: MAILDIR/dovecot-uidlist)");
   sub->add_option("--format", a->format,
-                  "Dovecot's pop3_uidl_format on the old server (default %08Xu%08Xv)");
+                  "Dovecot's pop3_uidl_format on the old server (default %08Xu%08Xv)")
+      ->check(CLI::Validator(
+          [](const std::string& format) -> std::string {
+            // Checked once, before anything is read: expanded for a sample record.
+            auto f = store::expand_pop3_uidl_format(format, 1, 1, "x");
+            return f ? std::string() : f.error().message;
+          },
+          "FORMAT"));
   sub->add_flag("--dry-run", a->dry_run, "Report; write nothing");
   sub->add_flag("--json", a->json, "Print the report as JSON");
   sub->footer(kUidlFooter);

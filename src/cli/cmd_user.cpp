@@ -62,11 +62,6 @@ int fail(std::string_view what, const Error& e) {
 }
 
 int run_add(const UserArgs& a) {
-  if (!auth::is_valid_username(a.name)) {
-    std::cerr << "apop user add: invalid user name (letters, digits, . _ + @ -; at most "
-              << limits::kMaxUsername << ")\n";
-    return kExitUsage;
-  }
   auto location = store::parse_mail_location(a.mail_location, /*require_user=*/true);
   if (!location) {
     std::cerr << "apop user add: --mail-location: " << location.error().message << "\n";
@@ -194,6 +189,7 @@ std::string show_bool(const std::optional<bool>& own, bool effective) {
 }
 
 // RFC 2449 LOGIN-DELAY: "SECONDS" or "default" ("" leaves it alone).
+// Checked by the option's validator (login_delay_validator) at parse time.
 Result<void> apply_login_delay(std::string_view v, std::optional<std::uint32_t>& field) {
   if (v.empty()) return {};
   if (v == "default") {
@@ -203,7 +199,7 @@ Result<void> apply_login_delay(std::string_view v, std::optional<std::uint32_t>&
   std::uint32_t n = 0;
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || ptr != v.data() + v.size() || n > limits::kMaxLoginDelay) {
-    return make_error(Errc::invalid, "--login-delay: expected seconds (0.." +
+    return make_error(Errc::invalid, "expected seconds (0.." +
                                          std::to_string(limits::kMaxLoginDelay) + ") or default");
   }
   field = n;
@@ -211,6 +207,7 @@ Result<void> apply_login_delay(std::string_view v, std::optional<std::uint32_t>&
 }
 
 // RFC 2449 EXPIRE: "DAYS", "never" or "default" ("" leaves it alone).
+// Checked by the option's validator (expire_validator) at parse time.
 Result<void> apply_expire(std::string_view v, std::optional<std::int64_t>& field) {
   if (v.empty()) return {};
   if (v == "default") {
@@ -224,12 +221,25 @@ Result<void> apply_expire(std::string_view v, std::optional<std::int64_t>& field
   std::int64_t n = 0;
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || ptr != v.data() + v.size() || n < 0 || n > limits::kMaxExpireDays) {
-    return make_error(Errc::invalid, "--expire: expected days (0.." +
-                                         std::to_string(limits::kMaxExpireDays) +
+    return make_error(Errc::invalid, "expected days (0.." + std::to_string(limits::kMaxExpireDays) +
                                          "), never or default");
   }
   field = n;
   return {};
+}
+
+// A CLI11 validator from one of the apply_* parsers above: the value is
+// refused at parse time (usage error) with the parser's message.
+template <typename T>
+CLI::Validator parser_validator(Result<void> (*apply)(std::string_view, std::optional<T>&),
+                                const char* name) {
+  return CLI::Validator(
+      [apply](const std::string& v) -> std::string {
+        std::optional<T> ignored;
+        auto r = apply(v, ignored);
+        return r ? std::string() : r.error().message;
+      },
+      name);
 }
 
 std::string show_expire(std::int64_t days) {
@@ -298,9 +308,9 @@ int run_policy(const UserArgs& a) {
                  "are apop serve settings (login_delay, expire)\n";
     return kExitUsage;
   }
-  if (auto r = apply_login_delay(a.login_delay, p.login_delay); !r)
-    return fail("policy", r.error());
-  if (auto r = apply_expire(a.expire, p.expire_days); !r) return fail("policy", r.error());
+  // Both values were checked by their validators.
+  (void)apply_login_delay(a.login_delay, p.login_delay);
+  (void)apply_expire(a.expire, p.expire_days);
   for (auto [value, field, what] :
        {std::tuple{&a.device_only, &p.device_secrets_only, "--device-secrets-only"},
         std::tuple{&a.apop_tls, &p.md5_challenge_requires_tls, "--md5-challenge-requires-tls"},
@@ -419,6 +429,7 @@ void register_user(CLI::App& app, Registry& registry) {
     auto [add, args] =
         make(user, "add", "Add a user (password from --password-stdin, --generate, or a prompt)",
              run_add, true, true);
+    add->get_option("user")->check(user_name_validator());  // the new account's name
     add->add_option("--mail-location", args->mail_location,
                     "Where users' mail is, as apop serve's mail_location (default "
                     "maildir:%d/mail/%u): the Maildir is created there; none for mbox:PATH");
@@ -455,11 +466,13 @@ void register_user(CLI::App& app, Registry& registry) {
         ->check(CLI::IsMember({"on", "off", "default"}));
     sub->add_option("--login-delay", a->login_delay,
                     "RFC 2449 LOGIN-DELAY: minimum seconds between two logins of this account; "
-                    "default: the apop serve setting login_delay");
+                    "default: the apop serve setting login_delay")
+        ->check(parser_validator(&apply_login_delay, "SECONDS|default"));
     sub->add_option("--expire", a->expire,
                     "RFC 2449 EXPIRE: days a message is kept (older ones are deleted at QUIT); "
                     "0: retrieved messages are deleted at QUIT; never; default: the apop serve "
-                    "setting expire");
+                    "setting expire")
+        ->check(parser_validator(&apply_expire, "DAYS|never|default"));
   }
 
   {

@@ -8,6 +8,10 @@
 
 namespace apop::cli {
 
+// A CLI11 validator for options that name an account
+// (auth::is_valid_username); a bad name is a usage error.
+CLI::Validator user_name_validator();
+
 class Registry {
  public:
   void add(CLI::App* sub, std::function<int()> run) { entries_.push_back({sub, std::move(run)}); }

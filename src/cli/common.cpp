@@ -11,6 +11,8 @@
 #include <iostream>
 
 #include "auth/secret_box.hpp"
+#include "auth/username.hpp"
+#include "cli/commands.hpp"
 #include "pg/shared.hpp"
 
 namespace apop::cli {
@@ -46,6 +48,13 @@ std::string resolve_users(const std::string& flag) {
 Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& dir,
                                                                 const std::string& users,
                                                                 unsigned pool_size, KeyUse key) {
+  auto opened = open_typed_credentials(dir, users, pool_size, key);
+  if (!opened) return opened.error();
+  return std::move(opened->store);
+}
+
+Result<OpenedCredentials> open_typed_credentials(const DataDir& dir, const std::string& users,
+                                                 unsigned pool_size, KeyUse key) {
   if (!users.empty() && !pg::is_postgres_url(users)) {
     return make_error(Errc::invalid,
                       "users: expected a postgresql:// URL (or nothing for the SQLite file in the "
@@ -82,14 +91,19 @@ Result<std::unique_ptr<auth::CredentialStore>> open_credentials(const DataDir& d
     }
     if (!box) return box.error();
   }
+  OpenedCredentials out;
   if (pool) {
     auto store = pg::PgCredentialStore::open(std::move(pool), std::move(*box));
     if (!store) return store.error();
-    return std::unique_ptr<auth::CredentialStore>(std::move(*store));
+    out.postgres = store->get();
+    out.store = std::move(*store);
+    return out;
   }
   auto store = auth::SqliteCredentialStore::open(dir.users_db(), std::move(*box));
   if (!store) return store.error();
-  return std::unique_ptr<auth::CredentialStore>(std::move(*store));
+  out.sqlite = store->get();
+  out.store = std::move(*store);
+  return out;
 }
 
 namespace {
@@ -139,6 +153,16 @@ Result<std::string> read_secret(bool from_stdin, bool confirm) {
   }
   ::close(fd);
   return first;
+}
+
+CLI::Validator user_name_validator() {
+  return CLI::Validator(
+      [](const std::string& name) -> std::string {
+        if (auth::is_valid_username(name)) return {};
+        return "invalid user name (letters, digits, . _ + @ -; at most " +
+               std::to_string(limits::kMaxUsername) + ")";
+      },
+      "USER");
 }
 
 std::string local_hostname() {

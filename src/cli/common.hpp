@@ -10,6 +10,10 @@
 #include "common/limits.hpp"
 #include "common/result.hpp"
 
+namespace apop::pg {
+class PgCredentialStore;
+}
+
 namespace apop::cli {
 
 // sysexits(3) values used by the subcommands (documented in README.md).
@@ -61,6 +65,18 @@ enum class KeyUse {
 Result<std::unique_ptr<auth::CredentialStore>> open_credentials(
     const DataDir& dir, const std::string& users, unsigned pool_size = limits::kPgPoolSize,
     KeyUse key = KeyUse::required);
+
+// The store open_credentials() opens, with the backend's type kept from
+// where it was created: `apop serve` chooses what depends on the backend
+// (write-behind login records, shared failure state and locks) from it.
+struct OpenedCredentials {
+  std::unique_ptr<auth::CredentialStore> store;
+  auth::SqliteCredentialStore* sqlite = nullptr;  // `store`, when it is the SQLite file
+  pg::PgCredentialStore* postgres = nullptr;      // `store`, when it is PostgreSQL
+};
+Result<OpenedCredentials> open_typed_credentials(const DataDir& dir, const std::string& users,
+                                                 unsigned pool_size = limits::kPgPoolSize,
+                                                 KeyUse key = KeyUse::required);
 
 // Reads a secret: the first line of stdin when from_stdin, else a prompt
 // without echo on the terminal (asked twice when confirm). Never from argv.

@@ -7,6 +7,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/version.hpp"
 
 int main(int argc, char** argv) {
   // Logs go to stderr; stdout is for command output (e.g. a generated secret).
@@ -16,7 +17,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"apop: a POP3 server and toolkit with APOP (RFC 1939)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "apop 0.1.0");
+  app.set_version_flag("--version", std::string(apop::cli::kVersionString));
   apop::cli::Registry registry;
   apop::cli::register_serve(app, registry);
   apop::cli::register_user(app, registry);

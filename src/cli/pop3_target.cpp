@@ -12,6 +12,7 @@
 
 #include "cli/common.hpp"
 #include "client/protocol.hpp"
+#include "client/transport.hpp"
 
 namespace apop::cli {
 namespace {
@@ -33,7 +34,112 @@ std::optional<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
+// --auth's values: the mechanism names of client::parse_auth_mech.
+std::vector<std::string> auth_names() {
+  using client::AuthMech;
+  std::vector<std::string> out;
+  for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
+                     AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
+    out.emplace_back(client::auth_mech_name(m));
+  }
+  return out;
+}
+
+void print_line(std::string_view prefix, std::string_view line) {
+  std::fprintf(stderr, "%.*s%.*s\n", static_cast<int>(prefix.size()), prefix.data(),
+               static_cast<int>(line.size()), line.data());
+}
+
 }  // namespace
+
+void add_connection_options(CLI::App* sub, ConnectionArgs& a, const ConnectionOptionSet& set) {
+  if (set.login) {
+    sub->add_option("--password-file", a.password_file,
+                    "Read the password from the first line of this file")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--auth", a.auth, "Login mechanism (default auto)")
+        ->check(CLI::IsMember(auth_names(), CLI::ignore_case));
+  }
+  if (set.tls_mode) {
+    sub->add_option("--tls", a.tls, "TLS mode (default: auto, implicit for pop3s://)")
+        ->check(CLI::IsMember({"implicit", "starttls", "auto", "none"}));
+  }
+  sub->add_option("--ca-file", a.ca_file, set.ca_file_help)->check(CLI::ExistingFile);
+  if (set.tls_mode) {
+    sub->add_flag("--insecure", a.insecure, "Do not verify the server certificate (dangerous)");
+  }
+  if (set.login) {
+    sub->add_flag("--allow-plaintext", a.allow_plaintext, "Allow sending the password without TLS");
+    sub->add_flag("--accept-downgrade", a.accept_downgrade,
+                  "Continue when the server offers less (TLS, APOP, SCRAM) than last time");
+  }
+  sub->add_option("--timeout", a.timeout,
+                  std::string(set.timeout_help) + " (default " + std::to_string(a.timeout) + ")")
+      ->check(CLI::Range(1u, set.max_timeout));
+  if (set.listing) {
+    sub->add_option("--max-messages", a.max_messages,
+                    "Refuse a maildrop announcing more messages than this (default 1000000; "
+                    "exit 5)")
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100'000'000}));
+    sub->add_option("--max-listing-bytes", a.max_listing_bytes,
+                    "Refuse a UIDL listing with more octets of unique-ids than this (default "
+                    "67108864; exit 5)")
+        ->check(CLI::Range(std::uint64_t{1024}, std::uint64_t{1} << 40));
+  }
+  sub->add_flag("--json", a.json, set.json_help);
+  if (set.verbose) {
+    sub->add_flag("-v,--verbose", a.verbose, "Protocol trace on standard error (secrets hidden)");
+  }
+}
+
+client::FetchOptions fetch_options(const Target& target, const Endpoint& endpoint,
+                                   const ConnectionArgs& a, std::string_view command) {
+  client::FetchOptions opts;
+  opts.user = target.user;
+  opts.auth = client::parse_auth_mech(a.auth).value_or(client::AuthMech::automatic);
+  opts.tls_mode = endpoint.mode;
+  opts.tls.server_name = target.host;
+  opts.tls.ca_file = a.ca_file;
+  opts.tls.insecure = a.insecure;
+  opts.allow_plaintext = a.allow_plaintext;
+  opts.accept_downgrade = a.accept_downgrade;
+  opts.listing.max_messages = a.max_messages;
+  opts.listing.max_bytes = a.max_listing_bytes;
+  if (a.verbose) opts.trace = [](std::string_view l) { print_line({}, l); };
+  opts.warn = [prefix = "apop " + std::string(command) + ": warning: "](std::string_view w) {
+    print_line(prefix, w);
+  };
+  return opts;
+}
+
+client::ConnectOptions connect_options(const Target& target, const Endpoint& endpoint,
+                                       const client::FetchOptions& opts, const ConnectionArgs& a) {
+  client::ConnectOptions co;
+  co.host = target.host;
+  co.port = endpoint.port;
+  co.implicit_tls = endpoint.mode == client::TlsMode::implicit;
+  co.tls = opts.tls;
+  co.timeout = std::chrono::seconds(a.timeout);
+  return co;
+}
+
+client::FetchSummary connect_and_run(
+    const client::ConnectOptions& co, bool show_tls,
+    const std::function<client::FetchSummary(client::Transport&)>& session) {
+  client::NetFailure nf = client::NetFailure::none;
+  auto t = client::connect(co, &nf);
+  if (!t) {
+    client::FetchSummary sum;
+    sum.status = client::status_for(nf);
+    sum.error = t.error().message;
+    return sum;
+  }
+  if (show_tls && (*t)->tls().active) {
+    std::fprintf(stderr, "-- TLS %s %s\n", (*t)->tls().protocol.c_str(),
+                 (*t)->tls().cipher.c_str());
+  }
+  return session(**t);
+}
 
 // pop3://USER@HOST[:PORT] and pop3s://... (RFC 2384 without ;AUTH=).
 std::optional<Target> parse_url(std::string_view url, std::string& why) {
@@ -137,6 +243,15 @@ Result<std::string> read_password(const std::string& password_file) {
     return make_error(Errc::invalid,
                       s.error().message + " (or use --password-file / $APOP_PASSWORD)");
   return s;
+}
+
+Result<std::string> read_login_password(const std::string& password_file) {
+  auto password = read_password(password_file);
+  if (!password) return password;
+  if (password->find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+    return make_error(Errc::invalid, "the password contains a line break or NUL");
+  }
+  return password;
 }
 
 std::string human_bytes(double b) {

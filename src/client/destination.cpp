@@ -267,6 +267,202 @@ bool safe_env_value(std::string_view v) {
   return true;
 }
 
+// The MDA's environment: ours without APOP_UIDL, SENDER and APOP_PASSWORD,
+// plus APOP_UIDL and SENDER for this message (see destination.hpp).
+std::vector<std::string> mda_environment(const MessageMeta& meta) {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    if (kv.starts_with("APOP_UIDL=") || kv.starts_with("SENDER=")) continue;
+    // Never the password (`apop fetch` removes it from environ once read;
+    // this guards against a caller that did not).
+    if (kv.starts_with("APOP_PASSWORD=")) continue;
+    env.emplace_back(kv);
+  }
+  bool uidl_ok = true;
+  for (char c : meta.uidl) uidl_ok = uidl_ok && c > 0x20 && c < 0x7F;
+  env.push_back("APOP_UIDL=" + (uidl_ok ? meta.uidl : std::string()));
+  if (safe_env_value(meta.envelope_from)) env.push_back("SENDER=" + meta.envelope_from);
+  return env;
+}
+
+// SIGPIPE is blocked in this thread while we write to the MDA (EPIPE
+// instead); the original mask is restored, and a SIGPIPE our writes raised
+// discarded, on destruction.
+class BlockSigpipe {
+ public:
+  BlockSigpipe() {
+    sigemptyset(&pipe_set_);
+    sigaddset(&pipe_set_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set_, &old_);
+  }
+  ~BlockSigpipe() {
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE) && !sigismember(&old_, SIGPIPE)) {
+      const timespec zero{0, 0};
+      sigtimedwait(&pipe_set_, nullptr, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  BlockSigpipe(const BlockSigpipe&) = delete;
+  BlockSigpipe& operator=(const BlockSigpipe&) = delete;
+  // The mask before: what the child gets.
+  const sigset_t& original() const { return old_; }
+
+ private:
+  sigset_t pipe_set_;
+  sigset_t old_;
+};
+
+// `/bin/sh -c command` with `stdin_fd` as its standard input and our stderr
+// as its stdout, in its own process group (killed as a whole on timeout),
+// with signal mask `mask` and SIGPIPE's default disposition. posix_spawn
+// (glibc: clone with CLONE_VM|CLONE_VFORK) rather than fork(): no copy of our
+// page tables per message, which made `apop fetch --to mda:` slower than
+// fetchmail with the same MDA. Returns the child's pid; the error code is
+// what posix_spawn* returned.
+Result<pid_t> spawn_mda(const std::string& command, std::vector<std::string>& env, int stdin_fd,
+                        const sigset_t& mask) {
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
+  std::vector<char*> argv{sh.data(), dash_c.data(), cmd.data(), nullptr};
+  struct SpawnSetup {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    SpawnSetup() {
+      posix_spawn_file_actions_init(&fa);
+      posix_spawnattr_init(&attr);
+    }
+    ~SpawnSetup() {
+      posix_spawn_file_actions_destroy(&fa);
+      posix_spawnattr_destroy(&attr);
+    }
+  } spawn;
+  sigset_t default_set;
+  sigemptyset(&default_set);
+  sigaddset(&default_set, SIGPIPE);
+  // dup2 onto itself (stdin was closed, so the pipe got fd 0) clears
+  // FD_CLOEXEC (POSIX 2024, glibc >= 2.29).
+  int rc = posix_spawn_file_actions_adddup2(&spawn.fa, stdin_fd, 0);
+  if (rc == 0) rc = posix_spawn_file_actions_adddup2(&spawn.fa, 2, 1);
+  if (rc == 0) {
+    rc = posix_spawnattr_setflags(
+        &spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  }
+  if (rc == 0) rc = posix_spawnattr_setpgroup(&spawn.attr, 0);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&spawn.attr, &mask);
+  if (rc == 0) rc = posix_spawnattr_setsigdefault(&spawn.attr, &default_set);
+  pid_t pid = -1;
+  if (rc == 0) rc = posix_spawn(&pid, argv[0], &spawn.fa, &spawn.attr, argv.data(), envp.data());
+  if (rc != 0) return sys_error(Errc::temporary, "start " + sh, rc);
+  ::setpgid(pid, pid);  // also from here: no race with kill(-pid) later
+  return pid;
+}
+
+// How writing the message to the MDA ended.
+struct FeedOutcome {
+  bool timed_out = false;
+  bool short_read = false;  // EPIPE: the MDA closed its input early
+  int write_errno = 0;      // another write error
+};
+
+// Writes `message` to the non-blocking pipe `fd` until done, an error or
+// `deadline`.
+FeedOutcome feed_mda(int fd, std::string_view message, Clock::time_point deadline) {
+  FeedOutcome out;
+  ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  std::string_view rest = message;
+  while (!rest.empty()) {
+    const ssize_t w = ::write(fd, rest.data(), rest.size());
+    if (w > 0) {
+      rest.remove_prefix(static_cast<std::size_t>(w));
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno != EAGAIN) {
+      if (errno == EPIPE) {
+        out.short_read = true;
+      } else {
+        out.write_errno = errno;
+      }
+      break;
+    }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      out.timed_out = true;
+      break;
+    }
+    pollfd pfd{fd, POLLOUT, 0};
+    ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
+  }
+  return out;
+}
+
+// Waits for the MDA until `deadline` (or kills its process group at once
+// when `timed_out` is already set), then reaps it: its wait status.
+// `timed_out` is set when it had to be killed. The exit is waited for on a
+// pidfd (Linux 5.3), which poll() reports at once; a WNOHANG loop with
+// sleeps (the fallback where pidfd_open is missing) cost milliseconds per
+// message, which made `apop fetch --to mda:` slower than fetchmail.
+Result<int> reap_mda(pid_t pid, Clock::time_point deadline, bool& timed_out) {
+  const UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  int status = 0;
+  for (int attempt = 0; !timed_out; ++attempt) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return status;
+    if (r < 0 && errno != EINTR) {
+      return sys_error(Errc::temporary, "waitpid for the MDA", errno);
+    }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) break;
+    if (pidfd) {
+      pollfd exited{pidfd.get(), POLLIN, 0};
+      ::poll(&exited, 1, static_cast<int>(std::min<long long>(left, 1000)));
+    } else {
+      // 1 ms doubling to 50 ms: short MDAs are reaped quickly.
+      std::this_thread::sleep_for(std::chrono::milliseconds(attempt < 6 ? 1 << attempt : 50));
+    }
+  }
+  timed_out = true;
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+// The MDA's verdict (see destination.hpp: what is temporary, what permanent).
+Result<void> mda_verdict(const std::string& who, int status, const FeedOutcome& fed,
+                         std::chrono::milliseconds timeout) {
+  if (fed.timed_out) {
+    return make_error(Errc::temporary, who + " did not finish within " +
+                                           std::to_string(timeout.count()) + " ms; killed");
+  }
+  if (WIFSIGNALED(status)) {
+    return make_error(Errc::temporary,
+                      who + " killed by signal " + std::to_string(WTERMSIG(status)));
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+  if (code == 75 || code == 71) {
+    return make_error(Errc::temporary,
+                      who + " exited with temporary failure " + std::to_string(code));
+  }
+  if (code != 0) {
+    return make_error(Errc::permanent, who + " exited with status " + std::to_string(code));
+  }
+  if (fed.short_read) {
+    return make_error(Errc::temporary,
+                      who + " exited 0 without reading the whole message; not stored");
+  }
+  if (fed.write_errno != 0) return sys_error(Errc::temporary, "write to " + who, fed.write_errno);
+  return {};
+}
+
 class MdaDestination final : public Destination {
  public:
   MdaDestination(std::string command, DestinationOptions opts)
@@ -276,177 +472,20 @@ class MdaDestination final : public Destination {
 
   Result<void> store(std::string_view message, const MessageMeta& meta) override {
     // Everything the child needs is prepared before it is spawned.
-    std::vector<std::string> env_strings;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      const std::string_view kv(*e);
-      if (kv.starts_with("APOP_UIDL=") || kv.starts_with("SENDER=")) continue;
-      // Never the password (`apop fetch` removes it from environ once read;
-      // this guards against a caller that did not).
-      if (kv.starts_with("APOP_PASSWORD=")) continue;
-      env_strings.emplace_back(kv);
-    }
-    bool uidl_ok = true;
-    for (char c : meta.uidl) uidl_ok = uidl_ok && c > 0x20 && c < 0x7F;
-    env_strings.push_back("APOP_UIDL=" + (uidl_ok ? meta.uidl : std::string()));
-    if (safe_env_value(meta.envelope_from)) env_strings.push_back("SENDER=" + meta.envelope_from);
-    std::vector<char*> envp;
-    for (auto& s : env_strings) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    std::string sh = "/bin/sh", dash_c = "-c";
-    std::vector<char*> argv{sh.data(), dash_c.data(), command_.data(), nullptr};
-
+    std::vector<std::string> env = mda_environment(meta);
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return sys_error(Errc::temporary, "pipe", errno);
     UniqueFd rd(p[0]), wr(p[1]);
-
-    // SIGPIPE is blocked in this thread while we write (EPIPE instead); the
-    // child gets the original mask and the default disposition back.
-    sigset_t pipe_set, old_mask;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
-    struct RestoreMask {
-      sigset_t pipe_set, old;
-      ~RestoreMask() {
-        // Discard a SIGPIPE our writes raised, then unblock.
-        sigset_t pending;
-        sigpending(&pending);
-        if (sigismember(&pending, SIGPIPE) && !sigismember(&old, SIGPIPE)) {
-          const timespec zero{0, 0};
-          sigtimedwait(&pipe_set, nullptr, &zero);
-        }
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
-      }
-    } restore{pipe_set, old_mask};
-
-    // posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK) rather than
-    // fork(): no copy of our page tables per message, which made `apop
-    // fetch --to mda:` slower than fetchmail with the same MDA. The child
-    // gets its own process group (killed as a whole on timeout), the
-    // original signal mask, SIGPIPE's default disposition, the pipe as
-    // stdin and our stderr as stdout.
-    struct SpawnSetup {
-      posix_spawn_file_actions_t fa;
-      posix_spawnattr_t attr;
-      SpawnSetup() {
-        posix_spawn_file_actions_init(&fa);
-        posix_spawnattr_init(&attr);
-      }
-      ~SpawnSetup() {
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-      }
-    } spawn;
-    sigset_t default_set;
-    sigemptyset(&default_set);
-    sigaddset(&default_set, SIGPIPE);
-    // dup2 onto itself (stdin was closed, so the pipe got fd 0) clears
-    // FD_CLOEXEC (POSIX 2024, glibc >= 2.29).
-    int rc = posix_spawn_file_actions_adddup2(&spawn.fa, p[0], 0);
-    if (rc == 0) rc = posix_spawn_file_actions_adddup2(&spawn.fa, 2, 1);
-    if (rc == 0) {
-      rc = posix_spawnattr_setflags(
-          &spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    }
-    if (rc == 0) rc = posix_spawnattr_setpgroup(&spawn.attr, 0);
-    if (rc == 0) rc = posix_spawnattr_setsigmask(&spawn.attr, &old_mask);
-    if (rc == 0) rc = posix_spawnattr_setsigdefault(&spawn.attr, &default_set);
-    pid_t pid = -1;
-    if (rc == 0) rc = posix_spawn(&pid, argv[0], &spawn.fa, &spawn.attr, argv.data(), envp.data());
-    if (rc != 0) return sys_error(Errc::temporary, "start " + sh, rc);
-    ::setpgid(pid, pid);  // also from here: no race with kill(-pid) below
+    const BlockSigpipe sigpipe;
+    auto pid = spawn_mda(command_, env, rd.get(), sigpipe.original());
+    if (!pid) return pid.error();
     rd.reset();
-    // The MDA's exit is waited for on a pidfd (Linux 5.3), which poll()
-    // reports at once; a WNOHANG loop with sleeps (the fallback where
-    // pidfd_open is missing) cost milliseconds per message, which made
-    // `apop fetch --to mda:` slower than fetchmail with the same MDA.
-    const UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-
     const auto deadline = Clock::now() + opts_.mda_timeout;
-    bool timed_out = false;
-    bool short_read = false;
-    int write_errno = 0;
-    ::fcntl(wr.get(), F_SETFL, O_NONBLOCK);
-    std::string_view rest = message;
-    while (!rest.empty()) {
-      const ssize_t w = ::write(wr.get(), rest.data(), rest.size());
-      if (w > 0) {
-        rest.remove_prefix(static_cast<std::size_t>(w));
-        continue;
-      }
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0 && errno != EAGAIN) {
-        if (errno == EPIPE) {
-          short_read = true;
-        } else {
-          write_errno = errno;
-        }
-        break;
-      }
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) {
-        timed_out = true;
-        break;
-      }
-      pollfd pfd{wr.get(), POLLOUT, 0};
-      ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left, 1000)));
-    }
+    FeedOutcome fed = feed_mda(wr.get(), message, deadline);
     wr.reset();  // EOF for the MDA
-
-    int status = 0;
-    for (int attempt = 0;; ++attempt) {
-      if (!timed_out) {
-        const pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) {
-          return sys_error(Errc::temporary, "waitpid for the MDA", errno);
-        }
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left > 0) {
-          if (pidfd) {
-            pollfd exited{pidfd.get(), POLLIN, 0};
-            ::poll(&exited, 1, static_cast<int>(std::min<long long>(left, 1000)));
-          } else {
-            // 1 ms doubling to 50 ms: short MDAs are reaped quickly.
-            std::this_thread::sleep_for(std::chrono::milliseconds(attempt < 6 ? 1 << attempt : 50));
-          }
-          continue;
-        }
-      }
-      timed_out = true;
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
-      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      break;
-    }
-
-    const std::string who = "MDA `" + command_ + "`";
-    if (timed_out) {
-      return make_error(Errc::temporary, who + " did not finish within " +
-                                             std::to_string(opts_.mda_timeout.count()) +
-                                             " ms; killed");
-    }
-    if (WIFSIGNALED(status)) {
-      return make_error(Errc::temporary,
-                        who + " killed by signal " + std::to_string(WTERMSIG(status)));
-    }
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-    if (code == 75 || code == 71) {
-      return make_error(Errc::temporary,
-                        who + " exited with temporary failure " + std::to_string(code));
-    }
-    if (code != 0) {
-      return make_error(Errc::permanent, who + " exited with status " + std::to_string(code));
-    }
-    if (short_read) {
-      return make_error(Errc::temporary,
-                        who + " exited 0 without reading the whole message; not stored");
-    }
-    if (write_errno != 0) return sys_error(Errc::temporary, "write to " + who, write_errno);
-    return {};
+    auto status = reap_mda(*pid, deadline, fed.timed_out);
+    if (!status) return status.error();
+    return mda_verdict("MDA `" + command_ + "`", *status, fed, opts_.mda_timeout);
   }
 
  private:

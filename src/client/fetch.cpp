@@ -424,7 +424,47 @@ class Session {
   }
 
   // ---- TRANSACTION -------------------------------------------------------
+  // What STAT, UIDL and LIST said about the maildrop.
+  struct Listing {
+    std::uint64_t count = 0;
+    UidlListing uids;
+    bool have_uidl = false;
+    ListParser::Sizes sizes;  // (msg, size), sorted by msg
+
+    // The size LIST announced for `msg` (0 if none).
+    std::uint64_t announced(std::uint64_t msg) const {
+      const auto sz = std::lower_bound(sizes.begin(), sizes.end(),
+                                       std::pair<std::uint64_t, std::uint64_t>{msg, 0});
+      return sz != sizes.end() && sz->first == msg ? sz->second : 0;
+    }
+  };
+  // What this session fetches and deletes.
+  struct Plan {
+    std::vector<std::uint64_t> to_fetch;
+    std::vector<std::uint64_t> to_delete;  // stored (now or in an earlier run)
+    std::uint64_t total_bytes = 0;
+  };
+
   bool transaction(const Capabilities& caps) {
+    Listing listing;
+    if (!list_maildrop(listing)) return false;
+    const std::uint64_t max_msg = o_.max_message != 0 ? o_.max_message : limits::kMaxFetchMessage;
+    Plan plan = make_plan(listing, max_msg);
+    if (o_.dry_run) {
+      if (!send("QUIT")) return false;
+      return reply().has_value();
+    }
+    const std::size_t window = caps.pipelining ? std::max<std::size_t>(1, o_.pipeline_window) : 1;
+    if (!retrieve_all(listing, plan, max_msg, window)) return false;
+    std::uint64_t dele_ok = 0;
+    if (!o_.keep && !plan.to_delete.empty() && !delete_all(plan.to_delete, window, dele_ok)) {
+      return false;
+    }
+    return quit_and_save(listing, dele_ok);
+  }
+
+  // STAT, then UIDL (required with --keep) and LIST when there is mail.
+  bool list_maildrop(Listing& out) {
     if (!send("STAT")) return false;
     auto r = reply();
     if (!r) return false;
@@ -432,41 +472,40 @@ class Session {
     auto stat = parse_stat(r->text, o_.listing.max_messages);
     if (!stat) return fail(FetchStatus::protocol, stat.error().message + listing_hint());
     s_.on_server = stat->count;
+    out.count = stat->count;
+    if (stat->count == 0) return true;
 
-    UidlListing uids;
-    bool have_uidl = false;
-    ListParser::Sizes sizes;  // (msg, size), sorted by msg
-    if (stat->count > 0) {
-      if (!send("UIDL")) return false;
-      auto u = reply();
-      if (!u) return false;
-      if (u->ok) {
-        UidlParser parser(stat->count, o_.listing.max_bytes);
-        if (!listing(parser, stat->count, "UIDL")) return false;
-        auto done = parser.finish();
-        if (!done) return fail(FetchStatus::protocol, done.error().message);
-        uids = std::move(*done);
-        have_uidl = true;
-      } else if (o_.keep) {
-        return fail(FetchStatus::error, "--keep needs UIDL, which the server refused");
-      }
-      if (!send("LIST")) return false;
-      auto l = reply();
-      if (!l) return false;
-      if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + printable(l->text));
-      ListParser parser(stat->count);
-      if (!listing(parser, stat->count, "LIST")) return false;
-      sizes = parser.take();
+    if (!send("UIDL")) return false;
+    auto u = reply();
+    if (!u) return false;
+    if (u->ok) {
+      UidlParser parser(stat->count, o_.listing.max_bytes);
+      if (!listing(parser, stat->count, "UIDL")) return false;
+      auto done = parser.finish();
+      if (!done) return fail(FetchStatus::protocol, done.error().message);
+      out.uids = std::move(*done);
+      out.have_uidl = true;
+    } else if (o_.keep) {
+      return fail(FetchStatus::error, "--keep needs UIDL, which the server refused");
     }
+    if (!send("LIST")) return false;
+    auto l = reply();
+    if (!l) return false;
+    if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + printable(l->text));
+    ListParser parser(stat->count);
+    if (!listing(parser, stat->count, "LIST")) return false;
+    out.sizes = parser.take();
+    return true;
+  }
 
-    const std::uint64_t max_msg = o_.max_message != 0 ? o_.max_message : limits::kMaxFetchMessage;
-    std::vector<std::uint64_t> to_fetch;
-    std::vector<std::uint64_t> to_delete;  // stored (now or in an earlier run)
-    std::uint64_t total_bytes = 0;
-    for (const auto& [msg, size] : sizes) {
-      const std::string_view uid = uids.find(msg);
+  // Which messages to fetch (not stored before, within the size limit) and
+  // which to delete at once (stored by a run that was cut before QUIT).
+  Plan make_plan(const Listing& listing, std::uint64_t max_msg) {
+    Plan plan;
+    for (const auto& [msg, size] : listing.sizes) {
+      const std::string_view uid = listing.uids.find(msg);
       if (!uid.empty() && st_.seen(uid)) {
-        if (!o_.keep) to_delete.push_back(msg);  // stored by a run that was cut before QUIT
+        if (!o_.keep) plan.to_delete.push_back(msg);  // stored by a run that was cut before QUIT
         continue;
       }
       if (o_.keep && uid.empty()) {
@@ -479,35 +518,40 @@ class Session {
         ++s_.store_failed;
         continue;
       }
-      to_fetch.push_back(msg);
-      total_bytes += size;
+      plan.to_fetch.push_back(msg);
+      plan.total_bytes += size;
     }
-    s_.new_messages = to_fetch.size();
-    s_.new_bytes = total_bytes;
-    if (o_.dry_run) {
-      if (!send("QUIT")) return false;
-      return reply().has_value();
-    }
+    s_.new_messages = plan.to_fetch.size();
+    s_.new_bytes = plan.total_bytes;
+    return plan;
+  }
 
+  // Pipelining: sends "VERB N" for msgs[next...] while fewer than `window`
+  // commands are unanswered (`answered` of them were), in one write.
+  bool send_ahead(std::string_view verb, const std::vector<std::uint64_t>& msgs, std::size_t& next,
+                  std::size_t answered, std::size_t window) {
+    std::string batch;
+    while (next < msgs.size() && next - answered < window) {
+      std::string cmd = std::string(verb) + " " + std::to_string(msgs[next]);
+      trace("C: ", cmd);
+      batch += cmd + "\r\n";
+      ++next;
+    }
+    if (batch.empty()) return true;
+    if (auto w = t_.write(batch); !w) return net_fail(w.error());
+    return true;
+  }
+
+  // RETR of every planned message, each stored as it arrives.
+  bool retrieve_all(const Listing& listing, Plan& plan, std::uint64_t max_msg, std::size_t window) {
     FetchOptions::Progress prog;
-    prog.total = to_fetch.size();
-    prog.total_bytes = total_bytes;
+    prog.total = plan.to_fetch.size();
+    prog.total_bytes = plan.total_bytes;
     if (o_.progress) o_.progress(prog);
-
-    const std::size_t window = caps.pipelining ? std::max<std::size_t>(1, o_.pipeline_window) : 1;
     std::size_t sent = 0;
-    for (std::size_t done = 0; done < to_fetch.size(); ++done) {
-      std::string batch;
-      while (sent < to_fetch.size() && sent - done < window) {
-        std::string cmd = "RETR " + std::to_string(to_fetch[sent]);
-        trace("C: ", cmd);
-        batch += cmd + "\r\n";
-        ++sent;
-      }
-      if (!batch.empty()) {
-        if (auto w = t_.write(batch); !w) return net_fail(w.error());
-      }
-      const std::uint64_t msg = to_fetch[done];
+    for (std::size_t done = 0; done < plan.to_fetch.size(); ++done) {
+      if (!send_ahead("RETR", plan.to_fetch, sent, done, window)) return false;
+      const std::uint64_t msg = plan.to_fetch[done];
       auto rr = reply();
       if (!rr) return false;
       if (!rr->ok) {
@@ -515,80 +559,84 @@ class Session {
              "); left on the server");
         ++s_.store_failed;
       } else {
-        BodyDecoder body(max_msg);
-        for (;;) {
-          auto l = line(limits::kMaxClientBodyLine, false);
-          if (!l) return false;
-          auto f = body.feed(*l);
-          if (!f)
-            return fail(FetchStatus::protocol,
-                        "message " + std::to_string(msg) + ": " + f.error().message);
-          if (*f) break;
-        }
-        const auto sz = std::lower_bound(sizes.begin(), sizes.end(),
-                                         std::pair<std::uint64_t, std::uint64_t>{msg, 0});
-        const std::uint64_t announced = sz != sizes.end() && sz->first == msg ? sz->second : 0;
-        if (!size_consistent(announced, body)) {
-          return fail(FetchStatus::protocol, "message " + std::to_string(msg) +
-                                                 ": LIST announced " + std::to_string(announced) +
-                                                 " octets but the server sent " +
-                                                 std::to_string(body.wire_octets()) +
-                                                 " (lying sizes); nothing more fetched or deleted");
-        }
-        MessageMeta meta;
-        meta.uidl = std::string(uids.find(msg));
-        meta.envelope_from = envelope_from(body.text());
-        meta.received_at = static_cast<std::int64_t>(std::time(nullptr));
-        std::uint64_t octets = body.text().size();
-        auto stored = d_.store(body.text(), meta);
-        if (stored) {
-          ++s_.stored;
-          s_.bytes += octets;
-          if (!meta.uidl.empty()) {
-            st_.mark_seen(meta.uidl);
-            if (auto sv = st_.save(); !sv) {
-              return fail(
-                  FetchStatus::error,
-                  "message stored but the state file could not be saved: " + sv.error().message);
-            }
-          }
-          if (!o_.keep) to_delete.push_back(msg);
-        } else {
-          ++s_.store_failed;
-          warn("message " + std::to_string(msg) + " not stored (" + stored.error().message +
-               "); left on the server");
-        }
-        prog.bytes += announced;
+        if (!receive_and_store(msg, listing, max_msg, plan)) return false;
+        prog.bytes += listing.announced(msg);
       }
       prog.done = done + 1;
       if (o_.progress) o_.progress(prog);
     }
+    return true;
+  }
 
-    std::uint64_t dele_ok = 0;
-    if (!o_.keep && !to_delete.empty()) {
-      std::sort(to_delete.begin(), to_delete.end());
-      std::size_t dsent = 0;
-      for (std::size_t done = 0; done < to_delete.size(); ++done) {
-        std::string batch;
-        while (dsent < to_delete.size() && dsent - done < window) {
-          std::string cmd = "DELE " + std::to_string(to_delete[dsent]);
-          trace("C: ", cmd);
-          batch += cmd + "\r\n";
-          ++dsent;
-        }
-        if (!batch.empty()) {
-          if (auto w = t_.write(batch); !w) return net_fail(w.error());
-        }
-        auto dr = reply();
-        if (!dr) return false;
-        if (dr->ok) {
-          ++dele_ok;
-        } else {
-          warn("DELE " + std::to_string(to_delete[done]) + " failed: " + printable(dr->text));
-        }
+  // The body of RETR `msg` (its +OK read), checked against LIST's size,
+  // then stored; a stored message is marked seen in the state file at once
+  // and, without --keep, planned for deletion.
+  bool receive_and_store(std::uint64_t msg, const Listing& listing, std::uint64_t max_msg,
+                         Plan& plan) {
+    BodyDecoder body(max_msg);
+    for (;;) {
+      auto l = line(limits::kMaxClientBodyLine, false);
+      if (!l) return false;
+      auto f = body.feed(*l);
+      if (!f)
+        return fail(FetchStatus::protocol,
+                    "message " + std::to_string(msg) + ": " + f.error().message);
+      if (*f) break;
+    }
+    const std::uint64_t announced = listing.announced(msg);
+    if (!size_consistent(announced, body)) {
+      return fail(FetchStatus::protocol, "message " + std::to_string(msg) + ": LIST announced " +
+                                             std::to_string(announced) +
+                                             " octets but the server sent " +
+                                             std::to_string(body.wire_octets()) +
+                                             " (lying sizes); nothing more fetched or deleted");
+    }
+    MessageMeta meta;
+    meta.uidl = std::string(listing.uids.find(msg));
+    meta.envelope_from = envelope_from(body.text());
+    meta.received_at = static_cast<std::int64_t>(std::time(nullptr));
+    const std::uint64_t octets = body.text().size();
+    auto stored = d_.store(body.text(), meta);
+    if (!stored) {
+      ++s_.store_failed;
+      warn("message " + std::to_string(msg) + " not stored (" + stored.error().message +
+           "); left on the server");
+      return true;
+    }
+    ++s_.stored;
+    s_.bytes += octets;
+    if (!meta.uidl.empty()) {
+      st_.mark_seen(meta.uidl);
+      if (auto sv = st_.save(); !sv) {
+        return fail(FetchStatus::error,
+                    "message stored but the state file could not be saved: " + sv.error().message);
       }
     }
+    if (!o_.keep) plan.to_delete.push_back(msg);
+    return true;
+  }
 
+  // DELE of every stored message; `dele_ok` counts the +OKs.
+  bool delete_all(std::vector<std::uint64_t>& to_delete, std::size_t window,
+                  std::uint64_t& dele_ok) {
+    std::sort(to_delete.begin(), to_delete.end());
+    std::size_t sent = 0;
+    for (std::size_t done = 0; done < to_delete.size(); ++done) {
+      if (!send_ahead("DELE", to_delete, sent, done, window)) return false;
+      auto dr = reply();
+      if (!dr) return false;
+      if (dr->ok) {
+        ++dele_ok;
+      } else {
+        warn("DELE " + std::to_string(to_delete[done]) + " failed: " + printable(dr->text));
+      }
+    }
+    return true;
+  }
+
+  // QUIT commits the deletions (RFC 1939 §6); the state then forgets UIDLs
+  // no longer on the server.
+  bool quit_and_save(const Listing& listing, std::uint64_t dele_ok) {
     if (!send("QUIT")) return false;
     auto q = reply();
     if (!q) return false;
@@ -597,7 +645,8 @@ class Session {
     } else if (dele_ok > 0) {
       warn("QUIT failed (" + printable(q->text) + "): the server did not commit the deletions");
     }
-    if (have_uidl) {
+    if (listing.have_uidl) {
+      const UidlListing& uids = listing.uids;
       st_.retain_only_if([&uids](std::string_view uid) { return uids.contains_uid(uid); });
     }
     if (auto sv = st_.save(); !sv)

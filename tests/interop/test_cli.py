@@ -254,6 +254,15 @@ class DataDirTest(ApopTestCase):
         for sub in (b"serve", b"user", b"deliver"):
             self.assertIn(sub, p.stdout + p.stderr)
 
+    def test_version_is_the_cmake_project_version(self):
+        # One source of truth: project(apop VERSION x.y.z) in CMakeLists.txt.
+        top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(top, "CMakeLists.txt")) as f:
+            m = re.search(r"project\(\s*apop\s+VERSION\s+([0-9][0-9.]*)", f.read())
+        self.assertIsNotNone(m, "no project(apop VERSION ...) in CMakeLists.txt")
+        p = self.env.check("--version")
+        self.assertEqual((p.stdout + p.stderr).decode().strip(), f"apop {m.group(1)}")
+
     def test_serve_fails_cleanly_when_port_is_taken(self):
         self.env.add_user("alice", ALICE_SECRET)
         with self.env.server() as srv:

@@ -336,6 +336,33 @@ class FetchFromServeTest(ServeTestCase):
                 self.assertEqual(p.returncode, EXIT_USAGE, self.describe(p))
 
 
+    def test_connection_option_values_are_checked_when_parsed(self):
+        # fetch and migrate declare their connection options once
+        # (cli/pop3_target.cpp, CLI11 validators): a bad value is a usage error
+        # naming the option, before a password is read or a connection made.
+        url = "pop3://alice@127.0.0.1:1"
+        missing = os.path.join(self.work, "missing")
+        commands = (["fetch", url, "--to", f"maildir:{self.work}/md", "--state", self.state],
+                    ["migrate", url, "--to-user", "alice", "--data", self.env.data])
+        bad_values = ((["--timeout", "0"], "--timeout"), (["--timeout", "86401"], "--timeout"),
+                      (["--auth", "gssapi"], "--auth"), (["--tls", "sometimes"], "--tls"),
+                      (["--ca-file", missing], "--ca-file"),
+                      (["--password-file", missing], "--password-file"),
+                      (["--max-messages", "0"], "--max-messages"),
+                      (["--max-listing-bytes", "1023"], "--max-listing-bytes"))
+        for cmd in commands:
+            for args, option in bad_values:
+                with self.subTest(cmd=cmd[0], args=args):
+                    p = self.env.run(*cmd, *args, env={"APOP_PASSWORD": "x" * 12})
+                    self.assertEqual(p.returncode, EXIT_USAGE, self.describe(p))
+                    self.assertIn(option.encode() + b":", p.stderr)
+        # Mechanism names are case-insensitive: accepted, then the connection
+        # to port 1 fails (network error, not a usage error).
+        p = self.env.run(*commands[0], "--auth", "SCRAM-SHA-256", "--timeout", "5",
+                         env={"APOP_PASSWORD": "x" * 12})
+        self.assertEqual(p.returncode, EXIT_NETWORK, self.describe(p))
+
+
 @unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class CutConnectionTest(ServeTestCase):
     """A proxy drops the connection mid-RETR or mid-DELE: no message is lost,

@@ -213,6 +213,20 @@ class PolicyTest(ApopTestCase):
         self.env.check("user", "policy", "--data", self.env.data, expect=64)
         self.policy(user="nobody", expect=1)
 
+    def test_bad_login_delay_and_expire_are_usage_errors(self):
+        # Checked by CLI11 validators when the command line is parsed (exit 64,
+        # "bad argument" in apop(8)), with the accepted forms in the message.
+        for args, hint in ((["--login-delay", "abc"], b"or default"),
+                           (["--login-delay", "86401"], b"or default"),
+                           (["--login-delay", "-1"], b"or default"),
+                           (["--expire", "sometimes"], b"never or default"),
+                           (["--expire", "-3"], b"never or default")):
+            with self.subTest(args=args):
+                p = self.policy(*args, expect=64)
+                self.assertIn(args[0].encode() + b":", p.stderr)
+                self.assertIn(hint, p.stderr)
+        self.policy("--login-delay", "default", "--expire", "never")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -271,6 +271,16 @@ class ExitCodeTest(ProbeCase):
             p = self.env.run(*args)
             self.assertEqual(p.returncode, EX_USAGE, (args, p.stderr))
 
+    def test_shared_connection_options_are_checked(self):
+        # --ca-file, --timeout and --json are declared with fetch's (the probe's
+        # bounds: 1 to 300 seconds); the login and TLS-mode options are not offered.
+        for args in (["--timeout", "0"], ["--timeout", "301"],
+                     ["--ca-file", os.path.join(self.env.root, "missing")],
+                     ["--auth", "apop"], ["--password-file", "/etc/hostname"]):
+            with self.subTest(args=args):
+                p = self.env.run("probe", "127.0.0.1:1", *args)
+                self.assertEqual(p.returncode, EX_USAGE, (args, p.stderr))
+
 
 class FakeServerTest(ProbeCase):
     def test_repeated_timestamp_is_grade_f_and_no_credentials_are_sent(self):
