@@ -11,14 +11,11 @@
 #include "common/parse.hpp"
 #include "common/posix_fd.hpp"
 #include "common/text.hpp"
+#include "store/dir_io.hpp"
 #include "store/maildir_name.hpp"
 
 namespace apop::store {
 namespace {
-
-Error sys_error(const std::string& what, int err) {
-  return make_error(Errc::temporary, what + ": " + std::strerror(err));
-}
 
 std::optional<std::uint32_t> parse_u32(std::string_view s) {
   return parse_decimal<std::uint32_t>(s, {.max_digits = 10});
