@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cstring>
+#include <span>
 
 #include "auth/base64.hpp"
 #include "auth/challenge.hpp"
@@ -107,12 +107,10 @@ std::string challenge_problem(std::string_view s) {
     }
     for (unsigned char c : s) {
       if (c < 0x21 || c > 0x7e) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "0x%02X", c);
-        if (c == ' ' || c == '\t')
-          return std::string("timestamp contains white space (") + buf + ")";
-        return std::string("timestamp contains octet ") + buf +
-               " (only printable ASCII 0x21-0x7E allowed)";
+        std::string octet = "0x";
+        append_hex(octet, std::span<const unsigned char>(&c, 1), /*upper=*/true);
+        if (c == ' ' || c == '\t') return "timestamp contains white space (" + octet + ")";
+        return "timestamp contains octet " + octet + " (only printable ASCII 0x21-0x7E allowed)";
       }
     }
     if (s.front() != '<' || s.back() != '>') return "timestamp is not enclosed in '<' '>'";
