@@ -54,9 +54,12 @@ constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
 // Appends two hex digits per byte (lower case unless `upper`).
 inline void append_hex(std::string& out, std::span<const unsigned char> bytes, bool upper = false) {
   const char* digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+  const std::size_t at = out.size();
+  out.resize(at + bytes.size() * 2);  // one resize: the per-login digests stay cheap
+  char* p = out.data() + at;
   for (const unsigned char b : bytes) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0x0f]);
+    *p++ = digits[b >> 4];
+    *p++ = digits[b & 0x0f];
   }
 }
 inline void append_hex(std::string& out, std::string_view bytes, bool upper = false) {
@@ -69,13 +72,11 @@ inline void append_hex(std::string& out, std::string_view bytes, bool upper = fa
 // Two lower-case hex digits per byte.
 inline std::string to_hex(std::span<const unsigned char> bytes) {
   std::string out;
-  out.reserve(bytes.size() * 2);
   append_hex(out, bytes);
   return out;
 }
 inline std::string to_hex(std::string_view bytes) {
   std::string out;
-  out.reserve(bytes.size() * 2);
   append_hex(out, bytes);
   return out;
 }
