@@ -7,10 +7,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <span>
 #include <string>
 
 #include "auth/random.hpp"
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
@@ -71,16 +73,6 @@ std::string sanitise_hostname(std::string_view in) {
   return out;
 }
 
-std::string to_hex(std::uint64_t v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  do {
-    s.insert(s.begin(), kHex[v & 0x0f]);
-    v >>= 4;
-  } while (v != 0);
-  return s;
-}
-
 // 16 bytes of CSPRNG output as 32 hex digits, appended to `s`. Taken from a
 // per-thread block of RAND_bytes output: one call per 64 challenges instead
 // of one per connection (the call, not the bytes, is what costs: about
@@ -88,7 +80,6 @@ std::string to_hex(std::uint64_t v) {
 // refilled after fork() so that parent and child never hand out the same
 // bytes, and bytes handed out are wiped from it.
 void append_random_hex(std::string& s) {
-  static constexpr char kHex[] = "0123456789abcdef";
   constexpr std::size_t kTake = 16;
   thread_local std::array<unsigned char, 64 * kTake> block{};
   thread_local std::size_t used = block.size();
@@ -99,10 +90,7 @@ void append_random_hex(std::string& s) {
     used = 0;
     filled_by = pid;
   }
-  for (std::size_t i = used; i < used + kTake; ++i) {
-    s += kHex[block[i] >> 4];
-    s += kHex[block[i] & 0x0f];
-  }
+  append_hex(s, std::span<const unsigned char>(block.data() + used, kTake));
   OPENSSL_cleanse(block.data() + used, kTake);
   used += kTake;
 }
@@ -118,7 +106,7 @@ std::string ChallengeGenerator::next() {
   s.reserve(limits::kMaxTimestamp);
   s += '<';
   append_random_hex(s);
-  s += to_hex(n);
+  s += hex_number(n);
   s += '.';
   s += std::to_string(static_cast<long long>(::getpid()));
   s += '@';

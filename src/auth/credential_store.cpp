@@ -5,12 +5,13 @@
 #include <openssl/crypto.h>
 
 #include <array>
-#include <charconv>
 
 #include "auth/base64.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/random.hpp"
 #include "common/limits.hpp"
+#include "common/parse.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
@@ -26,15 +27,6 @@ constexpr std::array<MechName, 7> kMechNames = {{{"apop", kMechApop},
                                                  {"cram-md5", kMechCramMd5},
                                                  {"scram-sha-256", kMechScramSha256},
                                                  {"scram-sha-1", kMechScramSha1}}};
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -158,10 +150,9 @@ std::optional<ScramVerifier> decode_verifier(std::string_view s) {
     s = d == std::string_view::npos ? std::string_view() : s.substr(d + 1);
   }
   ScramVerifier v;
-  auto [ptr, ec] = std::from_chars(f[0].data(), f[0].data() + f[0].size(), v.iterations);
-  if (ec != std::errc() || ptr != f[0].data() + f[0].size() || v.iterations == 0) {
-    return std::nullopt;
-  }
+  const auto iterations = parse_decimal<std::uint32_t>(f[0]);
+  if (!iterations || *iterations == 0) return std::nullopt;
+  v.iterations = *iterations;
   auto salt = base64_decode_strict(f[1]);
   auto stored = base64_decode_strict(f[2]);
   auto server = base64_decode_strict(f[3]);

@@ -6,8 +6,10 @@
 #include <array>
 #include <cstdlib>
 #include <memory>
+#include <span>
 
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
@@ -49,22 +51,12 @@ unsigned digest(const EVP_MD* md, const std::array<std::string_view, N>& parts,
   return len;
 }
 
-std::string to_hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(n * 2, '\0');
-  for (std::size_t i = 0; i < n; ++i) {
-    s[2 * i] = kHex[p[i] >> 4];
-    s[2 * i + 1] = kHex[p[i] & 0x0f];
-  }
-  return s;
-}
-
 }  // namespace
 
 std::string md5_hex(std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned len = digest<1>(md5(), {data}, out);
-  std::string hex = to_hex(out, len);
+  std::string hex = to_hex(std::span<const unsigned char>(out, len));
   OPENSSL_cleanse(out, sizeof out);
   return hex;
 }
@@ -87,7 +79,7 @@ bool apop_digest_matches(std::string_view timestamp, std::string_view secret,
                          std::string_view client_digest) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned len = digest<2>(md5(), {timestamp, secret}, out);
-  std::string expected = to_hex(out, len);
+  std::string expected = to_hex(std::span<const unsigned char>(out, len));
   OPENSSL_cleanse(out, sizeof out);
 
   // Normalise a fixed-size copy of the client digest without branching on its

@@ -12,19 +12,13 @@
 
 #include "auth/base64.hpp"
 #include "common/limits.hpp"
+#include "common/parse.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
 
 std::atomic<std::uint64_t> g_crypt_runs{0};  // foreign_crypt_runs()
-
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 32) : c; }
-
-std::string to_upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = upper(c);
-  return out;
-}
 
 enum class Kind { crypt, digest, salted_digest };
 enum class Enc { b64, hex };
@@ -131,14 +125,9 @@ bool crypt_setting_ok(const std::string& data, std::string_view prefix, std::str
   return true;
 }
 
+// A cost field: 1-12 digits (no crypt(3) cost needs more, so no overflow).
 std::optional<std::uint64_t> decimal(std::string_view s) {
-  std::uint64_t v = 0;
-  if (s.empty() || s.size() > 12) return std::nullopt;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return v;
+  return parse_decimal(s, {.max_digits = 12});
 }
 
 // crypt's base-64 digit value ('.' = 0 ... 'z' = 63), or 64 for others.
@@ -283,7 +272,7 @@ std::optional<Parsed> parse(std::string_view encoded, std::string& why) {
     return std::nullopt;
   }
   const std::size_t close = encoded.find('}');
-  std::string name = to_upper(encoded.substr(1, close - 1));
+  std::string name = ascii_uppercase(encoded.substr(1, close - 1));
   std::string_view rest = encoded.substr(close + 1);
   std::optional<Enc> forced;
   for (std::string_view suffix : {".HEX", ".B64", ".BASE64"}) {
@@ -353,7 +342,7 @@ bool is_foreign_hash(std::string_view encoded) {
 
 std::string foreign_scheme(std::string_view encoded) {
   if (!is_foreign_hash(encoded)) return {};
-  return to_upper(encoded.substr(1, encoded.find('}') - 1));
+  return ascii_uppercase(encoded.substr(1, encoded.find('}') - 1));
 }
 
 std::optional<std::string> normalize_foreign_hash(std::string_view encoded, std::string& why) {

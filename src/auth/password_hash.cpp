@@ -5,12 +5,12 @@
 
 #include <array>
 #include <atomic>
-#include <charconv>
 #include <optional>
 
 #include "auth/base64.hpp"
 #include "auth/foreign_hash.hpp"
 #include "auth/random.hpp"
+#include "common/parse.hpp"
 
 namespace apop::auth {
 namespace {
@@ -50,9 +50,9 @@ std::string b64_encode_unpadded(std::string_view s) {
 }
 
 bool parse_u32(std::string_view s, std::uint32_t& out) {
-  if (s.empty() || s.size() > 9) return false;
-  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && ptr == s.data() + s.size();
+  const auto v = parse_decimal<std::uint32_t>(s, {.max_digits = 9});
+  if (v) out = *v;
+  return v.has_value();
 }
 
 struct Parsed {

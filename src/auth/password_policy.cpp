@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
@@ -332,14 +333,6 @@ constexpr std::string_view kWalks[] = {
     "azertyuiop",
 };
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string to_lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lower(c);
-  return out;
-}
-
 bool is_letter(char c) { return c >= 'a' && c <= 'z'; }
 
 bool adjacent(char a, char b) {
@@ -403,7 +396,7 @@ Result<void> check_secret_strength(std::string_view secret) {
                         "allowed; no control characters, tabs, line breaks or 8-bit octets");
     }
   }
-  const std::string s = to_lower(secret);
+  const std::string s = ascii_lowercase(secret);
   for (std::string_view c : kCommon) {
     if (s == c) return weak("it is a well-known common password");
   }

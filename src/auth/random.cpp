@@ -7,6 +7,8 @@
 #include <climits>
 #include <cstdlib>
 
+#include "common/text.hpp"
+
 namespace apop::auth {
 
 Result<void> random_bytes(std::span<unsigned char> out) {
@@ -23,16 +25,10 @@ Result<void> random_bytes(std::span<unsigned char> out) {
 }
 
 std::string random_hex(std::size_t nbytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string raw(nbytes, '\0');
   auto span = std::span<unsigned char>(reinterpret_cast<unsigned char*>(raw.data()), raw.size());
   if (!random_bytes(span)) std::abort();
-  std::string hex(nbytes * 2, '\0');
-  for (std::size_t i = 0; i < nbytes; ++i) {
-    auto b = static_cast<unsigned char>(raw[i]);
-    hex[2 * i] = kHex[b >> 4];
-    hex[2 * i + 1] = kHex[b & 0x0f];
-  }
+  std::string hex = to_hex(raw);
   OPENSSL_cleanse(raw.data(), raw.size());
   return hex;
 }

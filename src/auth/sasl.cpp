@@ -7,6 +7,7 @@
 #include "auth/digest.hpp"
 #include "auth/sasl_crypto.hpp"
 #include "auth/sasl_scram.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
@@ -37,27 +38,6 @@ std::optional<SaslCredentials> lookup_user(const CredentialLookup& lookup, std::
 std::string after_password(const std::optional<SaslCredentials>& creds, std::string_view password) {
   if (creds && creds->password_verified) return creds->password_verified(password);
   return "password";
-}
-
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  }
-  return true;
-}
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(bytes.size() * 2, '\0');
-  for (std::size_t i = 0; i < bytes.size(); ++i) {
-    auto b = static_cast<unsigned char>(bytes[i]);
-    s[2 * i] = kHex[b >> 4];
-    s[2 * i + 1] = kHex[b & 0x0f];
-  }
-  return s;
 }
 
 // RFC 4616. message = [authzid] NUL authcid NUL passwd. Client-first: without

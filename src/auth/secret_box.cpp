@@ -57,18 +57,12 @@ Error sys_error(const std::string& what, const std::filesystem::path& p, int e) 
 
 // Reads exactly `out.size()` bytes; false (errno set, or 0 on short file) otherwise.
 bool read_all(int fd, std::span<unsigned char> out) {
-  std::size_t got = 0;
-  while (got < out.size()) {
-    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (r == 0) {
-      errno = 0;
-      return false;
-    }
-    got += static_cast<std::size_t>(r);
+  const ssize_t got =
+      read_full(fd, std::span<char>(reinterpret_cast<char*>(out.data()), out.size()));
+  if (got < 0) return false;
+  if (static_cast<std::size_t>(got) < out.size()) {
+    errno = 0;
+    return false;
   }
   return true;
 }

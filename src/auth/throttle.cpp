@@ -1,8 +1,9 @@
 #include "auth/throttle.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <iterator>
+
+#include "common/text.hpp"
 
 namespace apop::auth {
 
@@ -10,11 +11,7 @@ namespace {
 
 // User names are counted case-insensitively: "Alice" and "alice" share one
 // count whatever the store thinks of them (more counting, never less).
-std::string user_key(std::string_view user) {
-  std::string k(user);
-  for (char& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return k;
-}
+std::string user_key(std::string_view user) { return ascii_lowercase(user); }
 
 std::string pair_key(const std::string& user, const std::string& address) {
   return user + '\n' + address;

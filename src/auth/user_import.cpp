@@ -9,16 +9,10 @@
 #include "auth/foreign_hash.hpp"
 #include "auth/username.hpp"
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::auth {
 namespace {
-
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-  return out;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -84,7 +78,7 @@ void classify_password(ImportLine& l, std::string_view field) {
   std::string_view data = field;
   if (is_foreign_hash(field)) {
     const std::size_t close = field.find('}');
-    scheme = upper(field.substr(1, close - 1));
+    scheme = ascii_uppercase(field.substr(1, close - 1));
     data = field.substr(close + 1);
   }
   l.scheme = scheme;

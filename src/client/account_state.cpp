@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "common/posix_fd.hpp"
+#include "common/text.hpp"
 #include "store/maildir_name.hpp"
 
 namespace apop::client {
@@ -76,13 +77,7 @@ std::string hex_sha256(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
+  return to_hex(std::span<const unsigned char>(md, len));
 }
 
 }  // namespace
@@ -262,24 +257,18 @@ fs::path AccountState::default_path(std::string_view user, std::string_view host
   }
   // user@host:port, host lower-cased, every byte outside [A-Za-z0-9._-] (and
   // '@' for the separator) written as %XX so the name is one safe component.
-  std::string lower_host(host);
-  for (char& c : lower_host) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
+  const std::string lower_host = ascii_lowercase(host);
   const std::string account = std::string(user) + "@" + lower_host + ":" + std::to_string(port);
   std::string name;
   auto encode = [&name](std::string_view s) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
     for (char c : s) {
-      const auto u = static_cast<unsigned char>(c);
       const bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
                          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
       if (plain) {
         name += c;
       } else {
         name += '%';
-        name += kHex[u >> 4];
-        name += kHex[u & 15];
+        append_hex(name, std::string_view(&c, 1), /*upper=*/true);
       }
     }
   };

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/text.hpp"
+
 namespace apop::client::bench {
 
 // ---------------------------------------------------------------------------
@@ -58,20 +60,8 @@ Result<std::vector<Account>> parse_accounts(std::string_view text) {
 // Workloads
 // ---------------------------------------------------------------------------
 
-namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
-}  // namespace
-
 std::optional<Workload> parse_workload(std::string_view s) {
-  std::string l = lower(s);
+  const std::string l = ascii_lowercase(s);
   if (l == "login") return Workload::login;
   if (l == "stat") return Workload::stat;
   if (l == "retr") return Workload::retr;
@@ -97,7 +87,7 @@ std::string_view workload_name(Workload w) {
 }
 
 std::optional<AuthKind> parse_auth_kind(std::string_view s) {
-  std::string l = lower(s);
+  const std::string l = ascii_lowercase(s);
   if (l == "apop") return AuthKind::apop;
   if (l == "user") return AuthKind::user;
   if (l == "scram-sha-256") return AuthKind::scram_sha_256;

@@ -19,6 +19,7 @@
 #include "client/bench.hpp"
 #include "client/protocol.hpp"
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::client::bench {
 namespace {
@@ -74,12 +75,7 @@ std::string error_kind(const Reply& r, bool during_auth) {
 }
 
 std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 120)) {
-    auto u = static_cast<unsigned char>(c);
-    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
-  }
-  return out;
+  return apop::printable(s, {.max = 120, .hex_escape = false, .ellipsis = false});
 }
 
 class Engine {

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <cstring>
+#include <span>
 
 #include "auth/base64.hpp"
 #include "auth/challenge.hpp"
@@ -14,6 +14,8 @@
 #include "auth/random.hpp"
 #include "auth/sasl_crypto.hpp"
 #include "common/limits.hpp"
+#include "common/parse.hpp"
+#include "common/text.hpp"
 
 namespace apop::client {
 namespace {
@@ -26,31 +28,9 @@ std::string upper(std::string_view s) {
   return out;
 }
 
-std::string hex(std::string_view raw) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 0x0f]);
-  }
-  return out;
-}
-
 // A short printable rendering of untrusted bytes for error messages.
 std::string printable(std::string_view s, std::size_t max = 80) {
-  std::string out;
-  for (unsigned char c : s.substr(0, max)) {
-    if (c >= 0x20 && c < 0x7f) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  if (s.size() > max) out += "...";
-  return out;
+  return apop::printable(s, {.max = max});
 }
 
 bool is_atext(char c) {
@@ -127,12 +107,10 @@ std::string challenge_problem(std::string_view s) {
     }
     for (unsigned char c : s) {
       if (c < 0x21 || c > 0x7e) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "0x%02X", c);
-        if (c == ' ' || c == '\t')
-          return std::string("timestamp contains white space (") + buf + ")";
-        return std::string("timestamp contains octet ") + buf +
-               " (only printable ASCII 0x21-0x7E allowed)";
+        std::string octet = "0x";
+        append_hex(octet, std::span<const unsigned char>(&c, 1), /*upper=*/true);
+        if (c == ' ' || c == '\t') return "timestamp contains white space (" + octet + ")";
+        return "timestamp contains octet " + octet + " (only printable ASCII 0x21-0x7E allowed)";
       }
     }
     if (s.front() != '<' || s.back() != '>') return "timestamp is not enclosed in '<' '>'";
@@ -239,16 +217,15 @@ Capabilities parse_capa(const std::vector<std::string>& lines) {
 // ---------------------------------------------------------------------------
 
 Result<std::uint64_t> parse_number(std::string_view s) {
+  if (auto v = parse_decimal(s)) return *v;
   if (s.empty()) return invalid("empty number");
-  std::uint64_t v = 0;
-  for (char ch : s) {
-    if (ch < '0' || ch > '9') return invalid("not a decimal number: \"" + printable(s, 40) + "\"");
-    auto d = static_cast<std::uint64_t>(ch - '0');
-    if (v > (UINT64_MAX - d) / 10)
-      return invalid("number overflows 64 bits: \"" + printable(s, 40) + "\"");
-    v = v * 10 + d;
+  // The digits before the first other character overflow, or there is such
+  // a character: the first of the two a left-to-right reading meets.
+  const std::string_view digits = leading_digits(s);
+  if (digits.size() == s.size() || (!digits.empty() && !parse_decimal(digits))) {
+    return invalid("number overflows 64 bits: \"" + printable(s, 40) + "\"");
   }
-  return v;
+  return invalid("not a decimal number: \"" + printable(s, 40) + "\"");
 }
 
 namespace {
@@ -557,7 +534,7 @@ Result<void> ScramClient::verify_server_final(std::string_view server_final) con
 
 std::string cram_md5_response(std::string_view user, std::string_view secret,
                               std::string_view challenge) {
-  return std::string(user) + " " + hex(auth::sasl_detail::hmac_md5(secret, challenge));
+  return std::string(user) + " " + to_hex(auth::sasl_detail::hmac_md5(secret, challenge));
 }
 
 std::string plain_response(std::string_view user, std::string_view secret) {
@@ -592,8 +569,7 @@ std::string_view auth_mech_name(AuthMech m) {
 }
 
 std::optional<AuthMech> parse_auth_mech(std::string_view s) {
-  std::string l(s);
-  for (char& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string l = ascii_lowercase(s);
   for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
                      AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
     if (l == auth_mech_name(m)) return m;

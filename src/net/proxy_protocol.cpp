@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/limits.hpp"
+#include "common/parse.hpp"
 
 namespace apop::net {
 
@@ -40,15 +41,9 @@ std::string format(int family, const unsigned char* bytes) {
   return out;
 }
 
+// A v1 port: 0-65535 in decimal, without a leading zero.
 std::optional<std::uint16_t> parse_port(std::string_view s) {
-  if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0')) return std::nullopt;
-  unsigned v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (v > 65535) return std::nullopt;
-  return static_cast<std::uint16_t>(v);
+  return parse_decimal<std::uint16_t>(s, {.leading_zeros = false});
 }
 
 Result<std::optional<ProxyHeader>> parse_v1(std::string_view data) {
@@ -184,17 +179,8 @@ Result<AddressRange> parse_address_range(std::string_view text) {
   if (auto slash = text.find('/'); slash != std::string_view::npos) {
     addr = text.substr(0, slash);
     const std::string_view p = text.substr(slash + 1);
-    if (p.empty() || p.size() > 3 || (p.size() > 1 && p[0] == '0')) {
-      return make_error(Errc::invalid, "bad prefix length in " + std::string(text));
-    }
-    unsigned v = 0;
-    for (char c : p) {
-      if (c < '0' || c > '9') {
-        return make_error(Errc::invalid, "bad prefix length in " + std::string(text));
-      }
-      v = v * 10 + static_cast<unsigned>(c - '0');
-    }
-    prefix = v;
+    prefix = parse_decimal<unsigned>(p, {.max_digits = 3, .leading_zeros = false});
+    if (!prefix) return make_error(Errc::invalid, "bad prefix length in " + std::string(text));
   }
   const std::string a(addr);
   if (::inet_pton(AF_INET, a.c_str(), r.bytes.data()) == 1) {

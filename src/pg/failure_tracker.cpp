@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cctype>
 
+#include "common/text.hpp"
 #include "pg/shared.hpp"
 
 namespace apop::pg {
@@ -20,11 +20,7 @@ std::int64_t to_ms(auth::ThrottleTime t) {
 auth::ThrottleTime from_ms(std::int64_t ms) { return auth::ThrottleTime(Ms(ms)); }
 
 // As the memory tracker: user names are counted case-insensitively.
-std::string user_key(std::string_view user) {
-  std::string k(user);
-  for (char& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return k;
-}
+std::string user_key(std::string_view user) { return ascii_lowercase(user); }
 
 // $1 address, $2 user key, $3 oldest counted time (exclusive), $4 count cap.
 constexpr const char* kStatus =

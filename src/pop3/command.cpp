@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/parse.hpp"
+
 namespace apop::pop3 {
 
 ParsedCommand parse_command(std::string_view line) {
@@ -24,38 +26,10 @@ ParsedCommand parse_command(std::string_view line) {
   return cmd;
 }
 
-std::optional<std::uint64_t> parse_count(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-  }
-  s.remove_prefix(std::min(s.find_first_not_of('0'), s.size()));
-  // 2^64 - 1 has 20 digits; after the leading zeros the digits are exact.
-  if (s.size() > 20) return std::nullopt;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    const auto d = static_cast<std::uint64_t>(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
-    v = v * 10 + d;
-  }
-  return v;
-}
+std::optional<std::uint64_t> parse_count(std::string_view s) { return parse_decimal(s); }
 
 std::optional<std::uint32_t> parse_number(std::string_view s) {
-  auto v = parse_count(s);
-  if (!v || *v > 0xFFFFFFFFull) return std::nullopt;
-  return static_cast<std::uint32_t>(*v);
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'a' && x <= 'z') x = static_cast<char>(x - 32);
-    if (y >= 'a' && y <= 'z') y = static_cast<char>(y - 32);
-    if (x != y) return false;
-  }
-  return true;
+  return parse_decimal<std::uint32_t>(s);
 }
 
 }  // namespace apop::pop3

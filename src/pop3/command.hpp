@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/text.hpp"  // iequals: keywords compare case-insensitively
+
 namespace apop::pop3 {
 
 struct ParsedCommand {
@@ -27,7 +29,5 @@ std::optional<std::uint32_t> parse_number(std::string_view s);
 // TOP's line count: the same syntax, value fits in 64 bits. A count beyond
 // any message ("TOP 1 99999999999") means the whole message, as in Dovecot.
 std::optional<std::uint64_t> parse_count(std::string_view s);
-
-bool iequals(std::string_view a, std::string_view b);
 
 }  // namespace apop::pop3

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/posix_fd.hpp"
+
 namespace apop::store {
 
 Error sys_error(const std::string& what, int err) {
@@ -34,11 +36,8 @@ int for_each_dir_entry(int dirfd, const std::function<void(std::string_view, uns
   // 32 KiB as glibc's readdir uses: a 100,000-name cur/ takes some 200 calls.
   alignas(Dirent64) char buf[32 * 1024];
   for (;;) {
-    const ssize_t n = ::getdents64(dirfd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
+    const ssize_t n = retry_eintr([&] { return ::getdents64(dirfd, buf, sizeof buf); });
+    if (n < 0) return errno;
     if (n == 0) return 0;
     for (ssize_t off = 0; off < n;) {
       Dirent64 e;
@@ -71,10 +70,7 @@ Result<std::vector<std::string>> list_files(int dirfd, const std::string& label,
 }
 
 int fsync_retry(int fd) {
-  for (;;) {
-    const int r = ::fsync(fd);
-    if (r == 0 || errno != EINTR) return r;
-  }
+  return retry_eintr([fd] { return ::fsync(fd); });
 }
 
 }  // namespace apop::store

@@ -1,4 +1,5 @@
-// POSIX helpers shared by the Maildir code (maildir.cpp, update_journal.cpp).
+// POSIX helpers shared by the Maildir code (maildir.cpp, update_journal.cpp,
+// maildir_cache.cpp, uidl_map.cpp).
 // Thread-safety: reentrant; they hold no state.
 #pragma once
 

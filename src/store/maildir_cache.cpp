@@ -286,13 +286,8 @@ std::optional<std::string> read_maildir_cache(int dirfd) {
     return std::nullopt;
   }
   std::string buf(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t got = 0;
-  while (got < buf.size()) {
-    const ssize_t n = ::read(fd.get(), buf.data() + got, buf.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return std::nullopt;  // error, or shrunk: whatever it is, not used
-    got += static_cast<std::size_t>(n);
-  }
+  // An error, or a file shrunk meanwhile: whatever it is, not used.
+  if (read_full(fd.get(), buf) != static_cast<ssize_t>(buf.size())) return std::nullopt;
   return buf;
 }
 

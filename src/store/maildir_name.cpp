@@ -4,8 +4,11 @@
 
 #include <cstdlib>
 #include <limits>
+#include <span>
 
 #include "common/limits.hpp"
+#include "common/parse.hpp"
+#include "common/text.hpp"
 
 namespace apop::store {
 
@@ -15,18 +18,6 @@ std::string_view maildir_base_name(std::string_view filename) {
 }
 
 namespace {
-
-std::optional<std::uint64_t> parse_u64(std::string_view digits) {
-  if (digits.empty()) return std::nullopt;
-  std::uint64_t v = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-    const auto d = static_cast<std::uint64_t>(c - '0');
-    if (v > (std::numeric_limits<std::uint64_t>::max() - d) / 10) return std::nullopt;
-    v = v * 10 + d;
-  }
-  return v;
-}
 
 // Calls f(field) for each comma-separated field after the first one.
 template <typename F>
@@ -52,22 +43,15 @@ std::optional<std::uint64_t> maildir_name_field(std::string_view base, char key)
   for_each_field(base, [&](std::string_view field) {
     if (found || field.size() < 2 || field[0] != key || field[1] != '=') return;
     found = true;
-    result = parse_u64(field.substr(2));
+    result = parse_decimal(field.substr(2));
   });
   return result;
 }
 
 std::uint64_t maildir_name_time(std::string_view base) {
-  std::uint64_t v = 0;
-  for (char c : base) {
-    if (c < '0' || c > '9') break;
-    const auto d = static_cast<std::uint64_t>(c - '0');
-    if (v > (std::numeric_limits<std::uint64_t>::max() - d) / 10) {
-      return std::numeric_limits<std::uint64_t>::max();
-    }
-    v = v * 10 + d;
-  }
-  return v;
+  const std::string_view digits = leading_digits(base);
+  if (digits.empty()) return 0;
+  return parse_decimal(digits).value_or(std::numeric_limits<std::uint64_t>::max());
 }
 
 bool maildir_name_less(std::string_view a, std::string_view b) {
@@ -110,12 +94,8 @@ std::string hashed_uidl(std::string_view data) {
   if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr) != 1 || len < 20) {
     std::abort();  // SHA-1 is always available in libcrypto's default provider.
   }
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "H";
-  for (unsigned i = 0; i < 20; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xF];
-  }
+  append_hex(out, std::span<const unsigned char>(md, 20));
   return out;
 }
 

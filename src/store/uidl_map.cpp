@@ -5,26 +5,20 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include "common/limits.hpp"
+#include "common/parse.hpp"
 #include "common/posix_fd.hpp"
+#include "common/text.hpp"
+#include "store/dir_io.hpp"
 #include "store/maildir_name.hpp"
 
 namespace apop::store {
 namespace {
 
-Error sys_error(const std::string& what, int err) {
-  return make_error(Errc::temporary, what + ": " + std::strerror(err));
-}
-
 std::optional<std::uint32_t> parse_u32(std::string_view s) {
-  std::uint32_t v = 0;
-  if (s.empty() || s.size() > 10) return std::nullopt;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
+  return parse_decimal<std::uint32_t>(s, {.max_digits = 10});
 }
 
 Error corrupt(std::size_t line, const std::string& what) {
@@ -32,16 +26,7 @@ Error corrupt(std::size_t line, const std::string& what) {
 }
 
 std::string number(std::uint64_t v, bool hex, bool upper_hex, std::size_t width, bool zero) {
-  std::string digits;
-  if (hex) {
-    const char* d = upper_hex ? "0123456789ABCDEF" : "0123456789abcdef";
-    do {
-      digits.insert(digits.begin(), d[v % 16]);
-      v /= 16;
-    } while (v != 0);
-  } else {
-    digits = std::to_string(v);
-  }
+  std::string digits = hex ? hex_number(v, upper_hex) : std::to_string(v);
   if (digits.size() < width) digits.insert(0, width - digits.size(), zero ? '0' : ' ');
   return digits;
 }
@@ -108,15 +93,9 @@ Result<UidlMap> load_uidl_map(const std::filesystem::path& maildir) {
   }
   std::string text;
   text.resize(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < text.size()) {
-    const ssize_t n = ::read(fd.get(), text.data() + got, text.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("read " + path.string(), errno);
-    if (n == 0) break;  // shrank meanwhile
-    got += static_cast<std::size_t>(n);
-  }
-  text.resize(got);
+  const ssize_t got = read_full(fd.get(), text);
+  if (got < 0) return sys_error("read " + path.string(), errno);
+  text.resize(static_cast<std::size_t>(got));  // shorter if it shrank meanwhile
   return parse_uidl_map(text);
 }
 
@@ -249,10 +228,11 @@ Result<std::string> expand_pop3_uidl_format(std::string_view format, std::uint32
       zero = true;
       ++i;
     }
-    while (i < format.size() && format[i] >= '0' && format[i] <= '9') {
-      width = width * 10 + static_cast<std::size_t>(format[i] - '0');
-      if (width > limits::kMaxUidl) return make_error(Errc::invalid, "field width too large");
-      ++i;
+    if (const std::string_view w = leading_digits(format.substr(i)); !w.empty()) {
+      const auto n = parse_decimal<std::size_t>(w, {.max = limits::kMaxUidl});
+      if (!n) return make_error(Errc::invalid, "field width too large");
+      width = *n;
+      i += w.size();
     }
     if (i < format.size() && (format[i] == 'X' || format[i] == 'x')) {
       hex = true;

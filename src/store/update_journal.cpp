@@ -46,11 +46,8 @@ Result<std::string> read_small_file(int fd) {
   data.reserve(static_cast<std::size_t>(st.st_size));
   char buf[16 * 1024];
   for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error("read update journal", errno);
-    }
+    const ssize_t n = retry_eintr([&] { return ::read(fd, buf, sizeof buf); });
+    if (n < 0) return sys_error("read update journal", errno);
     if (n == 0) break;
     if (data.size() + static_cast<std::size_t>(n) > limits::kMaxUpdateJournal) {
       return make_error(Errc::invalid, "update journal larger than the limit");

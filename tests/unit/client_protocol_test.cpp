@@ -127,6 +127,15 @@ TEST(ClientChallenge, ReasonsAreSpecific) {
   EXPECT_NE(challenge_problem("<a b@c>").find("white space"), std::string::npos);
 }
 
+// The offending octet is named in upper-case hex, white space apart.
+TEST(ClientChallenge, OctetRendering) {
+  EXPECT_EQ(challenge_problem("<a\x7f@b>"),
+            "timestamp contains octet 0x7F (only printable ASCII 0x21-0x7E allowed)");
+  EXPECT_EQ(challenge_problem("<a\xfe@b>"),
+            "timestamp contains octet 0xFE (only printable ASCII 0x21-0x7E allowed)");
+  EXPECT_EQ(challenge_problem("<a\tb@c>"), "timestamp contains white space (0x09)");
+}
+
 TEST(ClientChallenge, ExtractFromGreeting) {
   auto c = extract_challenge("+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>");
   EXPECT_EQ(c.status, Challenge::Status::valid);
@@ -180,6 +189,18 @@ TEST(ClientNumbers, StrictDecimal) {
                         "99999999999999999999999", "١"}) {
     EXPECT_FALSE(parse_number(s)) << s;
   }
+}
+
+// The message names the first problem a left-to-right reading meets.
+TEST(ClientNumbers, ErrorMessages) {
+  EXPECT_EQ(parse_number("").error().message, "empty number");
+  EXPECT_EQ(parse_number("12x").error().message, "not a decimal number: \"12x\"");
+  EXPECT_EQ(parse_number("x99999999999999999999").error().message,
+            "not a decimal number: \"x99999999999999999999\"");
+  EXPECT_EQ(parse_number("99999999999999999999").error().message,
+            "number overflows 64 bits: \"99999999999999999999\"");
+  EXPECT_EQ(parse_number("99999999999999999999x").error().message,
+            "number overflows 64 bits: \"99999999999999999999x\"");
 }
 
 TEST(ClientStat, ParsesAndRefuses) {
