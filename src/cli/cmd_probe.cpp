@@ -23,6 +23,7 @@
 #include "client/probe.hpp"
 #include "client/transport.hpp"
 #include "common/limits.hpp"
+#include "common/parse.hpp"
 
 namespace apop::cli {
 
@@ -79,14 +80,9 @@ bool parse_target(const std::string& s, std::string& host, std::uint16_t& port) 
   }
   if (host.empty()) return false;
   if (!port_text.empty()) {
-    if (port_text.size() > 5) return false;
-    unsigned v = 0;
-    for (char c : port_text) {
-      if (c < '0' || c > '9') return false;
-      v = v * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (v == 0 || v > 65535) return false;
-    port = static_cast<std::uint16_t>(v);
+    const auto v = parse_decimal<std::uint16_t>(port_text, {.max_digits = 5});
+    if (!v || *v == 0) return false;
+    port = *v;
   }
   return true;
 }

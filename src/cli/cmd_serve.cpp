@@ -18,6 +18,7 @@
 #include "cli/logging.hpp"
 #include "cli/serve_config.hpp"
 #include "cli/version.hpp"
+#include "common/text.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "pg/shared.hpp"
@@ -30,11 +31,7 @@ namespace {
 
 // "never" (any case) -> kExpireNever; "N" -> N days (0..kMaxExpireDays).
 Result<std::int64_t> parse_expire(std::string_view v) {
-  if (v.size() == 5) {
-    std::string lower;
-    for (char c : v) lower.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
-    if (lower == "never") return auth::kExpireNever;
-  }
+  if (iequals(v, "never")) return auth::kExpireNever;
   std::int64_t days = 0;
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), days);
   if (v.empty() || ec != std::errc() || ptr != v.data() + v.size() || days < 0 ||

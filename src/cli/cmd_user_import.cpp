@@ -12,6 +12,7 @@
 #include "auth/user_import.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "common/text.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {
@@ -46,13 +47,9 @@ struct ImportArgs {
 
 // User names from the file are printed; anything but printable ASCII is
 // shown as '?'.
-std::string printable(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x21 || u > 0x7e) c = '?';
-  }
-  return out;
+std::string shown(std::string_view s) {
+  return printable(
+      s, {.max = std::string_view::npos, .space = false, .hex_escape = false, .ellipsis = false});
 }
 
 struct Outcome {
@@ -109,7 +106,7 @@ int run_import(const ImportArgs& a) {
   std::vector<Outcome> report;
   std::size_t imported = 0, skipped = 0, failed = 0;
   for (auto& l : lines) {
-    Outcome o{l.line, printable(l.user), l.scheme, {}, {}, {}};
+    Outcome o{l.line, shown(l.user), l.scheme, {}, {}, {}};
     if (l.kind == auth::ImportLine::Kind::skip) {
       o.outcome = "skipped";
       o.reason = l.reason;

@@ -183,15 +183,8 @@ void WatchedFileSink::sink_it_(const spdlog::details::log_msg& msg) {
   formatter_->format(msg, line);
   // One write(2) per line: with O_APPEND, lines never interleave and a
   // copytruncate leaves no hole.
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(fd_, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // disk full, I/O error: a logger cannot report it anywhere better
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  // Disk full, I/O error: a logger cannot report it anywhere better.
+  (void)write_all(fd_, std::string_view(line.data(), line.size()));
 }
 
 Result<void> install_logger(const LogTarget& target, spdlog::level::level_enum level,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,11 +25,12 @@ std::optional<std::string> percent_decode(std::string_view s) {
       out.push_back(s[i]);
       continue;
     }
-    if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-        !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+    unsigned char octet = 0;
+    const char* hex = s.data() + i + 1;
+    if (i + 2 >= s.size() || std::from_chars(hex, hex + 2, octet, 16).ptr != hex + 2) {
       return std::nullopt;
     }
-    out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
+    out.push_back(static_cast<char>(octet));
     i += 2;
   }
   return out;

@@ -22,6 +22,7 @@
 
 #include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
+#include "store/dir_io.hpp"
 #include "store/maildir.hpp"
 #include "store/maildir_name.hpp"
 #include "store/mbox.hpp"
@@ -39,12 +40,7 @@ Error sys_error(Errc code, const std::string& what, int err) {
   return make_error(code, what + ": " + std::strerror(err));
 }
 
-int fsync_retry(int fd) {
-  for (;;) {
-    const int r = ::fsync(fd);
-    if (r == 0 || errno != EINTR) return r;
-  }
-}
+using store::fsync_retry;
 
 // "~/x" -> "$HOME/x"; anything else unchanged.
 std::string expand_home(std::string_view path) {
@@ -376,12 +372,11 @@ FeedOutcome feed_mda(int fd, std::string_view message, Clock::time_point deadlin
   ::fcntl(fd, F_SETFL, O_NONBLOCK);
   std::string_view rest = message;
   while (!rest.empty()) {
-    const ssize_t w = ::write(fd, rest.data(), rest.size());
+    const ssize_t w = retry_eintr([&] { return ::write(fd, rest.data(), rest.size()); });
     if (w > 0) {
       rest.remove_prefix(static_cast<std::size_t>(w));
       continue;
     }
-    if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno != EAGAIN) {
       if (errno == EPIPE) {
         out.short_read = true;
@@ -431,8 +426,7 @@ Result<int> reap_mda(pid_t pid, Clock::time_point deadline, bool& timed_out) {
   timed_out = true;
   ::kill(-pid, SIGKILL);
   ::kill(pid, SIGKILL);
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  (void)retry_eintr([&] { return ::waitpid(pid, &status, 0); });
   return status;
 }
 

@@ -9,6 +9,7 @@
 
 #include "auth/base64.hpp"
 #include "common/limits.hpp"
+#include "common/text.hpp"
 
 namespace apop::client {
 namespace {
@@ -16,32 +17,8 @@ namespace {
 // RFC 2449 §4: response lines are at most 512 octets including CRLF.
 constexpr std::size_t kMaxReply = limits::kMaxResponseLine - 2;
 
-std::string printable(std::string_view s, std::size_t max = 200) {
-  std::string out;
-  for (unsigned char c : s.substr(0, max)) {
-    if (c >= 0x20 && c < 0x7f) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  if (s.size() > max) out += "...";
-  return out;
-}
-
-bool iequals_prefix(std::string_view line, std::string_view prefix) {
-  if (line.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(line[i])) !=
-        std::tolower(static_cast<unsigned char>(prefix[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
+// Server text in errors and traces: printable ASCII, cut at 200 octets.
+std::string shown(std::string_view s, std::size_t max = 200) { return printable(s, {.max = max}); }
 
 // The address of the first Return-Path header, "MAILER-DAEMON" if none/empty.
 std::string envelope_from(std::string_view msg) {
@@ -51,7 +28,7 @@ std::string envelope_from(std::string_view msg) {
     std::string_view line =
         msg.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
     if (line.empty() || line == "\r") break;  // end of header
-    if (iequals_prefix(line, "Return-Path:")) {
+    if (istarts_with(line, "Return-Path:")) {
       std::size_t lt = line.find('<');
       std::size_t gt = line.find('>', lt == std::string_view::npos ? 0 : lt);
       if (lt != std::string_view::npos && gt != std::string_view::npos && gt > lt + 1) {
@@ -109,7 +86,7 @@ class Session {
     s_.warnings.push_back(std::move(w));
   }
   void trace(std::string_view dir, std::string_view text) {
-    if (o_.trace) o_.trace(std::string(dir) + printable(text, 300));
+    if (o_.trace) o_.trace(std::string(dir) + shown(text, 300));
   }
 
   // ---- I/O ---------------------------------------------------------------
@@ -200,10 +177,9 @@ class Session {
     std::string greeting;
     auto g = reply(&greeting);
     if (!g) return false;
-    s_.greeting = printable(greeting);
+    s_.greeting = shown(greeting);
     if (!g->ok)
-      return fail(FetchStatus::protocol,
-                  "the server refused the connection: " + printable(greeting));
+      return fail(FetchStatus::protocol, "the server refused the connection: " + shown(greeting));
     Challenge challenge = extract_challenge(greeting);
 
     Capabilities caps = capa();
@@ -265,7 +241,7 @@ class Session {
     if (!r) return false;
     if (!r->ok) {
       return fail(FetchStatus::tls_failed,
-                  "the server refused STLS (" + printable(r->text) + ")" +
+                  "the server refused STLS (" + shown(r->text) + ")" +
                       (o_.tls_mode == TlsMode::automatic ? " although it offered it" : ""));
     }
     if (t_.buffered() != 0) {
@@ -285,12 +261,11 @@ class Session {
   bool auth_reply_ok(const Reply& r, std::string_view what) {
     if (r.ok) return true;
     if (r.code == "IN-USE" || r.code.rfind("SYS", 0) == 0) {
-      return fail(FetchStatus::error, std::string(what) + " failed: " + printable(r.text) + " [" +
-                                          printable(r.code) + "]");
+      return fail(FetchStatus::error,
+                  std::string(what) + " failed: " + shown(r.text) + " [" + shown(r.code) + "]");
     }
-    return fail(FetchStatus::auth_failed,
-                std::string(what) + " rejected: authentication failed" +
-                    (r.text.empty() ? "" : " (" + printable(r.text) + ")"));
+    return fail(FetchStatus::auth_failed, std::string(what) + " rejected: authentication failed" +
+                                              (r.text.empty() ? "" : " (" + shown(r.text) + ")"));
   }
 
   // Reads a continuation; a final -ERR is an authentication failure.
@@ -468,7 +443,7 @@ class Session {
     if (!send("STAT")) return false;
     auto r = reply();
     if (!r) return false;
-    if (!r->ok) return fail(FetchStatus::protocol, "STAT failed: " + printable(r->text));
+    if (!r->ok) return fail(FetchStatus::protocol, "STAT failed: " + shown(r->text));
     auto stat = parse_stat(r->text, o_.listing.max_messages);
     if (!stat) return fail(FetchStatus::protocol, stat.error().message + listing_hint());
     s_.on_server = stat->count;
@@ -491,7 +466,7 @@ class Session {
     if (!send("LIST")) return false;
     auto l = reply();
     if (!l) return false;
-    if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + printable(l->text));
+    if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + shown(l->text));
     ListParser parser(stat->count);
     if (!listing(parser, stat->count, "LIST")) return false;
     out.sizes = parser.take();
@@ -555,7 +530,7 @@ class Session {
       auto rr = reply();
       if (!rr) return false;
       if (!rr->ok) {
-        warn("RETR " + std::to_string(msg) + " failed (" + printable(rr->text) +
+        warn("RETR " + std::to_string(msg) + " failed (" + shown(rr->text) +
              "); left on the server");
         ++s_.store_failed;
       } else {
@@ -628,7 +603,7 @@ class Session {
       if (dr->ok) {
         ++dele_ok;
       } else {
-        warn("DELE " + std::to_string(to_delete[done]) + " failed: " + printable(dr->text));
+        warn("DELE " + std::to_string(to_delete[done]) + " failed: " + shown(dr->text));
       }
     }
     return true;
@@ -643,7 +618,7 @@ class Session {
     if (q->ok) {
       s_.deleted = dele_ok;
     } else if (dele_ok > 0) {
-      warn("QUIT failed (" + printable(q->text) + "): the server did not commit the deletions");
+      warn("QUIT failed (" + shown(q->text) + "): the server did not commit the deletions");
     }
     if (listing.have_uidl) {
       const UidlListing& uids = listing.uids;
