@@ -70,6 +70,13 @@ Result<std::vector<std::string>> list_files(int dirfd, const std::string& label,
   return names;
 }
 
+ssize_t read_retry(int fd, char* buf, std::size_t n) {
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, n);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
 int fsync_retry(int fd) {
   for (;;) {
     const int r = ::fsync(fd);
