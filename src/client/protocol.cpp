@@ -199,38 +199,69 @@ bool Capabilities::has_sasl(std::string_view mech) const {
   return std::find(sasl.begin(), sasl.end(), u) != sasl.end();
 }
 
-Capabilities parse_capa(const std::vector<std::string>& lines) {
+namespace {
+
+// The words of a CAPA line, separated by runs of spaces.
+std::vector<std::string_view> capa_words(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && s[i] == ' ') ++i;
+    std::size_t j = i;
+    while (j < s.size() && s[j] != ' ') ++j;
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Everything after the first word, leading spaces removed.
+std::string capa_rest(std::string_view line) {
+  line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+  const std::size_t sp = line.find(' ');
+  if (sp == std::string_view::npos) return {};
+  line.remove_prefix(sp);
+  line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+  return std::string(line);
+}
+
+}  // namespace
+
+Capabilities parse_capa(const std::vector<std::string>& lines, std::size_t max_lines) {
   Capabilities c;
   c.received = true;
   for (const auto& line : lines) {
-    if (c.lines.size() >= limits::kMaxCapaLines) break;
+    if (c.lines.size() >= max_lines) break;
     c.lines.push_back(line);
-    std::string_view l = line;
-    std::size_t sp = l.find(' ');
-    std::string tag = upper(l.substr(0, sp));
-    std::string_view args = sp == std::string_view::npos ? std::string_view{} : l.substr(sp + 1);
-    if (tag == "STLS")
+    const std::vector<std::string_view> w = capa_words(line);
+    if (w.empty()) continue;
+    const std::string tag = upper(w[0]);
+    if (tag == "STLS") {
       c.stls = true;
-    else if (tag == "PIPELINING")
-      c.pipelining = true;
-    else if (tag == "UIDL")
-      c.uidl = true;
-    else if (tag == "TOP")
-      c.top = true;
-    else if (tag == "USER")
+    } else if (tag == "USER") {
       c.user = true;
-    else if (tag == "RESP-CODES")
+    } else if (tag == "TOP") {
+      c.top = true;
+    } else if (tag == "UIDL") {
+      c.uidl = true;
+    } else if (tag == "PIPELINING") {
+      c.pipelining = true;
+    } else if (tag == "RESP-CODES") {
       c.resp_codes = true;
-    else if (tag == "IMPLEMENTATION")
-      c.implementation = printable(args, 200);
-    else if (tag == "SASL") {
-      while (!args.empty()) {
-        std::size_t e = args.find(' ');
-        std::string_view m = args.substr(0, e);
-        if (!m.empty() && c.sasl.size() < 64) c.sasl.push_back(upper(m));
-        if (e == std::string_view::npos) break;
-        args.remove_prefix(e + 1);
+    } else if (tag == "AUTH-RESP-CODE") {
+      c.auth_resp_code = true;
+    } else if (tag == "SASL") {
+      for (std::size_t i = 1; i < w.size(); ++i) {
+        if (c.sasl.size() >= limits::kMaxCapaSaslMechanisms) break;
+        std::string m = upper(w[i]);
+        if (std::find(c.sasl.begin(), c.sasl.end(), m) == c.sasl.end()) c.sasl.push_back(m);
       }
+    } else if (tag == "IMPLEMENTATION") {
+      c.implementation = capa_rest(line);
+    } else if (tag == "LOGIN-DELAY") {
+      c.login_delay = capa_rest(line);
+    } else if (tag == "EXPIRE") {
+      c.expire = capa_rest(line);
     }
   }
   return c;
