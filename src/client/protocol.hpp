@@ -1,7 +1,9 @@
 // I/O-free POP3 client helpers for `apop fetch` and `apop probe`: reply
 // parsing, APOP challenge validation, CAPA, strict STAT/LIST/UIDL parsing, the
 // multi-line body decoder, digests and the SASL client mechanisms, and the
-// choice of authentication mechanism.
+// choice of authentication mechanism. protocol.cpp: replies, challenges,
+// CAPA, listings, bodies; protocol_auth.cpp: the SASL mechanisms and the
+// choice of mechanism.
 //
 // Contract: nothing here does I/O; every function is pure (or owns only its
 // object's state) and safe to call from any thread on distinct objects.

@@ -1,13 +1,12 @@
+// ~730 lines, one job (serving a Maildir): its listing and MaildirDrop share Entry and Listing.
 #include "store/maildir.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
