@@ -3,7 +3,8 @@
 // cmd_probe.cpp talks to the server (greetings, CAPA, STLS, implicit TLS; it
 // never sends USER, PASS, APOP or AUTH) and fills a ProbeInput; analyze()
 // turns that into findings, a grade and recommendations; to_json()/to_text()
-// render the report. Everything here is pure: unit tests drive it with
+// render the report (probe_analyze.cpp, probe_timestamps.cpp: the analysis;
+// probe_render.cpp: the rendering). Everything here is pure: unit tests drive it with
 // synthetic greetings. Thread-safety: all functions are reentrant, no shared
 // state; results own their data.
 //
@@ -75,6 +76,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client/protocol.hpp"
 #include "client/transport.hpp"
 
 namespace apop::client::probe {
@@ -95,26 +97,15 @@ inline constexpr std::size_t kMaxConnections = 64;
 // ---------------------------------------------------------------------------
 // CAPA (RFC 2449, RFC 2595 STLS, RFC 5034 SASL, RFC 3206 AUTH-RESP-CODE)
 
-struct Capabilities {
-  bool received = false;           // CAPA answered +OK (false: -ERR or not asked)
-  std::vector<std::string> lines;  // raw capability lines, in order
-  bool stls = false;
-  bool user = false;
-  bool top = false;
-  bool uidl = false;
-  bool pipelining = false;
-  bool resp_codes = false;
-  bool auth_resp_code = false;
-  std::vector<std::string> sasl;  // mechanisms, upper-cased
-  std::optional<std::string> implementation;
-  std::optional<std::string> login_delay;  // the argument(s) as sent
-  std::optional<std::string> expire;
-  bool has_sasl(std::string_view mech) const;
-};
+// The client's parser (client/protocol.hpp), shared with fetch; the probe
+// keeps at most kMaxCapaLines lines of a reply.
+using Capabilities = client::Capabilities;
 
 // Parses the body lines of a CAPA reply (status line and final "." excluded,
 // already dot-unstuffed). Tags are case-insensitive.
-Capabilities parse_capa(const std::vector<std::string>& lines);
+inline Capabilities parse_capa(const std::vector<std::string>& lines) {
+  return client::parse_capa(lines, kMaxCapaLines);
+}
 
 // ---------------------------------------------------------------------------
 // Timestamps

@@ -1,7 +1,6 @@
 #include "client/protocol.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
@@ -11,27 +10,27 @@
 #include "auth/base64.hpp"
 #include "auth/challenge.hpp"
 #include "auth/digest.hpp"
-#include "auth/random.hpp"
-#include "auth/sasl_crypto.hpp"
+#include "client/protocol_internal.hpp"
 #include "common/limits.hpp"
 #include "common/parse.hpp"
 #include "common/text.hpp"
 
 namespace apop::client {
-namespace {
+
+namespace protocol_detail {
 
 Error invalid(std::string m) { return make_error(Errc::invalid, std::move(m)); }
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // A short printable rendering of untrusted bytes for error messages.
-std::string printable(std::string_view s, std::size_t max = 80) {
+std::string printable(std::string_view s, std::size_t max) {
   return apop::printable(s, {.max = max});
 }
+
+}  // namespace protocol_detail
+
+using namespace protocol_detail;
+
+namespace {
 
 bool is_atext(char c) {
   if (std::isalnum(static_cast<unsigned char>(c)) != 0) return true;
@@ -173,42 +172,73 @@ std::string apop_digest(std::string_view challenge, std::string_view secret) {
 // ---------------------------------------------------------------------------
 
 bool Capabilities::has_sasl(std::string_view mech) const {
-  std::string u = upper(mech);
+  std::string u = ascii_uppercase(mech);
   return std::find(sasl.begin(), sasl.end(), u) != sasl.end();
 }
 
-Capabilities parse_capa(const std::vector<std::string>& lines) {
+namespace {
+
+// The words of a CAPA line, separated by runs of spaces.
+std::vector<std::string_view> capa_words(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && s[i] == ' ') ++i;
+    std::size_t j = i;
+    while (j < s.size() && s[j] != ' ') ++j;
+    if (j > i) out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Everything after the first word, leading spaces removed.
+std::string capa_rest(std::string_view line) {
+  line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+  const std::size_t sp = line.find(' ');
+  if (sp == std::string_view::npos) return {};
+  line.remove_prefix(sp);
+  line.remove_prefix(std::min(line.find_first_not_of(' '), line.size()));
+  return std::string(line);
+}
+
+}  // namespace
+
+Capabilities parse_capa(const std::vector<std::string>& lines, std::size_t max_lines) {
   Capabilities c;
   c.received = true;
   for (const auto& line : lines) {
-    if (c.lines.size() >= limits::kMaxCapaLines) break;
+    if (c.lines.size() >= max_lines) break;
     c.lines.push_back(line);
-    std::string_view l = line;
-    std::size_t sp = l.find(' ');
-    std::string tag = upper(l.substr(0, sp));
-    std::string_view args = sp == std::string_view::npos ? std::string_view{} : l.substr(sp + 1);
-    if (tag == "STLS")
+    const std::vector<std::string_view> w = capa_words(line);
+    if (w.empty()) continue;
+    const std::string tag = ascii_uppercase(w[0]);
+    if (tag == "STLS") {
       c.stls = true;
-    else if (tag == "PIPELINING")
-      c.pipelining = true;
-    else if (tag == "UIDL")
-      c.uidl = true;
-    else if (tag == "TOP")
-      c.top = true;
-    else if (tag == "USER")
+    } else if (tag == "USER") {
       c.user = true;
-    else if (tag == "RESP-CODES")
+    } else if (tag == "TOP") {
+      c.top = true;
+    } else if (tag == "UIDL") {
+      c.uidl = true;
+    } else if (tag == "PIPELINING") {
+      c.pipelining = true;
+    } else if (tag == "RESP-CODES") {
       c.resp_codes = true;
-    else if (tag == "IMPLEMENTATION")
-      c.implementation = printable(args, 200);
-    else if (tag == "SASL") {
-      while (!args.empty()) {
-        std::size_t e = args.find(' ');
-        std::string_view m = args.substr(0, e);
-        if (!m.empty() && c.sasl.size() < 64) c.sasl.push_back(upper(m));
-        if (e == std::string_view::npos) break;
-        args.remove_prefix(e + 1);
+    } else if (tag == "AUTH-RESP-CODE") {
+      c.auth_resp_code = true;
+    } else if (tag == "SASL") {
+      for (std::size_t i = 1; i < w.size(); ++i) {
+        if (c.sasl.size() >= limits::kMaxCapaSaslMechanisms) break;
+        std::string m = ascii_uppercase(w[i]);
+        if (std::find(c.sasl.begin(), c.sasl.end(), m) == c.sasl.end()) c.sasl.push_back(m);
       }
+    } else if (tag == "IMPLEMENTATION") {
+      c.implementation = capa_rest(line);
+    } else if (tag == "LOGIN-DELAY") {
+      c.login_delay = capa_rest(line);
+    } else if (tag == "EXPIRE") {
+      c.expire = capa_rest(line);
     }
   }
   return c;
@@ -413,244 +443,6 @@ bool size_consistent(std::uint64_t announced, const BodyDecoder& body) {
   std::uint64_t lf = body.text().size();
   std::uint64_t crlf = body.wire_octets();
   return lf <= announced + 2 && announced <= crlf + 2;
-}
-
-// ---------------------------------------------------------------------------
-
-namespace {
-std::string scram_escape(std::string_view user) {
-  std::string out;
-  for (char c : user) {
-    if (c == ',')
-      out += "=2C";
-    else if (c == '=')
-      out += "=3D";
-    else
-      out.push_back(c);
-  }
-  return out;
-}
-
-// The value of attribute `name` in a comma-separated SCRAM message.
-std::optional<std::string_view> scram_attr(std::string_view msg, char name) {
-  while (!msg.empty()) {
-    std::size_t comma = msg.find(',');
-    std::string_view part = msg.substr(0, comma);
-    if (part.size() >= 2 && part[0] == name && part[1] == '=') return part.substr(2);
-    if (comma == std::string_view::npos) break;
-    msg.remove_prefix(comma + 1);
-  }
-  return std::nullopt;
-}
-}  // namespace
-
-ScramClient::ScramClient(std::string user, std::string password, std::string nonce)
-    : user_(std::move(user)), password_(std::move(password)), nonce_(std::move(nonce)) {
-  if (nonce_.empty()) {
-    unsigned char raw[24];
-    if (!auth::random_bytes(raw)) std::abort();  // never continue with a weak nonce
-    nonce_ = auth::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
-  }
-  client_first_bare_ = "n=" + scram_escape(user_) + ",r=" + nonce_;
-}
-
-ScramClient::~ScramClient() {
-  auth::sasl_detail::cleanse(password_);
-  auth::sasl_detail::cleanse(server_key_);
-}
-
-std::string ScramClient::client_first() const { return "n,," + client_first_bare_; }
-
-Result<std::string> ScramClient::client_final(std::string_view server_first) {
-  using auth::ScramHash;
-  namespace sd = auth::sasl_detail;
-  if (server_first.substr(0, 2) == "m=")
-    return invalid("SCRAM server requires an unknown extension");
-  if (server_first.substr(0, 2) != "r=")
-    return invalid("SCRAM server-first does not start with r=");
-  auto r = scram_attr(server_first, 'r');
-  auto s = scram_attr(server_first, 's');
-  auto i = scram_attr(server_first, 'i');
-  if (!r || !s || !i) return invalid("SCRAM server-first lacks r=, s= or i=");
-  if (r->size() <= nonce_.size() || r->substr(0, nonce_.size()) != nonce_) {
-    return invalid("SCRAM server nonce does not extend the client nonce");
-  }
-  for (unsigned char c : *r) {
-    if (c < 0x21 || c > 0x7e) return invalid("SCRAM server nonce contains a non-printable octet");
-  }
-  auto salt = auth::base64_decode_strict(*s);
-  if (!salt || salt->empty()) return invalid("SCRAM salt is empty or not valid base64");
-  auto iters = parse_number(*i);
-  if (!iters) return invalid("SCRAM iteration count: " + iters.error().message);
-  if (*iters < limits::kMinScramIterations) {
-    return invalid("SCRAM iteration count " + std::to_string(*iters) + " is below " +
-                   std::to_string(limits::kMinScramIterations) + " (weak)");
-  }
-  if (*iters > limits::kMaxScramIterations) {
-    return invalid("SCRAM iteration count " + std::to_string(*iters) + " is above " +
-                   std::to_string(limits::kMaxScramIterations));
-  }
-  std::string salted(32, '\0');
-  if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
-                        reinterpret_cast<const unsigned char*>(salt->data()),
-                        static_cast<int>(salt->size()), static_cast<int>(*iters), EVP_sha256(),
-                        static_cast<int>(salted.size()),
-                        reinterpret_cast<unsigned char*>(salted.data())) != 1) {
-    return make_error(Errc::temporary, "PBKDF2 failed");
-  }
-  std::string client_key = sd::hmac(ScramHash::sha256, salted, "Client Key");
-  std::string stored_key = sd::hash(ScramHash::sha256, client_key);
-  server_key_ = sd::hmac(ScramHash::sha256, salted, "Server Key");
-  std::string without_proof = "c=biws,r=" + std::string(*r);
-  auth_message_ = client_first_bare_ + "," + std::string(server_first) + "," + without_proof;
-  std::string signature = sd::hmac(ScramHash::sha256, stored_key, auth_message_);
-  std::string proof = client_key;
-  for (std::size_t k = 0; k < proof.size(); ++k)
-    proof[k] = static_cast<char>(proof[k] ^ signature[k]);
-  std::string out = without_proof + ",p=" + auth::base64_encode(proof);
-  sd::cleanse(salted);
-  sd::cleanse(client_key);
-  sd::cleanse(proof);
-  return out;
-}
-
-Result<void> ScramClient::verify_server_final(std::string_view server_final) const {
-  namespace sd = auth::sasl_detail;
-  if (server_key_.empty()) return invalid("SCRAM server-final before client-final");
-  if (auto e = scram_attr(server_final, 'e'); e && server_final.substr(0, 2) == "e=") {
-    return make_error(Errc::auth_failed, "SCRAM server error: " + printable(*e));
-  }
-  if (server_final.substr(0, 2) != "v=") return invalid("SCRAM server-final has no v=");
-  auto v = scram_attr(server_final, 'v');
-  auto sig = auth::base64_decode_strict(*v);
-  std::string expected = sd::hmac(auth::ScramHash::sha256, server_key_, auth_message_);
-  if (!sig || !auth::ct_equal(*sig, expected)) {
-    return make_error(
-        Errc::auth_failed,
-        "SCRAM server signature is wrong: the server does not know the password (impostor?)");
-  }
-  return {};
-}
-
-std::string cram_md5_response(std::string_view user, std::string_view secret,
-                              std::string_view challenge) {
-  return std::string(user) + " " + to_hex(auth::sasl_detail::hmac_md5(secret, challenge));
-}
-
-std::string plain_response(std::string_view user, std::string_view secret) {
-  std::string out;
-  out.push_back('\0');
-  out.append(user);
-  out.push_back('\0');
-  out.append(secret);
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-
-std::string_view auth_mech_name(AuthMech m) {
-  switch (m) {
-    case AuthMech::automatic:
-      return "auto";
-    case AuthMech::apop:
-      return "apop";
-    case AuthMech::scram_sha_256:
-      return "scram-sha-256";
-    case AuthMech::cram_md5:
-      return "cram-md5";
-    case AuthMech::plain:
-      return "plain";
-    case AuthMech::login:
-      return "login";
-    case AuthMech::user:
-      return "user";
-  }
-  return "?";
-}
-
-std::optional<AuthMech> parse_auth_mech(std::string_view s) {
-  const std::string l = ascii_lowercase(s);
-  for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
-                     AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
-    if (l == auth_mech_name(m)) return m;
-  }
-  return std::nullopt;
-}
-
-Result<AuthMech> choose_auth(AuthMech requested, const AuthContext& ctx) {
-  const bool apop_ok = ctx.challenge.status == Challenge::Status::valid;
-  const bool user_offered = ctx.caps.user || !ctx.caps.received;
-  const bool clear_ok = ctx.tls || ctx.allow_plaintext;
-  auto bad_challenge = [&] {
-    return make_error(Errc::permanent,
-                      "refusing APOP: invalid challenge from the server: " + ctx.challenge.reason +
-                          " (CVE-2007-1558; no digest was sent)");
-  };
-  auto plaintext_refused = [&](std::string_view what) {
-    return make_error(Errc::permanent, "refusing to send the password in the clear (" +
-                                           std::string(what) +
-                                           " without TLS); use TLS or --allow-plaintext");
-  };
-  switch (requested) {
-    case AuthMech::apop:
-      if (apop_ok) return AuthMech::apop;
-      if (ctx.challenge.status == Challenge::Status::invalid) return bad_challenge();
-      return make_error(Errc::not_found, "the server offers no APOP timestamp in its greeting");
-    case AuthMech::scram_sha_256:
-      if (ctx.caps.has_sasl("SCRAM-SHA-256")) return requested;
-      return make_error(Errc::not_found, "the server does not offer SASL SCRAM-SHA-256");
-    case AuthMech::cram_md5:
-      if (ctx.caps.has_sasl("CRAM-MD5")) return requested;
-      return make_error(Errc::not_found, "the server does not offer SASL CRAM-MD5");
-    case AuthMech::plain:
-    case AuthMech::login: {
-      std::string name = requested == AuthMech::plain ? "PLAIN" : "LOGIN";
-      if (!clear_ok) return plaintext_refused("AUTH " + name);
-      if (ctx.caps.has_sasl(name)) return requested;
-      return make_error(Errc::not_found, "the server does not offer SASL " + name);
-    }
-    case AuthMech::user:
-      if (!clear_ok) return plaintext_refused("USER/PASS");
-      if (user_offered) return requested;
-      return make_error(Errc::not_found, "the server does not offer USER/PASS");
-    case AuthMech::automatic:
-      break;
-  }
-  if (ctx.caps.has_sasl("SCRAM-SHA-256")) return AuthMech::scram_sha_256;
-  if (ctx.tls && apop_ok) return AuthMech::apop;
-  if (ctx.caps.has_sasl("CRAM-MD5")) return AuthMech::cram_md5;
-  if (ctx.tls && ctx.caps.has_sasl("PLAIN")) return AuthMech::plain;
-  if (apop_ok) return AuthMech::apop;
-  if (clear_ok) {
-    if (ctx.caps.has_sasl("PLAIN")) return AuthMech::plain;
-    if (ctx.caps.has_sasl("LOGIN")) return AuthMech::login;
-    if (user_offered) return AuthMech::user;
-  }
-  if (ctx.challenge.status == Challenge::Status::invalid) return bad_challenge();
-  if (ctx.caps.has_sasl("PLAIN") || ctx.caps.has_sasl("LOGIN") || user_offered) {
-    return plaintext_refused("the server offers only plaintext password logins");
-  }
-  return make_error(Errc::not_found, "the server offers no authentication mechanism apop supports");
-}
-
-Offer make_offer(bool tls, const Challenge& challenge, const Capabilities& caps) {
-  Offer o;
-  o.tls = tls;
-  o.apop = challenge.status == Challenge::Status::valid;
-  o.scram = caps.has_sasl("SCRAM-SHA-256");
-  return o;
-}
-
-std::string downgrade(const Offer& last, const Offer& now) {
-  std::string out;
-  auto add = [&](std::string_view w) {
-    if (!out.empty()) out += ", ";
-    out += w;
-  };
-  if (last.tls && !now.tls) add("TLS (STLS or implicit)");
-  if (last.apop && !now.apop) add("APOP");
-  if (last.scram && !now.scram) add("SCRAM-SHA-256");
-  return out;
 }
 
 }  // namespace apop::client

@@ -1,7 +1,9 @@
 // I/O-free POP3 client helpers for `apop fetch` and `apop probe`: reply
 // parsing, APOP challenge validation, CAPA, strict STAT/LIST/UIDL parsing, the
 // multi-line body decoder, digests and the SASL client mechanisms, and the
-// choice of authentication mechanism.
+// choice of authentication mechanism. protocol.cpp: replies, challenges,
+// CAPA, listings, bodies; protocol_auth.cpp: the SASL mechanisms and the
+// choice of mechanism.
 //
 // Contract: nothing here does I/O; every function is pure (or owns only its
 // object's state) and safe to call from any thread on distinct objects.
@@ -78,23 +80,35 @@ std::string apop_digest(std::string_view challenge, std::string_view secret);
 // CAPA (RFC 2449)
 // ---------------------------------------------------------------------------
 
+// One parser for fetch (STLS, PIPELINING, SASL choice) and probe (the audit
+// report, client/probe.hpp): tags are case-insensitive, leading blanks and
+// runs of spaces between arguments are skipped.
 struct Capabilities {
-  bool received = false;  // CAPA answered +OK
+  bool received = false;           // CAPA answered +OK (false: -ERR or not asked)
+  std::vector<std::string> lines;  // raw capability lines, in order
   bool stls = false;
-  bool pipelining = false;
-  bool uidl = false;
-  bool top = false;
   bool user = false;
+  bool top = false;
+  bool uidl = false;
+  bool pipelining = false;
   bool resp_codes = false;
-  std::vector<std::string> sasl;  // upper-cased mechanism names, in server order
-  std::string implementation;
-  std::vector<std::string> lines;  // raw capability lines
+  bool auth_resp_code = false;  // RFC 3206
+  // Mechanisms, upper-cased, distinct, in server order; at most
+  // limits::kMaxCapaSaslMechanisms.
+  std::vector<std::string> sasl;
+  // The arguments as sent (everything after the tag, leading blanks
+  // removed; not sanitised: escape before printing).
+  std::optional<std::string> implementation;
+  std::optional<std::string> login_delay;
+  std::optional<std::string> expire;
   bool has_sasl(std::string_view mech) const;
 };
 
 // Parses the capability lines of a CAPA reply (the body without its "."
-// terminator, already dot-unstuffed). Unknown capabilities are kept in lines.
-Capabilities parse_capa(const std::vector<std::string>& lines);
+// terminator, already dot-unstuffed). Unknown capabilities are kept in lines;
+// lines after the first `max_lines` are ignored.
+Capabilities parse_capa(const std::vector<std::string>& lines,
+                        std::size_t max_lines = limits::kMaxCapaLines);
 
 // ---------------------------------------------------------------------------
 // STAT / LIST / UIDL (RFC 1939 §5, §7), the CVE-2005-2335 class

@@ -59,6 +59,9 @@ inline constexpr std::uint64_t kMaxListingBytes = 64ull * 1024 * 1024;
 inline constexpr std::size_t kMaxUidlListingLine = 20 + 1 + kMaxUidl;
 // RFC 2449 §5 CAPA: no limit given; the client reads at most this many lines.
 inline constexpr std::size_t kMaxCapaLines = 256;
+// RFC 2449 §6.3 / RFC 5034 §3 SASL capability: no limit on the number of
+// mechanisms; the client keeps at most this many distinct ones.
+inline constexpr std::size_t kMaxCapaSaslMechanisms = 64;
 // RFC 7677 §4 / RFC 5802 §5.1: at least 4096 iterations; the client refuses
 // fewer (weak) and more than this (a server making the client burn CPU).
 inline constexpr std::uint32_t kMinScramIterations = 4096;

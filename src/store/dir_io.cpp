@@ -69,6 +69,10 @@ Result<std::vector<std::string>> list_files(int dirfd, const std::string& label,
   return names;
 }
 
+ssize_t read_retry(int fd, char* buf, std::size_t n) {
+  return retry_eintr([&] { return ::read(fd, buf, n); });
+}
+
 int fsync_retry(int fd) {
   return retry_eintr([fd] { return ::fsync(fd); });
 }

@@ -1,8 +1,11 @@
-// POSIX helpers shared by the Maildir code (maildir.cpp, update_journal.cpp,
-// maildir_cache.cpp, uidl_map.cpp).
+// POSIX helpers shared by the store (maildir.cpp, maildir_deliver.cpp,
+// update_journal.cpp, maildir_cache.cpp, uidl_map.cpp, the mbox files).
 // Thread-safety: reentrant; they hold no state.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -34,5 +37,8 @@ Result<std::vector<std::string>> list_files(int dirfd, const std::string& label,
 
 // fsync, retried on EINTR; 0 or -1 with errno.
 int fsync_retry(int fd);
+
+// read(2), retried on EINTR; bytes read, 0 at EOF, or -1 with errno.
+ssize_t read_retry(int fd, char* buf, std::size_t n);
 
 }  // namespace apop::store

@@ -1,49 +1,38 @@
+// Maildir maildrops (store/maildir.hpp): the session (MaildirDrop: RETR,
+// commit through the update journal), tmp/ cleanup, new/ to cur/, and the
+// opener. The listing of cur/ is maildir_listing.cpp, delivery
+// maildir_deliver.cpp.
 #include "store/maildir.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <deque>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "common/posix_fd.hpp"
-#include "pop3/crlf.hpp"
 #include "store/dir_io.hpp"
-#include "store/maildir_cache.hpp"
+#include "store/maildir_internal.hpp"
 #include "store/maildir_name.hpp"
-#include "store/uidl_map.hpp"
 #include "store/update_journal.hpp"
 
 namespace apop::store {
 
 namespace fs = std::filesystem;
+using namespace maildir_detail;
 
 namespace {
-
-ssize_t read_retry(int fd, char* buf, std::size_t n) {
-  for (;;) {
-    const ssize_t r = ::read(fd, buf, n);
-    if (r >= 0 || errno != EINTR) return r;
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Reading.
@@ -61,123 +50,6 @@ class FileSource final : public pop3::ByteSource {
  private:
   UniqueFd fd_;
 };
-
-// CRLF size of a file by reading it. nullopt + errno ENOENT when it vanished.
-Result<std::optional<std::uint64_t>> count_crlf_size(int dirfd, const std::string& name) {
-  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) {
-    if (errno == ENOENT) return std::optional<std::uint64_t>{};
-    return sys_error("open cur/" + name, errno);
-  }
-  pop3::CrlfSizer sizer;
-  std::vector<char> buf(limits::kBodyChunk);
-  for (;;) {
-    const ssize_t n = read_retry(fd.get(), buf.data(), buf.size());
-    if (n < 0) return sys_error("read cur/" + name, errno);
-    if (n == 0) break;
-    sizer.update(std::string_view(buf.data(), static_cast<std::size_t>(n)));
-  }
-  return std::optional<std::uint64_t>{sizer.size()};
-}
-
-// The names are views: into the listing's strings, the cache file's bytes or
-// a renamed name, all owned by the maildrop (Listing/MaildirDrop storage) and
-// never moved; one allocation per message less on a big login.
-struct Entry {
-  std::string_view name;  // file name in cur/ as last seen (not NUL-terminated)
-  // Length of the base name (the part before ':'; a rename by another client
-  // changes the flags only, so the base stays a prefix of name).
-  std::size_t base_len = 0;
-  std::string_view base() const { return name.substr(0, base_len); }
-  std::string path() const { return std::string(name); }  // for the *at() calls
-};
-
-// What the open of a maildrop found, and what a later cache write needs.
-struct Listing {
-  std::vector<Entry> entries;
-  std::vector<pop3::MessageInfo> infos;
-  // The UIDLs are the ones a fresh listing of any subset would give (no
-  // duplicate needed a hash-derived UIDL) and nothing was cut at
-  // kMaxMessages: a cache written after UPDATE may hold the survivors.
-  bool subset_stable = false;
-  // The key of apop-uidl at the open (StatKey{} when absent); known = false
-  // when it could not be stat()ed (then no cache is read or written).
-  StatKey map_key;
-  bool map_known = false;
-  // What the entries' names point into.
-  std::vector<std::string> name_store;
-  std::string cache_store;
-};
-
-// A set of string views (the strings outlive it), open addressing: one
-// allocation for a big maildrop's 100,000 UIDLs or names instead of a node
-// each (std::unordered_set cost a third of a first login's CPU).
-class ViewSet {
- public:
-  explicit ViewSet(std::size_t expected) { rehash(expected * 2); }
-  // False when v was there already. v must not be a null view.
-  bool insert(std::string_view v) {
-    const auto h = hash(v);
-    Slot* s = find(v, h);
-    if (s->used()) return false;
-    *s = Slot{v.data(), static_cast<std::uint32_t>(v.size()), h};
-    if (++size_ * 2 > slots_.size()) rehash(slots_.size() * 2);
-    return true;
-  }
-  bool contains(std::string_view v) const {
-    return const_cast<ViewSet*>(this)->find(v, hash(v))->used();
-  }
-  std::size_t size() const { return size_; }
-
- private:
-  struct Slot {  // 16 bytes; used when data != nullptr
-    const char* data = nullptr;
-    std::uint32_t len = 0;
-    std::uint32_t hash = 0;
-    std::string_view view() const { return {data, len}; }
-    bool used() const { return data != nullptr; }
-  };
-  static std::uint32_t hash(std::string_view v) {
-    return static_cast<std::uint32_t>(std::hash<std::string_view>{}(v));
-  }
-  Slot* find(std::string_view v, std::uint32_t h) {
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-      Slot& s = slots_[i];
-      if (!s.used() || (s.hash == h && s.view() == v)) return &s;
-    }
-  }
-  void rehash(std::size_t want) {
-    std::size_t cap = 16;
-    while (cap < want) cap <<= 1;
-    std::vector<Slot> old = std::exchange(slots_, std::vector<Slot>(cap));
-    for (const Slot& s : old) {
-      if (s.used()) *find(s.view(), s.hash) = s;
-    }
-  }
-  std::vector<Slot> slots_;
-  std::size_t size_ = 0;
-};
-
-// CLOCK_REALTIME, the clock file timestamps come from.
-timespec realtime_now() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return ts;
-}
-
-// Writes the cache of entries[i] for the indexes in `keep` (all when
-// empty), streamed: no copy of the list or of the file is made.
-Result<void> write_listing(int dirfd, const StatKey& cur, const StatKey& map, bool clean,
-                           const std::vector<Entry>& entries,
-                           const std::vector<pop3::MessageInfo>& infos,
-                           const std::vector<std::size_t>& keep = {}) {
-  const std::size_t n = keep.empty() ? entries.size() : keep.size();
-  return write_maildir_cache(dirfd, cur, map, clean, n, [&](std::size_t k) {
-    const std::size_t i = keep.empty() ? k : keep[k];
-    return CacheRecord{entries[i].name, entries[i].base_len, infos[i].size, infos[i].uidl};
-  });
-}
 
 class MaildirDrop final : public pop3::Maildrop {
  public:
@@ -427,324 +299,6 @@ Result<void> move_new_to_cur(int newfd, int curfd) {
   return {};
 }
 
-// Orders the files of cur/ (`all`, as listed) into entries with sizes and
-// unique UIDLs.
-Result<Listing> scan_cur(int curfd, std::vector<std::string> all, const UidlMap& pinned) {
-  // Sorted by a small key (moving whole entries with their strings around
-  // costs more than the rest of the scan on big maildrops).
-  struct Item {
-    std::string_view base;  // into the name
-    std::uint64_t time = 0;
-    std::uint64_t size = 0;
-    std::size_t name = 0;  // index into all
-  };
-  std::vector<Item> items;
-  items.reserve(all.size());
-  for (std::size_t n = 0; n < all.size(); ++n) {
-    const std::string& name = all[n];
-    Item it;
-    it.name = n;
-    it.base = maildir_base_name(name);
-    it.time = maildir_name_time(it.base);
-    if (auto w = maildir_name_field(it.base, 'W')) {
-      it.size = *w;
-    } else {
-      auto counted = count_crlf_size(curfd, name);
-      if (!counted) return counted.error();
-      if (!counted.value()) continue;  // vanished
-      it.size = *counted.value();
-    }
-    items.push_back(it);
-  }
-  std::sort(items.begin(), items.end(), [&all](const Item& a, const Item& b) {
-    if (a.time != b.time) return a.time < b.time;
-    if (a.base != b.base) return maildir_name_less(a.base, b.base);
-    return all[a.name] < all[b.name];
-  });
-  Listing out;
-  out.subset_stable = true;
-  if (items.size() > limits::kMaxMessages) {
-    items.resize(limits::kMaxMessages);
-    out.subset_stable = false;
-  }
-
-  // UIDLs: pinned ones first (they are what clients already saw), then the
-  // defaults; the first file (in list order) with a given UIDL keeps it;
-  // later ones get the first free of a few hash-derived candidates. The set
-  // holds views of the UIDLs in `infos` (sized once, never moved).
-  std::vector<pop3::MessageInfo>& infos = out.infos;
-  infos.resize(items.size());
-  ViewSet taken(items.size());
-  std::vector<std::size_t> dups;
-  for (const bool pinned_pass : {true, false}) {
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      auto p = pinned.by_base.empty() ? pinned.by_base.end()
-                                      : pinned.by_base.find(std::string(items[i].base));
-      if ((p != pinned.by_base.end()) != pinned_pass) continue;
-      infos[i].size = items[i].size;
-      infos[i].uidl = pinned_pass ? p->second : maildir_uidl(items[i].base);
-      if (!taken.insert(infos[i].uidl)) dups.push_back(i);
-    }
-  }
-  if (!dups.empty()) out.subset_stable = false;
-  for (const std::size_t i : dups) {
-    const std::string& name = all[items[i].name];
-    std::string candidate = hashed_uidl(items[i].base);
-    if (taken.contains(candidate)) candidate = hashed_uidl(name);
-    for (unsigned k = 1; taken.contains(candidate); ++k) {
-      candidate = hashed_uidl(name + "#" + std::to_string(k));
-    }
-    infos[i].uidl = std::move(candidate);
-    taken.insert(infos[i].uidl);
-  }
-
-  std::vector<Entry>& entries = out.entries;
-  entries.resize(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    entries[i].base_len = items[i].base.size();
-    entries[i].name = all[items[i].name];
-  }
-  out.name_store = std::move(all);  // the views stay valid: the strings do not move
-  return out;
-}
-
-// The listing a cache holds, as entries and infos; the names point into
-// `buf` (the cache file's bytes), which the listing then owns.
-Listing from_cache(const MaildirCacheView& view, std::string&& buf) {
-  Listing out;
-  out.subset_stable = true;  // only such listings are cached
-  out.entries.resize(view.count);
-  out.infos.resize(view.count);
-  std::size_t off = 0;
-  for (std::size_t i = 0; i < view.count; ++i) {
-    const CacheRecord r = view.next(i, off);
-    out.entries[i].name = r.name;
-    out.entries[i].base_len = r.base_len;
-    out.infos[i].size = r.size;
-    out.infos[i].uidl.assign(r.uidl);
-  }
-  out.cache_store = std::move(buf);  // a heap buffer: the views stay valid
-  return out;
-}
-
-// True when `names` (a listing of cur/) are exactly the cached file names.
-bool same_files(const std::vector<std::string>& names, const MaildirCacheView& view) {
-  if (names.size() != view.count) return false;
-  ViewSet cached(view.count);
-  std::size_t off = 0;
-  for (std::size_t i = 0; i < view.count; ++i) cached.insert(view.next(i, off).name);
-  if (cached.size() != names.size()) return false;
-  for (const auto& n : names) {
-    if (!cached.contains(n)) return false;
-  }
-  return true;
-}
-
-// Which of apop's own files the Maildir root holds, from one listing of it
-// (two getdents calls instead of a failed open or stat per file).
-// `known` false: the listing failed, so each file is looked for.
-struct RootFiles {
-  bool known = false;
-  bool journal = false;   // kUpdateJournalFile or kUpdateJournalTmp
-  bool uidl_map = false;  // kUidlMapFile
-  bool cache = false;     // kMaildirCacheFile
-  bool maybe(bool seen) const { return !known || seen; }
-};
-
-RootFiles list_root(int dirfd) {
-  RootFiles r;
-  const int err = for_each_dir_entry(dirfd, [&r](std::string_view name, unsigned char) {
-    if (!name.starts_with("apop-")) return;
-    if (name == kUpdateJournalFile || name == kUpdateJournalTmp) r.journal = true;
-    if (name == kUidlMapFile) r.uidl_map = true;
-    if (name == kMaildirCacheFile) r.cache = true;
-  });
-  r.known = err == 0;
-  return r;
-}
-
-// The listing of cur/ for a session: from the cache MAILDIR/apop-cache when
-// it is valid for cur/ as it is now, else from the directory (then the cache
-// is rewritten for big maildrops). See store/maildir_cache.hpp for the rules.
-// `root` says which of the cache and the UIDL map may exist.
-Result<Listing> list_maildrop(int dirfd, int curfd, const fs::path& dir, const RootFiles& root) {
-  // The clock first, then the stats, then anything read from cur/.
-  const timespec now = realtime_now();
-  struct stat cur_st {};
-  if (::fstat(curfd, &cur_st) != 0) return sys_error("stat " + dir.string() + "/cur", errno);
-  const StatKey cur_key = stat_key(cur_st);
-  StatKey map_key;
-  bool map_known = true;
-  bool map_settled = true;
-  {
-    const std::string map_name(kUidlMapFile);
-    struct stat st {};
-    if (!root.maybe(root.uidl_map)) {
-      // Absent when the root was listed: map_key stays the "no file" key.
-    } else if (::fstatat(dirfd, map_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      map_key = stat_key(st);
-      map_settled = mtime_settled(st.st_mtim, now);
-    } else if (errno != ENOENT) {
-      map_known = false;
-    }
-  }
-  const bool settled = map_settled && mtime_settled(cur_st.st_mtim, now);
-
-  std::optional<std::string> buf;
-  std::optional<MaildirCacheView> view;
-  if (map_known && root.maybe(root.cache)) buf = read_maildir_cache(dirfd);
-  if (buf) {
-    auto parsed = parse_maildir_cache(*buf);
-    if (parsed && parsed->cur == cur_key && parsed->uidl_map == map_key) {
-      view = std::move(parsed.value());
-    }
-  }
-  if (view && view->clean) {
-    Listing l = from_cache(*view, std::move(*buf));
-    l.map_key = map_key;
-    l.map_known = true;
-    return l;
-  }
-
-  // Room for the names: the cached count, else a guess from the directory's
-  // size (tmpfs counts 20 bytes an entry, ext4 about 8 + the name rounded up;
-  // reserved but untouched memory costs nothing).
-  const std::size_t expect =
-      view ? view->count
-           : static_cast<std::size_t>(std::min<std::int64_t>(cur_st.st_size / 16, 1 << 22));
-  auto names = list_files(curfd, "cur/", expect);
-  if (!names) return names.error();
-  if (view && same_files(names.value(), *view)) {
-    // A dirty cache that names exactly what is there: its order, sizes and
-    // UIDLs are what a rebuild would give. Clean from now on if cur/ has
-    // settled (this listing came after the stat).
-    Listing l = from_cache(*view, std::move(*buf));
-    l.map_key = map_key;
-    l.map_known = true;
-    if (settled) {
-      (void)write_listing(dirfd, cur_key, map_key, true, l.entries, l.infos);
-    }
-    return l;
-  }
-
-  // UIDLs pinned by a migration: better no session than changed UIDLs
-  // (every client would download everything again).
-  auto pinned = root.maybe(root.uidl_map) ? load_uidl_map(dir) : Result<UidlMap>(UidlMap{});
-  if (!pinned) return make_error(Errc::temporary, "UIDL map: " + pinned.error().message);
-  auto scanned = scan_cur(curfd, std::move(names.value()), *pinned);
-  if (!scanned) return scanned.error();
-  Listing& l = scanned.value();
-  l.map_key = map_key;
-  l.map_known = map_known;
-  if (map_known && l.subset_stable && l.entries.size() >= kMaildirCacheMinMessages) {
-    if (!write_listing(dirfd, cur_key, map_key, settled, l.entries, l.infos)) {
-      remove_maildir_cache(dirfd);
-    }
-  } else if (buf) {
-    remove_maildir_cache(dirfd);  // stale: the maildrop is small now (or not cacheable)
-  }
-  return std::move(l);
-}
-
-// ---------------------------------------------------------------------------
-// Delivery.
-
-std::string local_hostname() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
-
-std::string unique_base(const std::string& escaped_host) {
-  static std::atomic<std::uint64_t> counter{0};
-  timeval tv{};
-  ::gettimeofday(&tv, nullptr);
-  const std::uint64_t q = counter.fetch_add(1, std::memory_order_relaxed) + 1;
-  return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
-         std::to_string(::getpid()) + "Q" + std::to_string(q) + "." + escaped_host;
-}
-
-// Removes the tmp/ file on scope exit unless disarmed.
-class TmpGuard {
- public:
-  TmpGuard(int dirfd, std::string name) : dirfd_(dirfd), name_(std::move(name)) {}
-  TmpGuard(const TmpGuard&) = delete;
-  TmpGuard& operator=(const TmpGuard&) = delete;
-  ~TmpGuard() {
-    if (armed_) ::unlinkat(dirfd_, name_.c_str(), 0);
-  }
-  void disarm() { armed_ = false; }
-
- private:
-  int dirfd_;
-  std::string name_;
-  bool armed_ = true;
-};
-
-// Streams the message from `in` to `out`, dropping a leading "From " line.
-struct CopyResult {
-  std::uint64_t size = 0;
-  std::uint64_t crlf_size = 0;
-};
-
-Result<CopyResult> copy_message(int in, int out, std::uint64_t max_size) {
-  static constexpr std::string_view kFrom = "From ";
-  enum class Lead { check, skip, copy } lead = Lead::check;
-  std::string head;  // bytes seen while they still match a prefix of "From "
-  CopyResult r;
-  pop3::CrlfSizer sizer;
-  std::optional<Error> failure;
-
-  auto emit = [&](std::string_view data) -> bool {
-    if (data.empty()) return true;
-    if (data.size() > max_size - r.size) {
-      failure = make_error(Errc::invalid, "message exceeds the maximum size of " +
-                                              std::to_string(max_size) + " bytes");
-      return false;
-    }
-    if (!write_all(out, data)) {
-      failure = sys_error("write tmp file", errno);
-      return false;
-    }
-    r.size += data.size();
-    sizer.update(data);
-    return true;
-  };
-
-  std::vector<char> buf(limits::kBodyChunk);
-  for (;;) {
-    const ssize_t n = read_retry(in, buf.data(), buf.size());
-    if (n < 0) return sys_error("read message", errno);
-    if (n == 0) break;
-    std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
-    while (lead == Lead::check && !chunk.empty()) {
-      head += chunk.front();
-      chunk.remove_prefix(1);
-      if (kFrom.substr(0, head.size()) != head) {
-        lead = Lead::copy;
-        if (!emit(head)) return *failure;
-      } else if (head.size() == kFrom.size()) {
-        lead = Lead::skip;
-      }
-    }
-    if (lead == Lead::skip) {
-      const auto nl = chunk.find('\n');
-      if (nl == std::string_view::npos) continue;
-      chunk.remove_prefix(nl + 1);
-      lead = Lead::copy;
-    }
-    if (lead == Lead::copy && !emit(chunk)) return *failure;
-  }
-  if (lead == Lead::check && !emit(head)) return *failure;  // e.g. just "Fro"
-  r.crlf_size = sizer.size();
-  return r;
-}
-
-bool link_unsupported(int err) {
-  return err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == ENOSYS || err == EXDEV ||
-         err == EMLINK;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -831,54 +385,6 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view use
   if (!listing) return listing.error();
   return std::unique_ptr<pop3::Maildrop>(std::make_unique<MaildirDrop>(
       std::move(lock), std::move(dirfd), std::move(curfd), std::move(listing.value())));
-}
-
-Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {
-  UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dirfd) return sys_error("open Maildir " + dir.string(), errno);
-  UniqueFd tmpfd(open_dir_at(dirfd.get(), "tmp"));
-  if (!tmpfd) return sys_error("open " + dir.string() + "/tmp", errno);
-  UniqueFd newfd(open_dir_at(dirfd.get(), "new"));
-  if (!newfd) return sys_error("open " + dir.string() + "/new", errno);
-
-  const std::string host =
-      escape_maildir_host(opts.hostname.empty() ? local_hostname() : opts.hostname);
-
-  std::string base;
-  UniqueFd out;
-  for (int attempt = 0; attempt < 100 && !out; ++attempt) {
-    base = unique_base(host);
-    out.reset(::openat(tmpfd.get(), base.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (!out && errno != EEXIST) return sys_error("create tmp file in " + dir.string(), errno);
-  }
-  if (!out) return make_error(Errc::temporary, "no unique tmp file name in " + dir.string());
-  TmpGuard guard(tmpfd.get(), base);
-
-  auto copied = copy_message(fd, out.get(), opts.max_size);
-  if (!copied) return copied.error();
-  if (::fsync(out.get()) != 0) return sys_error("fsync tmp file", errno);
-  if (out.close_checked() != 0) return sys_error("close tmp file", errno);
-
-  const std::string final_name =
-      base + ",S=" + std::to_string(copied->size) + ",W=" + std::to_string(copied->crlf_size);
-  if (::linkat(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), 0) != 0) {
-    const int err = errno;
-    if (!link_unsupported(err)) return sys_error("link into new/", err);
-    // Filesystems without hard links: rename, still refusing to replace.
-    if (::renameat2(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), RENAME_NOREPLACE) !=
-        0) {
-      return sys_error("rename into new/", errno);
-    }
-    guard.disarm();
-  }
-  if (::fsync(newfd.get()) != 0) {
-    const int err = errno;
-    // Not known to be durable: take it back so the sender retries.
-    ::unlinkat(newfd.get(), final_name.c_str(), 0);
-    return sys_error("fsync new/", err);
-  }
-  return final_name;
 }
 
 }  // namespace apop::store

@@ -1,4 +1,5 @@
-// Maildir maildrops and delivery, compatible with Dovecot and Postfix.
+// Maildir maildrops (and, through store/maildir_deliver.hpp, delivery),
+// compatible with Dovecot and Postfix.
 //
 // Layout: mail_root/USER/ is a Maildir (cur/, new/, tmp/), plus the lock
 // file mail_root/USER/apop-pop3.lock. File names follow the Maildir
@@ -18,6 +19,9 @@
 #include "common/limits.hpp"
 #include "common/result.hpp"
 #include "pop3/interfaces.hpp"
+// Delivery (deliver, DeliverOptions) has its own header and file; included
+// here so that callers of the Maildir API keep one include.
+#include "store/maildir_deliver.hpp"
 
 namespace apop::store {
 
@@ -104,26 +108,5 @@ class MaildirOpener final : public pop3::MaildropOpener {
 // MaildirOpener::open calls it under the maildrop lock, at most once per
 // limits::kMaildirTmpScanInterval for each Maildir.
 std::size_t clean_maildir_tmp(const std::filesystem::path& dir, std::int64_t now);
-
-struct DeliverOptions {
-  // Largest message accepted, in bytes as stored (after the "From " line is
-  // stripped).
-  std::uint64_t max_size = limits::kMaxDeliverSize;
-  // HOST part of the unique name; empty -> gethostname(). '/' is written as
-  // "\057", ':' as "\072" and ',' as "\054".
-  std::string hostname;
-};
-
-// Delivers one message read from fd (until EOF) into the Maildir `dir`
-// atomically: write to tmp/ with a unique name, fsync the file, link (or
-// rename, where links are unsupported) into new/ with the final name, fsync
-// new/. On any failure the tmp file is removed and no partial message is
-// visible in new/ or cur/. A leading mbox "From " envelope line (as Postfix
-// local(8) mailbox_command and procmail pass) is stripped, as dovecot-lda
-// does. The Maildir is not created (call ensure_maildir first). Returns the
-// final file name (in new/). Errors: Errc::temporary (missing/unwritable
-// Maildir, disk full, I/O, read error on fd), Errc::invalid (message larger
-// than opts.max_size -> treat as permanent by caller).
-Result<std::string> deliver(const std::filesystem::path& dir, int fd, const DeliverOptions& opts);
 
 }  // namespace apop::store

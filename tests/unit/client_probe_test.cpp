@@ -107,6 +107,14 @@ TEST(ProbeCapa, ParsesTagsCaseInsensitivelyWithArguments) {
   EXPECT_EQ(*c.expire, "NEVER");
 }
 
+TEST(ProbeCapa, KeepsAtMostItsOwnLineBound) {
+  std::vector<std::string> many(kMaxCapaLines + 1, "X-FOO");
+  many.back() = "STLS";
+  auto c = capa(many);
+  EXPECT_EQ(c.lines.size(), kMaxCapaLines);
+  EXPECT_FALSE(c.stls);
+}
+
 TEST(ProbeCapa, EmptyAndUnknownLines) {
   auto c = capa({"", "X-FOO bar", "SASL"});
   EXPECT_TRUE(c.sasl.empty());

@@ -180,6 +180,40 @@ TEST(ClientCapa, ParsesKnownCapabilities) {
   EXPECT_FALSE(none.stls || none.user || none.pipelining);
 }
 
+// One parser for fetch and probe (issue 18): what the probe reads (LOGIN-DELAY,
+// EXPIRE, AUTH-RESP-CODE, IMPLEMENTATION as sent) is parsed for fetch too.
+TEST(ClientCapa, SharedParserReadsPolicyTagsAndTolerantSpacing) {
+  auto c = parse_capa({"  stls", "SASL  plain   PLAIN cram-md5 ", "LOGIN-DELAY 900 USER",
+                       "expire NEVER", "AUTH-RESP-CODE", "IMPLEMENTATION   x\x1b[2J y"});
+  EXPECT_TRUE(c.stls);
+  EXPECT_EQ(c.sasl, (std::vector<std::string>{"PLAIN", "CRAM-MD5"}));
+  EXPECT_TRUE(c.auth_resp_code);
+  ASSERT_TRUE(c.login_delay && c.expire && c.implementation);
+  EXPECT_EQ(*c.login_delay, "900 USER");
+  EXPECT_EQ(*c.expire, "NEVER");
+  EXPECT_EQ(*c.implementation, "x\x1b[2J y");  // as sent: escaped by whoever prints it
+  EXPECT_FALSE(parse_capa({"TOP"}).implementation);
+}
+
+TEST(ClientCapa, BoundsLinesAndMechanisms) {
+  std::vector<std::string> many(limits::kMaxCapaLines + 5, "X-FOO");
+  many.push_back("STLS");
+  auto c = parse_capa(many);
+  EXPECT_EQ(c.lines.size(), limits::kMaxCapaLines);
+  EXPECT_FALSE(c.stls);
+  auto few = parse_capa({"TOP", "UIDL", "STLS"}, 2);
+  EXPECT_EQ(few.lines.size(), 2u);
+  EXPECT_TRUE(few.uidl);
+  EXPECT_FALSE(few.stls);
+  std::string sasl = "SASL";
+  for (std::size_t i = 0; i < limits::kMaxCapaSaslMechanisms + 10; ++i) {
+    sasl += " X-M" + std::to_string(i);
+  }
+  auto m = parse_capa({sasl});
+  EXPECT_EQ(m.sasl.size(), limits::kMaxCapaSaslMechanisms);
+  EXPECT_EQ(m.sasl.front(), "X-M0");
+}
+
 // --- numbers, STAT, LIST, UIDL --------------------------------------------
 
 TEST(ClientNumbers, StrictDecimal) {
