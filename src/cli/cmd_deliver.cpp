@@ -78,7 +78,7 @@ int run_deliver(const DeliverArgs& a) {
   }
   const std::filesystem::path maildir = where->second;
   store::DeliverOptions opts;
-  opts.hostname = local_hostname();
+  opts.hostname = store::local_hostname();
   if (auto made = ensure_layout(dir); !made) {
     spdlog::error("deliver: {}", made.error().message);
     return kExitTempFail;

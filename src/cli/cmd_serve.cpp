@@ -427,7 +427,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     return kExitUsage;
   }
   net::ServerOptions opts = std::move(*checked);
-  const std::string hostname = a.hostname.empty() ? local_hostname() : a.hostname;
+  const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   opts.session.greeting_text = kGreeting;
   if (!check_identity(identity)) return kExitConfig;
   const std::optional<net::Identity>& id = identity.value();

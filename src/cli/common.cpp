@@ -165,10 +165,4 @@ CLI::Validator user_name_validator() {
       "USER");
 }
 
-std::string local_hostname() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
-
 }  // namespace apop::cli

@@ -82,6 +82,4 @@ Result<OpenedCredentials> open_typed_credentials(const DataDir& dir, const std::
 // without echo on the terminal (asked twice when confirm). Never from argv.
 Result<std::string> read_secret(bool from_stdin, bool confirm);
 
-std::string local_hostname();
-
 }  // namespace apop::cli

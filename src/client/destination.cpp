@@ -51,12 +51,6 @@ std::string expand_home(std::string_view path) {
   return std::string(path);
 }
 
-std::string local_hostname() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
-
 // ---------------------------------------------------------------------------
 // maildir:DIR
 
@@ -509,8 +503,8 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
     if (arg.empty()) return make_error(Errc::invalid, "maildir: needs a directory (maildir:DIR)");
     fs::path dir = expand_home(arg);
     if (auto r = store::ensure_maildir(dir); !r) return r.error();
-    const std::string host =
-        store::escape_maildir_host(options.hostname.empty() ? local_hostname() : options.hostname);
+    const std::string host = store::escape_maildir_host(
+        options.hostname.empty() ? store::local_hostname() : options.hostname);
     return std::unique_ptr<Destination>(
         std::make_unique<MaildirDestination>(dir, host, options.before_publish));
   }

@@ -1,10 +1,12 @@
 // `apop probe`: rendering a Report as text (for a terminal: the server's
 // bytes are escaped) and as JSON.
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
 
 #include "client/probe.hpp"
 #include "client/probe_internal.hpp"
+#include "common/text.hpp"
 
 namespace apop::client::probe {
 
@@ -151,7 +153,6 @@ using detail::fmt_bits;
 // outside printable ASCII (escape sequences, 8-bit, NUL) except the line
 // ends becomes "\xNN", so a hostile server cannot drive the terminal.
 std::string terminal_safe(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
   for (char ch : text) {
@@ -160,8 +161,7 @@ std::string terminal_safe(std::string_view text) {
       out.push_back(ch);
     } else {
       out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
+      append_hex(out, std::span<const unsigned char>(&c, 1));
     }
   }
   return out;

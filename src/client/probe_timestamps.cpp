@@ -2,6 +2,7 @@
 // "Timestamp entropy estimate").
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -12,6 +13,7 @@
 #include "client/probe.hpp"
 #include "client/probe_internal.hpp"
 #include "client/protocol.hpp"
+#include "common/parse.hpp"
 
 namespace apop::client::probe {
 
@@ -55,22 +57,12 @@ bool is_b64(char c) {
 
 // Parses s as an unsigned integer in `base` (10 or 16) without overflow.
 std::optional<std::uint64_t> parse_uint(std::string_view s, int base) {
-  std::size_t max_digits = base == 10 ? 19 : 16;
-  if (s.empty() || s.size() > max_digits) return std::nullopt;
+  if (base == 10) return parse_decimal(s, {.max_digits = 19});
+  // Hex: at most 16 digits, so no overflow; from_chars takes no sign or 0x.
   std::uint64_t v = 0;
-  for (char c : s) {
-    unsigned d = 0;
-    if (is_dec(c)) {
-      d = static_cast<unsigned>(c - '0');
-    } else if (base == 16 && c >= 'a' && c <= 'f') {
-      d = static_cast<unsigned>(c - 'a' + 10);
-    } else if (base == 16 && c >= 'A' && c <= 'F') {
-      d = static_cast<unsigned>(c - 'A' + 10);
-    } else {
-      return std::nullopt;
-    }
-    v = v * static_cast<std::uint64_t>(base) + d;
-  }
+  if (s.empty() || s.size() > 16) return std::nullopt;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
   return v;
 }
 

@@ -24,12 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string local_hostname() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-  return buf;
-}
-
 std::string unique_base(const std::string& escaped_host) {
   static std::atomic<std::uint64_t> counter{0};
   timeval tv{};
@@ -121,6 +115,12 @@ bool link_unsupported(int err) {
 }
 
 }  // namespace
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
 
 Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& opts) {
   UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

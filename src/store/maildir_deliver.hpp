@@ -34,4 +34,8 @@ struct DeliverOptions {
 // than opts.max_size -> treat as permanent by caller).
 Result<std::string> deliver(const std::filesystem::path& dir, int fd, const DeliverOptions& opts);
 
+// This host's name (gethostname), "localhost" when it has none: the host
+// part of Maildir file names, before escape_maildir_host().
+std::string local_hostname();
+
 }  // namespace apop::store

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "common/parse.hpp"
 #include "store/mbox.hpp"
 #include "store/mbox_internal.hpp"
 
@@ -35,16 +36,9 @@ std::string journal_header(const MboxJournal& j) {
 }
 
 bool parse_u64(std::string_view s, std::uint64_t& out) {
-  if (s.empty() || s.size() > 20) return false;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    const std::uint64_t d = static_cast<std::uint64_t>(c - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
-    v = v * 10 + d;
-  }
-  out = v;
-  return true;
+  const auto v = parse_decimal(s, {.max_digits = 20});
+  if (v) out = *v;
+  return v.has_value();
 }
 
 }  // namespace

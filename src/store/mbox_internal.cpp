@@ -1,8 +1,10 @@
 // Helpers shared by the mbox files (store/mbox_internal.hpp).
 #include "store/mbox_internal.hpp"
+#include "common/text.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <span>
 
 #include <cerrno>
 #include <cstdlib>
@@ -34,13 +36,7 @@ std::string Sha1::hex() {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_DigestFinal_ex(ctx_, md, &len) != 1 || len < 20) std::abort();
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < 20; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xF];
-  }
-  return out;
+  return to_hex(std::span<const unsigned char>(md, 20));
 }
 
 std::string sha1_hex(std::string_view s) {

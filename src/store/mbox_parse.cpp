@@ -5,6 +5,7 @@
 #include <array>
 #include <ctime>
 
+#include "common/text.hpp"
 #include "pop3/crlf.hpp"
 #include "store/maildir_name.hpp"
 #include "store/mbox.hpp"
@@ -16,15 +17,6 @@ using mbox_detail::Sha1;
 using mbox_detail::sha1_hex;
 
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 // Header fields that mail readers and servers add or rewrite in mbox files;
 // left out of the header UIDL so that reading the mailbox with mutt does not
