@@ -78,7 +78,8 @@ def apop_bin() -> str:
         raise AssertionError(
             f"apop binary not found or not executable at {path!r}: build it "
             f"(`make build`) or set APOP_BIN")
-    return path
+    # Absolute: servers and CLI runs start in the test's temporary directory.
+    return os.path.abspath(path)
 
 
 def in_ci() -> bool:
