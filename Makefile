@@ -4,8 +4,8 @@
 #                (PRESET=asan: the same build and suite under ASan+UBSan)
 #   make unit    build the unit-test binaries (no `apop`, no deps check) and run
 #                the unit tests alone: ctest -L unit, the GoogleTest cases and
-#                the layer checks (tests/layers/); 667 tests in 46 s on the
-#                2-core dev machine, binaries up to date (under a minute)
+#                the layer checks (tests/layers/); 667 tests in 23-46 s on the
+#                shared 2-core dev machine, binaries up to date (under a minute)
 #   make asan    = make test PRESET=asan (g++, halting on the first report)
 #   make fuzz    build the libFuzzer targets (clang 14) and run each for
 #                $(FUZZ_SECONDS) s, $(FUZZ_JOBS) at a time (scripts/fuzz.sh)
