@@ -16,12 +16,12 @@
 
 #include "net/conn_limits.hpp"
 #include "net/metrics.hpp"
+#include "net/session_driver.hpp"
 
 namespace apop::net {
 
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
-constexpr auto use_tuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 Result<ListenSpec> parse_listen(std::string_view text) {
   std::size_t colon = text.rfind(':');
@@ -60,9 +60,6 @@ bool is_loopback(std::string_view address) {
 }
 
 namespace {
-
-// Output buffer capacity a session keeps while it waits for its client.
-constexpr std::size_t kIdleOutputCapacity = 4096;
 
 std::string endpoint_text(const tcp::endpoint& ep) {
   auto a = ep.address();
@@ -172,8 +169,6 @@ std::string openssl_error() {
   return buf;
 }
 
-using TlsContext = std::shared_ptr<asio::ssl::context>;
-
 // TLS 1.2 at least, OpenSSL's default (modern) cipher lists, no
 // renegotiation, no compression.
 Result<TlsContext> make_tls_context(const TlsOptions& o) {
@@ -203,7 +198,6 @@ struct Connection {
   explicit Connection(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   TlsContext ctx;  // keeps the certificate this session uses alive across reloads
-  Metrics::Listener* listener = nullptr;  // apop_sent_bytes_total of this listener
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
 
   // Reads what the client sent and hands it to `sink` (a callable taking a
@@ -243,13 +237,25 @@ struct Connection {
     if (tls) co_return co_await asio::async_write(*tls, b, use_tuple);
     co_return co_await asio::async_write(sock, b, use_tuple);
   }
-  asio::awaitable<asio::error_code> handshake(TlsContext context) {
-    ctx = std::move(context);
+  asio::awaitable<asio::error_code> handshake(const TlsContext& context) {
+    ctx = context;
     tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *ctx);
     auto [ec] = co_await tls->async_handshake(asio::ssl::stream_base::server, use_tuple);
     co_return ec;
   }
+  bool secure() const { return tls != nullptr; }
+  void cancel() {
+    asio::error_code ec;
+    sock.cancel(ec);
+  }
+  // Best effort on the non-blocking socket: what fits the send buffer now.
+  void write_now(std::string_view text) {
+    asio::error_code ec;
+    sock.non_blocking(true, ec);
+    sock.write_some(asio::buffer(text), ec);
+  }
 };
+static_assert(SessionStream<Connection>);
 
 }  // namespace
 
@@ -306,136 +312,6 @@ struct Server::Impl {
     }
   }
 
-  // Ends a session whose deadline passed: one timer per session, re-armed
-  // only when it fires early (the deadline moves with every command). On
-  // expiry it sets `timed_out` and cancels the socket's pending operations,
-  // so serve() returns from its read or write at once (and checks the flag
-  // after anything that was not a socket operation). A plain timer costs
-  // less per session than a second coroutine joined with `||`.
-  // Owned by run_session through the only shared_ptr; the handler holds a
-  // weak one, because a timer that fired just before the session ended may
-  // run its handler after run_session's frame (and the references below)
-  // are gone.
-  struct Watchdog : std::enable_shared_from_this<Watchdog> {
-    Watchdog(asio::io_context& io, const std::chrono::steady_clock::time_point& d, tcp::socket& s)
-        : timer(io), deadline(d), sock(s) {}
-    asio::steady_timer timer;
-    const std::chrono::steady_clock::time_point& deadline;
-    tcp::socket& sock;
-    bool timed_out = false;
-    void arm() {
-      timer.expires_at(deadline);
-      timer.async_wait([weak = weak_from_this()](const asio::error_code& ec) {
-        const auto self = weak.lock();
-        if (ec || !self) return;  // cancelled, or the session is over
-        if (std::chrono::steady_clock::now() < self->deadline) return self->arm();
-        self->timed_out = true;
-        asio::error_code ignored;
-        self->sock.cancel(ignored);
-      });
-    }
-  };
-
-  asio::awaitable<void> serve(Connection& conn, pop3::Session& session, bool implicit_tls,
-                              std::chrono::steady_clock::time_point& deadline,
-                              const bool& timed_out, std::string& failure, LogSink& sink,
-                              std::chrono::steady_clock::time_point login_deadline,
-                              bool refuse_proxy_header) {
-    if (implicit_tls) {
-      if (auto ec = co_await conn.handshake(tls_ctx)) {
-        failure = "tls-handshake: " + ec.message();
-        co_return;
-      }
-      session.tls_started();
-    }
-    std::string out = session.greeting();
-    for (;;) {
-      if (timed_out) co_return;
-      pop3::Next n;
-      if (session.blocking_step_next()) {
-        // Slow hashes, remote lookups, lock waits and UPDATE's unlink/fsync
-        // run on the pool, so that they never stall the event loop (an APOP
-        // check against the local database runs inline: cheaper than the
-        // two hand-offs; Session::blocking_step_next).
-        // The session is touched by one thread at a time: this coroutine is
-        // suspended until the step completes (cancellation does not cut it short).
-        n = co_await asio::co_spawn(
-            auth_pool,
-            [&session, &out]() -> asio::awaitable<pop3::Next> { co_return session.next(out); },
-            asio::use_awaitable);
-      } else {
-        n = session.next(out);
-      }
-      const auto delay = std::exchange(sink.reply_delay, std::chrono::milliseconds(0));
-      if (delay.count() > 0) {
-        // Failed-login throttling: the reply waits (and no further pipelined
-        // command runs meanwhile); no thread does.
-        asio::steady_timer t(co_await asio::this_coro::executor, delay);
-        co_await t.async_wait(use_tuple);
-        if (stopping) co_return;
-      } else if (n == pop3::Next::output && out.size() < limits::kOutputFlush) {
-        continue;
-      }
-      if (!out.empty()) {
-        // Backpressure: a client that stops reading stalls this write, and
-        // no more output is produced until it completes (or times out).
-        deadline = next_deadline(session, login_deadline);
-        auto [ec, written] = co_await conn.write(asio::buffer(out));
-        metrics.bytes_sent(*conn.listener, written);
-        if (ec) co_return;
-        out.clear();
-      }
-      if (n == pop3::Next::close) co_return;
-      if (n == pop3::Next::start_tls) {
-        // STLS: the session already dropped any pipelined plaintext; the
-        // handshake reads straight from the socket.
-        deadline =
-            std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
-        if (auto ec = co_await conn.handshake(tls_ctx)) {
-          failure = "stls-handshake: " + ec.message();
-          co_return;
-        }
-        session.tls_started();
-        continue;
-      }
-      if (n == pop3::Next::need_input) {
-        // Waiting for the client: give back the output buffer a RETR grew.
-        if (out.capacity() > kIdleOutputCapacity) std::string().swap(out);
-        deadline = next_deadline(session, login_deadline);
-        bool proxy_spoof = false;
-        auto ec = co_await conn.read_into([&](std::string_view data) {
-          if (refuse_proxy_header) {
-            // The first bytes of a connection not from a trusted proxy: a
-            // PROXY header here is a misconfiguration or a spoofing attempt.
-            refuse_proxy_header = false;
-            if (data.size() >= 5 && !conn.tls && looks_like_proxy_header(data)) {
-              proxy_spoof = true;
-              return;
-            }
-          }
-          session.feed(data);
-        });
-        if (ec) co_return;
-        if (proxy_spoof) {
-          failure = "proxy-header-untrusted";
-          co_return;
-        }
-      }
-    }
-  }
-
-  std::chrono::seconds timeout_for(const pop3::Session& s) const {
-    return s.state() == pop3::State::authorization ? options.login_timeout : options.idle_timeout;
-  }
-
-  // The next inactivity deadline; before login never past the absolute
-  // login deadline (a client trickling bytes cannot hold the socket).
-  std::chrono::steady_clock::time_point next_deadline(
-      const pop3::Session& s, std::chrono::steady_clock::time_point login_deadline) const {
-    auto d = std::chrono::steady_clock::now() + timeout_for(s);
-    return s.state() == pop3::State::authorization ? std::min(d, login_deadline) : d;
-  }
-
   static constexpr std::string_view kBusy =
       "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
 
@@ -480,7 +356,7 @@ struct Server::Impl {
     const std::chrono::steady_clock::time_point deadline =
         std::chrono::steady_clock::now() +
         std::min<std::chrono::seconds>(options.login_timeout, limits::kTlsRefusalTimeout);
-    const auto watchdog = std::make_shared<Watchdog>(io, deadline, conn.sock);
+    const auto watchdog = std::make_shared<Watchdog<Connection>>(io.get_executor(), deadline, conn);
     watchdog->arm();
     if (auto hec = co_await conn.handshake(tls_ctx); !hec) {
       co_await conn.write(asio::buffer(kBusy));
@@ -616,7 +492,6 @@ struct Server::Impl {
     LogSink sink(peer_text, prefix);
     sink.metrics = &metrics;
     sink.listener = &ml;
-    conn.listener = &ml;
     pop3::SessionConfig cfg = options.session;
     cfg.client_address = key;  // the throttle's key (any tracker: memory or PostgreSQL)
     // The real client's address: a proxy on loopback does not make its
@@ -626,28 +501,18 @@ struct Server::Impl {
     pop3::Session session(cfg, auth, limited_opener, challenge(), &sink);
     spdlog::debug("connect addr={}{}{}", sink.addr(), via, implicit_tls ? " tls=1" : "");
     auto it = live.insert(live.end(), &conn.sock);
-    const auto login_deadline = std::chrono::steady_clock::now() + options.login_deadline;
-    auto deadline =
-        std::min(std::chrono::steady_clock::now() + options.login_timeout, login_deadline);
-    std::string failure;
-    const auto watchdog = std::make_shared<Watchdog>(io, deadline, conn.sock);
-    watchdog->arm();
-    co_await serve(conn, session, implicit_tls, deadline, watchdog->timed_out, failure, sink,
-                   login_deadline, !proxied);
-    watchdog->timer.cancel();
-    const bool timed_out = watchdog->timed_out;
+    const DriverContext cx{options,           tls_ctx,  stopping, &auth_pool,
+                           &sink.reply_delay, &metrics, &ml};
+    SessionDriver<Connection> driver(conn, session, cx);
+    const DriveResult result = co_await driver.run(
+        implicit_tls, !proxied, std::chrono::steady_clock::now() + options.login_deadline);
+    const bool timed_out = result.timed_out;
     live.erase(it);
-    if (!failure.empty()) spdlog::info("disconnect addr={} reason={}", sink.addr(), failure);
-    const bool login_expired = timed_out && session.state() == pop3::State::authorization &&
-                               std::chrono::steady_clock::now() >= login_deadline;
-    if (login_expired) spdlog::info("disconnect addr={} reason=login-deadline", sink.addr());
-    if (timed_out && !stopping && !conn.tls) {
-      // RFC 1939 §3 autologout: no UPDATE. Tell a plaintext client why.
-      static constexpr std::string_view kBye = "-ERR Disconnected for inactivity\r\n";
-      static constexpr std::string_view kLate = "-ERR Disconnected: login took too long\r\n";
-      conn.sock.non_blocking(true, ec);
-      conn.sock.write_some(asio::buffer(login_expired ? kLate : kBye), ec);
+    if (!result.failure.empty()) {
+      spdlog::info("disconnect addr={} reason={}", sink.addr(), result.failure);
     }
+    if (result.login_expired) spdlog::info("disconnect addr={} reason=login-deadline", sink.addr());
+    driver.farewell(result);  // a plaintext client hears why it timed out
     // user() is set by a successful login only (a QUIT before login also
     // leaves AUTHORIZATION, for the closed state).
     const bool was_logged_in = !session.user().empty();

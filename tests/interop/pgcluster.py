@@ -6,8 +6,8 @@ run as root: under root the cluster runs as Debian's `postgres` user, or
 `nobody`). Haproxy runs Debian's haproxy in the foreground with a generated
 TCP-mode configuration that sends PROXY protocol v2 to the backends.
 
-Both raise unittest.SkipTest only when the programs are missing (CI installs
-them through scripts/deps.sh).
+Both skip only when the programs are missing, and fail instead when CI is set
+(apoptest.skip_or_fail: CI installs them through scripts/deps.sh).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import socket
 import subprocess
 import tempfile
 import time
-import unittest
+
+from apoptest import skip_or_fail
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ class PgCluster:
     def __init__(self):
         self.bindir = pg_bindir()
         if self.bindir is None:
-            raise unittest.SkipTest(
+            skip_or_fail(
                 "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
                 "install the postgresql package (scripts/deps.sh)")
         self.root = tempfile.mkdtemp(prefix="apop-pg-")
@@ -61,7 +62,7 @@ class PgCluster:
                 self.owner = name
                 break
             if self.owner is None:
-                raise unittest.SkipTest("running as root without a postgres or nobody user")
+                skip_or_fail("running as root without a postgres or nobody user")
             self.run_as = ["runuser", "-u", self.owner, "--"]
         self.started = False
 
@@ -135,7 +136,7 @@ class Haproxy:
         self.bin = shutil.which("haproxy") or ("/usr/sbin/haproxy"
                                                if os.access("/usr/sbin/haproxy", os.X_OK) else None)
         if self.bin is None:
-            raise unittest.SkipTest("haproxy not found: install the haproxy package (scripts/deps.sh)")
+            skip_or_fail("haproxy not found: install the haproxy package (scripts/deps.sh)")
         self.root = tempfile.mkdtemp(prefix="apop-haproxy-")
         self.port = free_port()
         self.cfg = os.path.join(self.root, "haproxy.cfg")

@@ -26,13 +26,12 @@ import time
 import unittest
 
 from apoptest import ALICE_SECRET, assert_no_sanitizer_report, make_message
-from test_fetch import FetchTestCase, fetch_available, maildir_messages
+from test_fetch import FetchTestCase, maildir_messages
 
 
 STEP = 1.3  # the kill delay's staircase factor
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class FetchKillTest(FetchTestCase):
 
     def test_sigkill_in_delete_mode_loses_nothing(self):

@@ -103,6 +103,14 @@ class FetchTestCase(ApopTestCase):
     """Runs `apop fetch` with its state, HOME and XDG_STATE_HOME inside the test's
     temporary directory."""
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # `apop fetch` is part of every build: a binary without it is a
+        # failure of every test here, never a skip.
+        if not fetch_available():
+            raise AssertionError(f"`{apop_bin()} fetch --help` does not show the fetch command")
+
     def setUp(self):
         super().setUp()
         self.work = os.path.join(self.env.root, "work")
@@ -158,7 +166,6 @@ class ServeTestCase(FetchTestCase):
         return self.env.stored_messages("alice")
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class FetchFromServeTest(ServeTestCase):
     def test_plain_apop_delete_mode_maildir_byte_for_byte(self):
         md = os.path.join(self.work, "Maildir")
@@ -363,7 +370,6 @@ class FetchFromServeTest(ServeTestCase):
         self.assertEqual(p.returncode, EXIT_NETWORK, self.describe(p))
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class CutConnectionTest(ServeTestCase):
     """A proxy drops the connection mid-RETR or mid-DELE: no message is lost,
     and a second run completes the job."""
@@ -492,7 +498,6 @@ class FakeTestCase(FetchTestCase):
         return f"{scheme}://alice@127.0.0.1:{fake.port}"
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class BadChallengeTest(FakeTestCase):
     def test_at_least_twenty_kinds(self):
         self.assertGreaterEqual(len(BAD_CHALLENGES), 20)
@@ -549,7 +554,6 @@ class BadChallengeTest(FakeTestCase):
         self.assertEqual(maildir_messages(self.md), [MESSAGES[0]])
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class StlsTest(FakeTestCase):
     CAPS = [b"TOP", b"UIDL", b"USER", b"STLS", b"PIPELINING"]
 
@@ -622,7 +626,6 @@ class StlsTest(FakeTestCase):
         self.assertEqual(len(maildir_messages(self.md)), 1)
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class HostileTlsAndSaslTest(FakeTestCase):
     CAPS = [b"TOP", b"UIDL", b"USER", b"STLS", b"PIPELINING"]
     SCRAM_CAPS = [b"TOP", b"UIDL", b"SASL SCRAM-SHA-256", b"PIPELINING"]
@@ -714,7 +717,6 @@ class HostileTlsAndSaslTest(FakeTestCase):
                           (b"APOP", b"PASS", b"USER", b"AUTH")])
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class LyingServerTest(FakeTestCase):
     def run_liar(self, *, keep: bool, messages=None, **kw) -> subprocess.CompletedProcess:
         fake = self.fake(messages=messages if messages is not None else MESSAGES[:2], **kw)
@@ -833,7 +835,6 @@ def listing_lines(count: int, line) -> callable:
     return chunks
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class HostileListingTest(FakeTestCase):
     """Issue 17 item 9: `STAT 1000000` then a million long UIDL/LIST lines made
     the client keep every raw line (~1 GB). Listings are now parsed as they
@@ -927,7 +928,6 @@ class HostileListingTest(FakeTestCase):
         self.assertEqual(maildir_messages(self.md), [])
 
 
-@unittest.skipUnless(fetch_available(), "`apop fetch` is not built yet")
 class FakeCutTest(FakeTestCase):
     def test_cut_in_retr_stores_nothing_partial_and_deletes_nothing(self):
         fake = self.fake(messages=MESSAGES[:3], cut_in_retr=(2, 200))

@@ -1,0 +1,6 @@
+// Must NOT compile: src/pop3 may not include src/store (docs/architecture.md,
+// "Layers"). tests/CMakeLists.txt builds this file as a target linked like
+// apop_pop3 and expects the compiler to fail on the #include below.
+#include "store/memory.hpp"
+
+int main() { return 0; }

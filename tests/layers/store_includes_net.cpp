@@ -1,0 +1,6 @@
+// Must NOT compile: src/store may not include src/net (docs/architecture.md,
+// "Layers"). tests/CMakeLists.txt builds this file as a target linked like
+// apop_store and expects the compiler to fail on the #include below.
+#include "net/server.hpp"
+
+int main() { return 0; }
