@@ -335,7 +335,7 @@ Result<void> UidlParser::feed(std::string_view line) {
     return invalid("UIDL has more lines than STAT announced messages");
   if (line.size() > limits::kMaxUidlListingLine) {
     return invalid("UIDL line of " + std::to_string(line.size()) + " octets (at most " +
-                   std::to_string(limits::kMaxUidlListingLine) + ", RFC 1939 §7): \"" +
+                   std::to_string(limits::kMaxUidlListingLine) + ", RFC 1939 section 7): \"" +
                    printable(line) + "\"");
   }
   std::string_view a, b, rest;

@@ -310,6 +310,14 @@ TEST(ClientListing, UidlLinesLongerThanRfc1939AllowsAreRefusedAtOnce) {
   EXPECT_EQ(p.size(), 1u);
   EXPECT_EQ(p.bytes(), limits::kMaxUidl);
   EXPECT_EQ(limits::kMaxUidlListingLine, 91u);
+  // The message reaches `apop fetch --json` and terminals: printable ASCII
+  // only, whatever the line held (regression: fuzz_client_reply found a
+  // UTF-8 section sign in it).
+  auto g = p.feed("3 " + std::string(200, '\xb1'));
+  ASSERT_FALSE(g);
+  for (const char c : g.error().message) {
+    EXPECT_TRUE(c >= 0x20 && c < 0x7f) << g.error().message;
+  }
 }
 
 TEST(ClientListing, UidlOctetsInTotalAreBounded) {
