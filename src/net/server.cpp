@@ -14,6 +14,8 @@
 #include <memory>
 #include <utility>
 
+#include "common/parse.hpp"
+#include "common/text.hpp"
 #include "net/conn_limits.hpp"
 #include "net/metrics.hpp"
 #include "net/session_driver.hpp"
@@ -33,20 +35,13 @@ Result<ListenSpec> parse_listen(std::string_view text) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
-  unsigned long p = 0;
-  for (char c : port) {
-    if (c < '0' || c > '9' || p > 65535) {
-      return make_error(Errc::invalid, "bad port in listen address: " + std::string(text));
-    }
-    p = p * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (p > 65535)
-    return make_error(Errc::invalid, "bad port in listen address: " + std::string(text));
+  const auto p = parse_decimal<std::uint16_t>(port);
+  if (!p) return make_error(Errc::invalid, "bad port in listen address: " + std::string(text));
   asio::error_code ec;
   asio::ip::make_address(std::string(host), ec);
   if (ec)
     return make_error(Errc::invalid, "bad IP address in listen address: " + std::string(text));
-  return ListenSpec{std::string(host), static_cast<std::uint16_t>(p)};
+  return ListenSpec{std::string(host), *p};
 }
 
 bool is_loopback(std::string_view address) {
@@ -69,10 +64,8 @@ std::string endpoint_text(const tcp::endpoint& ep) {
 
 // User names in logs come from the network: print only safe characters.
 std::string log_safe(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 64)) {
-    out.push_back(c > 0x20 && c < 0x7f && c != '"' && c != '\\' ? c : '?');
-  }
+  std::string out = printable(
+      s, {.max = 64, .space = false, .hex_escape = false, .replace = "\"\\", .ellipsis = false});
   if (out.empty()) out = "-";
   return out;
 }
