@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "pop3/guarded_maildrop.hpp"
+
 namespace apop::net {
 
 std::string address_key(std::string_view ip, unsigned ipv6_prefix_length) {
@@ -86,34 +88,6 @@ std::size_t UserSessions::count(const std::string& user) const {
   return it == sessions_.end() ? 0 : it->second;
 }
 
-namespace {
-
-// The inner maildrop plus the session count it holds.
-class CountedMaildrop final : public pop3::Maildrop {
- public:
-  CountedMaildrop(std::unique_ptr<pop3::Maildrop> inner, UserSessions& sessions, std::string user)
-      : inner_(std::move(inner)), sessions_(sessions), user_(std::move(user)) {}
-  ~CountedMaildrop() override {
-    inner_.reset();  // release the lock first
-    sessions_.release(user_);
-  }
-  std::span<const pop3::MessageInfo> messages() const override { return inner_->messages(); }
-  void load_delivery_times() override { inner_->load_delivery_times(); }
-  Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
-    return inner_->open(index);
-  }
-  Result<void> commit(std::span<const std::size_t> deleted) override {
-    return inner_->commit(deleted);
-  }
-
- private:
-  std::unique_ptr<pop3::Maildrop> inner_;
-  UserSessions& sessions_;
-  std::string user_;
-};
-
-}  // namespace
-
 Result<std::unique_ptr<pop3::Maildrop>> SessionLimitOpener::open(std::string_view user_view) {
   std::string user(user_view);
   if (!sessions_.acquire(user, max_)) {
@@ -126,8 +100,9 @@ Result<std::unique_ptr<pop3::Maildrop>> SessionLimitOpener::open(std::string_vie
     sessions_.release(user);
     return md.error();
   }
-  return std::unique_ptr<pop3::Maildrop>(
-      std::make_unique<CountedMaildrop>(std::move(*md), sessions_, std::move(user)));
+  // The session count is given back once the maildrop (and its lock) is gone.
+  return pop3::guard_maildrop(
+      std::move(*md), [&sessions = sessions_, user = std::move(user)] { sessions.release(user); });
 }
 
 }  // namespace apop::net

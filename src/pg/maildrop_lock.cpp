@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pg/shared.hpp"
+#include "pop3/guarded_maildrop.hpp"
 
 namespace apop::pg {
 
@@ -15,30 +16,6 @@ constexpr const char* kUnlock =
     "SELECT pg_advisory_unlock(hashtextextended('apop-maildrop:' || $1::text, 0))";
 
 }  // namespace
-
-// The inner maildrop plus the shared lock, released when it is destroyed.
-class SharedLockOpener::Locked final : public pop3::Maildrop {
- public:
-  Locked(SharedLockOpener& owner, std::string user, std::unique_ptr<pop3::Maildrop> inner)
-      : owner_(owner), user_(std::move(user)), inner_(std::move(inner)) {}
-  ~Locked() override {
-    inner_.reset();  // the local lock first, then the shared one
-    owner_.release(user_);
-  }
-  std::span<const pop3::MessageInfo> messages() const override { return inner_->messages(); }
-  void load_delivery_times() override { inner_->load_delivery_times(); }
-  Result<std::unique_ptr<pop3::ByteSource>> open(std::size_t index) override {
-    return inner_->open(index);
-  }
-  Result<void> commit(std::span<const std::size_t> deleted) override {
-    return inner_->commit(deleted);
-  }
-
- private:
-  SharedLockOpener& owner_;
-  std::string user_;
-  std::unique_ptr<pop3::Maildrop> inner_;
-};
 
 SharedLockOpener::SharedLockOpener(std::string url, pop3::MaildropOpener& inner)
     : url_(std::move(url)), inner_(inner) {}
@@ -112,7 +89,8 @@ Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(std::string_view 
     release(user);
     return inner.error();
   }
-  return std::unique_ptr<pop3::Maildrop>(new Locked(*this, user, std::move(*inner)));
+  // The local lock is released first (with the inner maildrop), then the shared one.
+  return pop3::guard_maildrop(std::move(*inner), [this, user] { release(user); });
 }
 
 void SharedLockOpener::release(const std::string& user) {

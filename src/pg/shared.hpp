@@ -147,7 +147,6 @@ class SharedLockOpener final : public pop3::MaildropOpener {
   std::size_t held() const;
 
  private:
-  class Locked;
   Result<void> ensure_connected_locked();
   Result<bool> try_lock_locked(const std::string& user);
   void release(const std::string& user);
