@@ -31,7 +31,7 @@ constexpr std::string_view kImportedHashRefused = "policy-imported-hash";
 // set when the store could not be asked at all (Errc::temporary: database
 // down or busy): the login then fails with reason "temporary" ([SYS/TEMP]),
 // not as wrong credentials.
-std::optional<Account> find(CredentialStore& store, std::string_view user, bool& unavailable) {
+std::optional<Account> find(AccountSource& store, std::string_view user, bool& unavailable) {
   auto r = store.account(user);
   unavailable = !r && r.error().code == Errc::temporary;
   if (!r) return std::nullopt;
@@ -141,7 +141,7 @@ std::string StoreAuthenticator::upgrade_foreign_hash(std::string_view user,
   // encrypted copy, so APOP, CRAM-MD5 and SCRAM work from now on. Best
   // effort: a failure leaves the imported hash, which keeps working.
   if (ctx.tls && is_foreign_hash(password_hash)) {
-    auto upgraded = store_.set_password(user, password);
+    auto upgraded = store_.replace_imported_hash(user, password);
     return upgraded ? "password-upgraded" : "password";
   }
   return "password";

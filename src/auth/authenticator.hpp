@@ -34,7 +34,7 @@ class StoreAuthenticator final : public pop3::Authenticator {
  public:
   // `challenges` (optional, non-owning) makes CRAM-MD5 challenges; without
   // it CRAM-MD5 is not offered.
-  explicit StoreAuthenticator(CredentialStore& store, ChallengeGenerator* challenges = nullptr)
+  explicit StoreAuthenticator(AccountSource& store, ChallengeGenerator* challenges = nullptr)
       : store_(store), challenges_(challenges) {}
 
   // RFC 1939 §7 APOP: digest = hex(MD5(timestamp + secret)), either case.
@@ -61,7 +61,7 @@ class StoreAuthenticator final : public pop3::Authenticator {
   std::string upgrade_foreign_hash(std::string_view user, std::string_view password,
                                    std::string_view password_hash, const pop3::AuthContext& ctx);
 
-  CredentialStore& store_;
+  AccountSource& store_;
   ChallengeGenerator* challenges_;
 };
 

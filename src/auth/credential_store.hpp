@@ -120,6 +120,10 @@ struct Account {
   std::optional<std::uint32_t> login_delay;
   std::optional<std::int64_t> expire_days;
   std::optional<std::int64_t> last_login;
+  // The account's own mail location ("mbox:/var/mail/alice",
+  // store/mail_location.hpp); empty: the server's default. Read with the rest
+  // of the row, so a login costs one lookup.
+  std::optional<std::string> mail_location;
   Account() = default;
   Account(Account&&) = default;
   Account& operator=(Account&&) = default;
@@ -163,13 +167,34 @@ Result<DerivedPassword> derive_password(std::string_view password);
 std::string encode_verifier(const ScramVerifier& v);
 std::optional<ScramVerifier> decode_verifier(std::string_view s);
 
-class CredentialStore {
+// What a login reads and writes: the only part of a store on the login
+// path (auth::StoreAuthenticator). Account administration is CredentialStore.
+class AccountSource {
  public:
-  virtual ~CredentialStore() = default;
+  virtual ~AccountSource() = default;
   // Errc::not_found for unknown users (including names that are not valid
   // user names); Errc::permanent if a stored secret cannot be decrypted;
   // Errc::temporary on I/O errors / busy database.
   virtual Result<Account> account(std::string_view user) = 0;
+  // Remembers `when` (unix seconds) as the user's last successful login (RFC
+  // 2449 LOGIN-DELAY counts from it). One small write per login.
+  // Errc::not_found for unknown users.
+  virtual Result<void> record_login(std::string_view user, std::int64_t when) = 0;
+  // After a correct password checked against an imported foreign hash
+  // (foreign_hash.hpp) over TLS: replaces that hash by our own secrets (the
+  // scrypt hash, SCRAM verifiers and, policy permitting, the encrypted copy),
+  // so APOP, CRAM-MD5 and SCRAM work from now on. Errc::not_found for
+  // unknown users.
+  virtual Result<void> replace_imported_hash(std::string_view user, std::string_view password) = 0;
+};
+
+// Account administration (`apop user ...`, import, the server's start-up
+// checks): a store is also the AccountSource its logins read.
+class CredentialStore : public AccountSource {
+ public:
+  Result<void> replace_imported_hash(std::string_view user, std::string_view password) final {
+    return set_password(user, password);
+  }
   // Cheap existence check (no decryption).
   virtual Result<bool> has_user(std::string_view user) = 0;
   // Errc::exists if the user exists, Errc::invalid if !is_valid_username(user).
@@ -208,10 +233,6 @@ class CredentialStore {
   // Errc::invalid if login_delay or expire_days is set (per account only).
   virtual Result<void> set_default_policy(const Policy& policy) = 0;
 
-  // Remembers `when` (unix seconds) as the user's last successful login (RFC
-  // 2449 LOGIN-DELAY counts from it). One small write per login.
-  // Errc::not_found for unknown users.
-  virtual Result<void> record_login(std::string_view user, std::int64_t when) = 0;
   // The account's own mail location ("mbox:/var/mail/alice", see
   // store/mail_location.hpp); nullopt: the server's default. Stored as given
   // (the caller validates it). Errc::not_found for unknown users.
@@ -362,7 +383,6 @@ class SqliteCredentialStore final : public CredentialStore {
   SecretBox box_;
   std::filesystem::path path_;
   std::string dummy_sealed_;
-  std::uint64_t id_;  // keys the mail-location memo of account() (see mail_location())
   std::uint64_t cached_statements_run_ = 0;  // guarded by mu_
 };
 

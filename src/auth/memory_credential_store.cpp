@@ -38,6 +38,7 @@ Result<Account> MemoryCredentialStore::account(std::string_view user) {
   a.login_delay = e.policy.login_delay;
   a.expire_days = e.policy.expire_days;
   a.last_login = e.last_login;
+  a.mail_location = e.mail_location;
   if (!a.policy.device_secrets_only) a.password = e.password;
   for (const auto& [name, d] : e.devices) a.device_secrets.push_back({name, d.first});
   return a;

@@ -245,31 +245,8 @@ class Transaction {
 
 }  // namespace
 
-namespace {
-
-// account() reads the user's mail location with the rest of the row and
-// leaves it here for the mail_location() call of the same login (the
-// server's LocationOpener asks right after the credentials are checked, on
-// the same thread): one read transaction per login instead of two. Keyed by
-// the store's id (never reused) and the user; short-lived, so that a
-// location changed meanwhile (`apop user mailbox`) is seen by the next login.
-struct LocationMemo {
-  std::uint64_t store = 0;
-  std::string user;
-  std::chrono::steady_clock::time_point at;
-  std::optional<std::string> location;
-};
-thread_local LocationMemo location_memo;
-constexpr std::chrono::seconds kLocationMemoLife{1};
-std::atomic<std::uint64_t> next_store_id{1};
-
-}  // namespace
-
 SqliteCredentialStore::SqliteCredentialStore(sqlite3* db, SecretBox box, std::filesystem::path path)
-    : db_(db),
-      box_(std::move(box)),
-      path_(std::move(path)),
-      id_(next_store_id.fetch_add(1, std::memory_order_relaxed)) {
+    : db_(db), box_(std::move(box)), path_(std::move(path)) {
   auto dummy = box_.seal("apop-dummy-secret-for-unknown-users", "\x01dummy");
   if (dummy) dummy_sealed_ = std::move(*dummy);
 }
@@ -715,13 +692,8 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
       has_sealed = sqlite3_column_type(st.get(), 3) != SQLITE_NULL;
       sealed = column_blob(st.get(), 3);
       a.policy = resolve_policy(column_policy(st.get(), 4), column_policy(st.get(), 11));
-      location_memo.store = id_;
-      location_memo.user.assign(user);
-      location_memo.at = std::chrono::steady_clock::now();
-      if (sqlite3_column_type(st.get(), 15) == SQLITE_NULL) {
-        location_memo.location.reset();
-      } else {
-        location_memo.location = column_text(st.get(), 15);
+      if (sqlite3_column_type(st.get(), 15) != SQLITE_NULL) {
+        a.mail_location = column_text(st.get(), 15);
       }
       Policy own;
       column_login_limits(st.get(), 8, own);
@@ -1163,15 +1135,9 @@ Result<void> SqliteCredentialStore::record_login(std::string_view user, std::int
 
 Result<std::optional<std::string>> SqliteCredentialStore::mail_location(std::string_view user) {
   if (!is_valid_username(user)) return no_user(user);
-  if (location_memo.store == id_ && location_memo.user == user &&
-      std::chrono::steady_clock::now() - location_memo.at < kLocationMemoLife) {
-    location_memo.store = 0;  // once: the next call reads the database again
-    return std::move(location_memo.location);
-  }
   std::lock_guard lock(mu_);
-  // On the login path (the server's LocationOpener): a cached statement.
-  int rc = SQLITE_OK;
-  Reused st(cached_locked("SELECT mail_location FROM users WHERE name = ?1", &rc));
+  Stmt st;
+  int rc = prepare(db_, "SELECT mail_location FROM users WHERE name = ?1", st);
   if (rc == SQLITE_OK) rc = bind_text(st.get(), 1, user);
   if (rc != SQLITE_OK) return db_error(db_, rc, "reading mail location");
   rc = sqlite3_step(st.get());
@@ -1183,7 +1149,6 @@ Result<std::optional<std::string>> SqliteCredentialStore::mail_location(std::str
 
 Result<void> SqliteCredentialStore::set_mail_location(std::string_view user,
                                                       const std::optional<std::string>& location) {
-  location_memo.store = 0;  // this thread's memo must not answer with the old one
   if (!is_valid_username(user)) return no_user(user);
   std::lock_guard lock(mu_);
   Stmt st;

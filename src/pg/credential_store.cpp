@@ -303,7 +303,7 @@ Result<auth::Account> PgCredentialStore::account(std::string_view user) {
     auto r = exec(c,
                   "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
                   " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                  " login_delay, expire_days, last_login FROM users WHERE name = $1",
+                  " login_delay, expire_days, last_login, mail_location FROM users WHERE name = $1",
                   {Param::text(user)}, "looking up user");
     if (!r) return r.error();
     // An unknown user runs the same queries as a known one (the device
@@ -323,6 +323,7 @@ Result<auth::Account> PgCredentialStore::account(std::string_view user) {
       a.login_delay = own.login_delay;
       a.expire_days = own.expire_days;
       a.last_login = r->opt_integer(0, 10);
+      if (!r->is_null(0, 11)) a.mail_location = r->text(0, 11);
     }
     auto dev = exec(c, "SELECT name, sealed FROM device_secrets WHERE user_name = $1 ORDER BY name",
                     {Param::text(user)}, "looking up device secrets");
