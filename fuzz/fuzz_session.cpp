@@ -70,9 +70,9 @@ const auth::DerivedPassword& derived() {
 }
 
 // Every name is an account with the fuzz password; the policy variant comes
-// from the input. Only account() and record_login() are used by the
-// authenticator; the administrative calls are refused.
-class FuzzStore final : public auth::CredentialStore {
+// from the input. All a login reads is the AccountSource (the login seam):
+// account administration is not on this path.
+class FuzzStore final : public auth::AccountSource {
  public:
   explicit FuzzStore(unsigned variant) : variant_(variant) {}
   Result<auth::Account> account(std::string_view user) override {
@@ -104,37 +104,12 @@ class FuzzStore final : public auth::CredentialStore {
     }
     return a;
   }
-  Result<bool> has_user(std::string_view) override { return true; }
-  Result<void> add(std::string_view, std::string_view) override { return refused(); }
-  Result<void> set_password(std::string_view, std::string_view) override { return refused(); }
-  Result<void> remove(std::string_view) override { return refused(); }
-  Result<std::vector<auth::UserRecord>> list() override { return refused(); }
-  Result<void> add_device_secret(std::string_view, std::string_view, std::string_view) override {
-    return refused();
-  }
-  Result<std::vector<auth::DeviceSecretInfo>> device_secrets(std::string_view) override {
-    return refused();
-  }
-  Result<void> revoke_device_secret(std::string_view, std::string_view) override {
-    return refused();
-  }
-  Result<auth::Policy> policy(std::string_view) override { return refused(); }
-  Result<void> set_policy(std::string_view, const auth::Policy&) override { return refused(); }
-  Result<auth::Policy> default_policy() override { return refused(); }
-  Result<void> set_default_policy(const auth::Policy&) override { return refused(); }
   Result<void> record_login(std::string_view, std::int64_t) override { return {}; }
-  Result<void> import_foreign_hash(std::string_view, std::string_view, bool) override {
-    return refused();
-  }
-  Result<std::optional<std::string>> mail_location(std::string_view) override {
-    return std::optional<std::string>{};  // the server's default location
-  }
-  Result<void> set_mail_location(std::string_view, const std::optional<std::string>&) override {
-    return refused();
+  Result<void> replace_imported_hash(std::string_view, std::string_view) override {
+    return Error{Errc::permanent, "not in the fuzzer"};
   }
 
  private:
-  static Error refused() { return Error{Errc::permanent, "not in the fuzzer"}; }
   unsigned variant_;
 };
 
@@ -148,11 +123,16 @@ class CheckingSink final : public pop3::EventSink {
   void on_login(const pop3::LoginEvent& e) override {
     // e.user is the name as the client sent it (it may be anything, even a
     // password typed into the wrong field): logged as sent, not checked.
-    if (has_secret(e.mechanism) || has_secret(e.credential) || has_secret(e.reason)) {
+    if (has_secret(e.mechanism) || has_secret(e.credential)) {
       __builtin_trap();
     }
   }
 };
+
+// Whether run() asks blocking_step_next() before each step, as the server's
+// driver does (the command is then staged before it runs), or not, as a
+// driver without a thread pool: both paths are fuzzed (by input length).
+bool g_ask_blocking = false;
 
 // Runs the session until it wants input or closes; returns everything it wrote.
 std::string run(pop3::Session& s) {
@@ -160,7 +140,9 @@ std::string run(pop3::Session& s) {
   pop3::Next n = pop3::Next::output;
   for (;;) {
     std::string out;
+    if (g_ask_blocking) (void)s.blocking_step_next();
     n = s.next(out);
+    (void)s.take_reply_delay();
     if (out.size() > 4 * 65536) __builtin_trap();  // bounded output per step
     all += out;
     if (n == pop3::Next::start_tls) {
@@ -262,6 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const std::uint8_t flags = data[0];
   std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
+  g_ask_blocking = (size & 1) != 0;
 
   FuzzStore creds((flags >> kFlagPolicyShift) & 3);
   static auth::ChallengeGenerator challenges("fuzz.example");
@@ -289,6 +272,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.stls_available = (flags & kFlagStls) != 0;
   cfg.md5_challenge_requires_tls = (flags & kFlagApopRequiresTls) != 0;
   cfg.allow_plaintext_auth = (flags & kFlagAllowPlaintext) != 0;
+  cfg.inline_apop = (size & 2) != 0;
   if ((flags & kFlagLoginDelay) != 0) {
     cfg.login_delay = 300;
     cfg.expire_days = 30;

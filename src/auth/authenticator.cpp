@@ -21,16 +21,11 @@ namespace {
 // value does not matter: a match against it is never reported as success.
 constexpr std::string_view kDummySecret = "apop-dummy-secret-for-unknown-users";
 
-// The failure reason of a login whose stored imported hash apop refuses to
-// verify (foreign_hash.hpp ForeignCheck::refused); logged as
-// "reason=policy policy=imported-hash".
-constexpr std::string_view kImportedHashRefused = "policy-imported-hash";
-
 // The account, or nullopt for an unknown user (and an unreadable one: a
 // secret that cannot be decrypted fails like a wrong one). `unavailable` is
 // set when the store could not be asked at all (Errc::temporary: database
-// down or busy): the login then fails with reason "temporary" ([SYS/TEMP]),
-// not as wrong credentials.
+// down or busy): the login then fails with AuthFailure::temporary
+// ([SYS/TEMP]), not as wrong credentials.
 std::optional<Account> find(AccountSource& store, std::string_view user, bool& unavailable) {
   auto r = store.account(user);
   unavailable = !r && r.error().code == Errc::temporary;
@@ -38,9 +33,9 @@ std::optional<Account> find(AccountSource& store, std::string_view user, bool& u
   return std::move(*r);
 }
 
-pop3::AuthResult failed(std::string_view reason) {
+pop3::AuthResult failed(pop3::AuthFailure why) {
   pop3::AuthResult r;
-  r.reason = std::string(reason);
+  r.failure = why;
   return r;
 }
 
@@ -59,22 +54,24 @@ pop3::AuthResult succeeded(std::string credential, const Account& a) {
   r.ok = true;
   r.credential = std::move(credential);
   r.limits = login_limits(a);
+  r.mail_location = a.mail_location;
   return r;
 }
 
 }  // namespace
 
-std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
-                                const pop3::AuthContext& ctx) {
-  if ((policy.mechanisms & mechanism) == 0) return "policy-mechanism";
-  if (policy.require_tls && !ctx.tls) return "policy-tls";
+pop3::AuthFailure policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
+                                 const pop3::AuthContext& ctx) {
+  using pop3::AuthFailure;
+  if ((policy.mechanisms & mechanism) == 0) return AuthFailure::policy_mechanism;
+  if (policy.require_tls && !ctx.tls) return AuthFailure::policy_tls;
   // APOP and CRAM-MD5: MD5 challenge-responses over the same
   // plaintext-equivalent secret (Policy::md5_challenge_requires_tls).
   if (policy.md5_challenge_requires_tls && !ctx.tls) {
-    if (mechanism == kMechApop) return "policy-apop-tls";
-    if (mechanism == kMechCramMd5) return "policy-cram-md5-tls";
+    if (mechanism == kMechApop) return AuthFailure::policy_apop_tls;
+    if (mechanism == kMechCramMd5) return AuthFailure::policy_cram_md5_tls;
   }
-  return {};
+  return AuthFailure::none;
 }
 
 pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
@@ -82,7 +79,7 @@ pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::str
                                                  const pop3::AuthContext& ctx) {
   bool unavailable = false;
   std::optional<Account> acct = find(store_, user, unavailable);
-  if (unavailable) return failed("temporary");
+  if (unavailable) return failed(pop3::AuthFailure::temporary);
   std::vector<std::pair<std::string, std::string_view>> candidates;
   if (acct) {
     if (acct->password) candidates.emplace_back("password", *acct->password);
@@ -102,10 +99,12 @@ pop3::AuthResult StoreAuthenticator::verify_apop(std::string_view user, std::str
   // A known account without any APOP secret (device-secrets-only and no
   // device secret yet): a distinct reason for logs and metrics only.
   if (known && !any && acct->device_secrets.empty() && !acct->password) {
-    return failed("no-apop-secret");
+    return failed(pop3::AuthFailure::no_apop_secret);
   }
-  if (!known || !any || matched.empty()) return failed("credentials");
-  if (auto why = policy_refusal(acct->policy, kMechApop, ctx); !why.empty()) return failed(why);
+  if (!known || !any || matched.empty()) return failed(pop3::AuthFailure::credentials);
+  if (auto why = policy_refusal(acct->policy, kMechApop, ctx); why != pop3::AuthFailure::none) {
+    return failed(why);
+  }
   return succeeded(std::move(matched), *acct);
 }
 
@@ -113,22 +112,24 @@ pop3::AuthResult StoreAuthenticator::verify_plain(std::string_view user, std::st
                                                   const pop3::AuthContext& ctx) {
   bool unavailable = false;
   std::optional<Account> acct = find(store_, user, unavailable);
-  if (unavailable) return failed("temporary");
+  if (unavailable) return failed(pop3::AuthFailure::temporary);
   if (!acct) {
     dummy_password_verify(password);
-    return failed("credentials");
+    return failed(pop3::AuthFailure::credentials);
   }
   switch (check_password_hash(acct->password_hash, password)) {
     case HashCheck::match:
       break;
     case HashCheck::mismatch:
-      return failed("credentials");
+      return failed(pop3::AuthFailure::credentials);
     case HashCheck::refused:
       // An imported hash above the cost limits (or malformed): never
       // verified; the log says why (reason=policy policy=imported-hash).
-      return failed(kImportedHashRefused);
+      return failed(pop3::AuthFailure::policy_imported_hash);
   }
-  if (auto why = policy_refusal(acct->policy, kMechUser, ctx); !why.empty()) return failed(why);
+  if (auto why = policy_refusal(acct->policy, kMechUser, ctx); why != pop3::AuthFailure::none) {
+    return failed(why);
+  }
   return succeeded(upgrade_foreign_hash(user, password, acct->password_hash, ctx), *acct);
 }
 
@@ -151,8 +152,11 @@ namespace {
 
 // The outcome of the credential lookup inside an exchange, for the reply.
 struct LookupNote {
-  std::string refusal;       // non-empty: the policy refused the login
-  pop3::LoginLimits limits;  // of the account looked up (reported on success)
+  // credentials, unless the lookup knew better: the policy refused the
+  // login, or the store could not be asked.
+  pop3::AuthFailure refusal = pop3::AuthFailure::credentials;
+  pop3::LoginLimits limits;                  // of the account looked up (reported on success)
+  std::optional<std::string> mail_location;  // of the account looked up (reported on success)
 };
 
 // Carries a SASL exchange over POP3's base64 lines (RFC 5034 §4).
@@ -165,27 +169,30 @@ class Base64Sasl final : public pop3::SaslSession {
     std::optional<std::string> decoded;
     if (b64) {
       decoded = base64_decode_strict(*b64);
-      if (!decoded) return {pop3::SaslReply::Kind::malformed, {}, {}, {}, {}};
+      if (!decoded) return {pop3::SaslReply::Kind::malformed, {}, {}, {}};
     }
     SaslStep s =
         exchange_->step(decoded ? std::optional<std::string_view>(*decoded) : std::nullopt);
     if (decoded) OPENSSL_cleanse(decoded->data(), decoded->size());
+    pop3::SaslReply r;
+    r.user = std::move(s.user);
     switch (s.kind) {
       case SaslStep::Kind::challenge:
-        return {pop3::SaslReply::Kind::challenge, base64_encode(s.data), std::move(s.user), {}, {}};
-      case SaslStep::Kind::success: {
-        pop3::SaslReply r;
-        r.kind = pop3::SaslReply::Kind::success;
-        r.user = std::move(s.user);
-        r.credential = s.credential.empty() ? std::string("password") : std::move(s.credential);
-        r.limits = note_->limits;
+        r.kind = pop3::SaslReply::Kind::challenge;
+        r.text = base64_encode(s.data);
         return r;
-      }
+      case SaslStep::Kind::success:
+        r.result.ok = true;
+        r.result.credential =
+            s.credential.empty() ? std::string("password") : std::move(s.credential);
+        r.result.limits = note_->limits;
+        r.result.mail_location = note_->mail_location;
+        return r;
       case SaslStep::Kind::failure:
         break;
     }
-    std::string reason = note_->refusal.empty() ? "credentials" : note_->refusal;
-    return {pop3::SaslReply::Kind::failure, {}, std::move(s.user), {}, std::move(reason)};
+    r.result.failure = note_->refusal;
+    return r;
   }
 
  private:
@@ -216,19 +223,20 @@ std::unique_ptr<pop3::SaslSession> StoreAuthenticator::start_sasl(std::string_vi
                              note](std::string_view user) -> std::optional<SaslCredentials> {
     bool unavailable = false;
     std::optional<Account> acct = find(store_, user, unavailable);
-    if (unavailable) note->refusal = "temporary";
+    if (unavailable) note->refusal = pop3::AuthFailure::temporary;
     if (!acct) return std::nullopt;
-    if (auto why = policy_refusal(acct->policy, bit, ctx); !why.empty()) {
-      note->refusal = std::string(why);
+    if (auto why = policy_refusal(acct->policy, bit, ctx); why != pop3::AuthFailure::none) {
+      note->refusal = why;
       return std::nullopt;
     }
     if ((bit == kMechPlain || bit == kMechLogin) && is_foreign_hash(acct->password_hash) &&
         !foreign_hash_refusal(acct->password_hash).empty()) {
       // Checked against nothing (check_password_hash refuses it): say why
       // in the log, as verify_plain does.
-      note->refusal = std::string(kImportedHashRefused);
+      note->refusal = pop3::AuthFailure::policy_imported_hash;
     }
     note->limits = login_limits(*acct);
+    note->mail_location = acct->mail_location;
     SaslCredentials c;
     c.plaintext = acct->password;
     c.scram_sha256 = acct->scram_sha256;

@@ -65,9 +65,9 @@ class StoreAuthenticator final : public pop3::Authenticator {
   ChallengeGenerator* challenges_;
 };
 
-// Why `policy` refuses `mechanism` (a kMech* bit) on this connection, or an
-// empty view when it allows it.
-std::string_view policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
-                                const pop3::AuthContext& ctx);
+// Why `policy` refuses `mechanism` (a kMech* bit) on this connection, or
+// AuthFailure::none when it allows it.
+pop3::AuthFailure policy_refusal(const EffectivePolicy& policy, MechanismSet mechanism,
+                                 const pop3::AuthContext& ctx);
 
 }  // namespace apop::auth

@@ -17,8 +17,8 @@ std::string pair_key(const std::string& user, const std::string& address) {
   return user + '\n' + address;
 }
 
-bool is_credentials_failure(std::string_view reason) {
-  return reason.empty() || reason == "credentials";
+bool is_credentials_failure(pop3::AuthFailure why) {
+  return why == pop3::AuthFailure::none || why == pop3::AuthFailure::credentials;
 }
 
 }  // namespace
@@ -210,16 +210,8 @@ class ThrottlingSasl final : public pop3::SaslSession {
 
   pop3::SaslReply step(std::optional<std::string_view> response) override {
     pop3::SaslReply r = inner_->step(response);
-    if (r.kind != pop3::SaslReply::Kind::success && r.kind != pop3::SaslReply::Kind::failure) {
-      return r;
-    }
-    pop3::AuthResult checked{r.kind == pop3::SaslReply::Kind::success, std::move(r.credential),
-                             std::move(r.reason)};
-    pop3::AuthResult out = owner_.judge(std::move(checked), address_, r.user);
-    r.kind = out.ok ? pop3::SaslReply::Kind::success : pop3::SaslReply::Kind::failure;
-    r.credential = std::move(out.credential);
-    r.reason = std::move(out.reason);
-    r.delay = out.delay;
+    if (r.kind != pop3::SaslReply::Kind::done) return r;
+    r.result = owner_.judge(std::move(r.result), address_, r.user);
     return r;
   }
 
@@ -244,7 +236,7 @@ pop3::AuthResult ThrottlingAuthenticator::judge(pop3::AuthResult checked, std::s
     // The same reply as a wrong secret, after the same work (the caller ran
     // the wrapped check), even when the secret was right.
     pop3::AuthResult blocked;
-    blocked.reason = "blocked";
+    blocked.failure = pop3::AuthFailure::blocked;
     blocked.delay = failure_delay(config_, 64);  // the maximum
     return blocked;
   }
@@ -254,14 +246,14 @@ pop3::AuthResult ThrottlingAuthenticator::judge(pop3::AuthResult checked, std::s
     return checked;
   }
   // The account store could not be asked ([SYS/TEMP]): not a guess, not counted.
-  if (checked.reason == "temporary") return checked;
+  if (checked.failure == pop3::AuthFailure::temporary) return checked;
   const FailureStatus after = tracker_.record_failure(address, user, now);
   unsigned n = after.address_failures;
   if (!after.known_good) n = std::max(n, after.user_failures);
   checked.delay = failure_delay(config_, n);
   // Earlier failures in the window slowed this reply: say so in logs.
-  if (n >= 2 && checked.delay.count() > 0 && is_credentials_failure(checked.reason)) {
-    checked.reason = "throttled";
+  if (n >= 2 && checked.delay.count() > 0 && is_credentials_failure(checked.failure)) {
+    checked.failure = pop3::AuthFailure::throttled;
   }
   checked.credential.clear();
   return checked;

@@ -309,19 +309,17 @@ auth::ThrottleConfig throttle_config(const ServeConfig& a) {
   return throttle;
 }
 
-// The mail of an account: its own location, else mail_location (checked by
+// The mail of an account: its own location (which the login returns with
+// the verdict: AuthResult::mail_location), else mail_location (checked by
 // server_options()).
-std::unique_ptr<store::LocationOpener> mail_locations(const ServeConfig& a, const DataDir& dir,
-                                                      auth::CredentialStore& accounts) {
+std::unique_ptr<store::LocationOpener> mail_locations(const ServeConfig& a, const DataDir& dir) {
   store::MboxOptions mbox;
   mbox.session_lock_dir = dir.root / "locks";
   mbox.lock.lock_timeout = std::chrono::seconds(a.mbox_lock_timeout);
   mbox.rewrite = store::parse_mbox_rewrite(a.mbox_rewrite).value();  // checked
   mbox.journal_dir = dir.root / "mbox-journal";
-  auth::CredentialStore* store = &accounts;
   return std::make_unique<store::LocationOpener>(
-      store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox,
-      [store](std::string_view user) { return store->mail_location(user); });
+      store::parse_mail_location(a.mail_location, true).value(), dir.root, mbox);
 }
 
 std::unique_ptr<Services> build_services(OpenedCredentials creds, const ServeConfig& a,
@@ -339,7 +337,7 @@ std::unique_ptr<Services> build_services(OpenedCredentials creds, const ServeCon
   }
   s->throttled =
       std::make_unique<auth::ThrottlingAuthenticator>(*s->authenticator, *s->failures, throttle);
-  s->locations = mail_locations(a, dir, store);
+  s->locations = mail_locations(a, dir);
   if (s->shared()) {
     const std::string& url = s->creds.postgres->pool()->url();
     s->shared_locks = std::make_unique<pg::SharedLockOpener>(url, *s->locations);

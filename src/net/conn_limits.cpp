@@ -88,14 +88,15 @@ std::size_t UserSessions::count(const std::string& user) const {
   return it == sessions_.end() ? 0 : it->second;
 }
 
-Result<std::unique_ptr<pop3::Maildrop>> SessionLimitOpener::open(std::string_view user_view) {
-  std::string user(user_view);
+Result<std::unique_ptr<pop3::Maildrop>> SessionLimitOpener::open(
+    const pop3::MailboxAddress& where) {
+  std::string user(where.user);
   if (!sessions_.acquire(user, max_)) {
     // Only authenticated names get here (the credential store's names).
     spdlog::warn("session limit user={} max={}", user, max_);
     return make_error(Errc::in_use, "too many sessions for " + user);
   }
-  auto md = inner_.open(user);
+  auto md = inner_.open(where);
   if (!md.ok()) {
     sessions_.release(user);
     return md.error();

@@ -73,9 +73,9 @@ class SessionLimitOpener final : public pop3::MaildropOpener {
  public:
   SessionLimitOpener(pop3::MaildropOpener& inner, UserSessions& sessions, unsigned max)
       : inner_(inner), sessions_(sessions), max_(max) {}
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
-  bool opens_without_waiting(std::string_view user) override {
-    return inner_.opens_without_waiting(user);
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
+  bool opens_without_waiting(const pop3::MailboxAddress& where) override {
+    return inner_.opens_without_waiting(where);
   }
 
  private:

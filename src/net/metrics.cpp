@@ -170,10 +170,15 @@ std::string_view Metrics::login_result(const pop3::LoginEvent& e) {
   if (e.result == pop3::LoginResult::in_use) return "in-use";
   if (e.result == pop3::LoginResult::error) return "error";
   if (e.result == pop3::LoginResult::delayed) return "login-delay";
-  if (e.reason == "throttled" || e.reason == "blocked" || e.reason == "no-apop-secret") {
-    return e.reason;
+  switch (e.failure) {
+    case pop3::AuthFailure::throttled:
+    case pop3::AuthFailure::blocked:
+    case pop3::AuthFailure::no_apop_secret:
+      return pop3::auth_failure_name(e.failure);
+    default:
+      break;
   }
-  if (e.reason.substr(0, 7) == "policy-") return "policy";
+  if (pop3::is_policy_refusal(e.failure)) return "policy";
   return "failed";
 }
 

@@ -98,16 +98,18 @@ class LogSink final : public pop3::EventSink {
                      addr_, tls, log_safe(e.credential));
         break;
       case pop3::LoginResult::failed:
-        reply_delay = e.delay;  // serve() waits before writing the failure reply
-        if (e.reason == "blocked" && !prefix_.empty()) {
+        if (e.failure == pop3::AuthFailure::blocked && !prefix_.empty()) {
           spdlog::warn("login failed user={} mech={} addr={} tls={} reason=blocked prefix={}", user,
                        e.mechanism, addr_, tls, prefix_);
-        } else if (e.reason == "throttled" || e.reason == "blocked") {
+        } else if (e.failure == pop3::AuthFailure::throttled ||
+                   e.failure == pop3::AuthFailure::blocked) {
           spdlog::warn("login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism,
-                       addr_, tls, e.reason);
-        } else if (e.reason.substr(0, 7) == "policy-") {
-          spdlog::warn("login failed user={} mech={} addr={} tls={} reason=policy policy={}", user,
-                       e.mechanism, addr_, tls, log_safe(e.reason.substr(7)));
+                       addr_, tls, pop3::auth_failure_name(e.failure));
+        } else if (pop3::is_policy_refusal(e.failure)) {
+          spdlog::warn(
+              "login failed user={} mech={} addr={} tls={} reason=policy policy={}", user,
+              e.mechanism, addr_, tls,
+              pop3::auth_failure_name(e.failure).substr(std::string_view("policy-").size()));
         } else {
           spdlog::warn("login failed user={} mech={} addr={} tls={} reason=auth", user, e.mechanism,
                        addr_, tls);
@@ -118,8 +120,9 @@ class LogSink final : public pop3::EventSink {
                      addr_, tls);
         break;
       case pop3::LoginResult::error:
-        spdlog::error("login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism,
-                      addr_, tls, e.reason == "temporary" ? "store-unavailable" : "mailbox-error");
+        spdlog::error(
+            "login failed user={} mech={} addr={} tls={} reason={}", user, e.mechanism, addr_, tls,
+            e.failure == pop3::AuthFailure::temporary ? "store-unavailable" : "mailbox-error");
         break;
       case pop3::LoginResult::delayed:
         spdlog::info(
@@ -133,10 +136,6 @@ class LogSink final : public pop3::EventSink {
   // thread (Metrics is thread-safe).
   Metrics* metrics = nullptr;
   Metrics::Listener* listener = nullptr;
-  // Failed-login throttling: the delay of the last failed login, taken (and
-  // reset) by serve() before it writes the reply. Written by the step (on
-  // the auth pool while the session coroutine awaits it, or inline).
-  std::chrono::milliseconds reply_delay{0};
 
  private:
   std::string addr_;
@@ -494,8 +493,7 @@ struct Server::Impl {
     pop3::Session session(cfg, auth, limited_opener, challenge(), &sink);
     spdlog::debug("connect addr={}{}{}", sink.addr(), via, implicit_tls ? " tls=1" : "");
     auto it = live.insert(live.end(), &conn.sock);
-    const DriverContext cx{options,           tls_ctx,  stopping, &auth_pool,
-                           &sink.reply_delay, &metrics, &ml};
+    const DriverContext cx{options, tls_ctx, stopping, &auth_pool, &metrics, &ml};
     SessionDriver<Connection> driver(conn, session, cx);
     const DriveResult result = co_await driver.run(
         implicit_tls, !proxied, std::chrono::steady_clock::now() + options.login_deadline);

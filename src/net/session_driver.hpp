@@ -96,9 +96,6 @@ struct DriverContext {
   const bool& stopping;          // the server is shutting down
   // Runs the steps that may block (Session::blocking_step_next); null: inline.
   asio::thread_pool* blocking_pool = nullptr;
-  // The failed-login reply delay the event sink sets (taken and reset before
-  // each write); null: none.
-  std::chrono::milliseconds* reply_delay = nullptr;
   // apop_sent_bytes_total of the listener; null: not counted.
   Metrics* metrics = nullptr;
   Metrics::Listener* listener = nullptr;
@@ -193,9 +190,8 @@ class SessionDriver {
       } else {
         n = session_.next(out);
       }
-      const auto delay = cx_.reply_delay == nullptr
-                             ? std::chrono::milliseconds(0)
-                             : std::exchange(*cx_.reply_delay, std::chrono::milliseconds(0));
+      // The login result's failure delay, handed on by the session.
+      const auto delay = session_.take_reply_delay();
       if (delay.count() > 0) {
         // Failed-login throttling: the reply waits (and no further pipelined
         // command runs meanwhile); no thread does.

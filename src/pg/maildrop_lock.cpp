@@ -73,8 +73,8 @@ Result<bool> SharedLockOpener::try_lock_locked(const std::string& user) {
   return make_error(Errc::temporary, "PostgreSQL: taking maildrop lock failed");
 }
 
-Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(std::string_view user_view) {
-  const std::string user(user_view);
+Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(const pop3::MailboxAddress& where) {
+  const std::string user(where.user);
   {
     std::lock_guard lock(mu_);
     auto got = try_lock_locked(user);
@@ -84,7 +84,7 @@ Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(std::string_view 
     if (!*got) return make_error(Errc::in_use, "maildrop is in use on another server");
     ++held_[user];
   }
-  auto inner = inner_.open(user);
+  auto inner = inner_.open(where);
   if (!inner) {
     release(user);
     return inner.error();

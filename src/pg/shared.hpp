@@ -142,7 +142,7 @@ class SharedLockOpener final : public pop3::MaildropOpener {
   ~SharedLockOpener() override;
   SharedLockOpener(const SharedLockOpener&) = delete;
   SharedLockOpener& operator=(const SharedLockOpener&) = delete;
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
   // Locks currently held through this opener (for tests).
   std::size_t held() const;
 

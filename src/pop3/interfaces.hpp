@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "common/result.hpp"
@@ -59,18 +60,32 @@ class Maildrop {
   virtual Result<void> commit(std::span<const std::size_t> deleted) = 0;
 };
 
+// Whose maildrop to open, and where: `location` is the account's own mail
+// location as the login returned it (AuthResult::mail_location, e.g.
+// "mbox:/var/mail/alice"; opaque to the core), empty for the server's
+// default. Borrowed for the call. Converts from a user name alone (tests).
+struct MailboxAddress {
+  std::string_view user;
+  std::string_view location{};
+  template <typename S>
+  requires std::is_convertible_v<const S&, std::string_view> MailboxAddress(const S& u)
+      : user(u) {}  // NOLINT(google-explicit-constructor)
+  MailboxAddress(std::string_view u, std::string_view loc) : user(u), location(loc) {}
+};
+
 // Opens (and locks) a user's maildrop. Errors: Errc::in_use when another
 // session holds it, Errc::temporary on I/O failure.
 class MaildropOpener {
  public:
   virtual ~MaildropOpener() = default;
-  virtual Result<std::unique_ptr<Maildrop>> open(std::string_view user) = 0;
-  // True when open(user) never waits for a lock held by someone else or for
+  virtual Result<std::unique_ptr<Maildrop>> open(const MailboxAddress& where) = 0;
+  // True when open(where) never waits for a lock held by someone else or for
   // the network (a Maildir on a local file system: its lock is taken or
-  // refused at once), so a driver may run it on its event loop. Cheap; a
-  // wrong `user` may give either answer. Default: false.
-  virtual bool opens_without_waiting(std::string_view user) {
-    (void)user;
+  // refused at once), so a driver may run it on its event loop. Cheap (no
+  // lookup: the location comes with the address); a wrong user may give
+  // either answer. Default: false.
+  virtual bool opens_without_waiting(const MailboxAddress& where) {
+    (void)where;
     return false;
   }
 };
@@ -89,6 +104,47 @@ struct LoginLimits {
   bool operator==(const LoginLimits&) const = default;
 };
 
+// Why a login failed, for logs and metrics only: the client gets the same
+// reply for every reason but `temporary` ([SYS/TEMP]).
+enum class AuthFailure : std::uint8_t {
+  none,                  // not a failure
+  credentials,           // wrong secret, unknown user, or a malformed proof
+  no_apop_secret,        // a known account without any APOP secret (device-secrets-only, none yet)
+  policy_mechanism,      // the account's policy does not allow the mechanism
+  policy_tls,            // the account allows no mechanism outside TLS
+  policy_apop_tls,       // APOP only inside TLS (md5_challenge_requires_tls)
+  policy_cram_md5_tls,   // CRAM-MD5 only inside TLS (md5_challenge_requires_tls)
+  policy_imported_hash,  // an imported hash above the cost limits: never verified
+  throttled,             // a failure whose reply earlier failures delayed (auth/throttle.hpp)
+  blocked,               // the client's address is blocked (auth/throttle.hpp)
+  temporary,             // the account database could not be asked: [SYS/TEMP], not counted
+};
+// "credentials", "no-apop-secret", "policy-mechanism", ..., "temporary"
+// ("" for none): the names logs and metrics have always used.
+std::string_view auth_failure_name(AuthFailure f);
+// The policy_* reasons.
+bool is_policy_refusal(AuthFailure f);
+
+// The one value a login returns: the verdict and everything the session
+// needs after it. Nothing here is a secret; `credential` and `failure` are
+// for logs only and never reach the client.
+struct AuthResult {
+  bool ok = false;
+  std::string credential;  // on success: "password", "password-upgraded" or "device:NAME"
+  AuthFailure failure = AuthFailure::none;  // on failure: why (never none)
+  // On failure: how long the driver waits before sending the failure reply
+  // (failed-login throttling). The core never sleeps: the Session hands it to
+  // the driver (Session::take_reply_delay), which waits without blocking.
+  std::chrono::milliseconds delay{0};
+  // On success: the user's own RFC 2449 LOGIN-DELAY/EXPIRE and last login;
+  // the Session enforces LOGIN-DELAY with them (after correct credentials only).
+  LoginLimits limits{};
+  // On success: the account's own mail location (MailboxAddress::location);
+  // empty: the server's default.
+  std::optional<std::string> mail_location;
+  explicit operator bool() const { return ok; }
+};
+
 // One SASL exchange (RFC 4422) as POP3 carries it (RFC 5034): the client's
 // responses and the server's challenges are base64 text; decoding and the
 // mechanism's logic live behind this interface (src/auth), so the core stays
@@ -96,17 +152,35 @@ struct LoginLimits {
 struct SaslReply {
   enum class Kind {
     challenge,  // send "+ " text (base64; may be empty) and wait for a response
-    success,    // authenticated as `user`
-    failure,    // wrong credentials (same reply for unknown users)
+    done,       // the exchange ended: `result` says how
     malformed,  // bad base64 or protocol violation from the client
   };
-  Kind kind = Kind::failure;
-  std::string text;        // base64 challenge for Kind::challenge
-  std::string user;        // identity on success; the claimed one (if any) on failure, for logs
-  std::string credential;  // on success: which secret matched (see AuthResult)
-  std::string reason;      // on failure: why, for logs only (see AuthResult)
-  std::chrono::milliseconds delay{0};  // on failure: see AuthResult::delay
-  LoginLimits limits{};  // on success: the user's own LOGIN-DELAY/EXPIRE (see AuthResult)
+  Kind kind = Kind::done;
+  std::string text;  // base64 challenge for Kind::challenge
+  // The identity: on success the authenticated user; on failure the claimed
+  // one (if any), for logs and the failed-login counts.
+  std::string user;
+  AuthResult result;  // Kind::done: the verdict, as for APOP and USER/PASS
+  bool succeeded() const { return kind == Kind::done && result.ok; }
+  bool failed() const { return kind == Kind::done && !result.ok; }
+
+  static SaslReply challenge(std::string base64) {
+    SaslReply r;
+    r.kind = Kind::challenge;
+    r.text = std::move(base64);
+    return r;
+  }
+  static SaslReply malformed() {
+    SaslReply r;
+    r.kind = Kind::malformed;
+    return r;
+  }
+  static SaslReply done(std::string user, AuthResult result) {
+    SaslReply r;
+    r.user = std::move(user);
+    r.result = std::move(result);
+    return r;
+  }
 };
 
 class SaslSession {
@@ -130,25 +204,6 @@ struct AuthContext {
   // (net::address_key); empty when unknown (unit tests). Borrowed from the
   // Session's config.
   std::string_view address{};
-};
-
-// The outcome of a credential check. `credential` and `reason` are for logs
-// only and never reach the client (every failure gets the same reply).
-struct AuthResult {
-  bool ok = false;
-  std::string credential;  // on success: "password" or "device:NAME"
-  std::string reason;      // on failure: "credentials", "policy-mechanism", "policy-tls", ...
-                           // "throttled", "blocked" (auth/throttle.hpp); "temporary": the
-                           // credentials could not be checked (account database down), the
-                           // client gets [SYS/TEMP] and it is not counted as a failed login
-  // On failure: how long the driver waits before sending the failure reply
-  // (failed-login throttling). The core never sleeps: it passes this on in
-  // LoginEvent::delay, and the network layer waits without blocking.
-  std::chrono::milliseconds delay{0};
-  // On success: the user's own RFC 2449 LOGIN-DELAY/EXPIRE and last login;
-  // the Session enforces LOGIN-DELAY with them (after correct credentials only).
-  LoginLimits limits{};
-  explicit operator bool() const { return ok; }
 };
 
 // Verifies credentials. Implementations MUST do the same work for unknown

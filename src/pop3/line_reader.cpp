@@ -51,17 +51,6 @@ std::optional<LineReader::Item> LineReader::pop() {
   return Item{Kind::line, line};
 }
 
-std::optional<std::string_view> LineReader::peek_line() const {
-  if (discarding_) return std::nullopt;
-  const char* start = buf_.data() + pos_;
-  const void* lf = std::memchr(start, '\n', buf_.size() - pos_);
-  if (lf == nullptr) return std::nullopt;
-  std::string_view line(start, static_cast<const char*>(lf) - start);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line.size() + 2 > max_line_) return std::nullopt;
-  return line;
-}
-
 bool LineReader::has_line() const {
   return pos_ < buf_.size() && std::memchr(buf_.data() + pos_, '\n', buf_.size() - pos_) != nullptr;
 }

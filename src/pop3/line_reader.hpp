@@ -34,9 +34,6 @@ class LineReader {
   std::optional<Item> pop();
   // True when a complete line is buffered: pop() would return an item.
   bool has_line() const;
-  // The next complete line as pop() would return it if it is a well-formed
-  // line (without its CRLF), without consuming it; nullopt otherwise.
-  std::optional<std::string_view> peek_line() const;
   // True when some bytes of an incomplete line are buffered or being discarded.
   bool partial() const { return discarding_ || pos_ < buf_.size(); }
   // Drops everything buffered (used after STLS in a later issue: bytes sent

@@ -1,8 +1,8 @@
 #include "pop3/session.hpp"
 
 #include <array>
+#include <charconv>
 #include <chrono>
-#include <cstdio>
 
 #include "pop3/command.hpp"
 
@@ -31,18 +31,13 @@ std::string_view code_text(RespCode c) {
   return "";
 }
 
-// Identical for unknown users and wrong secrets (no user enumeration).
-constexpr std::string_view kAuthFailed = "Authentication failed.";
-constexpr std::string_view kPlaintextRefused =
-    "Plaintext authentication disallowed on non-secure connection";
+}  // namespace
 
 void append_u64(std::string& out, std::uint64_t v) {
-  char buf[24];
-  int n = std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(v));
-  out.append(buf, static_cast<std::size_t>(n));
+  char buf[20];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
 }
-
-}  // namespace
 
 void append_ok(std::string& out, std::string_view text) {
   out.append(text.empty() ? "+OK" : "+OK ");
@@ -58,38 +53,61 @@ void append_err(std::string& out, RespCode code, std::string_view text) {
 }
 
 // The command table (Dovecot's pop3-commands idea): name, states, handler,
-// and whether argument lengths are checked against RFC 1939's 40 octets.
+// whether argument lengths are checked against RFC 1939's 40 octets, and
+// whether the command may block (Session::blocking_step_next).
 struct CommandSpec {
   std::string_view name;
   std::uint8_t states;
   void (Session::*handler)(const ParsedCommand&, std::string&);
   bool check_arg_length;
+  bool (Session::*blocks)() const;
 };
 
 struct SessionCommands {
   static const std::array<CommandSpec, 15>& table() {
     static const std::array<CommandSpec, 15> t{{
-        {"CAPA", kAuthz | kTrans, &Session::cmd_capa, true},
-        {"QUIT", kAuthz | kTrans, &Session::cmd_quit, true},
-        {"USER", kAuthz, &Session::cmd_user, true},
+        {"CAPA", kAuthz | kTrans, &Session::cmd_capa, true, &Session::never_blocks},
+        // UPDATE unlinks (and fsyncs) when something is to be removed.
+        {"QUIT", kAuthz | kTrans, &Session::cmd_quit, true, &Session::update_blocks},
+        {"USER", kAuthz, &Session::cmd_user, true, &Session::never_blocks},
         // PASS takes the rest of the line: passwords may hold spaces and
-        // exceed 40 octets (as Dovecot and qpopper allow); the line limit holds.
-        {"PASS", kAuthz, &Session::cmd_pass, false},
-        {"APOP", kAuthz, &Session::cmd_apop, true},
-        {"STLS", kAuthz, &Session::cmd_stls, true},
-        // RFC 5034: the initial response may exceed 40 octets (the line limit holds).
-        {"AUTH", kAuthz, &Session::cmd_auth, false},
-        {"STAT", kTrans, &Session::cmd_stat, true},
-        {"LIST", kTrans, &Session::cmd_list, true},
-        {"UIDL", kTrans, &Session::cmd_uidl, true},
-        {"RETR", kTrans, &Session::cmd_retr, true},
-        {"TOP", kTrans, &Session::cmd_top, true},
-        {"DELE", kTrans, &Session::cmd_dele, true},
-        {"NOOP", kTrans, &Session::cmd_noop, true},
-        {"RSET", kTrans, &Session::cmd_rset, true},
+        // exceed 40 octets (as Dovecot and qpopper allow); the line limit
+        // holds. A slow hash.
+        {"PASS", kAuthz, &Session::cmd_pass, false, &Session::always_blocks},
+        // An MD5 per secret and a lookup: inline when the lookup is local
+        // (SessionConfig::inline_apop); opening a maildrop that may wait is
+        // handed on afterwards (pending_open_).
+        {"APOP", kAuthz, &Session::cmd_apop, true, &Session::apop_blocks},
+        {"STLS", kAuthz, &Session::cmd_stls, true, &Session::never_blocks},
+        // RFC 5034: the initial response may exceed 40 octets (the line limit
+        // holds). The mechanism may hash.
+        {"AUTH", kAuthz, &Session::cmd_auth, false, &Session::always_blocks},
+        {"STAT", kTrans, &Session::cmd_stat, true, &Session::never_blocks},
+        {"LIST", kTrans, &Session::cmd_list, true, &Session::never_blocks},
+        {"UIDL", kTrans, &Session::cmd_uidl, true, &Session::never_blocks},
+        {"RETR", kTrans, &Session::cmd_retr, true, &Session::never_blocks},
+        {"TOP", kTrans, &Session::cmd_top, true, &Session::never_blocks},
+        {"DELE", kTrans, &Session::cmd_dele, true, &Session::never_blocks},
+        {"NOOP", kTrans, &Session::cmd_noop, true, &Session::never_blocks},
+        {"RSET", kTrans, &Session::cmd_rset, true, &Session::never_blocks},
     }};
     return t;
   }
+  static const CommandSpec* find(std::string_view keyword) {
+    for (const CommandSpec& spec : table()) {
+      if (iequals(keyword, spec.name)) return &spec;
+    }
+    return nullptr;
+  }
+};
+
+// The next input item, taken from the LineReader and looked up once.
+struct Session::Staged {
+  LineReader::Kind kind = LineReader::Kind::line;
+  std::string line;         // Kind::line: the command (or SASL response) line
+  ParsedCommand cmd;        // views into `line`; empty for a SASL response
+  const CommandSpec* spec;  // nullptr: unknown command, SASL response or not a line
+  bool sasl = false;        // a response of the AUTH exchange in progress
 };
 
 Session::Session(SessionConfig config, Authenticator& auth, MaildropOpener& opener,
@@ -115,25 +133,36 @@ std::string Session::greeting() const {
   return g;
 }
 
-bool Session::blocking_step_next() const {
+bool Session::stage() {
+  if (staged_) return true;
+  auto item = reader_.pop();
+  if (!item) return false;
+  auto st = std::make_unique<Staged>();
+  st->kind = item->kind;
+  st->spec = nullptr;
+  if (item->kind == LineReader::Kind::line) {
+    st->line.assign(item->text);
+    st->sasl = sasl_ != nullptr;
+    if (!st->sasl) {
+      st->cmd = parse_command(st->line);
+      st->spec = SessionCommands::find(st->cmd.keyword);
+    }
+  }
+  staged_ = std::move(st);
+  return true;
+}
+
+bool Session::update_blocks() const {
+  return state_ == State::transaction && (stats_.deleted > 0 || expire_days_ >= 0);
+}
+
+bool Session::blocking_step_next() {
   if (body_ || listing_next_ || close_after_output_) return false;  // output first
   if (pending_open_) return true;
   if (state_ != State::authorization && state_ != State::transaction) return false;
-  const auto line = reader_.peek_line();
-  if (!line) return false;
-  const std::string_view verb = line->substr(0, line->find(' '));
-  if (state_ == State::transaction) {
-    // UPDATE unlinks (and fsyncs) only when something is to be removed:
-    // DELE'd messages, or an EXPIRE policy (its delivery times cost a stat
-    // per message).
-    return iequals(verb, "QUIT") && (stats_.deleted > 0 || expire_days_ >= 0);
-  }
-  if (sasl_) return true;  // a SASL response: the mechanism may hash
-  if (iequals(verb, "PASS") || iequals(verb, "AUTH")) return true;
-  // inline_apop: the check runs here; opening a maildrop that may wait is
-  // handed on afterwards (pending_open_ above).
-  if (iequals(verb, "APOP")) return !config_.inline_apop;
-  return false;
+  if (!stage()) return false;
+  if (staged_->sasl) return true;  // a SASL response: the mechanism may hash
+  return staged_->spec != nullptr && (this->*(staged_->spec->blocks))();
 }
 
 void Session::feed(std::string_view bytes) {
@@ -143,6 +172,7 @@ void Session::feed(std::string_view bytes) {
 
 void Session::abort() {
   pending_open_.reset();
+  staged_.reset();
   body_.reset();
   body_retr_index_.reset();
   listing_next_.reset();
@@ -156,7 +186,7 @@ Next Session::next(std::string& out) {
     // The second half of an inline APOP: the credentials are checked, the
     // maildrop is opened now (blocking_step_next() said so).
     const auto p = std::move(pending_open_);
-    finish_login(p->verified, p->user, p->mech, out, /*open_now=*/true);
+    finish_login(std::move(p->verified), p->user, p->mech, out, /*open_now=*/true);
     return Next::output;
   }
   if (body_) {
@@ -183,8 +213,8 @@ Next Session::next(std::string& out) {
     abort();
     return Next::close;
   }
-  auto item = reader_.pop();
-  if (!item) return Next::need_input;
+  if (!stage()) return Next::need_input;
+  const std::unique_ptr<Staged> item = std::move(staged_);
   switch (item->kind) {
     case LineReader::Kind::too_long:
       sasl_.reset();
@@ -195,10 +225,10 @@ Next Session::next(std::string& out) {
       bad_command(out, "Invalid character in command");
       break;
     case LineReader::Kind::line:
-      if (sasl_) {
-        sasl_continue(item->text, out);
+      if (item->sasl) {
+        sasl_continue(item->line, out);
       } else {
-        dispatch(item->text, out);
+        dispatch(*item, out);
       }
       break;
   }
@@ -225,27 +255,19 @@ void Session::bad_command(std::string& out, std::string_view text) {
   append_err(out, RespCode::none, text);
 }
 
-void Session::dispatch(std::string_view line, std::string& out) {
-  ParsedCommand cmd = parse_command(line);
+void Session::dispatch(const Staged& staged, std::string& out) {
+  const CommandSpec* spec = staged.spec;
+  if (spec == nullptr) return bad_command(out, "Unknown command");
   const std::uint8_t state_bit = state_ == State::authorization ? kAuthz : kTrans;
-  for (const CommandSpec& spec : SessionCommands::table()) {
-    if (!iequals(cmd.keyword, spec.name)) continue;
-    if (!(spec.states & state_bit)) {
-      bad_command(out, state_ == State::authorization ? "Not logged in" : "Already logged in");
-      return;
-    }
-    if (spec.check_arg_length) {
-      for (std::string_view a : cmd.args) {
-        if (a.size() > limits::kMaxArgument) {
-          bad_command(out, "Argument too long");
-          return;
-        }
-      }
-    }
-    (this->*spec.handler)(cmd, out);
-    return;
+  if (!(spec->states & state_bit)) {
+    return bad_command(out, state_ == State::authorization ? "Not logged in" : "Already logged in");
   }
-  bad_command(out, "Unknown command");
+  if (spec->check_arg_length) {
+    for (std::string_view a : staged.cmd.args) {
+      if (a.size() > limits::kMaxArgument) return bad_command(out, "Argument too long");
+    }
+  }
+  (this->*(spec->handler))(staged.cmd, out);
 }
 
 void Session::cmd_capa(const ParsedCommand& cmd, std::string& out) {
@@ -280,6 +302,7 @@ void Session::tls_started() {
   // Anything read before the handshake was sent in plaintext and must never
   // be executed (STARTTLS injection: CVE-2011-0411, CVE-2021-38084).
   reader_.clear();
+  staged_.reset();
 }
 
 void Session::cmd_stls(const ParsedCommand& cmd, std::string& out) {
@@ -292,87 +315,6 @@ void Session::cmd_stls(const ParsedCommand& cmd, std::string& out) {
   reader_.clear();
   pending_user_.reset();
   start_tls_after_output_ = true;
-}
-
-bool Session::md5_challenge_refused(std::string_view mechanism) const {
-  return config_.md5_challenge_requires_tls && !tls_ && iequals(mechanism, "CRAM-MD5");
-}
-
-std::vector<SaslMechanism> Session::usable_mechanisms() const {
-  std::vector<SaslMechanism> all = auth_.sasl_mechanisms();
-  std::vector<SaslMechanism> usable;
-  for (auto& m : all) {
-    if (m.plaintext && !plaintext_allowed()) continue;
-    if (md5_challenge_refused(m.name)) continue;  // listed again after STLS
-    usable.push_back(std::move(m));
-  }
-  return usable;
-}
-
-// RFC 5034 AUTH.
-void Session::cmd_auth(const ParsedCommand& cmd, std::string& out) {
-  pending_user_.reset();
-  if (cmd.args.empty()) {
-    out.append("+OK Supported mechanisms follow\r\n");
-    for (const auto& m : usable_mechanisms()) {
-      out.append(m.name);
-      out.append("\r\n");
-    }
-    out.append(".\r\n");
-    return;
-  }
-  if (cmd.args.size() > 2) return bad_command(out, "Usage: AUTH mechanism [initial-response]");
-  std::string_view name = cmd.args[0];
-  bool known = false;
-  for (const auto& m : auth_.sasl_mechanisms()) {
-    if (!iequals(m.name, name)) continue;
-    known = true;
-    if (m.plaintext && !plaintext_allowed()) {
-      return append_err(out, RespCode::auth, kPlaintextRefused);
-    }
-    if (md5_challenge_refused(m.name)) {
-      // As APOP under the same policy: the same reply for every user,
-      // nothing looked up, no challenge sent.
-      return append_err(out, RespCode::auth, "CRAM-MD5 requires TLS: use STLS first");
-    }
-    sasl_mech_ = m.name;
-  }
-  if (!known) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
-  sasl_ = auth_.start_sasl(sasl_mech_, AuthContext{tls_, config_.client_address});
-  if (!sasl_) return append_err(out, RespCode::none, "Unsupported authentication mechanism");
-  std::optional<std::string_view> initial;
-  if (cmd.args.size() == 2) initial = cmd.args[1] == "=" ? std::string_view() : cmd.args[1];
-  sasl_reply(sasl_->step(initial), out);
-}
-
-void Session::sasl_continue(std::string_view line, std::string& out) {
-  if (line == "*") {
-    sasl_.reset();
-    return append_err(out, RespCode::none, "Authentication cancelled");
-  }
-  sasl_reply(sasl_->step(line), out);
-}
-
-void Session::sasl_reply(SaslReply reply, std::string& out) {
-  switch (reply.kind) {
-    case SaslReply::Kind::challenge:
-      out.append("+ ");
-      out.append(reply.text);
-      out.append("\r\n");
-      return;
-    case SaslReply::Kind::malformed:
-      sasl_.reset();
-      return bad_command(out, "Invalid SASL response");
-    case SaslReply::Kind::success:
-    case SaslReply::Kind::failure: {
-      sasl_.reset();
-      AuthResult r{reply.kind == SaslReply::Kind::success, std::move(reply.credential),
-                   std::move(reply.reason)};
-      r.delay = reply.delay;
-      r.limits = reply.limits;
-      return finish_login(r, reply.user, sasl_mech_, out);
-    }
-  }
 }
 
 void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {
@@ -405,160 +347,6 @@ void Session::cmd_quit(const ParsedCommand& cmd, std::string& out) {
   std::string text = "Logging out (";
   append_u64(text, left);
   text += left == 1 ? " message left)" : " messages left)";
-  append_ok(out, text);
-}
-
-void Session::cmd_user(const ParsedCommand& cmd, std::string& out) {
-  if (!plaintext_allowed()) {
-    return append_err(out, RespCode::auth, kPlaintextRefused);
-  }
-  if (cmd.args.size() != 1) return bad_command(out, "Usage: USER name");
-  pending_user_ = std::string(cmd.args[0]);
-  // Never reveals whether the user exists.
-  append_ok(out, "Send your password");
-}
-
-void Session::cmd_pass(const ParsedCommand& cmd, std::string& out) {
-  if (!plaintext_allowed()) {
-    pending_user_.reset();
-    return append_err(out, RespCode::auth, kPlaintextRefused);
-  }
-  if (!pending_user_) return bad_command(out, "No username given");
-  std::string user = std::move(*pending_user_);
-  pending_user_.reset();
-  if (cmd.rest.empty()) return bad_command(out, "Usage: PASS password");
-  finish_login(auth_.verify_plain(user, cmd.rest, AuthContext{tls_, config_.client_address}), user,
-               "USER", out);
-}
-
-void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
-  pending_user_.reset();
-  if (cmd.args.size() != 2) return bad_command(out, "Usage: APOP name digest");
-  if (!config_.apop_enabled) {
-    return append_err(out, RespCode::auth, "APOP is not available on this server");
-  }
-  if (config_.md5_challenge_requires_tls && !tls_) {
-    // The same reply for every user: nothing is looked up.
-    return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
-  }
-  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1],
-                                 AuthContext{tls_, config_.client_address}),
-               cmd.args[0], "APOP", out);
-}
-
-void Session::finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
-                           std::string& out, bool open_now) {
-  auto notify = [&](LoginResult r) {
-    if (!events_) return;
-    LoginEvent e;
-    e.user = user;
-    e.mechanism = mech;
-    e.result = r;
-    e.credential = verified.credential;
-    e.reason = verified.reason.empty() && !verified.ok ? std::string_view("credentials")
-                                                       : std::string_view(verified.reason);
-    e.tls = tls_;
-    e.delay = verified.ok ? std::chrono::milliseconds(0) : verified.delay;
-    events_->on_login(e);
-  };
-  if (!verified && verified.reason == "temporary") {
-    // The account database is unavailable: the client may try again later
-    // (still counted per connection, so that it cannot spin here).
-    notify(LoginResult::error);
-    ++auth_failures_;
-    append_err(out, RespCode::sys_temp, "Authentication temporarily unavailable, try again later");
-    if (auth_failures_ >= config_.max_auth_failures) {
-      append_err(out, RespCode::none, "Too many authentication failures, closing connection");
-      close_after_output_ = true;
-    }
-    return;
-  }
-  if (!verified) {
-    notify(LoginResult::failed);
-    ++auth_failures_;
-    append_err(out, RespCode::auth, kAuthFailed);
-    if (auth_failures_ >= config_.max_auth_failures) {
-      append_err(out, RespCode::none, "Too many authentication failures, closing connection");
-      close_after_output_ = true;
-    }
-    return;
-  }
-  // RFC 2449 §6.5 LOGIN-DELAY, checked only after correct credentials (a
-  // wrong secret gets [AUTH] above, whatever the delay): a user who logged in
-  // less than the delay ago is refused with [LOGIN-DELAY] and the maildrop is
-  // not opened. A last login in the future (the clock went back) does not
-  // lock the user out.
-  const std::uint32_t delay = verified.limits.login_delay.value_or(config_.login_delay);
-  if (delay > 0 && verified.limits.last_login) {
-    const std::int64_t elapsed = now() - *verified.limits.last_login;
-    if (elapsed >= 0 && elapsed < delay) {
-      const auto wait = static_cast<std::uint32_t>(delay - elapsed);
-      if (events_) {
-        LoginEvent e;
-        e.user = user;
-        e.mechanism = mech;
-        e.result = LoginResult::delayed;
-        e.credential = verified.credential;
-        e.reason = "login-delay";
-        e.tls = tls_;
-        e.retry_after = wait;
-        events_->on_login(e);
-      }
-      // Counts as a failed login for the per-connection limit, so a client
-      // cannot spin on it.
-      ++auth_failures_;
-      std::string text = "Minimum time between logins is ";
-      append_u64(text, delay);
-      text += " seconds, try again in ";
-      append_u64(text, wait);
-      text += wait == 1 ? " second" : " seconds";
-      append_err(out, RespCode::login_delay, text);
-      if (auth_failures_ >= config_.max_auth_failures) {
-        append_err(out, RespCode::none, "Too many authentication failures, closing connection");
-        close_after_output_ = true;
-      }
-      return;
-    }
-  }
-  if (config_.inline_apop && mech == "APOP" && !open_now && !opener_.opens_without_waiting(user)) {
-    // Checked inline (only APOP is: PASS and AUTH steps already run off the
-    // loop), but this maildrop may take long to open (a big Maildir, an mbox
-    // lock): the driver runs the open off its event loop (next() returns
-    // with nothing written, blocking_step_next() is true).
-    pending_open_ =
-        std::make_unique<PendingOpen>(PendingOpen{verified, std::string(user), std::string(mech)});
-    return;
-  }
-  auto md = opener_.open(user);
-  if (!md.ok()) {
-    if (md.error().code == Errc::in_use) {
-      notify(LoginResult::in_use);
-      return append_err(out, RespCode::in_use, "Mailbox is locked by another POP3 session");
-    }
-    notify(LoginResult::error);
-    return append_err(out, RespCode::sys_temp, "Cannot open mailbox, try again later");
-  }
-  maildrop_ = std::move(*md);
-  auto msgs = maildrop_->messages();
-  // Message numbers are 32-bit; a larger maildrop is served in part.
-  std::size_t count = std::min<std::uint64_t>(msgs.size(), limits::kMaxMessages);
-  deleted_.assign(count, false);
-  retrieved_.assign(count, false);
-  live_count_ = count;
-  live_size_ = 0;
-  for (std::size_t i = 0; i < count; ++i) live_size_ += msgs[i].size;
-  stats_.messages_at_login = count;
-  user_ = std::string(user);
-  state_ = State::transaction;
-  login_delay_ = delay;
-  expire_days_ = verified.limits.expire_days.value_or(config_.expire_days);
-  auth_.record_login(user_, now());
-  notify(LoginResult::ok);
-  std::string text = "Logged in, ";
-  append_u64(text, live_count_);
-  text += live_count_ == 1 ? " message (" : " messages (";
-  append_u64(text, live_size_);
-  text += " octets)";
   append_ok(out, text);
 }
 

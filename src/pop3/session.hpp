@@ -86,11 +86,10 @@ struct LoginEvent {
   std::string_view mechanism;  // "APOP", "USER", or the SASL mechanism
   LoginResult result = LoginResult::failed;
   std::string_view credential;  // on success: "password" or "device:NAME"
-  std::string_view reason;      // on failure by credentials: "credentials", "policy-..."
+  // LoginResult::failed / error: why the credentials were refused
+  // (AuthFailure::none for a mailbox that could not be opened).
+  AuthFailure failure = AuthFailure::none;
   bool tls = false;
-  // On failure: the driver waits this long before writing the failure reply
-  // (AuthResult::delay, failed-login throttling).
-  std::chrono::milliseconds delay{0};
   // LoginResult::delayed: seconds until LOGIN-DELAY allows the next login.
   std::uint32_t retry_after = 0;
 };
@@ -125,21 +124,31 @@ class Session {
   ~Session();
 
   // True when next() would process a command line (rather than only return
-  // pending output or ask for input): the network layer runs such steps in
-  // AUTHORIZATION off its event loop, as they may cost a slow hash.
-  bool input_pending() const { return reader_.has_line(); }
-  // True when next() would run a command that may block on a slow hash, a
-  // remote database, a lock wait or disk writes: PASS and AUTH (and SASL
-  // continuation lines) in AUTHORIZATION; APOP unless
-  // SessionConfig::inline_apop, and then, after correct credentials, the
-  // opening of a maildrop the opener cannot open without waiting
-  // (MaildropOpener::opens_without_waiting, asked only for users who gave
-  // correct credentials: an unknown user costs no file system call); QUIT in
-  // TRANSACTION when the UPDATE state has messages to remove (DELE'd ones,
-  // or an EXPIRE policy in force). The network layer runs such steps off its
+  // pending output or ask for input).
+  bool input_pending() const { return staged_ || reader_.has_line(); }
+  // True when the next step may block on a slow hash, a remote database, a
+  // lock wait or disk writes, so the network layer should run next() off its
   // event loop; everything else (CAPA, USER, STLS, QUIT with nothing to
   // remove, the TRANSACTION commands) costs less than the thread hand-off.
-  bool blocking_step_next() const;
+  // Answered from the session's state: the next command line is taken from
+  // the input and looked up in the command table once ("staged"; next() runs
+  // it), and the table says what may block: PASS and AUTH (and SASL
+  // continuation lines); APOP unless SessionConfig::inline_apop; QUIT in
+  // TRANSACTION when the UPDATE state has messages to remove (DELE'd ones,
+  // or an EXPIRE policy in force). After an inline APOP with correct
+  // credentials, the opening of a maildrop the opener cannot open without
+  // waiting (MaildropOpener::opens_without_waiting, asked only for users who
+  // gave correct credentials: an unknown user costs no file system call) is
+  // such a step too.
+  bool blocking_step_next();
+  // Failed-login throttling: how long the driver waits before writing the
+  // output of the last step (a failure reply; AuthResult::delay), then zero
+  // until the next failed login. The core never sleeps.
+  std::chrono::milliseconds take_reply_delay() {
+    const auto d = reply_delay_;
+    reply_delay_ = std::chrono::milliseconds(0);
+    return d;
+  }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -171,7 +180,12 @@ class Session {
 
  private:
   friend struct SessionCommands;
-  void dispatch(std::string_view line, std::string& out);
+  // A command line looked up in the command table (SessionCommands).
+  struct Staged;
+  // Takes the next item from the input into staged_ (no-op when one is
+  // staged or none is complete). False when there is none.
+  bool stage();
+  void dispatch(const Staged& staged, std::string& out);
   void bad_command(std::string& out, std::string_view text);
   bool apop_possible() const {
     return config_.apop_enabled &&
@@ -204,10 +218,28 @@ class Session {
   void sasl_continue(std::string_view line, std::string& out);
   void sasl_reply(SaslReply reply, std::string& out);
 
-  // `open_now`: the second step of an inline APOP (pending_open_): the
-  // maildrop is opened here, whatever the opener says about waiting.
-  void finish_login(const AuthResult& verified, std::string_view user, std::string_view mech,
+  // After a credential check: the failure reply, or LOGIN-DELAY's, or the
+  // maildrop opened and TRANSACTION. `open_now`: the second step of an
+  // inline APOP (pending_open_): the maildrop is opened here, whatever the
+  // opener says about waiting.
+  void finish_login(AuthResult verified, std::string_view user, std::string_view mech,
                     std::string& out, bool open_now = false);
+  // A login refused before its maildrop was opened (wrong credentials, the
+  // account database down, LOGIN-DELAY): logged, counted against
+  // max_auth_failures, answered.
+  void refuse_login(const LoginEvent& event, RespCode code, std::string_view text,
+                    std::string& out);
+  void notify(const LoginEvent& event) {
+    if (events_ != nullptr) events_->on_login(event);
+  }
+  // Seconds until the user's LOGIN-DELAY allows a login, or 0.
+  std::uint32_t login_delay_wait(const LoginLimits& limits) const;
+  // What the command table asks about a command before it runs
+  // (blocking_step_next).
+  bool never_blocks() const { return false; }
+  bool always_blocks() const { return true; }
+  bool apop_blocks() const { return !config_.inline_apop; }
+  bool update_blocks() const;
   void start_listing(bool uidl, std::string& out);
   void produce_listing(std::string& out);
   void start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out);
@@ -229,6 +261,8 @@ class Session {
     std::string mech;
   };
   std::unique_ptr<PendingOpen> pending_open_;
+  std::unique_ptr<Staged> staged_;  // the next command, taken from reader_
+  std::chrono::milliseconds reply_delay_{0};
   std::unique_ptr<SaslSession> sasl_;  // an AUTH exchange in progress
   std::string sasl_mech_;
   std::string user_;
@@ -260,5 +294,7 @@ class Session {
 // Formats "+OK text\r\n" / "-ERR [CODE] text\r\n".
 void append_ok(std::string& out, std::string_view text);
 void append_err(std::string& out, RespCode code, std::string_view text);
+// Appends v in decimal.
+void append_u64(std::string& out, std::uint64_t v);
 
 }  // namespace apop::pop3

@@ -2,9 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <atomic>
-#include <chrono>
-
 #include "store/maildir.hpp"
 
 namespace apop::store {
@@ -12,8 +9,6 @@ namespace apop::store {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::atomic<std::uint64_t> next_opener_id{1};  // LocationOpener::id_
 
 bool plain_file_name(std::string_view s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string_view::npos &&
@@ -97,57 +92,37 @@ LocationOpener::LocationOpener(MailLocation fallback, fs::path data_dir, MboxOpt
     : fallback_(std::move(fallback)),
       data_dir_(std::move(data_dir)),
       mbox_(std::move(mbox)),
-      per_user_(std::move(per_user)),
-      id_(next_opener_id.fetch_add(1, std::memory_order_relaxed)) {}
+      per_user_(std::move(per_user)) {}
 
-Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(std::string_view user) const {
+Result<std::pair<MailLocation, fs::path>> LocationOpener::resolve(
+    const pop3::MailboxAddress& where) const {
   MailLocation loc = fallback_;
-  if (per_user_) {
-    auto own = per_user_(user);
-    if (!own) {
-      return make_error(Errc::temporary,
-                        "mail location of " + std::string(user) + ": " + own.error().message);
+  std::optional<std::string> own;
+  if (!where.location.empty()) {
+    own.emplace(where.location);
+  } else if (per_user_) {
+    auto looked_up = per_user_(where.user);
+    if (!looked_up) {
+      return make_error(Errc::temporary, "mail location of " + std::string(where.user) + ": " +
+                                             looked_up.error().message);
     }
-    if (*own) {
-      auto parsed = parse_mail_location(**own, false);
-      if (!parsed) return make_error(Errc::temporary, parsed.error().message);
-      loc = std::move(*parsed);
-    }
+    own = std::move(*looked_up);
   }
-  auto path = expand_mail_location(loc, user, data_dir_);
+  if (own) {
+    auto parsed = parse_mail_location(*own, false);
+    if (!parsed) return make_error(Errc::temporary, parsed.error().message);
+    loc = std::move(*parsed);
+  }
+  auto path = expand_mail_location(loc, where.user, data_dir_);
   if (!path) return path.error();
   return std::make_pair(std::move(loc), std::move(*path));
 }
 
-namespace {
-
-// The Session asks opens_without_waiting(user) and then, on the same thread
-// and a few microseconds later, open(user): the second resolve reuses the
-// first answer (one account lookup fewer per login). Keyed by the opener's
-// id (never reused, unlike its address) and the user; short-lived, so that a
-// location changed meanwhile (`apop user mailbox`) is seen by the next login.
-struct ResolveMemo {
-  std::uint64_t opener = 0;
-  std::string user;
-  std::chrono::steady_clock::time_point at;
-  std::pair<MailLocation, fs::path> value;
-};
-thread_local ResolveMemo resolve_memo;
-constexpr std::chrono::seconds kResolveMemoLife{1};
-
-}  // namespace
-
-bool LocationOpener::opens_without_waiting(std::string_view user) {
-  auto r = resolve(user);
-  // An unknown user or a lookup error: open() fails at once too.
+bool LocationOpener::opens_without_waiting(const pop3::MailboxAddress& where) {
+  auto r = resolve(where);
+  // An unknown user or a bad location: open() fails at once too.
   if (!r) return true;
-  const bool quick =
-      r->first.format == MailLocation::Format::maildir && maildir_opens_quickly(r->second);
-  resolve_memo.opener = id_;
-  resolve_memo.user.assign(user);
-  resolve_memo.at = std::chrono::steady_clock::now();
-  resolve_memo.value = std::move(*r);
-  return quick;
+  return r->first.format == MailLocation::Format::maildir && maildir_opens_quickly(r->second);
 }
 
 bool maildir_opens_quickly(const fs::path& dir) {
@@ -164,15 +139,8 @@ bool maildir_opens_quickly(const fs::path& dir) {
   return bytes <= kQuickMaildirDirBytes;
 }
 
-Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(std::string_view user) {
-  Result<std::pair<MailLocation, fs::path>> r = make_error(Errc::temporary, "unresolved");
-  if (resolve_memo.opener == id_ && resolve_memo.user == user &&
-      std::chrono::steady_clock::now() - resolve_memo.at < kResolveMemoLife) {
-    r = std::move(resolve_memo.value);
-  } else {
-    r = resolve(user);
-  }
-  resolve_memo.opener = 0;
+Result<std::unique_ptr<pop3::Maildrop>> LocationOpener::open(const pop3::MailboxAddress& where) {
+  auto r = resolve(where);
   if (!r) return r.error();
   const auto& [loc, path] = *r;
   if (loc.format == MailLocation::Format::mbox) return open_mbox(path, mbox_);

@@ -47,9 +47,11 @@ std::string format_mail_location(const MailLocation& loc);
 Result<std::filesystem::path> expand_mail_location(const MailLocation& loc, std::string_view user,
                                                    const std::filesystem::path& data_dir);
 
-// A MaildropOpener choosing per user between Maildir and mbox.
-// `per_user` (optional) returns the account's own location spec, nullopt
-// when it has none; its errors fail the open as Errc::temporary.
+// A MaildropOpener choosing per user between Maildir and mbox: the location
+// the address names (the login's AuthResult::mail_location), else the one
+// `per_user` returns (optional: for callers without a login, such as
+// delivery; nullopt when the account has none; its errors fail the open as
+// Errc::temporary), else `fallback`.
 // Whether opening the Maildir DIR is quick enough to run on the event loop:
 // true while cur/ and new/ together are at most kQuickMaildirDirBytes of
 // directory entries (about 800 messages on ext4, 3,200 on tmpfs: listing
@@ -65,20 +67,20 @@ class LocationOpener final : public pop3::MaildropOpener {
   using Lookup = std::function<Result<std::optional<std::string>>(std::string_view user)>;
   LocationOpener(MailLocation fallback, std::filesystem::path data_dir, MboxOptions mbox,
                  Lookup per_user = {});
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
   // A small Maildir (its lock is taken or refused at once, and its listing
   // is short: maildir_opens_quickly); an mbox may wait for its lock
-  // (MboxOptions::lock). Asks the per-user lookup like open().
-  bool opens_without_waiting(std::string_view user) override;
-  // The location and path that open(user) uses.
-  Result<std::pair<MailLocation, std::filesystem::path>> resolve(std::string_view user) const;
+  // (MboxOptions::lock). Resolves the location like open().
+  bool opens_without_waiting(const pop3::MailboxAddress& where) override;
+  // The location and path that open(where) uses.
+  Result<std::pair<MailLocation, std::filesystem::path>> resolve(
+      const pop3::MailboxAddress& where) const;
 
  private:
   MailLocation fallback_;
   std::filesystem::path data_dir_;
   MboxOptions mbox_;
   Lookup per_user_;
-  std::uint64_t id_;  // see open() in mail_location.cpp
 };
 
 }  // namespace apop::store

@@ -336,7 +336,8 @@ std::size_t clean_maildir_tmp(const fs::path& dir, std::int64_t now) {
 
 MaildirOpener::MaildirOpener(fs::path mail_root) : mail_root_(std::move(mail_root)) {}
 
-Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(std::string_view user) {
+Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(const pop3::MailboxAddress& where) {
+  const std::string_view user = where.user;
   if (!plain_file_name(user)) return make_error(Errc::invalid, "bad maildrop name");
   const fs::path dir = mail_root_ / std::string(user);
   // The common case, a complete Maildir, costs an open of it, its lock, an

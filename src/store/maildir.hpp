@@ -92,7 +92,7 @@ Result<void> ensure_maildir(const std::filesystem::path& dir);
 class MaildirOpener final : public pop3::MaildropOpener {
  public:
   explicit MaildirOpener(std::filesystem::path mail_root);
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
 
   // The lock file name inside each user's Maildir.
   static constexpr std::string_view kLockFile = "apop-pop3.lock";

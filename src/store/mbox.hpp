@@ -233,7 +233,7 @@ Result<bool> recover_mbox(const std::filesystem::path& file, int fd, const MboxO
 class MboxOpener final : public pop3::MaildropOpener {
  public:
   MboxOpener(std::filesystem::path file, MboxOptions opts);
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
   // Opens `file` itself (the user name is not used).
   Result<std::unique_ptr<pop3::Maildrop>> open_file(const std::filesystem::path& file);
 

@@ -452,7 +452,7 @@ Result<std::unique_ptr<pop3::Maildrop>> open_mbox(const fs::path& file, const Mb
 MboxOpener::MboxOpener(fs::path file, MboxOptions opts)
     : file_(std::move(file)), opts_(std::move(opts)) {}
 
-Result<std::unique_ptr<pop3::Maildrop>> MboxOpener::open(std::string_view) {
+Result<std::unique_ptr<pop3::Maildrop>> MboxOpener::open(const pop3::MailboxAddress&) {
   return open_mbox(file_, opts_);
 }
 

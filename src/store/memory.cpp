@@ -158,7 +158,8 @@ void MemoryStore::fail_read_after(int n) {
   state_->read_fault.remaining = std::max(n, 0);
 }
 
-Result<std::unique_ptr<pop3::Maildrop>> MemoryStore::open(std::string_view user) {
+Result<std::unique_ptr<pop3::Maildrop>> MemoryStore::open(const pop3::MailboxAddress& where) {
+  const std::string_view user = where.user;
   std::vector<Message> snapshot;
   {
     std::lock_guard lock(state_->mu);

@@ -50,9 +50,9 @@ class MemoryStore final : public pop3::MaildropOpener {
   void fail_commit_after(int n);
   void fail_read_after(int n);
 
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
   // In memory: the lock is taken or refused at once.
-  bool opens_without_waiting(std::string_view) override { return true; }
+  bool opens_without_waiting(const pop3::MailboxAddress&) override { return true; }
 
   struct State;
 

@@ -27,11 +27,13 @@ TEST(AuthApopSecret, AccountWithoutApopSecretHasItsOwnReason) {
   ASSERT_TRUE(store.set_policy("alice", p).ok());
   auto r = auth.verify_apop("alice", kTs, apop("alice secret 12"), kClear);
   EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.reason, "no-apop-secret");
+  EXPECT_EQ(r.failure, apop::pop3::AuthFailure::no_apop_secret);
   // Unknown users and wrong digests stay "credentials".
-  EXPECT_EQ(auth.verify_apop("nobody", kTs, apop("alice secret 12"), kClear).reason, "credentials");
+  EXPECT_EQ(auth.verify_apop("nobody", kTs, apop("alice secret 12"), kClear).failure,
+            apop::pop3::AuthFailure::credentials);
   ASSERT_TRUE(store.add_device_secret("alice", "phone", "phone-secret-1234").ok());
-  EXPECT_EQ(auth.verify_apop("alice", kTs, apop("alice secret 12"), kClear).reason, "credentials");
+  EXPECT_EQ(auth.verify_apop("alice", kTs, apop("alice secret 12"), kClear).failure,
+            apop::pop3::AuthFailure::credentials);
   EXPECT_TRUE(auth.verify_apop("alice", kTs, apop("phone-secret-1234"), kClear).ok);
 }
 

@@ -69,6 +69,48 @@ TEST_F(AuthAuthenticator, Plain) {
   EXPECT_FALSE(auth_.verify_plain("alice", "tanstaaf", kClear));
 }
 
+// The login seam: one value with everything the session needs after the
+// check (limits, mail location), for every mechanism; nothing on failure.
+TEST_F(AuthAuthenticator, OneResultCarriesTheMailLocationAndLimits) {
+  ASSERT_TRUE(store_.set_mail_location("alice", std::string("mbox:/var/mail/alice")).ok());
+  Policy p;
+  p.login_delay = 300;
+  ASSERT_TRUE(store_.set_policy("alice", p).ok());
+  const auto apop_ok = auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear);
+  const auto plain_ok = auth_.verify_plain("alice", "alice secret 12", kClear);
+  auto sasl = auth_.start_sasl("PLAIN", kTls);
+  ASSERT_NE(sasl, nullptr);
+  const auto sasl_ok = sasl->step(base64_encode(std::string("\0alice\0alice secret 12", 22)));
+  ASSERT_TRUE(sasl_ok.succeeded());
+  for (const pop3::AuthResult* r : {&apop_ok, &plain_ok, &sasl_ok.result}) {
+    EXPECT_TRUE(r->ok);
+    EXPECT_EQ(r->failure, pop3::AuthFailure::none);
+    EXPECT_EQ(r->mail_location, "mbox:/var/mail/alice");
+    EXPECT_EQ(r->limits.login_delay, std::optional<std::uint32_t>(300));
+  }
+  const auto wrong = auth_.verify_apop("alice", kTs, apop("wrong"), kClear);
+  EXPECT_FALSE(wrong.ok);
+  EXPECT_EQ(wrong.failure, pop3::AuthFailure::credentials);
+  EXPECT_EQ(wrong.mail_location, std::nullopt);
+  EXPECT_EQ(
+      auth_.verify_apop("mrose", kTs, "c4c9334bac560ecc979e58001b3e22fb", kClear).mail_location,
+      std::nullopt);  // no own location: the server's default
+}
+
+TEST(AuthFailureNames, AreTheNamesLogsAndMetricsUse) {
+  using pop3::AuthFailure;
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::none), "");
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::credentials), "credentials");
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::no_apop_secret), "no-apop-secret");
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::policy_cram_md5_tls), "policy-cram-md5-tls");
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::policy_imported_hash), "policy-imported-hash");
+  EXPECT_EQ(pop3::auth_failure_name(AuthFailure::temporary), "temporary");
+  EXPECT_TRUE(pop3::is_policy_refusal(AuthFailure::policy_tls));
+  EXPECT_TRUE(pop3::is_policy_refusal(AuthFailure::policy_imported_hash));
+  EXPECT_FALSE(pop3::is_policy_refusal(AuthFailure::blocked));
+  EXPECT_FALSE(pop3::is_policy_refusal(AuthFailure::credentials));
+}
+
 TEST_F(AuthAuthenticator, FollowsStoreChanges) {
   ASSERT_TRUE(store_.set_password("mrose", "new-secret-value").ok());
   EXPECT_FALSE(auth_.verify_plain("mrose", "tanstaaf", kClear));
@@ -129,22 +171,24 @@ TEST_F(AuthAuthenticator, PolicyMechanismsAndTls) {
   ASSERT_TRUE(store_.set_policy("alice", p).ok());
   auto refused = auth_.verify_plain("alice", "alice secret 12", kTls);
   EXPECT_FALSE(refused.ok);
-  EXPECT_EQ(refused.reason, "policy-mechanism");
+  EXPECT_EQ(refused.failure, apop::pop3::AuthFailure::policy_mechanism);
   EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear));
 
   p.md5_challenge_requires_tls = true;
   ASSERT_TRUE(store_.set_policy("alice", p).ok());
   auto clear = auth_.verify_apop("alice", kTs, apop("alice secret 12"), kClear);
   EXPECT_FALSE(clear.ok);
-  EXPECT_EQ(clear.reason, "policy-apop-tls");
+  EXPECT_EQ(clear.failure, apop::pop3::AuthFailure::policy_apop_tls);
   EXPECT_TRUE(auth_.verify_apop("alice", kTs, apop("alice secret 12"), kTls));
   // A wrong digest is reported as wrong credentials, never as a policy matter.
-  EXPECT_EQ(auth_.verify_apop("alice", kTs, apop("wrong"), kClear).reason, "credentials");
+  EXPECT_EQ(auth_.verify_apop("alice", kTs, apop("wrong"), kClear).failure,
+            apop::pop3::AuthFailure::credentials);
 
   Policy tls_only;
   tls_only.require_tls = true;
   ASSERT_TRUE(store_.set_policy("mrose", tls_only).ok());
-  EXPECT_EQ(auth_.verify_plain("mrose", "tanstaaf", kClear).reason, "policy-tls");
+  EXPECT_EQ(auth_.verify_plain("mrose", "tanstaaf", kClear).failure,
+            apop::pop3::AuthFailure::policy_tls);
   EXPECT_TRUE(auth_.verify_plain("mrose", "tanstaaf", kTls));
 }
 
@@ -168,14 +212,14 @@ TEST_F(AuthAuthenticator, Md5ChallengePolicyCoversCramMd5) {
     }
     return s->step(base64_encode("alice " + hex));
   };
-  EXPECT_EQ(cram(kClear, "alice secret 12").kind, pop3::SaslReply::Kind::success);
+  EXPECT_TRUE(cram(kClear, "alice secret 12").succeeded());
   Policy p;
   p.md5_challenge_requires_tls = true;
   ASSERT_TRUE(store_.set_policy("alice", p).ok());
   pop3::SaslReply clear = cram(kClear, "alice secret 12");
-  EXPECT_EQ(clear.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(clear.reason, "policy-cram-md5-tls");
-  EXPECT_EQ(cram(kTls, "alice secret 12").kind, pop3::SaslReply::Kind::success);
+  EXPECT_TRUE(clear.failed());
+  EXPECT_EQ(clear.result.failure, apop::pop3::AuthFailure::policy_cram_md5_tls);
+  EXPECT_TRUE(cram(kTls, "alice secret 12").succeeded());
   // The policy leaves the other mechanisms alone.
   EXPECT_TRUE(auth.verify_plain("alice", "alice secret 12", kClear));
 }

@@ -373,27 +373,27 @@ TEST_P(ImportStoreTest, SaslPlainAndLoginUpgradeForeignHashOverTls) {
     return s->step(base64_encode(pw));
   };
   // Wrong password, or no TLS: no upgrade.
-  EXPECT_EQ(plain("bob", "wrong", true).kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(login("carl", "wrong", true).kind, pop3::SaslReply::Kind::failure);
+  EXPECT_TRUE(plain("bob", "wrong", true).failed());
+  EXPECT_TRUE(login("carl", "wrong", true).failed());
   auto r = plain("bob", kPw, false);
-  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
-  EXPECT_EQ(r.credential, "password");
+  EXPECT_TRUE(r.succeeded());
+  EXPECT_EQ(r.result.credential, "password");
   r = login("carl", kPw, false);
-  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
-  EXPECT_EQ(r.credential, "password");
+  EXPECT_TRUE(r.succeeded());
+  EXPECT_EQ(r.result.credential, "password");
   EXPECT_EQ(scheme("bob"), "SHA512-CRYPT");
   EXPECT_EQ(scheme("carl"), "SHA512-CRYPT");
   // Over TLS: upgraded, once.
   r = plain("bob", kPw, true);
-  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
-  EXPECT_EQ(r.credential, "password-upgraded");
+  EXPECT_TRUE(r.succeeded());
+  EXPECT_EQ(r.result.credential, "password-upgraded");
   EXPECT_EQ(scheme("bob"), "");
   r = login("carl", kPw, true);
-  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::success);
-  EXPECT_EQ(r.credential, "password-upgraded");
+  EXPECT_TRUE(r.succeeded());
+  EXPECT_EQ(r.result.credential, "password-upgraded");
   EXPECT_EQ(scheme("carl"), "");
-  EXPECT_EQ(plain("bob", kPw, true).credential, "password");
-  EXPECT_EQ(login("carl", kPw, true).credential, "password");
+  EXPECT_EQ(plain("bob", kPw, true).result.credential, "password");
+  EXPECT_EQ(login("carl", kPw, true).result.credential, "password");
   // Our own secrets now: APOP works.
   auto a = store->account("carl");
   ASSERT_TRUE(a);
@@ -429,8 +429,8 @@ TEST_P(ImportStoreTest, FailedImportedHashLoginRunsNoScryptOnTop) {
       auto s = auth.start_sasl("PLAIN", ctx);
       ASSERT_TRUE(s);
       auto r = s->step(base64_encode(std::string(1, '\0') + user + std::string(1, '\0') + "x"));
-      EXPECT_EQ(r.kind, pop3::SaslReply::Kind::failure);
-      EXPECT_EQ(r.reason, "credentials");
+      EXPECT_TRUE(r.failed());
+      EXPECT_EQ(r.result.failure, apop::pop3::AuthFailure::credentials);
     });
   };
   for (const char* user : {"bob", "bea"}) {
@@ -464,12 +464,12 @@ TEST_P(ImportStoreTest, StoredHashAboveTheCapFailsClosedWithItsReason) {
   const auto crypt_before = foreign_crypt_runs();
   auto r = auth.verify_plain("old", kPw, tls);
   EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.reason, "policy-imported-hash");
+  EXPECT_EQ(r.failure, apop::pop3::AuthFailure::policy_imported_hash);
   auto s = auth.start_sasl("PLAIN", tls);
   ASSERT_TRUE(s);
   auto sr = s->step(base64_encode(std::string("\0old\0", 5) + std::string(kPw)));
-  EXPECT_EQ(sr.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(sr.reason, "policy-imported-hash");
+  EXPECT_TRUE(sr.failed());
+  EXPECT_EQ(sr.result.failure, apop::pop3::AuthFailure::policy_imported_hash);
   EXPECT_EQ(foreign_crypt_runs(), crypt_before);
   EXPECT_EQ(store->list()->at(0).foreign_scheme, "BLF-CRYPT");  // not upgraded
 }

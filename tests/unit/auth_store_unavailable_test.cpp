@@ -18,33 +18,13 @@ namespace {
 
 constexpr std::string_view kTs = "<1896.697170952@dbc.mtview.ca.us>";
 
-// Every call fails as a database that is down does.
-class DownStore final : public CredentialStore {
+// Every call of the login seam fails as a database that is down does.
+class DownStore final : public AccountSource {
  public:
   static Error down() { return make_error(Errc::temporary, "PostgreSQL: cannot connect"); }
   Result<Account> account(std::string_view) override { return down(); }
-  Result<bool> has_user(std::string_view) override { return down(); }
-  Result<void> add(std::string_view, std::string_view) override { return down(); }
-  Result<void> set_password(std::string_view, std::string_view) override { return down(); }
-  Result<void> remove(std::string_view) override { return down(); }
-  Result<std::vector<UserRecord>> list() override { return down(); }
-  Result<void> add_device_secret(std::string_view, std::string_view, std::string_view) override {
-    return down();
-  }
-  Result<std::vector<DeviceSecretInfo>> device_secrets(std::string_view) override { return down(); }
-  Result<void> revoke_device_secret(std::string_view, std::string_view) override { return down(); }
-  Result<Policy> policy(std::string_view) override { return down(); }
-  Result<void> set_policy(std::string_view, const Policy&) override { return down(); }
-  Result<Policy> default_policy() override { return down(); }
-  Result<void> set_default_policy(const Policy&) override { return down(); }
   Result<void> record_login(std::string_view, std::int64_t) override { return down(); }
-  Result<void> import_foreign_hash(std::string_view, std::string_view, bool) override {
-    return down();
-  }
-  Result<std::optional<std::string>> mail_location(std::string_view) override { return down(); }
-  Result<void> set_mail_location(std::string_view, const std::optional<std::string>&) override {
-    return down();
-  }
+  Result<void> replace_imported_hash(std::string_view, std::string_view) override { return down(); }
 };
 
 TEST(AuthStoreUnavailable, ApopAndPlainSayTemporary) {
@@ -52,10 +32,10 @@ TEST(AuthStoreUnavailable, ApopAndPlainSayTemporary) {
   StoreAuthenticator auth(store);
   auto a = auth.verify_apop("alice", kTs, md5_hex(std::string(kTs) + "x"), {false, "192.0.2.1"});
   EXPECT_FALSE(a.ok);
-  EXPECT_EQ(a.reason, "temporary");
+  EXPECT_EQ(a.failure, apop::pop3::AuthFailure::temporary);
   auto p = auth.verify_plain("alice", "whatever", {true, "192.0.2.1"});
   EXPECT_FALSE(p.ok);
-  EXPECT_EQ(p.reason, "temporary");
+  EXPECT_EQ(p.failure, apop::pop3::AuthFailure::temporary);
 }
 
 TEST(AuthStoreUnavailable, SaslSaysTemporary) {
@@ -64,8 +44,8 @@ TEST(AuthStoreUnavailable, SaslSaysTemporary) {
   auto sasl = auth.start_sasl("PLAIN", {true, "192.0.2.1"});
   ASSERT_NE(sasl, nullptr);
   auto r = sasl->step(base64_encode(std::string("\0alice\0secret", 13)));
-  EXPECT_EQ(r.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(r.reason, "temporary");
+  EXPECT_TRUE(r.failed());
+  EXPECT_EQ(r.result.failure, apop::pop3::AuthFailure::temporary);
 }
 
 TEST(AuthStoreUnavailable, NotCountedAsFailedLogins) {
@@ -77,7 +57,7 @@ TEST(AuthStoreUnavailable, NotCountedAsFailedLogins) {
   ThrottlingAuthenticator auth(inner, tracker, cfg);
   for (int i = 0; i < 10; ++i) {
     auto r = auth.verify_plain("alice", "whatever", {true, "192.0.2.1"});
-    EXPECT_EQ(r.reason, "temporary");
+    EXPECT_EQ(r.failure, apop::pop3::AuthFailure::temporary);
     EXPECT_EQ(r.delay.count(), 0);
   }
   const auto s = tracker.status("192.0.2.1", "alice", ThrottleClock::now());

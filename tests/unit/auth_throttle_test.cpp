@@ -50,7 +50,7 @@ class CountingAuth final : public pop3::Authenticator {
     if (ok)
       r.credential = "password";
     else
-      r.reason = "credentials";
+      r.failure = pop3::AuthFailure::credentials;
     return r;
   }
 };
@@ -99,7 +99,9 @@ TEST_F(AuthThrottle, FailuresFromOneAddressDoubleTheDelayUpToTheCap) {
     auto r = plain("user" + std::to_string(i), "wrong", kAttacker);
     EXPECT_FALSE(r.ok);
     EXPECT_EQ(r.delay, expect[i]) << i;
-    EXPECT_EQ(r.reason, i == 0 ? "credentials" : "throttled") << i;
+    EXPECT_EQ(r.failure,
+              i == 0 ? apop::pop3::AuthFailure::credentials : apop::pop3::AuthFailure::throttled)
+        << i;
     now_ += seconds(1);
   }
 }
@@ -126,7 +128,7 @@ TEST_F(AuthThrottle, BlocksAfterNFailuresWithinTheWindowAndRunsTheCheckAnyway) {
   for (int i = 0; i < 10; ++i) {
     auto r = plain("u" + std::to_string(i), "wrong", kAttacker);
     EXPECT_FALSE(r.ok);
-    EXPECT_NE(r.reason, "blocked") << i;  // the 10th failure sets the block
+    EXPECT_NE(r.failure, apop::pop3::AuthFailure::blocked) << i;  // the 10th failure sets the block
     now_ += seconds(10);
   }
   const int calls = inner_.calls;
@@ -134,13 +136,13 @@ TEST_F(AuthThrottle, BlocksAfterNFailuresWithinTheWindowAndRunsTheCheckAnyway) {
   // wrapped check still runs (equal work).
   auto r = plain("owner", "right", kAttacker);
   EXPECT_FALSE(r.ok);
-  EXPECT_EQ(r.reason, "blocked");
+  EXPECT_EQ(r.failure, apop::pop3::AuthFailure::blocked);
   EXPECT_EQ(r.delay, milliseconds(15000));
   EXPECT_TRUE(r.credential.empty());
   EXPECT_EQ(inner_.calls, calls + 1);
   auto a = auth_.verify_apop("owner", kTs, "right", pop3::AuthContext{true, kAttacker});
   EXPECT_FALSE(a.ok);
-  EXPECT_EQ(a.reason, "blocked");
+  EXPECT_EQ(a.failure, apop::pop3::AuthFailure::blocked);
   EXPECT_EQ(inner_.calls, calls + 2);
   // Another address is not affected.
   EXPECT_TRUE(plain("owner", "right", kHome).ok);
@@ -149,20 +151,20 @@ TEST_F(AuthThrottle, BlocksAfterNFailuresWithinTheWindowAndRunsTheCheckAnyway) {
 TEST_F(AuthThrottle, BlockExpiresAndTheAddressStartsFromZero) {
   for (int i = 0; i < 10; ++i) (void)plain("u", "wrong", kAttacker);
   now_ += seconds(899);
-  EXPECT_EQ(plain("owner", "right", kAttacker).reason, "blocked");
+  EXPECT_EQ(plain("owner", "right", kAttacker).failure, apop::pop3::AuthFailure::blocked);
   // Attempts while blocked are not counted and do not extend the block.
   for (int i = 0; i < 20; ++i) (void)plain("u", "wrong", kAttacker);
   now_ += seconds(2);  // 901 s after the block started
   auto r = plain("owner", "right", kAttacker);
-  EXPECT_TRUE(r.ok) << r.reason;
+  EXPECT_TRUE(r.ok) << pop3::auth_failure_name(r.failure);
   EXPECT_EQ(plain("v", "wrong", kAttacker).delay, milliseconds(2000));
 }
 
 TEST_F(AuthThrottle, FailuresSpreadBeyondTheWindowNeverBlock) {
   for (int i = 0; i < 30; ++i) {
-    EXPECT_NE(plain("u", "wrong", kAttacker).reason, "blocked") << i;
+    EXPECT_NE(plain("u", "wrong", kAttacker).failure, apop::pop3::AuthFailure::blocked) << i;
     now_ += seconds(70);  // at most 9 failures in any 600 s
-    EXPECT_NE(plain("owner", "right", kAttacker).reason, "blocked") << i;
+    EXPECT_NE(plain("owner", "right", kAttacker).failure, apop::pop3::AuthFailure::blocked) << i;
   }
 }
 
@@ -186,7 +188,7 @@ TEST_F(AuthThrottle, KnownGoodAddressIsExemptFromTheUsersCount) {
   // alice mistypes at home: only her home address's own count applies.
   auto r = plain("Alice", "wrong", kHome);
   EXPECT_EQ(r.delay, milliseconds(2000));
-  EXPECT_EQ(r.reason, "credentials");
+  EXPECT_EQ(r.failure, apop::pop3::AuthFailure::credentials);
   EXPECT_TRUE(plain("alice", "right", kHome).ok);
   // A new address of hers is not known good: it gets the user's delay.
   EXPECT_EQ(plain("alice", "wrong", "198.51.100.99").delay, milliseconds(15000));
@@ -207,17 +209,21 @@ TEST_F(AuthThrottle, PolicyReasonsAreKeptButCounted) {
    public:
     pop3::AuthResult verify_apop(std::string_view, std::string_view, std::string_view,
                                  const pop3::AuthContext&) override {
-      return {false, "", "policy-tls"};
+      pop3::AuthResult r;
+      r.failure = pop3::AuthFailure::policy_tls;
+      return r;
     }
     pop3::AuthResult verify_plain(std::string_view, std::string_view,
                                   const pop3::AuthContext&) override {
-      return {false, "", "policy-mechanism"};
+      pop3::AuthResult r;
+      r.failure = pop3::AuthFailure::policy_mechanism;
+      return r;
     }
   } policy;
   ThrottlingAuthenticator a(policy, tracker_, config_, [this] { return now_; });
   for (int i = 0; i < 3; ++i) {
     auto r = a.verify_plain("alice", "x", pop3::AuthContext{false, kAttacker});
-    EXPECT_EQ(r.reason, "policy-mechanism");
+    EXPECT_EQ(r.failure, apop::pop3::AuthFailure::policy_mechanism);
     EXPECT_EQ(r.delay, failure_delay(config_, static_cast<unsigned>(i + 1)));
   }
 }
@@ -238,9 +244,10 @@ TEST_F(AuthThrottle, ZeroBaseDisablesDelaysButNotBlocking) {
   for (int i = 0; i < 3; ++i) {
     auto r = a.verify_plain("u", "wrong", pop3::AuthContext{false, kAttacker});
     EXPECT_EQ(r.delay, milliseconds(0));
-    EXPECT_EQ(r.reason, "credentials");
+    EXPECT_EQ(r.failure, apop::pop3::AuthFailure::credentials);
   }
-  EXPECT_EQ(a.verify_plain("u", "right", pop3::AuthContext{false, kAttacker}).reason, "blocked");
+  EXPECT_EQ(a.verify_plain("u", "right", pop3::AuthContext{false, kAttacker}).failure,
+            apop::pop3::AuthFailure::blocked);
 }
 
 TEST_F(AuthThrottle, TrackerMemoryIsBounded) {
@@ -331,19 +338,19 @@ TEST_F(AuthThrottle, SaslFailuresAreThrottledAndBlocked) {
     return s->step(base64_encode(msg));
   };
   auto r1 = plain_sasl("wrong secret 1");
-  EXPECT_EQ(r1.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(r1.delay, milliseconds(2000));
+  EXPECT_TRUE(r1.failed());
+  EXPECT_EQ(r1.result.delay, milliseconds(2000));
   auto r2 = plain_sasl("wrong secret 2");
-  EXPECT_EQ(r2.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(r2.reason, "throttled");
+  EXPECT_TRUE(r2.failed());
+  EXPECT_EQ(r2.result.failure, apop::pop3::AuthFailure::throttled);
   auto r3 = plain_sasl("alice secret 12");  // right, but the address is blocked
-  EXPECT_EQ(r3.kind, pop3::SaslReply::Kind::failure);
-  EXPECT_EQ(r3.reason, "blocked");
-  EXPECT_TRUE(r3.credential.empty());
+  EXPECT_TRUE(r3.failed());
+  EXPECT_EQ(r3.result.failure, apop::pop3::AuthFailure::blocked);
+  EXPECT_TRUE(r3.result.credential.empty());
   auto home = a.start_sasl("PLAIN", pop3::AuthContext{true, kHome});
   auto ok = home->step(base64_encode(std::string("\0alice\0alice secret 12", 22)));
-  EXPECT_EQ(ok.kind, pop3::SaslReply::Kind::success);
-  EXPECT_EQ(ok.delay, milliseconds(0));
+  EXPECT_TRUE(ok.succeeded());
+  EXPECT_EQ(ok.result.delay, milliseconds(0));
 }
 
 // Issue 17 item 3: a failed SASL login of every mechanism is counted against
@@ -392,10 +399,10 @@ TEST_P(AuthThrottleSaslUser, FailuresRaiseTheUsersDelayFromEveryAddressAndNameTh
   for (int i = 0; i < 3; ++i) {
     const std::string addr = "192.0.2." + std::to_string(10 + i);  // a new address each time
     pop3::SaslReply r = fail_once(a, "alice", addr);
-    ASSERT_EQ(r.kind, pop3::SaslReply::Kind::failure) << GetParam();
+    ASSERT_TRUE(r.failed()) << GetParam();
     EXPECT_EQ(r.user, "alice") << GetParam();  // the log line names the user
     // Each address is new, yet the delay grows with the user's count.
-    EXPECT_EQ(r.delay, failure_delay(config_, static_cast<unsigned>(i + 1))) << GetParam();
+    EXPECT_EQ(r.result.delay, failure_delay(config_, static_cast<unsigned>(i + 1))) << GetParam();
   }
   // Seen from an address that never tried: the user's count is 3.
   EXPECT_EQ(tracker_.status(kHome, "alice", now_).user_failures, 3u) << GetParam();
@@ -422,13 +429,13 @@ TEST_F(AuthThrottle, MechanismsAreForwarded) {
   EXPECT_EQ(a.start_sasl("NO-SUCH-MECH", pop3::AuthContext{}), nullptr);
 }
 
-// The core passes the client address in and the delay out, untouched.
+// The core passes the client address in and the delay out, untouched: the
+// delay travels in the login result and leaves the session through
+// take_reply_delay() (never through the event sink).
 TEST_F(AuthThrottle, SessionCarriesAddressInAndDelayOut) {
   struct Sink final : pop3::EventSink {
-    std::vector<std::pair<std::string, milliseconds>> events;
-    void on_login(const pop3::LoginEvent& e) override {
-      events.emplace_back(std::string(e.reason), e.delay);
-    }
+    std::vector<pop3::AuthFailure> events;
+    void on_login(const pop3::LoginEvent& e) override { events.push_back(e.failure); }
   } sink;
   MemoryCredentialStore store;
   ASSERT_TRUE(store.add("alice", "alice secret 12").ok());
@@ -439,25 +446,32 @@ TEST_F(AuthThrottle, SessionCarriesAddressInAndDelayOut) {
   cfg.secure = true;
   cfg.client_address = std::string(kAttacker);
   pop3::Session session(cfg, a, mail, std::string(kTs), &sink);
+  std::vector<milliseconds> delays;
   auto drive = [&](std::string line) {
     session.feed(line + "\r\n");
     std::string out;
     while (session.next(out) == pop3::Next::output) {
+      delays.push_back(session.take_reply_delay());
     }
     return out;
   };
   const std::string wrong = drive("APOP alice " + md5_hex(std::string(kTs) + "nope"));
   EXPECT_EQ(wrong, "-ERR [AUTH] Authentication failed.\r\n");
+  EXPECT_EQ(delays, std::vector<milliseconds>{milliseconds(2000)});
+  EXPECT_EQ(session.take_reply_delay(), milliseconds(0));  // taken once
   EXPECT_EQ(drive("USER alice"), "+OK Send your password\r\n");
   EXPECT_EQ(drive("PASS nope nope"), wrong);
+  EXPECT_EQ(delays,
+            (std::vector<milliseconds>{milliseconds(2000), milliseconds(0), milliseconds(4000)}));
   ASSERT_EQ(sink.events.size(), 2u);
-  EXPECT_EQ(sink.events[0], std::make_pair(std::string("credentials"), milliseconds(2000)));
-  EXPECT_EQ(sink.events[1], std::make_pair(std::string("throttled"), milliseconds(4000)));
+  EXPECT_EQ(sink.events[0], pop3::AuthFailure::credentials);
+  EXPECT_EQ(sink.events[1], pop3::AuthFailure::throttled);
   // The failures were counted against the session's address.
   EXPECT_EQ(tracker_.status(kAttacker, "", now_).address_failures, 2u);
   EXPECT_EQ(drive("APOP alice " + md5_hex(std::string(kTs) + "alice secret 12")).substr(0, 3),
             "+OK");
-  EXPECT_EQ(sink.events.back().second, milliseconds(0));
+  EXPECT_EQ(sink.events.back(), pop3::AuthFailure::none);
+  EXPECT_EQ(delays.back(), milliseconds(0));
 }
 
 }  // namespace

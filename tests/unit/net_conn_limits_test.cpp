@@ -96,13 +96,15 @@ TEST(NetAddressKey, AnythingElseIsUnchanged) {
 // what refuses (not a maildrop lock).
 class FreeOpener final : public pop3::MaildropOpener {
  public:
-  Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view user) override {
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override {
     ++calls;
-    (void)user;
+    (void)where;
     if (fail) return make_error(Errc::temporary, "disk on fire");
     return std::unique_ptr<pop3::Maildrop>(std::make_unique<Empty>());
   }
-  bool opens_without_waiting(std::string_view user) override { return user == "maildir-user"; }
+  bool opens_without_waiting(const pop3::MailboxAddress& where) override {
+    return where.user == "maildir-user";
+  }
   int calls = 0;
   bool fail = false;
 

@@ -24,12 +24,24 @@ using test::TestStream;
 
 // Sets the driver's reply delay on a failed login, as the server's LogSink
 // does with LoginEvent::delay.
-struct DelaySink final : pop3::EventSink {
-  std::chrono::milliseconds* delay = nullptr;
-  std::chrono::milliseconds on_failure{0};
-  void on_login(const pop3::LoginEvent& e) override {
-    if (e.result == pop3::LoginResult::failed) *delay = on_failure;
+// Failed-login throttling as the driver sees it: failed APOP and USER/PASS
+// logins come back with `on_failure` in AuthResult::delay.
+struct DelayingAuth final : pop3::Authenticator {
+  explicit DelayingAuth(pop3::Authenticator& i) : inner(i) {}
+  pop3::AuthResult verify_apop(std::string_view user, std::string_view timestamp,
+                               std::string_view digest, const pop3::AuthContext& ctx) override {
+    return delayed(inner.verify_apop(user, timestamp, digest, ctx));
   }
+  pop3::AuthResult verify_plain(std::string_view user, std::string_view password,
+                                const pop3::AuthContext& ctx) override {
+    return delayed(inner.verify_plain(user, password, ctx));
+  }
+  pop3::AuthResult delayed(pop3::AuthResult r) const {
+    if (!r.ok) r.delay = on_failure;
+    return r;
+  }
+  pop3::Authenticator& inner;
+  std::chrono::milliseconds on_failure{0};
 };
 
 std::string big_message(std::size_t size) {
@@ -55,11 +67,9 @@ class DriverTest : public ::testing::Test {
   void start(bool implicit_tls = false, bool refuse_proxy_header = true,
              std::chrono::steady_clock::duration login_deadline = 60s,
              std::optional<pop3::SessionConfig> cfg = std::nullopt) {
-    sink.delay = &reply_delay;
-    session = std::make_unique<pop3::Session>(cfg ? *cfg : Harness::secure_config(), h.auth, h.mail,
-                                              apop::test::kTimestamp, &sink);
-    cx = std::make_unique<DriverContext>(
-        DriverContext{options, tls_ctx, stopping, pool.get(), &reply_delay});
+    session = std::make_unique<pop3::Session>(cfg ? *cfg : Harness::secure_config(), auth, h.mail,
+                                              apop::test::kTimestamp);
+    cx = std::make_unique<DriverContext>(DriverContext{options, tls_ctx, stopping, pool.get()});
     driver = std::make_unique<SessionDriver<TestStream>>(stream, *session, *cx);
     asio::co_spawn(io, drive(implicit_tls, refuse_proxy_header, login_deadline), asio::detached);
   }
@@ -94,10 +104,9 @@ class DriverTest : public ::testing::Test {
   ServerOptions options;
   TlsContext tls_ctx;  // the test stream does not look at it
   bool stopping = false;
-  std::chrono::milliseconds reply_delay{0};
   std::unique_ptr<asio::thread_pool> pool;  // null: blocking steps inline
   Harness h;
-  DelaySink sink;
+  DelayingAuth auth{h.auth};
   std::unique_ptr<pop3::Session> session;
   std::unique_ptr<DriverContext> cx;
   std::unique_ptr<SessionDriver<TestStream>> driver;
@@ -299,7 +308,7 @@ TEST_F(DriverTest, AfterTheFirstBytesProxyIsAnUnknownCommand) {
 }
 
 TEST_F(DriverTest, AFailedLoginReplyWaitsForTheDelay) {
-  sink.on_failure = 400ms;
+  auth.on_failure = 400ms;
   start();
   run_for(50ms);
   stream.take_output();  // the greeting
@@ -307,7 +316,7 @@ TEST_F(DriverTest, AFailedLoginReplyWaitsForTheDelay) {
   run_for(200ms);
   EXPECT_EQ(stream.output(), "");  // withheld, and NOOP not run meanwhile
   ASSERT_TRUE(run_until([&] { return output_has("-ERR"); }, 2000ms));
-  EXPECT_EQ(reply_delay, 0ms);  // taken
+  EXPECT_EQ(session->take_reply_delay(), 0ms);  // taken
   stream.push("QUIT\r\n");
   ASSERT_TRUE(run_until([&] { return done(); }));
 }

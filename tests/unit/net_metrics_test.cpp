@@ -68,16 +68,18 @@ TEST(NetMetrics, LoginResultsAndBoundedMechanisms) {
   e.result = pop3::LoginResult::delayed;
   EXPECT_EQ(Metrics::login_result(e), "login-delay");
   e.result = pop3::LoginResult::failed;
-  for (auto [reason, want] :
-       {std::pair<std::string_view, std::string_view>{"credentials", "failed"},
-        {"", "failed"},
-        {"policy-tls", "policy"},
-        {"policy-mechanism", "policy"},
-        {"no-apop-secret", "no-apop-secret"},
-        {"throttled", "throttled"},
-        {"blocked", "blocked"}}) {
-    e.reason = reason;
-    EXPECT_EQ(Metrics::login_result(e), want) << reason;
+  using pop3::AuthFailure;
+  for (auto [failure, want] :
+       {std::pair<AuthFailure, std::string_view>{AuthFailure::credentials, "failed"},
+        {AuthFailure::none, "failed"},
+        {AuthFailure::policy_tls, "policy"},
+        {AuthFailure::policy_mechanism, "policy"},
+        {AuthFailure::policy_imported_hash, "policy"},
+        {AuthFailure::no_apop_secret, "no-apop-secret"},
+        {AuthFailure::throttled, "throttled"},
+        {AuthFailure::blocked, "blocked"}}) {
+    e.failure = failure;
+    EXPECT_EQ(Metrics::login_result(e), want) << pop3::auth_failure_name(failure);
   }
 
   Metrics m;

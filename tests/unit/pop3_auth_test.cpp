@@ -15,10 +15,17 @@ class ScriptedSasl final : public SaslSession {
   explicit ScriptedSasl(std::vector<std::optional<std::string>>* seen) : seen_(seen) {}
   SaslReply step(std::optional<std::string_view> r) override {
     seen_->push_back(r ? std::optional<std::string>(std::string(*r)) : std::nullopt);
-    if (!r || *r == "aGk=" || r->empty()) return {SaslReply::Kind::challenge, "Zm9v", "", "", ""};
-    if (*r == "YmFy") return {SaslReply::Kind::success, "", "alice", "password", ""};
-    if (*r == "bWFs") return {SaslReply::Kind::malformed, "", "", "", ""};
-    return {SaslReply::Kind::failure, "", "alice", "", "credentials"};
+    if (!r || *r == "aGk=" || r->empty()) return SaslReply::challenge("Zm9v");
+    if (*r == "YmFy") {
+      AuthResult ok;
+      ok.ok = true;
+      ok.credential = "password";
+      return SaslReply::done("alice", std::move(ok));
+    }
+    if (*r == "bWFs") return SaslReply::malformed();
+    AuthResult failed;
+    failed.failure = AuthFailure::credentials;
+    return SaslReply::done("alice", std::move(failed));
   }
 
  private:

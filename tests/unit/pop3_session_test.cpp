@@ -295,11 +295,11 @@ TEST(Session, InlineApopOpensAMaildropThatMayWaitInASecondStep) {
   h.mail.add_message("alice", "a\n");
   struct Opener final : pop3::MaildropOpener {
     Opener(store::MemoryStore& m, bool w) : inner(m), waits(w) {}
-    Result<std::unique_ptr<pop3::Maildrop>> open(std::string_view u) override {
+    Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& u) override {
       ++opened;
       return inner.open(u);
     }
-    bool opens_without_waiting(std::string_view) override {
+    bool opens_without_waiting(const pop3::MailboxAddress&) override {
       ++asked;
       return !waits;
     }
@@ -694,20 +694,20 @@ TEST(Session, PolicyRefusalReachesTheEventSinkIntact) {
   ASSERT_TRUE(h.creds.set_policy("alice", p).ok());
   EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] Authentication failed.\r\n");
   ASSERT_EQ(h.sink.entries.size(), 1u);
-  EXPECT_EQ(h.sink.entries[0].reason, "policy-mechanism");
+  EXPECT_EQ(h.sink.entries[0].failure, apop::pop3::AuthFailure::policy_mechanism);
   EXPECT_FALSE(h.sink.entries[0].tls);
   h.cmd("USER alice");
   EXPECT_EQ(h.cmd(std::string("PASS ") + kSecret).substr(0, 3), "+OK");
   ASSERT_EQ(h.sink.entries.size(), 2u);
   EXPECT_EQ(h.sink.entries[1].credential, "password");
-  EXPECT_EQ(h.sink.entries[1].reason, "");
+  EXPECT_EQ(h.sink.entries[1].failure, apop::pop3::AuthFailure::none);
 }
 
 TEST(Session, WrongCredentialsReasonIsCredentials) {
   Harness h;
   h.cmd(h.apop_line("alice", "wrong-secret-here"));
   ASSERT_EQ(h.sink.entries.size(), 1u);
-  EXPECT_EQ(h.sink.entries[0].reason, "credentials");
+  EXPECT_EQ(h.sink.entries[0].failure, apop::pop3::AuthFailure::credentials);
 }
 
 TEST(Session, NoTimestampWhenApopDisabled) {
@@ -716,6 +716,86 @@ TEST(Session, NoTimestampWhenApopDisabled) {
   Harness h(cfg);
   EXPECT_EQ(h.session->greeting(), "+OK POP3 server ready\r\n");
   EXPECT_EQ(h.cmd(h.apop_line()), "-ERR [AUTH] APOP is not available on this server\r\n");
+}
+
+}  // namespace
+}  // namespace apop::test
+
+namespace apop::test {
+namespace {
+
+// The login seam: the mail location comes with the login result and goes to
+// the opener with the user (no second lookup, no memo between the two).
+TEST(Session, TheLoginsMailLocationReachesTheOpener) {
+  Harness h;
+  ASSERT_TRUE(h.creds.set_mail_location("alice", std::string("mbox:/var/mail/alice")).ok());
+  h.mail.add_message("alice", "a\n");
+  struct Opener final : pop3::MaildropOpener {
+    explicit Opener(store::MemoryStore& m) : inner(m) {}
+    Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override {
+      seen.emplace_back(std::string(where.user) + "@" + std::string(where.location));
+      return inner.open(where);
+    }
+    store::MemoryStore& inner;
+    std::vector<std::string> seen;
+  } o(h.mail);
+  for (const char* mech : {"APOP", "USER", "AUTH"}) {
+    pop3::Session s(Harness::secure_config(), h.auth, o, kTimestamp);
+    std::string out;
+    if (std::string_view(mech) == "APOP") {
+      out = h.drive(s, h.apop_line() + "\r\n");
+    } else if (std::string_view(mech) == "USER") {
+      out = h.drive(s, std::string("USER alice\r\nPASS ") + kSecret + "\r\n");
+    } else {
+      out = h.drive(
+          s, "AUTH PLAIN " + auth::base64_encode(std::string("\0alice\0", 7) + kSecret) + "\r\n");
+    }
+    EXPECT_NE(out.find("+OK Logged in"), std::string::npos) << mech << ": " << out;
+    ASSERT_FALSE(o.seen.empty()) << mech;
+    EXPECT_EQ(o.seen.back(), "alice@mbox:/var/mail/alice") << mech;
+  }
+  // An account without its own location: empty (the server's default).
+  ASSERT_TRUE(h.creds.set_mail_location("alice", std::nullopt).ok());
+  pop3::Session s(Harness::secure_config(), h.auth, o, kTimestamp);
+  h.drive(s, h.apop_line() + "\r\n");
+  EXPECT_EQ(o.seen.back(), "alice@");
+}
+
+// blocking_step_next() takes the next line from the input and looks it up
+// once; next() runs that staged command. Bytes pipelined after STLS are
+// dropped even when the driver staged the STLS line first.
+TEST(Session, StagedCommandsRunOnceAndStlsDropsWhatFollows) {
+  pop3::SessionConfig cfg;
+  cfg.secure = false;
+  cfg.stls_available = true;
+  cfg.allow_plaintext_auth = true;
+  Harness h(cfg);
+  h.session->feed("NOOP\r\nSTLS\r\nUSER evil\r\n");
+  EXPECT_FALSE(h.session->blocking_step_next());  // NOOP staged (TRANSACTION only)
+  EXPECT_FALSE(h.session->blocking_step_next());  // still NOOP: staged once, not twice
+  std::string out;
+  EXPECT_EQ(h.session->next(out), pop3::Next::output);
+  EXPECT_EQ(out, "-ERR Not logged in\r\n");
+  out.clear();
+  EXPECT_FALSE(h.session->blocking_step_next());  // STLS
+  EXPECT_EQ(h.session->next(out), pop3::Next::start_tls);
+  EXPECT_EQ(out, "+OK Begin TLS negotiation now\r\n");
+  h.session->tls_started();
+  EXPECT_FALSE(h.session->input_pending());
+  EXPECT_FALSE(h.session->blocking_step_next());
+  out.clear();
+  EXPECT_EQ(h.session->next(out), pop3::Next::need_input);
+  EXPECT_EQ(out, "");
+  // A SASL response line is staged as such and may block.
+  h.session->feed("AUTH PLAIN\r\n");
+  EXPECT_TRUE(h.session->blocking_step_next());
+  EXPECT_EQ(h.session->next(out), pop3::Next::output);
+  EXPECT_EQ(out, "+ \r\n");
+  h.session->feed("*\r\n");
+  EXPECT_TRUE(h.session->blocking_step_next());
+  out.clear();
+  EXPECT_EQ(h.session->next(out), pop3::Next::output);
+  EXPECT_EQ(out, "-ERR Authentication cancelled\r\n");
 }
 
 }  // namespace

@@ -22,13 +22,14 @@ struct RecordingSink final : pop3::EventSink {
   struct Entry {
     std::string user, mech;
     pop3::LoginResult result;
-    std::string credential, reason;
+    std::string credential;
+    pop3::AuthFailure failure = pop3::AuthFailure::none;
     bool tls = false;
   };
   std::vector<Entry> entries;
   void on_login(const pop3::LoginEvent& e) override {
     entries.push_back({std::string(e.user), std::string(e.mechanism), e.result,
-                       std::string(e.credential), std::string(e.reason), e.tls});
+                       std::string(e.credential), e.failure, e.tls});
   }
 };
 

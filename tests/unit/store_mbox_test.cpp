@@ -593,6 +593,33 @@ TEST_F(MboxStore, LocationOpenerChoosesPerUser) {
   EXPECT_EQ(broken.error().code, Errc::temporary);
 }
 
+TEST_F(MboxStore, LocationOpenerTakesTheLocationTheLoginReturned) {
+  // The login seam: the session passes the account's own location (from the
+  // login result) with the user; the opener then asks no lookup at all.
+  spit(tmp.path() / "carol.mbox", msg("a@x", "1", "x"));
+  int lookups = 0;
+  LocationOpener opener(parse_mail_location("maildir:%d/mail/%u", true).value(), tmp.path(), opts(),
+                        [&](std::string_view) -> Result<std::optional<std::string>> {
+                          ++lookups;
+                          return std::optional<std::string>{};
+                        });
+  const pop3::MailboxAddress carol{"carol", "mbox:%d/%u.mbox"};
+  EXPECT_FALSE(opener.opens_without_waiting(carol));  // an mbox may wait for its lock
+  auto md = opener.open(carol);
+  ASSERT_TRUE(md.ok()) << md.error().message;
+  EXPECT_EQ((*md)->messages().size(), 1u);
+  EXPECT_EQ(lookups, 0);
+  // A bad location from the store fails as temporary, like a lookup error.
+  auto bad = opener.open(pop3::MailboxAddress{"carol", "nosuchformat:/x"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, Errc::temporary);
+  // Without one: the lookup (delivery has no login), then the default.
+  auto dave = opener.open("dave");
+  ASSERT_TRUE(dave.ok()) << dave.error().message;
+  EXPECT_EQ(lookups, 1);
+  EXPECT_TRUE(fs::is_directory(tmp.path() / "mail" / "dave" / "cur"));
+}
+
 TEST_F(MboxStore, OnlyMaildirsOpenWithoutWaiting) {
   // An mbox may wait for its lock: the server keeps such logins off its
   // event loop (Session::blocking_step_next).
