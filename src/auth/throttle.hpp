@@ -21,8 +21,8 @@
 //    reset any count (an attacker with an account of their own cannot wash
 //    out their failures against others).
 //
-// The decorator never sleeps: the delay travels in AuthResult::delay (and
-// SaslReply::delay) and the network layer waits without blocking a thread.
+// The decorator never sleeps: the delay travels in AuthResult::delay (also
+// inside a SaslReply) and the network layer waits without blocking a thread.
 //
 // State lives behind FailureTracker so several servers can share it (a later
 // PostgreSQL implementation); MemoryFailureTracker is the in-process one.
