@@ -549,45 +549,107 @@ Server::Server(ServerOptions options, pop3::Authenticator& auth, pop3::MaildropO
 
 Server::~Server() = default;
 
-Result<void> Server::bind() {
-  if (impl_->options.tls.enabled()) {
-    auto ctx = make_tls_context(impl_->options.tls);
-    if (!ctx) return ctx.error();
-    impl_->tls_ctx = std::move(*ctx);
-  } else if (!impl_->options.tls_listen.empty()) {
+namespace {
+
+Result<tcp::acceptor> listen_on(asio::io_context& io, const ListenSpec& spec) {
+  asio::error_code ec;
+  tcp::endpoint ep(asio::ip::make_address(spec.address, ec), spec.port);
+  if (ec) return make_error(Errc::invalid, "bad listen address " + spec.address);
+  tcp::acceptor acc(io);
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec && ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(Errc::temporary,
+                      "cannot listen on " + endpoint_text(ep) + ": " + ec.message());
+  }
+  return acc;
+}
+
+Result<TlsContext> load_tls(const ServerOptions& options) {
+  if (options.tls.enabled()) return make_tls_context(options.tls);
+  if (!options.tls_listen.empty()) {
     return make_error(Errc::invalid, "TLS listeners need --tls-cert and --tls-key");
   }
-  auto bind_one = [this](const ListenSpec& spec, bool tls) -> Result<void> {
+  return TlsContext{};
+}
+
+}  // namespace
+
+Result<std::vector<BoundListener>> bind_listeners(const ServerOptions& options) {
+  asio::io_context io{1};
+  std::vector<BoundListener> out;
+  auto bind_one = [&](const ListenSpec& spec, bool tls) -> Result<void> {
+    auto acc = listen_on(io, spec);
+    if (!acc) return acc.error();
+    const std::string where = endpoint_text(acc->local_endpoint());
+    spdlog::info("listening on {}{}", where, tls ? " (tls)" : "");
     asio::error_code ec;
-    tcp::endpoint ep(asio::ip::make_address(spec.address, ec), spec.port);
-    if (ec) return make_error(Errc::invalid, "bad listen address " + spec.address);
-    tcp::acceptor acc(impl_->io);
-    acc.open(ep.protocol(), ec);
-    if (!ec) acc.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec && ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true), ec);
-    if (!ec) acc.bind(ep, ec);
-    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return make_error(Errc::temporary,
-                        "cannot listen on " + endpoint_text(ep) + ": " + ec.message());
-    }
-    spdlog::info("listening on {}{}", endpoint_text(acc.local_endpoint()), tls ? " (tls)" : "");
+    acc->non_blocking(true, ec);
+    const int fd = acc->release(ec);
+    if (ec) return make_error(Errc::temporary, "listener " + where + ": " + ec.message());
+    out.push_back(BoundListener{UniqueFd(fd), tls, where});
+    return {};
+  };
+  for (const ListenSpec& spec : options.listen) {
+    if (auto r = bind_one(spec, false); !r) return r.error();
+  }
+  for (const ListenSpec& spec : options.tls_listen) {
+    if (auto r = bind_one(spec, true); !r) return r.error();
+  }
+  return out;
+}
+
+Result<void> Server::bind() {
+  auto ctx = load_tls(impl_->options);
+  if (!ctx) return ctx.error();
+  impl_->tls_ctx = std::move(*ctx);
+  auto add = [this](tcp::acceptor acc, bool tls) {
     impl_->acceptors.push_back(std::move(acc));
     impl_->acceptor_tls.push_back(tls);
     impl_->acceptor_metrics.push_back(
         &impl_->metrics.add_listener(endpoint_text(impl_->acceptors.back().local_endpoint()), tls));
-    return {};
   };
   for (const ListenSpec& spec : impl_->options.listen) {
-    if (auto r = bind_one(spec, false); !r) return r;
+    auto acc = listen_on(impl_->io, spec);
+    if (!acc) return acc.error();
+    spdlog::info("listening on {}", endpoint_text(acc->local_endpoint()));
+    add(std::move(*acc), false);
   }
   for (const ListenSpec& spec : impl_->options.tls_listen) {
-    if (auto r = bind_one(spec, true); !r) return r;
+    auto acc = listen_on(impl_->io, spec);
+    if (!acc) return acc.error();
+    spdlog::info("listening on {} (tls)", endpoint_text(acc->local_endpoint()));
+    add(std::move(*acc), true);
   }
   if (impl_->options.metrics_listen) {
     auto where = impl_->metrics.expose(*impl_->options.metrics_listen);
     if (!where) return where.error();
     spdlog::info("metrics on {}", *where);
+  }
+  return {};
+}
+
+Result<void> Server::adopt(std::vector<BoundListener> listeners) {
+  auto ctx = load_tls(impl_->options);
+  if (!ctx) return ctx.error();
+  impl_->tls_ctx = std::move(*ctx);
+  for (BoundListener& l : listeners) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+      return make_error(Errc::temporary, "listener " + l.where + ": getsockname failed");
+    }
+    tcp::acceptor acc(impl_->io);
+    asio::error_code ec;
+    acc.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), l.fd.get(), ec);
+    if (ec) return make_error(Errc::temporary, "listener " + l.where + ": " + ec.message());
+    l.fd.release();
+    impl_->acceptors.push_back(std::move(acc));
+    impl_->acceptor_tls.push_back(l.tls);
+    impl_->acceptor_metrics.push_back(&impl_->metrics.add_listener(l.where, l.tls));
   }
   return {};
 }

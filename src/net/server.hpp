@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/limits.hpp"
+#include "common/posix_fd.hpp"
 #include "common/result.hpp"
 #include "net/proxy_protocol.hpp"
 #include "pop3/interfaces.hpp"
@@ -73,6 +74,20 @@ struct ServerOptions {
   std::chrono::seconds proxy_timeout = limits::kProxyHeaderTimeout;
 };
 
+// A listening socket bound before the server runs (by the master of a
+// multi-process server, as root, before it forks the workers that adopt it).
+struct BoundListener {
+  UniqueFd fd;
+  bool tls = false;   // an implicit-TLS listener
+  std::string where;  // "ADDR:PORT" as bound (port 0 resolved)
+};
+
+// Binds every listener of `options` (plain ones first, then TLS ones) and
+// logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS,
+// exactly as Server::bind() does. The sockets are close-on-exec and
+// non-blocking.
+Result<std::vector<BoundListener>> bind_listeners(const ServerOptions& options);
+
 // Produces a fresh, never-repeated APOP timestamp per connection.
 using ChallengeSource = std::function<std::string()>;
 
@@ -88,6 +103,11 @@ class Server {
   // Loads the TLS certificate (when configured), binds every listener and
   // logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS.
   Result<void> bind();
+  // Instead of bind(): loads the TLS certificate and serves the listeners
+  // another process bound (bind_listeners), which may be shared with other
+  // processes serving them too (each connection is accepted by one). Does
+  // not log "listening on" again and serves no metrics endpoint.
+  Result<void> adopt(std::vector<BoundListener> listeners);
   // Re-reads the certificate and key (SIGHUP does this too). New sessions
   // use the new ones; open sessions keep theirs and are not dropped.
   Result<void> reload_tls();
