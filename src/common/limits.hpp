@@ -250,4 +250,41 @@ inline constexpr std::chrono::milliseconds kPgAcquireTimeout{5000};
 // Not from an RFC: libpq connect_timeout (seconds) when the URL sets none.
 inline constexpr unsigned kPgConnectTimeout = 5;
 
+// --- IPC between a network worker and the auth process (src/ipc, issue 19) --
+// Not from an RFC: one message (one SOCK_SEQPACKET packet) is at most this
+// many bytes, header included. Every field has its own bound below it (a
+// client's string: kMaxCommandLine, since one command line carries it; a
+// challenge: kMaxResponseLine), so the largest legitimate message (a SASL
+// reply with a challenge, a user, a credential name and a mail location) is
+// about 3.2 KiB; anything longer is a protocol violation and the channel is
+// closed.
+inline constexpr std::size_t kMaxIpcMessage = 4096;
+// Not from an RFC: an account's mail location travels in a login's reply;
+// a longer one fails the login as temporary (a path under PATH_MAX's 4096 in
+// practice is far shorter).
+inline constexpr std::size_t kMaxIpcMailLocation = 2048;
+// Not from an RFC: the client address key (net::address_key: an IPv4
+// address, or an IPv6 prefix "x:x:...::/64": INET6_ADDRSTRLEN + "/128").
+inline constexpr std::size_t kMaxIpcAddress = 64;
+// Not from an RFC: requests per second one worker may send to the auth
+// process (a token bucket: this rate, this burst); excess requests are
+// answered "rate limited" and the worker's login fails as [SYS/TEMP]. Far
+// above what a worker's logins need (one core does a few thousand APOP
+// logins/s), low enough that a compromised worker cannot monopolise the
+// auth process's CPU or the account database.
+inline constexpr unsigned kIpcRequestRate = 2000;
+inline constexpr unsigned kIpcRequestBurst = 4000;
+// Not from an RFC: SASL exchanges one worker may have in flight at the auth
+// process; an idle one expires after the login deadline (kLoginDeadline).
+inline constexpr std::size_t kIpcMaxSaslExchanges = 256;
+// Not from an RFC: successful logins of one worker awaiting their
+// record_login (the auth process records a login only for a user that just
+// logged in through that worker, so a compromised worker cannot move other
+// users' last-login times and so their RFC 2449 LOGIN-DELAY).
+inline constexpr std::size_t kIpcPendingLoginRecords = 1024;
+// Not from an RFC: how long a worker waits for the auth process's answer
+// (longer than kPgAcquireTimeout, so a slow PostgreSQL pool answers first);
+// then the login fails as [SYS/TEMP].
+inline constexpr std::chrono::milliseconds kIpcReplyTimeout{10'000};
+
 }  // namespace apop::limits

@@ -1,0 +1,267 @@
+#include "ipc/auth_service.hpp"
+
+#include <string.h>  // explicit_bzero (glibc)
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "common/posix_fd.hpp"
+
+namespace apop::ipc {
+
+namespace {
+
+Reply error(ErrorCode code) { return ErrorReply{code}; }
+
+pop3::AuthContext context(bool tls, std::string_view address) {
+  return pop3::AuthContext{tls, address};
+}
+
+// A name the decoder accepts (RFC 4422 §3.1).
+bool sendable_mechanism(std::string_view name) {
+  if (name.empty() || name.size() > kMaxMechanism) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+  });
+}
+
+}  // namespace
+
+// One SASL exchange of the worker. `busy` while a thread steps it outside the
+// lock (a second request for it is refused: a worker steps an exchange from
+// one session, one line at a time); `ended` when sasl_end came meanwhile.
+struct AuthService::Exchange {
+  std::unique_ptr<pop3::SaslSession> session;
+  std::string address;  // AuthContext::address is borrowed: the exchange keeps it
+  Clock::time_point last;
+  bool busy = true;
+  bool ended = false;
+};
+
+AuthService::AuthService(pop3::Authenticator& auth, AuthServiceLimits limits)
+    : auth_(auth), limits_(limits), tokens_(limits.burst), refilled_(Clock::now()) {}
+
+AuthService::~AuthService() = default;
+
+std::size_t AuthService::sasl_exchanges() const {
+  std::lock_guard lock(mu_);
+  return exchanges_.size();
+}
+
+std::uint32_t AuthService::worker_id() const {
+  std::lock_guard lock(mu_);
+  return worker_id_;
+}
+
+bool AuthService::take_token() {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  const double elapsed = std::chrono::duration<double>(now - refilled_).count();
+  refilled_ = now;
+  tokens_ = std::min(limits_.burst, tokens_ + elapsed * limits_.rate);
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+void AuthService::expire_exchanges(Clock::time_point now) {
+  for (auto it = exchanges_.begin(); it != exchanges_.end();) {
+    if (!it->second->busy && now - it->second->last > limits_.sasl_idle) {
+      it = exchanges_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void AuthService::note_login(std::string_view user) {
+  // mu_ held.
+  const auto now = Clock::now();
+  while (!logins_.empty() && (logins_.size() >= limits_.pending_login_records ||
+                              now - logins_.front().second > limits_.sasl_idle)) {
+    logins_.pop_front();
+  }
+  if (limits_.pending_login_records > 0) logins_.emplace_back(std::string(user), now);
+}
+
+AuthService::Handled AuthService::handle(std::string_view request) {
+  Handled h;
+  auto decoded = decode_request(request);
+  if (!decoded) {
+    // The worker is broken or hostile: say so once (the id if the header
+    // was readable) and close the channel.
+    h.close = true;
+    (void)encode_reply(peek_request_id(request).value_or(0), ErrorReply{ErrorCode::malformed},
+                       h.reply);
+    return h;
+  }
+  const DecodedRequest& req = *decoded;
+  Reply reply = std::holds_alternative<SaslEnd>(req.body) || take_token()
+                    ? dispatch(req)
+                    : error(ErrorCode::rate_limited);
+  if (!encode_reply(req.id, reply, h.reply)) {
+    // A result over a field's bound (a mail location longer than
+    // kMaxIpcMailLocation): the worker's login fails as temporary.
+    (void)encode_reply(req.id, ErrorReply{ErrorCode::refused}, h.reply);
+  }
+  return h;
+}
+
+Reply AuthService::dispatch(const DecodedRequest& request) {
+  struct Visitor {
+    AuthService& s;
+    Reply operator()(const Hello& m) {
+      std::lock_guard lock(s.mu_);
+      s.worker_id_ = m.worker_id;
+      return Ack{};
+    }
+    Reply operator()(const VerifyApop& m) {
+      pop3::AuthResult r =
+          s.auth_.verify_apop(m.user, m.timestamp, m.digest, context(m.tls, m.address));
+      if (r.ok) {
+        std::lock_guard lock(s.mu_);
+        s.note_login(m.user);
+      }
+      return r;
+    }
+    Reply operator()(const VerifyPlain& m) {
+      pop3::AuthResult r = s.auth_.verify_plain(m.user, m.password, context(m.tls, m.address));
+      if (r.ok) {
+        std::lock_guard lock(s.mu_);
+        s.note_login(m.user);
+      }
+      return r;
+    }
+    Reply operator()(const SaslStart& m) { return s.sasl_start(m); }
+    Reply operator()(const SaslStep& m) { return s.sasl_step(m.exchange, m.response); }
+    Reply operator()(const SaslEnd& m) { return s.sasl_end(m.exchange); }
+    Reply operator()(const RecordLogin& m) { return s.record_login(m); }
+    Reply operator()(const Mechanisms&) {
+      MechanismList list;
+      for (auto& mech : s.auth_.sasl_mechanisms()) {
+        if (list.mechanisms.size() == kMaxMechanisms) break;
+        if (sendable_mechanism(mech.name)) list.mechanisms.push_back(std::move(mech));
+      }
+      return list;
+    }
+  };
+  return std::visit(Visitor{*this}, request.body);
+}
+
+Reply AuthService::sasl_start(const SaslStart& m) {
+  Exchange* ex = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    const auto now = Clock::now();
+    expire_exchanges(now);
+    if (exchanges_.count(m.exchange) != 0 || exchanges_.size() >= limits_.max_sasl_exchanges) {
+      return error(ErrorCode::refused);
+    }
+    auto e = std::make_unique<Exchange>();
+    e->address = std::string(m.address);
+    e->last = now;
+    ex = e.get();
+    exchanges_.emplace(m.exchange, std::move(e));
+  }
+  // Busy: no other thread touches *ex until it is released below.
+  ex->session = auth_.start_sasl(m.mechanism, context(m.tls, ex->address));
+  if (!ex->session) {
+    std::lock_guard lock(mu_);
+    exchanges_.erase(m.exchange);
+    return error(ErrorCode::refused);
+  }
+  return run_step(m.exchange, *ex, m.initial);
+}
+
+Reply AuthService::sasl_step(std::uint32_t exchange, std::optional<std::string_view> response) {
+  Exchange* ex = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = exchanges_.find(exchange);
+    if (it == exchanges_.end() || it->second->busy) return error(ErrorCode::refused);
+    ex = it->second.get();
+    ex->busy = true;
+  }
+  return run_step(exchange, *ex, response);
+}
+
+Reply AuthService::run_step(std::uint32_t id, Exchange& ex,
+                            std::optional<std::string_view> response) {
+  pop3::SaslReply r = ex.session->step(response);
+  std::unique_ptr<Exchange> finished;  // destroyed outside the lock
+  std::lock_guard lock(mu_);
+  if (r.succeeded()) note_login(r.user);
+  auto it = exchanges_.find(id);
+  if (r.kind != pop3::SaslReply::Kind::challenge || ex.ended) {
+    // The session drops an exchange after done or malformed.
+    finished = std::move(it->second);
+    exchanges_.erase(it);
+  } else {
+    ex.busy = false;
+    ex.last = Clock::now();
+  }
+  return r;
+}
+
+Reply AuthService::sasl_end(std::uint32_t exchange) {
+  std::unique_ptr<Exchange> finished;  // destroyed outside the lock
+  std::lock_guard lock(mu_);
+  auto it = exchanges_.find(exchange);
+  if (it == exchanges_.end()) return Ack{};  // ended already (or never started): fine
+  if (it->second->busy) {
+    it->second->ended = true;  // the stepping thread removes it
+  } else {
+    finished = std::move(it->second);
+    exchanges_.erase(it);
+  }
+  return Ack{};
+}
+
+Reply AuthService::record_login(const RecordLogin& m) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto it = std::find_if(logins_.begin(), logins_.end(), [&](const auto& e) {
+      return e.first == m.user && now - e.second <= limits_.sasl_idle;
+    });
+    if (it == logins_.end()) return error(ErrorCode::refused);
+    logins_.erase(it);
+  }
+  // The worker's clock is the host's; a time far from ours is not believed.
+  const std::int64_t ours = std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+  const std::int64_t when =
+      m.when > ours - kRecordSlack && m.when < ours + kRecordSlack ? m.when : ours;
+  auth_.record_login(m.user, when);
+  return Ack{};
+}
+
+ServeEnd AuthService::serve(int fd) {
+  // One buffer for the whole channel (never reallocated), wiped after each
+  // request: it holds passwords, digests and SASL responses.
+  std::string buf(limits::kMaxIpcMessage + 1, '\0');
+  for (;;) {
+    const ssize_t n = retry_eintr([&] { return ::recv(fd, buf.data(), buf.size(), MSG_TRUNC); });
+    if (n == 0) return ServeEnd::eof;  // (an empty packet too: no valid message is empty)
+    if (n < 0) return errno == ECONNRESET ? ServeEnd::eof : ServeEnd::io_error;
+    const auto size = static_cast<std::size_t>(n);
+    if (size > limits::kMaxIpcMessage) {
+      explicit_bzero(buf.data(), buf.size());
+      ::shutdown(fd, SHUT_RDWR);
+      return ServeEnd::violation;
+    }
+    Handled h = handle(std::string_view(buf.data(), size));
+    explicit_bzero(buf.data(), size);
+    const ssize_t w =
+        retry_eintr([&] { return ::send(fd, h.reply.data(), h.reply.size(), MSG_NOSIGNAL); });
+    if (h.close) {
+      ::shutdown(fd, SHUT_RDWR);
+      return ServeEnd::violation;
+    }
+    if (w < 0) return errno == EPIPE || errno == ECONNRESET ? ServeEnd::eof : ServeEnd::io_error;
+  }
+}
+
+}  // namespace apop::ipc

@@ -1,0 +1,110 @@
+// The auth process's side of one network worker (issue 19): answers the
+// worker's requests (ipc/wire.hpp) with the real pop3::Authenticator (the
+// ThrottlingAuthenticator over the StoreAuthenticator), and treats the
+// worker as hostile: every message is bounded and checked, no request
+// returns a secret, SASL exchanges are bounded and expire, a token bucket
+// limits the worker's request rate, and record_login is honoured only for a
+// user who has just logged in through this worker.
+//
+// Ownership: holds a non-owning reference to the Authenticator, which must
+// outlive the service. Thread-safety: one AuthService per worker; serve()
+// runs on one thread per channel of that worker (so slow checks such as
+// scrypt run in parallel), handle() may be called from any number of threads
+// at once; the Authenticator must be thread-safe (StoreAuthenticator and
+// ThrottlingAuthenticator are).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "common/limits.hpp"
+#include "ipc/wire.hpp"
+#include "pop3/interfaces.hpp"
+
+namespace apop::ipc {
+
+struct AuthServiceLimits {
+  // SASL exchanges in flight; a sasl_start beyond it is refused (the worker's
+  // login fails as temporary). An exchange not stepped for `sasl_idle`
+  // expires (the client's login deadline has passed by then).
+  std::size_t max_sasl_exchanges = limits::kIpcMaxSaslExchanges;
+  std::chrono::milliseconds sasl_idle = limits::kLoginDeadline;
+  // Token bucket over every request but sasl_end: `rate` per second, at most
+  // `burst` at once.
+  double rate = limits::kIpcRequestRate;
+  double burst = limits::kIpcRequestBurst;
+  // Successful logins awaiting their record_login (older ones are dropped).
+  std::size_t pending_login_records = limits::kIpcPendingLoginRecords;
+};
+
+// How serve() ended.
+enum class ServeEnd {
+  eof,        // the worker closed the channel (or someone shut it down)
+  violation,  // a malformed or oversized message: the channel was shut down
+  io_error,   // recv/send failed
+};
+
+class AuthService {
+ public:
+  explicit AuthService(pop3::Authenticator& auth, AuthServiceLimits limits = {});
+  AuthService(const AuthService&) = delete;
+  AuthService& operator=(const AuthService&) = delete;
+  ~AuthService();
+
+  // Serves one connected SOCK_SEQPACKET channel of the worker: reads a
+  // request, answers it, until end of file, an I/O error or a protocol
+  // violation (after which the channel is shut down: shutdown(SHUT_RDWR),
+  // the worker sees end of file). Blocking. The caller owns `fd` and closes
+  // it after serve() returns; to stop serve() from another thread, shut the
+  // socket down (shutdown(fd, SHUT_RDWR)). Request buffers are wiped.
+  ServeEnd serve(int fd);
+
+  // The I/O-free core: one request packet to one reply packet. `close` is
+  // set when the request was malformed (serve() sends the error reply, then
+  // shuts the channel down).
+  struct Handled {
+    std::string reply;
+    bool close = false;
+  };
+  Handled handle(std::string_view request);
+
+  // For tests and logs.
+  std::size_t sasl_exchanges() const;
+  std::uint32_t worker_id() const;  // as the last hello announced it (0: none)
+
+ private:
+  struct Exchange;
+  using Clock = std::chrono::steady_clock;
+  // record_login: a worker's `when` further than this from the auth
+  // process's clock (seconds) is replaced by it.
+  static constexpr std::int64_t kRecordSlack = 300;
+
+  Reply dispatch(const DecodedRequest& request);
+  Reply sasl_start(const SaslStart& m);
+  Reply sasl_step(std::uint32_t exchange, std::optional<std::string_view> response);
+  Reply sasl_end(std::uint32_t exchange);
+  Reply run_step(std::uint32_t id, Exchange& ex, std::optional<std::string_view> response);
+  Reply record_login(const RecordLogin& m);
+  bool take_token();
+  void expire_exchanges(Clock::time_point now);  // mu_ held
+  void note_login(std::string_view user);
+
+  pop3::Authenticator& auth_;
+  const AuthServiceLimits limits_;
+
+  mutable std::mutex mu_;
+  std::map<std::uint32_t, std::unique_ptr<Exchange>> exchanges_;
+  std::deque<std::pair<std::string, Clock::time_point>> logins_;  // awaiting record_login
+  double tokens_;
+  Clock::time_point refilled_;
+  std::uint32_t worker_id_ = 0;
+};
+
+}  // namespace apop::ipc

@@ -1,0 +1,325 @@
+#include "ipc/remote_authenticator.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+namespace apop::ipc {
+
+namespace {
+
+pop3::AuthResult temporary() {
+  pop3::AuthResult r;
+  r.failure = pop3::AuthFailure::temporary;
+  return r;
+}
+
+Error failed(std::string message) { return make_error(Errc::temporary, std::move(message)); }
+
+// Whether `reply` answers `request` (an error reply answers anything).
+bool answers(const Request& request, const Reply& reply) {
+  if (std::holds_alternative<ErrorReply>(reply)) return true;
+  switch (request_type(request)) {
+    case MsgType::hello:
+    case MsgType::sasl_end:
+    case MsgType::record_login:
+      return std::holds_alternative<Ack>(reply);
+    case MsgType::verify_apop:
+    case MsgType::verify_plain:
+      return std::holds_alternative<pop3::AuthResult>(reply);
+    case MsgType::sasl_start:
+    case MsgType::sasl_step:
+      return std::holds_alternative<pop3::SaslReply>(reply);
+    case MsgType::mechanisms:
+      return std::holds_alternative<MechanismList>(reply);
+    default:
+      return false;
+  }
+}
+
+// Milliseconds left until `deadline` for poll(), rounded up; 0 when passed.
+int poll_ms(std::chrono::steady_clock::time_point deadline) {
+  const auto left = deadline - std::chrono::steady_clock::now();
+  if (left <= std::chrono::steady_clock::duration::zero()) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+  return ms > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(ms);
+}
+
+}  // namespace
+
+struct RemoteAuthenticator::Channel {
+  UniqueFd fd;
+  std::uint64_t generation = 0;
+};
+
+// One SASL exchange as the worker sees it: the mechanism and context are
+// kept until the first step, which sends sasl_start with the initial
+// response (one round trip less than a separate start).
+class RemoteAuthenticator::Exchange final : public pop3::SaslSession {
+ public:
+  Exchange(RemoteAuthenticator& owner, std::uint32_t id, std::string mechanism,
+           const pop3::AuthContext& ctx)
+      : owner_(owner),
+        id_(id),
+        mechanism_(std::move(mechanism)),
+        tls_(ctx.tls),
+        address_(ctx.address) {}
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+  ~Exchange() override {
+    // Cancelled ("*"), a connection closed mid-exchange, or a failed step:
+    // the auth process may still hold the exchange.
+    if (open_at_auth_) (void)owner_.call(SaslEnd{id_});
+  }
+
+  pop3::SaslReply step(std::optional<std::string_view> response) override {
+    if (finished_) return pop3::SaslReply::done("", temporary());  // the session never does this
+    Result<Reply> r = started_ ? owner_.call(SaslStep{id_, response})
+                               : owner_.call(SaslStart{id_, mechanism_, response, tls_, address_});
+    started_ = true;
+    open_at_auth_ = true;
+    if (!r || !std::holds_alternative<pop3::SaslReply>(r.value())) {
+      finished_ = true;  // open_at_auth_ stays: sasl_end at destruction
+      return pop3::SaslReply::done("", temporary());
+    }
+    pop3::SaslReply reply = std::get<pop3::SaslReply>(std::move(r).value());
+    if (reply.kind != pop3::SaslReply::Kind::challenge) {
+      finished_ = true;
+      open_at_auth_ = false;  // the auth process dropped it
+    }
+    return reply;
+  }
+
+ private:
+  RemoteAuthenticator& owner_;
+  const std::uint32_t id_;
+  const std::string mechanism_;
+  const bool tls_;
+  const std::string address_;
+  bool started_ = false;
+  bool finished_ = false;
+  bool open_at_auth_ = false;
+};
+
+RemoteAuthenticator::RemoteAuthenticator(std::vector<UniqueFd> channels,
+                                         std::chrono::milliseconds timeout,
+                                         std::optional<std::vector<pop3::SaslMechanism>> mechanisms)
+    : timeout_(timeout) {
+  replace_channels(std::move(channels));
+  if (mechanisms) {
+    mechanisms_ = std::move(*mechanisms);
+  } else {
+    (void)fetch_mechanisms();
+  }
+}
+
+RemoteAuthenticator::~RemoteAuthenticator() = default;
+
+void RemoteAuthenticator::replace_channels(std::vector<UniqueFd> channels) {
+  std::lock_guard lock(mu_);
+  ++generation_;
+  // Free channels close now; those in use are shut down (the call waiting on
+  // one sees end of file and fails as temporary) and closed at release().
+  for (auto it = channels_.begin(); it != channels_.end();) {
+    if (std::find(free_.begin(), free_.end(), it->get()) != free_.end()) {
+      it = channels_.erase(it);
+    } else {
+      ::shutdown((*it)->fd.get(), SHUT_RDWR);
+      ++it;
+    }
+  }
+  free_.clear();
+  for (auto& fd : channels) {
+    if (!fd) continue;
+    auto ch = std::make_unique<Channel>();
+    ch->fd = std::move(fd);
+    ch->generation = generation_;
+    free_.push_back(ch.get());
+    channels_.push_back(std::move(ch));
+  }
+  freed_.notify_all();
+}
+
+std::size_t RemoteAuthenticator::live_channels() const {
+  std::lock_guard lock(mu_);
+  return static_cast<std::size_t>(
+      std::count_if(channels_.begin(), channels_.end(),
+                    [&](const auto& c) { return c->generation == generation_; }));
+}
+
+RemoteAuthenticator::Channel* RemoteAuthenticator::acquire(Clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (!free_.empty()) {
+      Channel* ch = free_.back();
+      free_.pop_back();
+      return ch;
+    }
+    const bool any_live = std::any_of(channels_.begin(), channels_.end(),
+                                      [&](const auto& c) { return c->generation == generation_; });
+    if (!any_live) return nullptr;  // every channel failed: no use waiting
+    if (freed_.wait_until(lock, deadline) == std::cv_status::timeout && free_.empty())
+      return nullptr;
+  }
+}
+
+void RemoteAuthenticator::release(Channel* ch, bool broken) {
+  std::lock_guard lock(mu_);
+  if (broken || ch->generation != generation_) {
+    auto it = std::find_if(channels_.begin(), channels_.end(),
+                           [&](const auto& c) { return c.get() == ch; });
+    if (it != channels_.end()) channels_.erase(it);
+    freed_.notify_all();  // waiters re-check whether any channel is left
+    return;
+  }
+  free_.push_back(ch);
+  freed_.notify_one();
+}
+
+Result<Reply> RemoteAuthenticator::exchange(Channel& ch, std::uint32_t id, std::string& packet,
+                                            Clock::time_point deadline, bool& broken) {
+  const int fd = ch.fd.get();
+  for (;;) {
+    const ssize_t w = ::send(fd, packet.data(), packet.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      broken = true;
+      return failed("send to the auth process failed");
+    }
+    pollfd p{fd, POLLOUT, 0};
+    const int ms = poll_ms(deadline);
+    if (ms == 0 || (::poll(&p, 1, ms) == 0 && poll_ms(deadline) == 0)) {
+      return failed("timeout sending to the auth process");
+    }
+  }
+  wipe(packet);
+  std::array<char, limits::kMaxIpcMessage + 1> buf;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    const int ms = poll_ms(deadline);
+    if (ms == 0) return failed("timeout waiting for the auth process");
+    const int pr = ::poll(&p, 1, ms);
+    if (pr < 0 && errno != EINTR) {
+      broken = true;
+      return failed("poll failed");
+    }
+    if (pr <= 0) continue;  // EINTR or the deadline: checked above
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (n <= 0) {
+      broken = true;
+      return failed("the auth process closed the channel");
+    }
+    if (static_cast<std::size_t>(n) > limits::kMaxIpcMessage) {
+      broken = true;
+      return failed("oversized reply from the auth process");
+    }
+    auto d = decode_reply(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    if (!d) {
+      broken = true;
+      return failed("malformed reply from the auth process");
+    }
+    if (d->id != id) continue;  // the late answer to a request that timed out
+    return std::move(d->body);
+  }
+}
+
+Result<Reply> RemoteAuthenticator::call(const Request& request) {
+  std::string packet;
+  packet.reserve(limits::kMaxIpcMessage);
+  std::uint32_t id = next_id_.fetch_add(1);
+  if (id == 0) id = next_id_.fetch_add(1);  // 0 answers a request whose header was unreadable
+  if (auto e = encode_request(id, request, packet); !e) {
+    wipe(packet);
+    return failed("request not sendable: " + e.error().message);
+  }
+  const auto deadline = Clock::now() + timeout_;
+  Channel* ch = acquire(deadline);
+  if (ch == nullptr) {
+    wipe(packet);
+    return failed("no channel to the auth process");
+  }
+  bool broken = false;
+  Result<Reply> r = exchange(*ch, id, packet, deadline, broken);
+  wipe(packet);
+  if (r && !answers(request, r.value())) {
+    broken = true;
+    r = failed("unexpected reply type from the auth process");
+  }
+  release(ch, broken);
+  return r;
+}
+
+pop3::AuthResult RemoteAuthenticator::verdict(Result<Reply> reply) {
+  if (!reply || !std::holds_alternative<pop3::AuthResult>(reply.value())) return temporary();
+  return std::get<pop3::AuthResult>(std::move(reply).value());
+}
+
+pop3::AuthResult RemoteAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
+                                                  std::string_view digest,
+                                                  const pop3::AuthContext& ctx) {
+  return verdict(call(VerifyApop{user, timestamp, digest, ctx.tls, ctx.address}));
+}
+
+pop3::AuthResult RemoteAuthenticator::verify_plain(std::string_view user, std::string_view password,
+                                                   const pop3::AuthContext& ctx) {
+  return verdict(call(VerifyPlain{user, password, ctx.tls, ctx.address}));
+}
+
+void RemoteAuthenticator::record_login(std::string_view user, std::int64_t when) {
+  (void)call(RecordLogin{user, when});
+}
+
+std::vector<pop3::SaslMechanism> RemoteAuthenticator::sasl_mechanisms() const {
+  std::lock_guard lock(mu_);
+  return mechanisms_;
+}
+
+std::unique_ptr<pop3::SaslSession> RemoteAuthenticator::start_sasl(std::string_view mechanism,
+                                                                   const pop3::AuthContext& ctx) {
+  {
+    std::lock_guard lock(mu_);
+    if (std::none_of(mechanisms_.begin(), mechanisms_.end(),
+                     [&](const pop3::SaslMechanism& m) { return m.name == mechanism; })) {
+      return nullptr;
+    }
+  }
+  return std::make_unique<Exchange>(*this, next_exchange_.fetch_add(1), std::string(mechanism),
+                                    ctx);
+}
+
+Result<void> RemoteAuthenticator::fetch_mechanisms() {
+  Result<Reply> r = call(Mechanisms{});
+  if (!r) return r.error();
+  auto* list = std::get_if<MechanismList>(&r.value());
+  if (list == nullptr) return failed("the auth process refused the mechanisms request");
+  std::lock_guard lock(mu_);
+  mechanisms_ = std::move(list->mechanisms);
+  return {};
+}
+
+Result<void> RemoteAuthenticator::hello(std::uint32_t worker_id) {
+  std::vector<Channel*> taken;
+  {
+    std::lock_guard lock(mu_);
+    taken.swap(free_);
+  }
+  for (Channel* ch : taken) {
+    std::string packet;
+    const std::uint32_t id = next_id_.fetch_add(1);
+    bool broken = false;
+    if (!encode_request(id, Hello{kProtocolVersion, worker_id}, packet))
+      std::abort();  // fixed size
+    Result<Reply> r = exchange(*ch, id, packet, Clock::now() + timeout_, broken);
+    if (!r || !std::holds_alternative<Ack>(r.value())) broken = true;
+    release(ch, broken);
+  }
+  if (live_channels() == 0) return failed("no channel to the auth process answered hello");
+  return {};
+}
+
+}  // namespace apop::ipc
