@@ -31,6 +31,7 @@ namespace apop::cli {
 namespace {
 
 int run_serve(const ServeConfig& a, const Reread& reread) {
+  if (a.workers > 0) return run_serve_workers(a, reread);
   if (a.verbose) spdlog::set_level(spdlog::level::debug);
   if (!forbid_core_dumps(a, spdlog::level::err)) return kExitError;
   // The service identity is looked up first (nothing changes yet): the log

@@ -82,6 +82,10 @@ const std::array kSpecs = {
     Spec{"auth_threads", "--auth-threads",
          "Threads that run logins and QUIT's UPDATE off the event loop", &ServeConfig::auth_threads,
          false, 1, 64},
+    Spec{"workers", "--workers",
+         "Network worker processes (TLS, POP3, maildrops) beside one auth process that alone "
+         "holds secret.key and the accounts; 0: one process",
+         &ServeConfig::workers, false, 0, 256},
     Spec{"login_timeout", "--login-timeout", "Seconds of inactivity allowed before login",
          &ServeConfig::login_timeout, false, 1, 3600},
     Spec{"idle_timeout", "--idle-timeout",

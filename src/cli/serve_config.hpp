@@ -48,6 +48,9 @@ struct ServeConfig {
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
   unsigned auth_threads = 2;
+  // Network worker processes beside one auth process (docs/architecture.md,
+  // "Processes"); 0: everything in one process.
+  unsigned workers = 0;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   // Failed-login defence (auth/throttle.hpp) and connection limits.

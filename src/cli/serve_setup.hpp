@@ -104,4 +104,8 @@ struct ReloadFixed {
 void reload(net::Server& server, const Reread& reread, ServeConfig& running,
             const ReloadFixed& fixed);
 
+// `apop serve` with workers > 0: a master, one auth process and the network
+// workers (serve_workers.cpp). Returns the exit status.
+int run_serve_workers(const ServeConfig& a, const Reread& reread);
+
 }  // namespace apop::cli

@@ -1,0 +1,422 @@
+// `apop serve --workers N`: a master, one auth process and N network
+// workers (docs/architecture.md, "Processes").
+//
+//   master   binds the listeners (as root when started so), makes the
+//            channels, starts and supervises the others; never opens
+//            secret.key or the account database.
+//   auth     opens the data directory's secret.key and the account store,
+//            checks every credential for every worker (ipc::AuthService, one
+//            thread per channel), keeps the failed-login state.
+//   worker   TLS, POP3 and the maildrops on its own event loop; logins go to
+//            the auth process (ipc::RemoteAuthenticator): the client's proof
+//            out, a verdict back. It never holds a secret.
+//
+// Descriptors: the master creates every channel (SOCK_SEQPACKET pairs) and
+// hands each end to the process that owns it, at fork or later over that
+// process's control socket (SCM_RIGHTS) when the other side restarted. Each
+// child closes every descriptor of the master's that is not its own.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli/serve_setup.hpp"
+#include "ipc/auth_service.hpp"
+#include "ipc/remote_authenticator.hpp"
+#include "net/process.hpp"
+#include "store/maildir.hpp"
+
+namespace apop::cli {
+
+namespace {
+
+// What the auth process tells the master once the store is open: the
+// session settings that come from the stored policies.
+struct StoredFlags {
+  bool apop_enabled = true;
+  bool login_delay_per_user = false;
+  bool expire_per_user = false;
+};
+
+std::string encode_flags(const StoredFlags& f) {
+  std::string s = "ready ";
+  s += f.apop_enabled ? '1' : '0';
+  s += f.login_delay_per_user ? '1' : '0';
+  s += f.expire_per_user ? '1' : '0';
+  return s;
+}
+
+std::optional<StoredFlags> decode_flags(std::string_view s) {
+  if (s.size() != 9 || s.substr(0, 6) != "ready ") return std::nullopt;
+  for (char c : s.substr(6)) {
+    if (c != '0' && c != '1') return std::nullopt;
+  }
+  return StoredFlags{s[6] == '1', s[7] == '1', s[8] == '1'};
+}
+
+// Every descriptor the master made for its children, by owner.
+struct Fds {
+  std::vector<net::BoundListener> listeners;  // workers
+  UniqueFd auth_control_master, auth_control_child;
+  std::vector<UniqueFd> worker_control_master, worker_control_child;  // per worker
+  // Channels being handed over: per worker, the auth process's ends and the
+  // worker's ends (closed in the master once the owner has them).
+  std::vector<std::vector<UniqueFd>> auth_ends, worker_ends;
+  UniqueFd ready_read, ready_write;  // the auth process's first start only
+
+  // In a child: closes everything but what `keep` says is its own.
+  void close_all_but(const std::vector<int>& keep) {
+    auto close_unless_kept = [&](UniqueFd& fd) {
+      if (!fd) return;
+      for (int k : keep) {
+        if (fd.get() == k) return;
+      }
+      fd.reset();
+    };
+    for (auto& l : listeners) close_unless_kept(l.fd);
+    close_unless_kept(auth_control_master);
+    close_unless_kept(auth_control_child);
+    for (auto& fd : worker_control_master) close_unless_kept(fd);
+    for (auto& fd : worker_control_child) close_unless_kept(fd);
+    for (auto& set : auth_ends) {
+      for (auto& fd : set) close_unless_kept(fd);
+    }
+    for (auto& set : worker_ends) {
+      for (auto& fd : set) close_unless_kept(fd);
+    }
+    close_unless_kept(ready_read);
+    close_unless_kept(ready_write);
+  }
+};
+
+// `count` fresh channels for worker i: the auth ends and the worker ends.
+Result<void> make_channels(Fds& fds, std::size_t i, unsigned count) {
+  fds.auth_ends[i].clear();
+  fds.worker_ends[i].clear();
+  for (unsigned c = 0; c < count; ++c) {
+    auto pair = net::seqpacket_pair();
+    if (!pair) return pair.error();
+    fds.auth_ends[i].push_back(std::move(pair->first));
+    fds.worker_ends[i].push_back(std::move(pair->second));
+  }
+  return {};
+}
+
+std::vector<int> raw(const std::vector<UniqueFd>& v) {
+  std::vector<int> out;
+  for (const auto& fd : v) out.push_back(fd.get());
+  return out;
+}
+
+// Channels per worker: one per thread that may log in at once (the
+// blocking pool, and the event loop for an inline APOP).
+unsigned channels_per_worker(const ServeConfig& a) { return a.auth_threads + 1; }
+
+// ---- the auth process -----------------------------------------------------
+
+// One worker's service and the threads serving its channels.
+struct Served {
+  std::unique_ptr<ipc::AuthService> service;
+  std::vector<std::thread> threads;
+  std::vector<int> fds;  // shut down at exit so that the threads return
+};
+
+void serve_channels(Served& s, std::vector<UniqueFd> channels) {
+  for (auto& ch : channels) {
+    const int fd = ch.release();
+    s.fds.push_back(fd);
+    s.threads.emplace_back([svc = s.service.get(), fd] {
+      svc->serve(fd);
+      ::close(fd);
+    });
+  }
+}
+
+int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_start) {
+  const int control = fds.auth_control_child.get();
+  const int ready = first_start ? fds.ready_write.get() : -1;
+  std::vector<int> keep{control, ready};
+  for (const auto& set : fds.auth_ends) {
+    for (const auto& fd : set) keep.push_back(fd.get());
+  }
+  fds.close_all_but(keep);
+  // Blocked before any thread starts (threads inherit the mask), read with
+  // signalfd below: SIGTERM stops the service in order, SIGHUP is ignored.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  UniqueFd sig(::signalfd(-1, &set, SFD_CLOEXEC));
+  auto identity = service_identity(a);
+  const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
+  const DataDir dir = resolve_data_dir(a.data);
+  auto opened = open_store(a, dir, id);
+  if (auto* e = std::get_if<Exit>(&opened)) return e->code;
+  OpenedCredentials& creds = std::get<OpenedCredentials>(opened);
+  pop3::SessionConfig session;
+  if (!apply_stored_policy(*creds.store, session)) return kExitError;
+  const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
+  auto services = build_services(std::move(creds), a, dir, hostname);
+  if (id) {
+    if (auto r = net::drop_privileges(*id); !r) {
+      spdlog::critical("auth: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
+  std::vector<Served> served;  // per worker, the current generation last
+  for (std::size_t i = 0; i < workers; ++i) {
+    Served s{std::make_unique<ipc::AuthService>(*services->throttled), {}, {}};
+    serve_channels(s, std::move(fds.auth_ends[i]));
+    served.push_back(std::move(s));
+  }
+  if (ready >= 0) {
+    const std::string msg =
+        encode_flags({session.apop_enabled, session.login_delay_per_user, session.expire_per_user});
+    (void)write_all(ready, msg);
+    fds.ready_write.reset();
+  }
+  spdlog::info("auth process serving {} workers", workers);
+  // Until SIGTERM: new channels from the master (a worker restarted).
+  for (bool running = true; running;) {
+    pollfd p[2] = {{sig.get(), POLLIN, 0}, {control, POLLIN, 0}};
+    if (retry_eintr([&] { return ::poll(p, 2, -1); }) < 0) break;
+    if (p[0].revents & POLLIN) {
+      signalfd_siginfo si{};
+      if (::read(sig.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si) &&
+          si.ssi_signo != SIGHUP) {
+        running = false;
+      }
+    }
+    if (p[1].revents & (POLLIN | POLLHUP)) {
+      std::string payload;
+      std::vector<UniqueFd> got;
+      if (!net::recv_fds(control, payload, got) || payload.empty()) break;  // the master is gone
+      // "W<index>": the channels of a (re)started worker.
+      const std::size_t i = std::strtoul(payload.c_str() + 1, nullptr, 10);
+      if (payload[0] != 'W' || i >= workers) continue;
+      Served s{std::make_unique<ipc::AuthService>(*services->throttled), {}, {}};
+      serve_channels(s, std::move(got));
+      served.push_back(std::move(s));
+    }
+  }
+  // Stop serving, then let the store write what it holds (login times).
+  for (auto& s : served) {
+    for (int fd : s.fds) ::shutdown(fd, SHUT_RDWR);
+  }
+  for (auto& s : served) {
+    for (auto& t : s.threads) t.join();
+  }
+  served.clear();
+  services.reset();
+  spdlog::info("auth process stopped");
+  return kExitOk;
+}
+
+// ---- a network worker -----------------------------------------------------
+
+int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions opts, Fds& fds,
+               std::size_t index) {
+  const int control = fds.worker_control_child[index].get();
+  std::vector<int> keep{control};
+  for (const auto& l : fds.listeners) keep.push_back(l.fd.get());
+  for (const auto& fd : fds.worker_ends[index]) keep.push_back(fd.get());
+  fds.close_all_but(keep);
+  auto identity = service_identity(a);
+  const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
+  ipc::RemoteAuthenticator remote(std::move(fds.worker_ends[index]));
+  if (auto r = remote.hello(static_cast<std::uint32_t>(index + 1)); !r) {
+    spdlog::error("worker {}: auth process: {}", index + 1, r.error().message);
+    return kExitError;
+  }
+  const DataDir dir = resolve_data_dir(a.data);
+  auto opener = mail_locations(a, dir);
+  const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
+  auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
+  const ReloadFixed fixed = [&] {
+    ReloadFixed f;
+    f.apop_enabled = opts.session.apop_enabled;
+    f.inline_apop = opts.session.inline_apop;
+    f.login_delay_per_user = opts.session.login_delay_per_user;
+    f.expire_per_user = opts.session.expire_per_user;
+    if (id) {
+      f.hint = " (the server runs as user " + id->user +
+               ": the files it re-reads must be readable by it)";
+    }
+    return f;
+  }();
+  net::Server server(std::move(opts), remote, *opener, [challenges] { return challenges->next(); });
+  if (auto r = server.adopt(std::move(fds.listeners)); !r) {
+    spdlog::error("worker {}: {}", index + 1, r.error().message);
+    return kExitError;
+  }
+  if (id) {
+    if (auto r = net::drop_privileges(*id); !r) {
+      spdlog::critical("worker {}: {}; exiting", index + 1, r.error().message);
+      return kExitError;
+    }
+  }
+  if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
+  // New channels when the auth process restarted.
+  std::thread([control, &remote] {
+    for (;;) {
+      std::string payload;
+      std::vector<UniqueFd> got;
+      if (!net::recv_fds(control, payload, got) || payload.empty()) return;
+      if (payload == "C" && !got.empty()) remote.replace_channels(std::move(got));
+    }
+  }).detach();
+  auto running = std::make_shared<ServeConfig>(a);
+  server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
+  server.run();
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_serve_workers(const ServeConfig& a, const Reread& reread) {
+  if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  if (!forbid_core_dumps(a, spdlog::level::err)) return kExitError;
+  const auto identity = service_identity(a);
+  if (!start_logging(a, identity)) return kExitConfig;
+  auto checked = server_options(a);
+  if (!checked) {
+    spdlog::error("{}", checked.error().message);
+    return kExitUsage;
+  }
+  if (pg::is_postgres_url(a.users)) {
+    spdlog::error("workers: not yet with a PostgreSQL account store (users); use workers = 0");
+    return kExitUsage;
+  }
+  if (!a.metrics_listen.empty()) {
+    spdlog::error("workers: metrics_listen is not yet served by a multi-process server");
+    return kExitUsage;
+  }
+  if (!check_identity(identity)) return kExitConfig;
+  net::ServerOptions opts = std::move(*checked);
+  opts.session.greeting_text = kGreeting;
+  opts.session.inline_apop = true;  // the local SQLite file, through the auth process
+  const std::size_t workers = a.workers;
+
+  auto fds = std::make_shared<Fds>();
+  auto listeners = net::bind_listeners(opts);
+  if (!listeners) {
+    spdlog::error("{}", listeners.error().message);
+    return kExitError;
+  }
+  fds->listeners = std::move(*listeners);
+  auto auth_control = net::seqpacket_pair();
+  if (!auth_control) {
+    spdlog::error("{}", auth_control.error().message);
+    return kExitError;
+  }
+  fds->auth_control_master = std::move(auth_control->first);
+  fds->auth_control_child = std::move(auth_control->second);
+  fds->auth_ends.resize(workers);
+  fds->worker_ends.resize(workers);
+  for (std::size_t i = 0; i < workers; ++i) {
+    auto pair = net::seqpacket_pair();
+    if (!pair) {
+      spdlog::error("{}", pair.error().message);
+      return kExitError;
+    }
+    fds->worker_control_master.push_back(std::move(pair->first));
+    fds->worker_control_child.push_back(std::move(pair->second));
+  }
+  int ready_pipe[2];
+  if (::pipe2(ready_pipe, O_CLOEXEC) != 0) {
+    spdlog::error("pipe: {}", std::strerror(errno));
+    return kExitError;
+  }
+  fds->ready_read.reset(ready_pipe[0]);
+  fds->ready_write.reset(ready_pipe[1]);
+
+  net::Supervisor supervisor;
+  const unsigned per_worker = channels_per_worker(a);
+  auto auth_starts = std::make_shared<int>(0);
+  net::ChildSpec auth_spec;
+  auth_spec.name = "auth";
+  auth_spec.prepare = [fds, workers, per_worker]() -> Result<void> {
+    for (std::size_t i = 0; i < workers; ++i) {
+      if (auto r = make_channels(*fds, i, per_worker); !r) return r;
+    }
+    return {};
+  };
+  auth_spec.run = [&a, fds, workers, auth_starts] {
+    return run_auth(a, *fds, workers, *auth_starts == 0);
+  };
+  auth_spec.started = [fds, workers, auth_starts](pid_t) {
+    fds->ready_write.reset();
+    for (std::size_t i = 0; i < workers; ++i) {
+      fds->auth_ends[i].clear();
+      if (*auth_starts > 0) {
+        // A restart: the running workers get their new channels.
+        auto r = net::send_fds(fds->worker_control_master[i].get(), "C", raw(fds->worker_ends[i]));
+        if (!r) spdlog::error("worker {}: new auth channels: {}", i + 1, r.error().message);
+        fds->worker_ends[i].clear();
+      }
+    }
+    ++*auth_starts;
+  };
+  const pid_t auth_pid = supervisor.start(std::move(auth_spec));
+  if (auth_pid == 0) return kExitError;
+  // The workers start once the store is open (or not at all).
+  StoredFlags flags;
+  {
+    std::string msg(16, '\0');
+    pollfd p{fds->ready_read.get(), POLLIN, 0};
+    const int ready = retry_eintr([&] { return ::poll(&p, 1, 120'000); });
+    const ssize_t n = ready > 0 ? ::read(fds->ready_read.get(), msg.data(), msg.size()) : -1;
+    fds->ready_read.reset();
+    auto decoded = n > 0 ? decode_flags(std::string_view(msg.data(), static_cast<std::size_t>(n)))
+                         : std::nullopt;
+    if (!decoded) {
+      ::kill(auth_pid, SIGTERM);
+      const int code = supervisor.wait_exit(auth_pid);
+      spdlog::error("the auth process did not start (exit status {})", code);
+      return code == 0 ? kExitError : code;
+    }
+    flags = *decoded;
+  }
+  opts.session.apop_enabled = flags.apop_enabled;
+  opts.session.login_delay_per_user = flags.login_delay_per_user;
+  opts.session.expire_per_user = flags.expire_per_user;
+  if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
+
+  for (std::size_t i = 0; i < workers; ++i) {
+    auto starts = std::make_shared<int>(0);
+    net::ChildSpec spec;
+    spec.name = "worker " + std::to_string(i + 1);
+    spec.prepare = [fds, i, per_worker, starts]() -> Result<void> {
+      if (*starts == 0 && !fds->worker_ends[i].empty()) return {};  // made with the auth's
+      if (auto r = make_channels(*fds, i, per_worker); !r) return r;
+      const std::string payload = "W" + std::to_string(i);
+      auto sent = net::send_fds(fds->auth_control_master.get(), payload, raw(fds->auth_ends[i]));
+      fds->auth_ends[i].clear();
+      return sent;
+    };
+    spec.run = [&a, &reread, opts, fds, i] { return run_worker(a, reread, opts, *fds, i); };
+    spec.started = [fds, i, starts](pid_t) {
+      fds->worker_ends[i].clear();
+      ++*starts;
+    };
+    if (supervisor.start(std::move(spec)) == 0) return kExitError;
+  }
+  spdlog::info("serving data={} with {} workers", resolve_data_dir(a.data).root.string(), workers);
+  const int code = supervisor.run();
+  spdlog::info("stopped");
+  return code;
+}
+
+}  // namespace apop::cli
