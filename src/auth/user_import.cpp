@@ -14,12 +14,8 @@
 namespace apop::auth {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
+// Blanks at either end, and CRs at the end.
+std::string_view trim_line(std::string_view s) { return trim_right(trim(s), " \t\r"); }
 
 // Calls fn(line_number, line) for every line (without its LF and a CR before it).
 template <typename Fn>
@@ -140,13 +136,13 @@ ImportLine::~ImportLine() {
 std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
   std::vector<ImportLine> out;
   for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim(line);
+    std::string_view t = trim_line(line);
     if (t.empty() || t.front() == '#') return;
     ImportLine l;
     l.line = n;
     const std::size_t c1 = line.find(':');
     if (c1 == std::string_view::npos) {
-      l.user = std::string(trim(line));
+      l.user = std::string(trim_line(line));
       if (!is_valid_username(l.user)) l.user.clear();
       out.push_back(std::move(l));
       skip(out.back(), "no ':' (expected user:password[:uid:gid:gecos:home:shell:extra])");
@@ -198,7 +194,7 @@ std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
 std::vector<ImportLine> parse_popauth(std::string_view text) {
   std::vector<ImportLine> out;
   for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim(line);
+    std::string_view t = trim_line(line);
     if (t.empty() || t.front() == '#') return;
     ImportLine l;
     l.line = n;
@@ -206,7 +202,7 @@ std::vector<ImportLine> parse_popauth(std::string_view text) {
     const std::size_t ws = t.find_first_of(" \t");
     std::string_view user = t.substr(0, ws);
     std::string_view secret =
-        ws == std::string_view::npos ? std::string_view() : trim(t.substr(ws));
+        ws == std::string_view::npos ? std::string_view() : trim_line(t.substr(ws));
     if (!user.empty() && user.back() == ':') user.remove_suffix(1);  // "user: secret"
     l.user = std::string(user);
     if (!is_valid_username(l.user)) {

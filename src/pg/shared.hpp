@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 
+#include "auth/account_codec.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/throttle.hpp"
 #include "pg/pool.hpp"
@@ -82,10 +83,8 @@ class PgCredentialStore final : public auth::CredentialStore {
 
  private:
   PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox box);
-  Error unknown_user(std::string_view user) const;
   std::shared_ptr<Pool> pool_;
-  auth::SecretBox box_;
-  std::string dummy_sealed_;
+  const auth::AccountCodec codec_;
 };
 
 // The failed-login state in PostgreSQL: one row per failure (kind 'a' for
