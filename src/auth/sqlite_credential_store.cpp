@@ -25,6 +25,31 @@ bool is_duplicate(int rc) {
   return rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE;
 }
 
+// Runs `sql`, an INSERT or UPDATE of users whose parameters are ?1 the
+// name, ?2 now and ?3-?6 the new password's columns (hash, verifiers,
+// sealed copy), the copy kept as the policies say.
+int write_password(sqlite3* db, const char* sql, std::string_view user,
+                   const SealedPassword& sealed, const Policy& own, const Policy& defaults) {
+  std::optional<Blob> copy;
+  if (auto c = sealed.copy_for(own, defaults)) copy = Blob{*c};
+  return sqlite::run(db, sql, user, now(), sealed.hash, sealed.scram_sha256, sealed.scram_sha1,
+                     copy);
+}
+
+// Runs `sql`, a SELECT with ?1 the user name, and calls fn(row) with its
+// first row; no_such_user without one.
+template <class Fn>
+Result<void> read_user_row(sqlite3* db, const char* sql, std::string_view user,
+                           const std::string& what, Fn fn) {
+  Stmt st;
+  int rc = sqlite::prepare(db, sql, st, user);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st.get());
+  if (rc == SQLITE_DONE) return no_such_user(user);
+  if (rc != SQLITE_ROW) return db_error(db, rc, what);
+  fn(Row{st.get()});
+  return {};
+}
+
 // Steps a bound `SELECT name, sealed FROM device_secrets ...` to its end.
 int read_devices(sqlite3_stmt* st, std::vector<SealedDevice>& out) {
   int rc;
@@ -146,14 +171,11 @@ Result<void> SqliteCredentialStore::add(std::string_view user, std::string_view 
   std::lock_guard lock(mu_);
   auto defaults = default_policy_locked();
   if (!defaults) return defaults.error();
-  std::optional<Blob> copy;
-  if (auto c = sealed->copy_for(Policy{}, *defaults)) copy = Blob{*c};
-  const int rc =
-      sqlite::run(db_,
-                  "INSERT INTO users (name, created, updated, password_hash,"
-                  " scram_sha256, scram_sha1, sealed_password)"
-                  " VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)",
-                  user, now(), sealed->hash, sealed->scram_sha256, sealed->scram_sha1, copy);
+  const int rc = write_password(db_,
+                                "INSERT INTO users (name, created, updated, password_hash,"
+                                " scram_sha256, scram_sha1, sealed_password)"
+                                " VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)",
+                                user, *sealed, Policy{}, *defaults);
   if (is_duplicate(rc)) return user_exists(user);
   if (rc != SQLITE_DONE) return db_error(db_, rc, "adding user");
   return {};
@@ -182,13 +204,11 @@ Result<void> SqliteCredentialStore::set_password(std::string_view user, std::str
   if (!defaults) return defaults.error();
   auto own = user_policy_locked(user);
   if (!own) return own.error();
-  std::optional<Blob> copy;
-  if (auto c = sealed->copy_for(*own, *defaults)) copy = Blob{*c};
-  const int rc =
-      sqlite::run(db_,
-                  "UPDATE users SET updated = ?2, password_hash = ?3, scram_sha256 = ?4,"
-                  " scram_sha1 = ?5, sealed_password = ?6 WHERE name = ?1",
-                  user, now(), sealed->hash, sealed->scram_sha256, sealed->scram_sha1, copy);
+  const int rc = write_password(db_,
+                                "UPDATE users SET updated = ?2, password_hash = ?3,"
+                                " scram_sha256 = ?4, scram_sha1 = ?5, sealed_password = ?6"
+                                " WHERE name = ?1",
+                                user, *sealed, *own, *defaults);
   if (rc != SQLITE_DONE) return db_error(db_, rc, "changing password");
   if (sqlite3_changes(db_) == 0) return no_such_user(user);
   return {};
@@ -253,13 +273,9 @@ Result<void> SqliteCredentialStore::add_device_secret(std::string_view user, std
   std::string hash;
   {
     std::lock_guard lock(mu_);
-    Stmt st;
-    int rc = sqlite::prepare(db_, "SELECT password_hash FROM users WHERE name = ?1", st, user);
-    if (rc != SQLITE_OK) return db_error(db_, rc, "looking up user");
-    rc = sqlite3_step(st.get());
-    if (rc == SQLITE_DONE) return no_such_user(user);
-    if (rc != SQLITE_ROW) return db_error(db_, rc, "looking up user");
-    hash = sqlite::column_text(st.get(), 0);
+    auto r = read_user_row(db_, "SELECT password_hash FROM users WHERE name = ?1", user,
+                           "looking up user", [&](const Row& row) { hash = row.text(0); });
+    if (!r) return r;
   }
   if (auto r = check_differs_from_password(hash, secret); !r) return r;
   auto sealed = codec_.seal_device_secret(user, name, secret);
@@ -306,17 +322,15 @@ Result<void> SqliteCredentialStore::revoke_device_secret(std::string_view user,
 }
 
 Result<Policy> SqliteCredentialStore::user_policy_locked(std::string_view user) {
-  Stmt st;
-  int rc = sqlite::prepare(db_,
-                           "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                           " login_delay, expire_days"
-                           " FROM users WHERE name = ?1",
-                           st, user);
-  if (rc != SQLITE_OK) return db_error(db_, rc, "reading policy");
-  rc = sqlite3_step(st.get());
-  if (rc == SQLITE_DONE) return no_such_user(user);
-  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading policy");
-  return read_own_policy(Row{st.get()}, 0);
+  Policy p;
+  auto r =
+      read_user_row(db_,
+                    "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+                    " login_delay, expire_days"
+                    " FROM users WHERE name = ?1",
+                    user, "reading policy", [&](const Row& row) { p = read_own_policy(row, 0); });
+  if (!r) return r.error();
+  return p;
 }
 
 Result<Policy> SqliteCredentialStore::policy(std::string_view user) {
@@ -381,14 +395,13 @@ Result<void> SqliteCredentialStore::set_default_policy(const Policy& policy) {
 Result<std::optional<std::string>> SqliteCredentialStore::mail_location(std::string_view user) {
   if (!is_valid_username(user)) return no_such_user(user);
   std::lock_guard lock(mu_);
-  Stmt st;
-  int rc = sqlite::prepare(db_, "SELECT mail_location FROM users WHERE name = ?1", st, user);
-  if (rc != SQLITE_OK) return db_error(db_, rc, "reading mail location");
-  rc = sqlite3_step(st.get());
-  if (rc == SQLITE_DONE) return no_such_user(user);
-  if (rc != SQLITE_ROW) return db_error(db_, rc, "reading mail location");
-  if (sqlite3_column_type(st.get(), 0) == SQLITE_NULL) return std::optional<std::string>{};
-  return std::optional<std::string>{sqlite::column_text(st.get(), 0)};
+  std::optional<std::string> location;
+  auto r = read_user_row(db_, "SELECT mail_location FROM users WHERE name = ?1", user,
+                         "reading mail location", [&](const Row& row) {
+                           if (!row.is_null(0)) location = row.text(0);
+                         });
+  if (!r) return r.error();
+  return location;
 }
 
 Result<void> SqliteCredentialStore::set_mail_location(std::string_view user,

@@ -127,6 +127,29 @@ void dedupe(std::vector<ImportLine>& lines) {
   }
 }
 
+void skip_invalid_user(ImportLine& l) {
+  skip(l, "not a valid apop user name (letters, digits, . _ + @ -; at most " +
+              std::to_string(limits::kMaxUsername) + ")");
+}
+
+// The lines of `text` that are neither blank nor a comment ('#'), each
+// parsed by fn(line, text, trimmed text) from an ImportLine with its line
+// number; later lines of a user marked as duplicates.
+template <typename Fn>
+std::vector<ImportLine> parse_lines(std::string_view text, Fn fn) {
+  std::vector<ImportLine> out;
+  for_each_line(text, [&](std::size_t n, std::string_view line) {
+    const std::string_view trimmed = trim_line(line);
+    if (trimmed.empty() || trimmed.front() == '#') return;
+    ImportLine l;
+    l.line = n;
+    fn(l, line, trimmed);
+    out.push_back(std::move(l));
+  });
+  dedupe(out);
+  return out;
+}
+
 }  // namespace
 
 ImportLine::~ImportLine() {
@@ -134,19 +157,12 @@ ImportLine::~ImportLine() {
 }
 
 std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
-  std::vector<ImportLine> out;
-  for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim_line(line);
-    if (t.empty() || t.front() == '#') return;
-    ImportLine l;
-    l.line = n;
+  return parse_lines(text, [](ImportLine& l, std::string_view line, std::string_view trimmed) {
     const std::size_t c1 = line.find(':');
     if (c1 == std::string_view::npos) {
-      l.user = std::string(trim_line(line));
+      l.user = std::string(trimmed);
       if (!is_valid_username(l.user)) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "no ':' (expected user:password[:uid:gid:gecos:home:shell:extra])");
-      return;
+      return skip(l, "no ':' (expected user:password[:uid:gid:gecos:home:shell:extra])");
     }
     l.user = std::string(line.substr(0, c1));
     std::string_view rest = line.substr(c1 + 1);
@@ -168,10 +184,7 @@ std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
           l.user.size() <= limits::kMaxUsername &&
           l.user.find_first_of(std::string_view("\0\r\t ", 4)) == std::string::npos;
       if (!printable) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "not a valid apop user name (letters, digits, . _ + @ -; at most " +
-                           std::to_string(limits::kMaxUsername) + ")");
-      return;
+      return skip_invalid_user(l);
     }
     classify_password(l, password);
     for (std::size_t pos = 0; pos < extra.size();) {
@@ -185,19 +198,11 @@ std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
       if (sp == std::string_view::npos) break;
       pos = sp + 1;
     }
-    out.push_back(std::move(l));
   });
-  dedupe(out);
-  return out;
 }
 
 std::vector<ImportLine> parse_popauth(std::string_view text) {
-  std::vector<ImportLine> out;
-  for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim_line(line);
-    if (t.empty() || t.front() == '#') return;
-    ImportLine l;
-    l.line = n;
+  return parse_lines(text, [](ImportLine& l, std::string_view, std::string_view t) {
     l.scheme = "popauth";
     const std::size_t ws = t.find_first_of(" \t");
     std::string_view user = t.substr(0, ws);
@@ -207,10 +212,7 @@ std::vector<ImportLine> parse_popauth(std::string_view text) {
     l.user = std::string(user);
     if (!is_valid_username(l.user)) {
       if (l.user.size() > limits::kMaxUsername) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "not a valid apop user name (letters, digits, . _ + @ -; at most " +
-                           std::to_string(limits::kMaxUsername) + ")");
-      return;
+      return skip_invalid_user(l);
     }
     l.secret = std::string(secret);
     l.kind = ImportLine::Kind::password;
@@ -219,10 +221,7 @@ std::vector<ImportLine> parse_popauth(std::string_view text) {
     } else if (auto why = check_plaintext(l.secret); !why.empty()) {
       skip(l, why);
     }
-    out.push_back(std::move(l));
   });
-  dedupe(out);
-  return out;
 }
 
 }  // namespace apop::auth

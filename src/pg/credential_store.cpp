@@ -135,6 +135,29 @@ Result<Policy> user_policy_on(pg_conn* c, std::string_view user) {
   return auth::read_own_policy(PgRow{*r}, 0);
 }
 
+// Runs `sql`, an INSERT or UPDATE of users whose parameters are $1 the
+// name, $2 now and $3-$6 the new password's columns (hash, verifiers,
+// sealed copy). The copy is kept as the policies say: the defaults and,
+// for an `existing` account, its own.
+Result<Rows> write_password(pg_conn* c, const char* sql, std::string_view user,
+                            const auth::SealedPassword& sealed, bool existing,
+                            std::string_view what) {
+  auto defaults = default_policy_on(c);
+  if (!defaults) return defaults.error();
+  Policy own;
+  if (existing) {
+    auto p = user_policy_on(c, user);
+    if (!p) return p.error();
+    own = *p;
+  }
+  const auto copy = sealed.copy_for(own, *defaults);
+  return exec(c, sql,
+              {Param::text(user), Param::integer(now()), Param::text(sealed.hash),
+               Param::text(sealed.scram_sha256), Param::text(sealed.scram_sha1),
+               copy ? Param::bytes(*copy) : Param::null()},
+              what);
+}
+
 // Deletes the encrypted copy of every account whose effective policy is
 // device-secrets-only.
 Result<void> drop_copies_on(pg_conn* c) {
@@ -318,17 +341,11 @@ Result<void> PgCredentialStore::add(std::string_view user, std::string_view pass
   if (!sealed) return sealed.error();
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
-  pg_conn* c = lease->get();
-  auto defaults = default_policy_on(c);
-  if (!defaults) return defaults.error();
-  const auto copy = sealed->copy_for(Policy{}, *defaults);
-  auto r = exec(c,
-                "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
-                " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, $4, $5, $6)",
-                {Param::text(user), Param::integer(now()), Param::text(sealed->hash),
-                 Param::text(sealed->scram_sha256), Param::text(sealed->scram_sha1),
-                 copy ? Param::bytes(*copy) : Param::null()},
-                "adding user");
+  auto r = write_password(lease->get(),
+                          "INSERT INTO users (name, created, updated, password_hash,"
+                          " scram_sha256, scram_sha1, sealed_password)"
+                          " VALUES ($1, $2, $2, $3, $4, $5, $6)",
+                          user, *sealed, false, "adding user");
   if (!r && r.error().code == Errc::exists) return auth::user_exists(user);
   if (!r) return r.error();
   return {};
@@ -353,19 +370,10 @@ Result<void> PgCredentialStore::set_password(std::string_view user, std::string_
   if (!sealed) return sealed.error();
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
-  pg_conn* c = lease->get();
-  auto defaults = default_policy_on(c);
-  if (!defaults) return defaults.error();
-  auto own = user_policy_on(c, user);
-  if (!own) return own.error();
-  const auto copy = sealed->copy_for(*own, *defaults);
-  auto r = exec(c,
-                "UPDATE users SET updated = $2, password_hash = $3, scram_sha256 = $4,"
-                " scram_sha1 = $5, sealed_password = $6 WHERE name = $1",
-                {Param::text(user), Param::integer(now()), Param::text(sealed->hash),
-                 Param::text(sealed->scram_sha256), Param::text(sealed->scram_sha1),
-                 copy ? Param::bytes(*copy) : Param::null()},
-                "changing password");
+  auto r = write_password(lease->get(),
+                          "UPDATE users SET updated = $2, password_hash = $3, scram_sha256 = $4,"
+                          " scram_sha1 = $5, sealed_password = $6 WHERE name = $1",
+                          user, *sealed, true, "changing password");
   if (!r) return r.error();
   if (r->affected() == 0) return no_such_user(user);
   return {};
