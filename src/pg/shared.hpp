@@ -1,6 +1,6 @@
 // What several apop servers share through PostgreSQL (docs/scaling.md):
 //  - PgCredentialStore: the account database, the same CredentialStore
-//    contract as SqliteCredentialStore (auth/credential_store.hpp), secrets
+//    contract as SqliteCredentialStore (auth/sqlite_credential_store.hpp), secrets
 //    sealed with the same SecretBox (DATA/secret.key, identical on every
 //    server);
 //  - PgFailureTracker: the failed-login counters and blocks of the
