@@ -10,6 +10,11 @@
 //
 // Policy: per-account overrides of global defaults (both kept in the store).
 //
+// Implementations: SqliteCredentialStore (sqlite_credential_store.hpp),
+// pg::PgCredentialStore (pg/shared.hpp) and MemoryCredentialStore
+// (memory_credential_store.hpp), on the domain logic they share
+// (account_codec.hpp).
+//
 // Thread-safety: implementations are thread-safe; every method may be called
 // concurrently on one store. Returned strings are copies owned by the caller;
 // secrets are never part of an error message.
