@@ -28,12 +28,6 @@ constexpr std::array<MechName, 7> kMechNames = {{{"apop", kMechApop},
                                                  {"scram-sha-256", kMechScramSha256},
                                                  {"scram-sha-1", kMechScramSha1}}};
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 constexpr std::size_t kScramSaltLen = 16;
 
 Result<ScramVerifier> new_verifier(std::string_view hash, std::string_view password) {

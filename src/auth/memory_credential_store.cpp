@@ -1,47 +1,52 @@
+#include "auth/memory_credential_store.hpp"
+
 #include <openssl/crypto.h>
 
+#include <array>
 #include <ctime>
 
-#include "auth/credential_store.hpp"
 #include "auth/foreign_hash.hpp"
-#include "auth/password_hash.hpp"
+#include "auth/random.hpp"
 #include "auth/username.hpp"
 
 namespace apop::auth {
 namespace {
+
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
-Error per_account_only() {
-  return make_error(Errc::invalid,
-                    "LOGIN-DELAY and EXPIRE are per account; their defaults are apop serve "
-                    "settings (login_delay, expire)");
+
+// A key of this store's own: its rows live and die with it.
+SecretBox fresh_box() {
+  std::array<unsigned char, SecretBox::kKeySize> key{};
+  auto r = random_bytes(key);  // a failed CSPRNG leaves zeros: a test twin's key
+  (void)r;
+  SecretBox box = SecretBox::from_key(key);
+  OPENSSL_cleanse(key.data(), key.size());
+  return box;
 }
-Error no_user(std::string_view user) {
-  return make_error(Errc::not_found, "no such user: " + std::string(user));
-}
-void wipe(std::optional<std::string>& s) {
-  if (s) OPENSSL_cleanse(s->data(), s->size());
-  s.reset();
-}
+
 }  // namespace
 
+MemoryCredentialStore::MemoryCredentialStore() : codec_(fresh_box()) {}
+
+std::vector<SealedDevice> MemoryCredentialStore::sealed_devices(const Entry& e) {
+  std::vector<SealedDevice> out;
+  for (const auto& [name, d] : e.devices) out.push_back({name, d.sealed});
+  return out;
+}
+
 Result<Account> MemoryCredentialStore::account(std::string_view user) {
-  std::lock_guard lock(mu_);
-  auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  const Entry& e = it->second;
-  Account a;
-  a.name = std::string(user);
-  a.password_hash = e.derived.hash;
-  a.scram_sha256 = e.derived.scram_sha256;
-  a.scram_sha1 = e.derived.scram_sha1;
-  a.policy = resolve_policy(e.policy, defaults_);
-  a.login_delay = e.policy.login_delay;
-  a.expire_days = e.policy.expire_days;
-  a.last_login = e.last_login;
-  a.mail_location = e.mail_location;
-  if (!a.policy.device_secrets_only) a.password = e.password;
-  for (const auto& [name, d] : e.devices) a.device_secrets.push_back({name, d.first});
-  return a;
+  AccountRow row;
+  std::vector<SealedDevice> devices;
+  Policy defaults;
+  {
+    std::lock_guard lock(mu_);
+    auto it = users_.find(user);
+    if (it == users_.end()) return codec_.unknown_user(user);
+    row = it->second.row;
+    devices = sealed_devices(it->second);
+    defaults = defaults_;
+  }
+  return codec_.unseal(user, std::move(row), defaults, devices);
 }
 
 Result<bool> MemoryCredentialStore::has_user(std::string_view user) {
@@ -50,70 +55,71 @@ Result<bool> MemoryCredentialStore::has_user(std::string_view user) {
 }
 
 Result<void> MemoryCredentialStore::add(std::string_view user, std::string_view password) {
-  if (!is_valid_username(user)) {
-    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
-  }
-  auto derived = derive_password(password);
-  if (!derived) return derived.error();
+  if (!is_valid_username(user)) return invalid_user_name(user);
+  auto sealed = codec_.seal_password(user, password);
+  if (!sealed) return sealed.error();
   std::lock_guard lock(mu_);
-  if (users_.find(user) != users_.end()) {
-    return make_error(Errc::exists, "user already exists: " + std::string(user));
-  }
+  if (users_.find(user) != users_.end()) return user_exists(user);
   Entry e;
-  e.derived = std::move(*derived);
-  if (!resolve_policy(e.policy, defaults_).device_secrets_only) e.password = std::string(password);
+  e.row.password_hash = std::move(sealed->hash);
+  e.row.scram_sha256 = std::move(sealed->scram_sha256);
+  e.row.scram_sha1 = std::move(sealed->scram_sha1);
+  if (auto copy = sealed->copy_for(Policy{}, defaults_)) e.row.sealed_password = std::string(*copy);
   e.created = e.updated = now();
   users_.emplace(std::string(user), std::move(e));
   return {};
 }
 
 Result<void> MemoryCredentialStore::set_password(std::string_view user, std::string_view password) {
-  auto derived = derive_password(password);
-  if (!derived) return derived.error();
-  std::lock_guard lock(mu_);
-  auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  Entry& e = it->second;
-  for (const auto& [name, d] : e.devices) {
-    if (d.first == password) {
-      return make_error(Errc::invalid, "the password equals device secret " + name);
+  {
+    std::lock_guard lock(mu_);
+    auto it = users_.find(user);
+    if (it == users_.end()) return no_such_user(user);
+    if (auto r = codec_.check_differs_from_devices(user, password, sealed_devices(it->second));
+        !r) {
+      return r;
     }
   }
-  e.derived = std::move(*derived);
-  wipe(e.password);
-  if (!resolve_policy(e.policy, defaults_).device_secrets_only) e.password = std::string(password);
-  e.updated = now();
+  auto sealed = codec_.seal_password(user, password);
+  if (!sealed) return sealed.error();
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_such_user(user);
+  AccountRow& row = it->second.row;
+  row.password_hash = std::move(sealed->hash);
+  row.scram_sha256 = std::move(sealed->scram_sha256);
+  row.scram_sha1 = std::move(sealed->scram_sha1);
+  row.sealed_password.reset();
+  if (auto copy = sealed->copy_for(row.policy, defaults_)) row.sealed_password = std::string(*copy);
+  it->second.updated = now();
   return {};
 }
 
 Result<void> MemoryCredentialStore::remove(std::string_view user) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  wipe(it->second.password);
+  if (it == users_.end()) return no_such_user(user);
   users_.erase(it);
   return {};
 }
 
 Result<void> MemoryCredentialStore::import_foreign_hash(std::string_view user,
                                                         std::string_view hash, bool replace) {
-  if (!is_valid_username(user)) {
-    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
-  }
+  if (!is_valid_username(user)) return invalid_user_name(user);
   if (!is_foreign_hash(hash)) return make_error(Errc::invalid, "not an imported hash");
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it != users_.end() && !replace) {
-    return make_error(Errc::exists, "user already exists: " + std::string(user));
-  }
+  if (it != users_.end() && !replace) return user_exists(user);
   if (it == users_.end()) {
     it = users_.emplace(std::string(user), Entry{}).first;
     it->second.created = now();
   }
-  Entry& e = it->second;
-  e.derived = DerivedPassword{std::string(hash), {}, {}};
-  wipe(e.password);
-  e.updated = now();
+  AccountRow& row = it->second.row;
+  row.password_hash = std::string(hash);
+  row.scram_sha256.clear();
+  row.scram_sha1.clear();
+  row.sealed_password.reset();
+  it->second.updated = now();
   return {};
 }
 
@@ -122,48 +128,42 @@ Result<std::vector<UserRecord>> MemoryCredentialStore::list() {
   std::vector<UserRecord> out;
   out.reserve(users_.size());
   for (const auto& [name, e] : users_) {
-    out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(), e.password.has_value(),
-                             foreign_scheme(e.derived.hash), e.policy, e.last_login,
-                             e.mail_location});
+    out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(),
+                             e.row.sealed_password.has_value(), foreign_scheme(e.row.password_hash),
+                             e.row.policy, e.row.last_login, e.row.mail_location});
   }
   return out;
 }
 
 Result<void> MemoryCredentialStore::add_device_secret(std::string_view user, std::string_view name,
                                                       std::string_view secret) {
-  if (!is_valid_secret_name(name)) {
-    return make_error(Errc::invalid, "invalid secret name (1-32 of A-Z a-z 0-9 . _ -)");
-  }
-  if (secret.empty()) return make_error(Errc::invalid, "empty secret");
+  if (auto r = check_new_device_secret(name, secret); !r) return r;
   std::string hash;
   {
     std::lock_guard lock(mu_);
     auto it = users_.find(user);
-    if (it == users_.end()) return no_user(user);
-    if (it->second.devices.count(name) != 0) {
-      return make_error(Errc::exists, "secret " + std::string(name) + " already exists");
-    }
-    hash = it->second.derived.hash;
+    if (it == users_.end()) return no_such_user(user);
+    if (it->second.devices.count(name) != 0) return device_secret_exists(name);
+    hash = it->second.row.password_hash;
   }
-  if (verify_password_hash(hash, secret)) {
-    return make_error(Errc::invalid, "a device secret must differ from the account password");
-  }
+  if (auto r = check_differs_from_password(hash, secret); !r) return r;
+  auto sealed = codec_.seal_device_secret(user, name, secret);
+  if (!sealed) return sealed.error();
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  auto [pos, inserted] =
-      it->second.devices.emplace(std::string(name), std::make_pair(std::string(secret), now()));
+  if (it == users_.end()) return no_such_user(user);
+  auto [pos, inserted] = it->second.devices.emplace(std::string(name), Device{*sealed, now()});
   (void)pos;
-  if (!inserted) return make_error(Errc::exists, "secret " + std::string(name) + " already exists");
+  if (!inserted) return device_secret_exists(name);
   return {};
 }
 
 Result<std::vector<DeviceSecretInfo>> MemoryCredentialStore::device_secrets(std::string_view user) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
+  if (it == users_.end()) return no_such_user(user);
   std::vector<DeviceSecretInfo> out;
-  for (const auto& [name, d] : it->second.devices) out.push_back({name, d.second});
+  for (const auto& [name, d] : it->second.devices) out.push_back({name, d.created});
   return out;
 }
 
@@ -171,12 +171,9 @@ Result<void> MemoryCredentialStore::revoke_device_secret(std::string_view user,
                                                          std::string_view name) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
+  if (it == users_.end()) return no_such_user(user);
   auto d = it->second.devices.find(name);
-  if (d == it->second.devices.end()) {
-    return make_error(Errc::not_found, "no secret named " + std::string(name));
-  }
-  OPENSSL_cleanse(d->second.first.data(), d->second.first.size());
+  if (d == it->second.devices.end()) return no_such_device_secret(name);
   it->second.devices.erase(d);
   return {};
 }
@@ -184,13 +181,13 @@ Result<void> MemoryCredentialStore::revoke_device_secret(std::string_view user,
 Result<Policy> MemoryCredentialStore::policy(std::string_view user) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  return it->second.policy;
+  if (it == users_.end()) return no_such_user(user);
+  return it->second.row.policy;
 }
 
-void MemoryCredentialStore::apply_device_only_locked() {
+void MemoryCredentialStore::drop_copies_locked() {
   for (auto& [name, e] : users_) {
-    if (resolve_policy(e.policy, defaults_).device_secrets_only) wipe(e.password);
+    if (!keeps_password_copy(e.row.policy, defaults_)) e.row.sealed_password.reset();
   }
 }
 
@@ -198,9 +195,9 @@ Result<void> MemoryCredentialStore::set_policy(std::string_view user, const Poli
   if (auto r = check_login_limits(policy); !r) return r;
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  it->second.policy = policy;
-  apply_device_only_locked();
+  if (it == users_.end()) return no_such_user(user);
+  it->second.row.policy = policy;
+  drop_copies_locked();
   return {};
 }
 
@@ -210,34 +207,34 @@ Result<Policy> MemoryCredentialStore::default_policy() {
 }
 
 Result<void> MemoryCredentialStore::set_default_policy(const Policy& policy) {
-  if (policy.login_delay || policy.expire_days) return per_account_only();
+  if (auto r = check_default_policy(policy); !r) return r;
   std::lock_guard lock(mu_);
   defaults_ = policy;
-  apply_device_only_locked();
+  drop_copies_locked();
   return {};
 }
 
 Result<void> MemoryCredentialStore::record_login(std::string_view user, std::int64_t when) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  it->second.last_login = when;
+  if (it == users_.end()) return no_such_user(user);
+  it->second.row.last_login = when;
   return {};
 }
 
 Result<std::optional<std::string>> MemoryCredentialStore::mail_location(std::string_view user) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  return it->second.mail_location;
+  if (it == users_.end()) return no_such_user(user);
+  return it->second.row.mail_location;
 }
 
 Result<void> MemoryCredentialStore::set_mail_location(std::string_view user,
                                                       const std::optional<std::string>& location) {
   std::lock_guard lock(mu_);
   auto it = users_.find(user);
-  if (it == users_.end()) return no_user(user);
-  it->second.mail_location = location;
+  if (it == users_.end()) return no_such_user(user);
+  it->second.row.mail_location = location;
   return {};
 }
 

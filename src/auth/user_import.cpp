@@ -14,12 +14,8 @@
 namespace apop::auth {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
-    s.remove_suffix(1);
-  return s;
-}
+// Blanks at either end, and CRs at the end.
+std::string_view trim_line(std::string_view s) { return trim_right(trim(s), " \t\r"); }
 
 // Calls fn(line_number, line) for every line (without its LF and a CR before it).
 template <typename Fn>
@@ -131,6 +127,29 @@ void dedupe(std::vector<ImportLine>& lines) {
   }
 }
 
+void skip_invalid_user(ImportLine& l) {
+  skip(l, "not a valid apop user name (letters, digits, . _ + @ -; at most " +
+              std::to_string(limits::kMaxUsername) + ")");
+}
+
+// The lines of `text` that are neither blank nor a comment ('#'), each
+// parsed by fn(line, text, trimmed text) from an ImportLine with its line
+// number; later lines of a user marked as duplicates.
+template <typename Fn>
+std::vector<ImportLine> parse_lines(std::string_view text, Fn fn) {
+  std::vector<ImportLine> out;
+  for_each_line(text, [&](std::size_t n, std::string_view line) {
+    const std::string_view trimmed = trim_line(line);
+    if (trimmed.empty() || trimmed.front() == '#') return;
+    ImportLine l;
+    l.line = n;
+    fn(l, line, trimmed);
+    out.push_back(std::move(l));
+  });
+  dedupe(out);
+  return out;
+}
+
 }  // namespace
 
 ImportLine::~ImportLine() {
@@ -138,19 +157,12 @@ ImportLine::~ImportLine() {
 }
 
 std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
-  std::vector<ImportLine> out;
-  for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim(line);
-    if (t.empty() || t.front() == '#') return;
-    ImportLine l;
-    l.line = n;
+  return parse_lines(text, [](ImportLine& l, std::string_view line, std::string_view trimmed) {
     const std::size_t c1 = line.find(':');
     if (c1 == std::string_view::npos) {
-      l.user = std::string(trim(line));
+      l.user = std::string(trimmed);
       if (!is_valid_username(l.user)) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "no ':' (expected user:password[:uid:gid:gecos:home:shell:extra])");
-      return;
+      return skip(l, "no ':' (expected user:password[:uid:gid:gecos:home:shell:extra])");
     }
     l.user = std::string(line.substr(0, c1));
     std::string_view rest = line.substr(c1 + 1);
@@ -172,10 +184,7 @@ std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
           l.user.size() <= limits::kMaxUsername &&
           l.user.find_first_of(std::string_view("\0\r\t ", 4)) == std::string::npos;
       if (!printable) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "not a valid apop user name (letters, digits, . _ + @ -; at most " +
-                           std::to_string(limits::kMaxUsername) + ")");
-      return;
+      return skip_invalid_user(l);
     }
     classify_password(l, password);
     for (std::size_t pos = 0; pos < extra.size();) {
@@ -189,32 +198,21 @@ std::vector<ImportLine> parse_dovecot_passwd(std::string_view text) {
       if (sp == std::string_view::npos) break;
       pos = sp + 1;
     }
-    out.push_back(std::move(l));
   });
-  dedupe(out);
-  return out;
 }
 
 std::vector<ImportLine> parse_popauth(std::string_view text) {
-  std::vector<ImportLine> out;
-  for_each_line(text, [&](std::size_t n, std::string_view line) {
-    std::string_view t = trim(line);
-    if (t.empty() || t.front() == '#') return;
-    ImportLine l;
-    l.line = n;
+  return parse_lines(text, [](ImportLine& l, std::string_view, std::string_view t) {
     l.scheme = "popauth";
     const std::size_t ws = t.find_first_of(" \t");
     std::string_view user = t.substr(0, ws);
     std::string_view secret =
-        ws == std::string_view::npos ? std::string_view() : trim(t.substr(ws));
+        ws == std::string_view::npos ? std::string_view() : trim_line(t.substr(ws));
     if (!user.empty() && user.back() == ':') user.remove_suffix(1);  // "user: secret"
     l.user = std::string(user);
     if (!is_valid_username(l.user)) {
       if (l.user.size() > limits::kMaxUsername) l.user.clear();
-      out.push_back(std::move(l));
-      skip(out.back(), "not a valid apop user name (letters, digits, . _ + @ -; at most " +
-                           std::to_string(limits::kMaxUsername) + ")");
-      return;
+      return skip_invalid_user(l);
     }
     l.secret = std::string(secret);
     l.kind = ImportLine::Kind::password;
@@ -223,10 +221,7 @@ std::vector<ImportLine> parse_popauth(std::string_view text) {
     } else if (auto why = check_plaintext(l.secret); !why.empty()) {
       skip(l, why);
     }
-    out.push_back(std::move(l));
   });
-  dedupe(out);
-  return out;
 }
 
 }  // namespace apop::auth

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "auth/credential_store.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/user_import.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "auth/credential_store.hpp"
+#include "auth/sqlite_credential_store.hpp"
 #include "common/limits.hpp"
 #include "common/result.hpp"
 

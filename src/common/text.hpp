@@ -1,7 +1,7 @@
 // Small ASCII text helpers used across the modules, written once:
 // case-insensitive comparison (protocol keywords, SASL names and header
-// names are ASCII; no locale is consulted), hexadecimal rendering, and the
-// rendering of untrusted bytes for logs and error messages.
+// names are ASCII; no locale is consulted), trimming, hexadecimal rendering,
+// and the rendering of untrusted bytes for logs and error messages.
 // Thread-safety: pure functions.
 #pragma once
 
@@ -47,6 +47,20 @@ constexpr bool iequals(std::string_view a, std::string_view b) {
 // `s` starts with `prefix` but for the case of ASCII letters.
 constexpr bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// --- Trimming ------------------------------------------------------------------
+
+// `s` without the octets of `chars` at its end.
+constexpr std::string_view trim_right(std::string_view s, std::string_view chars = " \t") {
+  while (!s.empty() && chars.find(s.back()) != std::string_view::npos) s.remove_suffix(1);
+  return s;
+}
+
+// `s` without the octets of `chars` at either end (default: blanks).
+constexpr std::string_view trim(std::string_view s, std::string_view chars = " \t") {
+  while (!s.empty() && chars.find(s.front()) != std::string_view::npos) s.remove_prefix(1);
+  return trim_right(s, chars);
 }
 
 // --- Hexadecimal -------------------------------------------------------------

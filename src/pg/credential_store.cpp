@@ -1,36 +1,58 @@
 // PgCredentialStore: the CredentialStore contract over PostgreSQL, statement
 // for statement the SQLite store's (sqlite_credential_store.cpp), with
 // parameters only (PQexecParams) and a connection from the pool per call.
-#include <openssl/crypto.h>
-
+// It only moves rows: the domain logic (sealing, associated data, the
+// keep-a-copy policy, device-secret checks, the dummy secret of unknown
+// users, the key check) is auth/account_codec.hpp, shared with the SQLite
+// store, so a database can be copied between the two with its secrets
+// intact.
 #include <ctime>
 
+#include "auth/account_codec.hpp"
 #include "auth/foreign_hash.hpp"
-#include "auth/password_hash.hpp"
 #include "auth/username.hpp"
 #include "pg/shared.hpp"
 
 namespace apop::pg {
 
+using auth::no_such_user;
 using auth::Policy;
 
 namespace {
 
 std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
-Error no_user(std::string_view user) {
-  return make_error(Errc::not_found, "no such user: " + std::string(user));
+// Row `row` of a result, as auth/account_codec.hpp's templates read it.
+struct PgRow {
+  const Rows& r;
+  int row = 0;
+  bool is_null(int c) const { return r.is_null(row, c); }
+  std::string text(int c) const { return r.text(row, c); }
+  std::string blob(int c) const { return r.bytea(row, c); }
+  std::int64_t integer(int c) const { return r.integer(row, c); }
+  std::optional<std::int64_t> opt_integer(int c) const { return r.opt_integer(row, c); }
+  std::optional<bool> opt_boolean(int c) const { return r.opt_boolean(row, c); }
+};
+
+Param opt_text(const std::optional<std::string>& v) { return v ? Param::text(*v) : Param::null(); }
+
+// The parameters of the policy columns (auth::PolicyColumns order): the
+// four of a default policy, the six of an account's.
+void push_policy(std::vector<Param>& ps, const auth::PolicyColumns& c, bool own) {
+  ps.push_back(opt_text(c.mechanisms));
+  ps.push_back(Param::opt_boolean(c.device_secrets_only));
+  ps.push_back(Param::opt_boolean(c.apop_requires_tls));
+  ps.push_back(Param::opt_boolean(c.require_tls));
+  if (own) {
+    ps.push_back(Param::opt_integer(c.login_delay));
+    ps.push_back(Param::opt_integer(c.expire_days));
+  }
 }
 
-// Same associated data as the SQLite store: a database can be copied
-// between the two with its secrets intact.
-std::string device_aad(std::string_view user, std::string_view name) {
-  std::string aad(user);
-  aad.push_back('\0');
-  aad += "device";
-  aad.push_back('\0');
-  aad.append(name);
-  return aad;
+std::vector<auth::SealedDevice> sealed_devices(const Rows& r) {
+  std::vector<auth::SealedDevice> out;
+  for (int i = 0; i < r.size(); ++i) out.push_back({r.text(i, 0), r.bytea(i, 1)});
+  return out;
 }
 
 // Version 1: the accounts, as the SQLite schema version 3.
@@ -93,32 +115,6 @@ constexpr const char* kCreateV3 = "ALTER TABLE users ADD COLUMN mail_location te
 // An arbitrary constant: the advisory lock that serialises schema changes.
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7013390481632150617)";
 
-Policy row_policy(const Rows& r, int row, int first) {
-  Policy p;
-  if (!r.is_null(row, first)) p.mechanisms = auth::parse_mechanisms(r.text(row, first));
-  p.device_secrets_only = r.opt_boolean(row, first + 1);
-  // Column apop_requires_tls: Policy::md5_challenge_requires_tls (APOP and
-  // CRAM-MD5), the column keeps its old name.
-  p.md5_challenge_requires_tls = r.opt_boolean(row, first + 2);
-  p.require_tls = r.opt_boolean(row, first + 3);
-  return p;
-}
-
-void row_login_limits(const Rows& r, int row, int first, Policy& p) {
-  if (auto d = r.opt_integer(row, first); d && *d >= 0 && *d <= 0xFFFFFFFFll) {
-    p.login_delay = static_cast<std::uint32_t>(*d);
-  }
-  p.expire_days = r.opt_integer(row, first + 1);
-}
-
-// The four policy parameters, in the column order of row_policy.
-void push_policy(std::vector<Param>& ps, const Policy& p) {
-  ps.push_back(p.mechanisms ? Param::text(auth::format_mechanisms(*p.mechanisms)) : Param::null());
-  ps.push_back(Param::opt_boolean(p.device_secrets_only));
-  ps.push_back(Param::opt_boolean(p.md5_challenge_requires_tls));
-  ps.push_back(Param::opt_boolean(p.require_tls));
-}
-
 Result<Policy> default_policy_on(pg_conn* c) {
   auto r = exec(c,
                 "SELECT mechanisms, device_secrets_only, apop_requires_tls, require_tls"
@@ -126,7 +122,7 @@ Result<Policy> default_policy_on(pg_conn* c) {
                 {}, "reading default policy");
   if (!r) return r.error();
   if (r->size() == 0) return Policy{};
-  return row_policy(*r, 0, 0);
+  return auth::read_policy(PgRow{*r}, 0);
 }
 
 Result<Policy> user_policy_on(pg_conn* c, std::string_view user) {
@@ -135,10 +131,31 @@ Result<Policy> user_policy_on(pg_conn* c, std::string_view user) {
                 " login_delay, expire_days FROM users WHERE name = $1",
                 {Param::text(user)}, "reading policy");
   if (!r) return r.error();
-  if (r->size() == 0) return no_user(user);
-  Policy p = row_policy(*r, 0, 0);
-  row_login_limits(*r, 0, 4, p);
-  return p;
+  if (r->size() == 0) return no_such_user(user);
+  return auth::read_own_policy(PgRow{*r}, 0);
+}
+
+// Runs `sql`, an INSERT or UPDATE of users whose parameters are $1 the
+// name, $2 now and $3-$6 the new password's columns (hash, verifiers,
+// sealed copy). The copy is kept as the policies say: the defaults and,
+// for an `existing` account, its own.
+Result<Rows> write_password(pg_conn* c, const char* sql, std::string_view user,
+                            const auth::SealedPassword& sealed, bool existing,
+                            std::string_view what) {
+  auto defaults = default_policy_on(c);
+  if (!defaults) return defaults.error();
+  Policy own;
+  if (existing) {
+    auto p = user_policy_on(c, user);
+    if (!p) return p.error();
+    own = *p;
+  }
+  const auto copy = sealed.copy_for(own, *defaults);
+  return exec(c, sql,
+              {Param::text(user), Param::integer(now()), Param::text(sealed.hash),
+               Param::text(sealed.scram_sha256), Param::text(sealed.scram_sha1),
+               copy ? Param::bytes(*copy) : Param::null()},
+              what);
 }
 
 // Deletes the encrypted copy of every account whose effective policy is
@@ -155,36 +172,34 @@ Result<void> drop_copies_on(pg_conn* c) {
   return {};
 }
 
-// The key check (auth::SecretBox::seal_key_check): present, it must open
-// with `box`; absent (a schema created by a command run without the key),
+// The key check (auth::check_key): present, it must open
+// with the key; absent (a schema created by a command run without the key),
 // one stored secret if any must open, then the check is written.
 Result<void> check_key_on(pg_conn* c, const auth::SecretBox& box) {
-  const std::string where = "the PostgreSQL account database";
+  auth::KeySample sample;
   auto r = exec(c, "SELECT sealed FROM key_check WHERE id = 1", {}, "reading the key check");
   if (!r) return r.error();
   if (r->size() > 0) {
-    if (!box.opens_key_check(r->bytea(0, 0))) return box.key_mismatch(where);
-    return {};
+    sample.check = r->bytea(0, 0);
+  } else {
+    auto pw = exec(c,
+                   "SELECT name, sealed_password FROM users WHERE sealed_password IS NOT NULL"
+                   " LIMIT 1",
+                   {}, "reading the key check");
+    if (!pw) return pw.error();
+    if (pw->size() > 0) sample.password.emplace(pw->text(0, 0), pw->bytea(0, 1));
+    auto dev = exec(c, "SELECT user_name, name, sealed FROM device_secrets LIMIT 1", {},
+                    "reading the key check");
+    if (!dev) return dev.error();
+    if (dev->size() > 0) {
+      sample.device.emplace(dev->text(0, 0), auth::SealedDevice{dev->text(0, 1), dev->bytea(0, 2)});
+    }
   }
-  auto pw = exec(c,
-                 "SELECT name, sealed_password FROM users WHERE sealed_password IS NOT NULL"
-                 " LIMIT 1",
-                 {}, "reading the key check");
-  if (!pw) return pw.error();
-  if (pw->size() > 0 && !box.open(pw->bytea(0, 1), pw->text(0, 0))) {
-    return box.key_mismatch(where);
-  }
-  auto dev = exec(c, "SELECT user_name, name, sealed FROM device_secrets LIMIT 1", {},
-                  "reading the key check");
-  if (!dev) return dev.error();
-  if (dev->size() > 0 &&
-      !box.open(dev->bytea(0, 2), device_aad(dev->text(0, 0), dev->text(0, 1)))) {
-    return box.key_mismatch(where);
-  }
-  auto sealed = box.seal_key_check();
-  if (!sealed) return sealed.error();
+  auto check = auth::check_key(box, sample, "the PostgreSQL account database");
+  if (!check) return check.error();
+  if (!*check) return {};
   auto ins = exec(c, "INSERT INTO key_check (id, sealed) VALUES (1, $1) ON CONFLICT DO NOTHING",
-                  {Param::bytes(*sealed)}, "writing the key check");
+                  {Param::bytes(**check)}, "writing the key check");
   if (!ins) return ins.error();
   return {};
 }
@@ -252,10 +267,7 @@ Result<void> migrate(Pool& pool, const auth::SecretBox* box) {
 }
 
 PgCredentialStore::PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox box)
-    : pool_(std::move(pool)), box_(std::move(box)) {
-  auto dummy = box_.seal("apop-dummy-secret-for-unknown-users", "\x01dummy");
-  if (dummy) dummy_sealed_ = std::move(*dummy);
-}
+    : pool_(std::move(pool)), codec_(std::move(box)) {}
 
 Result<std::unique_ptr<PgCredentialStore>> PgCredentialStore::open(std::shared_ptr<Pool> pool,
                                                                    auth::SecretBox box) {
@@ -281,25 +293,18 @@ Result<bool> PgCredentialStore::holds_sealed_secrets(Pool& pool) {
   return r->opt_boolean(0, 0).value_or(false);
 }
 
-Error PgCredentialStore::unknown_user(std::string_view user) const {
-  auto discarded = box_.open(dummy_sealed_, "\x01dummy");
-  (void)discarded;
-  return no_user(user);
-}
-
 Result<auth::Account> PgCredentialStore::account(std::string_view user) {
-  if (!auth::is_valid_username(user)) return unknown_user(user);
-  auth::Account a;
-  std::string sealed;
-  bool has_sealed = false;
-  std::vector<std::pair<std::string, std::string>> sealed_devices;
-  bool unknown = false;
+  if (!auth::is_valid_username(user)) return codec_.unknown_user(user);
+  std::optional<auth::AccountRow> row;
+  Policy defaults;
+  std::vector<auth::SealedDevice> devices;
   {
     auto lease = pool_->acquire();
     if (!lease) return lease.error();
     pg_conn* c = lease->get();
-    auto defaults = default_policy_on(c);
-    if (!defaults) return defaults.error();
+    auto d = default_policy_on(c);
+    if (!d) return d.error();
+    defaults = *d;
     auto r = exec(c,
                   "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
                   " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
@@ -308,47 +313,16 @@ Result<auth::Account> PgCredentialStore::account(std::string_view user) {
     if (!r) return r.error();
     // An unknown user runs the same queries as a known one (the device
     // secrets' query finds nothing) and costs one decryption (of a dummy,
-    // unknown_user) like a known user's password copy (issue 17 item 11).
-    unknown = r->size() == 0;
-    if (!unknown) {
-      a.name = std::string(user);
-      a.password_hash = r->text(0, 0);
-      a.scram_sha256 = auth::decode_verifier(r->text(0, 1)).value_or(auth::ScramVerifier{});
-      a.scram_sha1 = auth::decode_verifier(r->text(0, 2)).value_or(auth::ScramVerifier{});
-      has_sealed = !r->is_null(0, 3);
-      sealed = r->bytea(0, 3);
-      a.policy = auth::resolve_policy(row_policy(*r, 0, 4), *defaults);
-      Policy own;
-      row_login_limits(*r, 0, 8, own);
-      a.login_delay = own.login_delay;
-      a.expire_days = own.expire_days;
-      a.last_login = r->opt_integer(0, 10);
-      if (!r->is_null(0, 11)) a.mail_location = r->text(0, 11);
-    }
+    // AccountCodec::unknown_user) like a known user's password copy (issue
+    // 17 item 11).
+    if (r->size() > 0) row = auth::read_account_row(PgRow{*r});
     auto dev = exec(c, "SELECT name, sealed FROM device_secrets WHERE user_name = $1 ORDER BY name",
                     {Param::text(user)}, "looking up device secrets");
     if (!dev) return dev.error();
-    for (int i = 0; i < dev->size(); ++i)
-      sealed_devices.emplace_back(dev->text(i, 0), dev->bytea(i, 1));
+    devices = sealed_devices(*dev);
   }
-  if (unknown) return unknown_user(user);
-  if (has_sealed && !a.policy.device_secrets_only) {
-    auto opened = box_.open(sealed, user);
-    if (!opened) {
-      return make_error(Errc::permanent, "stored password of user " + std::string(user) +
-                                             " cannot be decrypted: " + opened.error().message);
-    }
-    a.password = std::move(*opened);
-  }
-  for (const auto& [name, blob] : sealed_devices) {
-    auto opened = box_.open(blob, device_aad(user, name));
-    if (!opened) {
-      return make_error(Errc::permanent, "device secret " + name + " of user " + std::string(user) +
-                                             " cannot be decrypted: " + opened.error().message);
-    }
-    a.device_secrets.push_back({name, std::move(*opened)});
-  }
-  return a;
+  if (!row) return codec_.unknown_user(user);
+  return codec_.unseal(user, std::move(*row), defaults, devices);
 }
 
 Result<bool> PgCredentialStore::has_user(std::string_view user) {
@@ -362,91 +336,57 @@ Result<bool> PgCredentialStore::has_user(std::string_view user) {
 }
 
 Result<void> PgCredentialStore::add(std::string_view user, std::string_view password) {
-  if (!auth::is_valid_username(user)) {
-    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
-  }
-  auto derived = auth::derive_password(password);
-  if (!derived) return derived.error();
-  auto sealed = box_.seal(password, user);
+  if (!auth::is_valid_username(user)) return auth::invalid_user_name(user);
+  auto sealed = codec_.seal_password(user, password);
   if (!sealed) return sealed.error();
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
-  pg_conn* c = lease->get();
-  auto defaults = default_policy_on(c);
-  if (!defaults) return defaults.error();
-  const bool keep_copy = !auth::resolve_policy(Policy{}, *defaults).device_secrets_only;
-  auto r = exec(c,
-                "INSERT INTO users (name, created, updated, password_hash, scram_sha256,"
-                " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, $4, $5, $6)",
-                {Param::text(user), Param::integer(now()), Param::text(derived->hash),
-                 Param::text(auth::encode_verifier(derived->scram_sha256)),
-                 Param::text(auth::encode_verifier(derived->scram_sha1)),
-                 keep_copy ? Param::bytes(*sealed) : Param::null()},
-                "adding user");
-  if (!r && r.error().code == Errc::exists) {
-    return make_error(Errc::exists, "user already exists: " + std::string(user));
-  }
+  auto r = write_password(lease->get(),
+                          "INSERT INTO users (name, created, updated, password_hash,"
+                          " scram_sha256, scram_sha1, sealed_password)"
+                          " VALUES ($1, $2, $2, $3, $4, $5, $6)",
+                          user, *sealed, false, "adding user");
+  if (!r && r.error().code == Errc::exists) return auth::user_exists(user);
   if (!r) return r.error();
   return {};
 }
 
 Result<void> PgCredentialStore::set_password(std::string_view user, std::string_view password) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   {
-    // As in the SQLite store: only the device secrets matter here; one that
-    // cannot be decrypted cannot equal anything.
-    std::vector<std::pair<std::string, std::string>> sealed_devices;
+    // As in the SQLite store: only the device secrets matter here.
+    std::vector<auth::SealedDevice> devices;
     {
       auto lease = pool_->acquire();
       if (!lease) return lease.error();
       auto dev = exec(lease->get(), "SELECT name, sealed FROM device_secrets WHERE user_name = $1",
                       {Param::text(user)}, "looking up device secrets");
       if (!dev) return dev.error();
-      for (int i = 0; i < dev->size(); ++i) {
-        sealed_devices.emplace_back(dev->text(i, 0), dev->bytea(i, 1));
-      }
+      devices = sealed_devices(*dev);
     }
-    for (const auto& [name, blob] : sealed_devices) {
-      auto opened = box_.open(blob, device_aad(user, name));
-      if (!opened) continue;
-      const bool same = *opened == password;
-      OPENSSL_cleanse(opened->data(), opened->size());
-      if (same) return make_error(Errc::invalid, "the password equals device secret " + name);
-    }
+    if (auto r = codec_.check_differs_from_devices(user, password, devices); !r) return r;
   }
-  auto derived = auth::derive_password(password);
-  if (!derived) return derived.error();
-  auto sealed = box_.seal(password, user);
+  auto sealed = codec_.seal_password(user, password);
   if (!sealed) return sealed.error();
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
-  pg_conn* c = lease->get();
-  auto defaults = default_policy_on(c);
-  if (!defaults) return defaults.error();
-  auto own = user_policy_on(c, user);
-  if (!own) return own.error();
-  const bool keep_copy = !auth::resolve_policy(*own, *defaults).device_secrets_only;
-  auto r = exec(c,
-                "UPDATE users SET updated = $2, password_hash = $3, scram_sha256 = $4,"
-                " scram_sha1 = $5, sealed_password = $6 WHERE name = $1",
-                {Param::text(user), Param::integer(now()), Param::text(derived->hash),
-                 Param::text(auth::encode_verifier(derived->scram_sha256)),
-                 Param::text(auth::encode_verifier(derived->scram_sha1)),
-                 keep_copy ? Param::bytes(*sealed) : Param::null()},
-                "changing password");
+  auto r = write_password(lease->get(),
+                          "UPDATE users SET updated = $2, password_hash = $3, scram_sha256 = $4,"
+                          " scram_sha1 = $5, sealed_password = $6 WHERE name = $1",
+                          user, *sealed, true, "changing password");
   if (!r) return r.error();
-  if (r->affected() == 0) return no_user(user);
+  if (r->affected() == 0) return no_such_user(user);
   return {};
 }
 
 Result<void> PgCredentialStore::remove(std::string_view user) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r =
       exec(lease->get(), "DELETE FROM users WHERE name = $1", {Param::text(user)}, "removing user");
   if (!r) return r.error();
-  if (r->affected() == 0) return no_user(user);
+  if (r->affected() == 0) return no_such_user(user);
   return {};
 }
 
@@ -464,30 +404,14 @@ Result<std::vector<auth::UserRecord>> PgCredentialStore::list() {
                 {}, "listing users");
   if (!r) return r.error();
   std::vector<auth::UserRecord> out;
-  for (int i = 0; i < r->size(); ++i) {
-    auth::UserRecord u;
-    u.name = r->text(i, 0);
-    u.created = r->integer(i, 1);
-    u.updated = r->integer(i, 2);
-    u.device_secrets = static_cast<std::size_t>(r->integer(i, 3));
-    u.has_password_copy = r->opt_boolean(i, 4).value_or(false);
-    u.policy = row_policy(*r, i, 5);
-    row_login_limits(*r, i, 9, u.policy);
-    u.last_login = r->opt_integer(i, 11);
-    u.foreign_scheme = auth::foreign_scheme(r->text(i, 12));
-    if (!r->is_null(i, 13)) u.mail_location = r->text(i, 13);
-    out.push_back(std::move(u));
-  }
+  for (int i = 0; i < r->size(); ++i) out.push_back(auth::read_user_record(PgRow{*r, i}));
   return out;
 }
 
 Result<void> PgCredentialStore::add_device_secret(std::string_view user, std::string_view name,
                                                   std::string_view secret) {
-  if (!auth::is_valid_secret_name(name)) {
-    return make_error(Errc::invalid, "invalid secret name (1-32 of A-Z a-z 0-9 . _ -)");
-  }
-  if (secret.empty()) return make_error(Errc::invalid, "empty secret");
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (auto r = auth::check_new_device_secret(name, secret); !r) return r;
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   std::string hash;
   {
     auto lease = pool_->acquire();
@@ -495,13 +419,11 @@ Result<void> PgCredentialStore::add_device_secret(std::string_view user, std::st
     auto r = exec(lease->get(), "SELECT password_hash FROM users WHERE name = $1",
                   {Param::text(user)}, "looking up user");
     if (!r) return r.error();
-    if (r->size() == 0) return no_user(user);
+    if (r->size() == 0) return no_such_user(user);
     hash = r->text(0, 0);
   }
-  if (auth::verify_password_hash(hash, secret)) {
-    return make_error(Errc::invalid, "a device secret must differ from the account password");
-  }
-  auto sealed = box_.seal(secret, device_aad(user, name));
+  if (auto r = auth::check_differs_from_password(hash, secret); !r) return r;
+  auto sealed = codec_.seal_device_secret(user, name, secret);
   if (!sealed) return sealed.error();
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
@@ -511,10 +433,8 @@ Result<void> PgCredentialStore::add_device_secret(std::string_view user, std::st
            " VALUES ($1, $2, $3, $4)",
            {Param::text(user), Param::text(name), Param::bytes(*sealed), Param::integer(now())},
            "adding device secret");
-  if (!r && r.error().code == Errc::exists) {
-    return make_error(Errc::exists, "secret " + std::string(name) + " already exists");
-  }
-  if (!r && r.error().code == Errc::not_found) return no_user(user);
+  if (!r && r.error().code == Errc::exists) return auth::device_secret_exists(name);
+  if (!r && r.error().code == Errc::not_found) return no_such_user(user);
   if (!r) return r.error();
   return {};
 }
@@ -523,7 +443,7 @@ Result<std::vector<auth::DeviceSecretInfo>> PgCredentialStore::device_secrets(
     std::string_view user) {
   auto exists = has_user(user);
   if (!exists) return exists.error();
-  if (!*exists) return no_user(user);
+  if (!*exists) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r = exec(lease->get(),
@@ -539,26 +459,25 @@ Result<std::vector<auth::DeviceSecretInfo>> PgCredentialStore::device_secrets(
 Result<void> PgCredentialStore::revoke_device_secret(std::string_view user, std::string_view name) {
   auto exists = has_user(user);
   if (!exists) return exists.error();
-  if (!*exists) return no_user(user);
+  if (!*exists) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "DELETE FROM device_secrets WHERE user_name = $1 AND name = $2",
                 {Param::text(user), Param::text(name)}, "revoking device secret");
   if (!r) return r.error();
-  if (r->affected() == 0)
-    return make_error(Errc::not_found, "no secret named " + std::string(name));
+  if (r->affected() == 0) return auth::no_such_device_secret(name);
   return {};
 }
 
 Result<Policy> PgCredentialStore::policy(std::string_view user) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   return user_policy_on(lease->get(), user);
 }
 
 Result<void> PgCredentialStore::set_policy(std::string_view user, const Policy& policy) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   if (auto r = auth::check_login_limits(policy); !r) return r;
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
@@ -566,16 +485,14 @@ Result<void> PgCredentialStore::set_policy(std::string_view user, const Policy& 
   Transaction tx(c);
   if (auto r = tx.begin(); !r) return r;
   std::vector<Param> ps{Param::text(user)};
-  push_policy(ps, policy);
-  ps.push_back(Param::opt_integer(policy.login_delay));
-  ps.push_back(Param::opt_integer(policy.expire_days));
+  push_policy(ps, auth::policy_columns(policy), true);
   auto r = exec(c,
                 "UPDATE users SET mechanisms = $2, device_secrets_only = $3,"
                 " apop_requires_tls = $4, require_tls = $5, login_delay = $6,"
                 " expire_days = $7 WHERE name = $1",
                 ps, "setting policy");
   if (!r) return r.error();
-  if (r->affected() == 0) return no_user(user);
+  if (r->affected() == 0) return no_such_user(user);
   if (auto d = drop_copies_on(c); !d) return d;
   return tx.commit();
 }
@@ -587,18 +504,14 @@ Result<Policy> PgCredentialStore::default_policy() {
 }
 
 Result<void> PgCredentialStore::set_default_policy(const Policy& policy) {
-  if (policy.login_delay || policy.expire_days) {
-    return make_error(Errc::invalid,
-                      "LOGIN-DELAY and EXPIRE are per account; their defaults are apop serve "
-                      "settings (login_delay, expire)");
-  }
+  if (auto r = auth::check_default_policy(policy); !r) return r;
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   pg_conn* c = lease->get();
   Transaction tx(c);
   if (auto r = tx.begin(); !r) return r;
   std::vector<Param> ps;
-  push_policy(ps, policy);
+  push_policy(ps, auth::policy_columns(policy), false);
   auto r = exec(c,
                 "UPDATE policy_defaults SET mechanisms = $1, device_secrets_only = $2,"
                 " apop_requires_tls = $3, require_tls = $4 WHERE id = 1",
@@ -609,19 +522,15 @@ Result<void> PgCredentialStore::set_default_policy(const Policy& policy) {
 }
 
 Result<void> PgCredentialStore::record_login(std::string_view user, std::int64_t when) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "UPDATE users SET last_login = $2 WHERE name = $1",
                 {Param::text(user), Param::integer(when)}, "recording login");
   if (!r) return r.error();
-  if (r->affected() == 0) return no_user(user);
+  if (r->affected() == 0) return no_such_user(user);
   return {};
 }
-
-}  // namespace apop::pg
-
-namespace apop::pg {
 
 // As the SQLite store: the foreign hash goes into password_hash; empty
 // verifier columns decode to unusable verifiers, so SCRAM fails as for a
@@ -629,9 +538,7 @@ namespace apop::pg {
 // first plaintext login upgrades the account.
 Result<void> PgCredentialStore::import_foreign_hash(std::string_view user, std::string_view hash,
                                                     bool replace) {
-  if (!auth::is_valid_username(user)) {
-    return make_error(Errc::invalid, "invalid user name: " + std::string(user));
-  }
+  if (!auth::is_valid_username(user)) return auth::invalid_user_name(user);
   if (!auth::is_foreign_hash(hash)) return make_error(Errc::invalid, "not an imported hash");
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
@@ -644,35 +551,32 @@ Result<void> PgCredentialStore::import_foreign_hash(std::string_view user, std::
                           " scram_sha1, sealed_password) VALUES ($1, $2, $2, $3, '', '', NULL)";
   auto r = exec(lease->get(), sql, {Param::text(user), Param::integer(now()), Param::text(hash)},
                 "importing user");
-  if (!r && r.error().code == Errc::exists) {
-    return make_error(Errc::exists, "user already exists: " + std::string(user));
-  }
+  if (!r && r.error().code == Errc::exists) return auth::user_exists(user);
   if (!r) return r.error();
   return {};
 }
 
 Result<std::optional<std::string>> PgCredentialStore::mail_location(std::string_view user) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "SELECT mail_location FROM users WHERE name = $1",
                 {Param::text(user)}, "reading mail location");
   if (!r) return r.error();
-  if (r->size() == 0) return no_user(user);
+  if (r->size() == 0) return no_such_user(user);
   if (r->is_null(0, 0)) return std::optional<std::string>{};
   return std::optional<std::string>{r->text(0, 0)};
 }
 
 Result<void> PgCredentialStore::set_mail_location(std::string_view user,
                                                   const std::optional<std::string>& location) {
-  if (!auth::is_valid_username(user)) return no_user(user);
+  if (!auth::is_valid_username(user)) return no_such_user(user);
   auto lease = pool_->acquire();
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "UPDATE users SET mail_location = $2 WHERE name = $1",
-                {Param::text(user), location ? Param::text(*location) : Param::null()},
-                "setting mail location");
+                {Param::text(user), opt_text(location)}, "setting mail location");
   if (!r) return r.error();
-  if (r->affected() == 0) return no_user(user);
+  if (r->affected() == 0) return no_such_user(user);
   return {};
 }
 

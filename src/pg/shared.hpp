@@ -1,6 +1,6 @@
 // What several apop servers share through PostgreSQL (docs/scaling.md):
 //  - PgCredentialStore: the account database, the same CredentialStore
-//    contract as SqliteCredentialStore (auth/credential_store.hpp), secrets
+//    contract as SqliteCredentialStore (auth/sqlite_credential_store.hpp), secrets
 //    sealed with the same SecretBox (DATA/secret.key, identical on every
 //    server);
 //  - PgFailureTracker: the failed-login counters and blocks of the
@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 
+#include "auth/account_codec.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/throttle.hpp"
 #include "pg/pool.hpp"
@@ -82,10 +83,8 @@ class PgCredentialStore final : public auth::CredentialStore {
 
  private:
   PgCredentialStore(std::shared_ptr<Pool> pool, auth::SecretBox box);
-  Error unknown_user(std::string_view user) const;
   std::shared_ptr<Pool> pool_;
-  auth::SecretBox box_;
-  std::string dummy_sealed_;
+  const auth::AccountCodec codec_;
 };
 
 // The failed-login state in PostgreSQL: one row per failure (kind 'a' for

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "auth/authenticator.hpp"
-#include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/memory_credential_store.hpp"
 
 namespace apop::auth {
 namespace {

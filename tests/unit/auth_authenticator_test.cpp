@@ -6,8 +6,8 @@
 
 #include "auth/base64.hpp"
 #include "auth/challenge.hpp"
-#include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/sasl_crypto.hpp"
 
 namespace apop::auth {

@@ -17,8 +17,9 @@
 #include <vector>
 
 #include "auth/authenticator.hpp"
-#include "auth/credential_store.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/sqlite_credential_store.hpp"
 #include "temp_dir.hpp"
 
 namespace apop::auth {

@@ -8,10 +8,11 @@
 
 #include "auth/authenticator.hpp"
 #include "auth/base64.hpp"
-#include "auth/credential_store.hpp"
 #include "auth/foreign_hash.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/password_hash.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/sqlite_credential_store.hpp"
 #include "auth/user_import.hpp"
 #include "common/limits.hpp"
 #include "temp_dir.hpp"

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <string>
 
-#include "auth/credential_store.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/sqlite_credential_store.hpp"
 #include "temp_dir.hpp"
 
 namespace apop::auth {

@@ -13,9 +13,10 @@
 #include <thread>
 
 #include "auth/authenticator.hpp"
-#include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/secret_box.hpp"
+#include "auth/sqlite_credential_store.hpp"
 #include "common/limits.hpp"
 #include "temp_dir.hpp"
 

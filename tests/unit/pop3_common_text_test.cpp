@@ -86,5 +86,16 @@ TEST(Printable, TokenForKeyValueLogs) {
   EXPECT_EQ(printable("~!", token), "~!");
 }
 
+TEST(Trim, BlanksByDefaultOtherOctetsOnRequest) {
+  EXPECT_EQ(trim(" \t apop , user\t "), "apop , user");
+  EXPECT_EQ(trim(" \t "), "");
+  EXPECT_EQ(trim(""), "");
+  EXPECT_EQ(trim("\r x \r"), "\r x \r");  // only blanks by default
+  EXPECT_EQ(trim("..x..", "."), "x");
+  EXPECT_EQ(trim_right(" x \r\t\r", " \t\r"), " x");
+  EXPECT_EQ(trim_right("x"), "x");
+  static_assert(trim(" a ") == "a");
+}
+
 }  // namespace
 }  // namespace apop

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "auth/authenticator.hpp"
-#include "auth/credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "pop3/session.hpp"
 #include "store/memory.hpp"
 
