@@ -134,6 +134,18 @@ def tree_cpu(root: int) -> float:
     return total / CLK_TCK
 
 
+def tree_tasks(root: int) -> dict:
+    """Processes and threads of the tree."""
+    procs = threads = 0
+    for pid in tree_pids(root):
+        try:
+            threads += len(os.listdir(f"/proc/{pid}/task"))
+            procs += 1
+        except OSError:
+            pass
+    return {"processes": procs, "threads": threads}
+
+
 def tree_mem(root: int) -> dict:
     """Pss and Rss (KiB) summed over the tree, and the process count."""
     pss = rss = n = 0
@@ -301,22 +313,37 @@ class ApopServer(LocalServer):
             self.logf.close()
 
 
+def build_floor(source: str, libs: list[str], root: str, cache: str) -> str:
+    """Compiles bench/SOURCE (-O2) once per version of its text and of the compiler: the
+    binary is kept in the cache directory (else in the run's tree)."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    path = os.path.join(REPO, "bench", source)
+    with open(path, "rb") as f:
+        h = hashlib.sha256(f.read())
+    h.update(subprocess.run([cxx, "--version"], stdout=subprocess.PIPE).stdout)
+    h.update(" ".join(libs).encode())
+    where = cache or root
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    binary = os.path.join(where, f"{source.rsplit('.', 1)[0]}-{h.hexdigest()[:16]}")
+    if not os.path.exists(binary):
+        tmp = f"{binary}.tmp{os.getpid()}"
+        subprocess.run([cxx, "-O2", "-std=c++20", "-o", tmp, path, *libs], check=True)
+        os.rename(tmp, binary)
+    return binary
+
+
 class FloorServer(LocalServer):
     """bench/pop3_floor.cpp: canned replies over the same TCP exchange, no work at all --
     what the kernel charges any server per session on this machine (test 1)."""
     name = "floor"
 
-    def __init__(self, root: str):
-        self.root = root
-        self.bin = os.path.join(root, "pop3_floor")
+    def __init__(self, root: str, cache: str = ""):
+        self.root, self.cache = root, cache
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def start(self) -> "FloorServer":
-        if not os.path.exists(self.bin):
-            cxx = shutil.which("c++") or shutil.which("g++")
-            subprocess.run([cxx, "-O2", "-std=c++20", "-o", self.bin,
-                            os.path.join(REPO, "bench", "pop3_floor.cpp")], check=True)
+        self.bin = build_floor("pop3_floor.cpp", [], self.root, self.cache)
         self.port = free_port()
         self.proc = subprocess.Popen([self.bin, str(self.port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
@@ -330,9 +357,8 @@ class TlsFloorServer(FloorServer):
     session (test 7)."""
     name = "floor"
 
-    def __init__(self, root: str, cert: str, key: str):
-        super().__init__(root)
-        self.bin = os.path.join(root, "tls_floor")
+    def __init__(self, root: str, cert: str, key: str, cache: str = ""):
+        super().__init__(root, cache)
         self.cert, self.key = cert, key
 
     @property
@@ -340,11 +366,7 @@ class TlsFloorServer(FloorServer):
         return self.port
 
     def start(self) -> "TlsFloorServer":
-        if not os.path.exists(self.bin):
-            cxx = shutil.which("c++") or shutil.which("g++")
-            subprocess.run([cxx, "-O2", "-std=c++20", "-o", self.bin,
-                            os.path.join(REPO, "bench", "tls_floor.cpp"), "-lssl", "-lcrypto"],
-                           check=True)
+        self.bin = build_floor("tls_floor.cpp", ["-lssl", "-lcrypto"], self.root, self.cache)
         self.port = free_port()
         self.proc = subprocess.Popen([self.bin, str(self.port), self.cert, self.key],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -663,7 +685,7 @@ class Compare:
 
         # (1) sessions/s: connect, APOP, STAT, QUIT.
         if self.wanted(1):
-            floor = FloorServer(self.root).start()
+            floor = FloorServer(self.root, self.a.cache).start()
             self.servers.append(floor)
             self.results["floor"] = {}
             for conc in (1, s["concurrency"]):
@@ -763,10 +785,10 @@ class Compare:
         # servers and the TLS cost floor. The client does not verify the certificate: the
         # server's work is the same, the client's (on the same cores) smaller.
         if self.wanted(7):
-            floor = TlsFloorServer(self.root, self.cert, self.key).start()
+            floor = TlsFloorServer(self.root, self.cert, self.key, self.a.cache).start()
             self.servers.append(floor)
             self.results["tls_floor"] = {}
-            for conc in (1, s["tls_concurrency"]):
+            for conc in sorted({1, s["tls_concurrency"]}):
                 rate, cpu, p99 = {}, {}, {}
                 for srv in [floor] + servers:
                     r, c = self.measured(srv, srv.tls_port, "--workload", "stat", "--sessions",
@@ -805,6 +827,11 @@ class Compare:
             log(f"6. {n} idle: {self.results['apop_idle']}")
             if not m["ok"]:
                 self.problem(f"6: held={m['held']} errors={m['errors']} {m['stderr']}")
+        # What each apop server ran as at the end (a variant's flags may change it:
+        # --auth-threads, --workers).
+        for srv in servers:
+            if isinstance(srv, ApopServer) and srv.proc is not None:
+                self.results["apop_servers"][srv.name].update(tree_tasks(srv.pid))
         return self.results
 
     def fetch_race(self, apop: ApopServer) -> dict:
@@ -971,14 +998,14 @@ def ratio_pairs(values: dict) -> list[tuple[str, str]]:
 
 
 def table(results: dict) -> str:
-    names = sorted({n for r in results["rows"] for n in r["values"]} |
-                   {"apop", "dovecot-stock", "dovecot-tuned"}, key=server_rank)
+    names = sorted({n for r in results["rows"] for n, v in r["values"].items() if v is not None}
+                   | {"apop"}, key=server_rank)
     ratio_cols = []
     for r in results["rows"]:
         for k in r.get("ratios", {}):
             if k not in ratio_cols:
                 ratio_cols.append(k)
-    if "apop/dovecot-tuned" not in ratio_cols:
+    if "apop/dovecot-tuned" not in ratio_cols and "dovecot-tuned" in names:
         ratio_cols.insert(0, "apop/dovecot-tuned")
     order = {f"{a}/{b}": i for i, (a, b) in enumerate(ratio_pairs({n: 0 for n in names}))}
     ratio_cols.sort(key=lambda k: order.get(k, len(order)))
@@ -1043,7 +1070,9 @@ def table(results: dict) -> str:
         out.append("apop servers:")
         for n, x in servers.items():
             var = f" (variant {x['variant']})" if x.get("variant") else ""
-            out.append(f"   {n}{var}: {x['binary']} serve ... {shlex.join(x['flags'])}")
+            tasks = (f" ({x['processes']} processes, {x['threads']} threads)"
+                     if "threads" in x else "")
+            out.append(f"   {n}{var}: {x['binary']} serve ... {shlex.join(x['flags'])}{tasks}")
     f = results.get("fetch")
     if f:
         out.append("")
