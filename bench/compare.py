@@ -2,6 +2,8 @@
 """Side-by-side POP3 benchmark: `apop serve` against Dovecot (issue 7).
 
     bench/compare.py --apop build/release/apop [--quick] [--json OUT] [--only 1,2,...]
+    bench/compare.py --only 7 --tls-key rsa4096 --apop-variants "w1=--workers 1" "w2=--workers 2"
+    bench/compare.py --only 1,7 --apop-baseline /path/to/old/apop
 
 Builds identical users and identical Maildirs (hard links of one set of files)
 for apop and for two Dovecot instances -- Dovecot's stock process model and a
@@ -16,6 +18,13 @@ from /proc/PID/stat before and after a run, plus the master's cutime+cstime
 (children that exited meanwhile: Dovecot's per-session processes). Memory is
 the sum of Pss over the tree from /proc/PID/smaps_rollup.
 
+Test 7 runs implicit-TLS sessions (handshake, APOP, STAT, QUIT) against the same
+servers and against the TLS cost floor (bench/tls_floor.cpp: apop's TLS context and
+canned replies), with a certificate this script makes (--tls-key). More apop servers can
+run in the same tests: variants of the flags of `apop serve` (--apop-variants, e.g. a
+scaling measurement) and another binary (--apop-baseline, e.g. the previous release); the
+table then has a column for each and their ratios.
+
 Sizes come from flags or the environment (BENCH_<NAME>, e.g. BENCH_BIG=1000);
 --quick selects tiny ones for a smoke run (CI: tests/interop/test_bench_compare.py).
 """
@@ -28,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -42,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "interop"))
 
-from dovecot import DOVECOT, Dovecot, dovecot_available, free_port, make_cert  # noqa: E402
+from dovecot import DOVECOT, Dovecot, dovecot_available, free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -61,7 +71,18 @@ SIZES = {
     "fetch": (2000, 20, "messages of the fetch run"),
     "apop_idle": (10_000, 16, "idle sessions against apop alone (logged in: as many as there "
                               "are users, the others before login)"),
+    "tls_concurrency": (48, 4, "the high-concurrency implicit-TLS sessions/s run (test 7)"),
+    "tls_duration": (10.0, 0.5, "seconds each implicit-TLS sessions/s run lasts (test 7)"),
 }
+
+# --tls-key: the key of the certificate every server gets (openssl req -newkey ...).
+TLS_KEYS = {
+    "rsa2048": ["-newkey", "rsa:2048"],
+    "rsa4096": ["-newkey", "rsa:4096"],
+    "ec256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+}
+
+TESTS = range(1, 8)
 
 
 def log(msg: str) -> None:
@@ -111,6 +132,18 @@ def tree_cpu(root: int) -> float:
         if pid == root:
             total += int(f[13]) + int(f[14])
     return total / CLK_TCK
+
+
+def tree_tasks(root: int) -> dict:
+    """Processes and threads of the tree."""
+    procs = threads = 0
+    for pid in tree_pids(root):
+        try:
+            threads += len(os.listdir(f"/proc/{pid}/task"))
+            procs += 1
+        except OSError:
+            pass
+    return {"processes": procs, "threads": threads}
 
 
 def tree_mem(root: int) -> dict:
@@ -190,9 +223,28 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
+def make_bench_cert(directory: str, kind: str) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1 with a key of `kind` (TLS_KEYS)."""
+    cert = os.path.join(directory, f"bench-{kind}-cert.pem")
+    key = os.path.join(directory, f"bench-{kind}-key.pem")
+    subprocess.run(["openssl", "req", "-x509", *TLS_KEYS[kind], "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "30", "-subj", "/CN=localhost/O=bench",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+def wait_port(port: int, timeout: float = 20, proc: subprocess.Popen | None = None,
+              log_path: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = ""
+            if log_path:
+                with open(log_path, errors="replace") as f:
+                    tail = f.read()[-1500:]
+            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before listening on "
+                               f"{port}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -221,13 +273,17 @@ class LocalServer:
 
 
 class ApopServer(LocalServer):
-    name = "apop"
+    """`apop serve` of one binary with extra flags: the apop under test ("apop"), a variant
+    of its flags ("apop:NAME", --apop-variants) or another binary ("apop-baseline")."""
 
-    def __init__(self, apop: str, data: str, cert: str, key: str, root: str):
+    def __init__(self, apop: str, data: str, cert: str, key: str, root: str,
+                 name: str = "apop", flags: list[str] | None = None):
         self.apop, self.data, self.cert, self.key = apop, data, cert, key
+        self.name = name
+        self.flags = list(flags or [])
         self.port = self.tls_port = 0
         self.ca = cert
-        self.log_path = os.path.join(root, "apop-serve.log")
+        self.log_path = os.path.join(root, name.replace(":", "-") + "-serve.log")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ApopServer":
@@ -238,13 +294,17 @@ class ApopServer(LocalServer):
                 "--max-connections", "0", "--max-connections-per-address", "0",
                 "--max-sessions-per-user", "0", "--auth-failure-delay-ms", "0",
                 "--block-after-failures", "0", "--login-timeout", "3600",
-                "--login-deadline", "3600"]
+                "--login-deadline", "3600", *self.flags]
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf, preexec_fn=raise_nofile,
                                      start_new_session=True)
-        wait_port(self.port)
-        wait_port(self.tls_port)
+        try:
+            wait_port(self.port, proc=self.proc, log_path=self.log_path)
+            wait_port(self.tls_port, proc=self.proc, log_path=self.log_path)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -253,22 +313,37 @@ class ApopServer(LocalServer):
             self.logf.close()
 
 
+def build_floor(source: str, libs: list[str], root: str, cache: str) -> str:
+    """Compiles bench/SOURCE (-O2) once per version of its text and of the compiler: the
+    binary is kept in the cache directory (else in the run's tree)."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    path = os.path.join(REPO, "bench", source)
+    with open(path, "rb") as f:
+        h = hashlib.sha256(f.read())
+    h.update(subprocess.run([cxx, "--version"], stdout=subprocess.PIPE).stdout)
+    h.update(" ".join(libs).encode())
+    where = cache or root
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    binary = os.path.join(where, f"{source.rsplit('.', 1)[0]}-{h.hexdigest()[:16]}")
+    if not os.path.exists(binary):
+        tmp = f"{binary}.tmp{os.getpid()}"
+        subprocess.run([cxx, "-O2", "-std=c++20", "-o", tmp, path, *libs], check=True)
+        os.rename(tmp, binary)
+    return binary
+
+
 class FloorServer(LocalServer):
     """bench/pop3_floor.cpp: canned replies over the same TCP exchange, no work at all --
     what the kernel charges any server per session on this machine (test 1)."""
     name = "floor"
 
-    def __init__(self, root: str):
-        self.root = root
-        self.bin = os.path.join(root, "pop3_floor")
+    def __init__(self, root: str, cache: str = ""):
+        self.root, self.cache = root, cache
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def start(self) -> "FloorServer":
-        if not os.path.exists(self.bin):
-            cxx = shutil.which("c++") or shutil.which("g++")
-            subprocess.run([cxx, "-O2", "-std=c++20", "-o", self.bin,
-                            os.path.join(REPO, "bench", "pop3_floor.cpp")], check=True)
+        self.bin = build_floor("pop3_floor.cpp", [], self.root, self.cache)
         self.port = free_port()
         self.proc = subprocess.Popen([self.bin, str(self.port)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
@@ -276,10 +351,35 @@ class FloorServer(LocalServer):
         return self
 
 
-class BenchDovecot(Dovecot):
-    """Dovecot with limits raised for the benchmark; tuned adds long-lived processes."""
+class TlsFloorServer(FloorServer):
+    """bench/tls_floor.cpp: apop's TLS context and certificate, the same handshakes and
+    canned replies, no other work -- what OpenSSL and the kernel charge per implicit-TLS
+    session (test 7)."""
+    name = "floor"
 
-    def __init__(self, tuned: bool, **kw):
+    def __init__(self, root: str, cert: str, key: str, cache: str = ""):
+        super().__init__(root, cache)
+        self.cert, self.key = cert, key
+
+    @property
+    def tls_port(self) -> int:
+        return self.port
+
+    def start(self) -> "TlsFloorServer":
+        self.bin = build_floor("tls_floor.cpp", ["-lssl", "-lcrypto"], self.root, self.cache)
+        self.port = free_port()
+        self.proc = subprocess.Popen([self.bin, str(self.port), self.cert, self.key],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+
+class BenchDovecot(Dovecot):
+    """Dovecot with limits raised for the benchmark; tuned adds long-lived processes. Its
+    TLS listeners (STLS and pop3s) use the benchmark's certificate."""
+
+    def __init__(self, tuned: bool, cert: str, key: str, **kw):
         extra = ("default_process_limit = 5000\n"
                  "default_client_limit = 10000\n"
                  "default_vsz_limit = 1G\n"
@@ -287,8 +387,11 @@ class BenchDovecot(Dovecot):
         super().__init__(stls=True, implicit_tls=True, extra_config=extra, **kw)
         self.tuned = tuned
         self.name = "dovecot-tuned" if tuned else "dovecot-stock"
+        self.bench_cert, self.bench_key = cert, key
 
     def _config(self) -> str:
+        # Dovecot.start() made a certificate of its own: serve the benchmark's instead.
+        self.cert, self.key = self.bench_cert, self.bench_key
         conf = super()._config()
         if self.tuned:
             conf = conf.replace(
@@ -326,6 +429,7 @@ class Compare:
         self.servers: list = []
         self.only = args.only
         self.results["failures"] = []
+        self.results["tls_key"] = args.tls_key
 
     def problem(self, msg: str) -> None:
         """Something did not run as it should: logged, and listed in the results."""
@@ -339,7 +443,8 @@ class Compare:
         self.users = [(f"u{i:05d}", f"bench-Secret-{i:05d}-xq") for i in
                       range(max(s["users"], s["idle"]))]
         self.dovecot_users = self.users
-        self.cert, self.key = make_cert(self.root, "bench")
+        log(f"making the certificate ({self.a.tls_key})")
+        self.cert, self.key = make_bench_cert(self.root, self.a.tls_key)
         if os.getuid() == 0:
             os.chmod(self.key, 0o644)  # Dovecot's unprivileged login processes read it at start
         self.accounts = os.path.join(self.root, "accounts")
@@ -368,7 +473,35 @@ class Compare:
         for name in os.listdir(master):
             link_tree(os.path.join(master, name), os.path.join(self.apop_data, "mail", name))
         self.master = master
+        # The other apop servers (variants, baseline): a copy of the data directory each
+        # (their own database file and key), the Maildirs hard-linked again.
+        self.other_apop_data = {}
+        for name, _, _ in self.other_apops():
+            self.other_apop_data[name] = self.copy_apop_data(name)
         log(f"setup took {time.monotonic() - t0:.1f} s")
+
+    def other_apops(self) -> list[tuple[str, str, list[str]]]:
+        """(name, binary, serve flags) of every apop server besides the main one: the
+        variants after the first (--apop-variants; the first is the main one) and the
+        baseline binary (--apop-baseline)."""
+        out = [(f"apop:{n}", self.apop, self.a.apop_flags + f) for n, f in self.a.variants[1:]]
+        if self.a.apop_baseline:
+            out.append(("apop-baseline", os.path.abspath(self.a.apop_baseline),
+                        self.a.apop_baseline_flags))
+        return out
+
+    def copy_apop_data(self, name: str) -> str:
+        dst = os.path.join(self.root, "apop-data-" + name.replace(":", "-"))
+        os.makedirs(dst, mode=0o700)
+        for entry in os.listdir(self.apop_data):
+            src = os.path.join(self.apop_data, entry)
+            if entry == "mail":
+                link_tree(src, os.path.join(dst, entry))
+            elif os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dst, entry), symlinks=True)
+            else:
+                shutil.copy2(src, os.path.join(dst, entry))
+        return dst
 
     def apop_users(self, users) -> None:
         """Creates the users in apop's data directory, or copies them from the cache: 10,000
@@ -414,7 +547,7 @@ class Compare:
             raise RuntimeError(f"apop user add failed: {err.decode(errors='replace')}")
 
     def start_dovecot(self, tuned: bool) -> BenchDovecot:
-        dv = BenchDovecot(tuned)
+        dv = BenchDovecot(tuned, self.cert, self.key)
         for u, p in self.dovecot_users:
             dv.add_user(u, p)
         for name, secret in self.special.items():
@@ -428,10 +561,12 @@ class Compare:
 
     # -- running apop bench ----------------------------------------------------------------
     def bench(self, port: int, *args: str, tls: bool = False, accounts: str | None = None,
-              timeout: float = 900, ca: str | None = None) -> dict:
+              timeout: float = 900, ca: str | None = None, insecure: bool = False) -> dict:
         argv = [self.apop, "bench", f"127.0.0.1:{port}", "--accounts", accounts or self.accounts,
                 "--json", *args]
-        if tls:
+        if tls and insecure:
+            argv += ["--tls", "--insecure"]
+        elif tls:
             argv += ["--tls", "--ca-file", ca or self.cert]
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
         if p.returncode not in (0, 2):
@@ -495,14 +630,18 @@ class Compare:
     # -- the table --------------------------------------------------------------------------
     def row(self, test: str, metric: str, values: dict, better: str, unit: str = "",
             target: str = "") -> None:
-        """values: server name -> number or None. better: 'higher' or 'lower'."""
-        a, t = values.get("apop"), values.get("dovecot-tuned")
-        ratio = None
-        if a is not None and t is not None and a > 0 and t > 0:
-            ratio = a / t
+        """values: server name -> number or None. better: 'higher' or 'lower'. ratio is
+        apop : tuned Dovecot (what `target` is about); ratios holds every ratio the table
+        shows (ratio_pairs)."""
+        ratios = {}
+        for num, den in ratio_pairs(values):
+            a, b = values.get(num), values.get(den)
+            if a is not None and b is not None and a > 0 and b > 0:
+                ratios[f"{num}/{den}"] = a / b
         self.results["rows"].append({"test": test, "metric": metric, "unit": unit,
-                                     "values": values, "better": better, "ratio": ratio,
-                                     "target": target})
+                                     "values": values, "better": better,
+                                     "ratio": ratios.get("apop/dovecot-tuned"),
+                                     "ratios": ratios, "target": target})
         log(f"{test} {metric}: {values}")
 
     def wanted(self, n: int) -> bool:
@@ -511,9 +650,24 @@ class Compare:
     def run(self) -> dict:
         s = self.sizes
         self.setup()
-        apop = ApopServer(self.apop, self.apop_data, self.cert, self.key, self.root).start()
+        main_flags = self.a.apop_flags + (self.a.variants[0][1] if self.a.variants else [])
+        apop = ApopServer(self.apop, self.apop_data, self.cert, self.key, self.root,
+                          flags=main_flags).start()
         self.servers.append(apop)
         servers = [apop]
+        self.results["apop_servers"] = {"apop": {"binary": self.apop, "flags": main_flags,
+                                                 "variant": (self.a.variants[0][0]
+                                                             if self.a.variants else None)}}
+        for name, binary, flags in self.other_apops():
+            log(f"starting {name}: {binary} serve ... {' '.join(flags)}")
+            srv = ApopServer(binary, self.other_apop_data[name], self.cert, self.key, self.root,
+                             name=name, flags=flags)
+            self.servers.append(srv)
+            srv.start()
+            servers.append(srv)
+            self.results["apop_servers"][name] = {"binary": binary, "flags": flags,
+                                                  "variant": name[5:] if name.startswith(
+                                                      "apop:") else None}
         if self.a.dovecot:
             for tuned in (False, True):
                 log(f"starting {'tuned' if tuned else 'stock'} Dovecot")
@@ -522,13 +676,16 @@ class Compare:
                 servers.append(dv)
         time.sleep(1.0)
         self.results["versions"] = versions(self.apop)
+        if self.a.apop_baseline:
+            self.results["versions"]["apop-baseline"] = versions(
+                os.path.abspath(self.a.apop_baseline), dovecot=False).get("apop")
 
         def port(srv, tls=False):
             return srv.tls_port if tls else srv.port
 
         # (1) sessions/s: connect, APOP, STAT, QUIT.
         if self.wanted(1):
-            floor = FloorServer(self.root).start()
+            floor = FloorServer(self.root, self.a.cache).start()
             self.servers.append(floor)
             self.results["floor"] = {}
             for conc in (1, s["concurrency"]):
@@ -539,7 +696,9 @@ class Compare:
                     "sessions_per_s": r["sessions_per_s"],
                     "cpu_per_session_us": c / ok * 1e6 if ok else None}
                 log(f"1. floor c={conc}: {self.results['floor'][str(conc)]}")
-                rate, cpu, p99 = {}, {}, {}
+                rate = {"floor": r["sessions_per_s"]}
+                cpu = {"floor": c / ok * 1e6 if ok else None}
+                p99 = {"floor": r["latency_ms"]["session"]["p99"]}
                 for srv in servers:
                     r, c = self.measured(srv, port(srv), "--workload", "stat", "--sessions", "0",
                                          "--duration", str(s["duration"]),
@@ -599,7 +758,7 @@ class Compare:
             acct = os.path.join(self.root, "acct-big")
             first, later = {}, {}
             for srv in servers:
-                if srv is apop:
+                if isinstance(srv, ApopServer):
                     # A fresh server: whatever apop keeps in memory is gone.
                     srv.stop()
                     srv.start()
@@ -622,6 +781,40 @@ class Compare:
             self.row(f"4. login+STAT {s['big']} msgs", "later login (median)", later, "lower",
                      "ms", "faster")
 
+        # (7) implicit-TLS sessions/s: connect, TLS handshake, APOP, STAT, QUIT, against the
+        # servers and the TLS cost floor. The client does not verify the certificate: the
+        # server's work is the same, the client's (on the same cores) smaller.
+        if self.wanted(7):
+            floor = TlsFloorServer(self.root, self.cert, self.key, self.a.cache).start()
+            self.servers.append(floor)
+            self.results["tls_floor"] = {}
+            # A few unmeasured sessions first: OpenSSL sets up its algorithms (provider
+            # fetches, tables) on a process's first handshakes, Dovecot's login processes
+            # on their first TLS connection; at the short durations of --quick that
+            # start-up would count as a per-session cost.
+            for srv in [floor] + servers:
+                self.bench(srv.tls_port, "--workload", "stat", "--sessions", "8",
+                           "--concurrency", "2", tls=True, insecure=True)
+            for conc in sorted({1, s["tls_concurrency"]}):
+                rate, cpu, p99 = {}, {}, {}
+                for srv in [floor] + servers:
+                    r, c = self.measured(srv, srv.tls_port, "--workload", "stat", "--sessions",
+                                         "0", "--duration", str(s["tls_duration"]),
+                                         "--concurrency", str(conc), tls=True, insecure=True)
+                    ok = r["sessions_ok"]
+                    rate[srv.name] = r["sessions_per_s"]
+                    cpu[srv.name] = c / ok * 1e6 if ok else None
+                    p99[srv.name] = r["latency_ms"]["session"]["p99"]
+                    if r["sessions_failed"]:
+                        self.problem(f"7 c={conc} {srv.name}: {r['sessions_failed']} failed: "
+                                     f"{r['errors']} {r['error_samples']}")
+                self.results["tls_floor"][str(conc)] = {"sessions_per_s": rate["floor"],
+                                                        "cpu_per_session_us": cpu["floor"]}
+                test = f"7. TLS APOP+STAT c={conc}"
+                self.row(test, "sessions/s", rate, "higher", "/s")
+                self.row(test, "server CPU per session", cpu, "lower", "us", "<= 1/4")
+                self.row(test, "session p99", p99, "lower", "ms")
+
         # (5) apop fetch against fetchmail, same server (apop serve).
         if self.wanted(5):
             self.results["fetch"] = self.fetch_race(apop)
@@ -641,6 +834,11 @@ class Compare:
             log(f"6. {n} idle: {self.results['apop_idle']}")
             if not m["ok"]:
                 self.problem(f"6: held={m['held']} errors={m['errors']} {m['stderr']}")
+        # What each apop server ran as at the end (a variant's flags may change it:
+        # --auth-threads, --workers).
+        for srv in servers:
+            if isinstance(srv, ApopServer) and srv.proc is not None:
+                self.results["apop_servers"][srv.name].update(tree_tasks(srv.pid))
         return self.results
 
     def fetch_race(self, apop: ApopServer) -> dict:
@@ -743,14 +941,14 @@ def machine() -> dict:
             "load_before": os.getloadavg()}
 
 
-def versions(apop: str) -> dict:
+def versions(apop: str, dovecot: bool = True) -> dict:
     out = {}
     try:
         out["apop"] = subprocess.run([apop, "--version"], stdout=subprocess.PIPE,
                                      text=True).stdout.strip()
     except OSError:
         pass
-    if dovecot_available():
+    if dovecot and dovecot_available():
         out["dovecot"] = subprocess.run([DOVECOT, "--version"], stdout=subprocess.PIPE,
                                         text=True).stdout.strip()
     return out
@@ -764,11 +962,11 @@ def fmt(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        if v >= 100:
+        if abs(v) >= 100:
             return f"{v:,.0f}"
-        if v >= 10:
+        if abs(v) >= 10:
             return f"{v:.1f}"
-        return f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+        return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3f}"
     return str(v)
 
 
@@ -783,17 +981,53 @@ def verdict(row) -> str:
     return ""
 
 
+def server_rank(name: str) -> tuple:
+    """Column order: apop, its variants, the baseline binary, the floor, Dovecot."""
+    order = ["apop", "apop:", "apop-baseline", "floor", "dovecot-stock", "dovecot-tuned"]
+    key = "apop:" if name.startswith("apop:") else name
+    return (order.index(key) if key in order else len(order), name)
+
+
+def short(name: str) -> str:
+    return {"apop-baseline": "baseline", "dovecot-stock": "dovecot stock",
+            "dovecot-tuned": "tuned"}.get(name, name)
+
+
+def ratio_pairs(values: dict) -> list[tuple[str, str]]:
+    """The ratios a row shows, (numerator, denominator): apop : tuned Dovecot (the targets),
+    each variant : apop and : tuned Dovecot (scaling), apop : the baseline binary (new : old),
+    apop : the cost floor."""
+    pairs = [("apop", "dovecot-tuned")]
+    for name in sorted(values, key=server_rank):
+        if name.startswith("apop:"):
+            pairs += [(name, "apop"), (name, "dovecot-tuned")]
+    return pairs + [("apop", "apop-baseline"), ("apop", "floor")]
+
+
 def table(results: dict) -> str:
-    head = ["test", "metric", "apop", "dovecot stock", "dovecot tuned", "apop/tuned",
-            "target", "verdict"]
+    names = sorted({n for r in results["rows"] for n, v in r["values"].items() if v is not None}
+                   | {"apop"}, key=server_rank)
+    ratio_cols = []
+    for r in results["rows"]:
+        for k in r.get("ratios", {}):
+            if k not in ratio_cols:
+                ratio_cols.append(k)
+    if "apop/dovecot-tuned" not in ratio_cols and "dovecot-tuned" in names:
+        ratio_cols.insert(0, "apop/dovecot-tuned")
+    order = {f"{a}/{b}": i for i, (a, b) in enumerate(ratio_pairs({n: 0 for n in names}))}
+    ratio_cols.sort(key=lambda k: order.get(k, len(order)))
+    head = (["test", "metric"] +
+            [short(n) if n != "dovecot-tuned" else "dovecot tuned" for n in names] +
+            ["/".join(short(x) for x in k.split("/")) for k in ratio_cols] + ["target", "verdict"])
     rows = [head]
     for r in results["rows"]:
         v = r["values"]
         unit = f" {r['unit']}" if r["unit"] else ""
-        rows.append([r["test"], r["metric"] + (f" ({r['unit']})" if unit else ""),
-                     fmt(v.get("apop")), fmt(v.get("dovecot-stock")), fmt(v.get("dovecot-tuned")),
-                     (f"{r['ratio']:.3g}" if r["ratio"] is not None else "-"),
-                     r["target"], verdict(r)])
+        ratios = r.get("ratios", {})
+        rows.append([r["test"], r["metric"] + (f" ({r['unit']})" if unit else "")] +
+                    [fmt(v.get(n)) for n in names] +
+                    [f"{ratios[k]:.3g}" if ratios.get(k) is not None else "-"
+                     for k in ratio_cols] + [r["target"], verdict(r)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
     for i, r in enumerate(rows):
@@ -817,6 +1051,35 @@ def table(results: dict) -> str:
                 line += (f", tuned Dovecot {fmt(t)} us ({fmt(t - fc)} above); "
                          f"1/10 of Dovecot leaves apop {fmt(t / 10 - fc)} us above the floor")
             out.append(line)
+    tf = results.get("tls_floor")
+    if tf:
+        cpu = {r["test"]: r["values"] for r in results["rows"]
+               if r["metric"] == "server CPU per session"}
+        out.append("")
+        out.append("7. TLS cost floor (bench/tls_floor.cpp: apop's TLS context and certificate, "
+                   "the same handshake and exchange with canned replies; server CPU per "
+                   "session):")
+        for conc, f1 in tf.items():
+            v = cpu.get(f"7. TLS APOP+STAT c={conc}", {})
+            fc = f1["cpu_per_session_us"]
+            line = f"   c={conc}: floor {fmt(fc)} us"
+            for n in sorted(v, key=server_rank):
+                if n == "floor" or n == "dovecot-stock" or v[n] is None or fc is None:
+                    continue
+                line += f", {short(n)} {fmt(v[n])} us ({fmt(v[n] - fc)} above)"
+            t = v.get("dovecot-tuned")
+            if t is not None and fc is not None:
+                line += f"; 1/4 of tuned Dovecot is {fmt(t / 4)} us"
+            out.append(line)
+    servers = results.get("apop_servers", {})
+    if len(servers) > 1 or any(x["flags"] for x in servers.values()):
+        out.append("")
+        out.append("apop servers:")
+        for n, x in servers.items():
+            var = f" (variant {x['variant']})" if x.get("variant") else ""
+            tasks = (f" ({x['processes']} processes, {x['threads']} threads)"
+                     if "threads" in x else "")
+            out.append(f"   {n}{var}: {x['binary']} serve ... {shlex.join(x['flags'])}{tasks}")
     f = results.get("fetch")
     if f:
         out.append("")
@@ -841,6 +1104,8 @@ def table(results: dict) -> str:
     out.append("")
     out.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}, "
                f"load average before {m['load_before'][0]:.2f}")
+    if results.get("tls_key"):
+        out.append(f"TLS certificate key: {results['tls_key']}")
     out.append(f"versions: {results.get('versions', {})}")
     for p in results.get("failures", []):
         out.append(f"PROBLEM: {p}")
@@ -854,7 +1119,23 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
     ap.add_argument("--no-dovecot", dest="dovecot", action="store_false",
                     help="apop alone (when Dovecot is not installed)")
-    ap.add_argument("--only", default="", help="comma-separated test numbers (1-6)")
+    ap.add_argument("--only", default="", help="comma-separated test numbers (1-7)")
+    ap.add_argument("--tls-key", choices=sorted(TLS_KEYS), default="rsa2048",
+                    help="key of the certificate every server uses (default rsa2048; rsa4096 "
+                         "makes the server's handshake cost dominate the client's)")
+    ap.add_argument("--apop-flags", default="",
+                    help="extra flags for every `apop serve` of --apop (one string, shell "
+                         "syntax), e.g. --apop-flags='--auth-threads 2'")
+    ap.add_argument("--apop-variants", nargs="+", default=[], metavar="NAME=FLAGS",
+                    help="run the tests against one apop server per variant, each with "
+                         "--apop-flags and its own FLAGS (e.g. \"w1=--workers 1\" "
+                         "\"w2=--workers 2\"); the first is the column 'apop', the others "
+                         "'apop:NAME', with their ratios to apop and to tuned Dovecot")
+    ap.add_argument("--apop-baseline", default="", metavar="PATH",
+                    help="also run the tests against this apop binary (e.g. the previous "
+                         "release) in the same run: column 'baseline', ratio apop/baseline")
+    ap.add_argument("--apop-baseline-flags", default=None,
+                    help="extra `apop serve` flags for the baseline (default: --apop-flags)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR") or default_workdir(),
                     help="where the temporary tree goes (default: /dev/shm when it is a "
@@ -875,8 +1156,26 @@ def main() -> int:
             v = type(full)(os.environ[f"BENCH_{name.upper()}"])
         args.sizes[name] = v if v is not None else (quick if args.quick else full)
     args.only = {int(x) for x in args.only.split(",") if x.strip()}
-    if args.sizes["users"] < args.sizes["concurrency"]:
-        args.sizes["users"] = args.sizes["concurrency"]
+    if not args.only <= set(TESTS):
+        ap.error(f"--only: tests are {TESTS.start}-{TESTS.stop - 1}")
+    args.apop_flags = shlex.split(args.apop_flags)
+    args.apop_baseline_flags = (shlex.split(args.apop_baseline_flags)
+                                if args.apop_baseline_flags is not None else args.apop_flags)
+    args.variants = []
+    for v in args.apop_variants:
+        name, sep, flags = v.partition("=")
+        if not sep or not name or not name.replace("-", "").replace("_", "").isalnum():
+            ap.error(f"--apop-variants: {v!r} is not NAME=FLAGS (NAME: letters, digits, - _)")
+        if name in [n for n, _ in args.variants]:
+            ap.error(f"--apop-variants: {name} given twice")
+        args.variants.append((name, shlex.split(flags)))
+    if args.apop_baseline and not (os.path.isfile(args.apop_baseline)
+                                   and os.access(args.apop_baseline, os.X_OK)):
+        print(f"compare: no apop binary at {args.apop_baseline} (--apop-baseline)",
+              file=sys.stderr)
+        return 1
+    args.sizes["users"] = max(args.sizes["users"], args.sizes["concurrency"],
+                              args.sizes["tls_concurrency"])
     if not (os.path.isfile(args.apop) and os.access(args.apop, os.X_OK)):
         print(f"compare: no apop binary at {args.apop} (build it: make release)", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """Smoke run of the side-by-side benchmark (bench/compare.py --quick): tiny sizes, no
 thresholds. It keeps the harness working: every test of the table runs against apop and
-both Dovecot process models and yields numbers. Skipped without Dovecot, unless CI is set
-(see dovecot.py)."""
+both Dovecot process models (and the cost floors) and yields numbers. Skipped without
+Dovecot, unless CI is set (see dovecot.py). A second run checks the extra apop servers
+(--apop-variants, --apop-baseline) on the TLS test alone, without Dovecot."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class CompareSmokeTest(unittest.TestCase):
         with open(out) as f:
             r = json.load(f)
         tests = {row["test"].split(".")[0] for row in r["rows"]}
-        self.assertEqual(tests, {"1", "2", "3", "4"}, diag)
+        self.assertEqual(tests, {"1", "2", "3", "4", "7"}, diag)
         for row in r["rows"]:
             for server in ("apop", "dovecot-stock", "dovecot-tuned"):
                 v = row["values"].get(server)
@@ -37,10 +38,21 @@ class CompareSmokeTest(unittest.TestCase):
                 if row["metric"] != "PSS per session":  # a difference: noise at tiny sizes
                     self.assertGreaterEqual(v, 0, diag)
         rates = [row for row in r["rows"] if row["metric"] == "sessions/s"]
-        self.assertEqual(len(rates), 2)
+        self.assertEqual(len(rates), 4)
         for row in rates:
+            self.assertEqual(set(row["values"]), {"apop", "floor", "dovecot-stock",
+                                                  "dovecot-tuned"}, diag)
             for v in row["values"].values():
                 self.assertGreater(v, 0, diag)
+        # Test 7 (implicit TLS): the floor's CPU per session and the ratios to it.
+        tls = [row for row in r["rows"] if row["test"].startswith("7.")]
+        self.assertEqual(len(tls), 6, diag)
+        for row in tls:
+            self.assertIsNotNone(row["values"].get("floor"), diag)
+            self.assertIn("apop/floor", row["ratios"], diag)
+            self.assertIn("apop/dovecot-tuned", row["ratios"], diag)
+        self.assertEqual(set(r["tls_floor"]), {"1", "4"}, diag)
+        self.assertEqual(r["tls_key"], "rsa2048")
         f = r["fetch"]
         self.assertEqual(set(f["wall_s"]), {"apop fetch -> maildir", "apop fetch -> mda",
                                             "fetchmail -> mda"}, diag)
@@ -52,7 +64,44 @@ class CompareSmokeTest(unittest.TestCase):
         self.assertGreater(i["logged_in"], 0, diag)
         self.assertGreater(i["pss_mib"], 0)
         text = p.stdout.decode()
-        for needle in ("apop/tuned", "dovecot tuned", "5. fetch", "6. ", "machine:"):
+        for needle in ("apop/tuned", "apop/floor", "dovecot tuned", "5. fetch", "6. ",
+                       "7. TLS cost floor", "machine:"):
+            self.assertIn(needle, text)
+
+    def test_variants_and_baseline(self):
+        """Two variants of `apop serve`'s flags and a baseline binary (here the same one)
+        run test 7 in the same run: a column each, the ratios, and each server ran with its
+        own flags (--auth-threads shows in its thread count)."""
+        out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"compare-var-{os.getpid()}.json")
+        self.addCleanup(lambda: os.path.exists(out) and os.unlink(out))
+        p = subprocess.run([sys.executable, os.path.join(REPO, "bench", "compare.py"),
+                            "--apop", apop_bin(), "--quick", "--only", "7", "--no-dovecot",
+                            "--tls-key", "ec256", "--tls-concurrency", "1",
+                            "--tls-duration", "0.3", "--apop-variants", "a1=--auth-threads 1",
+                            "a3=--auth-threads 3", "--apop-baseline", apop_bin(),
+                            "--json", out],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        diag = f"stdout:\n{p.stdout.decode()}\nstderr:\n{p.stderr.decode()[-4000:]}"
+        self.assertEqual(p.returncode, 0, diag)
+        with open(out) as f:
+            r = json.load(f)
+        self.assertEqual(r["failures"], [], diag)
+        self.assertEqual([row["test"] for row in r["rows"]], ["7. TLS APOP+STAT c=1"] * 3, diag)
+        for row in r["rows"]:
+            self.assertEqual(set(row["values"]), {"apop", "apop:a3", "apop-baseline", "floor"},
+                             diag)
+            self.assertEqual(set(row["ratios"]), {"apop:a3/apop", "apop/apop-baseline",
+                                                  "apop/floor"}, diag)
+            for v in row["values"].values():
+                self.assertGreater(v, 0, diag)
+        s = r["apop_servers"]
+        self.assertEqual(s["apop"]["flags"], ["--auth-threads", "1"], diag)
+        self.assertEqual(s["apop"]["variant"], "a1", diag)
+        self.assertEqual(s["apop:a3"]["flags"], ["--auth-threads", "3"], diag)
+        self.assertEqual(s["apop-baseline"]["flags"], [], diag)
+        self.assertEqual(s["apop:a3"]["threads"] - s["apop"]["threads"], 2, diag)
+        text = p.stdout.decode()
+        for needle in ("apop:a3/apop", "apop/baseline", "apop/floor", "variant a3"):
             self.assertIn(needle, text)
 
 
