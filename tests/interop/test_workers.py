@@ -1,0 +1,253 @@
+"""`apop serve --workers N` (issue 19): a master, one auth process and N network workers.
+
+Logins through the auth process (APOP, USER/PASS, SCRAM), a worker or the auth
+process killed under way (restarted; no mail lost, other sessions untouched),
+SIGTERM drains everything, and a worker's memory holds neither a user's secret
+nor secret.key (read through /proc/PID/mem; the auth process's memory, which
+must hold them, is the positive control).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+import unittest
+
+from apoptest import (ALICE_SECRET, ApopTestCase, in_ci, make_message, needs, unstuff,
+                      wait_until)
+from test_sasl import scram_login
+
+STARTED_RE = re.compile(r"(auth|worker \d+) started pid=(\d+)")
+
+
+def children(srv) -> dict[str, int]:
+    """name -> pid of the latest start of each child, from the master's log."""
+    out: dict[str, int] = {}
+    for line in srv.log().splitlines():
+        m = STARTED_RE.search(line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def socket_inodes(pid: int) -> set[str]:
+    out = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def connection_inode(client_port: int) -> str:
+    """The inode of the server side of the loopback connection from `client_port`."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for row in f.read().splitlines()[1:]:
+                cols = row.split()
+                remote_port = int(cols[2].split(":")[1], 16)
+                if remote_port == client_port and cols[3] == "01" and cols[9] != "0":
+                    return cols[9]
+    raise AssertionError(f"no server socket for client port {client_port}")
+
+
+def worker_of(srv, conn) -> str:
+    """Which worker serves `conn` ("worker N")."""
+    inode = connection_inode(conn.sock.getsockname()[1])
+    for name, pid in children(srv).items():
+        if name.startswith("worker") and alive(pid) and inode in socket_inodes(pid):
+            return name
+    raise AssertionError("no worker holds the connection")
+
+
+def memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:
+    """Which of `needles` occur in the readable memory of `pid`."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            try:
+                mem.seek(lo)
+                chunk = mem.read(hi - lo)
+            except (OSError, ValueError, OverflowError):
+                continue
+            for n in needles:
+                if n in chunk:
+                    found.add(n)
+    return found
+
+
+class WorkersTest(ApopTestCase):
+    def start(self, workers: int = 2, *extra: str):
+        """The server, to be entered with `with` (which starts it)."""
+        srv = self.env.server("--workers", str(workers), *extra)
+        srv.workers = workers
+        return srv
+
+    @staticmethod
+    def ready(srv):
+        wait_until(lambda: len(children(srv)) == srv.workers + 1,
+                   what="the auth process and workers")
+
+    def test_logins_go_through_the_auth_process(self):
+        self.setup_alice([make_message("one", "first\n"), make_message("two", "second\n")])
+        self.env.add_user("bob", "bobs-secret-long-1")
+        with self.start(2) as srv:
+            self.ready(srv)
+            self.assertEqual(len({p for p in children(srv).values()}), 3)
+            for _ in range(6):
+                c = srv.connect()
+                self.assertTrue(c.login("alice", ALICE_SECRET).startswith(b"+OK Logged in, 2"))
+                status, body = c.cmd_multi("RETR 2")
+                self.assertTrue(status.startswith(b"+OK"))
+                self.assertIn(b"second", b"\n".join(unstuff(body)))
+                self.assertEqual(c.quit()[:3], b"+OK")
+            c = srv.connect()
+            self.assertTrue(c.apop("alice", "wrong-secret").startswith(b"-ERR [AUTH]"))
+            self.assertEqual(c.cmd("USER bob"), b"+OK Send your password")
+            self.assertTrue(c.cmd("PASS bobs-secret-long-1").startswith(b"+OK Logged in"))
+            c.quit()
+            c = srv.connect()
+            reply = scram_login(c, "alice", ALICE_SECRET)
+            self.assertTrue(reply.startswith(b"+OK"), reply)
+            c.quit()
+            srv.wait_for_log(r"login failed user=alice mech=APOP .* reason=auth")
+            srv.wait_for_log(r"login ok user=bob mech=USER")
+            srv.wait_for_log(r"login ok user=alice mech=SCRAM-SHA-256")
+
+    def test_a_killed_worker_is_restarted_and_other_sessions_go_on(self):
+        self.setup_alice([make_message(f"m{i}", f"body {i}\n") for i in range(3)])
+        self.env.add_user("bob", "bobs-secret-long-1")
+        self.env.deliver("bob", make_message("b", "bob's\n"))
+        with self.start(2) as srv:
+            self.ready(srv)
+            # Two logged-in sessions, each on a worker; keep the one on the
+            # worker that survives.
+            sessions = []
+            for user, secret in (("alice", ALICE_SECRET), ("bob", "bobs-secret-long-1")):
+                for _ in range(60):
+                    c = srv.connect()
+                    c.login(user, secret)
+                    sessions.append((user, c, worker_of(srv, c)))
+                    if len({w for _, _, w in sessions}) == 2:
+                        break
+                    if len(sessions) < 2:
+                        break
+                    c.quit()
+                    sessions.pop()
+            workers_used = {w for _, _, w in sessions}
+            if len(workers_used) < 2:
+                self.skipTest("every connection went to one worker")  # pragma: no cover
+            (victim_user, victim, victim_worker), (survivor_user, survivor, survivor_worker) = (
+                sessions)
+            victim_pid = children(srv)[victim_worker]
+            self.assertEqual(victim.cmd("DELE 1")[:3], b"+OK")
+            os.kill(victim_pid, signal.SIGKILL)
+            srv.wait_for_log(rf"{victim_worker} pid={victim_pid} killed by signal 9")
+            self.assertTrue(victim.closed_by_server())
+            wait_until(lambda: children(srv)[victim_worker] != victim_pid and alive(
+                children(srv)[victim_worker]), what="the worker's restart")
+            # The other session never noticed.
+            self.assertEqual(survivor.cmd("NOOP"), b"+OK")
+            self.assertEqual(survivor.cmd("DELE 1")[:3], b"+OK")
+            self.assertEqual(survivor.quit()[:3], b"+OK")
+            # The victim's DELE was never committed (no UPDATE): nothing lost,
+            # and its maildrop lock went with the process.
+            expect = {"alice": 3, "bob": 1}
+            expect[survivor_user] -= 1
+            for user, n in expect.items():
+                c = srv.connect()
+                self.assertTrue(c.login(user, ALICE_SECRET if user == "alice" else
+                                        "bobs-secret-long-1").startswith(
+                                            f"+OK Logged in, {n} message".encode()))
+                c.quit()
+
+    def test_a_killed_auth_process_is_restarted(self):
+        self.setup_alice([make_message("one", "first\n")])
+        with self.start(2) as srv:
+            self.ready(srv)
+            before = srv.connect()
+            before.login("alice", ALICE_SECRET)
+            auth_pid = children(srv)["auth"]
+            os.kill(auth_pid, signal.SIGKILL)
+            srv.wait_for_log(rf"auth pid={auth_pid} killed by signal 9")
+            wait_until(lambda: children(srv)["auth"] != auth_pid, what="the auth restart")
+            srv.wait_for_log(r"auth process serving 2 workers", count=2)
+
+            # Every worker gets its new channels: logins work again on each.
+            def logins_ok() -> bool:
+                for _ in range(8):
+                    c = srv.connect()
+                    r = c.apop("alice", ALICE_SECRET)
+                    c.quit()
+                    if not r.startswith((b"+OK", b"-ERR [IN-USE]")):
+                        return False
+                return True
+
+            wait_until(logins_ok, timeout=10, what="logins after the auth restart")
+            # The session logged in before the restart is untouched.
+            self.assertTrue(before.cmd("STAT").startswith(b"+OK 1 "))
+
+    def test_the_auth_process_failing_at_start_stops_the_server(self):
+        self.env.add_user("alice", ALICE_SECRET)
+        with open(os.path.join(self.env.data, "secret.key"), "r+b") as f:
+            key = bytearray(f.read())
+            key[0] ^= 0xFF
+            f.seek(0)
+            f.write(key)
+        p = self.env.run("serve", "--workers", "2", "--data", self.env.data, "--listen",
+                         "127.0.0.1:0", timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"the auth process did not start", p.stderr)
+        self.assertNotIn(b"worker 1 started", p.stderr)
+
+    @needs(os.geteuid() == 0, "reading another process's memory needs root")
+    def test_a_workers_memory_holds_no_secret_and_no_key(self):
+        self.setup_alice([make_message("one", "first\n")])
+        device = "device-secret-for-the-phone-7"
+        self.env.check("user", "secret", "add", "--data", self.env.data, "alice", "--name",
+                       "phone", "--password-stdin", input=device.encode() + b"\n")
+        with open(os.path.join(self.env.data, "secret.key"), "rb") as f:
+            key = f.read()
+        self.assertGreaterEqual(len(key), 32)
+        with self.start(2) as srv:
+            self.ready(srv)
+            for i in range(10):
+                c = srv.connect()
+                c.login("alice", device if i % 2 else ALICE_SECRET)
+                c.quit()
+                c = srv.connect()
+                r = scram_login(c, "alice", ALICE_SECRET)
+                self.assertTrue(r.startswith(b"+OK"), r)
+                c.quit()
+            needles = [ALICE_SECRET.encode(), device.encode(), key[-32:]]
+            pids = children(srv)
+            # The positive control: the auth process holds the key and the
+            # unsealed secrets it just used.
+            self.assertIn(key[-32:], memory_holds(pids["auth"], needles))
+            for name, pid in pids.items():
+                if name.startswith("worker"):
+                    self.assertEqual(memory_holds(pid, needles), set(), name)
+            self.assertEqual(memory_holds(srv.pid, needles), set(), "master")
+
+
+if __name__ == "__main__":
+    unittest.main()
