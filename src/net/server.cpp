@@ -16,6 +16,7 @@
 
 #include "common/parse.hpp"
 #include "common/text.hpp"
+#include "common/wipe.hpp"
 #include "net/conn_limits.hpp"
 #include "net/metrics.hpp"
 #include "net/session_driver.hpp"
@@ -168,7 +169,9 @@ Result<TlsContext> make_tls_context(const TlsOptions& o) {
   SSL_CTX* native = ctx->native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
   SSL_CTX_set_options(
-      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                  // Decrypted records (a PASS line) are zeroed, not just freed.
+                  SSL_OP_CLEANSE_PLAINTEXT);
   if (SSL_CTX_use_certificate_chain_file(native, o.cert_file.c_str()) != 1) {
     return make_error(Errc::permanent,
                       "cannot load TLS certificate " + o.cert_file + ": " + openssl_error());
@@ -205,6 +208,7 @@ struct Connection {
       auto [ec, got] = co_await tls->async_read_some(asio::buffer(*tls_in), use_tuple);
       if (ec) co_return ec;
       sink(std::string_view(tls_in->data(), got));
+      wipe(tls_in->data(), got);  // a PASS line or SASL response: no copy left behind
       co_return asio::error_code{};
     }
     thread_local std::array<char, kPlainReadBuffer> shared;
@@ -215,6 +219,7 @@ struct Connection {
       const std::size_t got = sock.read_some(asio::buffer(shared), ec);
       if (!ec) {
         sink(std::string_view(shared.data(), got));
+        wipe(shared.data(), got);  // a PASS line or SASL response: no copy left behind
         co_return ec;
       }
       if (ec != asio::error::would_block && ec != asio::error::try_again) co_return ec;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "common/wipe.hpp"
+
 namespace apop::pop3 {
 
 void LineReader::feed(std::string_view bytes) {
@@ -9,15 +11,22 @@ void LineReader::feed(std::string_view bytes) {
   buf_.append(bytes);
 }
 
+LineReader::~LineReader() { wipe(buf_); }
+
 void LineReader::clear() {
-  buf_.clear();
+  wipe(buf_);
   pos_ = 0;
   discarding_ = false;
 }
 
 void LineReader::compact() {
   if (pos_ == 0) return;
-  buf_.erase(0, pos_);
+  // Consumed lines may have carried a password (PASS, a SASL response): the
+  // bytes they leave behind are zeroed, not just dropped.
+  const std::size_t left = buf_.size() - pos_;
+  std::memmove(buf_.data(), buf_.data() + pos_, left);
+  wipe(buf_.data() + left, buf_.size() - left);
+  buf_.resize(left);
   pos_ = 0;
 }
 
@@ -30,7 +39,7 @@ std::optional<LineReader::Item> LineReader::pop() {
     // line is overlong: drop it and keep dropping until its LF.
     if (discarding_ || avail >= max_line_) {
       discarding_ = true;
-      buf_.clear();
+      wipe(buf_);
       pos_ = 0;
     }
     return std::nullopt;

@@ -28,6 +28,11 @@ class LineReader {
   };
 
   explicit LineReader(std::size_t max_line = limits::kMaxCommandLine) : max_line_(max_line) {}
+  // Buffered bytes (which may hold a password) are zeroed when consumed
+  // lines are dropped, on clear() and on destruction.
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
 
   void feed(std::string_view bytes);
   // Next complete line, or nullopt when more input is needed.

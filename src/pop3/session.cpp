@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 
+#include "common/wipe.hpp"
 #include "pop3/command.hpp"
 
 namespace apop::pop3 {
@@ -103,6 +104,7 @@ struct SessionCommands {
 
 // The next input item, taken from the LineReader and looked up once.
 struct Session::Staged {
+  ~Staged() { wipe(line); }  // PASS and SASL lines carry secrets
   LineReader::Kind kind = LineReader::Kind::line;
   std::string line;         // Kind::line: the command (or SASL response) line
   ParsedCommand cmd;        // views into `line`; empty for a SASL response
