@@ -126,6 +126,32 @@ TEST(IpcAuthService, RateLimitAnswersExcessRequestsButNotSaslEnd) {
   EXPECT_EQ(fake.calls, 2);
 }
 
+// A compromised worker does not await the failure delays: failed checks have
+// their own budget, and successes do not spend it.
+TEST(IpcAuthService, FailedChecksHaveTheirOwnBudget) {
+  FakeAuthenticator fake;
+  AuthServiceLimits lim;
+  lim.failure_rate = 0.001;
+  lim.failure_burst = 2;
+  AuthService s(fake, lim);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_TRUE(
+        std::get<pop3::AuthResult>(ask(s, VerifyPlain{"bob", kFakePassword, false, ""})).ok);
+  EXPECT_FALSE(std::get<pop3::AuthResult>(ask(s, VerifyPlain{"bob", "guess 1", false, ""})).ok);
+  // A failed SASL exchange counts too.
+  ask(s, SaslStart{1, "TWO-STEP", std::nullopt, false, ""});
+  EXPECT_TRUE(std::get<pop3::SaslReply>(ask(s, SaslStep{1, "guess 2"})).failed());
+  const int calls = fake.calls;
+  EXPECT_TRUE(is_error(ask(s, VerifyPlain{"bob", "guess 3", false, ""}), ErrorCode::rate_limited));
+  EXPECT_TRUE(
+      is_error(ask(s, VerifyApop{"bob", "<t@h>", "guess 4", false, ""}), ErrorCode::rate_limited));
+  EXPECT_TRUE(
+      is_error(ask(s, SaslStart{2, "TWO-STEP", std::nullopt, false, ""}), ErrorCode::rate_limited));
+  EXPECT_EQ(fake.calls, calls);  // nothing verified
+  EXPECT_TRUE(
+      std::holds_alternative<MechanismList>(ask(s, Mechanisms{})));  // other requests still run
+}
+
 TEST(IpcAuthService, RateRefills) {
   FakeAuthenticator fake;
   AuthServiceLimits lim;
