@@ -264,8 +264,10 @@ inline constexpr std::size_t kMaxIpcMessage = 4096;
 // practice is far shorter).
 inline constexpr std::size_t kMaxIpcMailLocation = 2048;
 // Not from an RFC: the client address key (net::address_key: an IPv4
-// address, or an IPv6 prefix "x:x:...::/64": INET6_ADDRSTRLEN + "/128").
-inline constexpr std::size_t kMaxIpcAddress = 64;
+// address, or an IPv6 prefix "x:x:...::/64", INET6_ADDRSTRLEN + "/128",
+// perhaps with a "%zone" of up to IFNAMSIZ): a worker cuts a longer one to
+// this (it only names the address for the failed-login counts).
+inline constexpr std::size_t kMaxIpcAddress = 128;
 // Not from an RFC: requests per second one worker may send to the auth
 // process (a token bucket: this rate, this burst); excess requests are
 // answered "rate limited" and the worker's login fails as [SYS/TEMP]. Above

@@ -9,11 +9,10 @@
 // own budget per worker (AuthServiceLimits::failure_rate).
 //
 // Ownership: holds a non-owning reference to the Authenticator, which must
-// outlive the service. Thread-safety: one AuthService per worker; serve()
-// runs on one thread per channel of that worker (so slow checks such as
-// scrypt run in parallel), handle() may be called from any number of threads
-// at once; the Authenticator must be thread-safe (StoreAuthenticator and
-// ThrottlingAuthenticator are).
+// outlive the service; the service must outlive its serve() calls. Thread-safety: one AuthService
+// per worker; serve() runs on one thread per channel of that worker (so slow checks such as scrypt
+// run in parallel), handle() may be called from any number of threads at once; the Authenticator
+// must be thread-safe (StoreAuthenticator and ThrottlingAuthenticator are).
 #pragma once
 
 #include <chrono>

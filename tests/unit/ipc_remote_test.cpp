@@ -161,6 +161,18 @@ TEST(IpcRemote, TwoStepExchangeAndCancel) {
   EXPECT_EQ(fake.recorded.size(), 1u);
 }
 
+// An address key longer than the wire's bound (no IP key is) is cut, not a
+// reason to fail the login.
+TEST(IpcRemote, OverlongAddressIsCut) {
+  FakeAuthenticator fake;
+  AuthService service(fake);
+  ServedChannels served(service, 1);
+  RemoteAuthenticator remote(served.worker_fds(), 5s);
+  const std::string address(kMaxAddress + 10, 'a');
+  EXPECT_TRUE(remote.verify_plain("bob", kFakePassword, pop3::AuthContext{false, address}).ok);
+  EXPECT_EQ(fake.last_address, address.substr(0, kMaxAddress));
+}
+
 TEST(IpcRemote, DeadAuthSideIsTemporaryAtOnce) {
   FakeAuthenticator fake;
   AuthService service(fake);
