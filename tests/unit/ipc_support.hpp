@@ -48,14 +48,12 @@ class FakeAuthenticator final : public pop3::Authenticator {
  public:
   pop3::AuthResult verify_apop(std::string_view user, std::string_view, std::string_view digest,
                                const pop3::AuthContext& ctx) override {
-    ++calls;
-    last_address = std::string(ctx.address);
+    note(ctx);
     return verdict(user, digest == kFakeSecret);
   }
   pop3::AuthResult verify_plain(std::string_view user, std::string_view password,
                                 const pop3::AuthContext& ctx) override {
-    ++calls;
-    last_address = std::string(ctx.address);
+    note(ctx);
     return verdict(user, password == kFakePassword);
   }
   void record_login(std::string_view user, std::int64_t when) override {
@@ -71,6 +69,11 @@ class FakeAuthenticator final : public pop3::Authenticator {
     return std::make_unique<FakeSasl>(live_exchanges);
   }
 
+  void note(const pop3::AuthContext& ctx) {
+    ++calls;
+    std::lock_guard lock(mu);
+    last_address = std::string(ctx.address);
+  }
   pop3::AuthResult verdict(std::string_view user, bool ok) const {
     pop3::AuthResult r;
     r.ok = ok;
@@ -88,8 +91,8 @@ class FakeAuthenticator final : public pop3::Authenticator {
 
   std::atomic<int> calls{0};
   std::atomic<int> live_exchanges{0};
+  std::mutex mu;  // guards last_address and recorded (serve() threads write them)
   std::string last_address;
-  std::mutex mu;
   std::vector<std::pair<std::string, std::int64_t>> recorded;
 };
 
