@@ -264,16 +264,29 @@ inline constexpr std::size_t kMaxIpcMessage = 4096;
 // practice is far shorter).
 inline constexpr std::size_t kMaxIpcMailLocation = 2048;
 // Not from an RFC: the client address key (net::address_key: an IPv4
-// address, or an IPv6 prefix "x:x:...::/64": INET6_ADDRSTRLEN + "/128").
-inline constexpr std::size_t kMaxIpcAddress = 64;
+// address, or an IPv6 prefix "x:x:...::/64", INET6_ADDRSTRLEN + "/128",
+// perhaps with a "%zone" of up to IFNAMSIZ): a worker cuts a longer one to
+// this (it only names the address for the failed-login counts).
+inline constexpr std::size_t kMaxIpcAddress = 128;
 // Not from an RFC: requests per second one worker may send to the auth
 // process (a token bucket: this rate, this burst); excess requests are
-// answered "rate limited" and the worker's login fails as [SYS/TEMP]. Far
-// above what a worker's logins need (one core does a few thousand APOP
-// logins/s), low enough that a compromised worker cannot monopolise the
-// auth process's CPU or the account database.
-inline constexpr unsigned kIpcRequestRate = 2000;
-inline constexpr unsigned kIpcRequestBurst = 4000;
+// answered "rate limited" and the worker's login fails as [SYS/TEMP]. Above
+// what one worker's core can ask for (bench test 1: 5,747 APOP+STAT
+// sessions/s on the reference machine, two requests each -- verify_apop and
+// record_login), with room for faster cores; it bounds the auth process's
+// CPU a compromised worker can take from the others.
+inline constexpr unsigned kIpcRequestRate = 50'000;
+inline constexpr unsigned kIpcRequestBurst = 100'000;
+// Not from an RFC: failed credential checks per second of one worker (a
+// token bucket); when spent, the worker's verify and SASL requests are
+// answered "rate limited" until it refills. The failure delays
+// (kAuthFailureDelay) are awaited by the worker, so a compromised worker
+// would skip them: this bounds its password guessing. An honest worker
+// stays below it: every failure delays that connection's next reply by at
+// least kAuthFailureDelay, so kMaxConnections connections fail at most 500
+// times a second.
+inline constexpr unsigned kIpcFailureRate = 1000;
+inline constexpr unsigned kIpcFailureBurst = 2000;
 // Not from an RFC: SASL exchanges one worker may have in flight at the auth
 // process; an idle one expires after the login deadline (kLoginDeadline).
 inline constexpr std::size_t kIpcMaxSaslExchanges = 256;

@@ -40,7 +40,16 @@ struct AuthService::Exchange {
 };
 
 AuthService::AuthService(pop3::Authenticator& auth, AuthServiceLimits limits)
-    : auth_(auth), limits_(limits), tokens_(limits.burst), refilled_(Clock::now()) {}
+    : auth_(auth),
+      limits_(limits),
+      requests_{limits.rate, limits.burst, limits.burst, Clock::now()},
+      failures_{limits.failure_rate, limits.failure_burst, limits.failure_burst, Clock::now()} {}
+
+void AuthService::Bucket::refill(Clock::time_point now) {
+  const double elapsed = std::chrono::duration<double>(now - refilled).count();
+  refilled = now;
+  tokens = std::min(burst, tokens + elapsed * rate);
+}
 
 AuthService::~AuthService() = default;
 
@@ -56,13 +65,23 @@ std::uint32_t AuthService::worker_id() const {
 
 bool AuthService::take_token() {
   std::lock_guard lock(mu_);
-  const auto now = Clock::now();
-  const double elapsed = std::chrono::duration<double>(now - refilled_).count();
-  refilled_ = now;
-  tokens_ = std::min(limits_.burst, tokens_ + elapsed * limits_.rate);
-  if (tokens_ < 1) return false;
-  tokens_ -= 1;
+  requests_.refill(Clock::now());
+  if (requests_.tokens < 1) return false;
+  requests_.tokens -= 1;
   return true;
+}
+
+bool AuthService::failures_allowed() {
+  std::lock_guard lock(mu_);
+  failures_.refill(Clock::now());
+  return failures_.tokens >= 1;
+}
+
+void AuthService::count_result(const pop3::AuthResult& r) {
+  // mu_ held.
+  if (r.ok || r.failure == pop3::AuthFailure::temporary) return;
+  failures_.refill(Clock::now());
+  failures_.tokens = std::max(0.0, failures_.tokens - 1);
 }
 
 void AuthService::expire_exchanges(Clock::time_point now) {
@@ -117,24 +136,23 @@ Reply AuthService::dispatch(const DecodedRequest& request) {
       return Ack{};
     }
     Reply operator()(const VerifyApop& m) {
-      pop3::AuthResult r =
-          s.auth_.verify_apop(m.user, m.timestamp, m.digest, context(m.tls, m.address));
-      if (r.ok) {
-        std::lock_guard lock(s.mu_);
-        s.note_login(m.user);
-      }
-      return r;
+      if (!s.failures_allowed()) return error(ErrorCode::rate_limited);
+      return s.verified(
+          m.user, s.auth_.verify_apop(m.user, m.timestamp, m.digest, context(m.tls, m.address)));
     }
     Reply operator()(const VerifyPlain& m) {
-      pop3::AuthResult r = s.auth_.verify_plain(m.user, m.password, context(m.tls, m.address));
-      if (r.ok) {
-        std::lock_guard lock(s.mu_);
-        s.note_login(m.user);
-      }
-      return r;
+      if (!s.failures_allowed()) return error(ErrorCode::rate_limited);
+      return s.verified(m.user,
+                        s.auth_.verify_plain(m.user, m.password, context(m.tls, m.address)));
     }
-    Reply operator()(const SaslStart& m) { return s.sasl_start(m); }
-    Reply operator()(const SaslStep& m) { return s.sasl_step(m.exchange, m.response); }
+    Reply operator()(const SaslStart& m) {
+      if (!s.failures_allowed()) return error(ErrorCode::rate_limited);
+      return s.sasl_start(m);
+    }
+    Reply operator()(const SaslStep& m) {
+      if (!s.failures_allowed()) return error(ErrorCode::rate_limited);
+      return s.sasl_step(m.exchange, m.response);
+    }
     Reply operator()(const SaslEnd& m) { return s.sasl_end(m.exchange); }
     Reply operator()(const RecordLogin& m) { return s.record_login(m); }
     Reply operator()(const Mechanisms&) {
@@ -147,6 +165,13 @@ Reply AuthService::dispatch(const DecodedRequest& request) {
     }
   };
   return std::visit(Visitor{*this}, request.body);
+}
+
+Reply AuthService::verified(std::string_view user, pop3::AuthResult r) {
+  std::lock_guard lock(mu_);
+  count_result(r);
+  if (r.ok) note_login(user);
+  return r;
 }
 
 Reply AuthService::sasl_start(const SaslStart& m) {
@@ -192,6 +217,7 @@ Reply AuthService::run_step(std::uint32_t id, Exchange& ex,
   std::unique_ptr<Exchange> finished;  // destroyed outside the lock
   std::lock_guard lock(mu_);
   if (r.succeeded()) note_login(r.user);
+  if (r.failed()) count_result(r.result);
   auto it = exchanges_.find(id);
   if (r.kind != pop3::SaslReply::Kind::challenge || ex.ended) {
     // The session drops an exchange after done or malformed.

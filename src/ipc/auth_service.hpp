@@ -4,14 +4,15 @@
 // worker as hostile: every message is bounded and checked, no request
 // returns a secret, SASL exchanges are bounded and expire, a token bucket
 // limits the worker's request rate, and record_login is honoured only for a
-// user who has just logged in through this worker.
+// user who has just logged in through this worker. The failure delays
+// (AuthResult::delay) are the worker's to await, so failed checks have their
+// own budget per worker (AuthServiceLimits::failure_rate).
 //
 // Ownership: holds a non-owning reference to the Authenticator, which must
-// outlive the service. Thread-safety: one AuthService per worker; serve()
-// runs on one thread per channel of that worker (so slow checks such as
-// scrypt run in parallel), handle() may be called from any number of threads
-// at once; the Authenticator must be thread-safe (StoreAuthenticator and
-// ThrottlingAuthenticator are).
+// outlive the service; the service must outlive its serve() calls. Thread-safety: one AuthService
+// per worker; serve() runs on one thread per channel of that worker (so slow checks such as scrypt
+// run in parallel), handle() may be called from any number of threads at once; the Authenticator
+// must be thread-safe (StoreAuthenticator and ThrottlingAuthenticator are).
 #pragma once
 
 #include <chrono>
@@ -40,6 +41,11 @@ struct AuthServiceLimits {
   // `burst` at once.
   double rate = limits::kIpcRequestRate;
   double burst = limits::kIpcRequestBurst;
+  // Token bucket over failed credential checks (any AuthResult failure but
+  // temporary): when spent, verify_apop, verify_plain, sasl_start and
+  // sasl_step are answered rate_limited.
+  double failure_rate = limits::kIpcFailureRate;
+  double failure_burst = limits::kIpcFailureBurst;
   // Successful logins awaiting their record_login (older ones are dropped).
   std::size_t pending_login_records = limits::kIpcPendingLoginRecords;
 };
@@ -87,12 +93,21 @@ class AuthService {
   static constexpr std::int64_t kRecordSlack = 300;
 
   Reply dispatch(const DecodedRequest& request);
+  Reply verified(std::string_view user, pop3::AuthResult r);
   Reply sasl_start(const SaslStart& m);
   Reply sasl_step(std::uint32_t exchange, std::optional<std::string_view> response);
   Reply sasl_end(std::uint32_t exchange);
   Reply run_step(std::uint32_t id, Exchange& ex, std::optional<std::string_view> response);
   Reply record_login(const RecordLogin& m);
+  // A token bucket; callers hold mu_.
+  struct Bucket {
+    double rate, burst, tokens;
+    Clock::time_point refilled;
+    void refill(Clock::time_point now);
+  };
   bool take_token();
+  bool failures_allowed();
+  void count_result(const pop3::AuthResult& r);
   void expire_exchanges(Clock::time_point now);  // mu_ held
   void note_login(std::string_view user);
 
@@ -102,8 +117,8 @@ class AuthService {
   mutable std::mutex mu_;
   std::map<std::uint32_t, std::unique_ptr<Exchange>> exchanges_;
   std::deque<std::pair<std::string, Clock::time_point>> logins_;  // awaiting record_login
-  double tokens_;
-  Clock::time_point refilled_;
+  Bucket requests_;
+  Bucket failures_;
   std::uint32_t worker_id_ = 0;
 };
 

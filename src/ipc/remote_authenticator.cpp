@@ -40,6 +40,10 @@ bool answers(const Request& request, const Reply& reply) {
   }
 }
 
+// The address key as the wire carries it (an IP address key is far
+// shorter; anything else is cut).
+std::string_view wire_address(std::string_view a) { return a.substr(0, kMaxAddress); }
+
 // Milliseconds left until `deadline` for poll(), rounded up; 0 when passed.
 int poll_ms(std::chrono::steady_clock::time_point deadline) {
   const auto left = deadline - std::chrono::steady_clock::now();
@@ -66,7 +70,7 @@ class RemoteAuthenticator::Exchange final : public pop3::SaslSession {
         id_(id),
         mechanism_(std::move(mechanism)),
         tls_(ctx.tls),
-        address_(ctx.address) {}
+        address_(wire_address(ctx.address)) {}
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange() override {
@@ -262,12 +266,12 @@ pop3::AuthResult RemoteAuthenticator::verdict(Result<Reply> reply) {
 pop3::AuthResult RemoteAuthenticator::verify_apop(std::string_view user, std::string_view timestamp,
                                                   std::string_view digest,
                                                   const pop3::AuthContext& ctx) {
-  return verdict(call(VerifyApop{user, timestamp, digest, ctx.tls, ctx.address}));
+  return verdict(call(VerifyApop{user, timestamp, digest, ctx.tls, wire_address(ctx.address)}));
 }
 
 pop3::AuthResult RemoteAuthenticator::verify_plain(std::string_view user, std::string_view password,
                                                    const pop3::AuthContext& ctx) {
-  return verdict(call(VerifyPlain{user, password, ctx.tls, ctx.address}));
+  return verdict(call(VerifyPlain{user, password, ctx.tls, wire_address(ctx.address)}));
 }
 
 void RemoteAuthenticator::record_login(std::string_view user, std::int64_t when) {

@@ -13,7 +13,9 @@
 //
 // Thread-safety: every method may be called from any thread at once; a call
 // takes a free channel (waiting, within the timeout, while all are busy).
-// The destructor must not run while calls are in flight.
+// The destructor must not run while calls are in flight, and a SaslSession
+// it returned must not outlive it (its destructor may send sasl_end).
+// A SaslSession is stepped by one thread at a time (as pop3::Session does).
 #pragma once
 
 #include <atomic>

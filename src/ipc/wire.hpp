@@ -78,7 +78,7 @@ enum class ErrorCode : std::uint8_t {
   malformed = 1,     // the request was not a valid message: the channel is closed after this
   refused = 2,       // valid but not allowed now (unknown or busy exchange, too many
                      // exchanges, record_login without a login, a result too large to send)
-  rate_limited = 3,  // the worker's request rate is over its limit
+  rate_limited = 3,  // the worker is over its request rate or its failed-check rate
 };
 
 // --- requests (views into the packet or into the caller's strings) ----------
