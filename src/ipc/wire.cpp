@@ -404,9 +404,4 @@ Result<DecodedReply> decode_reply(std::string_view packet) {
   return d;
 }
 
-void wipe(std::string& s) {
-  if (!s.empty()) explicit_bzero(s.data(), s.size());
-  s.clear();
-}
-
 }  // namespace apop::ipc

@@ -33,6 +33,7 @@
 
 #include "common/limits.hpp"
 #include "common/result.hpp"
+#include "common/wipe.hpp"
 #include "pop3/interfaces.hpp"
 
 namespace apop::ipc {
@@ -160,8 +161,8 @@ std::optional<std::uint32_t> peek_request_id(std::string_view packet);
 MsgType request_type(const Request& request);
 MsgType reply_type(const Reply& reply);
 
-// Overwrites the bytes of `s` (explicit_bzero: not optimised away) and
-// clears it. For buffers that held a password, a digest or a SASL response.
-void wipe(std::string& s);
+// Buffers that held a password, a digest or a SASL response are wiped with
+// apop::wipe (common/wipe.hpp).
+using apop::wipe;
 
 }  // namespace apop::ipc

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "auth/authenticator.hpp"
-#include "auth/credential_store.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/digest.hpp"
 #include "ipc_support.hpp"
 

@@ -11,7 +11,7 @@
 
 #include "auth/authenticator.hpp"
 #include "auth/base64.hpp"
-#include "auth/credential_store.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "auth/digest.hpp"
 #include "ipc/auth_service.hpp"
 #include "ipc_support.hpp"
