@@ -238,7 +238,19 @@ class WorkersTest(ApopTestCase):
                 r = scram_login(c, "alice", ALICE_SECRET)
                 self.assertTrue(r.startswith(b"+OK"), r)
                 c.quit()
-            needles = [ALICE_SECRET.encode(), device.encode(), key[-32:]]
+                # USER/PASS sends the password itself through the worker:
+                # every copy (read buffer, line buffer, staged command, IPC
+                # packet) is wiped once used.
+                c = srv.connect()
+                c.cmd("USER alice")
+                self.assertTrue(c.cmd(f"PASS {ALICE_SECRET}").startswith(b"+OK"))
+                c.quit()
+                c = srv.connect()
+                c.cmd("USER alice")
+                self.assertTrue(c.cmd("PASS not-the-secret-but-long").startswith(b"-ERR"))
+                c.quit()
+            # Tails: a partly overwritten copy still counts.
+            needles = [ALICE_SECRET.encode()[-10:], device.encode()[-10:], key[-32:]]
             pids = children(srv)
             # The positive control: the auth process holds the key and the
             # unsealed secrets it just used.
