@@ -32,18 +32,10 @@ namespace {
 
 int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.workers > 0) return run_serve_workers(a, reread);
-  if (a.verbose) spdlog::set_level(spdlog::level::debug);
-  if (!forbid_core_dumps(a, spdlog::level::err)) return kExitError;
-  // The service identity is looked up first (nothing changes yet): the log
-  // file may belong to that user.
-  const auto identity = service_identity(a);
-  if (!start_logging(a, identity)) return kExitConfig;
-  auto checked = server_options(a);
-  if (!checked) {
-    spdlog::error("{}", checked.error().message);
-    return kExitUsage;
-  }
-  net::ServerOptions opts = std::move(*checked);
+  auto prelude = serve_prelude(a);
+  if (auto* e = std::get_if<Exit>(&prelude)) return e->code;
+  const auto& identity = std::get<Prelude>(prelude).identity;
+  net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   opts.session.greeting_text = kGreeting;
   if (!check_identity(identity)) return kExitConfig;

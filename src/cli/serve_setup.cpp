@@ -157,6 +157,21 @@ Result<std::optional<net::Identity>> service_identity(const ServeConfig& a) {
   return std::optional<net::Identity>(std::move(*id));
 }
 
+Step<Prelude> serve_prelude(const ServeConfig& a) {
+  if (a.verbose) spdlog::set_level(spdlog::level::debug);
+  if (!forbid_core_dumps(a, spdlog::level::err)) return Exit{kExitError};
+  // The service identity is looked up first (nothing changes yet): the log
+  // file may belong to that user.
+  auto identity = service_identity(a);
+  if (!start_logging(a, identity)) return Exit{kExitConfig};
+  auto checked = server_options(a);
+  if (!checked) {
+    spdlog::error("{}", checked.error().message);
+    return Exit{kExitUsage};
+  }
+  return Prelude{std::move(identity), std::move(*checked)};
+}
+
 // No core file, no ptrace by the same user: the process holds secrets (the
 // key, passwords in flight). Again after the privilege drop.
 bool forbid_core_dumps(const ServeConfig& a, spdlog::level::level_enum level) {

@@ -43,6 +43,14 @@ Result<net::ServerOptions> server_options(const ServeConfig& a);
 // RFC 2449: some account has its own LOGIN-DELAY / EXPIRE, different from
 // the server's, so CAPA before login appends "USER" (§6.5, §6.7).
 void mark_per_user_limits(const std::vector<auth::UserRecord>& users, pop3::SessionConfig& s);
+// The first steps of every `apop serve`: debug level, no core dumps, the
+// service identity, the log target, the server options (each failure
+// logged, its exit status returned).
+struct Prelude {
+  Result<std::optional<net::Identity>> identity;
+  net::ServerOptions options;
+};
+Step<Prelude> serve_prelude(const ServeConfig& a);
 // The identity `user`/`group` name (nullopt when neither is set).
 Result<std::optional<net::Identity>> service_identity(const ServeConfig& a);
 // No core file, no ptrace by the same user (unless allow_core_dumps).

@@ -286,15 +286,9 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
 }  // namespace
 
 int run_serve_workers(const ServeConfig& a, const Reread& reread) {
-  if (a.verbose) spdlog::set_level(spdlog::level::debug);
-  if (!forbid_core_dumps(a, spdlog::level::err)) return kExitError;
-  const auto identity = service_identity(a);
-  if (!start_logging(a, identity)) return kExitConfig;
-  auto checked = server_options(a);
-  if (!checked) {
-    spdlog::error("{}", checked.error().message);
-    return kExitUsage;
-  }
+  auto prelude = serve_prelude(a);
+  if (auto* e = std::get_if<Exit>(&prelude)) return e->code;
+  const auto& identity = std::get<Prelude>(prelude).identity;
   if (pg::is_postgres_url(a.users)) {
     spdlog::error("workers: not yet with a PostgreSQL account store (users); use workers = 0");
     return kExitUsage;
@@ -304,7 +298,7 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     return kExitUsage;
   }
   if (!check_identity(identity)) return kExitConfig;
-  net::ServerOptions opts = std::move(*checked);
+  net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
   opts.session.greeting_text = kGreeting;
   opts.session.inline_apop = true;  // the local SQLite file, through the auth process
   const std::size_t workers = a.workers;

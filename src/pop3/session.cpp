@@ -554,7 +554,11 @@ void Session::cmd_rset(const ParsedCommand& cmd, std::string& out) {
   }
   stats_.deleted = 0;
   stats_.deleted_bytes = 0;
-  std::string text = "Maildrop has ";
+  append_maildrop_ok(out, "Maildrop has ");
+}
+
+void Session::append_maildrop_ok(std::string& out, std::string_view lead) const {
+  std::string text(lead);
   append_u64(text, live_count_);
   text += live_count_ == 1 ? " message (" : " messages (";
   append_u64(text, live_size_);

@@ -240,6 +240,8 @@ class Session {
   bool always_blocks() const { return true; }
   bool apop_blocks() const { return !config_.inline_apop; }
   bool update_blocks() const;
+  // "+OK LEAD N messages (M octets)" of the live messages.
+  void append_maildrop_ok(std::string& out, std::string_view lead) const;
   void start_listing(bool uidl, std::string& out);
   void produce_listing(std::string& out);
   void start_body(std::size_t index, std::optional<std::uint64_t> top, std::string& out);

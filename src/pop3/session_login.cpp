@@ -227,12 +227,7 @@ void Session::finish_login(AuthResult verified, std::string_view user, std::stri
   auth_.record_login(user_, now());
   event.result = LoginResult::ok;
   notify(event);
-  std::string text = "Logged in, ";
-  append_u64(text, live_count_);
-  text += live_count_ == 1 ? " message (" : " messages (";
-  append_u64(text, live_size_);
-  text += " octets)";
-  append_ok(out, text);
+  append_maildrop_ok(out, "Logged in, ");
 }
 
 }  // namespace apop::pop3
