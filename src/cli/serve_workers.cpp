@@ -227,7 +227,7 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
 // ---- a network worker -----------------------------------------------------
 
 int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions opts, Fds& fds,
-               std::size_t index) {
+               std::size_t index, std::shared_ptr<net::SharedTally> tally) {
   const int control = fds.worker_control_child[index].get();
   std::vector<int> keep{control};
   for (const auto& l : fds.listeners) keep.push_back(l.fd.get());
@@ -261,6 +261,8 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     spdlog::error("worker {}: {}", index + 1, r.error().message);
     return kExitError;
   }
+  tally->set_worker(static_cast<unsigned>(index));
+  server.share_limits(std::move(tally));
   if (id) {
     if (auto r = net::drop_privileges(*id); !r) {
       spdlog::critical("worker {}: {}; exiting", index + 1, r.error().message);
@@ -336,6 +338,12 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   fds->ready_read.reset(ready_pipe[0]);
   fds->ready_write.reset(ready_pipe[1]);
 
+  // The connection and session limits count across the workers.
+  auto tally = net::SharedTally::create(static_cast<unsigned>(workers));
+  if (!tally) {
+    spdlog::error("{}", tally.error().message);
+    return kExitError;
+  }
   net::Supervisor supervisor;
   const unsigned per_worker = channels_per_worker(a);
   auto auth_starts = std::make_shared<int>(0);
@@ -392,7 +400,9 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     auto starts = std::make_shared<int>(0);
     net::ChildSpec spec;
     spec.name = "worker " + std::to_string(i + 1);
-    spec.prepare = [fds, i, per_worker, starts]() -> Result<void> {
+    spec.prepare = [fds, i, per_worker, starts, t = *tally]() -> Result<void> {
+      // A dead worker's connections and sessions are no longer counted.
+      t->reset_worker(static_cast<unsigned>(i));
       if (*starts == 0 && !fds->worker_ends[i].empty()) return {};  // made with the auth's
       if (auto r = make_channels(*fds, i, per_worker); !r) return r;
       const std::string payload = "W" + std::to_string(i);
@@ -400,7 +410,9 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       fds->auth_ends[i].clear();
       return sent;
     };
-    spec.run = [&a, &reread, opts, fds, i] { return run_worker(a, reread, opts, *fds, i); };
+    spec.run = [&a, &reread, opts, fds, i, t = *tally] {
+      return run_worker(a, reread, opts, *fds, i, t);
+    };
     spec.started = [fds, i, starts](pid_t) {
       fds->worker_ends[i].clear();
       ++*starts;

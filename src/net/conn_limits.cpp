@@ -44,14 +44,21 @@ std::string address_key(std::string_view ip, unsigned ipv6_prefix_length) {
 
 ConnectionLimits::Verdict ConnectionLimits::admit(const std::string& address, unsigned max_total,
                                                   unsigned max_per_address) {
-  if (max_total != 0 && total_ >= max_total) return Verdict::total;
+  using T = SharedTally::Table;
+  const std::size_t total = shared_ ? shared_->count(T::total, {}) : total_;
+  if (max_total != 0 && total >= max_total) return Verdict::total;
   std::size_t& n = per_address_[address];
-  if (max_per_address != 0 && n >= max_per_address) {
+  const std::size_t from = shared_ ? shared_->count(T::per_address, address) : n;
+  if (max_per_address != 0 && from >= max_per_address) {
     if (n == 0) per_address_.erase(address);
     return Verdict::per_address;
   }
   ++n;
   ++total_;
+  if (shared_) {
+    shared_->add(T::total, {}, 1);
+    shared_->add(T::per_address, address, 1);
+  }
   return Verdict::ok;
 }
 
@@ -60,6 +67,10 @@ void ConnectionLimits::release(const std::string& address) {
   if (it == per_address_.end()) return;
   if (--it->second == 0) per_address_.erase(it);
   --total_;
+  if (shared_) {
+    shared_->add(SharedTally::Table::total, {}, -1);
+    shared_->add(SharedTally::Table::per_address, address, -1);
+  }
 }
 
 std::size_t ConnectionLimits::from(const std::string& address) const {
@@ -70,8 +81,13 @@ std::size_t ConnectionLimits::from(const std::string& address) const {
 bool UserSessions::acquire(const std::string& user, unsigned max) {
   std::lock_guard lock(mu_);
   std::size_t& n = sessions_[user];
-  if (max != 0 && n >= max) return false;
+  const std::size_t all = shared_ ? shared_->count(SharedTally::Table::per_user, user) : n;
+  if (max != 0 && all >= max) {
+    if (n == 0) sessions_.erase(user);
+    return false;
+  }
   ++n;
+  if (shared_) shared_->add(SharedTally::Table::per_user, user, 1);
   return true;
 }
 
@@ -80,6 +96,7 @@ void UserSessions::release(const std::string& user) {
   auto it = sessions_.find(user);
   if (it == sessions_.end()) return;
   if (--it->second == 0) sessions_.erase(it);
+  if (shared_) shared_->add(SharedTally::Table::per_user, user, -1);
 }
 
 std::size_t UserSessions::count(const std::string& user) const {

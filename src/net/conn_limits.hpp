@@ -12,6 +12,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "net/shared_tally.hpp"
 #include "pop3/interfaces.hpp"
 
 namespace apop::net {
@@ -43,8 +44,12 @@ class ConnectionLimits {
   void release(const std::string& address);
   std::size_t total() const { return total_; }
   std::size_t from(const std::string& address) const;
+  // Workers of one server: the limits count every worker's connections
+  // (`shared` must outlive this object; null: this process only).
+  void share(SharedTally* shared) { shared_ = shared; }
 
  private:
+  SharedTally* shared_ = nullptr;
   std::size_t total_ = 0;
   std::unordered_map<std::string, std::size_t> per_address_;
 };
@@ -57,8 +62,11 @@ class UserSessions {
   bool acquire(const std::string& user, unsigned max);
   void release(const std::string& user);
   std::size_t count(const std::string& user) const;
+  // As ConnectionLimits::share: the limit counts every worker's sessions.
+  void share(SharedTally* shared) { shared_ = shared; }
 
  private:
+  SharedTally* shared_ = nullptr;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::size_t> sessions_;
 };

@@ -168,10 +168,10 @@ Result<TlsContext> make_tls_context(const TlsOptions& o) {
   auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
   SSL_CTX* native = ctx->native_handle();
   SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION);
-  SSL_CTX_set_options(
-      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                  // Decrypted records (a PASS line) are zeroed, not just freed.
-                  SSL_OP_CLEANSE_PLAINTEXT);
+  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                  // Decrypted records (a PASS line) are zeroed, not just freed.
+                                  SSL_OP_CLEANSE_PLAINTEXT);
   if (SSL_CTX_use_certificate_chain_file(native, o.cert_file.c_str()) != 1) {
     return make_error(Errc::permanent,
                       "cannot load TLS certificate " + o.cert_file + ": " + openssl_error());
@@ -265,6 +265,7 @@ struct Server::Impl {
   ConnectionLimits conn_limits;  // event-loop thread only
   unsigned tls_refusals = 0;     // refuse_tls() handshakes under way (event-loop thread)
   UserSessions user_sessions;    // thread-safe
+  std::shared_ptr<SharedTally> shared_limits;  // workers: counts across processes
   // Declared before io and auth_pool: session frames and login steps still
   // running when those are destroyed update it. Thread-safe; scraped by the
   // exposer's own threads.
@@ -687,6 +688,12 @@ Result<void> Server::reconfigure(const ServerOptions& next) {
 }
 
 void Server::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
+
+void Server::share_limits(std::shared_ptr<SharedTally> shared) {
+  impl_->conn_limits.share(shared.get());
+  impl_->user_sessions.share(shared.get());
+  impl_->shared_limits = std::move(shared);
+}
 
 std::vector<std::uint16_t> Server::ports() const {
   std::vector<std::uint16_t> p;

@@ -15,6 +15,7 @@
 #include "common/posix_fd.hpp"
 #include "common/result.hpp"
 #include "net/proxy_protocol.hpp"
+#include "net/shared_tally.hpp"
 #include "pop3/interfaces.hpp"
 #include "pop3/session.hpp"
 
@@ -123,6 +124,9 @@ class Server {
   // (apop serve re-reads its configuration file and calls reconfigure()).
   // Set before run().
   void on_reload(std::function<void()> hook);
+  // A worker of a multi-process server: the connection and session limits
+  // count the connections of every worker (net/shared_tally.hpp). Before run().
+  void share_limits(std::shared_ptr<SharedTally> shared);
   // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
   // UPDATE (nothing is deleted, no mail is lost).
   void run();

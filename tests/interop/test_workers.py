@@ -206,6 +206,42 @@ class WorkersTest(ApopTestCase):
             # The session logged in before the restart is untouched.
             self.assertTrue(before.cmd("STAT").startswith(b"+OK 1 "))
 
+    def test_limits_count_every_workers_connections(self):
+        self.setup_alice([make_message("one", "first\n")])
+        with self.start(2, "--max-connections-per-address", "3",
+                        "--max-sessions-per-user", "1") as srv:
+            self.ready(srv)
+            held = []
+            for _ in range(3):
+                c = srv.connect()
+                self.assertTrue(c.greeting.startswith(b"+OK"))
+                held.append(c)
+            # Three connections from 127.0.0.1, whichever workers took them:
+            # the fourth is refused by whichever worker accepts it.
+            for _ in range(4):
+                c = srv.connect()
+                self.assertTrue(c.greeting.startswith(b"-ERR [SYS/TEMP]"), c.greeting)
+                self.assertTrue(c.closed_by_server())
+            srv.wait_for_log(r"reason=max-connections-per-address", count=4)
+            # One session per user across workers: alice on one worker keeps
+            # her second login out on every worker.
+            held[0].login("alice", ALICE_SECRET)
+            self.assertTrue(held[1].apop("alice", ALICE_SECRET).startswith(b"-ERR [IN-USE]"))
+            # The connections of a killed worker stop counting.
+            victim = worker_of(srv, held[0])
+            os.kill(children(srv)[victim], signal.SIGKILL)
+            srv.wait_for_log(rf"{victim} pid=\d+ killed by signal 9")
+
+            def admitted() -> bool:
+                c = srv.connect()
+                ok = c.greeting.startswith(b"+OK")
+                c.close()
+                return ok
+
+            wait_until(admitted, timeout=10, what="a connection after the worker's death")
+            for c in held:
+                c.close()
+
     def test_the_auth_process_failing_at_start_stops_the_server(self):
         self.env.add_user("alice", ALICE_SECRET)
         with open(os.path.join(self.env.data, "secret.key"), "r+b") as f:
