@@ -16,9 +16,13 @@ import socket
 import time
 import unittest
 
+import poplib
+import ssl
+
 from apoptest import (ALICE_SECRET, ApopTestCase, in_ci, make_message, needs, unstuff,
                       wait_until)
 from test_sasl import scram_login
+from test_tls import make_cert
 
 STARTED_RE = re.compile(r"(auth|worker \d+) started pid=(\d+)")
 
@@ -241,6 +245,31 @@ class WorkersTest(ApopTestCase):
             wait_until(admitted, timeout=10, what="a connection after the worker's death")
             for c in held:
                 c.close()
+
+    def test_tls_and_sighup_in_every_worker(self):
+        self.setup_alice([make_message("one", "first\n")])
+        cert, key = make_cert(self.env.root, "first")
+        srv = self.env.server("--workers", "2", "--tls-cert", cert, "--tls-key", key,
+                              tls_listen=["127.0.0.1:0"])
+        srv.workers = 2
+        with srv:
+            self.ready(srv)
+            ctx = ssl.create_default_context(cafile=cert)
+            before = poplib.POP3_SSL("127.0.0.1", srv.tls_ports[0], context=ctx)
+            before.apop("alice", ALICE_SECRET)
+            first_der = before.sock.getpeercert(binary_form=True)
+            new_cert, new_key = make_cert(self.env.root, "second")
+            os.replace(new_cert, cert)
+            os.replace(new_key, key)
+            os.kill(srv.pid, signal.SIGHUP)  # the master forwards it
+            srv.wait_for_log(r"tls certificate reloaded", count=2)  # one per worker
+            ctx2 = ssl.create_default_context(cafile=cert)
+            for _ in range(4):
+                after = poplib.POP3_SSL("127.0.0.1", srv.tls_ports[0], context=ctx2)
+                self.assertNotEqual(after.sock.getpeercert(binary_form=True), first_der)
+                after.quit()
+            self.assertEqual(before.stat()[0], 1)
+            before.quit()
 
     def test_the_auth_process_failing_at_start_stops_the_server(self):
         self.env.add_user("alice", ALICE_SECRET)
