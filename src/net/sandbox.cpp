@@ -168,6 +168,12 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(unlinkat));
   r.allow(APOP_SYS(fsync));
   r.allow(APOP_SYS(flock));
+  // Its own ids: the owner check of the log file reopened after rotation
+  // (and of an mbox spool).
+  r.allow(APOP_SYS(getuid));
+  r.allow(APOP_SYS(geteuid));
+  r.allow(APOP_SYS(getgid));
+  r.allow(APOP_SYS(getegid));
 
   if (o.mbox) {
     r.allow(APOP_SYS(link));                             // dotlock: link(private name, NAME.lock)
@@ -183,10 +189,7 @@ Rules build(const SandboxOptions& o) {
     r.allow(APOP_SYS(utimensat));  // futimens
     r.allow(APOP_SYS(faccessat));
     r.allow(APOP_SYS(faccessat2));
-    r.allow(APOP_SYS(getuid));
-    r.allow(APOP_SYS(geteuid));
-    r.allow(APOP_SYS(getegid));
-    r.allow(APOP_SYS(getgroups));
+    r.allow(APOP_SYS(getgroups));  // with the ids: may this process write the spool?
     for (int cmd : {F_OFD_SETLK, F_OFD_SETLKW, F_OFD_GETLK}) {
       r.allow(APOP_SYS(fcntl), {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
     }
@@ -199,7 +202,6 @@ Rules build(const SandboxOptions& o) {
     r.allow(APOP_SYS(fdatasync));
     r.allow(APOP_SYS(unlink));  // -journal, -wal, -shm
     r.allow(APOP_SYS(fchown));  // as root: the new journal gets the database's owner
-    r.allow(APOP_SYS(geteuid));
     for (int cmd : {F_SETLK, F_SETLKW, F_GETLK}) {
       r.allow(APOP_SYS(fcntl), {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
     }

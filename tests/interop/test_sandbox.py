@@ -8,9 +8,11 @@ call outside the list kills the server with SIGSYS, which fails the test
 import os
 import signal
 import unittest
+from unittest import mock
 
 from apoptest import ALICE_SECRET, ApopTestCase, cli_sanitizer_env, make_message
 
+import test_fail2ban
 import test_maildir
 import test_maildir_cache
 import test_mbox
@@ -95,6 +97,24 @@ class SandboxOnTest(Sandboxed, ApopTestCase):
         p = self.env.run("serve", "--help")
         self.assertEqual(p.returncode, 0)
         self.assertNotIn("--sandbox", p.stdout.decode())
+
+
+class SandboxedFileLogServer(test_fail2ban.FileLogServer):
+    def __init__(self, env, log_path: str, *args: str, **kw):
+        extra = dict(kw.pop("extra_env", None) or {})
+        if os.environ.get("ASAN_OPTIONS"):
+            extra["ASAN_OPTIONS"] = sandboxed_env(dict(os.environ))["ASAN_OPTIONS"]
+        super().__init__(env, log_path, *args, "--sandbox", extra_env=extra, **kw)
+
+
+class SandboxLogFileRotationTest(test_fail2ban.LogFileRotation):
+    """log = file:PATH under the sandbox: writes, and the reopen after rotation."""
+
+    def setUp(self):
+        super().setUp()
+        patcher = mock.patch.object(test_fail2ban, "FileLogServer", SandboxedFileLogServer)
+        patcher.start()
+        self.addCleanup(patcher.stop)
 
 
 # The existing suites, each server under the sandbox.
