@@ -28,6 +28,13 @@ struct Rule {
   std::vector<scmp_arg_cmp> cmp;
 };
 
+// Argument checks, spelled out (libseccomp's SCMP_A0... macros are C99
+// compound literals). Argument `arg` equals `v`; (`arg` & `mask`) equals `v`.
+scmp_arg_cmp eq(unsigned arg, scmp_datum_t v) { return scmp_arg_cmp{arg, SCMP_CMP_EQ, v, 0}; }
+scmp_arg_cmp masked_eq(unsigned arg, scmp_datum_t mask, scmp_datum_t v) {
+  return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, mask, v};
+}
+
 class Rules {
  public:
   void allow(int nr, const char* name, std::initializer_list<scmp_arg_cmp> cmp = {}) {
@@ -81,8 +88,7 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(getpeername));
   r.allow(APOP_SYS(getsockname));
   r.allow(APOP_SYS(getsockopt));  // reads only (SO_ERROR)
-  r.allow(APOP_SYS(setsockopt),
-          {SCMP_A1(SCMP_CMP_EQ, IPPROTO_TCP), SCMP_A2(SCMP_CMP_EQ, TCP_NODELAY)});
+  r.allow(APOP_SYS(setsockopt), {eq(1, IPPROTO_TCP), eq(2, TCP_NODELAY)});
   r.allow(APOP_SYS(shutdown));
   r.allow(APOP_SYS(read));
   r.allow(APOP_SYS(write));
@@ -97,12 +103,12 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(close));
   // ioctl: non-blocking mode (Asio sets it with FIONBIO, not fcntl), bytes
   // available (socket::available), and isatty() (TCGETS) of stdio.
-  r.allow(APOP_SYS(ioctl), {SCMP_A1(SCMP_CMP_EQ, FIONBIO)});
-  r.allow(APOP_SYS(ioctl), {SCMP_A1(SCMP_CMP_EQ, FIONREAD)});
-  r.allow(APOP_SYS(ioctl), {SCMP_A1(SCMP_CMP_EQ, TCGETS)});
+  r.allow(APOP_SYS(ioctl), {eq(1, FIONBIO)});
+  r.allow(APOP_SYS(ioctl), {eq(1, FIONREAD)});
+  r.allow(APOP_SYS(ioctl), {eq(1, TCGETS)});
   // fcntl: descriptor and status flags only (record locks below, per need).
   for (int cmd : {F_GETFD, F_SETFD, F_GETFL, F_SETFL}) {
-    r.allow(APOP_SYS(fcntl), {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
+    r.allow(APOP_SYS(fcntl), {eq(1, static_cast<scmp_datum_t>(cmd))});
   }
 
   // Signals: Asio's signal_set (SIGTERM, SIGINT, SIGHUP; handlers restored
@@ -111,15 +117,15 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(rt_sigprocmask));
   r.allow(APOP_SYS(rt_sigreturn));
   r.allow(APOP_SYS(restart_syscall));
-  r.allow(APOP_SYS(tgkill), {SCMP_A0(SCMP_CMP_EQ, self)});
-  r.allow(APOP_SYS(kill), {SCMP_A0(SCMP_CMP_EQ, self)});
+  r.allow(APOP_SYS(tgkill), {eq(0, self)});
+  r.allow(APOP_SYS(kill), {eq(0, self)});
 
   // Threads and memory. clone only with CLONE_THREAD (a thread, never a new
   // process: fork() and posix_spawn() die); clone3 gets ENOSYS (rule in
   // apply: its flags are behind a pointer, which seccomp cannot read), and
   // glibc 2.34+ then falls back to clone. No executable mapping: mmap and
   // mprotect without PROT_EXEC (no dlopen after start-up, no JIT).
-  r.allow(APOP_SYS(clone), {SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)});
+  r.allow(APOP_SYS(clone), {masked_eq(0, CLONE_THREAD, CLONE_THREAD)});
   r.allow(APOP_SYS(set_robust_list));
   r.allow(APOP_SYS(rseq));
   r.allow(APOP_SYS(futex));
@@ -131,15 +137,15 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(exit));
   r.allow(APOP_SYS(exit_group));
   r.allow(APOP_SYS(brk));
-  r.allow(APOP_SYS(mmap), {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)});
-  r.allow(APOP_SYS(mprotect), {SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0)});
+  r.allow(APOP_SYS(mmap), {masked_eq(2, PROT_EXEC, 0)});
+  r.allow(APOP_SYS(mprotect), {masked_eq(2, PROT_EXEC, 0)});
   r.allow(APOP_SYS(munmap));
   r.allow(APOP_SYS(mremap));   // realloc of a large block
   r.allow(APOP_SYS(madvise));  // free() and thread exit give pages back
   // prctl: thread names and reading the dumpable flag; never setting it
   // (a worker cannot make itself traceable again).
   for (int opt : {PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE}) {
-    r.allow(APOP_SYS(prctl), {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(opt))});
+    r.allow(APOP_SYS(prctl), {eq(0, static_cast<scmp_datum_t>(opt))});
   }
 
   // Time: the vDSO answers clock_gettime without a system call; these are
@@ -176,11 +182,11 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(getegid));
 
   if (o.mbox) {
-    r.allow(APOP_SYS(link));                             // dotlock: link(private name, NAME.lock)
-    r.allow(APOP_SYS(unlink));                           // dotlock removal
-    r.allow(APOP_SYS(kill), {SCMP_A1(SCMP_CMP_EQ, 0)});  // is the dotlock's pid alive?
-    r.allow(APOP_SYS(linkat));  // the rewritten copy: O_TMPFILE, then linked
-    r.allow(APOP_SYS(mkdir));   // the session lock directory, made on first use
+    r.allow(APOP_SYS(link));              // dotlock: link(private name, NAME.lock)
+    r.allow(APOP_SYS(unlink));            // dotlock removal
+    r.allow(APOP_SYS(kill), {eq(1, 0)});  // is the dotlock's pid alive?
+    r.allow(APOP_SYS(linkat));            // the rewritten copy: O_TMPFILE, then linked
+    r.allow(APOP_SYS(mkdir));             // the session lock directory, made on first use
     r.allow(APOP_SYS(pread64));
     r.allow(APOP_SYS(pwrite64));
     r.allow(APOP_SYS(ftruncate));
@@ -191,7 +197,7 @@ Rules build(const SandboxOptions& o) {
     r.allow(APOP_SYS(faccessat2));
     r.allow(APOP_SYS(getgroups));  // with the ids: may this process write the spool?
     for (int cmd : {F_OFD_SETLK, F_OFD_SETLKW, F_OFD_GETLK}) {
-      r.allow(APOP_SYS(fcntl), {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
+      r.allow(APOP_SYS(fcntl), {eq(1, static_cast<scmp_datum_t>(cmd))});
     }
   }
 
@@ -203,7 +209,7 @@ Rules build(const SandboxOptions& o) {
     r.allow(APOP_SYS(unlink));  // -journal, -wal, -shm
     r.allow(APOP_SYS(fchown));  // as root: the new journal gets the database's owner
     for (int cmd : {F_SETLK, F_SETLKW, F_GETLK}) {
-      r.allow(APOP_SYS(fcntl), {SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(cmd))});
+      r.allow(APOP_SYS(fcntl), {eq(1, static_cast<scmp_datum_t>(cmd))});
     }
   }
   if (kSanitizerRuntime) {
