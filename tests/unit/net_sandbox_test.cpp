@@ -461,6 +461,29 @@ TEST(Sandbox, ForbiddenCallsKillTheProcess) {
   ::close(unconnected);
 }
 
+// A thread already running when the sandbox is applied (a worker's pool
+// started earlier) is under it too (SECCOMP_FILTER_FLAG_TSYNC).
+TEST(Sandbox, ThreadsStartedBeforeAreCovered) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int go[2];
+    if (::pipe(go) != 0) ::_exit(9);
+    std::thread early([&] {
+      char c = 0;
+      if (::read(go[0], &c, 1) != 1) ::_exit(8);
+      ::socket(AF_INET, SOCK_STREAM, 0);  // must kill the whole process
+      ::_exit(0);
+    });
+    if (!forbid_core_dumps() || !apply_worker_sandbox(SandboxOptions{})) ::_exit(100);
+    (void)::write(go[1], "g", 1);
+    early.join();
+    ::_exit(0);
+  }
+  const Ended e = wait_for(pid);
+  EXPECT_TRUE(!e.exited && e.signal == SIGSYS) << e.text();
+}
+
 TEST(Sandbox, LogViolationsLetsTheCallThrough) {
   SandboxOptions o;
   o.log_violations = true;
