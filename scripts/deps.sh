@@ -15,6 +15,8 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
   # crypt_r for imported crypt(3) hashes (apop user import)
   libcrypt-dev
+  # seccomp allow-list of the network workers (src/net/sandbox.hpp)
+  libseccomp-dev pkg-config
   # test frameworks
   libgtest-dev libgmock-dev libbenchmark-dev
   # interop test clients and tools

@@ -17,6 +17,7 @@
 #include "cli/common.hpp"
 #include "cli/logging.hpp"
 #include "cli/serve_config.hpp"
+#include "cli/serve_sandbox.hpp"
 #include "cli/serve_setup.hpp"
 #include "cli/version.hpp"
 #include "common/text.hpp"
@@ -60,6 +61,9 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   net::Server server(std::move(opts), *services->throttled, services->opener(),
                      [challenges] { return challenges->next(); });
   if (!bind_and_drop(server, a, id)) return kExitError;
+  if (a.experimental_sandbox && !apply_serve_sandbox(a, services->creds.sqlite != nullptr)) {
+    return kExitError;
+  }
 
   // After a drop, root-only files (a TLS key) can no longer be re-read.
   if (id) {
@@ -95,8 +99,11 @@ void register_serve(CLI::App& app, Registry& registry) {
                   "TOML configuration file (flags given here override it)")
       ->check(CLI::ExistingFile);
   opts->add_to(sub, cli);
-  registry.add(sub, [opts, config_file] {
+  auto sandbox = std::make_shared<bool>(false);
+  add_sandbox_flag(sub, sandbox.get());
+  registry.add(sub, [opts, config_file, sandbox] {
     auto cfg = effective(*opts, *config_file);
+    if (cfg) cfg->experimental_sandbox = *sandbox;
     if (!cfg) {
       spdlog::error("configuration: {}", cfg.error().message);
       return kExitConfig;

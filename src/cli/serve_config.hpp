@@ -79,6 +79,9 @@ struct ServeConfig {
   std::string user;                // started as root: drop to this user after binding
   std::string group;               // ... and this group (default: the user's primary group)
   bool allow_core_dumps = false;   // debugging: keep the process dumpable and RLIMIT_CORE as is
+  // The hidden, experimental `serve --sandbox` (cli/serve_sandbox.hpp): not
+  // a configuration key, command line only.
+  bool experimental_sandbox = false;
 };
 
 // Registers every setting on `sub` as a flag/option writing into `*target`.

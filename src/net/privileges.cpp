@@ -166,6 +166,10 @@ Result<void> forbid_core_dumps() {
   if (::setrlimit(RLIMIT_CORE, &none) != 0) {
     return make_error(Errc::permanent, "setrlimit(RLIMIT_CORE, 0): " + errno_text(errno));
   }
+  return make_undumpable();
+}
+
+Result<void> make_undumpable() {
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
     return make_error(Errc::permanent, "prctl(PR_SET_DUMPABLE, 0): " + errno_text(errno));
   }

@@ -52,11 +52,18 @@ Result<void> check_can_become(const Identity& id);
 // MUST exit without reading client input (Errc::permanent).
 Result<void> drop_privileges(const Identity& id);
 
-// No core dumps of this process: prctl(PR_SET_DUMPABLE, 0) (the kernel then
-// also gives /proc/PID/mem, environ, ... to root and refuses ptrace attach
-// by the same user) and RLIMIT_CORE 0 (soft and hard). A change of uid or
-// gid resets the dumpable flag (to fs.suid_dumpable), so call it again after
-// drop_privileges. Errc::permanent when either fails.
+// The process becomes non-dumpable: prctl(PR_SET_DUMPABLE, 0), verified
+// with PR_GET_DUMPABLE. The kernel then writes no core file, gives
+// /proc/PID/mem, environ, ... to root, and refuses ptrace attach by another
+// process of the same user (issue 19: separate processes started
+// unprivileged stay separate). A change of uid or gid (and an execve)
+// resets the flag (to fs.suid_dumpable): call it again after
+// drop_privileges. Errc::permanent on failure.
+Result<void> make_undumpable();
+
+// No core dumps of this process: make_undumpable() and RLIMIT_CORE 0 (soft
+// and hard). Call it again after drop_privileges (see make_undumpable).
+// Errc::permanent when either fails.
 Result<void> forbid_core_dumps();
 
 // While alive (root only), the effective gid, uid and the group list are
