@@ -86,6 +86,10 @@ const std::array kSpecs = {
          "Network worker processes (TLS, POP3, maildrops) beside one auth process that alone "
          "holds secret.key and the accounts; 0: one process",
          &ServeConfig::workers, false, 0, 256},
+    Spec{"sandbox", "--no-sandbox",
+         "Run the network workers without their seccomp sandbox (file: sandbox = false; not "
+         "recommended)",
+         &ServeConfig::sandbox, true},
     Spec{"login_timeout", "--login-timeout", "Seconds of inactivity allowed before login",
          &ServeConfig::login_timeout, false, 1, 3600},
     Spec{"idle_timeout", "--idle-timeout",

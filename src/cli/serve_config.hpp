@@ -51,6 +51,9 @@ struct ServeConfig {
   // Network worker processes beside one auth process (docs/architecture.md,
   // "Processes"); 0: everything in one process.
   unsigned workers = 0;
+  // The workers' seccomp sandbox (net/sandbox.hpp); --no-sandbox turns it
+  // off, with a warning.
+  bool sandbox = true;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   // Failed-login defence (auth/throttle.hpp) and connection limits.

@@ -35,6 +35,7 @@
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
 #include "net/process.hpp"
+#include "net/sandbox.hpp"
 #include "store/maildir.hpp"
 
 namespace apop::cli {
@@ -270,7 +271,8 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     }
   }
   if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
-  // New channels when the auth process restarted.
+  // New channels when the auth process restarted (the thread is started
+  // before the sandbox, which covers it too).
   std::thread([control, &remote] {
     for (;;) {
       std::string payload;
@@ -279,6 +281,24 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
       if (payload == "C" && !got.empty()) remote.replace_channels(std::move(got));
     }
   }).detach();
+  if (a.sandbox) {
+    // Everything the worker needs exists now: listeners, TLS context, log,
+    // channels, the event loop and its pool.
+    net::SandboxOptions sandbox;
+    sandbox.mbox = true;  // any account may have an mbox location
+    if (auto r = net::apply_worker_sandbox(sandbox); !r) {
+      spdlog::critical("worker {}: sandbox: {}; exiting", index + 1, r.error().message);
+      return kExitError;
+    }
+    // Test seam (tests/interop/test_workers.py): a worker that tries to
+    // exec, as a taken-over one would, must die by SIGSYS.
+    if (const char* probe = std::getenv("APOP_TEST_WORKER_EXEC"); probe && *probe == '1') {
+      char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+      ::execv("/bin/true", argv);
+      spdlog::critical("worker {}: exec was not stopped by the sandbox", index + 1);
+      return kExitError;
+    }
+  }
   auto running = std::make_shared<ServeConfig>(a);
   server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
   server.run();
@@ -300,6 +320,11 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     return kExitUsage;
   }
   if (!check_identity(identity)) return kExitConfig;
+  if (!a.sandbox) {
+    spdlog::warn(
+        "workers run without their seccomp sandbox (--no-sandbox): a worker taken over through a "
+        "parser or TLS bug can exec, ptrace and open sockets");
+  }
   net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
   opts.session.greeting_text = kGreeting;
   opts.session.inline_apop = true;  // the local SQLite file, through the auth process

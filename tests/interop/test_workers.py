@@ -271,6 +271,36 @@ class WorkersTest(ApopTestCase):
             self.assertEqual(before.stat()[0], 1)
             before.quit()
 
+    def test_a_worker_that_tries_to_exec_dies_by_the_sandbox(self):
+        self.setup_alice([make_message("one", "first\n")])
+        srv = self.env.server("--workers", "1", extra_env={"APOP_TEST_WORKER_EXEC": "1"})
+        with srv:
+            srv.wait_for_log(r"worker 1 pid=\d+ killed by signal 31 \(Bad system call\); "
+                             r"restarting", count=2)
+            self.assertNotIn("exec was not stopped", srv.log())
+            # The sandbox is on every thread of a worker.
+            pid = children(srv)["worker 1"]
+            self.assertTrue(alive(children(srv)["auth"]))
+            del pid
+
+    def test_workers_run_sandboxed_unless_told_not_to(self):
+        self.setup_alice([make_message("one", "first\n")])
+        for flags, expect in (((), "2"), (("--no-sandbox",), "0")):
+            srv = self.env.server("--workers", "1", *flags)
+            srv.workers = 1
+            with srv:
+                self.ready(srv)
+                c = srv.connect()
+                c.login("alice", ALICE_SECRET)  # the worker is up and serving
+                pid = children(srv)["worker 1"]
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/status") as f:
+                        status = f.read()
+                    self.assertIn(f"Seccomp:\t{expect}", status, (flags, tid))
+                c.quit()
+                if flags:
+                    self.assertIn("without their seccomp sandbox", srv.log())
+
     def test_the_auth_process_failing_at_start_stops_the_server(self):
         self.env.add_user("alice", ALICE_SECRET)
         with open(os.path.join(self.env.data, "secret.key"), "r+b") as f:
