@@ -90,6 +90,10 @@ const std::array kSpecs = {
          "Run the network workers without their seccomp sandbox (file: sandbox = false; not "
          "recommended)",
          &ServeConfig::sandbox, true},
+    Spec{"reuse_port", "--reuse-port",
+         "Give each worker a listening socket of its own (SO_REUSEPORT: the kernel spreads "
+         "connections by address hash) instead of one socket all workers accept from",
+         &ServeConfig::reuse_port},
     Spec{"login_timeout", "--login-timeout", "Seconds of inactivity allowed before login",
          &ServeConfig::login_timeout, false, 1, 3600},
     Spec{"idle_timeout", "--idle-timeout",

@@ -54,6 +54,9 @@ struct ServeConfig {
   // The workers' seccomp sandbox (net/sandbox.hpp); --no-sandbox turns it
   // off, with a warning.
   bool sandbox = true;
+  // Workers: a listening socket each (SO_REUSEPORT), or one shared (the
+  // default: it balances better, docs/performance.md).
+  bool reuse_port = false;
   unsigned login_timeout = static_cast<unsigned>(limits::kIdleTimeoutAuthorization.count());
   unsigned idle_timeout = static_cast<unsigned>(limits::kIdleTimeoutTransaction.count());
   // Failed-login defence (auth/throttle.hpp) and connection limits.

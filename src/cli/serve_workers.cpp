@@ -68,7 +68,8 @@ std::optional<StoredFlags> decode_flags(std::string_view s) {
 
 // Every descriptor the master made for its children, by owner.
 struct Fds {
-  std::vector<net::BoundListener> listeners;  // workers
+  // Per worker (SO_REUSEPORT copies), or one set every worker shares.
+  std::vector<std::vector<net::BoundListener>> listeners;
   UniqueFd auth_control_master, auth_control_child;
   std::vector<UniqueFd> worker_control_master, worker_control_child;  // per worker
   // Channels being handed over: per worker, the auth process's ends and the
@@ -85,7 +86,9 @@ struct Fds {
       }
       fd.reset();
     };
-    for (auto& l : listeners) close_unless_kept(l.fd);
+    for (auto& set : listeners) {
+      for (auto& l : set) close_unless_kept(l.fd);
+    }
     close_unless_kept(auth_control_master);
     close_unless_kept(auth_control_child);
     for (auto& fd : worker_control_master) close_unless_kept(fd);
@@ -231,7 +234,8 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
                std::size_t index, std::shared_ptr<net::SharedTally> tally) {
   const int control = fds.worker_control_child[index].get();
   std::vector<int> keep{control};
-  for (const auto& l : fds.listeners) keep.push_back(l.fd.get());
+  auto& mine = fds.listeners[fds.listeners.size() == 1 ? 0 : index];
+  for (const auto& l : mine) keep.push_back(l.fd.get());
   for (const auto& fd : fds.worker_ends[index]) keep.push_back(fd.get());
   fds.close_all_but(keep);
   auto identity = service_identity(a);
@@ -258,7 +262,7 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     return f;
   }();
   net::Server server(std::move(opts), remote, *opener, [challenges] { return challenges->next(); });
-  if (auto r = server.adopt(std::move(fds.listeners)); !r) {
+  if (auto r = server.adopt(std::move(mine)); !r) {
     spdlog::error("worker {}: {}", index + 1, r.error().message);
     return kExitError;
   }
@@ -331,7 +335,11 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   const std::size_t workers = a.workers;
 
   auto fds = std::make_shared<Fds>();
-  auto listeners = net::bind_listeners(opts);
+  // One listening socket all workers accept from (a worker busy with a
+  // login leaves new connections to the others), or with reuse_port one per
+  // worker (SO_REUSEPORT: the kernel spreads connections by address hash,
+  // whether or not that worker is busy; measured slower, docs/performance.md).
+  auto listeners = net::bind_listeners(opts, a.reuse_port ? static_cast<unsigned>(workers) : 1);
   if (!listeners) {
     spdlog::error("{}", listeners.error().message);
     return kExitError;

@@ -55,7 +55,7 @@ class RemoteAuthenticator final : public pop3::Authenticator {
                                std::string_view digest, const pop3::AuthContext& ctx) override;
   pop3::AuthResult verify_plain(std::string_view user, std::string_view password,
                                 const pop3::AuthContext& ctx) override;
-  // Sent and its answer awaited; a failure is ignored (best effort, as the
+  // Sent, its answer not awaited; a failure is ignored (best effort, as the
   // interface says).
   void record_login(std::string_view user, std::int64_t when) override;
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
@@ -79,7 +79,9 @@ class RemoteAuthenticator final : public pop3::Authenticator {
 
   // One request and its reply: the reply, or an error (the channel's
   // failure, a timeout, an encoding error). For the SASL proxy and tests.
-  Result<Reply> call(const Request& request);
+  // With `await_reply` false the request is only sent (Ack{} comes back at
+  // once); its reply is skipped by the next call on the same channel.
+  Result<Reply> call(const Request& request, bool await_reply = true);
 
  private:
   struct Channel;
@@ -89,7 +91,7 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   Channel* acquire(Clock::time_point deadline);
   void release(Channel* ch, bool broken);
   Result<Reply> exchange(Channel& ch, std::uint32_t id, std::string& packet,
-                         Clock::time_point deadline, bool& broken);
+                         Clock::time_point deadline, bool& broken, bool await_reply);
   pop3::AuthResult verdict(Result<Reply> reply);
 
   const std::chrono::milliseconds timeout_;

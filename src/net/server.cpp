@@ -557,13 +557,18 @@ Server::~Server() = default;
 
 namespace {
 
-Result<tcp::acceptor> listen_on(asio::io_context& io, const ListenSpec& spec) {
+Result<tcp::acceptor> listen_on(asio::io_context& io, const ListenSpec& spec,
+                                bool reuse_port = false) {
   asio::error_code ec;
   tcp::endpoint ep(asio::ip::make_address(spec.address, ec), spec.port);
   if (ec) return make_error(Errc::invalid, "bad listen address " + spec.address);
   tcp::acceptor acc(io);
   acc.open(ep.protocol(), ec);
   if (!ec) acc.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec && reuse_port) {
+    using reuse_port_option = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+    acc.set_option(reuse_port_option(true), ec);
+  }
   if (!ec && ep.address().is_v6()) acc.set_option(asio::ip::v6_only(true), ec);
   if (!ec) acc.bind(ep, ec);
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
@@ -584,19 +589,26 @@ Result<TlsContext> load_tls(const ServerOptions& options) {
 
 }  // namespace
 
-Result<std::vector<BoundListener>> bind_listeners(const ServerOptions& options) {
+Result<std::vector<std::vector<BoundListener>>> bind_listeners(const ServerOptions& options,
+                                                               unsigned copies) {
   asio::io_context io{1};
-  std::vector<BoundListener> out;
-  auto bind_one = [&](const ListenSpec& spec, bool tls) -> Result<void> {
-    auto acc = listen_on(io, spec);
-    if (!acc) return acc.error();
-    const std::string where = endpoint_text(acc->local_endpoint());
-    spdlog::info("listening on {}{}", where, tls ? " (tls)" : "");
-    asio::error_code ec;
-    acc->non_blocking(true, ec);
-    const int fd = acc->release(ec);
-    if (ec) return make_error(Errc::temporary, "listener " + where + ": " + ec.message());
-    out.push_back(BoundListener{UniqueFd(fd), tls, where});
+  if (copies == 0) copies = 1;
+  std::vector<std::vector<BoundListener>> out(copies);
+  auto bind_one = [&](ListenSpec spec, bool tls) -> Result<void> {
+    for (unsigned c = 0; c < copies; ++c) {
+      auto acc = listen_on(io, spec, copies > 1);
+      if (!acc) return acc.error();
+      const std::string where = endpoint_text(acc->local_endpoint());
+      if (c == 0) {
+        spdlog::info("listening on {}{}", where, tls ? " (tls)" : "");
+        spec.port = acc->local_endpoint().port();  // the other copies share it
+      }
+      asio::error_code ec;
+      acc->non_blocking(true, ec);
+      const int fd = acc->release(ec);
+      if (ec) return make_error(Errc::temporary, "listener " + where + ": " + ec.message());
+      out[c].push_back(BoundListener{UniqueFd(fd), tls, where});
+    }
     return {};
   };
   for (const ListenSpec& spec : options.listen) {

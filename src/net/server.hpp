@@ -86,8 +86,13 @@ struct BoundListener {
 // Binds every listener of `options` (plain ones first, then TLS ones) and
 // logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS,
 // exactly as Server::bind() does. The sockets are close-on-exec and
-// non-blocking.
-Result<std::vector<BoundListener>> bind_listeners(const ServerOptions& options);
+// non-blocking. With `copies` > 1, every listener is bound `copies` times to
+// the same address and port with SO_REUSEPORT (the kernel spreads new
+// connections over the copies by a hash of their addresses; a port 0 is the
+// first copy's): the result is `copies` sets, one per worker, each in the
+// order above; "listening on" is logged once per listener.
+Result<std::vector<std::vector<BoundListener>>> bind_listeners(const ServerOptions& options,
+                                                               unsigned copies = 1);
 
 // Produces a fresh, never-repeated APOP timestamp per connection.
 using ChallengeSource = std::function<std::string()>;

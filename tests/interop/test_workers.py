@@ -246,6 +246,30 @@ class WorkersTest(ApopTestCase):
             for c in held:
                 c.close()
 
+    def test_reuse_port_gives_each_worker_its_own_socket(self):
+        self.setup_alice([make_message("one", "first\n")])
+        with self.start(2, "--reuse-port") as srv:
+            self.ready(srv)
+            seen = set()
+            for _ in range(40):
+                c = srv.connect()
+                c.login("alice", ALICE_SECRET)
+                seen.add(worker_of(srv, c))
+                c.quit()
+                if len(seen) == 2:
+                    break
+            self.assertEqual(seen, {"worker 1", "worker 2"})
+            listening = [set(), set()]
+            for i, name in enumerate(("worker 1", "worker 2")):
+                for line in open("/proc/net/tcp").read().splitlines()[1:]:
+                    cols = line.split()
+                    if cols[3] == "0A" and int(cols[1].split(":")[1], 16) == srv.port:
+                        if cols[9] in socket_inodes(children(srv)[name]):
+                            listening[i].add(cols[9])
+            self.assertEqual(len(listening[0]), 1)
+            self.assertEqual(len(listening[1]), 1)
+            self.assertNotEqual(listening[0], listening[1])
+
     def test_tls_and_sighup_in_every_worker(self):
         self.setup_alice([make_message("one", "first\n")])
         cert, key = make_cert(self.env.root, "first")

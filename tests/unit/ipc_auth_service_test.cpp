@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "auth/authenticator.hpp"
-#include "auth/memory_credential_store.hpp"
 #include "auth/digest.hpp"
+#include "auth/memory_credential_store.hpp"
 #include "ipc_support.hpp"
 
 namespace apop::ipc {

@@ -16,6 +16,20 @@
 #include "ipc/auth_service.hpp"
 #include "pop3/interfaces.hpp"
 
+namespace apop {
+namespace ipc_test {
+// record_login is sent, not awaited: true once `pred` holds (within 2 s).
+template <typename Pred>
+bool eventually(Pred pred) {
+  for (int i = 0; i < 200; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+}  // namespace ipc_test
+}  // namespace apop
+
 namespace apop::ipc::test {
 
 // What a fake account knows and must never send: a fuzzer and the tests
