@@ -88,6 +88,8 @@ def memory_holds(pid: int, needles: list[bytes]) -> set[bytes]:
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
             if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
                 continue
+            if hi - lo > 1 << 30:
+                continue  # a sanitizer's shadow reservation, not the heap
             try:
                 mem.seek(lo)
                 chunk = mem.read(hi - lo)
