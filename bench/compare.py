@@ -318,8 +318,10 @@ def build_floor(source: str, libs: list[str], root: str, cache: str) -> str:
     binary is kept in the cache directory (else in the run's tree)."""
     cxx = shutil.which("c++") or shutil.which("g++")
     path = os.path.join(REPO, "bench", source)
-    with open(path, "rb") as f:
-        h = hashlib.sha256(f.read())
+    h = hashlib.sha256()
+    for part in (path, os.path.join(REPO, "bench", "floor_listen.hpp")):
+        with open(part, "rb") as f:
+            h.update(f.read())
     h.update(subprocess.run([cxx, "--version"], stdout=subprocess.PIPE).stdout)
     h.update(" ".join(libs).encode())
     where = cache or root

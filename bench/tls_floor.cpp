@@ -31,6 +31,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "floor_listen.hpp"
 
 #include <cerrno>
 #include <cstdint>
@@ -130,27 +131,11 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const FloorListener listener = floor_listen(argv[1], "tls_floor");
+  if (listener.fd < 0) return 1;
+  const int lfd = listener.fd;
+  const int ep = listener.ep;
   const int one = 1;
-  ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(std::atoi(argv[1])));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, 1024) != 0) {
-    std::perror("tls_floor: bind/listen");
-    return 1;
-  }
-  socklen_t len = sizeof a;
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::printf("listening on 127.0.0.1:%u\n", ntohs(a.sin_port));
-  std::fflush(stdout);
-
-  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = lfd;
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
   std::unordered_map<int, Conn> conns;
   epoll_event events[128];
   const auto finish = [&](int fd) {
