@@ -104,6 +104,7 @@ void register_serve(CLI::App& app, Registry& registry) {
   registry.add(sub, [opts, config_file, sandbox] {
     auto cfg = effective(*opts, *config_file);
     if (cfg) cfg->experimental_sandbox = *sandbox;
+    if (cfg) cfg->config_path = *config_file;
     if (!cfg) {
       spdlog::error("configuration: {}", cfg.error().message);
       return kExitConfig;

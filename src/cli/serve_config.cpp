@@ -87,8 +87,8 @@ const std::array kSpecs = {
          "holds secret.key and the accounts; 0: one process",
          &ServeConfig::workers, false, 0, 256},
     Spec{"sandbox", "--no-sandbox",
-         "Run the network workers without their seccomp sandbox (file: sandbox = false; not "
-         "recommended)",
+         "Run the network workers without their seccomp sandbox and Landlock file restriction "
+         "(file: sandbox = false; not recommended)",
          &ServeConfig::sandbox, true},
     Spec{"reuse_port", "--reuse-port",
          "Give each worker a listening socket of its own (SO_REUSEPORT: the kernel spreads "

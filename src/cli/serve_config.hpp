@@ -18,6 +18,9 @@
 namespace apop::cli {
 
 struct ServeConfig {
+  // The --config file this configuration was read from (not a key): a
+  // worker may re-read it on SIGHUP (net/landlock.hpp).
+  std::string config_path;
   std::string data;  // empty: $APOP_DATA or ./apop-data
   // Where users' mail is, unless an account has its own (`apop user mailbox`):
   // maildir:PATH or mbox:PATH with %u (user), %d (data directory), %%

@@ -21,19 +21,24 @@
 #include <spdlog/spdlog.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cli/logging.hpp"
 #include "cli/serve_setup.hpp"
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
+#include "net/landlock.hpp"
 #include "net/process.hpp"
 #include "net/sandbox.hpp"
 #include "store/maildir.hpp"
@@ -48,6 +53,9 @@ struct StoredFlags {
   bool apop_enabled = true;
   bool login_delay_per_user = false;
   bool expire_per_user = false;
+  // The directories the accounts' own mail locations lie beneath (the
+  // workers may open files there and nowhere else: net/landlock.hpp).
+  std::vector<std::string> mail_roots;
 };
 
 std::string encode_flags(const StoredFlags& f) {
@@ -55,15 +63,93 @@ std::string encode_flags(const StoredFlags& f) {
   s += f.apop_enabled ? '1' : '0';
   s += f.login_delay_per_user ? '1' : '0';
   s += f.expire_per_user ? '1' : '0';
+  for (const auto& root : f.mail_roots) s += "\nroot " + root;
   return s;
 }
 
 std::optional<StoredFlags> decode_flags(std::string_view s) {
-  if (s.size() != 9 || s.substr(0, 6) != "ready ") return std::nullopt;
-  for (char c : s.substr(6)) {
+  const std::string_view first = s.substr(0, s.find('\n'));
+  if (first.size() != 9 || first.substr(0, 6) != "ready ") return std::nullopt;
+  for (char c : first.substr(6)) {
     if (c != '0' && c != '1') return std::nullopt;
   }
-  return StoredFlags{s[6] == '1', s[7] == '1', s[8] == '1'};
+  StoredFlags f{first[6] == '1', first[7] == '1', first[8] == '1', {}};
+  for (std::size_t pos = first.size(); pos < s.size();) {
+    const std::size_t end = std::min(s.find('\n', pos + 1), s.size());
+    const std::string_view line = s.substr(pos + 1, end - pos - 1);
+    if (line.substr(0, 5) == "root " && line.size() > 5) f.mail_roots.emplace_back(line.substr(5));
+    pos = end;
+  }
+  return f;
+}
+
+// The directories beneath the accounts' own mail locations.
+std::vector<std::string> account_mail_roots(auth::CredentialStore& store, const DataDir& dir) {
+  std::vector<std::string> roots;
+  auto users = store.list();
+  if (!users) return roots;
+  for (const auto& u : *users) {
+    if (!u.mail_location) continue;
+    auto loc = store::parse_mail_location(*u.mail_location, false);
+    if (!loc) continue;
+    const std::string root = store::mail_location_root(*loc, dir.root).string();
+    if (std::find(roots.begin(), roots.end(), root) == roots.end()) roots.push_back(root);
+  }
+  return roots;
+}
+
+// Whether `inner` is `outer` or lies beneath it (both made absolute).
+bool beneath(const std::filesystem::path& inner, const std::filesystem::path& outer) {
+  std::error_code ec;
+  const auto i = std::filesystem::weakly_canonical(std::filesystem::absolute(inner), ec);
+  const auto o = std::filesystem::weakly_canonical(std::filesystem::absolute(outer), ec);
+  auto [oe, ie] = std::mismatch(o.begin(), o.end(), i.begin(), i.end());
+  return oe == o.end();
+}
+
+// What a worker may open (net/landlock.hpp): the mail trees, the mbox lock
+// and journal directories, the log file's directory, and, read-only, the
+// files it re-reads on SIGHUP. Never the data directory itself, where
+// secret.key and the account database are; a mail location that contains
+// it is warned about.
+std::vector<net::FsRule> worker_fs_rules(const ServeConfig& a, const DataDir& dir,
+                                         const std::vector<std::string>& account_roots) {
+  std::vector<net::FsRule> rules;
+  std::vector<std::string> roots = account_roots;
+  if (auto loc = store::parse_mail_location(a.mail_location, true)) {
+    roots.push_back(store::mail_location_root(*loc, dir.root).string());
+  }
+  for (const auto& r : roots) {
+    if (beneath(dir.root, r)) {
+      spdlog::warn(
+          "mail location root {} contains the data directory: the workers' file restriction "
+          "cannot keep secret.key and the account database from them",
+          r);
+    }
+    rules.push_back({r, true});
+  }
+  rules.push_back({(dir.root / "locks").string(), true});
+  rules.push_back({(dir.root / "mbox-journal").string(), true});
+  if (auto log = parse_log_target(a.log); log && log->kind == LogTarget::Kind::file) {
+    rules.push_back({std::filesystem::path(log->path).parent_path().string(), true});
+  }
+  if (!a.config_path.empty()) rules.push_back({a.config_path, false});
+  // Certificates are often replaced by a rename (certbot): their directory,
+  // unless it holds the data directory (then the files themselves).
+  for (const auto& f : {a.tls_cert, a.tls_key}) {
+    if (f.empty()) continue;
+    const auto parent = std::filesystem::absolute(f).parent_path();
+    if (beneath(dir.root, parent)) {
+      spdlog::warn(
+          "{} is in a directory that holds the data directory: the workers may re-read that file "
+          "only as it is now (a certificate replaced by a rename needs a restart)",
+          f);
+      rules.push_back({f, false});
+    } else {
+      rules.push_back({parent.string(), false});
+    }
+  }
+  return rules;
 }
 
 // Every descriptor the master made for its children, by owner.
@@ -170,6 +256,22 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   OpenedCredentials& creds = std::get<OpenedCredentials>(opened);
   pop3::SessionConfig session;
   if (!apply_stored_policy(*creds.store, session)) return kExitError;
+  const std::vector<std::string> roots = account_mail_roots(*creds.store, dir);
+  // The workers' mbox lock and journal directories exist before they
+  // restrict themselves to them (created as the service user).
+  {
+    std::unique_ptr<net::ActingAs> acting;
+    if (id && net::running_as_root()) {
+      if (auto act = net::ActingAs::begin(*id)) acting = std::move(*act);
+    }
+    for (const char* sub : {"locks", "mbox-journal"}) {
+      const std::string path = (dir.root / sub).string();
+      if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+        spdlog::error("auth: cannot create {}: {}", path, std::strerror(errno));
+        return kExitError;
+      }
+    }
+  }
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   auto services = build_services(std::move(creds), a, dir, hostname);
   if (id) {
@@ -186,8 +288,8 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
     served.push_back(std::move(s));
   }
   if (ready >= 0) {
-    const std::string msg =
-        encode_flags({session.apop_enabled, session.login_delay_per_user, session.expire_per_user});
+    const std::string msg = encode_flags(
+        {session.apop_enabled, session.login_delay_per_user, session.expire_per_user, roots});
     (void)write_all(ready, msg);
     fds.ready_write.reset();
   }
@@ -230,8 +332,23 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
 
 // ---- a network worker -----------------------------------------------------
 
+void probe_worker(std::string_view probe, std::size_t index) {
+  if (probe == "exec") {
+    char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
+    ::execv("/bin/true", argv);
+    spdlog::critical("worker {}: exec was not stopped by the sandbox", index + 1);
+  } else if (probe.substr(0, 5) == "open:") {
+    const std::string path(probe.substr(5));
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    spdlog::warn("worker {}: test probe: open {}: {}", index + 1, path,
+                 fd >= 0 ? "opened" : std::strerror(errno));
+    if (fd >= 0) ::close(fd);
+  }
+}
+
 int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions opts, Fds& fds,
-               std::size_t index, std::shared_ptr<net::SharedTally> tally) {
+               std::size_t index, std::shared_ptr<net::SharedTally> tally,
+               const std::vector<std::string>& account_roots) {
   const int control = fds.worker_control_child[index].get();
   std::vector<int> keep{control};
   auto& mine = fds.listeners[fds.listeners.size() == 1 ? 0 : index];
@@ -246,6 +363,22 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     return kExitError;
   }
   const DataDir dir = resolve_data_dir(a.data);
+  // Before any thread starts (Landlock binds the calling thread and those
+  // it starts later): from here on, only the mail trees and the files this
+  // worker re-reads can be opened -- not secret.key, not the accounts.
+  if (a.sandbox) {
+    std::vector<std::string> skipped;
+    auto limited = net::restrict_filesystem(worker_fs_rules(a, dir, account_roots), &skipped);
+    if (!limited) {
+      spdlog::critical("worker {}: {}; exiting", index + 1, limited.error().message);
+      return kExitError;
+    }
+    if (!*limited && index == 0) {
+      spdlog::warn(
+          "the kernel has no usable Landlock (ABI 2, Linux 5.19+): workers can open any file their "
+          "uid can");
+    }
+  }
   auto opener = mail_locations(a, dir);
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
@@ -294,15 +427,11 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
       spdlog::critical("worker {}: sandbox: {}; exiting", index + 1, r.error().message);
       return kExitError;
     }
-    // Test seam (tests/interop/test_workers.py): a worker that tries to
-    // exec, as a taken-over one would, must die by SIGSYS.
-    if (const char* probe = std::getenv("APOP_TEST_WORKER_EXEC"); probe && *probe == '1') {
-      char* const argv[] = {const_cast<char*>("/bin/true"), nullptr};
-      ::execv("/bin/true", argv);
-      spdlog::critical("worker {}: exec was not stopped by the sandbox", index + 1);
-      return kExitError;
-    }
   }
+  // Test seam (tests/interop/test_workers.py), after every restriction:
+  // "exec" tries what a taken-over worker would (it must die by SIGSYS);
+  // "open:PATH" reports whether PATH can be opened for reading.
+  if (const char* probe = std::getenv("APOP_TEST_WORKER_PROBE")) probe_worker(probe, index);
   auto running = std::make_shared<ServeConfig>(a);
   server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
   server.run();
@@ -409,13 +538,25 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   // The workers start once the store is open (or not at all).
   StoredFlags flags;
   {
-    std::string msg(16, '\0');
-    pollfd p{fds->ready_read.get(), POLLIN, 0};
-    const int ready = retry_eintr([&] { return ::poll(&p, 1, 120'000); });
-    const ssize_t n = ready > 0 ? ::read(fds->ready_read.get(), msg.data(), msg.size()) : -1;
+    // Until the auth process closes the pipe (or 120 s): the flags, then
+    // one line per mail root.
+    std::string msg;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    for (;;) {
+      pollfd p{fds->ready_read.get(), POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0 || retry_eintr([&] { return ::poll(&p, 1, static_cast<int>(left)); }) <= 0) {
+        break;
+      }
+      char buf[4096];
+      const ssize_t n = retry_eintr([&] { return ::read(fds->ready_read.get(), buf, sizeof buf); });
+      if (n <= 0 || msg.size() > (1u << 20)) break;
+      msg.append(buf, static_cast<std::size_t>(n));
+    }
     fds->ready_read.reset();
-    auto decoded = n > 0 ? decode_flags(std::string_view(msg.data(), static_cast<std::size_t>(n)))
-                         : std::nullopt;
+    auto decoded = decode_flags(msg);
     if (!decoded) {
       ::kill(auth_pid, SIGTERM);
       const int code = supervisor.wait_exit(auth_pid);
@@ -443,8 +584,8 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       fds->auth_ends[i].clear();
       return sent;
     };
-    spec.run = [&a, &reread, opts, fds, i, t = *tally] {
-      return run_worker(a, reread, opts, *fds, i, t);
+    spec.run = [&a, &reread, opts, fds, i, t = *tally, roots = flags.mail_roots] {
+      return run_worker(a, reread, opts, *fds, i, t, roots);
     };
     spec.started = [fds, i, starts](pid_t) {
       fds->worker_ends[i].clear();

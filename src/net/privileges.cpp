@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -73,6 +74,30 @@ bool already_is(const Identity& id) {
   return r == id.uid && e == id.uid && s == id.uid && gr == id.gid && ge == id.gid && gs == id.gid;
 }
 
+// The kernel clears the parent-death signal (PR_SET_PDEATHSIG) whenever a
+// process's credentials change (commit_creds): a supervised child that
+// drops privileges would outlive a master killed by SIGKILL, still serving
+// and holding maildrop locks. This keeps it across a change: it sets the
+// signal again afterwards and, if the parent died in between, sends it now.
+class KeepParentDeathSignal {
+ public:
+  KeepParentDeathSignal() : parent_(::getppid()) {
+    int sig = 0;
+    if (::prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0) == 0) signal_ = sig;
+  }
+  ~KeepParentDeathSignal() {
+    if (signal_ == 0) return;
+    ::prctl(PR_SET_PDEATHSIG, signal_, 0, 0, 0);
+    if (::getppid() != parent_) ::kill(::getpid(), signal_);
+  }
+  KeepParentDeathSignal(const KeepParentDeathSignal&) = delete;
+  KeepParentDeathSignal& operator=(const KeepParentDeathSignal&) = delete;
+
+ private:
+  pid_t parent_;
+  int signal_ = 0;
+};
+
 }  // namespace
 
 Result<Identity> lookup_identity(const std::string& user, const std::string& group) {
@@ -132,6 +157,7 @@ Result<void> drop_privileges(const Identity& id) {
     return check_can_become(id);
   }
   const std::string what = "dropping privileges to " + describe(id) + ": ";
+  const KeepParentDeathSignal keep;
   if (setgroups(id.groups.size(), id.groups.data()) != 0) {
     return make_error(Errc::permanent, what + "setgroups: " + errno_text(errno));
   }
@@ -185,6 +211,7 @@ Result<std::unique_ptr<ActingAs>> ActingAs::begin(const Identity& id) {
   a->saved_groups_ = current_groups();
   a->saved_egid_ = getegid();
   const std::string what = "acting as " + describe(id) + ": ";
+  const KeepParentDeathSignal keep;
   if (setgroups(id.groups.size(), id.groups.data()) != 0) {
     int e = errno;
     return make_error(Errc::permanent, what + "setgroups: " + errno_text(e));
@@ -202,6 +229,7 @@ Result<std::unique_ptr<ActingAs>> ActingAs::begin(const Identity& id) {
 }
 
 ActingAs::~ActingAs() {
+  const KeepParentDeathSignal keep;
   if (seteuid(0) != 0 || setegid(saved_egid_) != 0 ||
       setgroups(saved_groups_.size(), saved_groups_.data()) != 0) {
     std::fprintf(stderr, "apop: cannot return to root after acting as the service user: %s\n",

@@ -47,8 +47,9 @@ Result<void> check_can_become(const Identity& id);
 // Becomes `id` for good: setgroups(id.groups), setresgid(gid x3),
 // setresuid(uid x3), then verifies that the real, effective and saved ids
 // and the group list are `id`'s and that regaining root (setuid(0),
-// seteuid(0), setgid(0)) fails. A no-op when the process already is `id`
-// and not root. On any error the process may be half-dropped: the caller
+// seteuid(0), setgid(0)) fails. The parent-death signal (PR_SET_PDEATHSIG),
+// which the kernel clears on the switch, is set again. A no-op when the
+// process already is `id` and not root. On any error the process may be half-dropped: the caller
 // MUST exit without reading client input (Errc::permanent).
 Result<void> drop_privileges(const Identity& id);
 

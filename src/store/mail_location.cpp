@@ -125,6 +125,26 @@ bool LocationOpener::opens_without_waiting(const pop3::MailboxAddress& where) {
   return r->first.format == MailLocation::Format::maildir && maildir_opens_quickly(r->second);
 }
 
+fs::path mail_location_root(const MailLocation& loc, const fs::path& data_dir) {
+  std::string out;
+  for (std::size_t i = 0; i < loc.path.size(); ++i) {
+    if (loc.path[i] != '%') {
+      out += loc.path[i];
+      continue;
+    }
+    if (i + 1 < loc.path.size() && loc.path[i + 1] == 'd') {
+      out += data_dir.string();
+      ++i;
+      continue;
+    }
+    break;  // %u, %%: the user's part starts here
+  }
+  const auto slash = out.rfind('/');
+  if (slash == std::string::npos) return fs::path(".");
+  out.resize(slash == 0 ? 1 : slash);
+  return fs::path(out);
+}
+
 bool maildir_opens_quickly(const fs::path& dir) {
   // A directory's size grows with its entries (ext4: about 80 bytes per
   // Maildir name in 4 KiB blocks; tmpfs: 20 bytes per entry) and never

@@ -47,6 +47,13 @@ std::string format_mail_location(const MailLocation& loc);
 Result<std::filesystem::path> expand_mail_location(const MailLocation& loc, std::string_view user,
                                                    const std::filesystem::path& data_dir);
 
+// The directory every mailbox of `loc` lies beneath: the template with %d
+// expanded, cut before its first other '%' sequence and at the last '/'
+// before that ("maildir:%d/mail/%u" -> DATA/mail, "mbox:/var/mail/%u" ->
+// /var/mail). Pure.
+std::filesystem::path mail_location_root(const MailLocation& loc,
+                                         const std::filesystem::path& data_dir);
+
 // A MaildropOpener choosing per user between Maildir and mbox: the location
 // the address names (the login's AuthResult::mail_location), else the one
 // `per_user` returns (optional: for callers without a login, such as

@@ -11,6 +11,7 @@ import resource
 import shutil
 import signal
 import ssl
+import re
 import subprocess
 import time
 import unittest
@@ -58,6 +59,43 @@ class PrivilegeDropTest(ApopTestCase):
         for dirpath, dirnames, filenames in os.walk(self.env.data):
             for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
                 os.chown(name, self.nobody.pw_uid, self.nogroup.gr_gid)
+
+    def test_workers_drop_too_and_die_with_a_killed_master(self):
+        """Regression: the kernel clears PR_SET_PDEATHSIG when a process's ids
+        change, so children that dropped privileges outlived a master killed by
+        SIGKILL -- still serving and holding maildrop locks."""
+        self.setup_alice([make_message("one", "first\n")])
+        self.give_data_to_nobody()
+        srv = self.env.server("--user", "nobody", "--group", "nogroup", "--workers", "2")
+        srv.start()
+        self.addCleanup(srv.kill_quietly)
+        started = r"(?:auth|worker \d+) started pid=(\d+)"
+        wait_until(lambda: len(re.findall(started, srv.log())) == 3,
+                   what="the auth process and the workers")
+        srv.wait_for_log(r"auth process serving 2 workers")
+        kids = [int(p) for p in re.findall(started, srv.log())]
+        # Should this regress, the orphans must not outlive the test.
+        self.addCleanup(lambda: [os.kill(p, signal.SIGKILL) for p in kids if os.path.exists(
+            f"/proc/{p}/status")])
+        c = srv.connect()
+        self.assertTrue(c.apop("alice", ALICE_SECRET).startswith(b"+OK"))
+        for pid in kids:
+            for t in proc_ids(pid):
+                self.assertEqual(t["Uid"], [str(self.nobody.pw_uid)] * 4)
+        os.kill(srv.pid, signal.SIGKILL)
+
+        def all_gone() -> bool:
+            for pid in kids:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().split(") ")[1][0] != "Z":
+                            return False
+                except FileNotFoundError:
+                    pass
+            return True
+
+        wait_until(all_gone, timeout=10, what="the children's exit after the master's")
+        self.assertTrue(c.closed_by_server())
 
     def test_drops_to_user_and_group_for_good_and_serves_mail(self):
         self.setup_alice([make_message("one", "first\n"), make_message("two", "second\n")])

@@ -274,7 +274,11 @@ class WorkersTest(ApopTestCase):
 
     def test_tls_and_sighup_in_every_worker(self):
         self.setup_alice([make_message("one", "first\n")])
-        cert, key = make_cert(self.env.root, "first")
+        # Not in a directory that holds the data directory: a worker may read
+        # only what lies beside it (net/landlock.hpp).
+        tls_dir = os.path.join(self.env.root, "tls")
+        os.mkdir(tls_dir)
+        cert, key = make_cert(tls_dir, "first")
         srv = self.env.server("--workers", "2", "--tls-cert", cert, "--tls-key", key,
                               tls_listen=["127.0.0.1:0"])
         srv.workers = 2
@@ -284,7 +288,7 @@ class WorkersTest(ApopTestCase):
             before = poplib.POP3_SSL("127.0.0.1", srv.tls_ports[0], context=ctx)
             before.apop("alice", ALICE_SECRET)
             first_der = before.sock.getpeercert(binary_form=True)
-            new_cert, new_key = make_cert(self.env.root, "second")
+            new_cert, new_key = make_cert(tls_dir, "second")
             os.replace(new_cert, cert)
             os.replace(new_key, key)
             os.kill(srv.pid, signal.SIGHUP)  # the master forwards it
@@ -299,7 +303,7 @@ class WorkersTest(ApopTestCase):
 
     def test_a_worker_that_tries_to_exec_dies_by_the_sandbox(self):
         self.setup_alice([make_message("one", "first\n")])
-        srv = self.env.server("--workers", "1", extra_env={"APOP_TEST_WORKER_EXEC": "1"})
+        srv = self.env.server("--workers", "1", extra_env={"APOP_TEST_WORKER_PROBE": "exec"})
         with srv:
             srv.wait_for_log(r"worker 1 pid=\d+ killed by signal 31 \(Bad system call\); "
                              r"restarting", count=2)
@@ -308,6 +312,34 @@ class WorkersTest(ApopTestCase):
             pid = children(srv)["worker 1"]
             self.assertTrue(alive(children(srv)["auth"]))
             del pid
+
+    def test_a_worker_cannot_open_the_key_or_the_accounts(self):
+        # Landlock: even under the uid that owns them, a worker can open only
+        # the mail trees and the files it re-reads; the auth process is the
+        # only one that opens secret.key and users.sqlite.
+        self.setup_alice([make_message("one", "first\n")])
+        for name, expect in (("secret.key", "Permission denied"),
+                             ("users.sqlite", "Permission denied"),
+                             (os.path.join("mail", "alice", "cur"), "opened")):
+            path = os.path.join(self.env.data, name)
+            srv = self.env.server("--workers", "1",
+                                  extra_env={"APOP_TEST_WORKER_PROBE": f"open:{path}"})
+            srv.workers = 1
+            with srv:
+                self.ready(srv)
+                lines = srv.wait_for_log(r"test probe: open ")
+                self.assertIn(f"open {path}: {expect}", lines[0])
+                c = srv.connect()
+                c.login("alice", ALICE_SECRET)  # and the worker serves
+                c.quit()
+        # Without the sandbox (and its file restriction) the same open works:
+        # the test can tell.
+        path = os.path.join(self.env.data, "secret.key")
+        srv = self.env.server("--workers", "1", "--no-sandbox",
+                              extra_env={"APOP_TEST_WORKER_PROBE": f"open:{path}"})
+        with srv:
+            lines = srv.wait_for_log(r"test probe: open ")
+            self.assertIn(f"open {path}: opened", lines[0])
 
     def test_workers_run_sandboxed_unless_told_not_to(self):
         self.setup_alice([make_message("one", "first\n")])

@@ -1,0 +1,73 @@
+"""The poplib, Maildir, listing-cache, TLS (implicit, STLS), SASL and mbox
+(dotlock, rewrite, in place) suites, unchanged, against `apop serve
+--workers 2`: every login goes through the auth process, every session runs
+in a worker under its seccomp sandbox and Landlock file restriction, so a
+system call or a file the workers were not meant to need fails a test.
+(TLS reload by renamed files is covered by test_workers.py: these suites keep
+their certificates beside the data directory, which a worker may not read.)"""
+import os
+import unittest
+
+from apoptest import cli_sanitizer_env
+
+import test_maildir
+import test_maildir_cache
+import test_mbox
+import test_mbox_inplace
+import test_poplib
+import test_sasl
+import test_tls
+
+
+class InWorkers:
+    """Mixin: every server the test starts runs with --workers 2."""
+
+    def setUp(self):
+        super().setUp()
+        plain = self.env.server
+
+        def server(*args, **kw):
+            extra = dict(kw.pop("extra_env", None) or {})
+            if os.environ.get("ASAN_OPTIONS"):
+                # LeakSanitizer's exit scan ptraces: the sandbox kills it.
+                env = cli_sanitizer_env(dict(os.environ, APOP_TEST_CLI_LEAKS="0"))
+                extra["ASAN_OPTIONS"] = env["ASAN_OPTIONS"]
+            return plain(*args, "--workers", "2", extra_env=extra, **kw)
+
+        self.env.server = server
+
+
+class WorkersPoplibTest(InWorkers, test_poplib.PoplibTest):
+    pass
+
+
+class WorkersMaildirTest(InWorkers, test_maildir.MaildirTest):
+    pass
+
+
+class WorkersMaildirCacheTest(InWorkers, test_maildir_cache.MaildirCacheTest):
+    pass
+
+
+class WorkersImplicitTlsTest(InWorkers, test_tls.ImplicitTlsTest):
+    pass
+
+
+class WorkersStlsTest(InWorkers, test_tls.StlsTest):
+    pass
+
+
+class WorkersSaslTest(InWorkers, test_sasl.SaslTest):
+    pass
+
+
+class WorkersMboxTest(InWorkers, test_mbox.MboxTest):
+    pass
+
+
+class WorkersMboxInPlaceTest(InWorkers, test_mbox_inplace.MboxInPlaceTest):
+    pass
+
+
+if __name__ == "__main__":
+    unittest.main()
