@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import unittest
 
@@ -185,6 +186,94 @@ class WorkersTest(ApopTestCase):
                                         "bobs-secret-long-1").startswith(
                                             f"+OK Logged in, {n} message".encode()))
                 c.quit()
+
+    def test_sigkill_of_workers_under_load_loses_and_duplicates_no_mail(self):
+        """Eight users' clients retrieve and delete mail in a loop while workers
+        are killed by SIGKILL again and again: afterwards every message whose
+        QUIT was answered +OK is gone, every message never deleted is still
+        there exactly once, and only a QUIT whose reply was lost may have gone
+        either way."""
+        users = [f"load{i}" for i in range(8)]
+        per_user = 25
+        for u in users:
+            self.env.add_user(u, f"{u}-secret-long-1")
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(self.env.maildir(u), sub), exist_ok=True)
+            for i in range(per_user):
+                path = os.path.join(self.env.maildir(u), "new", f"1700000000.P1Q{i}.load")
+                with open(path, "wb") as f:
+                    f.write(make_message(f"{u}-{i}", f"body {u} {i}\n" * 40))
+        confirmed: dict[str, set[str]] = {u: set() for u in users}
+        in_doubt: dict[str, set[str]] = {u: set() for u in users}
+        stop = threading.Event()
+        errors: list[str] = []
+
+        def client(user: str, port: int) -> None:
+            while not stop.is_set():
+                pending: list[str] = []
+                try:
+                    c = srv.connect(port=port, timeout=5)
+                    if not c.apop(user, f"{user}-secret-long-1").startswith(b"+OK"):
+                        c.close()
+                        continue  # [IN-USE]: the lock of a session that just died
+                    status, body = c.cmd_multi("RETR 1")
+                    if not status.startswith(b"+OK"):
+                        c.quit()
+                        if status.startswith(b"-ERR No such message"):
+                            return
+                        continue
+                    subject = next(l for l in unstuff(body) if l.startswith(b"Subject: "))
+                    pending.append(subject[9:].decode())
+                    if not c.cmd("DELE 1").startswith(b"+OK"):
+                        errors.append(f"{user}: DELE refused")
+                        return
+                    c.send(b"QUIT\r\n")
+                    in_doubt[user].update(pending)
+                    if c.line().startswith(b"+OK"):
+                        confirmed[user].update(pending)
+                        in_doubt[user].difference_update(pending)
+                    c.close()
+                except (OSError, AssertionError, EOFError, StopIteration):
+                    continue
+
+        with self.start(2) as srv:
+            self.ready(srv)
+            port = srv.port
+            threads = [threading.Thread(target=client, args=(u, port), daemon=True)
+                       for u in users]
+            for t in threads:
+                t.start()
+            kills = 0
+            for round_ in range(6):
+                time.sleep(0.4)
+                name = f"worker {round_ % 2 + 1}"
+                pid = children(srv)[name]
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+                srv.wait_for_log(rf"{name} pid={pid} killed by signal 9")
+                wait_until(lambda: children(srv)[name] != pid, what="the worker's restart")
+            time.sleep(0.4)
+            stop.set()
+            for t in threads:
+                t.join(20)
+            self.assertEqual(errors, [])
+            self.assertEqual(kills, 6)
+        deleted_total = 0
+        for u in users:
+            subjects = []
+            for path in self.env.message_files(u):
+                with open(path, "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Subject: "):
+                            subjects.append(line[9:].strip().decode())
+                            break
+            self.assertEqual(len(subjects), len(set(subjects)), f"{u}: a message is duplicated")
+            present = set(subjects)
+            self.assertEqual(present & confirmed[u], set(), f"{u}: a confirmed DELE came back")
+            never_deleted = {f"{u}-{i}" for i in range(per_user)} - confirmed[u] - in_doubt[u]
+            self.assertEqual(never_deleted - present, set(), f"{u}: mail lost")
+            deleted_total += len(confirmed[u])
+        self.assertGreater(deleted_total, 20, "the load did not run")
 
     def test_a_killed_auth_process_is_restarted(self):
         self.setup_alice([make_message("one", "first\n")])
