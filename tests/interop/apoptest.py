@@ -65,6 +65,29 @@ def cli_sanitizer_env(env: dict) -> dict:
     return env
 
 
+def servers_with(*flags: str) -> type:
+    """A mixin for a test class: every server its tests start gets `flags`
+    (`--sandbox`, `--workers 2`: whole suites re-run that way). Under ASan the
+    servers run without LeakSanitizer's exit scan, which stops the world with
+    a ptrace'd thread that a seccomp sandbox (rightly) kills."""
+
+    class ServersWith:
+        def setUp(self):
+            super().setUp()
+            plain = self.env.server
+
+            def server(*args, **kw):
+                extra = dict(kw.pop("extra_env", None) or {})
+                if os.environ.get("ASAN_OPTIONS"):
+                    env = cli_sanitizer_env(dict(os.environ, APOP_TEST_CLI_LEAKS="0"))
+                    extra["ASAN_OPTIONS"] = env["ASAN_OPTIONS"]
+                return plain(*args, *flags, extra_env=extra, **kw)
+
+            self.env.server = server
+
+    return ServersWith
+
+
 def measured_rss_env(env: dict) -> dict:
     """The environment for a process whose peak RSS a test bounds: under ASan,
     without the quarantine of freed memory (256 MiB by default: ASan keeps

@@ -10,7 +10,8 @@ import signal
 import unittest
 from unittest import mock
 
-from apoptest import ALICE_SECRET, ApopTestCase, cli_sanitizer_env, make_message
+from apoptest import (ALICE_SECRET, ApopTestCase, cli_sanitizer_env, make_message,
+                      servers_with)
 
 import test_fail2ban
 import test_maildir
@@ -28,20 +29,8 @@ def sandboxed_env(env: dict) -> dict:
     return cli_sanitizer_env(dict(env, APOP_TEST_CLI_LEAKS="0"))
 
 
-class Sandboxed:
-    """Mixin: every server the test starts runs with --sandbox."""
-
-    def setUp(self):
-        super().setUp()
-        plain = self.env.server
-
-        def server(*args, **kw):
-            extra = dict(kw.pop("extra_env", None) or {})
-            if os.environ.get("ASAN_OPTIONS"):
-                extra["ASAN_OPTIONS"] = sandboxed_env(dict(os.environ))["ASAN_OPTIONS"]
-            return plain(*args, "--sandbox", extra_env=extra, **kw)
-
-        self.env.server = server
+# Mixin: every server the test starts runs with --sandbox.
+Sandboxed = servers_with("--sandbox")
 
 
 def status_fields(pid: int) -> dict:

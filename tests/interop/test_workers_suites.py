@@ -5,10 +5,9 @@ in a worker under its seccomp sandbox and Landlock file restriction, so a
 system call or a file the workers were not meant to need fails a test.
 (TLS reload by renamed files is covered by test_workers.py: these suites keep
 their certificates beside the data directory, which a worker may not read.)"""
-import os
 import unittest
 
-from apoptest import cli_sanitizer_env
+from apoptest import servers_with
 
 import test_maildir
 import test_maildir_cache
@@ -19,22 +18,8 @@ import test_sasl
 import test_tls
 
 
-class InWorkers:
-    """Mixin: every server the test starts runs with --workers 2."""
-
-    def setUp(self):
-        super().setUp()
-        plain = self.env.server
-
-        def server(*args, **kw):
-            extra = dict(kw.pop("extra_env", None) or {})
-            if os.environ.get("ASAN_OPTIONS"):
-                # LeakSanitizer's exit scan ptraces: the sandbox kills it.
-                env = cli_sanitizer_env(dict(os.environ, APOP_TEST_CLI_LEAKS="0"))
-                extra["ASAN_OPTIONS"] = env["ASAN_OPTIONS"]
-            return plain(*args, "--workers", "2", extra_env=extra, **kw)
-
-        self.env.server = server
+# Mixin: every server the test starts runs with --workers 2.
+InWorkers = servers_with("--workers", "2")
 
 
 class WorkersPoplibTest(InWorkers, test_poplib.PoplibTest):
