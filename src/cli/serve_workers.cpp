@@ -348,7 +348,7 @@ void probe_worker(std::string_view probe, std::size_t index) {
 
 int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions opts, Fds& fds,
                std::size_t index, std::shared_ptr<net::SharedTally> tally,
-               const std::vector<std::string>& account_roots) {
+               const std::vector<net::FsRule>& fs_rules) {
   const int control = fds.worker_control_child[index].get();
   std::vector<int> keep{control};
   auto& mine = fds.listeners[fds.listeners.size() == 1 ? 0 : index];
@@ -368,7 +368,7 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
   // worker re-reads can be opened -- not secret.key, not the accounts.
   if (a.sandbox) {
     std::vector<std::string> skipped;
-    auto limited = net::restrict_filesystem(worker_fs_rules(a, dir, account_roots), &skipped);
+    auto limited = net::restrict_filesystem(fs_rules, &skipped);
     if (!limited) {
       spdlog::critical("worker {}: {}; exiting", index + 1, limited.error().message);
       return kExitError;
@@ -569,6 +569,10 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   opts.session.login_delay_per_user = flags.login_delay_per_user;
   opts.session.expire_per_user = flags.expire_per_user;
   if (!opts.session.apop_enabled) spdlog::info("APOP disabled by policy: no greeting timestamp");
+  // The workers' file rules, made (and warned about) once for every start.
+  const std::vector<net::FsRule> fs_rules =
+      a.sandbox ? worker_fs_rules(a, resolve_data_dir(a.data), flags.mail_roots)
+                : std::vector<net::FsRule>{};
 
   for (std::size_t i = 0; i < workers; ++i) {
     auto starts = std::make_shared<int>(0);
@@ -584,8 +588,8 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       fds->auth_ends[i].clear();
       return sent;
     };
-    spec.run = [&a, &reread, opts, fds, i, t = *tally, roots = flags.mail_roots] {
-      return run_worker(a, reread, opts, *fds, i, t, roots);
+    spec.run = [&a, &reread, opts, fds, i, t = *tally, &fs_rules] {
+      return run_worker(a, reread, opts, *fds, i, t, fs_rules);
     };
     spec.started = [fds, i, starts](pid_t) {
       fds->worker_ends[i].clear();
