@@ -131,7 +131,11 @@ std::vector<net::FsRule> worker_fs_rules(const ServeConfig& a, const DataDir& di
   rules.push_back({(dir.root / "locks").string(), true});
   rules.push_back({(dir.root / "mbox-journal").string(), true});
   if (auto log = parse_log_target(a.log); log && log->kind == LogTarget::Kind::file) {
-    rules.push_back({std::filesystem::path(log->path).parent_path().string(), true});
+    // Its directory (rotation makes new files), unless that holds the data
+    // directory: then the file itself (a rotated log needs a restart).
+    const auto parent = std::filesystem::absolute(log->path).parent_path();
+    rules.push_back(beneath(dir.root, parent) ? net::FsRule{log->path, true}
+                                              : net::FsRule{parent.string(), true});
   }
   if (!a.config_path.empty()) rules.push_back({a.config_path, false});
   // Certificates are often replaced by a rename (certbot): their directory,
