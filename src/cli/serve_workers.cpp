@@ -39,6 +39,7 @@
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
 #include "net/landlock.hpp"
+#include "net/metrics.hpp"
 #include "net/process.hpp"
 #include "net/sandbox.hpp"
 #include "store/maildir.hpp"
@@ -165,7 +166,8 @@ struct Fds {
   // Channels being handed over: per worker, the auth process's ends and the
   // worker's ends (closed in the master once the owner has them).
   std::vector<std::vector<UniqueFd>> auth_ends, worker_ends;
-  UniqueFd ready_read, ready_write;  // the auth process's first start only
+  UniqueFd ready_read, ready_write;                  // the auth process's first start only
+  UniqueFd metrics_ready_read, metrics_ready_write;  // the metrics process's first start
 
   // In a child: closes everything but what `keep` says is its own.
   void close_all_but(const std::vector<int>& keep) {
@@ -191,6 +193,8 @@ struct Fds {
     }
     close_unless_kept(ready_read);
     close_unless_kept(ready_write);
+    close_unless_kept(metrics_ready_read);
+    close_unless_kept(metrics_ready_write);
   }
 };
 
@@ -211,6 +215,38 @@ std::vector<int> raw(const std::vector<UniqueFd>& v) {
   std::vector<int> out;
   for (const auto& fd : v) out.push_back(fd.get());
   return out;
+}
+
+// What a child writes to its ready pipe before closing it (or until
+// `timeout`): the master's wait for the auth and metrics processes' starts.
+std::string read_until_closed(UniqueFd& fd, std::chrono::seconds timeout) {
+  std::string msg;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    pollfd p{fd.get(), POLLIN, 0};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0 || retry_eintr([&] { return ::poll(&p, 1, static_cast<int>(left)); }) <= 0) {
+      break;
+    }
+    char buf[4096];
+    const ssize_t n = retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
+    if (n <= 0 || msg.size() > (1u << 20)) break;
+    msg.append(buf, static_cast<std::size_t>(n));
+  }
+  fd.reset();
+  return msg;
+}
+
+// Blocks the stop signals before any thread starts (threads inherit the
+// mask) and returns a signalfd that reads them.
+UniqueFd stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  return UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC));
 }
 
 // Channels per worker: one per thread that may log in at once (the
@@ -245,13 +281,9 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
     for (const auto& fd : set) keep.push_back(fd.get());
   }
   fds.close_all_but(keep);
-  // Blocked before any thread starts (threads inherit the mask), read with
-  // signalfd below: SIGTERM stops the service in order, SIGHUP is ignored.
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
-  ::sigprocmask(SIG_BLOCK, &set, nullptr);
-  UniqueFd sig(::signalfd(-1, &set, SFD_CLOEXEC));
+  // Read with signalfd below: SIGTERM stops the service in order, SIGHUP
+  // is ignored.
+  UniqueFd sig = stop_signals();
   auto identity = service_identity(a);
   const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
   const DataDir dir = resolve_data_dir(a.data);
@@ -334,6 +366,57 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   return kExitOk;
 }
 
+// ---- the metrics process --------------------------------------------------
+
+// Serves GET /metrics with the totals of the workers' rows: binds (as root
+// when started so), becomes the service user, and only reads the mapping
+// (read-only here) and answers HTTP. It opens no file (Landlock with no
+// rule) and holds nothing secret.
+int run_metrics(const ServeConfig& a, Fds& fds, const net::ListenSpec& where,
+                std::shared_ptr<net::MetricsTable> table,
+                std::vector<net::MetricsListenerLabel> labels, bool first_start) {
+  const int ready = first_start ? fds.metrics_ready_write.get() : -1;
+  fds.close_all_but({ready});
+  UniqueFd sig = stop_signals();
+  auto identity = service_identity(a);
+  const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
+  if (a.sandbox) {
+    // Before the endpoint's threads start (Landlock covers the threads a
+    // process starts later, not those already running).
+    if (auto r = net::restrict_filesystem({}); !r) {
+      spdlog::critical("metrics: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  if (auto r = table->make_read_only(); !r) {
+    spdlog::critical("{}; exiting", r.error().message);
+    return kExitError;
+  }
+  auto endpoint = net::MetricsEndpoint::open(where, table, std::move(labels));
+  if (!endpoint) {
+    spdlog::error("{}", endpoint.error().message);
+    return kExitError;
+  }
+  if (id) {
+    if (auto r = net::drop_privileges(*id); !r) {
+      spdlog::critical("metrics: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
+  spdlog::info("metrics on {}", (*endpoint)->where());
+  if (ready >= 0) {
+    (void)write_all(ready, "ok");
+    fds.metrics_ready_write.reset();
+  }
+  for (;;) {
+    signalfd_siginfo si{};
+    const ssize_t n = retry_eintr([&] { return ::read(sig.get(), &si, sizeof si); });
+    if (n != static_cast<ssize_t>(sizeof si) || si.ssi_signo != SIGHUP) break;
+  }
+  return kExitOk;
+}
+
 // ---- a network worker -----------------------------------------------------
 
 void probe_worker(std::string_view probe, std::size_t index) {
@@ -352,6 +435,7 @@ void probe_worker(std::string_view probe, std::size_t index) {
 
 int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions opts, Fds& fds,
                std::size_t index, std::shared_ptr<net::SharedTally> tally,
+               std::shared_ptr<net::MetricsTable> metrics,
                const std::vector<net::FsRule>& fs_rules) {
   const int control = fds.worker_control_child[index].get();
   std::vector<int> keep{control};
@@ -405,6 +489,7 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
   }
   tally->set_worker(static_cast<unsigned>(index));
   server.share_limits(std::move(tally));
+  if (metrics) server.share_metrics(std::move(metrics), static_cast<unsigned>(index));
   if (id) {
     if (auto r = net::drop_privileges(*id); !r) {
       spdlog::critical("worker {}: {}; exiting", index + 1, r.error().message);
@@ -450,10 +535,6 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   const auto& identity = std::get<Prelude>(prelude).identity;
   if (pg::is_postgres_url(a.users)) {
     spdlog::error("workers: not yet with a PostgreSQL account store (users); use workers = 0");
-    return kExitUsage;
-  }
-  if (!a.metrics_listen.empty()) {
-    spdlog::error("workers: metrics_listen is not yet served by a multi-process server");
     return kExitUsage;
   }
   if (!check_identity(identity)) return kExitConfig;
@@ -510,7 +591,51 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     spdlog::error("{}", tally.error().message);
     return kExitError;
   }
+  // The workers count into rows of one mapping the metrics process sums.
+  std::shared_ptr<net::MetricsTable> metrics;
+  std::vector<net::MetricsListenerLabel> metric_labels;
+  if (opts.metrics_listen) {
+    for (const auto& l : fds->listeners.front()) metric_labels.push_back({l.where, l.tls});
+    if (metric_labels.size() > limits::kMaxListeners) {
+      spdlog::error("at most {} listeners (listen and tls_listen together)", limits::kMaxListeners);
+      return kExitConfig;
+    }
+    auto table = net::MetricsTable::create(static_cast<unsigned>(workers));
+    if (!table) {
+      spdlog::error("{}", table.error().message);
+      return kExitError;
+    }
+    metrics = std::move(*table);
+    int pipe[2];
+    if (::pipe2(pipe, O_CLOEXEC) != 0) {
+      spdlog::error("pipe: {}", std::strerror(errno));
+      return kExitError;
+    }
+    fds->metrics_ready_read.reset(pipe[0]);
+    fds->metrics_ready_write.reset(pipe[1]);
+  }
   net::Supervisor supervisor;
+  if (metrics) {
+    // Started first, so that a metrics address in use fails the start
+    // before anything else runs.
+    auto starts = std::make_shared<int>(0);
+    net::ChildSpec spec;
+    spec.name = "metrics";
+    spec.run = [&a, fds, where = *opts.metrics_listen, metrics, metric_labels, starts] {
+      return run_metrics(a, *fds, where, metrics, metric_labels, *starts == 0);
+    };
+    spec.started = [fds, starts](pid_t) {
+      fds->metrics_ready_write.reset();
+      ++*starts;
+    };
+    const pid_t pid = supervisor.start(std::move(spec));
+    if (pid == 0) return kExitError;
+    if (read_until_closed(fds->metrics_ready_read, std::chrono::seconds(30)) != "ok") {
+      ::kill(pid, SIGTERM);
+      const int code = supervisor.wait_exit(pid);
+      return code == 0 ? kExitError : code;
+    }
+  }
   const unsigned per_worker = channels_per_worker(a);
   auto auth_starts = std::make_shared<int>(0);
   net::ChildSpec auth_spec;
@@ -544,23 +669,7 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   {
     // Until the auth process closes the pipe (or 120 s): the flags, then
     // one line per mail root.
-    std::string msg;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    for (;;) {
-      pollfd p{fds->ready_read.get(), POLLIN, 0};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            deadline - std::chrono::steady_clock::now())
-                            .count();
-      if (left <= 0 || retry_eintr([&] { return ::poll(&p, 1, static_cast<int>(left)); }) <= 0) {
-        break;
-      }
-      char buf[4096];
-      const ssize_t n = retry_eintr([&] { return ::read(fds->ready_read.get(), buf, sizeof buf); });
-      if (n <= 0 || msg.size() > (1u << 20)) break;
-      msg.append(buf, static_cast<std::size_t>(n));
-    }
-    fds->ready_read.reset();
-    auto decoded = decode_flags(msg);
+    auto decoded = decode_flags(read_until_closed(fds->ready_read, std::chrono::seconds(120)));
     if (!decoded) {
       ::kill(auth_pid, SIGTERM);
       const int code = supervisor.wait_exit(auth_pid);
@@ -582,9 +691,10 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     auto starts = std::make_shared<int>(0);
     net::ChildSpec spec;
     spec.name = "worker " + std::to_string(i + 1);
-    spec.prepare = [fds, i, per_worker, starts, t = *tally]() -> Result<void> {
+    spec.prepare = [fds, i, per_worker, starts, t = *tally, metrics]() -> Result<void> {
       // A dead worker's connections and sessions are no longer counted.
       t->reset_worker(static_cast<unsigned>(i));
+      if (metrics) metrics->reset_gauges(static_cast<unsigned>(i));
       if (*starts == 0 && !fds->worker_ends[i].empty()) return {};  // made with the auth's
       if (auto r = make_channels(*fds, i, per_worker); !r) return r;
       const std::string payload = "W" + std::to_string(i);
@@ -592,8 +702,8 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       fds->auth_ends[i].clear();
       return sent;
     };
-    spec.run = [&a, &reread, opts, fds, i, t = *tally, &fs_rules] {
-      return run_worker(a, reread, opts, *fds, i, t, fs_rules);
+    spec.run = [&a, &reread, opts, fds, i, t = *tally, metrics, &fs_rules] {
+      return run_worker(a, reread, opts, *fds, i, t, metrics, fs_rules);
     };
     spec.started = [fds, i, starts](pid_t) {
       fds->worker_ends[i].clear();

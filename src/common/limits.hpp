@@ -250,6 +250,12 @@ inline constexpr std::chrono::milliseconds kPgAcquireTimeout{5000};
 // Not from an RFC: libpq connect_timeout (seconds) when the URL sets none.
 inline constexpr unsigned kPgConnectTimeout = 5;
 
+// Not from an RFC: listeners (--listen and --tls-listen together) one
+// server serves. The metrics rows have a fixed size so that the workers of a
+// multi-process server can share them in one mapping (net/metrics_table.hpp);
+// a configuration with more is refused at start.
+inline constexpr unsigned kMaxListeners = 32;
+
 // --- IPC between a network worker and the auth process (src/ipc, issue 19) --
 // Not from an RFC: one message (one SOCK_SEQPACKET packet) is at most this
 // many bytes, header included. Every field has its own bound below it (a

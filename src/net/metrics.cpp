@@ -1,15 +1,13 @@
 #include "net/metrics.hpp"
 
-#include <prometheus/counter.h>
+#include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
-#include <array>
+#include <algorithm>
 #include <exception>
+#include <limits>
 #include <sstream>
 
 #include "net/server.hpp"
@@ -18,151 +16,229 @@ namespace apop::net {
 
 namespace {
 
-// Session durations in seconds: a mail client's check takes well under a
-// second; a slow download or an idle client up to the 10-minute autologout
-// (RFC 1939 §3) and beyond.
-const prometheus::Histogram::BucketBoundaries kDurationBuckets = {
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600};
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
 
-// Label values for `mech`: bounded, whatever a future mechanism is called.
-constexpr std::array<std::string_view, 7> kMechanisms = {
-    "APOP", "USER", "PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"};
+MetricFamily family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+ClientMetric sample(std::vector<ClientMetric::Label> labels, MetricType type, double value) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (type == MetricType::Gauge) {
+    m.gauge.value = value;
+  } else {
+    m.counter.value = value;
+  }
+  return m;
+}
+
+std::vector<MetricFamily> families(const MetricsTable& table,
+                                   const std::vector<MetricsListenerLabel>& listeners) {
+  const MetricsTotals t = table.totals();
+  std::vector<MetricFamily> out;
+  // The per-listener series, one family each, in the documented order.
+  struct PerListener {
+    const char* name;
+    const char* help;
+    MetricType type;
+    double (*value)(const MetricsTotals::Listener&);
+  };
+  const PerListener per_listener[] = {
+      {"apop_connections_total", "TCP connections accepted, per listener", MetricType::Counter,
+       [](const MetricsTotals::Listener& l) { return static_cast<double>(l.connections); }},
+      {"apop_connections_active", "Open client connections, per listener", MetricType::Gauge,
+       [](const MetricsTotals::Listener& l) { return static_cast<double>(l.connections_active); }},
+      {"apop_sessions_total", "Connections that logged in (entered TRANSACTION), per listener",
+       MetricType::Counter,
+       [](const MetricsTotals::Listener& l) { return static_cast<double>(l.sessions); }},
+      {"apop_sessions_active", "Logged-in sessions open now, per listener", MetricType::Gauge,
+       [](const MetricsTotals::Listener& l) { return static_cast<double>(l.sessions_active); }},
+      {"apop_sent_bytes_total", "Bytes written to clients (before TLS), per listener",
+       MetricType::Counter,
+       [](const MetricsTotals::Listener& l) { return static_cast<double>(l.sent_bytes); }},
+  };
+  const std::size_t shown = std::min(listeners.size(), t.listeners.size());
+  for (const auto& p : per_listener) {
+    MetricFamily f = family(p.name, p.help, p.type);
+    for (std::size_t i = 0; i < shown; ++i) {
+      f.metric.push_back(
+          sample({{"listener", listeners[i].name}, {"tls", listeners[i].tls ? "1" : "0"}}, p.type,
+                 p.value(t.listeners[i])));
+    }
+    out.push_back(std::move(f));
+  }
+  // Logins: only the (mech, result) pairs seen, as before (no wall of zeros).
+  MetricFamily logins =
+      family("apop_logins_total", "Login attempts by mechanism and result", MetricType::Counter);
+  for (std::size_t m = 0; m < kMetricsMechanisms.size(); ++m) {
+    for (std::size_t r = 0; r < kMetricsLoginResults.size(); ++r) {
+      if (t.logins[m][r] == 0) continue;
+      logins.metric.push_back(sample({{"mech", std::string(kMetricsMechanisms[m])},
+                                      {"result", std::string(kMetricsLoginResults[r])}},
+                                     MetricType::Counter, static_cast<double>(t.logins[m][r])));
+    }
+  }
+  out.push_back(std::move(logins));
+  MetricFamily commands = family("apop_commands_total",
+                                 "RETR, TOP and DELE commands of ended sessions (DELE net of RSET)",
+                                 MetricType::Counter);
+  for (auto [name, value] :
+       {std::pair<const char*, std::uint64_t>{"RETR", t.retr}, {"TOP", t.top}, {"DELE", t.dele}}) {
+    commands.metric.push_back(
+        sample({{"command", name}}, MetricType::Counter, static_cast<double>(value)));
+  }
+  out.push_back(std::move(commands));
+  MetricFamily retr_bytes =
+      family("apop_retr_bytes_total", "Message octets sent by RETR (CRLF size) in ended sessions",
+             MetricType::Counter);
+  retr_bytes.metric.push_back(sample({}, MetricType::Counter, static_cast<double>(t.retr_bytes)));
+  out.push_back(std::move(retr_bytes));
+  MetricFamily duration =
+      family("apop_session_duration_seconds",
+             "Duration of logged-in sessions, from connect to close", MetricType::Histogram);
+  ClientMetric h;
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b < kMetricsDurationBounds.size(); ++b) {
+    cumulative += t.duration_buckets[b];
+    h.histogram.bucket.push_back({cumulative, kMetricsDurationBounds[b]});
+  }
+  cumulative += t.duration_buckets.back();
+  h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = static_cast<double>(t.duration_sum_us) / 1e6;
+  duration.metric.push_back(std::move(h));
+  out.push_back(std::move(duration));
+  return out;
+}
 
 }  // namespace
 
-struct Metrics::Families {
-  explicit Families(prometheus::Registry& r)
-      : connections(prometheus::BuildCounter()
-                        .Name("apop_connections_total")
-                        .Help("TCP connections accepted, per listener")
-                        .Register(r)),
-        connections_active(prometheus::BuildGauge()
-                               .Name("apop_connections_active")
-                               .Help("Open client connections, per listener")
-                               .Register(r)),
-        sessions(prometheus::BuildCounter()
-                     .Name("apop_sessions_total")
-                     .Help("Connections that logged in (entered TRANSACTION), per listener")
-                     .Register(r)),
-        sessions_active(prometheus::BuildGauge()
-                            .Name("apop_sessions_active")
-                            .Help("Logged-in sessions open now, per listener")
-                            .Register(r)),
-        sent_bytes(prometheus::BuildCounter()
-                       .Name("apop_sent_bytes_total")
-                       .Help("Bytes written to clients (before TLS), per listener")
-                       .Register(r)),
-        logins(prometheus::BuildCounter()
-                   .Name("apop_logins_total")
-                   .Help("Login attempts by mechanism and result")
-                   .Register(r)),
-        commands(prometheus::BuildCounter()
-                     .Name("apop_commands_total")
-                     .Help("RETR, TOP and DELE commands of ended sessions (DELE net of RSET)")
-                     .Register(r)),
-        retr_bytes(prometheus::BuildCounter()
-                       .Name("apop_retr_bytes_total")
-                       .Help("Message octets sent by RETR (CRLF size) in ended sessions")
-                       .Register(r)),
-        duration(prometheus::BuildHistogram()
-                     .Name("apop_session_duration_seconds")
-                     .Help("Duration of logged-in sessions, from connect to close")
-                     .Register(r)),
-        retr(commands.Add({{"command", "RETR"}})),
-        top(commands.Add({{"command", "TOP"}})),
-        dele(commands.Add({{"command", "DELE"}})),
-        retr_octets(retr_bytes.Add({})),
-        session_duration(duration.Add({}, kDurationBuckets)) {}
+std::string render_metrics(const MetricsTable& table,
+                           const std::vector<MetricsListenerLabel>& listeners) {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, families(table, listeners));
+  return out.str();
+}
 
-  prometheus::Family<prometheus::Counter>& connections;
-  prometheus::Family<prometheus::Gauge>& connections_active;
-  prometheus::Family<prometheus::Counter>& sessions;
-  prometheus::Family<prometheus::Gauge>& sessions_active;
-  prometheus::Family<prometheus::Counter>& sent_bytes;
-  prometheus::Family<prometheus::Counter>& logins;
-  prometheus::Family<prometheus::Counter>& commands;
-  prometheus::Family<prometheus::Counter>& retr_bytes;
-  prometheus::Family<prometheus::Histogram>& duration;
-  prometheus::Counter& retr;
-  prometheus::Counter& top;
-  prometheus::Counter& dele;
-  prometheus::Counter& retr_octets;
-  prometheus::Histogram& session_duration;
+// Builds the families from the table at every scrape (exposer threads).
+struct MetricsEndpoint::Collector final : prometheus::Collectable {
+  Collector(std::shared_ptr<const MetricsTable> t, std::vector<MetricsListenerLabel> l)
+      : table(std::move(t)), listeners(std::move(l)) {}
+  std::vector<MetricFamily> Collect() const override { return families(*table, listeners); }
+  std::shared_ptr<const MetricsTable> table;
+  std::vector<MetricsListenerLabel> listeners;
 };
 
-Metrics::Metrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
-      families_(std::make_unique<Families>(*registry_)) {}
-
-Metrics::~Metrics() = default;
-
-Result<std::string> Metrics::expose(const ListenSpec& where) {
-  if (exposer_) return make_error(Errc::invalid, "metrics are already exposed");
+Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::open(
+    const ListenSpec& where, std::shared_ptr<const MetricsTable> table,
+    std::vector<MetricsListenerLabel> listeners) {
   const bool v6 = where.address.find(':') != std::string::npos;
   const std::string host = v6 ? "[" + where.address + "]" : where.address;
+  std::unique_ptr<MetricsEndpoint> e(new MetricsEndpoint());
   try {
     // Two civetweb threads: scrapes are rare and cheap. Slow or idle scrapers
     // are cut off after 10 s so they cannot hold the threads.
-    exposer_ = std::make_unique<prometheus::Exposer>(
+    e->exposer_ = std::make_unique<prometheus::Exposer>(
         std::vector<std::string>{"listening_ports", host + ":" + std::to_string(where.port),
                                  "num_threads", "2", "request_timeout_ms", "10000"});
-  } catch (const std::exception& e) {
+  } catch (const std::exception& ex) {
     // Debian's civetweb is built without IPv6 (mg_check_feature(8) == 0).
     return make_error(Errc::temporary,
                       "cannot serve metrics on " + host + ":" + std::to_string(where.port) + ": " +
-                          e.what() +
+                          ex.what() +
                           (v6 ? " (IPv6 may be unsupported by civetweb: use IPv4)" : ""));
   }
-  exposer_->RegisterCollectable(registry_);
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  const int port = ports.empty() ? where.port : ports.front();
-  return host + ":" + std::to_string(port);
+  e->collector_ = std::make_shared<Collector>(std::move(table), std::move(listeners));
+  e->exposer_->RegisterCollectable(e->collector_);
+  const std::vector<int> ports = e->exposer_->GetListeningPorts();
+  e->where_ = host + ":" + std::to_string(ports.empty() ? where.port : ports.front());
+  return e;
 }
 
-Metrics::Listener& Metrics::add_listener(const std::string& name, bool tls) {
-  const prometheus::Labels labels{{"listener", name}, {"tls", tls ? "1" : "0"}};
-  auto l = std::make_unique<Listener>();
-  l->connections = &families_->connections.Add(labels);
-  l->connections_active = &families_->connections_active.Add(labels);
-  l->sessions = &families_->sessions.Add(labels);
-  l->sessions_active = &families_->sessions_active.Add(labels);
-  l->sent_bytes = &families_->sent_bytes.Add(labels);
-  listeners_.push_back(std::move(l));
-  return *listeners_.back();
+MetricsEndpoint::~MetricsEndpoint() = default;
+
+Metrics::Metrics() : table_(MetricsTable::local()), row_(&table_->row(0)) {}
+
+Metrics::~Metrics() = default;
+
+void Metrics::share(std::shared_ptr<MetricsTable> table, unsigned row) {
+  if (!table || row >= table->rows()) return;
+  row_ = &table->row(row);
+  table_ = std::move(table);
+}
+
+Result<std::string> Metrics::expose(const ListenSpec& where) {
+  if (endpoint_) return make_error(Errc::invalid, "metrics are already exposed");
+  auto e = MetricsEndpoint::open(where, table_, labels_);
+  if (!e) return e.error();
+  endpoint_ = std::move(*e);
+  return endpoint_->where();
+}
+
+Result<Metrics::Listener*> Metrics::add_listener(const std::string& name, bool tls) {
+  if (labels_.size() >= limits::kMaxListeners) {
+    return make_error(Errc::invalid, "at most " + std::to_string(limits::kMaxListeners) +
+                                         " listeners (listen and tls_listen together)");
+  }
+  labels_.push_back({name, tls});
+  listeners_.push_back(
+      std::make_unique<Listener>(Listener{static_cast<unsigned>(labels_.size() - 1)}));
+  return listeners_.back().get();
 }
 
 void Metrics::connection_opened(Listener& l) {
-  l.connections->Increment();
-  l.connections_active->Increment();
+  auto& c = row_->listeners[l.slot];
+  MetricsTable::add(c.connections, 1);
+  MetricsTable::add(c.connections_active, 1);
 }
 
-void Metrics::connection_closed(Listener& l) { l.connections_active->Decrement(); }
+void Metrics::connection_closed(Listener& l) {
+  MetricsTable::add(row_->listeners[l.slot].connections_active, ~std::uint64_t{0});
+}
 
 void Metrics::session_started(Listener& l) {
-  l.sessions->Increment();
-  l.sessions_active->Increment();
+  auto& c = row_->listeners[l.slot];
+  MetricsTable::add(c.sessions, 1);
+  MetricsTable::add(c.sessions_active, 1);
 }
 
 void Metrics::session_ended(Listener& l, const pop3::SessionStats& stats,
                             std::chrono::duration<double> duration) {
-  l.sessions_active->Decrement();
-  families_->retr.Increment(static_cast<double>(stats.retr));
-  families_->top.Increment(static_cast<double>(stats.top));
-  families_->dele.Increment(static_cast<double>(stats.deleted));
-  families_->retr_octets.Increment(static_cast<double>(stats.retr_bytes));
-  families_->session_duration.Observe(duration.count());
+  MetricsTable::add(row_->listeners[l.slot].sessions_active, ~std::uint64_t{0});
+  MetricsTable::add(row_->retr, stats.retr);
+  MetricsTable::add(row_->top, stats.top);
+  MetricsTable::add(row_->dele, stats.deleted);
+  MetricsTable::add(row_->retr_bytes, stats.retr_bytes);
+  const double seconds = duration.count() < 0 ? 0.0 : duration.count();
+  std::size_t b = 0;
+  while (b < kMetricsDurationBounds.size() && seconds > kMetricsDurationBounds[b]) ++b;
+  MetricsTable::add(row_->duration_buckets[b], 1);
+  MetricsTable::add(row_->duration_count, 1);
+  MetricsTable::add(row_->duration_sum_us, static_cast<std::uint64_t>(seconds * 1e6));
 }
 
 void Metrics::bytes_sent(Listener& l, std::uint64_t n) {
-  l.sent_bytes->Increment(static_cast<double>(n));
+  MetricsTable::add(row_->listeners[l.slot].sent_bytes, n);
 }
 
 void Metrics::login(std::string_view mechanism, std::string_view result) {
-  std::string_view mech = "other";
-  for (std::string_view m : kMechanisms) {
-    if (m == mechanism) mech = m;
+  std::size_t m = kMetricsMechanisms.size() - 1;  // "other"
+  for (std::size_t i = 0; i + 1 < kMetricsMechanisms.size(); ++i) {
+    if (kMetricsMechanisms[i] == mechanism) m = i;
   }
-  families_->logins.Add({{"mech", std::string(mech)}, {"result", std::string(result)}}).Increment();
+  static_assert(kMetricsLoginResults[5] == "error");
+  std::size_t r = 5;
+  for (std::size_t i = 0; i < kMetricsLoginResults.size(); ++i) {
+    if (kMetricsLoginResults[i] == result) r = i;
+  }
+  MetricsTable::add(row_->logins[m][r], 1);
 }
 
 std::string_view Metrics::login_result(const pop3::LoginEvent& e) {
@@ -182,10 +258,6 @@ std::string_view Metrics::login_result(const pop3::LoginEvent& e) {
   return "failed";
 }
 
-std::string Metrics::scrape() const {
-  std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, registry_->Collect());
-  return out.str();
-}
+std::string Metrics::scrape() const { return render_metrics(*table_, labels_); }
 
 }  // namespace apop::net

@@ -1,22 +1,25 @@
-// Prometheus metrics of `apop serve` (prometheus-cpp) and the HTTP endpoint
-// that serves them (`--metrics-listen ADDR:PORT`, GET /metrics).
+// Prometheus metrics of `apop serve` and the HTTP endpoint that serves them
+// (`--metrics-listen ADDR:PORT`, GET /metrics).
 //
 // The metric names, labels and meanings are documented in
 // docs/configuration.md ("Metrics"); they are an interface for dashboards and
 // alerts: rename nothing, only add.
 //
-// Threading: every method may be called from any thread at any time. The
-// counters, gauges and histograms are prometheus-cpp's (atomic updates; a
-// histogram observation takes a short internal lock). The per-listener
-// series are created by add_listener() before the server runs, so the event
-// loop never creates series; login() may create a (mech, result) series on
-// first use under prometheus-cpp's family mutex, held only for a map lookup,
-// never across I/O. The exposer runs its own threads (civetweb) and only
-// reads the registry.
+// Two halves, so that a multi-process server has one endpoint with totals:
+//  - Metrics is what a serving process counts with: it adds to its row of a
+//    MetricsTable (net/metrics_table.hpp), its own one-row table or, in a
+//    network worker, row i of the table the master shares with all workers;
+//  - MetricsEndpoint serves the sum of a table's rows over HTTP
+//    (prometheus-cpp's exposer, civetweb): in the single process itself, or
+//    in the multi-process server's metrics process, which only reads the
+//    mapping.
 //
-// Ownership: Metrics owns the registry and, after expose(), the HTTP server,
-// which stops when Metrics is destroyed. Listener handles returned by
-// add_listener() live as long as the Metrics object.
+// Threading: every counting method may be called from any thread at any
+// time (relaxed atomic adds, no lock, no allocation). The endpoint runs its
+// own threads and only reads the table.
+//
+// Ownership: Metrics shares its table (shared_ptr); listener handles
+// returned by add_listener() live as long as the Metrics object.
 #pragma once
 
 #include <chrono>
@@ -27,44 +30,78 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "net/metrics_table.hpp"
 #include "pop3/session.hpp"
 
 namespace prometheus {
-class Counter;
 class Exposer;
-class Gauge;
-class Histogram;
-class Registry;
 }  // namespace prometheus
 
 namespace apop::net {
 
 struct ListenSpec;
 
+// The labels of one POP3 listener's series (listener="ADDR:PORT", tls).
+struct MetricsListenerLabel {
+  std::string name;
+  bool tls = false;
+};
+
+// The text exposition of `table`'s totals (what GET /metrics returns, less
+// the exposer's own metrics). `listeners` names the table's listener slots
+// in order; slots beyond it are not shown.
+std::string render_metrics(const MetricsTable& table,
+                           const std::vector<MetricsListenerLabel>& listeners);
+
+// GET /metrics over HTTP, serving the totals of a table.
+class MetricsEndpoint {
+ public:
+  // Starts serving at http://ADDR:PORT/metrics (port 0: a free port).
+  // Errc::temporary when the address cannot be bound.
+  static Result<std::unique_ptr<MetricsEndpoint>> open(const ListenSpec& where,
+                                                       std::shared_ptr<const MetricsTable> table,
+                                                       std::vector<MetricsListenerLabel> listeners);
+  ~MetricsEndpoint();
+  MetricsEndpoint(const MetricsEndpoint&) = delete;
+  MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
+  // The bound "ADDR:PORT" ("[V6]:PORT" for IPv6).
+  const std::string& where() const { return where_; }
+
+ private:
+  MetricsEndpoint() = default;
+  struct Collector;
+  std::shared_ptr<Collector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string where_;
+};
+
 class Metrics {
  public:
-  // The series of one POP3 listener (labels listener="ADDR:PORT", tls="0|1").
+  // The series of one POP3 listener: its slot in the table's rows.
   struct Listener {
-    prometheus::Counter* connections = nullptr;       // apop_connections_total
-    prometheus::Gauge* connections_active = nullptr;  // apop_connections_active
-    prometheus::Counter* sessions = nullptr;          // apop_sessions_total
-    prometheus::Gauge* sessions_active = nullptr;     // apop_sessions_active
-    prometheus::Counter* sent_bytes = nullptr;        // apop_sent_bytes_total
+    unsigned slot = 0;
   };
 
+  // Counts into a table of its own (one row).
   Metrics();
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // Starts serving the text exposition format at http://ADDR:PORT/metrics
-  // (port 0: a free port). Returns the bound "ADDR:PORT" ("[V6]:PORT" for
-  // IPv6). Errc::temporary when the address cannot be bound. At most once.
+  // Counts into row `row` of a shared table instead (a network worker).
+  // Before the first count.
+  void share(std::shared_ptr<MetricsTable> table, unsigned row);
+
+  // Starts serving this Metrics' table at http://ADDR:PORT/metrics (port 0:
+  // a free port). Returns the bound "ADDR:PORT". Errc::temporary when the
+  // address cannot be bound. At most once.
   Result<std::string> expose(const ListenSpec& where);
 
-  // Creates the series of a listener ("ADDR:PORT" as logged by
-  // `listening on`). Call before run(); the handle stays valid.
-  Listener& add_listener(const std::string& name, bool tls);
+  // Names the next listener slot ("ADDR:PORT" as logged by `listening
+  // on`). Call before run(); the handle stays valid. Errc::invalid beyond
+  // limits::kMaxListeners.
+  Result<Listener*> add_listener(const std::string& name, bool tls);
+  const std::vector<MetricsListenerLabel>& listener_labels() const { return labels_; }
 
   void connection_opened(Listener& l);
   void connection_closed(Listener& l);
@@ -77,7 +114,8 @@ class Metrics {
   void bytes_sent(Listener& l, std::uint64_t n);
 
   // One login attempt: apop_logins_total{mech, result}. Mechanisms outside
-  // the known set are counted as mech="other" (bounded label values).
+  // the known set are counted as mech="other" (bounded label values); a
+  // result outside kMetricsLoginResults as "error".
   void login(std::string_view mechanism, std::string_view result);
   // The `result` label of a login event: ok, failed (unknown user or wrong
   // secret), no-apop-secret (APOP for an account without a usable APOP
@@ -86,15 +124,15 @@ class Metrics {
   // throttled, blocked (failed-login defence, auth/throttle.hpp).
   static std::string_view login_result(const pop3::LoginEvent& event);
 
-  // The current text exposition (what GET /metrics returns).
+  // The current text exposition of this Metrics' table.
   std::string scrape() const;
 
  private:
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  struct Families;
-  std::unique_ptr<Families> families_;
+  std::shared_ptr<MetricsTable> table_;
+  MetricsRow* row_;
+  std::vector<MetricsListenerLabel> labels_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<MetricsEndpoint> endpoint_;
 };
 
 }  // namespace apop::net

@@ -491,23 +491,25 @@ Result<void> Server::bind() {
   auto ctx = load_tls(impl_->options);
   if (!ctx) return ctx.error();
   impl_->tls_ctx = std::move(*ctx);
-  auto add = [this](tcp::acceptor acc, bool tls) {
+  auto add = [this](tcp::acceptor acc, bool tls) -> Result<void> {
+    auto ml = impl_->metrics.add_listener(endpoint_text(acc.local_endpoint()), tls);
+    if (!ml) return ml.error();
     impl_->acceptors.push_back(std::move(acc));
     impl_->acceptor_tls.push_back(tls);
-    impl_->acceptor_metrics.push_back(
-        &impl_->metrics.add_listener(endpoint_text(impl_->acceptors.back().local_endpoint()), tls));
+    impl_->acceptor_metrics.push_back(*ml);
+    return {};
   };
   for (const ListenSpec& spec : impl_->options.listen) {
     auto acc = listen_on(impl_->io, spec);
     if (!acc) return acc.error();
     spdlog::info("listening on {}", endpoint_text(acc->local_endpoint()));
-    add(std::move(*acc), false);
+    if (auto r = add(std::move(*acc), false); !r) return r;
   }
   for (const ListenSpec& spec : impl_->options.tls_listen) {
     auto acc = listen_on(impl_->io, spec);
     if (!acc) return acc.error();
     spdlog::info("listening on {} (tls)", endpoint_text(acc->local_endpoint()));
-    add(std::move(*acc), true);
+    if (auto r = add(std::move(*acc), true); !r) return r;
   }
   if (impl_->options.metrics_listen) {
     auto where = impl_->metrics.expose(*impl_->options.metrics_listen);
@@ -531,10 +533,12 @@ Result<void> Server::adopt(std::vector<BoundListener> listeners) {
     asio::error_code ec;
     acc.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), l.fd.get(), ec);
     if (ec) return make_error(Errc::temporary, "listener " + l.where + ": " + ec.message());
+    auto ml = impl_->metrics.add_listener(l.where, l.tls);
+    if (!ml) return ml.error();
     l.fd.release();
     impl_->acceptors.push_back(std::move(acc));
     impl_->acceptor_tls.push_back(l.tls);
-    impl_->acceptor_metrics.push_back(&impl_->metrics.add_listener(l.where, l.tls));
+    impl_->acceptor_metrics.push_back(*ml);
   }
   return {};
 }
@@ -567,6 +571,10 @@ Result<void> Server::reconfigure(const ServerOptions& next) {
 }
 
 void Server::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
+
+void Server::share_metrics(std::shared_ptr<MetricsTable> table, unsigned row) {
+  impl_->metrics.share(std::move(table), row);
+}
 
 void Server::share_limits(std::shared_ptr<SharedTally> shared) {
   impl_->conn_limits.share(shared.get());

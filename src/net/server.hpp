@@ -14,6 +14,7 @@
 #include "common/limits.hpp"
 #include "common/posix_fd.hpp"
 #include "common/result.hpp"
+#include "net/metrics_table.hpp"
 #include "net/proxy_protocol.hpp"
 #include "net/shared_tally.hpp"
 #include "pop3/interfaces.hpp"
@@ -132,6 +133,10 @@ class Server {
   // A worker of a multi-process server: the connection and session limits
   // count the connections of every worker (net/shared_tally.hpp). Before run().
   void share_limits(std::shared_ptr<SharedTally> shared);
+  // A worker of a multi-process server: count the metrics in row `row` of
+  // the table the master shares with every worker, whose totals the metrics
+  // process serves (net/metrics.hpp). Before run().
+  void share_metrics(std::shared_ptr<MetricsTable> table, unsigned row);
   // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
   // UPDATE (nothing is deleted, no mail is lost).
   void run();

@@ -23,6 +23,7 @@ import ssl
 from apoptest import (ALICE_SECRET, ApopTestCase, in_ci, make_message, needs, unstuff,
                       wait_until)
 from test_sasl import scram_login
+from test_metrics import metrics_port, scrape
 from test_tls import make_cert
 
 STARTED_RE = re.compile(r"(auth|worker \d+) started pid=(\d+)")
@@ -336,6 +337,79 @@ class WorkersTest(ApopTestCase):
             wait_until(admitted, timeout=10, what="a connection after the worker's death")
             for c in held:
                 c.close()
+
+    def test_one_metrics_endpoint_with_the_totals_of_every_worker(self):
+        self.setup_alice([make_message(f"m{i}", f"body {i}\n") for i in range(3)])
+        self.env.add_user("bob", "bobs-secret-long-1")
+        with self.start(2, "--metrics-listen", "127.0.0.1:0") as srv:
+            self.ready(srv)
+            port = metrics_port(srv)
+            listener = f'listener="127.0.0.1:{srv.port}",tls="0"'
+            # Logged-in sessions on both workers at once.
+            sessions, logins = [], 0
+            while len({w for _, w in sessions}) < 2 and logins < 60:
+                c = srv.connect()
+                user = "alice" if len(sessions) % 2 == 0 else "bob"
+                c.login(user, ALICE_SECRET if user == "alice" else "bobs-secret-long-1")
+                logins += 1
+                w = worker_of(srv, c)
+                if sessions and w == sessions[-1][1]:
+                    c.quit()
+                    continue
+                sessions.append((c, w))
+            if len({w for _, w in sessions}) < 2:
+                self.skipTest("every connection went to one worker")  # pragma: no cover
+            m = scrape(port)
+            self.assertEqual(m[f"apop_sessions_active{{{listener}}}"], 2)
+            self.assertEqual(m[f"apop_sessions_total{{{listener}}}"], logins)
+            self.assertEqual(m['apop_logins_total{mech="APOP",result="ok"}'], logins)
+            # The session on the worker to be killed retrieves a message first.
+            (victim, victim_worker), (survivor, _) = sessions
+            status, _ = victim.cmd_multi("RETR 1")
+            self.assertTrue(status.startswith(b"+OK"))
+            victim_pid = children(srv)[victim_worker]
+            os.kill(victim_pid, signal.SIGKILL)
+            srv.wait_for_log(rf"{victim_worker} pid={victim_pid} killed by signal 9")
+            wait_until(lambda: children(srv)[victim_worker] != victim_pid,
+                       what="the worker's restart")
+            # Its open connection and session are no longer counted; every
+            # counter keeps what it had (totals never go down).
+            m2 = scrape(port)
+            self.assertEqual(m2[f"apop_sessions_active{{{listener}}}"], 1)
+            self.assertEqual(m2[f"apop_connections_active{{{listener}}}"], 1)
+            self.assertEqual(m2[f"apop_sessions_total{{{listener}}}"], logins)
+            self.assertGreaterEqual(m2[f"apop_sent_bytes_total{{{listener}}}"],
+                                    m[f"apop_sent_bytes_total{{{listener}}}"])
+            self.assertEqual(survivor.quit()[:3], b"+OK")
+            m3 = scrape(port)
+            self.assertEqual(m3[f"apop_sessions_active{{{listener}}}"], 0)
+            self.assertEqual(m3["apop_session_duration_seconds_count"], logins - 1)
+            # A failed login on whichever worker, counted once.
+            c = srv.connect()
+            self.assertTrue(c.apop("alice", "wrong-secret").startswith(b"-ERR"))
+            c.close()
+            wait_until(lambda: scrape(port).get('apop_logins_total{mech="APOP",result="failed"}')
+                       == 1, what="the failed login in the totals")
+            # The metrics process is restarted like any other child, with the
+            # counts intact (they live in the master's mapping).
+            pid = int(srv.wait_for_log(r"metrics started pid=(\d+)")[0].split("pid=")[1].split()[0])
+            os.kill(pid, signal.SIGKILL)
+            srv.wait_for_log(r"metrics on \S+", count=2)
+            lines = [ln for ln in srv.log().splitlines() if "metrics on " in ln]
+            port = int(lines[-1].rsplit(":", 1)[1])
+            self.assertEqual(scrape(port)[f"apop_sessions_total{{{listener}}}"], logins)
+
+    def test_metrics_address_in_use_fails_the_start(self):
+        self.setup_alice([])
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
+                             "--workers", "2", "--metrics-listen", f"127.0.0.1:{port}")
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(f"cannot serve metrics on 127.0.0.1:{port}", p.stderr.decode())
+            self.assertNotIn("worker 1 started", p.stderr.decode())
 
     def test_reuse_port_gives_each_worker_its_own_socket(self):
         self.setup_alice([make_message("one", "first\n")])

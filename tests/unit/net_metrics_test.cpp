@@ -7,9 +7,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <string>
+#include <vector>
 
 #include "net/server.hpp"
 
@@ -22,8 +25,11 @@ bool has_line(const std::string& text, const std::string& line) {
 
 TEST(NetMetrics, ListenerSeriesAndSessionEnd) {
   Metrics m;
-  auto& l = m.add_listener("127.0.0.1:110", false);
-  auto& t = m.add_listener("[::1]:995", true);
+  auto la = m.add_listener("127.0.0.1:110", false);
+  auto ta = m.add_listener("[::1]:995", true);
+  ASSERT_TRUE(la.ok() && ta.ok());
+  auto& l = **la;
+  auto& t = **ta;
   m.connection_opened(l);
   m.connection_opened(l);
   m.connection_closed(l);
@@ -138,6 +144,82 @@ TEST(NetMetrics, ExposeOnTakenPortIsAnError) {
   EXPECT_EQ(again.error().code, Errc::temporary);
   EXPECT_NE(again.error().message.find("cannot serve metrics on 127.0.0.1:"), std::string::npos)
       << again.error().message;
+}
+
+// The workers of a multi-process server count in rows of one shared
+// mapping; the exposition sums them. Here the rows are written by forked
+// children, as workers do.
+TEST(NetMetrics, SharedTableSumsEveryProcesssRow) {
+  auto table = MetricsTable::create(3);
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  std::vector<pid_t> kids;
+  for (unsigned row = 0; row < 3; ++row) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      Metrics m;
+      m.share(*table, row);
+      auto l = m.add_listener("127.0.0.1:110", false);
+      if (!l.ok()) ::_exit(1);
+      for (unsigned i = 0; i <= row; ++i) {
+        m.connection_opened(**l);
+        m.session_started(**l);
+        m.login("APOP", "ok");
+      }
+      pop3::SessionStats st;
+      st.retr = 1;
+      m.session_ended(**l, st, std::chrono::seconds(2));
+      ::_exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t pid : kids) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  const std::vector<MetricsListenerLabel> labels{{"127.0.0.1:110", false}};
+  std::string s = render_metrics(**table, labels);
+  EXPECT_TRUE(has_line(s, R"(apop_connections_total{listener="127.0.0.1:110",tls="0"} 6)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_connections_active{listener="127.0.0.1:110",tls="0"} 6)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_sessions_active{listener="127.0.0.1:110",tls="0"} 3)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_logins_total{mech="APOP",result="ok"} 6)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_commands_total{command="RETR"} 3)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_session_duration_seconds_bucket{le="2.5"} 3)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_session_duration_seconds_bucket{le="1"} 0)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_session_duration_seconds_sum 6)")) << s;
+
+  // A dead worker's open connections and sessions stop counting; what it
+  // counted stays (counters never go down).
+  (*table)->reset_gauges(2);
+  s = render_metrics(**table, labels);
+  EXPECT_TRUE(has_line(s, R"(apop_connections_active{listener="127.0.0.1:110",tls="0"} 3)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_sessions_active{listener="127.0.0.1:110",tls="0"} 1)")) << s;
+  EXPECT_TRUE(has_line(s, R"(apop_connections_total{listener="127.0.0.1:110",tls="0"} 6)")) << s;
+}
+
+TEST(NetMetrics, ListenerSlotsAreBounded) {
+  Metrics m;
+  for (unsigned i = 0; i < limits::kMaxListeners; ++i) {
+    ASSERT_TRUE(m.add_listener("127.0.0.1:" + std::to_string(1000 + i), false).ok());
+  }
+  auto over = m.add_listener("127.0.0.1:2000", false);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, Errc::invalid);
+}
+
+// The metrics process maps the table read-only: a write is a fault, not a
+// silent change of the workers' counts.
+TEST(NetMetrics, ReadOnlyTableCannotBeWritten) {
+  auto table = MetricsTable::create(1);
+  ASSERT_TRUE(table.ok());
+  ASSERT_TRUE((*table)->make_read_only().ok());
+  // SIGSEGV, or a sanitizer's report of it and a non-zero exit.
+  auto faulted = [](int status) {
+    return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  };
+  EXPECT_EXIT(MetricsTable::add((*table)->row(0).retr, 1), faulted, "");
+  EXPECT_FALSE(MetricsTable::local()->make_read_only().ok());
 }
 
 }  // namespace
