@@ -3,11 +3,17 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cstdlib>
+#include <optional>
+#include <string>
+#include <variant>
 
 #include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "ipc/userdb.hpp"
 #include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 #include "store/mbox.hpp"
@@ -23,13 +29,34 @@ struct DeliverArgs {
   std::string mail_location = std::string(store::kDefaultMailLocation);
 };
 
-int run_deliver(const DeliverArgs& a) {
-  DataDir dir = resolve_data_dir(a.data);
-  if (!auth::is_valid_username(a.user)) {
-    spdlog::error("deliver: unknown user");
-    return kExitNoUser;
+// Whether `user` has an account, and its own mail location: from the auth
+// process's auth-userdb socket when the server runs one (auth_user: the
+// database is not readable here), else from the account store. An exit
+// status when the delivery ends here (67 unknown user, 75 temporary).
+std::variant<int, std::optional<std::string>> lookup_account(const DataDir& dir,
+                                                             const std::string& users,
+                                                             const std::string& user) {
+  const auto socket = dir.root / std::string(ipc::kUserdbSocketName);
+  struct stat st {};
+  if (users.empty() && ::lstat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    auto info = ipc::query_userdb(socket, user, limits::kUserdbReplyTimeout);
+    if (info) {
+      if (info->status == ipc::UserStatus::unknown) {
+        spdlog::error("deliver: unknown user {}", user);
+        return kExitNoUser;
+      }
+      if (info->status == ipc::UserStatus::temporary) {
+        spdlog::error("deliver: user={} the auth process cannot look the account up now", user);
+        return kExitTempFail;
+      }
+      return info->mail_location;
+    }
+    // No server running: the database itself, if this user may read it.
+    if (info.error().code != Errc::not_found || ::access(dir.users_db().c_str(), R_OK) != 0) {
+      spdlog::error("deliver: {} (is apop serve running?)", info.error().message);
+      return kExitTempFail;
+    }
   }
-  const std::string users = resolve_users(a.users);
   if (users.empty() && ::access(dir.users_db().c_str(), F_OK) != 0) {
     // A missing database is a broken installation, not an unknown user:
     // temporary, so the MTA keeps the message and retries.
@@ -42,22 +69,41 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: credentials: {}", store.error().message);
     return kExitTempFail;
   }
-  auto found = (*store)->has_user(a.user);
+  auto found = (*store)->has_user(user);
   if (!found) {
     spdlog::error("deliver: {}", found.error().message);
     return kExitTempFail;
   }
   if (!*found) {
-    spdlog::error("deliver: unknown user {}", a.user);
+    spdlog::error("deliver: unknown user {}", user);
     return kExitNoUser;
   }
+  auto own = (*store)->mail_location(user);
+  if (!own) {
+    spdlog::error("deliver: user={} {}", user, own.error().message);
+    return kExitTempFail;
+  }
+  return *own;
+}
+
+int run_deliver(const DeliverArgs& a) {
+  DataDir dir = resolve_data_dir(a.data);
+  if (!auth::is_valid_username(a.user)) {
+    spdlog::error("deliver: unknown user");
+    return kExitNoUser;
+  }
+  const std::string users = resolve_users(a.users);
+  auto account = lookup_account(dir, users, a.user);
+  if (auto* code = std::get_if<int>(&account)) return *code;
+  const std::optional<std::string> own_location = std::get<std::optional<std::string>>(account);
   auto fallback = store::parse_mail_location(a.mail_location, /*require_user=*/true);
   if (!fallback) {
     spdlog::error("deliver: --mail-location: {}", fallback.error().message);
     return kExitUsage;
   }
-  store::LocationOpener locations(*fallback, dir.root, store::MboxOptions{},
-                                  [&](std::string_view u) { return (*store)->mail_location(u); });
+  store::LocationOpener locations(
+      *fallback, dir.root, store::MboxOptions{},
+      [&](std::string_view) -> Result<std::optional<std::string>> { return own_location; });
   auto where = locations.resolve(a.user);
   if (!where) {
     spdlog::error("deliver: user={} {}", a.user, where.error().message);

@@ -35,6 +35,10 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   if (a.workers > 0) return run_serve_workers(a, reread);
   auto prelude = serve_prelude(a);
   if (auto* e = std::get_if<Exit>(&prelude)) return e->code;
+  if (!a.auth_user.empty()) {
+    spdlog::error("auth_user needs workers (a separate auth process): set workers = N");
+    return kExitConfig;
+  }
   const auto& identity = std::get<Prelude>(prelude).identity;
   net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;

@@ -155,6 +155,10 @@ const std::array kSpecs = {
          &ServeConfig::user},
     Spec{"group", "--group", "With --user: run as this group (default: the user's primary group)",
          &ServeConfig::group},
+    Spec{"auth_user", "--auth-user",
+         "With --workers and --user, started as root: run the auth process as this user, the only "
+         "one that can read secret.key and the account database",
+         &ServeConfig::auth_user},
     Spec{"allow_core_dumps", "--allow-core-dumps",
          "Debugging only: let the server dump core (by default it is not dumpable and its core "
          "size limit is 0: a core file would hold secrets)",

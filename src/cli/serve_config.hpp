@@ -54,6 +54,10 @@ struct ServeConfig {
   // Network worker processes beside one auth process (docs/architecture.md,
   // "Processes"); 0: everything in one process.
   unsigned workers = 0;
+  // With workers, started as root with user: the auth process runs as this
+  // user (its primary group), the only one that can read secret.key and the
+  // account database (cli/serve_split.hpp).
+  std::string auth_user;
   // The workers' seccomp sandbox (net/sandbox.hpp); --no-sandbox turns it
   // off, with a warning.
   bool sandbox = true;

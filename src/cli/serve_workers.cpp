@@ -34,10 +34,13 @@
 #include <thread>
 #include <vector>
 
+#include "auth/username.hpp"
 #include "cli/logging.hpp"
 #include "cli/serve_setup.hpp"
+#include "cli/serve_split.hpp"
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
+#include "ipc/userdb.hpp"
 #include "net/landlock.hpp"
 #include "net/metrics.hpp"
 #include "net/process.hpp"
@@ -273,6 +276,54 @@ void serve_channels(Served& s, std::vector<UniqueFd> channels) {
   }
 }
 
+// The auth-userdb socket and the thread that answers it (auth_user only).
+// Listening is set up as root (the socket belongs to the auth user and the
+// service group); run() starts answering once privileges are dropped; the
+// destructor stops it and removes the socket.
+class Userdb {
+ public:
+  Userdb(std::filesystem::path path, UniqueFd listener, std::unique_ptr<ipc::UserdbService> svc)
+      : path_(std::move(path)), listener_(std::move(listener)), svc_(std::move(svc)) {}
+  Userdb(Userdb&&) = default;
+  ~Userdb() {
+    if (!listener_) return;
+    ::shutdown(listener_.get(), SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    ::unlink(path_.c_str());
+  }
+  void run() {
+    thread_ = std::thread([this] { svc_->serve(listener_.get(), limits::kUserdbRequestTimeout); });
+  }
+
+ private:
+  std::filesystem::path path_;
+  UniqueFd listener_;
+  std::unique_ptr<ipc::UserdbService> svc_;
+  std::thread thread_;
+};
+
+Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store,
+                            const net::Identity& auth, const net::Identity& service) {
+  const auto path = dir.root / std::string(ipc::kUserdbSocketName);
+  auto fd = ipc::listen_userdb(path, auth.uid, service.gid);
+  if (!fd) return fd.error();
+  auto lookup = [&store](std::string_view user) -> ipc::UserInfo {
+    if (!auth::is_valid_username(user)) return {ipc::UserStatus::unknown, std::nullopt};
+    auto has = store.has_user(user);
+    if (!has) return {ipc::UserStatus::temporary, std::nullopt};
+    if (!*has) return {ipc::UserStatus::unknown, std::nullopt};
+    auto loc = store.mail_location(user);
+    if (!loc) return {ipc::UserStatus::temporary, std::nullopt};
+    return {ipc::UserStatus::found, *loc};
+  };
+  // Root (a delivery run by root), the service user (the MTA's pipe), the
+  // auth user (apop user ... run as it).
+  auto svc =
+      std::make_unique<ipc::UserdbService>(lookup, std::vector<uid_t>{0, service.uid, auth.uid});
+  spdlog::info("auth-userdb socket {}", path.string());
+  return Userdb(path, std::move(*fd), std::move(svc));
+}
+
 int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_start) {
   const int control = fds.auth_control_child.get();
   const int ready = first_start ? fds.ready_write.get() : -1;
@@ -286,16 +337,34 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   UniqueFd sig = stop_signals();
   auto identity = service_identity(a);
   const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
+  // Whom this process becomes: the auth user when there is one (checked by
+  // the master), else the service user.
+  std::optional<net::Identity> auth_id;
+  if (!a.auth_user.empty() && id) {
+    if (auto looked = net::lookup_identity(a.auth_user, ""); looked) auth_id = std::move(*looked);
+  }
+  if (!a.auth_user.empty() && !auth_id) {
+    spdlog::error("auth: auth_user {} cannot be taken", a.auth_user);
+    return kExitConfig;
+  }
+  const std::optional<net::Identity>& me = auth_id ? auth_id : id;
   const DataDir dir = resolve_data_dir(a.data);
-  auto opened = open_store(a, dir, id);
+  if (auth_id) {
+    if (auto r = split_data_dir(dir, *auth_id, *id); !r) {
+      spdlog::error("auth: data directory: {}", r.error().message);
+      return kExitError;
+    }
+  }
+  auto opened = open_store(a, dir, me);
   if (auto* e = std::get_if<Exit>(&opened)) return e->code;
   OpenedCredentials& creds = std::get<OpenedCredentials>(opened);
   pop3::SessionConfig session;
   if (!apply_stored_policy(*creds.store, session)) return kExitError;
   const std::vector<std::string> roots = account_mail_roots(*creds.store, dir);
   // The workers' mbox lock and journal directories exist before they
-  // restrict themselves to them (created as the service user).
-  {
+  // restrict themselves to them (created as the service user; with an auth
+  // user, split_data_dir made them).
+  if (!auth_id) {
     std::unique_ptr<net::ActingAs> acting;
     if (id && net::running_as_root()) {
       if (auto act = net::ActingAs::begin(*id)) acting = std::move(*act);
@@ -310,13 +379,25 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   }
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   auto services = build_services(std::move(creds), a, dir, hostname);
-  if (id) {
-    if (auto r = net::drop_privileges(*id); !r) {
+  // With an auth user, `apop deliver` (the service user) cannot read the
+  // accounts: it asks here (ipc/userdb.hpp).
+  std::optional<Userdb> userdb;
+  if (auth_id) {
+    auto started = start_userdb(dir, *services->creds.store, *auth_id, *id);
+    if (!started) {
+      spdlog::error("auth: {}", started.error().message);
+      return kExitError;
+    }
+    userdb.emplace(std::move(*started));
+  }
+  if (me) {
+    if (auto r = net::drop_privileges(*me); !r) {
       spdlog::critical("auth: {}; exiting", r.error().message);
       return kExitError;
     }
   }
   if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
+  if (userdb) userdb->run();
   std::vector<Served> served;  // per worker, the current generation last
   for (std::size_t i = 0; i < workers; ++i) {
     Served s{std::make_unique<ipc::AuthService>(*services->throttled), {}, {}};
@@ -361,6 +442,7 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
     for (auto& t : s.threads) t.join();
   }
   served.clear();
+  userdb.reset();
   services.reset();
   spdlog::info("auth process stopped");
   return kExitOk;
@@ -538,6 +620,29 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     return kExitUsage;
   }
   if (!check_identity(identity)) return kExitConfig;
+  if (!a.auth_user.empty()) {
+    // The auth process under a uid of its own (cli/serve_split.hpp).
+    const char* refused = nullptr;
+    if (!identity.value()) {
+      refused = "needs user (the service user the workers run as)";
+    } else if (!net::running_as_root()) {
+      refused = "needs a start as root (to give the auth process and the workers their users)";
+    }
+    auto auth = net::lookup_identity(a.auth_user, "");
+    if (refused == nullptr && !auth) {
+      spdlog::error("auth_user: {}", auth.error().message);
+      return kExitConfig;
+    }
+    if (refused == nullptr && auth->uid == identity.value()->uid) {
+      refused = "must be another user than user";
+    }
+    if (refused != nullptr) {
+      spdlog::error("auth_user {}", refused);
+      return kExitConfig;
+    }
+    spdlog::info("auth process user={} uid={}, workers user={} uid={}", auth->user, auth->uid,
+                 identity.value()->user, identity.value()->uid);
+  }
   if (!a.sandbox) {
     spdlog::warn(
         "workers run without their seccomp sandbox (--no-sandbox): a worker taken over through a "

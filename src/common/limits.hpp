@@ -250,6 +250,13 @@ inline constexpr std::chrono::milliseconds kPgAcquireTimeout{5000};
 // Not from an RFC: libpq connect_timeout (seconds) when the URL sets none.
 inline constexpr unsigned kPgConnectTimeout = 5;
 
+// Not from an RFC: how long the auth-userdb socket (ipc/userdb.hpp) waits
+// for a connected client's one request before closing it (one thread
+// answers, so a silent client delays the others at most this long); and how
+// long `apop deliver` waits for the answer (the MTA retries on failure).
+inline constexpr std::chrono::milliseconds kUserdbRequestTimeout{2000};
+inline constexpr std::chrono::milliseconds kUserdbReplyTimeout{10'000};
+
 // Not from an RFC: listeners (--listen and --tls-listen together) one
 // server serves. The metrics rows have a fixed size so that the workers of a
 // multi-process server can share them in one mapping (net/metrics_table.hpp);

@@ -404,4 +404,47 @@ Result<DecodedReply> decode_reply(std::string_view packet) {
   return d;
 }
 
+Result<void> encode_user_lookup(std::uint32_t id, const UserLookup& m, std::string& out) {
+  out.clear();
+  Writer w(out);
+  header(w, MsgType::user_lookup, id);
+  w.str(m.user, kMaxUser, "user");
+  return w.finish();
+}
+
+Result<void> encode_user_info(std::uint32_t id, const UserInfo& m, std::string& out) {
+  out.clear();
+  Writer w(out);
+  header(w, MsgType::user_info, id);
+  w.u8(static_cast<std::uint8_t>(m.status));
+  w.boolean(m.mail_location.has_value());
+  if (m.mail_location) w.str(*m.mail_location, kMaxMailLocation, "mail location");
+  return w.finish();
+}
+
+Result<std::pair<std::uint32_t, UserLookup>> decode_user_lookup(std::string_view packet) {
+  Reader r(packet);
+  const auto h = read_header(r, packet.size());
+  if (!h || h->type != MsgType::user_lookup) return invalid("not a user lookup");
+  UserLookup m;
+  m.user = r.str(kMaxUser);
+  if (!r.at_end()) return invalid("malformed user lookup");
+  return std::pair{h->id, m};
+}
+
+Result<std::pair<std::uint32_t, UserInfo>> decode_user_info(std::string_view packet) {
+  Reader r(packet);
+  const auto h = read_header(r, packet.size());
+  if (!h || h->type != MsgType::user_info) return invalid("not a user info");
+  UserInfo m;
+  const std::uint8_t status = r.u8();
+  if (status > static_cast<std::uint8_t>(UserStatus::temporary)) r.fail();
+  m.status = static_cast<UserStatus>(status);
+  if (r.boolean()) m.mail_location = std::string(r.str(kMaxMailLocation));
+  // Only a found account has a location of its own.
+  if (m.mail_location && m.status != UserStatus::found) r.fail();
+  if (!r.at_end()) return invalid("malformed user info");
+  return std::pair{h->id, std::move(m)};
+}
+
 }  // namespace apop::ipc

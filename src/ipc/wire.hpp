@@ -72,6 +72,9 @@ enum class MsgType : std::uint8_t {
   sasl_reply = 0x83,
   mechanism_list = 0x84,
   error = 0x85,
+  // the auth-userdb socket (below)
+  user_lookup = 0x40,
+  user_info = 0xC0,
 };
 
 // Why the auth process did not answer a request with a result.
@@ -160,6 +163,28 @@ std::optional<std::uint32_t> peek_request_id(std::string_view packet);
 
 MsgType request_type(const Request& request);
 MsgType reply_type(const Reply& reply);
+
+// --- the auth-userdb socket ----------------------------------------------------
+// With `auth_user` the account database belongs to the auth process's user
+// alone, so `apop deliver` (run by the MTA as the service user) asks the auth
+// process whether an account exists and where its mail goes, over a Unix
+// socket (ipc/userdb.hpp): one user_lookup, one user_info, same header. No
+// secret crosses: existence and the account's own mail location only.
+struct UserLookup {
+  std::string_view user;
+};
+enum class UserStatus : std::uint8_t { unknown = 0, found = 1, temporary = 2 };
+struct UserInfo {
+  UserStatus status = UserStatus::unknown;
+  // The account's own mail location (found only; absent: the default).
+  std::optional<std::string> mail_location;
+};
+Result<void> encode_user_lookup(std::uint32_t id, const UserLookup& m, std::string& out);
+Result<void> encode_user_info(std::uint32_t id, const UserInfo& m, std::string& out);
+// Errc::invalid for anything but one well-formed message of that type; the
+// lookup's view points into `packet`.
+Result<std::pair<std::uint32_t, UserLookup>> decode_user_lookup(std::string_view packet);
+Result<std::pair<std::uint32_t, UserInfo>> decode_user_info(std::string_view packet);
 
 // Buffers that held a password, a digest or a SASL response are wiped with
 // apop::wipe (common/wipe.hpp).
