@@ -1,6 +1,7 @@
 #include "auth/challenge.hpp"
 
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <array>
@@ -73,6 +74,25 @@ std::string sanitise_hostname(std::string_view in) {
   return out;
 }
 
+// This process's id without a system call per greeting (glibc no longer
+// caches getpid()): read once, and again in a child after fork() (the
+// pthread_atfork handler clears it; the server forks with glibc's fork()).
+std::atomic<pid_t> g_pid{0};
+
+pid_t current_pid() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(0, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  pid_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    pid = ::getpid();
+    g_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
 // 16 bytes of CSPRNG output as 32 hex digits, appended to `s`. Taken from a
 // per-thread block of RAND_bytes output: one call per 64 challenges instead
 // of one per connection (the call, not the bytes, is what costs: about
@@ -84,7 +104,7 @@ void append_random_hex(std::string& s) {
   thread_local std::array<unsigned char, 64 * kTake> block{};
   thread_local std::size_t used = block.size();
   thread_local pid_t filled_by = 0;
-  const pid_t pid = ::getpid();
+  const pid_t pid = current_pid();
   if (used + kTake > block.size() || filled_by != pid) {
     if (!random_bytes(block)) std::abort();
     used = 0;
@@ -108,7 +128,7 @@ std::string ChallengeGenerator::next() {
   append_random_hex(s);
   s += hex_number(n);
   s += '.';
-  s += std::to_string(static_cast<long long>(::getpid()));
+  s += std::to_string(static_cast<long long>(current_pid()));
   s += '@';
   s += hostname_;
   s += '>';

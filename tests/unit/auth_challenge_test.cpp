@@ -1,6 +1,7 @@
 #include "auth/challenge.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <set>
@@ -20,6 +21,37 @@ TEST(AuthChallenge, ThousandDistinctValidChallenges) {
     EXPECT_TRUE(seen.insert(c).second) << "repeated: " << c;
   }
   EXPECT_EQ(seen.size(), 1000u);
+}
+
+// A forked child (each network worker is one) names its own pid and never
+// hands out the random bytes its parent had drawn in advance.
+TEST(AuthChallenge, ForkedChildNamesItsPidAndDrawsItsOwnBytes) {
+  ChallengeGenerator gen("host");
+  const std::string before = gen.next();  // fills the parent's block
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const std::string c = gen.next();
+    const bool ok = ::write(fds[1], c.data(), c.size()) == static_cast<ssize_t>(c.size());
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  char buf[512];
+  const ssize_t n = ::read(fds[0], buf, sizeof buf);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_GT(n, 0);
+  const std::string from_child(buf, static_cast<std::size_t>(n));
+  const std::string after = gen.next();
+  EXPECT_NE(from_child.find("." + std::to_string(child) + "@"), std::string::npos) << from_child;
+  EXPECT_NE(after.find("." + std::to_string(::getpid()) + "@"), std::string::npos) << after;
+  // The random part (32 hex digits after '<') differs from what the parent
+  // handed out next.
+  EXPECT_NE(from_child.substr(1, 32), after.substr(1, 32));
+  EXPECT_NE(from_child.substr(1, 32), before.substr(1, 32));
 }
 
 TEST(AuthChallenge, Shape) {
