@@ -393,8 +393,8 @@ class WorkersLockTest(PgCase):
             "apop", "-d", self.db, "-At", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.pg.root)
         self.addCleanup(lambda: p.poll() is None and p.kill())
-        p.stdin.write(f"SELECT pg_advisory_lock(hashtextextended('apop-maildrop:' || '{user}', 0));\n"
-                      .encode())
+        sql = f"SELECT pg_advisory_lock(hashtextextended('apop-maildrop:' || '{user}', 0));\n"
+        p.stdin.write(sql.encode())
         p.stdin.flush()
         self.wait_for_locks(1)
         return p
