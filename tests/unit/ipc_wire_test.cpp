@@ -272,8 +272,8 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
   m[kHeaderSize + 1] = static_cast<char>(kMaxUser + 1 - 256);  // u16 length: 0x0100
   m[kHeaderSize] = 1;
   EXPECT_FALSE(decode_request(m).ok());
-  for (const Request& r : {Request{LockMaildrop{std::string(kMaxUser, 'u')}},
-                           Request{UnlockMaildrop{std::string(kMaxUser, 'u')}}}) {
+  const std::string max_user(kMaxUser, 'u');  // the requests' views point here
+  for (const Request& r : {Request{LockMaildrop{max_user}}, Request{UnlockMaildrop{max_user}}}) {
     std::string l = encoded(r);
     ASSERT_TRUE(decode_request(l).ok());
     l.insert(kHeaderSize + 2, "u");
@@ -301,7 +301,8 @@ TEST(IpcWire, LockMessagesLayout) {
   // lock_status: type 0x86, one outcome byte.
   EXPECT_EQ(encoded(Reply{LockStatus{LockOutcome::in_use}}, 5),
             std::string("\x01\x86\x00\x00\x00\x00\x00\x05\x02", 9));
-  auto d = decode_request(encoded(Request{UnlockMaildrop{"bob"}}));
+  const std::string unlock = encoded(Request{UnlockMaildrop{"bob"}});  // the views point here
+  auto d = decode_request(unlock);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(std::get<UnlockMaildrop>(d->body).user, "bob");
 }
