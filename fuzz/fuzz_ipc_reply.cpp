@@ -33,6 +33,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (s->text.size() > ipc::kMaxChallenge || s->user.size() > ipc::kMaxUser) __builtin_trap();
     check_result(s->result);
   }
+  if (const auto* l = std::get_if<ipc::LockStatus>(&d->body)) {
+    if (l->outcome < ipc::LockOutcome::locked || l->outcome > ipc::LockOutcome::temporary) {
+      __builtin_trap();
+    }
+  }
   if (const auto* m = std::get_if<ipc::MechanismList>(&d->body)) {
     if (m->mechanisms.size() > ipc::kMaxMechanisms) __builtin_trap();
     for (const auto& mech : m->mechanisms) {

@@ -41,6 +41,7 @@
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
 #include "ipc/userdb.hpp"
+#include "ipc/remote_maildrop_locks.hpp"
 #include "net/landlock.hpp"
 #include "net/metrics.hpp"
 #include "net/process.hpp"
@@ -265,6 +266,16 @@ struct Served {
   std::vector<int> fds;  // shut down at exit so that the threads return
 };
 
+// A worker's service; with PostgreSQL it holds the worker's shared
+// maildrop locks (one per session at most: max_connections bounds them).
+std::unique_ptr<ipc::AuthService> worker_service(Services& services, const ServeConfig& a) {
+  ipc::AuthServiceLimits limits;
+  limits.max_maildrop_locks = std::max<std::size_t>(limits.max_maildrop_locks, a.max_connections);
+  return std::make_unique<ipc::AuthService>(
+      *services.throttled, limits,
+      services.shared_locks ? &services.shared_locks->locks() : nullptr);
+}
+
 void serve_channels(Served& s, std::vector<UniqueFd> channels) {
   for (auto& ch : channels) {
     const int fd = ch.release();
@@ -400,7 +411,7 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   if (userdb) userdb->run();
   std::vector<Served> served;  // per worker, the current generation last
   for (std::size_t i = 0; i < workers; ++i) {
-    Served s{std::make_unique<ipc::AuthService>(*services->throttled), {}, {}};
+    Served s{worker_service(*services, a), {}, {}};
     serve_channels(s, std::move(fds.auth_ends[i]));
     served.push_back(std::move(s));
   }
@@ -429,7 +440,7 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
       // "W<index>": the channels of a (re)started worker.
       const std::size_t i = std::strtoul(payload.c_str() + 1, nullptr, 10);
       if (payload[0] != 'W' || i >= workers) continue;
-      Served s{std::make_unique<ipc::AuthService>(*services->throttled), {}, {}};
+      Served s{worker_service(*services, a), {}, {}};
       serve_channels(s, std::move(got));
       served.push_back(std::move(s));
     }
@@ -550,6 +561,12 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     }
   }
   auto opener = mail_locations(a, dir);
+  // With PostgreSQL, the cluster-wide maildrop lock first, held by the auth
+  // process for this worker (ipc/remote_maildrop_locks.hpp).
+  ipc::RemoteMaildropLocks remote_locks(remote);
+  pop3::LockingOpener shared_locks(remote_locks, *opener);
+  pop3::MaildropOpener& mail =
+      pg::is_postgres_url(a.users) ? static_cast<pop3::MaildropOpener&>(shared_locks) : *opener;
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   auto challenges = std::make_shared<auth::ChallengeGenerator>(hostname);
   const ReloadFixed fixed = [&] {
@@ -564,7 +581,7 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     }
     return f;
   }();
-  net::Server server(std::move(opts), remote, *opener, [challenges] { return challenges->next(); });
+  net::Server server(std::move(opts), remote, mail, [challenges] { return challenges->next(); });
   if (auto r = server.adopt(std::move(mine)); !r) {
     spdlog::error("worker {}: {}", index + 1, r.error().message);
     return kExitError;
@@ -615,10 +632,6 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   auto prelude = serve_prelude(a);
   if (auto* e = std::get_if<Exit>(&prelude)) return e->code;
   const auto& identity = std::get<Prelude>(prelude).identity;
-  if (pg::is_postgres_url(a.users)) {
-    spdlog::error("workers: not yet with a PostgreSQL account store (users); use workers = 0");
-    return kExitUsage;
-  }
   if (!check_identity(identity)) return kExitConfig;
   if (!a.auth_user.empty()) {
     // The auth process under a uid of its own (cli/serve_split.hpp).
@@ -650,7 +663,9 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   }
   net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
   opts.session.greeting_text = kGreeting;
-  opts.session.inline_apop = true;  // the local SQLite file, through the auth process
+  // APOP inline for the local SQLite file (through the auth process); not
+  // with PostgreSQL, as in a single-process server.
+  opts.session.inline_apop = !pg::is_postgres_url(a.users);
   const std::size_t workers = a.workers;
 
   auto fds = std::make_shared<Fds>();

@@ -308,6 +308,15 @@ inline constexpr std::size_t kIpcMaxSaslExchanges = 256;
 // logged in through that worker, so a compromised worker cannot move other
 // users' last-login times and so their RFC 2449 LOGIN-DELAY).
 inline constexpr std::size_t kIpcPendingLoginRecords = 1024;
+// Not from an RFC: shared (PostgreSQL) maildrop locks the auth process holds
+// for one worker at once. An honest worker holds one per logged-in session,
+// and its sessions are bounded by max_connections (kMaxConnections unless
+// configured: the server raises this bound to max_connections); a
+// compromised worker cannot take more. Each lock is an entry in
+// PostgreSQL's shared lock table, which every server of the cluster shares
+// (max_locks_per_transaction * max_connections: 6,400 entries by default),
+// so an unbounded worker could exhaust it for all of them.
+inline constexpr std::size_t kIpcMaxMaildropLocks = kMaxConnections;
 // Not from an RFC: how long a worker waits for the auth process's answer
 // (longer than kPgAcquireTimeout, so a slow PostgreSQL pool answers first);
 // then the login fails as [SYS/TEMP].

@@ -39,9 +39,11 @@ struct AuthService::Exchange {
   bool ended = false;
 };
 
-AuthService::AuthService(pop3::Authenticator& auth, AuthServiceLimits limits)
+AuthService::AuthService(pop3::Authenticator& auth, AuthServiceLimits limits,
+                         pop3::MaildropLocks* locks)
     : auth_(auth),
       limits_(limits),
+      locks_(locks),
       requests_{limits.rate, limits.burst, limits.burst, Clock::now()},
       failures_{limits.failure_rate, limits.failure_burst, limits.failure_burst, Clock::now()} {}
 
@@ -51,7 +53,7 @@ void AuthService::Bucket::refill(Clock::time_point now) {
   tokens = std::min(burst, tokens + elapsed * rate);
 }
 
-AuthService::~AuthService() = default;
+AuthService::~AuthService() { release_maildrop_locks(); }
 
 std::size_t AuthService::sasl_exchanges() const {
   std::lock_guard lock(mu_);
@@ -61,6 +63,11 @@ std::size_t AuthService::sasl_exchanges() const {
 std::uint32_t AuthService::worker_id() const {
   std::lock_guard lock(mu_);
   return worker_id_;
+}
+
+std::size_t AuthService::maildrop_locks() const {
+  std::lock_guard lock(mu_);
+  return maildrop_lock_count_;
 }
 
 bool AuthService::take_token() {
@@ -98,10 +105,10 @@ void AuthService::note_login(std::string_view user) {
   // mu_ held.
   const auto now = Clock::now();
   while (!logins_.empty() && (logins_.size() >= limits_.pending_login_records ||
-                              now - logins_.front().second > limits_.sasl_idle)) {
+                              now - logins_.front().at > limits_.sasl_idle)) {
     logins_.pop_front();
   }
-  if (limits_.pending_login_records > 0) logins_.emplace_back(std::string(user), now);
+  if (limits_.pending_login_records > 0) logins_.push_back({std::string(user), now, false});
 }
 
 AuthService::Handled AuthService::handle(std::string_view request) {
@@ -116,9 +123,11 @@ AuthService::Handled AuthService::handle(std::string_view request) {
     return h;
   }
   const DecodedRequest& req = *decoded;
-  Reply reply = std::holds_alternative<SaslEnd>(req.body) || take_token()
-                    ? dispatch(req)
-                    : error(ErrorCode::rate_limited);
+  // Ending an exchange and giving back a lock are never rate limited: they
+  // free what the worker holds.
+  const bool frees =
+      std::holds_alternative<SaslEnd>(req.body) || std::holds_alternative<UnlockMaildrop>(req.body);
+  Reply reply = frees || take_token() ? dispatch(req) : error(ErrorCode::rate_limited);
   if (!encode_reply(req.id, reply, h.reply)) {
     // A result over a field's bound (a mail location longer than
     // kMaxIpcMailLocation): the worker's login fails as temporary.
@@ -155,6 +164,8 @@ Reply AuthService::dispatch(const DecodedRequest& request) {
     }
     Reply operator()(const SaslEnd& m) { return s.sasl_end(m.exchange); }
     Reply operator()(const RecordLogin& m) { return s.record_login(m); }
+    Reply operator()(const LockMaildrop& m) { return s.lock_maildrop(m.user); }
+    Reply operator()(const UnlockMaildrop& m) { return s.unlock_maildrop(m.user); }
     Reply operator()(const Mechanisms&) {
       MechanismList list;
       for (auto& mech : s.auth_.sasl_mechanisms()) {
@@ -248,9 +259,14 @@ Reply AuthService::record_login(const RecordLogin& m) {
   const auto now = Clock::now();
   {
     std::lock_guard lock(mu_);
-    auto it = std::find_if(logins_.begin(), logins_.end(), [&](const auto& e) {
-      return e.first == m.user && now - e.second <= limits_.sasl_idle;
-    });
+    // Logins of one user are alike; one whose lock was taken goes first, so
+    // that those still to take theirs keep an entry.
+    auto fresh = [&](const PendingLogin& e) {
+      return e.user == m.user && now - e.at <= limits_.sasl_idle;
+    };
+    auto it = std::find_if(logins_.begin(), logins_.end(),
+                           [&](const PendingLogin& e) { return fresh(e) && e.locked; });
+    if (it == logins_.end()) it = std::find_if(logins_.begin(), logins_.end(), fresh);
     if (it == logins_.end()) return error(ErrorCode::refused);
     logins_.erase(it);
   }
@@ -264,7 +280,98 @@ Reply AuthService::record_login(const RecordLogin& m) {
   return Ack{};
 }
 
+Reply AuthService::lock_maildrop(std::string_view user) {
+  if (locks_ == nullptr) return error(ErrorCode::refused);
+  {
+    std::lock_guard lock(mu_);
+    if (maildrop_lock_count_ >= limits_.max_maildrop_locks) return error(ErrorCode::refused);
+    // Only for a user who just logged in through this worker, once per login.
+    const auto now = Clock::now();
+    auto it = std::find_if(logins_.begin(), logins_.end(), [&](const PendingLogin& e) {
+      return e.user == user && !e.locked && now - e.at <= limits_.sasl_idle;
+    });
+    if (it == logins_.end()) return error(ErrorCode::refused);
+    it->locked = true;
+    auto [entry, _] = maildrop_locks_.try_emplace(std::string(user));
+    ++entry->second.taking;
+    ++maildrop_lock_count_;
+  }
+  // Outside the lock: a round trip to the database.
+  const auto asked = Clock::now();
+  Result<bool> got = locks_->try_lock(user);
+  if (got && *got && Clock::now() - asked > limits_.lock_answer_within) {
+    locks_->release(user);  // too late for the worker to be waiting
+    got = make_error(Errc::temporary, "maildrop lock granted too late");
+  }
+  std::lock_guard lock(mu_);
+  auto it = maildrop_locks_.find(user);  // there: only this thread removes a `taking`
+  --it->second.taking;
+  if (got && *got) {
+    ++it->second.held;
+    return LockStatus{LockOutcome::locked};
+  }
+  if (it->second.held == 0 && it->second.taking == 0) maildrop_locks_.erase(it);
+  --maildrop_lock_count_;
+  return LockStatus{got ? LockOutcome::in_use : LockOutcome::temporary};
+}
+
+Reply AuthService::unlock_maildrop(std::string_view user) {
+  if (locks_ == nullptr) return error(ErrorCode::refused);
+  {
+    std::lock_guard lock(mu_);
+    auto it = maildrop_locks_.find(user);
+    // Only a lock taken for this worker, and answered.
+    if (it == maildrop_locks_.end() || it->second.held == 0) return error(ErrorCode::refused);
+    --it->second.held;
+    if (it->second.held == 0 && it->second.taking == 0) maildrop_locks_.erase(it);
+    --maildrop_lock_count_;
+  }
+  locks_->release(user);
+  return Ack{};
+}
+
+std::size_t AuthService::release_maildrop_locks() {
+  std::map<std::string, UserLocks, std::less<>> held;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = maildrop_locks_.begin(); it != maildrop_locks_.end();) {
+      maildrop_lock_count_ -= it->second.held;
+      if (it->second.taking == 0) {
+        held.insert(maildrop_locks_.extract(it++));
+      } else {
+        // Still being taken (a handle() running after all): its thread
+        // finishes it.
+        held.emplace(it->first, UserLocks{it->second.held, 0});
+        it->second.held = 0;
+        ++it;
+      }
+    }
+  }
+  std::size_t n = 0;
+  for (const auto& [user, l] : held) {
+    for (unsigned i = 0; i < l.held; ++i, ++n) locks_->release(user);
+  }
+  return n;
+}
+
 ServeEnd AuthService::serve(int fd) {
+  {
+    std::lock_guard lock(mu_);
+    ++serving_;
+  }
+  const ServeEnd end = serve_channel(fd);
+  bool last = false;
+  {
+    std::lock_guard lock(mu_);
+    last = --serving_ == 0;
+  }
+  // The worker closed its last channel (exited, died, was killed): nothing
+  // will give its locks back but us.
+  if (last) release_maildrop_locks();
+  return end;
+}
+
+ServeEnd AuthService::serve_channel(int fd) {
   // One buffer for the whole channel (never reallocated), wiped after each
   // request: it holds passwords, digests and SASL responses.
   std::string buf(limits::kMaxIpcMessage + 1, '\0');

@@ -8,8 +8,18 @@
 // (AuthResult::delay) are the worker's to await, so failed checks have their
 // own budget per worker (AuthServiceLimits::failure_rate).
 //
-// Ownership: holds a non-owning reference to the Authenticator, which must
-// outlive the service; the service must outlive its serve() calls. Thread-safety: one AuthService
+// Shared maildrop locks (with a pop3::MaildropLocks: PostgreSQL's, held by
+// the auth process for its workers): lock_maildrop is honoured only for a
+// user who has just logged in through this worker (once per login), the
+// locks one worker holds are bounded (AuthServiceLimits::max_maildrop_locks),
+// unlock_maildrop gives back only a lock this service took for the worker,
+// and every lock the worker still holds is released when its last channel
+// closes (the worker exited, died or was killed: serve() returned on every
+// channel) or with the service.
+//
+// Ownership: holds non-owning references to the Authenticator and the
+// MaildropLocks, which must outlive the service; the service must outlive
+// its serve() calls. Thread-safety: one AuthService
 // per worker; serve() runs on one thread per channel of that worker (so slow checks such as scrypt
 // run in parallel), handle() may be called from any number of threads at once; the Authenticator
 // must be thread-safe (StoreAuthenticator and ThrottlingAuthenticator are).
@@ -28,6 +38,7 @@
 #include "common/limits.hpp"
 #include "ipc/wire.hpp"
 #include "pop3/interfaces.hpp"
+#include "pop3/maildrop_locks.hpp"
 
 namespace apop::ipc {
 
@@ -48,6 +59,14 @@ struct AuthServiceLimits {
   double failure_burst = limits::kIpcFailureBurst;
   // Successful logins awaiting their record_login (older ones are dropped).
   std::size_t pending_login_records = limits::kIpcPendingLoginRecords;
+  // Shared maildrop locks the worker may hold at once (and have asked for);
+  // a lock_maildrop beyond it is refused (the login fails as temporary).
+  std::size_t max_maildrop_locks = limits::kIpcMaxMaildropLocks;
+  // A lock the database granted only after this long is given back at once
+  // and answered `temporary`: the worker may have stopped waiting for the
+  // answer (kIpcReplyTimeout), and a lock it does not know it holds would
+  // keep the user out everywhere until the worker exits.
+  std::chrono::milliseconds lock_answer_within = limits::kIpcReplyTimeout - std::chrono::seconds(2);
 };
 
 // How serve() ended.
@@ -59,7 +78,10 @@ enum class ServeEnd {
 
 class AuthService {
  public:
-  explicit AuthService(pop3::Authenticator& auth, AuthServiceLimits limits = {});
+  // Without `locks` (a local account database: the maildrop's own lock is
+  // the only one), lock_maildrop and unlock_maildrop are refused.
+  explicit AuthService(pop3::Authenticator& auth, AuthServiceLimits limits = {},
+                       pop3::MaildropLocks* locks = nullptr);
   AuthService(const AuthService&) = delete;
   AuthService& operator=(const AuthService&) = delete;
   ~AuthService();
@@ -69,7 +91,9 @@ class AuthService {
   // violation (after which the channel is shut down: shutdown(SHUT_RDWR),
   // the worker sees end of file). Blocking. The caller owns `fd` and closes
   // it after serve() returns; to stop serve() from another thread, shut the
-  // socket down (shutdown(fd, SHUT_RDWR)). Request buffers are wiped.
+  // socket down (shutdown(fd, SHUT_RDWR)). Request buffers are wiped. When
+  // the last serve() running returns, the worker's maildrop locks are
+  // released (release_maildrop_locks()).
   ServeEnd serve(int fd);
 
   // The I/O-free core: one request packet to one reply packet. `close` is
@@ -81,17 +105,37 @@ class AuthService {
   };
   Handled handle(std::string_view request);
 
+  // Gives back every shared maildrop lock the worker holds; returns how
+  // many. serve() calls it when the worker's last channel closes; not to be
+  // called while handle() runs for this worker.
+  std::size_t release_maildrop_locks();
+
   // For tests and logs.
   std::size_t sasl_exchanges() const;
-  std::uint32_t worker_id() const;  // as the last hello announced it (0: none)
+  std::uint32_t worker_id() const;     // as the last hello announced it (0: none)
+  std::size_t maildrop_locks() const;  // held for the worker, and being taken
 
  private:
   struct Exchange;
   using Clock = std::chrono::steady_clock;
+  // A successful login awaiting its record_login; `locked` once it was used
+  // for a lock_maildrop.
+  struct PendingLogin {
+    std::string user;
+    Clock::time_point at;
+    bool locked = false;
+  };
+  // The worker's locks of one user: `held` taken, `taking` asked for and
+  // not answered yet (counted against the bound, not releasable).
+  struct UserLocks {
+    unsigned held = 0;
+    unsigned taking = 0;
+  };
   // record_login: a worker's `when` further than this from the auth
   // process's clock (seconds) is replaced by it.
   static constexpr std::int64_t kRecordSlack = 300;
 
+  ServeEnd serve_channel(int fd);
   Reply dispatch(const DecodedRequest& request);
   Reply verified(std::string_view user, pop3::AuthResult r);
   Reply sasl_start(const SaslStart& m);
@@ -99,6 +143,8 @@ class AuthService {
   Reply sasl_end(std::uint32_t exchange);
   Reply run_step(std::uint32_t id, Exchange& ex, std::optional<std::string_view> response);
   Reply record_login(const RecordLogin& m);
+  Reply lock_maildrop(std::string_view user);
+  Reply unlock_maildrop(std::string_view user);
   // A token bucket; callers hold mu_.
   struct Bucket {
     double rate, burst, tokens;
@@ -113,10 +159,14 @@ class AuthService {
 
   pop3::Authenticator& auth_;
   const AuthServiceLimits limits_;
+  pop3::MaildropLocks* const locks_;
 
   mutable std::mutex mu_;
   std::map<std::uint32_t, std::unique_ptr<Exchange>> exchanges_;
-  std::deque<std::pair<std::string, Clock::time_point>> logins_;  // awaiting record_login
+  std::deque<PendingLogin> logins_;  // awaiting record_login
+  std::map<std::string, UserLocks, std::less<>> maildrop_locks_;
+  std::size_t maildrop_lock_count_ = 0;  // held + taking, over every user
+  unsigned serving_ = 0;                 // serve() calls running
   Bucket requests_;
   Bucket failures_;
   std::uint32_t worker_id_ = 0;

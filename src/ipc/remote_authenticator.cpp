@@ -26,7 +26,10 @@ bool answers(const Request& request, const Reply& reply) {
     case MsgType::hello:
     case MsgType::sasl_end:
     case MsgType::record_login:
+    case MsgType::unlock_maildrop:
       return std::holds_alternative<Ack>(reply);
+    case MsgType::lock_maildrop:
+      return std::holds_alternative<LockStatus>(reply);
     case MsgType::verify_apop:
     case MsgType::verify_plain:
       return std::holds_alternative<pop3::AuthResult>(reply);

@@ -187,6 +187,8 @@ MsgType request_type(const Request& request) {
                         [](const SaslEnd&) { return MsgType::sasl_end; },
                         [](const RecordLogin&) { return MsgType::record_login; },
                         [](const Mechanisms&) { return MsgType::mechanisms; },
+                        [](const LockMaildrop&) { return MsgType::lock_maildrop; },
+                        [](const UnlockMaildrop&) { return MsgType::unlock_maildrop; },
                     },
                     request);
 }
@@ -198,6 +200,7 @@ MsgType reply_type(const Reply& reply) {
                         [](const pop3::SaslReply&) { return MsgType::sasl_reply; },
                         [](const MechanismList&) { return MsgType::mechanism_list; },
                         [](const ErrorReply&) { return MsgType::error; },
+                        [](const LockStatus&) { return MsgType::lock_status; },
                     },
                     reply);
 }
@@ -241,6 +244,8 @@ Result<void> encode_request(std::uint32_t id, const Request& request, std::strin
                    w.i64(m.when);
                  },
                  [&](const Mechanisms&) {},
+                 [&](const LockMaildrop& m) { w.str(m.user, kMaxUser, "user"); },
+                 [&](const UnlockMaildrop& m) { w.str(m.user, kMaxUser, "user"); },
              },
              request);
   return w.finish();
@@ -268,6 +273,7 @@ Result<void> encode_reply(std::uint32_t id, const Reply& reply, std::string& out
                    }
                  },
                  [&](const ErrorReply& m) { w.u8(static_cast<std::uint8_t>(m.code)); },
+                 [&](const LockStatus& m) { w.u8(static_cast<std::uint8_t>(m.outcome)); },
              },
              reply);
   return w.finish();
@@ -344,6 +350,12 @@ Result<DecodedRequest> decode_request(std::string_view packet) {
     case MsgType::mechanisms:
       d.body = Mechanisms{};
       break;
+    case MsgType::lock_maildrop:
+      d.body = LockMaildrop{r.str(kMaxUser)};
+      break;
+    case MsgType::unlock_maildrop:
+      d.body = UnlockMaildrop{r.str(kMaxUser)};
+      break;
     default:
       return invalid("unknown request type");
   }
@@ -395,6 +407,15 @@ Result<DecodedReply> decode_reply(std::string_view packet) {
         r.fail();
       }
       d.body = ErrorReply{static_cast<ErrorCode>(code)};
+      break;
+    }
+    case MsgType::lock_status: {
+      const std::uint8_t outcome = r.u8();
+      if (outcome < static_cast<std::uint8_t>(LockOutcome::locked) ||
+          outcome > static_cast<std::uint8_t>(LockOutcome::temporary)) {
+        r.fail();
+      }
+      d.body = LockStatus{static_cast<LockOutcome>(outcome)};
       break;
     }
     default:

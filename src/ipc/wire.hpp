@@ -12,10 +12,11 @@
 // carries the id of its request.
 //
 // Requests (worker -> auth): hello, verify_apop, verify_plain, sasl_start,
-// sasl_step, sasl_end, record_login, mechanisms. Replies (auth -> worker):
-// ack, auth_result, sasl_reply, mechanism_list, error. No message carries a
-// secret from the auth process: a reply is a verdict (pop3::AuthResult), a
-// SASL challenge, or a list of mechanism names.
+// sasl_step, sasl_end, record_login, mechanisms, lock_maildrop,
+// unlock_maildrop. Replies (auth -> worker): ack, auth_result, sasl_reply,
+// mechanism_list, error, lock_status. No message carries a secret from the
+// auth process: a reply is a verdict (pop3::AuthResult), a SASL challenge, a
+// list of mechanism names, or whether a maildrop lock was taken.
 //
 // Decoders return a value or an error, never trust a length, and refuse an
 // unknown version, type or enum value, a flag, a field over its bound and
@@ -66,12 +67,15 @@ enum class MsgType : std::uint8_t {
   sasl_end = 6,
   record_login = 7,
   mechanisms = 8,
+  lock_maildrop = 9,
+  unlock_maildrop = 10,
   // replies
   ack = 0x81,
   auth_result = 0x82,
   sasl_reply = 0x83,
   mechanism_list = 0x84,
   error = 0x85,
+  lock_status = 0x86,
   // the auth-userdb socket (below)
   user_lookup = 0x40,
   user_info = 0xC0,
@@ -83,6 +87,13 @@ enum class ErrorCode : std::uint8_t {
   refused = 2,       // valid but not allowed now (unknown or busy exchange, too many
                      // exchanges, record_login without a login, a result too large to send)
   rate_limited = 3,  // the worker is over its request rate or its failed-check rate
+};
+
+// The answer to lock_maildrop (pop3::MaildropLocks::try_lock's three outcomes).
+enum class LockOutcome : std::uint8_t {
+  locked = 1,     // taken for this worker: give it back with unlock_maildrop
+  in_use = 2,     // another server holds it: [IN-USE]
+  temporary = 3,  // the database cannot tell: [SYS/TEMP]
 };
 
 // --- requests (views into the packet or into the caller's strings) ----------
@@ -121,9 +132,17 @@ struct RecordLogin {
   std::int64_t when = 0;
 };
 struct Mechanisms {};
+// The shared (cluster-wide) maildrop lock of `user`, which the auth process
+// takes and holds for the worker (pg::MaildropLocks), and gives back.
+struct LockMaildrop {
+  std::string_view user;
+};
+struct UnlockMaildrop {
+  std::string_view user;
+};
 
 using Request = std::variant<Hello, VerifyApop, VerifyPlain, SaslStart, SaslStep, SaslEnd,
-                             RecordLogin, Mechanisms>;
+                             RecordLogin, Mechanisms, LockMaildrop, UnlockMaildrop>;
 
 struct DecodedRequest {
   std::uint32_t id = 0;
@@ -138,8 +157,12 @@ struct MechanismList {
 struct ErrorReply {
   ErrorCode code = ErrorCode::malformed;
 };
+struct LockStatus {
+  LockOutcome outcome = LockOutcome::temporary;
+};
 
-using Reply = std::variant<Ack, pop3::AuthResult, pop3::SaslReply, MechanismList, ErrorReply>;
+using Reply =
+    std::variant<Ack, pop3::AuthResult, pop3::SaslReply, MechanismList, ErrorReply, LockStatus>;
 
 struct DecodedReply {
   std::uint32_t id = 0;

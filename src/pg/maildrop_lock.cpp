@@ -1,9 +1,9 @@
-// SharedLockOpener: [IN-USE] across servers with PostgreSQL advisory locks.
+// MaildropLocks and SharedLockOpener: [IN-USE] across servers with
+// PostgreSQL advisory locks.
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
 #include "pg/shared.hpp"
-#include "pop3/guarded_maildrop.hpp"
 
 namespace apop::pg {
 
@@ -17,21 +17,20 @@ constexpr const char* kUnlock =
 
 }  // namespace
 
-SharedLockOpener::SharedLockOpener(std::string url, pop3::MaildropOpener& inner)
-    : url_(std::move(url)), inner_(inner) {}
+MaildropLocks::MaildropLocks(std::string url) : url_(std::move(url)) {}
 
-SharedLockOpener::~SharedLockOpener() {
+MaildropLocks::~MaildropLocks() {
   if (conn_ != nullptr) PQfinish(conn_);  // the server releases every lock
 }
 
-std::size_t SharedLockOpener::held() const {
+std::size_t MaildropLocks::held() const {
   std::lock_guard lock(mu_);
   std::size_t n = 0;
   for (const auto& [user, count] : held_) n += count;
   return n;
 }
 
-Result<void> SharedLockOpener::ensure_connected_locked() {
+Result<void> MaildropLocks::ensure_connected_locked() {
   if (conn_ != nullptr && PQconsumeInput(conn_) == 1 && PQstatus(conn_) == CONNECTION_OK) {
     return {};
   }
@@ -62,7 +61,7 @@ Result<void> SharedLockOpener::ensure_connected_locked() {
   return {};
 }
 
-Result<bool> SharedLockOpener::try_lock_locked(const std::string& user) {
+Result<bool> MaildropLocks::try_lock_locked(const std::string& user) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (auto r = ensure_connected_locked(); !r) return r.error();
     auto r = exec(conn_, kLock, {Param::text(user)}, "taking maildrop lock");
@@ -73,41 +72,34 @@ Result<bool> SharedLockOpener::try_lock_locked(const std::string& user) {
   return make_error(Errc::temporary, "PostgreSQL: taking maildrop lock failed");
 }
 
-Result<std::unique_ptr<pop3::Maildrop>> SharedLockOpener::open(const pop3::MailboxAddress& where) {
-  const std::string user(where.user);
-  {
-    std::lock_guard lock(mu_);
-    auto got = try_lock_locked(user);
-    if (!got) {
-      return make_error(Errc::temporary, "maildrop lock unavailable: " + got.error().message);
-    }
-    if (!*got) return make_error(Errc::in_use, "maildrop is in use on another server");
-    ++held_[user];
-  }
-  auto inner = inner_.open(where);
-  if (!inner) {
-    release(user);
-    return inner.error();
-  }
-  // The local lock is released first (with the inner maildrop), then the shared one.
-  return pop3::guard_maildrop(std::move(*inner), [this, user] { release(user); });
+Result<bool> MaildropLocks::try_lock(std::string_view user) {
+  const std::string u(user);
+  std::lock_guard lock(mu_);
+  auto got = try_lock_locked(u);
+  if (!got) return got.error();
+  if (*got) ++held_[u];
+  return *got;
 }
 
-void SharedLockOpener::release(const std::string& user) {
+void MaildropLocks::release(std::string_view user) {
   std::lock_guard lock(mu_);
   auto it = held_.find(user);
   if (it == held_.end()) return;
+  const std::string u = it->first;
   if (--it->second == 0) held_.erase(it);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return;  // gone with the connection
-  auto r = exec(conn_, kUnlock, {Param::text(user)}, "releasing maildrop lock");
+  auto r = exec(conn_, kUnlock, {Param::text(u)}, "releasing maildrop lock");
   if (!r) {
     // A lock we cannot release would keep the user out on every server:
     // drop the connection, which releases all of this server's locks; the
-    // next open() reconnects and takes back those still in use.
+    // next try_lock() reconnects and takes back those still in use.
     spdlog::error("{}; reconnecting the lock connection", r.error().message);
     PQfinish(conn_);
     conn_ = nullptr;
   }
 }
+
+SharedLockOpener::SharedLockOpener(std::string url, pop3::MaildropOpener& inner)
+    : locks_(std::move(url)), opener_(locks_, inner) {}
 
 }  // namespace apop::pg

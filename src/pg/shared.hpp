@@ -6,10 +6,11 @@
 //  - PgFailureTracker: the failed-login counters and blocks of the
 //    ThrottlingAuthenticator (auth/throttle.hpp), so a brute force spread
 //    over several servers is counted once;
-//  - SharedLockOpener: the one-session-per-maildrop lock across servers, as
-//    PostgreSQL session-level advisory locks held on one connection per
-//    server process (a server that dies drops its connection, and its locks
-//    go with it).
+//  - MaildropLocks (and SharedLockOpener, the opener that takes them): the
+//    one-session-per-maildrop lock across servers, as PostgreSQL
+//    session-level advisory locks held on one connection per server process
+//    (a server that dies drops its connection, and its locks go with it;
+//    with --workers the auth process holds them for its workers).
 //
 // Schema (table schema_version, one row): version 1 holds the accounts
 // (users, device_secrets, policy_defaults: the columns of the SQLite schema
@@ -24,12 +25,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "auth/account_codec.hpp"
 #include "auth/credential_store.hpp"
 #include "auth/throttle.hpp"
 #include "pg/pool.hpp"
 #include "pop3/interfaces.hpp"
+#include "pop3/maildrop_locks.hpp"
 
 namespace apop::pg {
 
@@ -122,38 +125,63 @@ class PgFailureTracker final : public auth::FailureTracker {
   std::atomic<std::int64_t> last_cleanup_ms_{0};
 };
 
-// Decorates a MaildropOpener (the Maildir one, whose flock stays the local
-// lock) with a cluster-wide lock: before the inner open, the server's lock
+// The one-session-per-maildrop lock across servers: the server's lock
 // connection takes pg_try_advisory_lock(hashtextextended('apop-maildrop:'
-// || user, 0)); taken elsewhere -> Errc::in_use ([IN-USE]); database
-// unreachable -> Errc::temporary ([SYS/TEMP]). The lock is released when
-// the returned Maildrop is destroyed. Session-level advisory locks stack
-// per connection, so two sessions of one server are kept apart by the
-// inner (local) lock, as before.
+// || user, 0)); true when taken, false when another server holds it
+// (pop3::LockingOpener makes that [IN-USE]), Errc::temporary when the
+// database is unreachable ([SYS/TEMP]). Session-level advisory locks stack
+// per connection: two sessions of one server are kept apart by the local
+// lock, as before. Used by SharedLockOpener in a single-process server and
+// by the auth process on the network workers' behalf (ipc::AuthService,
+// which tracks which worker holds what).
 //
 // If the lock connection drops (PostgreSQL restarted) the server's locks
-// are gone; the next lock operation reconnects and takes the locks of the
-// sessions still open again (logged as an error where another server got
-// one meanwhile). Thread-safe (one mutex around the lock connection).
-class SharedLockOpener final : public pop3::MaildropOpener {
+// are gone; the next lock operation reconnects and takes the locks still
+// held here again (logged as an error where another server got one
+// meanwhile). A lock that cannot be released drops the connection (and so
+// every lock of this process) rather than keeping a user out everywhere.
+// Thread-safe (one mutex around the lock connection).
+class MaildropLocks final : public pop3::MaildropLocks {
  public:
-  SharedLockOpener(std::string url, pop3::MaildropOpener& inner);
-  ~SharedLockOpener() override;
-  SharedLockOpener(const SharedLockOpener&) = delete;
-  SharedLockOpener& operator=(const SharedLockOpener&) = delete;
-  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override;
-  // Locks currently held through this opener (for tests).
+  explicit MaildropLocks(std::string url);
+  ~MaildropLocks() override;
+  MaildropLocks(const MaildropLocks&) = delete;
+  MaildropLocks& operator=(const MaildropLocks&) = delete;
+  Result<bool> try_lock(std::string_view user) override;
+  void release(std::string_view user) override;
+  // Locks currently held (counting each stacked one), for tests.
   std::size_t held() const;
 
  private:
   Result<void> ensure_connected_locked();
   Result<bool> try_lock_locked(const std::string& user);
-  void release(const std::string& user);
   const std::string url_;
-  pop3::MaildropOpener& inner_;
   mutable std::mutex mu_;
   pg_conn* conn_ = nullptr;
-  std::map<std::string, unsigned> held_;  // user -> sessions holding its lock here
+  std::map<std::string, unsigned, std::less<>> held_;  // user -> locks taken here
+};
+
+// Decorates a MaildropOpener (the Maildir one, whose flock stays the local
+// lock) with the cluster-wide MaildropLocks (pop3::LockingOpener): taken
+// elsewhere -> Errc::in_use ([IN-USE]); database unreachable ->
+// Errc::temporary ([SYS/TEMP]). The lock is released when the returned
+// Maildrop is destroyed. Thread-safe.
+class SharedLockOpener final : public pop3::MaildropOpener {
+ public:
+  SharedLockOpener(std::string url, pop3::MaildropOpener& inner);
+  SharedLockOpener(const SharedLockOpener&) = delete;
+  SharedLockOpener& operator=(const SharedLockOpener&) = delete;
+  Result<std::unique_ptr<pop3::Maildrop>> open(const pop3::MailboxAddress& where) override {
+    return opener_.open(where);
+  }
+  // Locks currently held through this opener (for tests).
+  std::size_t held() const { return locks_.held(); }
+  // The lock part alone (the auth process takes locks for its workers).
+  MaildropLocks& locks() { return locks_; }
+
+ private:
+  MaildropLocks locks_;
+  pop3::LockingOpener opener_;
 };
 
 }  // namespace apop::pg

@@ -8,6 +8,13 @@ the same user on the other server gets [IN-USE]; a brute force spread over
 both servers is blocked on the combined count; killing a server mid-session
 loses no mail and the client gets in again through HAProxy on the other one.
 
+The whole suite runs again with every server started `--workers 2`
+(WorkersScaleOutTest), and WorkersLockTest checks the maildrop lock that a
+server's auth process holds for its workers: [IN-USE] across servers, given
+back at QUIT, released when the worker holding it is killed with SIGKILL, and
+mail retrieved and deleted consistently by sessions alternating between the
+servers.
+
 Needs Debian's postgresql and haproxy (scripts/deps.sh installs them); the
 test is skipped, saying so, only when those binaries are missing.
 """
@@ -23,9 +30,10 @@ import socket
 import time
 import unittest
 
-from apoptest import (ALICE_SECRET, BOB_SECRET, ApopEnv, apop_digest, make_message, skip_or_fail,
-                      timestamp_of)
+from apoptest import (ALICE_SECRET, BOB_SECRET, ApopEnv, apop_digest, make_message, servers_with,
+                      skip_or_fail, timestamp_of, unstuff, wait_until)
 from pgcluster import Haproxy, PgCluster
+from test_workers import alive, children, worker_of
 
 CAROL_SECRET = "Nimbus-orchard-5581-quill"
 BLOCK_AFTER = 4
@@ -63,7 +71,9 @@ class RawClient:
             pass
 
 
-class ScaleOutTest(unittest.TestCase):
+class PgCase(unittest.TestCase):
+    """A private PostgreSQL cluster for the class, a fresh database and data
+    directory for each test."""
     maxDiff = None
 
     @classmethod
@@ -97,6 +107,20 @@ class ScaleOutTest(unittest.TestCase):
 
     def deliver(self, user: str, message: bytes):
         self.apop("deliver", user, input=message)
+
+    def advisory_locks(self) -> int:
+        return int(self.pg.psql(self.db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                         " AND granted"))
+
+    def wait_for_locks(self, n: int, timeout: float = 5):
+        deadline = time.monotonic() + timeout
+        while self.advisory_locks() != n:
+            if time.monotonic() > deadline:
+                self.fail(f"expected {n} advisory lock(s), have {self.advisory_locks()}")
+            time.sleep(0.1)
+
+
+class ScaleOutTest(PgCase):
 
     def start_cluster(self):
         """Two servers (hostnames server-a, server-b) and HAProxy in front."""
@@ -134,17 +158,6 @@ class ScaleOutTest(unittest.TestCase):
 
     def login(self, c: RawClient, user: str, secret: str) -> bytes:
         return c.cmd(f"APOP {user} {apop_digest(timestamp_of(c.greeting), secret)}")
-
-    def advisory_locks(self) -> int:
-        return int(self.pg.psql(self.db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                         " AND granted"))
-
-    def wait_for_locks(self, n: int, timeout: float = 5):
-        deadline = time.monotonic() + timeout
-        while self.advisory_locks() != n:
-            if time.monotonic() > deadline:
-                self.fail(f"expected {n} advisory lock(s), have {self.advisory_locks()}")
-            time.sleep(0.1)
 
     def server(self, host: str):
         return self.servers[0 if host == "server-a" else 1]
@@ -339,6 +352,168 @@ class ScaleOutTest(unittest.TestCase):
         self.assertEqual(p.stat()[0], 3)
         p.quit()
         self.assertEqual(len(self.env.message_files("alice")), 3)
+
+
+# Every server of the suite with a master, an auth process and two workers.
+InWorkers = servers_with("--workers", "2")
+
+
+class WorkersScaleOutTest(InWorkers, ScaleOutTest):
+    """ScaleOutTest with `--workers 2` servers: logins through each server's
+    auth process, the maildrop locks held there for the workers."""
+
+    test_unit_tests_against_this_cluster = None  # run once, by ScaleOutTest
+
+
+class WorkersLockTest(PgCase):
+    """Two `apop serve --workers 2` on one database and one data tree, reached
+    directly: the cluster-wide maildrop lock of a session is taken by its
+    server's auth process for the worker that serves it."""
+
+    MESSAGES = [make_message(f"m{i}", f"body {i}\n") for i in range(3)]
+
+    def setUp(self):
+        super().setUp()
+        self.add_user("alice", ALICE_SECRET)
+        for m in self.MESSAGES:
+            self.deliver("alice", m)
+        self.servers = []
+        for name in ("server-a", "server-b"):
+            s = self.env.server("--users", self.url, "--hostname", name, "--workers", "2", "-v")
+            s.start()
+            self.addCleanup(s.kill_quietly)
+            self.servers.append(s)
+        for s in self.servers:
+            wait_until(lambda: len(children(s)) == 3, what="the auth process and two workers")
+
+    def hold_in_postgresql(self, user: str) -> subprocess.Popen:
+        """A psql session that holds `user`'s maildrop lock as another server would."""
+        p = subprocess.Popen(self.pg.run_as + [
+            os.path.join(self.pg.bindir, "psql"), "-h", "127.0.0.1", "-p", str(self.pg.port), "-U",
+            "apop", "-d", self.db, "-At", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.pg.root)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        sql = f"SELECT pg_advisory_lock(hashtextextended('apop-maildrop:' || '{user}', 0));\n"
+        p.stdin.write(sql.encode())
+        p.stdin.flush()
+        self.wait_for_locks(1)
+        return p
+
+    def uidls(self, c) -> list[bytes]:
+        self.assertTrue(c.cmd("UIDL").startswith(b"+OK"))
+        return [l.split()[1] for l in c.multi()]
+
+    def body(self, c) -> bytes:
+        """The message after RETR, with LF line ends as delivered."""
+        return b"".join(line + b"\n" for line in unstuff(c.multi()))
+
+    def test_in_use_on_the_other_server_until_quit(self):
+        a, b = self.servers
+        self.assertEqual(self.advisory_locks(), 0)
+        first = a.connect()
+        self.assertTrue(first.apop("alice", ALICE_SECRET).startswith(b"+OK Logged in, 3"))
+        self.assertEqual(self.advisory_locks(), 1)  # in PostgreSQL, held by a's auth process
+        other = b.connect()
+        reply = other.apop("alice", ALICE_SECRET)
+        self.assertTrue(reply.startswith(b"-ERR [IN-USE]"), reply)
+        b.wait_for_log(r"login failed user=alice mech=APOP .* reason=in-use")
+        # A second session on the same server (its other worker, perhaps):
+        # refused as well, and the lock it stacked meanwhile is given back.
+        same = a.connect()
+        reply = same.apop("alice", ALICE_SECRET)
+        self.assertTrue(reply.startswith(b"-ERR [IN-USE]"), reply)
+        self.assertEqual(self.advisory_locks(), 1)
+        self.assertTrue(first.quit().startswith(b"+OK"))
+        self.wait_for_locks(0)
+        again = b.connect()
+        self.assertTrue(again.apop("alice", ALICE_SECRET).startswith(b"+OK Logged in, 3"))
+        self.assertEqual(self.advisory_locks(), 1)
+        self.assertTrue(again.quit().startswith(b"+OK"))
+        self.wait_for_locks(0)
+
+    def test_a_lock_held_in_postgresql_alone_is_in_use(self):
+        """No other session holds the maildrop's flock here: the [IN-USE]
+        comes from the database, through the auth process."""
+        holder = self.hold_in_postgresql("alice")
+        for s in self.servers:
+            c = s.connect()
+            reply = c.apop("alice", ALICE_SECRET)
+            self.assertTrue(reply.startswith(b"-ERR [IN-USE]"), reply)
+            c.close()
+        self.assertEqual(self.advisory_locks(), 1)  # the refused ones left nothing behind
+        holder.stdin.close()  # that "server" ends its session
+        holder.wait(10)
+        self.wait_for_locks(0)
+        c = self.servers[0].connect()
+        self.assertTrue(c.apop("alice", ALICE_SECRET).startswith(b"+OK"))
+        c.quit()
+
+    def test_sigkill_of_the_worker_releases_its_lock(self):
+        a, b = self.servers
+        c = a.connect()
+        self.assertTrue(c.apop("alice", ALICE_SECRET).startswith(b"+OK Logged in, 3"))
+        self.assertTrue(c.cmd("DELE 1").startswith(b"+OK"))
+        self.assertEqual(self.advisory_locks(), 1)
+        worker = worker_of(a, c)
+        pid, auth_pid = children(a)[worker], children(a)["auth"]
+        os.kill(pid, signal.SIGKILL)
+        a.wait_for_log(rf"{worker} pid={pid} killed by signal 9")
+        # The auth process (alive, its database connection open) saw the
+        # worker's channels close and gave back the lock it held for it.
+        self.wait_for_locks(0, timeout=5)
+        self.assertTrue(alive(auth_pid))
+        self.assertEqual(children(a)["auth"], auth_pid)
+        self.assertTrue(c.closed_by_server())
+        # The user gets in again at once, on the other server; the killed
+        # session's DELE was never committed.
+        deadline = time.monotonic() + 5
+        while True:
+            d = b.connect()
+            reply = d.apop("alice", ALICE_SECRET)
+            if reply.startswith(b"+OK") or time.monotonic() > deadline:
+                break
+            d.close()
+            time.sleep(0.1)
+        self.assertTrue(reply.startswith(b"+OK Logged in, 3"), reply)
+        self.assertTrue(d.quit().startswith(b"+OK"))
+        self.wait_for_locks(0)
+        # And on the server whose worker died (restarted by its master).
+        wait_until(lambda: children(a)[worker] != pid and alive(children(a)[worker]),
+                   what="the worker's restart")
+        e = a.connect()
+        self.assertTrue(e.apop("alice", ALICE_SECRET).startswith(b"+OK Logged in, 3"))
+        e.quit()
+        self.assertEqual(len(self.env.message_files("alice")), 3)
+
+    def test_mail_retrieved_and_deleted_consistently_across_servers(self):
+        expect = {}  # uidl -> message, as the first session lists them
+        c = self.servers[0].connect()
+        c.login("alice", ALICE_SECRET)
+        for n, uidl in enumerate(self.uidls(c), 1):
+            self.assertTrue(c.cmd(f"RETR {n}").startswith(b"+OK"))
+            expect[uidl] = self.body(c)
+        c.quit()
+        self.assertEqual(sorted(expect.values()), sorted(self.MESSAGES))
+        # Sessions alternate between the servers, each deleting the first
+        # message it lists: each sees what the previous one left, with the
+        # same UIDLs and contents.
+        for i in range(len(self.MESSAGES)):
+            c = self.servers[(i + 1) % 2].connect()
+            reply = c.login("alice", ALICE_SECRET)
+            self.assertTrue(reply.startswith(f"+OK Logged in, {len(expect)} message".encode()),
+                            reply)
+            uidls = self.uidls(c)
+            self.assertEqual(sorted(uidls), sorted(expect))
+            self.assertTrue(c.cmd("RETR 1").startswith(b"+OK"))
+            self.assertEqual(self.body(c), expect.pop(uidls[0]))
+            self.assertTrue(c.cmd("DELE 1").startswith(b"+OK"))
+            self.assertTrue(c.quit().startswith(b"+OK"))
+            self.assertEqual(len(self.env.message_files("alice")), len(expect))
+            self.wait_for_locks(0)
+        for s in self.servers:
+            c = s.connect()
+            self.assertTrue(c.login("alice", ALICE_SECRET).startswith(b"+OK Logged in, 0"))
+            c.quit()
 
 
 if __name__ == "__main__":

@@ -243,6 +243,184 @@ TEST(IpcAuthService, RecordLoginOnlyAfterALoginOfThatUser) {
   EXPECT_LE(fake.recorded[1].second, now + 5);
 }
 
+// ---- shared maildrop locks (held by the auth process for the worker) -------
+
+bool lock_answer(const Reply& r, LockOutcome o) {
+  const auto* l = std::get_if<LockStatus>(&r);
+  return l != nullptr && l->outcome == o;
+}
+
+TEST(IpcAuthService, LockOnlyAfterALoginOfThatUserOncePerLogin) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  AuthService s(fake, {}, &locks);
+  // A hostile worker locking someone out everywhere: refused.
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"carol"}), ErrorCode::refused));
+  ask(s, VerifyPlain{"carol", "wrong", false, ""});
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"carol"}), ErrorCode::refused));
+  ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"dave"}), ErrorCode::refused));
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"carol"}), LockOutcome::locked));
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"carol"}), ErrorCode::refused));  // once per login
+  EXPECT_EQ(locks.count("carol"), 1u);
+  EXPECT_EQ(s.maildrop_locks(), 1u);
+  // The session's record_login still works after its lock (the same login).
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(s, RecordLogin{"carol", now})));
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(s, UnlockMaildrop{"carol"})));
+  EXPECT_EQ(locks.count("carol"), 0u);
+  EXPECT_EQ(s.maildrop_locks(), 0u);
+  // Two sessions of one user on this worker: two logins, two locks (they stack).
+  ask(s, VerifyPlain{"bob", kFakePassword, false, ""});
+  ask(s, SaslStart{1, "TWO-STEP", std::nullopt, false, ""});
+  ask(s, SaslStep{1, kFakePassword});  // "bob" through SASL
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"bob"}), LockOutcome::locked));
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(s, RecordLogin{"bob", now})));
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"bob"}), LockOutcome::locked));
+  EXPECT_EQ(locks.count("bob"), 2u);
+}
+
+TEST(IpcAuthService, UnlockOnlyWhatThisWorkerTook) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  AuthService one(fake, {}, &locks), two(fake, {}, &locks);
+  ask(one, VerifyPlain{"carol", kFakePassword, false, ""});
+  ASSERT_TRUE(lock_answer(ask(one, LockMaildrop{"carol"}), LockOutcome::locked));
+  // Another worker cannot give back the first one's lock.
+  EXPECT_TRUE(is_error(ask(two, UnlockMaildrop{"carol"}), ErrorCode::refused));
+  EXPECT_EQ(locks.count("carol"), 1u);
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(one, UnlockMaildrop{"carol"})));
+  // Nor can the first one give it back twice (it would be another's stacked lock).
+  EXPECT_TRUE(is_error(ask(one, UnlockMaildrop{"carol"}), ErrorCode::refused));
+  EXPECT_TRUE(is_error(ask(one, UnlockMaildrop{"nobody"}), ErrorCode::refused));
+  EXPECT_EQ(locks.total(), 0u);
+}
+
+TEST(IpcAuthService, LockOutcomesAndTheirCost) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  locks.elsewhere.insert("carol");
+  AuthService s(fake, {}, &locks);
+  ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"carol"}), LockOutcome::in_use));
+  EXPECT_EQ(s.maildrop_locks(), 0u);  // nothing held, nothing to give back
+  EXPECT_TRUE(is_error(ask(s, UnlockMaildrop{"carol"}), ErrorCode::refused));
+  locks.down = true;
+  ask(s, VerifyPlain{"bob", kFakePassword, false, ""});
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"bob"}), LockOutcome::temporary));
+  EXPECT_EQ(s.maildrop_locks(), 0u);
+  EXPECT_EQ(locks.total(), 0u);
+}
+
+TEST(IpcAuthService, WithoutSharedLocksTheyAreRefused) {
+  FakeAuthenticator fake;
+  AuthService s(fake);
+  ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"carol"}), ErrorCode::refused));
+  EXPECT_TRUE(is_error(ask(s, UnlockMaildrop{"carol"}), ErrorCode::refused));
+}
+
+TEST(IpcAuthService, LocksPerWorkerAreBounded) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  AuthServiceLimits lim;
+  lim.max_maildrop_locks = 3;
+  AuthService s(fake, lim, &locks);
+  for (int i = 0; i < 5; ++i)
+    ask(s, VerifyPlain{"u" + std::to_string(i), kFakePassword, false, ""});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"u" + std::to_string(i)}), LockOutcome::locked));
+  }
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"u3"}), ErrorCode::refused));
+  EXPECT_EQ(locks.total(), 3u);
+  // One given back: room for one more.
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(s, UnlockMaildrop{"u0"})));
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"u3"}), LockOutcome::locked));
+  EXPECT_TRUE(is_error(ask(s, LockMaildrop{"u4"}), ErrorCode::refused));
+  EXPECT_EQ(s.maildrop_locks(), 3u);
+}
+
+TEST(IpcAuthService, UnlockIsNotRateLimited) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  AuthServiceLimits lim;
+  lim.rate = 0.001;
+  lim.burst = 2;
+  AuthService s(fake, lim, &locks);
+  ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+  ASSERT_TRUE(lock_answer(ask(s, LockMaildrop{"carol"}), LockOutcome::locked));
+  EXPECT_TRUE(is_error(ask(s, Mechanisms{}), ErrorCode::rate_limited));
+  EXPECT_TRUE(std::holds_alternative<Ack>(ask(s, UnlockMaildrop{"carol"})));
+  EXPECT_EQ(locks.total(), 0u);
+}
+
+// The worker stopped waiting (kIpcReplyTimeout) before the database
+// answered: a late lock is given back, not left held for a worker that does
+// not know it holds it.
+TEST(IpcAuthService, ALockGrantedTooLateIsGivenBack) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  locks.delay = std::chrono::milliseconds(50);
+  AuthServiceLimits lim;
+  lim.lock_answer_within = std::chrono::milliseconds(10);
+  AuthService s(fake, lim, &locks);
+  ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+  EXPECT_TRUE(lock_answer(ask(s, LockMaildrop{"carol"}), LockOutcome::temporary));
+  EXPECT_EQ(locks.total(), 0u);
+  EXPECT_EQ(s.maildrop_locks(), 0u);
+}
+
+TEST(IpcAuthService, LocksAreReleasedWithTheService) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  {
+    AuthService s(fake, {}, &locks);
+    ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+    ask(s, VerifyPlain{"carol", kFakePassword, false, ""});
+    ask(s, VerifyPlain{"bob", kFakePassword, false, ""});
+    ask(s, LockMaildrop{"carol"});
+    ask(s, LockMaildrop{"carol"});
+    ask(s, LockMaildrop{"bob"});
+    EXPECT_EQ(locks.total(), 3u);
+  }
+  EXPECT_EQ(locks.total(), 0u);
+}
+
+// A worker that dies (SIGKILL) closes every channel: the auth process gives
+// back every lock it held, and only when the last channel is gone.
+TEST(IpcAuthService, LocksAreReleasedWhenTheWorkersLastChannelCloses) {
+  FakeAuthenticator fake;
+  test::FakeMaildropLocks locks;
+  AuthService s(fake, {}, &locks);
+  test::ServedChannels served(s, 2);
+  auto fds = served.worker_fds();
+  auto call = [](int fd, const Request& r, std::uint32_t id) {
+    const std::string req = request(r, id);
+    EXPECT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    char buf[8192];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    EXPECT_GT(n, 0);
+    auto d = decode_reply(std::string_view(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+    EXPECT_TRUE(d.ok());
+    return d ? d->body : Reply{ErrorReply{}};
+  };
+  call(fds[0].get(), VerifyPlain{"carol", kFakePassword, false, ""}, 1);
+  EXPECT_TRUE(lock_answer(call(fds[1].get(), LockMaildrop{"carol"}, 2), LockOutcome::locked));
+  call(fds[1].get(), VerifyPlain{"bob", kFakePassword, false, ""}, 3);
+  EXPECT_TRUE(lock_answer(call(fds[0].get(), LockMaildrop{"bob"}, 4), LockOutcome::locked));
+  EXPECT_EQ(locks.total(), 2u);
+  fds[0].reset();  // one channel gone: the worker may still hold its sessions
+  EXPECT_TRUE(ipc_test::eventually([&] { return served.ends().size() == 1; }));
+  EXPECT_EQ(locks.total(), 2u);
+  fds.clear();  // the worker is dead
+  EXPECT_TRUE(ipc_test::eventually([&] { return served.ends().size() == 2; }));
+  EXPECT_EQ(locks.total(), 0u);
+  EXPECT_EQ(s.maildrop_locks(), 0u);
+  served.stop();
+}
+
 // serve() over a real socket pair: answers, then closes on a violation.
 TEST(IpcAuthService, ServeAnswersAndClosesOnViolation) {
   FakeAuthenticator fake;

@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "common/posix_fd.hpp"
 #include "ipc/auth_service.hpp"
 #include "pop3/interfaces.hpp"
+#include "pop3/maildrop_locks.hpp"
 
 namespace apop {
 namespace ipc_test {
@@ -108,6 +111,45 @@ class FakeAuthenticator final : public pop3::Authenticator {
   std::mutex mu;  // guards last_address and recorded (serve() threads write them)
   std::string last_address;
   std::vector<std::pair<std::string, std::int64_t>> recorded;
+};
+
+// The auth process's shared maildrop locks (pg::MaildropLocks' contract):
+// locks stack per "server" (this fake), users in `elsewhere` are held by
+// another server, `down` makes try_lock a temporary error, `delay` a slow
+// database.
+class FakeMaildropLocks final : public pop3::MaildropLocks {
+ public:
+  Result<bool> try_lock(std::string_view user) override {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+    std::lock_guard lock(mu);
+    if (down) return make_error(Errc::temporary, "database down");
+    if (elsewhere.count(std::string(user)) != 0) return false;
+    ++held[std::string(user)];
+    return true;
+  }
+  void release(std::string_view user) override {
+    std::lock_guard lock(mu);
+    auto it = held.find(std::string(user));
+    if (it == held.end()) return;
+    if (--it->second == 0) held.erase(it);
+  }
+  unsigned count(const std::string& user) {
+    std::lock_guard lock(mu);
+    auto it = held.find(user);
+    return it == held.end() ? 0 : it->second;
+  }
+  unsigned total() {
+    std::lock_guard lock(mu);
+    unsigned n = 0;
+    for (const auto& [u, c] : held) n += c;
+    return n;
+  }
+
+  std::mutex mu;  // guards everything below
+  std::map<std::string, unsigned> held;
+  std::set<std::string> elsewhere;
+  bool down = false;
+  std::chrono::milliseconds delay{0};
 };
 
 // `n` channels of one worker, each served by AuthService::serve on its own

@@ -55,6 +55,9 @@ std::vector<Request> sample_requests() {
       SaslEnd{9},
       RecordLogin{"alice", 1'700'000'000},
       Mechanisms{},
+      LockMaildrop{"alice"},
+      UnlockMaildrop{"alice"},
+      LockMaildrop{""},
   };
 }
 
@@ -74,6 +77,9 @@ std::vector<Reply> sample_replies() {
       ErrorReply{ErrorCode::malformed},
       ErrorReply{ErrorCode::refused},
       ErrorReply{ErrorCode::rate_limited},
+      LockStatus{LockOutcome::locked},
+      LockStatus{LockOutcome::in_use},
+      LockStatus{LockOutcome::temporary},
   };
 }
 
@@ -161,14 +167,14 @@ TEST(IpcWire, DecodersRefuseAnotherVersionFlagsAndUnknownTypes) {
   std::string flags = m;
   flags[3] = 1;
   EXPECT_FALSE(decode_request(flags).ok());
-  for (int t : {0, 9, 0x80, 0x81, 0x86, 0xff}) {
+  for (int t : {0, 11, 0x80, 0x81, 0x86, 0x87, 0xff}) {
     std::string bad = m;
     bad[1] = static_cast<char>(t);
     EXPECT_FALSE(decode_request(bad).ok()) << t;
   }
   std::string ack = encoded(Reply{Ack{}});
   ASSERT_TRUE(decode_reply(ack).ok());
-  for (int t : {0, 1, 8, 0x80, 0x86, 0xff}) {
+  for (int t : {0, 1, 8, 9, 10, 0x80, 0x87, 0xff}) {
     std::string bad = ack;
     bad[1] = static_cast<char>(t);
     EXPECT_FALSE(decode_reply(bad).ok()) << t;
@@ -204,6 +210,12 @@ TEST(IpcWire, DecodersRefuseBadEnumsAndBools) {
     e[kHeaderSize] = c;
     EXPECT_FALSE(decode_reply(e).ok());
   }
+  // Lock outcomes 0 and 4.
+  for (char c : {'\0', '\4'}) {
+    std::string l = encoded(Reply{LockStatus{LockOutcome::in_use}});
+    l[kHeaderSize] = c;
+    EXPECT_FALSE(decode_reply(l).ok());
+  }
   // tls flag of verify_plain, an optional's presence byte.
   std::string p = encoded(Request{VerifyPlain{"u", "p", true, ""}});
   p[p.size() - 3] = 7;  // tls byte before the empty address
@@ -222,6 +234,8 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
   const std::string long_user(kMaxUser + 1, 'u');
   std::string out;
   EXPECT_FALSE(encode_request(1, VerifyPlain{long_user, "p", false, ""}, out).ok());
+  EXPECT_FALSE(encode_request(1, LockMaildrop{long_user}, out).ok());
+  EXPECT_FALSE(encode_request(1, UnlockMaildrop{long_user}, out).ok());
   EXPECT_FALSE(
       encode_request(1, VerifyPlain{"u", std::string(kMaxProof + 1, 'p'), false, ""}, out).ok());
   EXPECT_FALSE(
@@ -258,6 +272,15 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
   m[kHeaderSize + 1] = static_cast<char>(kMaxUser + 1 - 256);  // u16 length: 0x0100
   m[kHeaderSize] = 1;
   EXPECT_FALSE(decode_request(m).ok());
+  const std::string max_user(kMaxUser, 'u');  // the requests' views point here
+  for (const Request& r : {Request{LockMaildrop{max_user}}, Request{UnlockMaildrop{max_user}}}) {
+    std::string l = encoded(r);
+    ASSERT_TRUE(decode_request(l).ok());
+    l.insert(kHeaderSize + 2, "u");
+    l[kHeaderSize] = 1;  // u16 length 0x0100 = kMaxUser + 1
+    l[kHeaderSize + 1] = 0;
+    EXPECT_FALSE(decode_request(l).ok());
+  }
   // A length beyond the packet.
   std::string lie = encoded(Request{RecordLogin{"alice", 1}});
   lie[kHeaderSize + 1] = 100;
@@ -266,6 +289,22 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
   std::string huge = encoded(Request{Mechanisms{}}) + std::string(limits::kMaxIpcMessage, '\0');
   EXPECT_FALSE(decode_request(huge).ok());
   EXPECT_FALSE(peek_request_id(huge).has_value());
+}
+
+TEST(IpcWire, LockMessagesLayout) {
+  // lock_maildrop: header type 9, the user as u16 length and bytes.
+  EXPECT_EQ(encoded(Request{LockMaildrop{"bob"}}, 5),
+            std::string("\x01\x09\x00\x00\x00\x00\x00\x05\x00\x03"
+                        "bob",
+                        13));
+  EXPECT_EQ(encoded(Request{UnlockMaildrop{"bob"}}, 5)[1], '\x0a');
+  // lock_status: type 0x86, one outcome byte.
+  EXPECT_EQ(encoded(Reply{LockStatus{LockOutcome::in_use}}, 5),
+            std::string("\x01\x86\x00\x00\x00\x00\x00\x05\x02", 9));
+  const std::string unlock = encoded(Request{UnlockMaildrop{"bob"}});  // the views point here
+  auto d = decode_request(unlock);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(std::get<UnlockMaildrop>(d->body).user, "bob");
 }
 
 TEST(IpcWire, PeekRequestIdNeedsOnlyTheHeader) {

@@ -104,6 +104,15 @@ TEST(PgDown, LockOpenerSaysTemporaryNotInUse) {
   EXPECT_EQ(locks.held(), 0u);
 }
 
+TEST(PgDown, MaildropLocksSayTemporary) {
+  MaildropLocks locks(kDown);
+  auto r = locks.try_lock("alice");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::temporary);
+  locks.release("alice");  // not held: ignored
+  EXPECT_EQ(locks.held(), 0u);
+}
+
 TEST(PgDown, TrackerFallsBackToMemoryAndStillBlocks) {
   auth::ThrottleConfig cfg;
   cfg.block_after = 3;
@@ -433,6 +442,28 @@ TEST(PgLocks, InUseAcrossServersAndReleasedOnClose) {
     if (!after.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(after.ok()) << after.error().message;
+}
+
+// The lock part alone, as the auth process uses it for its workers: stacked
+// per connection, released one by one, only what was taken.
+TEST(PgLocks, MaildropLocksStackAndReleaseOneByOne) {
+  NEED_PG();
+  MaildropLocks mine(url), other(url);
+  ASSERT_TRUE(mine.try_lock("alice").value());
+  ASSERT_TRUE(mine.try_lock("alice").value());  // stacks (two workers of one server)
+  EXPECT_EQ(mine.held(), 2u);
+  auto elsewhere = other.try_lock("alice");
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.error().message;
+  EXPECT_FALSE(*elsewhere);
+  EXPECT_EQ(other.held(), 0u);
+  other.release("alice");  // not held there: ignored, mine keeps it
+  EXPECT_FALSE(other.try_lock("alice").value());
+  mine.release("alice");
+  EXPECT_FALSE(other.try_lock("alice").value());  // one still held
+  mine.release("alice");
+  EXPECT_EQ(mine.held(), 0u);
+  EXPECT_TRUE(other.try_lock("alice").value());
+  other.release("alice");
 }
 
 }  // namespace
