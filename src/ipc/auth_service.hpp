@@ -102,6 +102,9 @@ class AuthService {
   struct Handled {
     std::string reply;
     bool close = false;
+    // False for record_login: serve() does not send its (made) reply, the
+    // worker does not wait for one.
+    bool send = true;
   };
   Handled handle(std::string_view request);
 

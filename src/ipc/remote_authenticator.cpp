@@ -139,8 +139,13 @@ void RemoteAuthenticator::replace_channels(std::vector<UniqueFd> channels) {
     }
   }
   free_.clear();
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout_).count();
+  const timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
   for (auto& fd : channels) {
     if (!fd) continue;
+    // Bounds each blocking receive (exchange()); a channel without it would
+    // wait for a hung auth process forever, so it is not used.
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) continue;
     auto ch = std::make_unique<Channel>();
     ch->fd = std::move(fd);
     ch->generation = generation_;
@@ -210,16 +215,10 @@ Result<Reply> RemoteAuthenticator::exchange(Channel& ch, std::uint32_t id, std::
   if (!await_reply) return Reply{Ack{}};
   std::array<char, limits::kMaxIpcMessage + 1> buf;
   for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    const int ms = poll_ms(deadline);
-    if (ms == 0) return failed("timeout waiting for the auth process");
-    const int pr = ::poll(&p, 1, ms);
-    if (pr < 0 && errno != EINTR) {
-      broken = true;
-      return failed("poll failed");
-    }
-    if (pr <= 0) continue;  // EINTR or the deadline: checked above
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC | MSG_DONTWAIT);
+    // A blocking receive bounded by the channel's SO_RCVTIMEO (the call's
+    // timeout, set in replace_channels): no poll() per answer.
+    if (poll_ms(deadline) == 0) return failed("timeout waiting for the auth process");
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_TRUNC);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (n <= 0) {
       broken = true;

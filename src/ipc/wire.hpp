@@ -9,7 +9,8 @@
 // Integers are big-endian; a bool is one byte 0 or 1; a string is a u16
 // length and that many bytes, each field with its own bound (below); an
 // optional is one byte 0 (absent) or 1 followed by the value. A reply
-// carries the id of its request.
+// carries the id of its request; record_login gets none on the channel (the
+// worker does not wait for it; AuthService::Handled::send).
 //
 // Requests (worker -> auth): hello, verify_apop, verify_plain, sasl_start,
 // sasl_step, sasl_end, record_login, mechanisms, lock_maildrop,

@@ -89,6 +89,9 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(getsockname));
   r.allow(APOP_SYS(getsockopt));  // reads only (SO_ERROR)
   r.allow(APOP_SYS(setsockopt), {eq(1, IPPROTO_TCP), eq(2, TCP_NODELAY)});
+  // The receive timeout of the auth process's channels, set again on the
+  // new ones after an auth restart (ipc::RemoteAuthenticator).
+  r.allow(APOP_SYS(setsockopt), {eq(1, SOL_SOCKET), eq(2, SO_RCVTIMEO)});
   r.allow(APOP_SYS(shutdown));
   r.allow(APOP_SYS(read));
   r.allow(APOP_SYS(write));
