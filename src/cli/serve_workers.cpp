@@ -40,8 +40,8 @@
 #include "cli/serve_split.hpp"
 #include "ipc/auth_service.hpp"
 #include "ipc/remote_authenticator.hpp"
-#include "ipc/userdb.hpp"
 #include "ipc/remote_maildrop_locks.hpp"
+#include "ipc/userdb.hpp"
 #include "net/landlock.hpp"
 #include "net/metrics.hpp"
 #include "net/process.hpp"
@@ -606,6 +606,8 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
       if (payload == "C" && !got.empty()) remote.replace_channels(std::move(got));
     }
   }).detach();
+  // Login records no request took along go within kIpcRecordFlush.
+  remote.start_flusher();
   if (a.sandbox) {
     // Everything the worker needs exists now: listeners, TLS context, log,
     // channels, the event loop and its pool.

@@ -123,7 +123,15 @@ RemoteAuthenticator::RemoteAuthenticator(std::vector<UniqueFd> channels,
   }
 }
 
-RemoteAuthenticator::~RemoteAuthenticator() = default;
+RemoteAuthenticator::~RemoteAuthenticator() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  records_queued_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+  flush_records();
+}
 
 void RemoteAuthenticator::replace_channels(std::vector<UniqueFd> channels) {
   std::lock_guard lock(mu_);
@@ -191,21 +199,40 @@ void RemoteAuthenticator::release(Channel* ch, bool broken) {
   freed_.notify_one();
 }
 
-Result<Reply> RemoteAuthenticator::exchange(Channel& ch, std::uint32_t id, std::string& packet,
-                                            Clock::time_point deadline, bool& broken,
-                                            bool await_reply) {
+Result<Reply> RemoteAuthenticator::exchange(Channel& ch, std::uint32_t id,
+                                            const std::vector<std::string>& ahead,
+                                            std::string& packet, Clock::time_point deadline,
+                                            bool& broken, bool await_reply) {
   const int fd = ch.fd.get();
-  for (;;) {
-    const ssize_t w = ::send(fd, packet.data(), packet.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w >= 0) break;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+  // One message per packet (SOCK_SEQPACKET keeps them apart), all in one
+  // call: the records ahead, then the request.
+  std::vector<iovec> iov;
+  iov.reserve(ahead.size() + 1);
+  for (const auto& r : ahead) iov.push_back({const_cast<char*>(r.data()), r.size()});
+  if (!packet.empty()) iov.push_back({packet.data(), packet.size()});
+  std::vector<mmsghdr> msgs(iov.size());
+  for (std::size_t i = 0; i < iov.size(); ++i) {
+    msgs[i] = mmsghdr{};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  for (std::size_t sent = 0; sent < msgs.size();) {
+    const int w = ::sendmmsg(fd, msgs.data() + sent, static_cast<unsigned>(msgs.size() - sent),
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      sent += static_cast<std::size_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
       broken = true;
       return failed("send to the auth process failed");
     }
     pollfd p{fd, POLLOUT, 0};
     const int ms = poll_ms(deadline);
     if (ms == 0 || (::poll(&p, 1, ms) == 0 && poll_ms(deadline) == 0)) {
+      // Part of a batch may be gone: the channel's state is unknown.
+      broken = sent > 0;
       return failed("timeout sending to the auth process");
     }
   }
@@ -254,7 +281,8 @@ Result<Reply> RemoteAuthenticator::call(const Request& request, bool await_reply
     return failed("no channel to the auth process");
   }
   bool broken = false;
-  Result<Reply> r = exchange(*ch, id, packet, deadline, broken, await_reply);
+  const std::vector<std::string> ahead = take_records();
+  Result<Reply> r = exchange(*ch, id, ahead, packet, deadline, broken, await_reply);
   wipe(packet);
   if (r && !answers(request, r.value())) {
     broken = true;
@@ -281,9 +309,62 @@ pop3::AuthResult RemoteAuthenticator::verify_plain(std::string_view user, std::s
 }
 
 void RemoteAuthenticator::record_login(std::string_view user, std::int64_t when) {
-  // Sent, not awaited: one IPC round trip less per login (best effort, as
-  // the interface says; the auth side still checks it against the login).
-  (void)call(RecordLogin{user, when}, /*await_reply=*/false);
+  // Not awaited (the auth side answers none and still checks it against the
+  // login), and not sent on its own: see the header.
+  std::string packet;
+  std::uint32_t id = next_id_.fetch_add(1);
+  if (id == 0) id = next_id_.fetch_add(1);
+  if (!encode_request(id, RecordLogin{user, when}, packet)) return;
+  bool flush_now = false;
+  {
+    std::lock_guard lock(mu_);
+    records_.push_back(std::move(packet));
+    flush_now = records_.size() >= limits::kIpcMaxQueuedRecords;
+    if (records_.size() == 1) records_queued_.notify_one();
+  }
+  if (flush_now) flush_records();
+}
+
+std::vector<std::string> RemoteAuthenticator::take_records() {
+  std::lock_guard lock(mu_);
+  return std::exchange(records_, {});
+}
+
+void RemoteAuthenticator::flush_records() {
+  std::vector<std::string> ahead = take_records();
+  if (ahead.empty()) return;
+  const auto deadline = Clock::now() + timeout_;
+  Channel* ch = acquire(deadline);
+  if (ch == nullptr) return;  // best effort: the records are dropped
+  // Another call may have queued more meanwhile: they go too.
+  for (auto& r : take_records()) ahead.push_back(std::move(r));
+  bool broken = false;
+  std::string none;
+  (void)exchange(*ch, 0, ahead, none, deadline, broken, /*await_reply=*/false);
+  release(ch, broken);
+}
+
+void RemoteAuthenticator::start_flusher() {
+  std::lock_guard lock(mu_);
+  if (flusher_.joinable()) return;
+  flusher_ = std::thread([this] { flusher_loop(); });
+}
+
+void RemoteAuthenticator::flusher_loop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    if (records_.empty()) {
+      records_queued_.wait(lock);
+      continue;
+    }
+    // A request may take them along meanwhile; else they go now.
+    records_queued_.wait_for(lock, limits::kIpcRecordFlush,
+                             [&] { return stopping_ || records_.empty(); });
+    if (stopping_ || records_.empty()) continue;
+    lock.unlock();
+    flush_records();
+    lock.lock();
+  }
 }
 
 std::vector<pop3::SaslMechanism> RemoteAuthenticator::sasl_mechanisms() const {
@@ -326,7 +407,7 @@ Result<void> RemoteAuthenticator::hello(std::uint32_t worker_id) {
     bool broken = false;
     if (!encode_request(id, Hello{kProtocolVersion, worker_id}, packet))
       std::abort();  // fixed size
-    Result<Reply> r = exchange(*ch, id, packet, Clock::now() + timeout_, broken, true);
+    Result<Reply> r = exchange(*ch, id, {}, packet, Clock::now() + timeout_, broken, true);
     if (!r || !std::holds_alternative<Ack>(r.value())) broken = true;
     release(ch, broken);
   }

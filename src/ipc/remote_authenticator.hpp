@@ -27,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "common/limits.hpp"
@@ -55,8 +56,11 @@ class RemoteAuthenticator final : public pop3::Authenticator {
                                std::string_view digest, const pop3::AuthContext& ctx) override;
   pop3::AuthResult verify_plain(std::string_view user, std::string_view password,
                                 const pop3::AuthContext& ctx) override;
-  // Sent, its answer not awaited; a failure is ignored (best effort, as the
-  // interface says).
+  // Queued, not sent at once: the queue goes ahead of the next request on
+  // whichever channel that takes (one send for both, and one wake-up of the
+  // auth process), or, when no request comes, is sent by the flusher thread
+  // within limits::kIpcRecordFlush. The auth process answers none. A failure
+  // is ignored (best effort, as the interface says).
   void record_login(std::string_view user, std::int64_t when) override;
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
   // nullptr for a mechanism not in sasl_mechanisms(). Nothing is sent until
@@ -76,6 +80,13 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   void replace_channels(std::vector<UniqueFd> channels);
   // Channels in use or free (not closed after a failure).
   std::size_t live_channels() const;
+  // Starts the thread that sends queued login records no request took
+  // along. Call once, after the restrictions that bind only the threads a
+  // process starts later (Landlock); without it records wait for the next
+  // request. The destructor stops it and sends what is left.
+  void start_flusher();
+  // Sends the queued login records now.
+  void flush_records();
 
   // One request and its reply: the reply, or an error (the channel's
   // failure, a timeout, an encoding error). For the SASL proxy and tests.
@@ -90,8 +101,14 @@ class RemoteAuthenticator final : public pop3::Authenticator {
 
   Channel* acquire(Clock::time_point deadline);
   void release(Channel* ch, bool broken);
-  Result<Reply> exchange(Channel& ch, std::uint32_t id, std::string& packet,
-                         Clock::time_point deadline, bool& broken, bool await_reply);
+  // Sends `ahead` (login records) and then `packet` in one sendmmsg, then
+  // awaits the reply to `id` unless `await_reply` is false. An empty packet
+  // sends only `ahead`.
+  Result<Reply> exchange(Channel& ch, std::uint32_t id, const std::vector<std::string>& ahead,
+                         std::string& packet, Clock::time_point deadline, bool& broken,
+                         bool await_reply);
+  std::vector<std::string> take_records();
+  void flusher_loop();
   pop3::AuthResult verdict(Result<Reply> reply);
 
   const std::chrono::milliseconds timeout_;
@@ -103,6 +120,11 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   std::vector<pop3::SaslMechanism> mechanisms_;
   std::atomic<std::uint32_t> next_id_{1};
   std::atomic<std::uint32_t> next_exchange_{1};
+  // Encoded record_login packets waiting to go (under mu_).
+  std::vector<std::string> records_;
+  std::condition_variable records_queued_;
+  bool stopping_ = false;
+  std::thread flusher_;
 };
 
 }  // namespace apop::ipc

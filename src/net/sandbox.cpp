@@ -101,6 +101,7 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(sendto));    // send()
   r.allow(APOP_SYS(recvmsg));
   r.allow(APOP_SYS(sendmsg));
+  r.allow(APOP_SYS(sendmmsg));  // login records ahead of a request to the auth process
   r.allow(APOP_SYS(poll));
   r.allow(APOP_SYS(ppoll));
   r.allow(APOP_SYS(close));

@@ -68,6 +68,7 @@ class IpcRemoteReal : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(store_.add("mrose", "tanstaaf").ok());
     ASSERT_TRUE(store_.set_mail_location("mrose", std::string("mbox:/var/mail/mrose")).ok());
+    remote_.start_flusher();
   }
   auth::MemoryCredentialStore store_;
   auth::StoreAuthenticator real_{store_};
@@ -154,6 +155,7 @@ TEST(IpcRemote, TwoStepExchangeAndCancel) {
   EXPECT_EQ(service.sasl_exchanges(), 0u);
   EXPECT_EQ(fake.live_exchanges, 0);
   // record_login after the SASL login above: recorded once.
+  remote.start_flusher();
   remote.record_login("bob", 1'700'000'000);
   remote.record_login("bob", 1'700'000'000);  // refused at the auth side, ignored here
   auto recorded = [&] {
@@ -164,6 +166,59 @@ TEST(IpcRemote, TwoStepExchangeAndCancel) {
   // The second is refused at the auth side (no second login to record).
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(recorded(), 1u);
+}
+
+// Login records are not sent on their own: they go ahead of the next
+// request (one sendmmsg, one wake-up of the auth process), or with the
+// flusher within kIpcRecordFlush when no request comes, or at once when
+// kIpcMaxQueuedRecords are waiting.
+TEST(IpcRemote, LoginRecordsGoAheadOfTheNextRequestOrWithTheFlusher) {
+  FakeAuthenticator fake;
+  AuthService service(fake);
+  ServedChannels served(service, 1);
+  RemoteAuthenticator remote(served.worker_fds(), 5s);
+  auto recorded = [&] {
+    std::lock_guard lock(fake.mu);
+    return fake.recorded.size();
+  };
+  auto login = [&] {
+    auto ex = remote.start_sasl("TWO-STEP", kTls);
+    EXPECT_EQ(ex->step(std::nullopt).kind, pop3::SaslReply::Kind::challenge);
+    EXPECT_TRUE(ex->step(kFakePassword).succeeded());
+  };
+  login();
+  remote.record_login("bob", 1'700'000'000);
+  std::this_thread::sleep_for(limits::kIpcRecordFlush * 3);
+  EXPECT_EQ(recorded(), 0u);  // no flusher, no request: still queued
+  login();                    // the record goes ahead of this login's first request
+  EXPECT_TRUE(ipc_test::eventually([&] { return recorded() == 1; }));
+  remote.start_flusher();
+  remote.record_login("bob", 1'700'000'001);
+  const auto queued = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ipc_test::eventually([&] { return recorded() == 2; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - queued, limits::kIpcRecordFlush * 20);
+}
+
+TEST(IpcRemote, AFullQueueOfLoginRecordsGoesAtOnce) {
+  FakeAuthenticator fake;
+  AuthServiceLimits lim;
+  lim.pending_login_records = 2 * limits::kIpcMaxQueuedRecords;
+  AuthService service(fake, lim);
+  ServedChannels served(service, 1);
+  RemoteAuthenticator remote(served.worker_fds(), 5s);
+  for (std::size_t i = 0; i < limits::kIpcMaxQueuedRecords; ++i) {
+    auto ex = remote.start_sasl("TWO-STEP", kTls);
+    EXPECT_EQ(ex->step(std::nullopt).kind, pop3::SaslReply::Kind::challenge);
+    EXPECT_TRUE(ex->step(kFakePassword).succeeded());
+  }
+  for (std::size_t i = 0; i < limits::kIpcMaxQueuedRecords; ++i) {
+    remote.record_login("bob", 1'700'000'000 + static_cast<std::int64_t>(i));
+  }
+  // No flusher and no further request: the queue went when it was full.
+  EXPECT_TRUE(ipc_test::eventually([&] {
+    std::lock_guard lock(fake.mu);
+    return fake.recorded.size() == limits::kIpcMaxQueuedRecords;
+  }));
 }
 
 // An address key longer than the wire's bound (no IP key is) is cut, not a

@@ -49,6 +49,7 @@ class IpcSession : public ::testing::Test {
   AuthService service_{real_};
   test::ServedChannels served_{service_, 2};
   RemoteAuthenticator remote_{served_.worker_fds(), 5s};
+  bool flusher_ = (remote_.start_flusher(), true);
   store::MemoryStore mail_;
   pop3::SessionConfig cfg_;
 };
