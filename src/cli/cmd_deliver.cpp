@@ -33,9 +33,13 @@ struct DeliverArgs {
 // process's auth-userdb socket when the server runs one (auth_user: the
 // database is not readable here), else from the account store. An exit
 // status when the delivery ends here (67 unknown user, 75 temporary).
-std::variant<int, std::optional<std::string>> lookup_account(const DataDir& dir,
-                                                             const std::string& users,
-                                                             const std::string& user) {
+// `keep` holds the store open until the delivery is done, as before the
+// lookup moved here: SQLite removes its -wal and -shm files when the last
+// connection closes, and a server started on a disk the delivery then filled
+// could not make them again.
+std::variant<int, std::optional<std::string>> lookup_account(
+    const DataDir& dir, const std::string& users, const std::string& user,
+    std::unique_ptr<auth::CredentialStore>& keep) {
   const auto socket = dir.root / std::string(ipc::kUserdbSocketName);
   struct stat st {};
   if (users.empty() && ::lstat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
@@ -83,6 +87,7 @@ std::variant<int, std::optional<std::string>> lookup_account(const DataDir& dir,
     spdlog::error("deliver: user={} {}", user, own.error().message);
     return kExitTempFail;
   }
+  keep = std::move(*store);
   return *own;
 }
 
@@ -93,7 +98,8 @@ int run_deliver(const DeliverArgs& a) {
     return kExitNoUser;
   }
   const std::string users = resolve_users(a.users);
-  auto account = lookup_account(dir, users, a.user);
+  std::unique_ptr<auth::CredentialStore> store;
+  auto account = lookup_account(dir, users, a.user, store);
   if (auto* code = std::get_if<int>(&account)) return *code;
   const std::optional<std::string> own_location = std::get<std::optional<std::string>>(account);
   auto fallback = store::parse_mail_location(a.mail_location, /*require_user=*/true);

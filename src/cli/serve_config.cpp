@@ -1,5 +1,6 @@
 #include "cli/serve_config.hpp"
 
+#include <sched.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -10,6 +11,15 @@
 #include "pg/pool.hpp"
 
 namespace apop::cli {
+
+unsigned default_workers() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int n = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  if (n <= 0) n = 1;
+  return static_cast<unsigned>(std::min(n, 256));
+}
+
 namespace {
 
 using Field = std::variant<std::string ServeConfig::*, std::vector<std::string> ServeConfig::*,
@@ -84,7 +94,7 @@ const std::array kSpecs = {
          false, 1, 64},
     Spec{"workers", "--workers",
          "Network worker processes (TLS, POP3, maildrops) beside one auth process that alone "
-         "holds secret.key and the accounts; 0: one process",
+         "holds secret.key and the accounts (default: one per core); 0: one process",
          &ServeConfig::workers, false, 0, 256},
     Spec{"sandbox", "--no-sandbox",
          "Run the network workers without their seccomp sandbox and Landlock file restriction "

@@ -17,6 +17,11 @@
 
 namespace apop::cli {
 
+// The CPUs this process may run on (sched_getaffinity: a container's or
+// systemd's CPU set counts, not the machine's), between 1 and 256: the
+// default number of network workers.
+unsigned default_workers();
+
 struct ServeConfig {
   // The --config file this configuration was read from (not a key): a
   // worker may re-read it on SIGHUP (net/landlock.hpp).
@@ -52,8 +57,9 @@ struct ServeConfig {
   unsigned max_bad_commands = limits::kMaxBadCommands;
   unsigned auth_threads = 2;
   // Network worker processes beside one auth process (docs/architecture.md,
-  // "Processes"); 0: everything in one process.
-  unsigned workers = 0;
+  // "Processes"); 0: everything in one process. Default: one per core the
+  // process may run on.
+  unsigned workers = default_workers();
   // With workers, started as root with user: the auth process runs as this
   // user (its primary group), the only one that can read secret.key and the
   // account database (cli/serve_split.hpp).

@@ -634,6 +634,12 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   auto prelude = serve_prelude(a);
   if (auto* e = std::get_if<Exit>(&prelude)) return e->code;
   const auto& identity = std::get<Prelude>(prelude).identity;
+  if (a.experimental_sandbox) {
+    spdlog::error(
+        "--sandbox is the one-process server's experiment (with --workers 0); network workers are "
+        "sandboxed already (--no-sandbox turns that off)");
+    return kExitUsage;
+  }
   if (!check_identity(identity)) return kExitConfig;
   if (!a.auth_user.empty()) {
     // The auth process under a uid of its own (cli/serve_split.hpp).
@@ -664,6 +670,13 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
         "parser or TLS bug can exec, ptrace and open sockets");
   }
   net::ServerOptions opts = std::move(std::get<Prelude>(prelude).options);
+  // Every worker loads the certificate and key itself; one that cannot
+  // would die and be restarted forever: a broken TLS setup stops the start
+  // here, as it does a one-process server.
+  if (auto tls = net::check_tls(opts); !tls) {
+    spdlog::error("{}", tls.error().message);
+    return kExitError;
+  }
   opts.session.greeting_text = kGreeting;
   // APOP inline for the local SQLite file (through the auth process); not
   // with PostgreSQL, as in a single-process server.
@@ -833,6 +846,9 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     };
     if (supervisor.start(std::move(spec)) == 0) return kExitError;
   }
+  // Only now, with the store open and the workers started: scripts and
+  // tests take "listening on" to mean the server serves.
+  net::log_listening(fds->listeners.front());
   spdlog::info("serving data={} with {} workers", resolve_data_dir(a.data).root.string(), workers);
   const int code = supervisor.run();
   spdlog::info("stopped");

@@ -122,7 +122,7 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   std::atomic<std::uint32_t> next_exchange_{1};
   // Encoded record_login packets waiting to go (under mu_).
   std::vector<std::string> records_;
-  std::condition_variable records_queued_;
+  std::condition_variable records_queued_;  // wakes the flusher to stop
   bool stopping_ = false;
   std::thread flusher_;
 };

@@ -108,6 +108,18 @@ Result<TlsContext> load_tls(const ServerOptions& options) {
   return TlsContext{};
 }
 
+Result<void> check_tls(const ServerOptions& options) {
+  auto ctx = load_tls(options);
+  if (!ctx) return ctx.error();
+  return {};
+}
+
+void log_listening(const std::vector<BoundListener>& listeners) {
+  for (const BoundListener& l : listeners) {
+    spdlog::info("listening on {}{}", l.where, l.tls ? " (tls)" : "");
+  }
+}
+
 Result<std::vector<std::vector<BoundListener>>> bind_listeners(const ServerOptions& options,
                                                                unsigned copies) {
   asio::io_context io{1};
@@ -118,10 +130,7 @@ Result<std::vector<std::vector<BoundListener>>> bind_listeners(const ServerOptio
       auto acc = listen_on(io, spec, copies > 1);
       if (!acc) return acc.error();
       const std::string where = endpoint_text(acc->local_endpoint());
-      if (c == 0) {
-        spdlog::info("listening on {}{}", where, tls ? " (tls)" : "");
-        spec.port = acc->local_endpoint().port();  // the other copies share it
-      }
+      if (c == 0) spec.port = acc->local_endpoint().port();  // the other copies share it
       asio::error_code ec;
       acc->non_blocking(true, ec);
       const int fd = acc->release(ec);

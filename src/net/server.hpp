@@ -84,16 +84,22 @@ struct BoundListener {
   std::string where;  // "ADDR:PORT" as bound (port 0 resolved)
 };
 
-// Binds every listener of `options` (plain ones first, then TLS ones) and
-// logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS,
-// exactly as Server::bind() does. The sockets are close-on-exec and
+// Binds every listener of `options` (plain ones first, then TLS ones). The
+// caller logs them with log_listening() once it serves them. The sockets are close-on-exec and
 // non-blocking. With `copies` > 1, every listener is bound `copies` times to
 // the same address and port with SO_REUSEPORT (the kernel spreads new
 // connections over the copies by a hash of their addresses; a port 0 is the
 // first copy's): the result is `copies` sets, one per worker, each in the
-// order above; "listening on" is logged once per listener.
+// order above.
 Result<std::vector<std::vector<BoundListener>>> bind_listeners(const ServerOptions& options,
                                                                unsigned copies = 1);
+// Logs "listening on ADDR:PORT" for each, with " (tls)" for implicit TLS,
+// exactly as Server::bind() does (one set: the copies share the addresses).
+void log_listening(const std::vector<BoundListener>& listeners);
+// Loads the certificate and key of `options` (when TLS is configured) as a
+// server would, and discards them: a multi-process server's check before it
+// starts workers that each load them. The error Server::bind() would give.
+Result<void> check_tls(const ServerOptions& options);
 
 // Produces a fresh, never-repeated APOP timestamp per connection.
 using ChallengeSource = std::function<std::string()>;

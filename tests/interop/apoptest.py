@@ -340,6 +340,11 @@ class Server:
         for l in tls_listen:
             argv += ["--tls-listen", l]
         argv += list(args)
+        # The one-process server unless a test asks for workers (the default
+        # is a worker per core: test_workers*, test_auth_user and the
+        # servers_with("--workers", "2") suite re-runs test that model).
+        if "--workers" not in args:
+            argv += ["--workers", "0"]
         # Failed-login delays (2 s doubling to 15 s by default) would make every
         # test that tries a wrong secret slow; test_throttle.py sets its own.
         if not any(a.startswith("--auth-failure-delay") for a in args):

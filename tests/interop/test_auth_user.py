@@ -124,7 +124,7 @@ class AuthUserTest(ApopTestCase):
     def test_refusals(self):
         self.setup_alice([])
         for args, expect in (
-                (("--auth-user", "daemon"), "auth_user needs workers"),
+                (("--workers", "0", "--auth-user", "daemon"), "auth_user needs workers"),
                 (("--workers", "1", "--auth-user", "daemon"), "auth_user needs user"),
                 (("--workers", "1", "--user", "nobody", "--auth-user", "nobody"),
                  "auth_user must be another user than user"),

@@ -77,8 +77,9 @@ class CompareSmokeTest(unittest.TestCase):
         p = subprocess.run([sys.executable, os.path.join(REPO, "bench", "compare.py"),
                             "--apop", apop_bin(), "--quick", "--only", "7", "--no-dovecot",
                             "--tls-key", "ec256", "--tls-concurrency", "1",
-                            "--tls-duration", "0.3", "--apop-variants", "a1=--auth-threads 1",
-                            "a3=--auth-threads 3", "--apop-baseline", apop_bin(),
+                            "--tls-duration", "0.3", "--apop-variants",
+                            "a1=--workers 0 --auth-threads 1",
+                            "a3=--workers 0 --auth-threads 3", "--apop-baseline", apop_bin(),
                             "--json", out],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         diag = f"stdout:\n{p.stdout.decode()}\nstderr:\n{p.stderr.decode()[-4000:]}"
@@ -95,9 +96,9 @@ class CompareSmokeTest(unittest.TestCase):
             for v in row["values"].values():
                 self.assertGreater(v, 0, diag)
         s = r["apop_servers"]
-        self.assertEqual(s["apop"]["flags"], ["--auth-threads", "1"], diag)
+        self.assertEqual(s["apop"]["flags"], ["--workers", "0", "--auth-threads", "1"], diag)
         self.assertEqual(s["apop"]["variant"], "a1", diag)
-        self.assertEqual(s["apop:a3"]["flags"], ["--auth-threads", "3"], diag)
+        self.assertEqual(s["apop:a3"]["flags"], ["--workers", "0", "--auth-threads", "3"], diag)
         self.assertEqual(s["apop-baseline"]["flags"], [], diag)
         self.assertEqual(s["apop:a3"]["threads"] - s["apop"]["threads"], 2, diag)
         text = p.stdout.decode()

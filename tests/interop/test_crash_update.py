@@ -96,8 +96,10 @@ class LiteServer:
     (the rest, a few lines per session, stays in the pipe until the kill)."""
 
     def __init__(self, binary: str, data: str):
+        # The one-process server: the kill must hit the process doing UPDATE
+        # (workers have their own SIGKILL test, test_workers).
         self.argv = [binary, "serve", "--data", data, "--listen", "127.0.0.1:0",
-                     "--auth-failure-delay-ms", "0"]
+                     "--workers", "0", "--auth-failure-delay-ms", "0"]
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.log = b""

@@ -75,12 +75,20 @@ class SandboxOnTest(Sandboxed, ApopTestCase):
         for extra, why in ((["--metrics-listen", "127.0.0.1:0"], "cannot serve metrics"),
                            (["--log", "syslog"], "cannot log to syslog")):
             p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
-                             "--sandbox", *extra, env=env)
+                             "--workers", "0", "--sandbox", *extra, env=env)
             self.assertNotEqual(p.returncode, 0, extra)
             log = p.stderr.decode()
             if extra[0] == "--log":
                 continue  # the refusal went to syslog
             self.assertIn("--sandbox " + why, log)
+
+    def test_refused_with_workers(self):
+        # The one-process experiment; network workers are sandboxed already.
+        self.setup_alice()
+        p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
+                         "--workers", "2", "--sandbox")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--sandbox is the one-process server's experiment", p.stderr.decode())
 
     def test_hidden_from_help(self):
         p = self.env.run("serve", "--help")
