@@ -267,6 +267,12 @@ Result<void> apply_worker_sandbox(const SandboxOptions& options) {
   if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1); rc != 0) {
     return seccomp_error("thread synchronisation", rc);
   }
+  // A binary search over the system-call numbers instead of a linear list
+  // (libseccomp 2.5): the calls with argument checks (fcntl, ioctl,
+  // setsockopt, ...), which the kernel's allow-cache cannot answer, are
+  // found in a few comparisons. Best effort: an older libseccomp keeps the
+  // linear filter.
+  (void)seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_OPTIMIZE, 2);
   const Rules rules = build(options);
   for (const auto& r : rules.rules()) {
     int rc =
