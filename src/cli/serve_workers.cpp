@@ -22,6 +22,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,6 +52,9 @@
 namespace apop::cli {
 
 namespace {
+
+// How long the master's start waits for each worker to serve.
+constexpr std::chrono::seconds kWorkerStartTimeout{60};
 
 // What the auth process tells the master once the store is open: the
 // session settings that come from the stored policies.
@@ -241,6 +245,27 @@ std::string read_until_closed(UniqueFd& fd, std::chrono::seconds timeout) {
   }
   fd.reset();
   return msg;
+}
+
+// Waits for a worker's first "ready" on its control socket: false when it
+// exits first (peeked, not reaped: the supervisor reaps) or says nothing
+// within kWorkerStartTimeout.
+bool await_worker_ready(int control, pid_t pid) {
+  const auto deadline = std::chrono::steady_clock::now() + kWorkerStartTimeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{control, POLLIN, 0};
+    if (retry_eintr([&] { return ::poll(&p, 1, 100); }) > 0) {
+      char buf[8];
+      const ssize_t n = ::recv(control, buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 1 && buf[0] == 'R') return true;
+    }
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+        info.si_pid == pid) {
+      return false;
+    }
+  }
+  return false;
 }
 
 // Blocks the stop signals before any thread starts (threads inherit the
@@ -618,10 +643,16 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
       return kExitError;
     }
   }
+  // Test seam: a worker that cannot start ("fail-start").
+  const char* probe = std::getenv("APOP_TEST_WORKER_PROBE");
+  if (probe != nullptr && std::string_view(probe) == "fail-start") return kExitError;
+  // Serving from here on: the master's start waits for this (a worker that
+  // cannot get this far fails the start instead of restarting forever).
+  (void)::send(control, "R", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   // Test seam (tests/interop/test_workers.py), after every restriction:
   // "exec" tries what a taken-over worker would (it must die by SIGSYS);
   // "open:PATH" reports whether PATH can be opened for reading.
-  if (const char* probe = std::getenv("APOP_TEST_WORKER_PROBE")) probe_worker(probe, index);
+  if (probe != nullptr) probe_worker(probe, index);
   auto running = std::make_shared<ServeConfig>(a);
   server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
   server.run();
@@ -822,6 +853,7 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       a.sandbox ? worker_fs_rules(a, resolve_data_dir(a.data), flags.mail_roots)
                 : std::vector<net::FsRule>{};
 
+  std::vector<pid_t> worker_pids;
   for (std::size_t i = 0; i < workers; ++i) {
     auto starts = std::make_shared<int>(0);
     net::ChildSpec spec;
@@ -830,6 +862,10 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       // A dead worker's connections and sessions are no longer counted.
       t->reset_worker(static_cast<unsigned>(i));
       if (metrics) metrics->reset_gauges(static_cast<unsigned>(i));
+      // Its earlier "ready" messages are read by nobody else.
+      char drop[8];
+      while (::recv(fds->worker_control_master[i].get(), drop, sizeof drop, MSG_DONTWAIT) > 0) {
+      }
       if (*starts == 0 && !fds->worker_ends[i].empty()) return {};  // made with the auth's
       if (auto r = make_channels(*fds, i, per_worker); !r) return r;
       const std::string payload = "W" + std::to_string(i);
@@ -844,7 +880,16 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       fds->worker_ends[i].clear();
       ++*starts;
     };
-    if (supervisor.start(std::move(spec)) == 0) return kExitError;
+    const pid_t pid = supervisor.start(std::move(spec));
+    if (pid == 0) return kExitError;
+    worker_pids.push_back(pid);
+  }
+  for (std::size_t i = 0; i < workers; ++i) {
+    if (!await_worker_ready(fds->worker_control_master[i].get(), worker_pids[i])) {
+      spdlog::error("worker {} did not start; stopping", i + 1);
+      supervisor.fail(kExitError);
+      return supervisor.run();  // stops the others
+    }
   }
   // Only now, with the store open and the workers started: scripts and
   // tests take "listening on" to mean the server serves.

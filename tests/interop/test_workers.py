@@ -476,6 +476,18 @@ class WorkersTest(ApopTestCase):
             self.assertTrue(alive(children(srv)["auth"]))
             del pid
 
+    def test_a_worker_that_cannot_start_fails_the_start(self):
+        # Regression: such a worker was restarted forever, and the server
+        # looked up (it had logged "listening on") while serving nothing.
+        self.setup_alice([])
+        env = dict(os.environ, APOP_TEST_WORKER_PROBE="fail-start")
+        p = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
+                         "--workers", "2", env=env, timeout=60)
+        log = p.stderr.decode()
+        self.assertNotEqual(p.returncode, 0, log)
+        self.assertIn("did not start; stopping", log)
+        self.assertNotIn("listening on", log)
+
     def test_a_worker_cannot_open_the_key_or_the_accounts(self):
         # Landlock: even under the uid that owns them, a worker can open only
         # the mail trees and the files it re-reads; the auth process is the
