@@ -170,12 +170,14 @@ std::size_t RemoteAuthenticator::live_channels() const {
                     [&](const auto& c) { return c->generation == generation_; }));
 }
 
-RemoteAuthenticator::Channel* RemoteAuthenticator::acquire(Clock::time_point deadline) {
+RemoteAuthenticator::Channel* RemoteAuthenticator::acquire(Clock::time_point deadline,
+                                                           std::vector<std::string>* records) {
   std::unique_lock lock(mu_);
   for (;;) {
     if (!free_.empty()) {
       Channel* ch = free_.back();
       free_.pop_back();
+      if (records != nullptr) records->swap(records_);
       return ch;
     }
     const bool any_live = std::any_of(channels_.begin(), channels_.end(),
@@ -205,14 +207,15 @@ Result<Reply> RemoteAuthenticator::exchange(Channel& ch, std::uint32_t id,
                                             bool& broken, bool await_reply) {
   const int fd = ch.fd.get();
   // One message per packet (SOCK_SEQPACKET keeps them apart), all in one
-  // call: the records ahead, then the request.
-  std::vector<iovec> iov;
-  iov.reserve(ahead.size() + 1);
+  // call: the records ahead, then the request. The vectors are the calling
+  // thread's, reused: no allocation per login.
+  thread_local std::vector<iovec> iov;
+  thread_local std::vector<mmsghdr> msgs;
+  iov.clear();
   for (const auto& r : ahead) iov.push_back({const_cast<char*>(r.data()), r.size()});
   if (!packet.empty()) iov.push_back({packet.data(), packet.size()});
-  std::vector<mmsghdr> msgs(iov.size());
+  msgs.assign(iov.size(), mmsghdr{});
   for (std::size_t i = 0; i < iov.size(); ++i) {
-    msgs[i] = mmsghdr{};
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
   }
@@ -275,13 +278,14 @@ Result<Reply> RemoteAuthenticator::call(const Request& request, bool await_reply
     return failed("request not sendable: " + e.error().message);
   }
   const auto deadline = Clock::now() + timeout_;
-  Channel* ch = acquire(deadline);
+  std::vector<std::string> ahead;
+  Channel* ch = acquire(deadline, &ahead);
   if (ch == nullptr) {
     wipe(packet);
+    // No channel, no records taken: they wait for the next call or the flusher.
     return failed("no channel to the auth process");
   }
   bool broken = false;
-  const std::vector<std::string> ahead = take_records();
   Result<Reply> r = exchange(*ch, id, ahead, packet, deadline, broken, await_reply);
   wipe(packet);
   if (r && !answers(request, r.value())) {
@@ -333,10 +337,10 @@ void RemoteAuthenticator::flush_records() {
   std::vector<std::string> ahead = take_records();
   if (ahead.empty()) return;
   const auto deadline = Clock::now() + timeout_;
-  Channel* ch = acquire(deadline);
+  std::vector<std::string> more;  // queued meanwhile: they go too
+  Channel* ch = acquire(deadline, &more);
   if (ch == nullptr) return;  // best effort: the records are dropped
-  // Another call may have queued more meanwhile: they go too.
-  for (auto& r : take_records()) ahead.push_back(std::move(r));
+  for (auto& r : more) ahead.push_back(std::move(r));
   bool broken = false;
   std::string none;
   (void)exchange(*ch, 0, ahead, none, deadline, broken, /*await_reply=*/false);

@@ -99,7 +99,9 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   class Exchange;
   using Clock = std::chrono::steady_clock;
 
-  Channel* acquire(Clock::time_point deadline);
+  // A free channel (waiting until `deadline`), or nullptr. With `records`,
+  // the queued login records are taken too, under the same lock.
+  Channel* acquire(Clock::time_point deadline, std::vector<std::string>* records = nullptr);
   void release(Channel* ch, bool broken);
   // Sends `ahead` (login records) and then `packet` in one sendmmsg, then
   // awaits the reply to `id` unless `await_reply` is false. An empty packet
