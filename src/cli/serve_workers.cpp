@@ -43,6 +43,7 @@
 #include "ipc/remote_authenticator.hpp"
 #include "ipc/remote_maildrop_locks.hpp"
 #include "ipc/userdb.hpp"
+#include "net/auth_channel.hpp"
 #include "net/landlock.hpp"
 #include "net/metrics.hpp"
 #include "net/process.hpp"
@@ -278,8 +279,9 @@ UniqueFd stop_signals() {
   return UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC));
 }
 
-// Channels per worker: one per thread that may log in at once (the
-// blocking pool, and the event loop for an inline APOP).
+// Channels per worker: one per thread of its blocking pool (PASS, AUTH,
+// PostgreSQL's APOP), and the event loop's asynchronous one (APOP against
+// the local database, many checks in flight: net/auth_channel.hpp).
 unsigned channels_per_worker(const ServeConfig& a) { return a.auth_threads + 1; }
 
 // ---- the auth process -----------------------------------------------------
@@ -607,6 +609,13 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
     return f;
   }();
   net::Server server(std::move(opts), remote, mail, [challenges] { return challenges->next(); });
+  // The event loop's own channel (hello answered on it above): its APOP
+  // checks and every login record go there.
+  net::AuthChannel& async_channel = server.use_auth_channel(remote.take_channel());
+  remote.route_records(
+      [&async_channel](std::string_view user, std::int64_t when) {
+        async_channel.record_login(user, when);
+      });
   if (auto r = server.adopt(std::move(mine)); !r) {
     spdlog::error("worker {}: {}", index + 1, r.error().message);
     return kExitError;
@@ -623,16 +632,17 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
   if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
   // New channels when the auth process restarted (the thread is started
   // before the sandbox, which covers it too).
-  std::thread([control, &remote] {
+  std::thread([control, &remote, &async_channel] {
     for (;;) {
       std::string payload;
       std::vector<UniqueFd> got;
       if (!net::recv_fds(control, payload, got) || payload.empty()) return;
-      if (payload == "C" && !got.empty()) remote.replace_channels(std::move(got));
+      if (payload == "C" && !got.empty()) {
+        remote.replace_channels(std::move(got));
+        async_channel.replace(remote.take_channel());
+      }
     }
   }).detach();
-  // Login records no request took along go within kIpcRecordFlush.
-  remote.start_flusher();
   if (a.sandbox) {
     // Everything the worker needs exists now: listeners, TLS context, log,
     // channels, the event loop and its pool.

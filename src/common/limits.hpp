@@ -330,5 +330,10 @@ inline constexpr std::size_t kIpcMaxQueuedRecords = 64;
 // (longer than kPgAcquireTimeout, so a slow PostgreSQL pool answers first);
 // then the login fails as [SYS/TEMP].
 inline constexpr std::chrono::milliseconds kIpcReplyTimeout{10'000};
+// Not from an RFC: APOP checks one worker keeps in flight on its
+// asynchronous channel (net/auth_channel.hpp); more fail as [SYS/TEMP] at
+// once. Far above what a worker's sessions in AUTHORIZATION ask at a time;
+// a burst the socket's send buffer cannot take waits for it to drain.
+inline constexpr std::size_t kIpcMaxInFlight = 256;
 
 }  // namespace apop::limits

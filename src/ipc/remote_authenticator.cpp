@@ -163,6 +163,20 @@ void RemoteAuthenticator::replace_channels(std::vector<UniqueFd> channels) {
   freed_.notify_all();
 }
 
+UniqueFd RemoteAuthenticator::take_channel() {
+  std::lock_guard lock(mu_);
+  for (auto it = free_.begin(); it != free_.end(); ++it) {
+    Channel* ch = *it;
+    if (ch->generation != generation_) continue;
+    free_.erase(it);
+    UniqueFd fd = std::move(ch->fd);
+    channels_.erase(std::find_if(channels_.begin(), channels_.end(),
+                                 [&](const auto& c) { return c.get() == ch; }));
+    return fd;
+  }
+  return UniqueFd();
+}
+
 std::size_t RemoteAuthenticator::live_channels() const {
   std::lock_guard lock(mu_);
   return static_cast<std::size_t>(
@@ -313,6 +327,7 @@ pop3::AuthResult RemoteAuthenticator::verify_plain(std::string_view user, std::s
 }
 
 void RemoteAuthenticator::record_login(std::string_view user, std::int64_t when) {
+  if (record_sink_) return record_sink_(user, when);
   // Not awaited (the auth side answers none and still checks it against the
   // login), and not sent on its own: see the header.
   std::string packet;

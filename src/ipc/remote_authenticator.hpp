@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -61,7 +62,16 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   // auth process), or, when no request comes, is sent by the flusher thread
   // within limits::kIpcRecordFlush. The auth process answers none. A failure
   // is ignored (best effort, as the interface says).
+  // With a record sink (route_records()), the record goes there instead.
   void record_login(std::string_view user, std::int64_t when) override;
+  // Login records go to `sink` (a worker's net::AuthChannel, which sends
+  // them with its next batch) rather than the queue above. Before any call.
+  using RecordSink = std::function<void(std::string_view user, std::int64_t when)>;
+  void route_records(RecordSink sink) { record_sink_ = std::move(sink); }
+  // Takes a free, live channel out of this authenticator's set for another
+  // user (the worker's asynchronous channel); an empty descriptor when none
+  // is free.
+  UniqueFd take_channel();
   std::vector<pop3::SaslMechanism> sasl_mechanisms() const override;
   // nullptr for a mechanism not in sasl_mechanisms(). Nothing is sent until
   // the first step (sasl_start with the initial response); the exchange's
@@ -127,6 +137,7 @@ class RemoteAuthenticator final : public pop3::Authenticator {
   std::condition_variable records_queued_;  // wakes the flusher to stop
   bool stopping_ = false;
   std::thread flusher_;
+  RecordSink record_sink_;  // set before use, then read-only
 };
 
 }  // namespace apop::ipc

@@ -101,7 +101,10 @@ Rules build(const SandboxOptions& o) {
   r.allow(APOP_SYS(sendto));    // send()
   r.allow(APOP_SYS(recvmsg));
   r.allow(APOP_SYS(sendmsg));
-  r.allow(APOP_SYS(sendmmsg));  // login records ahead of a request to the auth process
+  // The asynchronous channel to the auth process (net/auth_channel.hpp):
+  // a turn's requests in one call, the replies that arrived in one call.
+  r.allow(APOP_SYS(sendmmsg));
+  r.allow(APOP_SYS(recvmmsg));
   r.allow(APOP_SYS(poll));
   r.allow(APOP_SYS(ppoll));
   r.allow(APOP_SYS(close));

@@ -17,6 +17,7 @@
 #include "common/parse.hpp"
 #include "common/text.hpp"
 #include "common/wipe.hpp"
+#include "net/auth_channel.hpp"
 #include "net/conn_limits.hpp"
 #include "net/listeners_internal.hpp"
 #include "net/metrics.hpp"
@@ -203,6 +204,10 @@ struct Server::Impl {
   // exposer's own threads.
   Metrics metrics;
   asio::io_context io{1};
+  // Declared after io: its socket and timer go before the io_context; the
+  // frames of sessions still awaiting a check, destroyed with io, do not
+  // need it (net/auth_channel.hpp).
+  std::unique_ptr<AuthChannel> auth_channel;
   // Runs AUTHORIZATION-state steps (slow password hashes, SQLite lookups,
   // opening a maildrop) so that they never stall the event loop.
   asio::thread_pool auth_pool;
@@ -428,10 +433,12 @@ struct Server::Impl {
     // clients "local".
     cfg.secure = options.secure_loopback && is_loopback(ip);
     cfg.stls_available = tls_ctx != nullptr && !implicit_tls;
+    cfg.deferred_apop = auth_channel != nullptr && cfg.inline_apop;
     pop3::Session session(cfg, auth, limited_opener, challenge(), &sink);
     spdlog::debug("connect addr={}{}{}", sink.addr(), via, implicit_tls ? " tls=1" : "");
     auto it = live.insert(live.end(), &conn.sock);
-    const DriverContext cx{options, tls_ctx, stopping, &auth_pool, &metrics, &ml};
+    const DriverContext cx{options,  tls_ctx, stopping,          &auth_pool,
+                           &metrics, &ml,     auth_channel.get()};
     SessionDriver<Connection> driver(conn, session, cx);
     const DriveResult result = co_await driver.run(
         implicit_tls, !proxied, std::chrono::steady_clock::now() + options.login_deadline);
@@ -572,6 +579,11 @@ Result<void> Server::reconfigure(const ServerOptions& next) {
 
 void Server::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
 
+AuthChannel& Server::use_auth_channel(UniqueFd fd) {
+  impl_->auth_channel = std::make_unique<AuthChannel>(impl_->io.get_executor(), std::move(fd));
+  return *impl_->auth_channel;
+}
+
 void Server::share_metrics(std::shared_ptr<MetricsTable> table, unsigned row) {
   impl_->metrics.share(std::move(table), row);
 }
@@ -615,6 +627,9 @@ void Server::stop() {
     for (auto& acc : impl->acceptors) acc.close(ec);
     // Sessions end without UPDATE: nothing is deleted, no mail is lost.
     for (tcp::socket* s : impl->live) s->cancel(ec);
+    // Sessions awaiting an APOP verdict get [SYS/TEMP] now, and the
+    // channel's pending read no longer keeps the loop running.
+    if (impl->auth_channel) impl->auth_channel->close();
   });
 }
 

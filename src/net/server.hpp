@@ -101,6 +101,8 @@ void log_listening(const std::vector<BoundListener>& listeners);
 // starts workers that each load them. The error Server::bind() would give.
 Result<void> check_tls(const ServerOptions& options);
 
+class AuthChannel;
+
 // Produces a fresh, never-repeated APOP timestamp per connection.
 using ChallengeSource = std::function<std::string()>;
 
@@ -143,6 +145,14 @@ class Server {
   // the table the master shares with every worker, whose totals the metrics
   // process serves (net/metrics.hpp). Before run().
   void share_metrics(std::shared_ptr<MetricsTable> table, unsigned row);
+  // A worker of a multi-process server: APOP checks that the session
+  // template would run inline (session.inline_apop: a local account
+  // database) are sent over `fd`, a channel to the auth process, and
+  // awaited on the event loop, many at once (net/auth_channel.hpp), instead
+  // of blocking it one at a time. The channel lives as long as the server;
+  // the reference is for AuthChannel::record_login() and replace(), which
+  // any thread may call. Before run().
+  AuthChannel& use_auth_channel(UniqueFd fd);
   // Runs until SIGTERM/SIGINT or stop(); open sessions then end without
   // UPDATE (nothing is deleted, no mail is lost).
   void run();

@@ -87,6 +87,17 @@ struct Watchdog : std::enable_shared_from_this<Watchdog<Stream>> {
   }
 };
 
+// A credential check the driver awaits instead of the session running it
+// (pop3::SessionConfig::deferred_apop): the network worker's APOP check, a
+// round trip to the auth process (net/auth_channel.hpp) during which the
+// event loop serves other sessions. Never throws: every failure is an
+// AuthResult with AuthFailure::temporary. Called on the event loop's thread.
+class AsyncVerifier {
+ public:
+  virtual ~AsyncVerifier() = default;
+  virtual asio::awaitable<pop3::AuthResult> verify(const pop3::PendingCheck& check) = 0;
+};
+
 // What the driver reads from the server around it. References: the server
 // may change them while the session runs (reconfigure, certificate reload,
 // shutdown), and the session sees the new values from its next step on.
@@ -99,6 +110,9 @@ struct DriverContext {
   // apop_sent_bytes_total of the listener; null: not counted.
   Metrics* metrics = nullptr;
   Metrics::Listener* listener = nullptr;
+  // Runs the checks of Next::verify; required when the session template
+  // sets deferred_apop.
+  AsyncVerifier* verifier = nullptr;
 };
 
 struct DriveResult {
@@ -189,6 +203,22 @@ class SessionDriver {
             asio::use_awaitable);
       } else {
         n = session_.next(out);
+      }
+      if (n == pop3::Next::verify) {
+        // The check runs elsewhere (the auth process); this coroutine waits
+        // for its verdict while the loop serves other sessions. The
+        // verifier's own timeout bounds it (the watchdog only cancels
+        // stream operations), so the verdict is always awaited and the
+        // session is never left with a check half-done.
+        pop3::AuthResult verdict;
+        if (cx_.verifier != nullptr) {
+          verdict = co_await cx_.verifier->verify(*session_.pending_check());
+        } else {
+          verdict.failure = pop3::AuthFailure::temporary;  // misconfigured: never a crash
+        }
+        session_.complete_check(std::move(verdict), out);
+        if (cx_.stopping) co_return;
+        n = pop3::Next::output;
       }
       // The login result's failure delay, handed on by the session.
       const auto delay = session_.take_reply_delay();

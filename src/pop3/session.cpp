@@ -159,6 +159,7 @@ bool Session::update_blocks() const {
 }
 
 bool Session::blocking_step_next() {
+  if (pending_check_) return false;  // the driver awaits it (Next::verify)
   if (body_ || listing_next_ || close_after_output_) return false;  // output first
   if (pending_open_) return true;
   if (state_ != State::authorization && state_ != State::transaction) return false;
@@ -174,6 +175,7 @@ void Session::feed(std::string_view bytes) {
 
 void Session::abort() {
   pending_open_.reset();
+  pending_check_.reset();
   staged_.reset();
   body_.reset();
   body_retr_index_.reset();
@@ -184,6 +186,7 @@ void Session::abort() {
 
 Next Session::next(std::string& out) {
   if (state_ == State::closed) return Next::close;
+  if (pending_check_) return Next::verify;  // the driver has not run it yet
   if (pending_open_) {
     // The second half of an inline APOP: the credentials are checked, the
     // maildrop is opened now (blocking_step_next() said so).
@@ -238,6 +241,7 @@ Next Session::next(std::string& out) {
     start_tls_after_output_ = false;
     return Next::start_tls;
   }
+  if (pending_check_) return Next::verify;
   if (close_after_output_ && !body_ && !listing_next_) {
     // Keep the maildrop state decided by the handler (QUIT already committed).
     maildrop_.reset();

@@ -55,6 +55,13 @@ struct SessionConfig {
   // server when the account database is the local SQLite file (never with
   // PostgreSQL, whose lookups wait on the network). See blocking_step_next().
   bool inline_apop = false;
+  // APOP's check is awaited by the driver instead of run by the session
+  // (a network worker's: the check is a round trip to the auth process, and
+  // its event loop keeps serving other sessions, with many checks in flight
+  // on one channel). next() returns Next::verify with the request in
+  // pending_check(); complete_check() finishes the login. A maildrop that
+  // may wait to open is then opened as after an inline APOP (pending_open_).
+  bool deferred_apop = false;
   unsigned max_auth_failures = limits::kMaxAuthFailures;
   unsigned max_bad_commands = limits::kMaxBadCommands;
   // RFC 2449 IMPLEMENTATION capability; empty omits it.
@@ -115,6 +122,16 @@ enum class Next {
   need_input,  // feed more client bytes (write pending output first)
   close,       // write pending output, then close the connection
   start_tls,   // write pending output, then run the TLS handshake and call tls_started()
+  verify,      // run pending_check() (SessionConfig::deferred_apop), then complete_check()
+};
+
+// An APOP check the driver runs (Next::verify). Owned by the session; valid
+// until complete_check() or abort().
+struct PendingCheck {
+  std::string user;    // as the client sent it (untrusted)
+  std::string digest;  // the client's proof (not a secret: an MD5 over the timestamp)
+  std::string_view timestamp;
+  AuthContext context;
 };
 
 class Session {
@@ -165,6 +182,11 @@ class Session {
   Next next(std::string& out);
   // The connection is gone (or timed out): no UPDATE, nothing is deleted.
   void abort();
+  // After Next::verify: the check to run, and its result, which finishes the
+  // login (the reply is appended to `out`; then call next() as after
+  // Next::output). complete_check() without a pending check does nothing.
+  const PendingCheck* pending_check() const { return pending_check_.get(); }
+  void complete_check(AuthResult result, std::string& out);
 
   State state() const { return state_; }
   const std::string& user() const { return user_; }
@@ -238,7 +260,7 @@ class Session {
   // (blocking_step_next).
   bool never_blocks() const { return false; }
   bool always_blocks() const { return true; }
-  bool apop_blocks() const { return !config_.inline_apop; }
+  bool apop_blocks() const { return !config_.inline_apop && !config_.deferred_apop; }
   bool update_blocks() const;
   // "+OK LEAD N messages (M octets)" of the live messages.
   void append_maildrop_ok(std::string& out, std::string_view lead) const;
@@ -263,6 +285,7 @@ class Session {
     std::string mech;
   };
   std::unique_ptr<PendingOpen> pending_open_;
+  std::unique_ptr<PendingCheck> pending_check_;  // Next::verify until complete_check()
   std::unique_ptr<Staged> staged_;  // the next command, taken from reader_
   std::chrono::milliseconds reply_delay_{0};
   std::unique_ptr<SaslSession> sasl_;  // an AUTH exchange in progress

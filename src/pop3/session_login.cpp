@@ -125,9 +125,22 @@ void Session::cmd_apop(const ParsedCommand& cmd, std::string& out) {
     // The same reply for every user: nothing is looked up.
     return append_err(out, RespCode::auth, "APOP requires TLS: use STLS first");
   }
-  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1],
-                                 AuthContext{tls_, config_.client_address}),
-               cmd.args[0], "APOP", out);
+  const AuthContext ctx{tls_, config_.client_address};
+  if (config_.deferred_apop) {
+    // The driver runs the check (Next::verify) and hands the result to
+    // complete_check(); nothing is appended now.
+    pending_check_ = std::make_unique<PendingCheck>(
+        PendingCheck{std::string(cmd.args[0]), std::string(cmd.args[1]), timestamp_, ctx});
+    return;
+  }
+  finish_login(auth_.verify_apop(cmd.args[0], timestamp_, cmd.args[1], ctx), cmd.args[0], "APOP",
+               out);
+}
+
+void Session::complete_check(AuthResult result, std::string& out) {
+  if (!pending_check_) return;
+  const auto check = std::move(pending_check_);
+  finish_login(std::move(result), check->user, "APOP", out);
 }
 
 std::uint32_t Session::login_delay_wait(const LoginLimits& limits) const {
@@ -190,9 +203,10 @@ void Session::finish_login(AuthResult verified, std::string_view user, std::stri
   const MailboxAddress where{user, verified.mail_location
                                        ? std::string_view(*verified.mail_location)
                                        : std::string_view()};
-  if (config_.inline_apop && mech == "APOP" && !open_now && !opener_.opens_without_waiting(where)) {
-    // Checked inline (only APOP is: PASS and AUTH steps already run off the
-    // loop), but this maildrop may take long to open (a big Maildir, an mbox
+  if ((config_.inline_apop || config_.deferred_apop) && mech == "APOP" && !open_now &&
+      !opener_.opens_without_waiting(where)) {
+    // Checked on the event loop (inline, or awaited there: only APOP is;
+    // PASS and AUTH steps already run off the loop), but this maildrop may take long to open (a big Maildir, an mbox
     // lock): the driver runs the open off its event loop (next() returns
     // with nothing written, blocking_step_next() is true).
     pending_open_ = std::make_unique<PendingOpen>(

@@ -69,7 +69,8 @@ class DriverTest : public ::testing::Test {
              std::optional<pop3::SessionConfig> cfg = std::nullopt) {
     session = std::make_unique<pop3::Session>(cfg ? *cfg : Harness::secure_config(), auth, h.mail,
                                               apop::test::kTimestamp);
-    cx = std::make_unique<DriverContext>(DriverContext{options, tls_ctx, stopping, pool.get()});
+    cx = std::make_unique<DriverContext>(
+        DriverContext{options, tls_ctx, stopping, pool.get(), nullptr, nullptr, verifier});
     driver = std::make_unique<SessionDriver<TestStream>>(stream, *session, *cx);
     asio::co_spawn(io, drive(implicit_tls, refuse_proxy_header, login_deadline), asio::detached);
   }
@@ -105,6 +106,7 @@ class DriverTest : public ::testing::Test {
   TlsContext tls_ctx;  // the test stream does not look at it
   bool stopping = false;
   std::unique_ptr<asio::thread_pool> pool;  // null: blocking steps inline
+  AsyncVerifier* verifier = nullptr;        // Next::verify's checks
   Harness h;
   DelayingAuth auth{h.auth};
   std::unique_ptr<pop3::Session> session;
@@ -330,6 +332,68 @@ TEST_F(DriverTest, BlockingStepsRunOnThePool) {
   EXPECT_TRUE(output_has("+OK 1 ")) << stream.output();
   EXPECT_TRUE(session->stats().committed);
   pool->join();
+}
+
+// The worker's APOP check as the driver sees it: awaited (here after a
+// timer, as a round trip to the auth process would take), with the verdict
+// of the test's authenticator.
+struct TimedVerifier final : AsyncVerifier {
+  explicit TimedVerifier(pop3::Authenticator& a) : auth(a) {}
+  asio::awaitable<pop3::AuthResult> verify(const pop3::PendingCheck& c) override {
+    ++calls;
+    asio::steady_timer t(co_await asio::this_coro::executor, 100ms);
+    co_await t.async_wait(use_tuple);
+    co_return auth.verify_apop(c.user, c.timestamp, c.digest, c.context);
+  }
+  pop3::Authenticator& auth;
+  int calls = 0;
+};
+
+pop3::SessionConfig deferred_config() {
+  pop3::SessionConfig c = Harness::secure_config();
+  c.inline_apop = true;
+  c.deferred_apop = true;
+  return c;
+}
+
+TEST_F(DriverTest, AnAwaitedApopCheckHoldsThePipelinedCommandsUntilItsVerdict) {
+  TimedVerifier v(auth);
+  verifier = &v;
+  h.mail.add_message("alice", "Subject: small\n\nhello\n");
+  start(false, true, 60s, deferred_config());
+  run_for(50ms);
+  stream.take_output();  // the greeting
+  stream.push(h.apop_line() + "\r\nSTAT\r\nQUIT\r\n");
+  run_for(40ms);
+  EXPECT_EQ(stream.output(), "");  // the verdict is not in yet
+  EXPECT_EQ(session->state(), pop3::State::authorization);
+  ASSERT_TRUE(run_until([&] { return done(); }));
+  EXPECT_EQ(v.calls, 1);
+  EXPECT_EQ(stream.output().substr(0, 13), "+OK Logged in");
+  EXPECT_TRUE(output_has("\r\n+OK 1 ")) << stream.output();
+  EXPECT_TRUE(session->stats().committed);
+}
+
+TEST_F(DriverTest, AnAwaitedFailedCheckStillWaitsForTheFailureDelay) {
+  TimedVerifier v(auth);
+  verifier = &v;
+  auth.on_failure = 400ms;
+  start(false, true, 60s, deferred_config());
+  run_for(50ms);
+  stream.take_output();
+  const auto t0 = std::chrono::steady_clock::now();
+  stream.push("APOP alice 0123456789abcdef0123456789abcdef\r\n");
+  ASSERT_TRUE(run_until([&] { return output_has("-ERR [AUTH]"); }, 3000ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 480ms);  // the check, then the delay
+  stream.push("QUIT\r\n");
+  ASSERT_TRUE(run_until([&] { return done(); }));
+}
+
+TEST_F(DriverTest, WithoutAVerifierADeferredCheckFailsAsTemporary) {
+  start(false, true, 60s, deferred_config());
+  stream.push(h.apop_line() + "\r\nQUIT\r\n");
+  ASSERT_TRUE(run_until([&] { return done(); }));
+  EXPECT_TRUE(output_has("-ERR [SYS/TEMP]")) << stream.output();
 }
 
 }  // namespace

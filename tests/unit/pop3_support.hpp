@@ -56,6 +56,12 @@ class Harness {
     std::string out;
     for (;;) {
       pop3::Next n = s.next(out);
+      if (n == pop3::Next::verify) {
+        // As the network driver does with SessionConfig::deferred_apop.
+        const pop3::PendingCheck& c = *s.pending_check();
+        s.complete_check(auth.verify_apop(c.user, c.timestamp, c.digest, c.context), out);
+        continue;
+      }
       if (n == pop3::Next::need_input) break;
       if (n == pop3::Next::close) {
         closed = true;
