@@ -319,9 +319,9 @@ inline constexpr std::size_t kIpcPendingLoginRecords = 1024;
 inline constexpr std::size_t kIpcMaxMaildropLocks = kMaxConnections;
 // Not from an RFC: a worker's login records (record_login: the last-login
 // time RFC 2449 LOGIN-DELAY compares with) are not sent one by one: they go
-// ahead of the worker's next request to the auth process, or after at most
-// kIpcRecordFlush when none comes, or at once when kIpcMaxQueuedRecords are
-// waiting (one packet each, sent together). So a user's second login within
+// with the worker's next check to the auth process (net/auth_channel.hpp),
+// or after at most kIpcRecordFlush when none comes, or at once when
+// kIpcMaxQueuedRecords are waiting (one packet each, sent together). So a user's second login within
 // kIpcRecordFlush through another worker may not see the first (LOGIN-DELAY
 // values are minutes; a single-process server writes them behind too).
 inline constexpr std::chrono::milliseconds kIpcRecordFlush{100};

@@ -51,11 +51,11 @@ class AuthChannel::Registration {
   const std::uint32_t id_;
 };
 
-AuthChannel::AuthChannel(asio::any_io_executor executor, UniqueFd fd,
-                         std::chrono::milliseconds timeout)
-    : executor_(std::move(executor)),
+AuthChannel::AuthChannel(asio::io_context& io, UniqueFd fd, std::chrono::milliseconds timeout)
+    : executor_(io.get_executor()),
       timeout_(timeout),
       sweep_timer_(executor_),
+      record_timer_(executor_),
       inbox_(std::make_unique<Inbox>()) {
   for (std::size_t i = 0; i < kInboxSlots; ++i) {
     inbox_->iov[i] = {inbox_->buf[i].data(), inbox_->buf[i].size()};
@@ -69,6 +69,7 @@ AuthChannel::AuthChannel(asio::any_io_executor executor, UniqueFd fd,
 AuthChannel::~AuthChannel() {
   for (auto& p : unsent_) wipe(p);
   for (auto& p : queue_) wipe(p);
+  for (auto& p : records_) wipe(p);
 }
 
 std::uint32_t AuthChannel::next_id() {
@@ -98,13 +99,47 @@ asio::awaitable<pop3::AuthResult> AuthChannel::verify(const pop3::PendingCheck& 
 void AuthChannel::record_login(std::string_view user, std::int64_t when) {
   std::string packet;
   if (!ipc::encode_request(next_id(), ipc::RecordLogin{user, when}, packet)) return;
-  enqueue(std::move(packet));
+  bool arm = false;
+  bool now = false;
+  {
+    const std::lock_guard lock(mu_);
+    records_.push_back(std::move(packet));
+    now = records_.size() >= limits::kIpcMaxQueuedRecords;
+    arm = !now && !record_timer_armed_;
+    if (arm) record_timer_armed_ = true;
+  }
+  if (now) return post_flush();
+  if (!arm) return;
+  // Usually called by the loop itself (an APOP login finishing there): the
+  // timer is armed without waking anything; a pool thread posts it.
+  if (executor_.running_in_this_thread()) return arm_record_timer();
+  asio::post(executor_, [this] { arm_record_timer(); });
+}
+
+void AuthChannel::arm_record_timer() {
+  record_timer_.expires_after(limits::kIpcRecordFlush);
+  record_timer_.async_wait([this](const asio::error_code& ec) {
+    bool waiting = false;
+    {
+      const std::lock_guard lock(mu_);
+      record_timer_armed_ = false;
+      waiting = !records_.empty();
+    }
+    if (!ec && waiting) flush();
+  });
 }
 
 void AuthChannel::enqueue(std::string packet) {
   {
     const std::lock_guard lock(mu_);
     queue_.push_back(std::move(packet));
+  }
+  post_flush();
+}
+
+void AuthChannel::post_flush() {
+  {
+    const std::lock_guard lock(mu_);
     if (flush_posted_) return;
     flush_posted_ = true;
   }
@@ -117,12 +152,12 @@ void AuthChannel::flush() {
   {
     const std::lock_guard lock(mu_);
     flush_posted_ = false;
-    if (unsent_.empty()) {
-      unsent_.swap(queue_);
-    } else {
-      for (auto& p : queue_) unsent_.push_back(std::move(p));
-      queue_.clear();
-    }
+    // Login records first: they ride with the checks (one wake-up of the
+    // auth process for both).
+    for (auto& p : records_) unsent_.push_back(std::move(p));
+    records_.clear();
+    for (auto& p : queue_) unsent_.push_back(std::move(p));
+    queue_.clear();
   }
   if (writing_ || unsent_.empty()) return;  // the write wait sends them
   if (!socket_) {
@@ -229,6 +264,9 @@ void AuthChannel::settle(Waiter& w, pop3::AuthResult verdict) {
 }
 
 void AuthChannel::close() {
+  if (!socket_) return;
+  flush();  // the login records still queued (best effort: what the socket takes now)
+  record_timer_.cancel();
   if (socket_) fail("", false);
 }
 

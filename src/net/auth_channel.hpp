@@ -47,15 +47,18 @@ class AuthChannel final : public AsyncVerifier {
  public:
   // `fd`: a connected SOCK_SEQPACKET socket to the auth process (owned).
   // `timeout`: the longest a check waits for its verdict.
-  AuthChannel(asio::any_io_executor executor, UniqueFd fd,
+  AuthChannel(asio::io_context& io, UniqueFd fd,
               std::chrono::milliseconds timeout = limits::kIpcReplyTimeout);
   AuthChannel(const AuthChannel&) = delete;
   AuthChannel& operator=(const AuthChannel&) = delete;
   ~AuthChannel() override;
 
   asio::awaitable<pop3::AuthResult> verify(const pop3::PendingCheck& check) override;
-  // RFC 2449 LOGIN-DELAY's record of a login: queued and sent with the next
-  // batch (within the loop's current turn); not answered. Best effort.
+  // RFC 2449 LOGIN-DELAY's record of a login: queued, and sent with the
+  // next check's batch, or within limits::kIpcRecordFlush when no check
+  // comes, or at once when kIpcMaxQueuedRecords wait (a wake-up of the auth
+  // process of its own per login would cost what the batching saves). Not
+  // answered. Best effort.
   void record_login(std::string_view user, std::int64_t when);
   // The auth process restarted: checks in flight fail as temporary, new
   // ones go over `fd`.
@@ -80,6 +83,8 @@ class AuthChannel final : public AsyncVerifier {
   class Registration;
 
   void enqueue(std::string packet);
+  void post_flush();
+  void arm_record_timer();
   void flush();
   void read_some();
   void on_readable(std::uint64_t generation, const asio::error_code& ec);
@@ -92,7 +97,7 @@ class AuthChannel final : public AsyncVerifier {
   void sweep();
   std::uint32_t next_id();
 
-  asio::any_io_executor executor_;
+  asio::io_context::executor_type executor_;
   const std::chrono::milliseconds timeout_;
   // Loop-thread state.
   std::unique_ptr<asio::posix::stream_descriptor> socket_;  // null: failed, no channel
@@ -103,14 +108,17 @@ class AuthChannel final : public AsyncVerifier {
   std::shared_ptr<std::deque<Waiter>> waiting_ = std::make_shared<std::deque<Waiter>>();
   asio::steady_timer sweep_timer_;
   bool sweep_armed_ = false;
+  asio::steady_timer record_timer_;
   std::atomic<std::uint32_t> last_id_{0};  // requests and login records (any thread)
   std::vector<std::string> unsent_;  // taken from the queue, not yet sent
   struct Inbox;
   std::unique_ptr<Inbox> inbox_;  // recvmmsg's buffers, allocated once
   // Any thread.
   std::mutex mu_;
-  std::vector<std::string> queue_;  // encoded requests waiting for flush()
+  std::vector<std::string> queue_;    // encoded requests waiting for flush()
+  std::vector<std::string> records_;  // encoded login records, sent with the next flush()
   bool flush_posted_ = false;
+  bool record_timer_armed_ = false;
 };
 
 }  // namespace apop::net

@@ -580,7 +580,7 @@ Result<void> Server::reconfigure(const ServerOptions& next) {
 void Server::on_reload(std::function<void()> hook) { impl_->reload_hook = std::move(hook); }
 
 AuthChannel& Server::use_auth_channel(UniqueFd fd) {
-  impl_->auth_channel = std::make_unique<AuthChannel>(impl_->io.get_executor(), std::move(fd));
+  impl_->auth_channel = std::make_unique<AuthChannel>(impl_->io, std::move(fd));
   return *impl_->auth_channel;
 }
 

@@ -92,11 +92,15 @@ class AuthChannelTest : public ::testing::Test {
     std::string buf(limits::kMaxIpcMessage + 1, '\0');
     std::optional<std::string> got;
     run_until([&] {
+      if (got) return true;  // (run_until asks once more at the end)
       const ssize_t n = ::recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
       if (n > 0) got = buf.substr(0, static_cast<std::size_t>(n));
       return got.has_value();
     });
     return got;
+  }
+  void run_for(std::chrono::milliseconds d) {
+    run_until([] { return false; }, d);
   }
   bool all_done(std::size_t n) const {
     if (results.size() < n) return false;
@@ -114,7 +118,7 @@ class AuthChannelTest : public ::testing::Test {
 
 TEST_F(AuthChannelTest, ManyChecksGoOutTogetherAndRepliesInAnyOrderReachTheirSessions) {
   Pair p;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker));
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
   constexpr std::size_t kChecks = 40;
   for (std::size_t i = 0; i < kChecks; ++i) start_check(i, "u" + std::to_string(i));
   // The fake auth side reads every request before it answers any: all of
@@ -154,7 +158,7 @@ TEST_F(AuthChannelTest, WorksAgainstTheRealAuthServiceAndCarriesLoginRecords) {
   FakeAuthenticator fake;
   ipc::AuthService service(fake);
   ServedChannels served(service, 1);
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(served.worker_fds()[0]));
+  channel = std::make_unique<AuthChannel>(io, std::move(served.worker_fds()[0]));
   start_check(0, "alice", std::string(kFakeSecret));
   start_check(1, "bob", "wrong");
   ASSERT_TRUE(run_until([&] { return all_done(2); }));
@@ -174,9 +178,36 @@ TEST_F(AuthChannelTest, WorksAgainstTheRealAuthServiceAndCarriesLoginRecords) {
   EXPECT_EQ(fake.recorded[0].first, "alice");
 }
 
+TEST_F(AuthChannelTest, ALoginRecordWaitsForTheNextCheckOrTheFlushTick) {
+  Pair p;
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
+  char buf[64];
+  // Recorded on the loop (an APOP login finishing there): not sent alone.
+  asio::post(io, [&] { channel->record_login("alice", 1'800'000'000); });
+  run_for(30ms);
+  EXPECT_LT(::recv(p.auth.get(), buf, sizeof buf, MSG_DONTWAIT), 0);
+  // The next check takes it along, ahead of itself.
+  start_check(0, "u0");
+  auto first = request_at(p.auth.get());
+  ASSERT_TRUE(first);
+  EXPECT_EQ(ipc::request_type(ipc::decode_request(*first)->body), ipc::MsgType::record_login);
+  auto second = request_at(p.auth.get());
+  ASSERT_TRUE(second);
+  EXPECT_EQ(ipc::request_type(ipc::decode_request(*second)->body), ipc::MsgType::verify_apop);
+  // With no check to ride with, it goes within kIpcRecordFlush.
+  const auto t0 = std::chrono::steady_clock::now();
+  asio::post(io, [&] { channel->record_login("bob", 1'800'000'000); });
+  auto alone = request_at(p.auth.get());
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(std::get<ipc::RecordLogin>(ipc::decode_request(*alone)->body).user, "bob");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, limits::kIpcRecordFlush + 500ms);  // the tick, with room for a slow machine
+  channel->close();
+}
+
 TEST_F(AuthChannelTest, ACheckWithoutAnAnswerTimesOutAndALateAnswerIsSkipped) {
   Pair p;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker), 300ms);
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker), 300ms);
   const auto t0 = std::chrono::steady_clock::now();
   start_check(0, "u0");
   auto first = request_at(p.auth.get());
@@ -203,7 +234,7 @@ TEST_F(AuthChannelTest, ACheckWithoutAnAnswerTimesOutAndALateAnswerIsSkipped) {
 
 TEST_F(AuthChannelTest, AnErrorReplyIsTemporaryAndKeepsTheChannel) {
   Pair p;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker));
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
   start_check(0, "u0");
   auto req = request_at(p.auth.get());
   ASSERT_TRUE(req);
@@ -218,7 +249,7 @@ TEST_F(AuthChannelTest, AMalformedOrUnexpectedReplyClosesTheChannel) {
   for (const bool malformed : {true, false}) {
     Pair p;
     results.clear();
-    channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker));
+    channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
     start_check(0, "u0");
     start_check(1, "u2");
     auto req = request_at(p.auth.get());
@@ -244,7 +275,7 @@ TEST_F(AuthChannelTest, TheAuthProcessGoingAwayFailsChecksUntilANewChannelComes)
   FakeAuthenticator fake;
   ipc::AuthService service(fake);
   auto served = std::make_unique<ServedChannels>(service, 1);
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(served->worker_fds()[0]));
+  channel = std::make_unique<AuthChannel>(io, std::move(served->worker_fds()[0]));
   served->stop();  // the auth process dies
   start_check(0, "alice", std::string(kFakeSecret));
   ASSERT_TRUE(run_until([&] { return all_done(1); }));
@@ -261,7 +292,7 @@ TEST_F(AuthChannelTest, TheAuthProcessGoingAwayFailsChecksUntilANewChannelComes)
 
 TEST_F(AuthChannelTest, ReplacingFailsTheChecksInFlightOnTheOldChannel) {
   Pair old_pair, new_pair;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(old_pair.worker));
+  channel = std::make_unique<AuthChannel>(io, std::move(old_pair.worker));
   start_check(0, "u0");
   ASSERT_TRUE(request_at(old_pair.auth.get()));
   channel->replace(std::move(new_pair.worker));
@@ -277,7 +308,7 @@ TEST_F(AuthChannelTest, ReplacingFailsTheChecksInFlightOnTheOldChannel) {
 
 TEST_F(AuthChannelTest, TooManyChecksInFlightFailAtOnce) {
   Pair p;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker));
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
   for (std::size_t i = 0; i < limits::kIpcMaxInFlight; ++i) start_check(i, "u0");
   ASSERT_TRUE(run_until([&] { return channel->in_flight() == limits::kIpcMaxInFlight; }));
   start_check(limits::kIpcMaxInFlight, "u0");
@@ -290,7 +321,7 @@ TEST_F(AuthChannelTest, TooManyChecksInFlightFailAtOnce) {
 
 TEST_F(AuthChannelTest, CloseFailsWaitingChecksAndLeavesTheLoopNothingToDo) {
   Pair p;
-  channel = std::make_unique<AuthChannel>(io.get_executor(), std::move(p.worker));
+  channel = std::make_unique<AuthChannel>(io, std::move(p.worker));
   start_check(0, "u0");
   ASSERT_TRUE(request_at(p.auth.get()));
   asio::post(io, [&] { channel->close(); });
@@ -316,7 +347,7 @@ TEST_F(AuthChannelTest, SessionsStillWaitingWhenTheServerGoesAreDestroyedSafely)
   // frames of sessions that still await a verdict.
   Pair p;
   auto ctx = std::make_unique<asio::io_context>();
-  auto ch = std::make_unique<AuthChannel>(ctx->get_executor(), std::move(p.worker));
+  auto ch = std::make_unique<AuthChannel>(*ctx, std::move(p.worker));
   pop3::PendingCheck check{"u0", "d", kTs, {}};
   bool resumed = false;
   asio::co_spawn(
