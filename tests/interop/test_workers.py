@@ -20,7 +20,7 @@ import unittest
 import poplib
 import ssl
 
-from apoptest import (ALICE_SECRET, ApopTestCase, in_ci, make_message, needs, unstuff,
+from apoptest import (ALICE_SECRET, ApopTestCase, apop_digest, in_ci, make_message, needs, unstuff,
                       wait_until)
 from test_sasl import scram_login
 from test_metrics import metrics_port, scrape
@@ -275,6 +275,60 @@ class WorkersTest(ApopTestCase):
             self.assertEqual(never_deleted - present, set(), f"{u}: mail lost")
             deleted_total += len(confirmed[u])
         self.assertGreater(deleted_total, 20, "the load did not run")
+
+    def test_the_auth_process_and_its_threads_run_under_sched_batch(self):
+        # A worker's request must not preempt the worker (docs/architecture.md):
+        # the auth process and every thread of it are SCHED_BATCH (3); the
+        # workers keep the normal policy (0).
+        def policies(pid: int) -> set[int]:
+            found = set()
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    found.add(int(f.read().rsplit(")", 1)[1].split()[38]))
+            return found
+
+        self.setup_alice([make_message("one", "first\n")])
+        with self.start(2) as srv:
+            self.ready(srv)
+            c = srv.connect()
+            self.assertTrue(c.login("alice", ALICE_SECRET).startswith(b"+OK"))
+            c.quit()
+            kids = children(srv)
+            self.assertEqual(policies(kids["auth"]), {3})
+            for name, pid in kids.items():
+                if name != "auth":
+                    self.assertEqual(policies(pid), {0}, name)
+
+    def test_a_session_waiting_for_its_verdict_does_not_hold_the_stop(self):
+        # SIGSTOP the auth process: an APOP check waits on the worker's
+        # asynchronous channel; on SIGTERM the worker must still exit at once
+        # (the check fails as [SYS/TEMP] rather than waiting out its 10 s).
+        self.setup_alice([make_message("one", "first\n")])
+        srv = self.start(1).__enter__()  # stopped by hand below
+        auth_pid = 0
+        try:
+            self.ready(srv)
+            kids = children(srv)
+            auth_pid = kids["auth"]
+            worker_pid = next(pid for name, pid in kids.items() if name.startswith("worker"))
+            c = srv.connect()
+            os.kill(auth_pid, signal.SIGSTOP)
+            c.send(f"APOP alice {apop_digest(c.timestamp, ALICE_SECRET)}\r\n".encode())
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: not alive(worker_pid), timeout=4,
+                       what="the worker's exit with a check in flight")
+            self.assertLess(time.monotonic() - t0, 4)
+            os.kill(auth_pid, signal.SIGCONT)
+            self.assertEqual(srv.stop(), 0)
+        finally:
+            if auth_pid:
+                try:
+                    os.kill(auth_pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            srv.kill_quietly()
 
     def test_a_killed_auth_process_is_restarted(self):
         self.setup_alice([make_message("one", "first\n")])
