@@ -133,6 +133,8 @@ class CheckingSink final : public pop3::EventSink {
 // driver does (the command is then staged before it runs), or not, as a
 // driver without a thread pool: both paths are fuzzed (by input length).
 bool g_ask_blocking = false;
+// The authenticator the driver runs deferred checks with (Next::verify).
+pop3::Authenticator* g_authn = nullptr;
 
 // Runs the session until it wants input or closes; returns everything it wrote.
 std::string run(pop3::Session& s) {
@@ -147,6 +149,16 @@ std::string run(pop3::Session& s) {
     all += out;
     if (n == pop3::Next::start_tls) {
       s.tls_started();
+      continue;
+    }
+    if (n == pop3::Next::verify) {
+      // SessionConfig::deferred_apop: the check is the driver's (here the
+      // same authenticator); nothing is written while it is pending.
+      const pop3::PendingCheck* c = s.pending_check();
+      if (c == nullptr || !out.empty() || c->timestamp != kTs) __builtin_trap();
+      s.complete_check(g_authn->verify_apop(c->user, c->timestamp, c->digest, c->context), out);
+      if (s.pending_check() != nullptr) __builtin_trap();
+      all += out;
       continue;
     }
     if (n != pop3::Next::output) break;
@@ -249,6 +261,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FuzzStore creds((flags >> kFlagPolicyShift) & 3);
   static auth::ChallengeGenerator challenges("fuzz.example");
   auth::StoreAuthenticator authn(creds, &challenges);
+  g_authn = &authn;
   store::MemoryStore mail;
   const std::vector<std::string> initial = {"Subject: a\n\n.line\nbody\r\n", "",
                                             "no newline at end", "..\r\n.\r\n. \n"};
@@ -273,6 +286,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.md5_challenge_requires_tls = (flags & kFlagApopRequiresTls) != 0;
   cfg.allow_plaintext_auth = (flags & kFlagAllowPlaintext) != 0;
   cfg.inline_apop = (size & 2) != 0;
+  cfg.deferred_apop = (size & 4) != 0;  // a network worker's awaited check
   if ((flags & kFlagLoginDelay) != 0) {
     cfg.login_delay = 300;
     cfg.expire_days = 30;
