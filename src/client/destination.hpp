@@ -110,6 +110,15 @@ struct DestinationOptions {
   using PublishHook =
       std::function<Result<void>(std::string_view base_name, const MessageMeta& meta)>;
   PublishHook before_publish;
+  // The hand-off destinations (issue 20: lmtp:unix:PATH, lmtp:HOST:PORT,
+  // smtp:HOST:PORT; not implemented yet): the envelope recipient (RCPT TO),
+  // required by them, ignored by the others.
+  std::string deliver_to;
+  // A hand-off destination's 5xx: keep the message on the POP3 server
+  // (store() returns Errc::permanent; reported) or bounce it to its envelope
+  // sender (a DSN through the same server; store() then succeeds).
+  enum class OnReject { keep, bounce };
+  OnReject on_reject = OnReject::keep;
 };
 
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
