@@ -11,12 +11,6 @@ namespace apop::ipc {
 
 namespace {
 
-pop3::AuthResult temporary() {
-  pop3::AuthResult r;
-  r.failure = pop3::AuthFailure::temporary;
-  return r;
-}
-
 Error failed(std::string message) { return make_error(Errc::temporary, std::move(message)); }
 
 // Whether `reply` answers `request` (an error reply answers anything).
@@ -83,14 +77,16 @@ class RemoteAuthenticator::Exchange final : public pop3::SaslSession {
   }
 
   pop3::SaslReply step(std::optional<std::string_view> response) override {
-    if (finished_) return pop3::SaslReply::done("", temporary());  // the session never does this
+    if (finished_)
+      return pop3::SaslReply::done("",
+                                   pop3::AuthResult::temporary());  // the session never does this
     Result<Reply> r = started_ ? owner_.call(SaslStep{id_, response})
                                : owner_.call(SaslStart{id_, mechanism_, response, tls_, address_});
     started_ = true;
     open_at_auth_ = true;
     if (!r || !std::holds_alternative<pop3::SaslReply>(r.value())) {
       finished_ = true;  // open_at_auth_ stays: sasl_end at destruction
-      return pop3::SaslReply::done("", temporary());
+      return pop3::SaslReply::done("", pop3::AuthResult::temporary());
     }
     pop3::SaslReply reply = std::get<pop3::SaslReply>(std::move(r).value());
     if (reply.kind != pop3::SaslReply::Kind::challenge) {
@@ -311,7 +307,8 @@ Result<Reply> RemoteAuthenticator::call(const Request& request, bool await_reply
 }
 
 pop3::AuthResult RemoteAuthenticator::verdict(Result<Reply> reply) {
-  if (!reply || !std::holds_alternative<pop3::AuthResult>(reply.value())) return temporary();
+  if (!reply || !std::holds_alternative<pop3::AuthResult>(reply.value()))
+    return pop3::AuthResult::temporary();
   return std::get<pop3::AuthResult>(std::move(reply).value());
 }
 

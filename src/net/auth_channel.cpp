@@ -14,12 +14,6 @@ namespace apop::net {
 
 namespace {
 
-pop3::AuthResult temporary() {
-  pop3::AuthResult r;
-  r.failure = pop3::AuthFailure::temporary;
-  return r;
-}
-
 // Replies read per recvmmsg (more wait for the next call).
 constexpr std::size_t kInboxSlots = 16;
 
@@ -80,12 +74,14 @@ std::uint32_t AuthChannel::next_id() {
 }
 
 asio::awaitable<pop3::AuthResult> AuthChannel::verify(const pop3::PendingCheck& check) {
-  if (!socket_ || waiting_->size() >= limits::kIpcMaxInFlight) co_return temporary();
+  if (!socket_ || waiting_->size() >= limits::kIpcMaxInFlight)
+    co_return pop3::AuthResult::temporary();
   const std::uint32_t id = next_id();
   std::string packet;
   const ipc::VerifyApop request{check.user, check.timestamp, check.digest, check.context.tls,
                                 check.context.address.substr(0, ipc::kMaxAddress)};
-  if (!ipc::encode_request(id, request, packet)) co_return temporary();  // over a field bound
+  if (!ipc::encode_request(id, request, packet))
+    co_return pop3::AuthResult::temporary();  // over a field bound
   asio::steady_timer wake(executor_, Clock::time_point::max());
   std::optional<pop3::AuthResult> verdict;
   waiting_->push_back(Waiter{id, Clock::now() + timeout_, &wake, &verdict});
@@ -93,7 +89,7 @@ asio::awaitable<pop3::AuthResult> AuthChannel::verify(const pop3::PendingCheck& 
   arm_sweep();
   enqueue(std::move(packet));
   co_await wake.async_wait(use_tuple);  // cancelled by settle()
-  co_return verdict ? std::move(*verdict) : temporary();
+  co_return verdict ? std::move(*verdict) : pop3::AuthResult::temporary();
 }
 
 void AuthChannel::record_login(std::string_view user, std::int64_t when) {
@@ -178,8 +174,9 @@ void AuthChannel::flush() {
   }
   std::size_t sent = 0;
   while (sent < msgs.size()) {
-    const int w = ::sendmmsg(socket_->native_handle(), msgs.data() + sent,
-                             static_cast<unsigned>(msgs.size() - sent), MSG_NOSIGNAL | MSG_DONTWAIT);
+    const int w =
+        ::sendmmsg(socket_->native_handle(), msgs.data() + sent,
+                   static_cast<unsigned>(msgs.size() - sent), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) {
       sent += static_cast<std::size_t>(w);
       continue;
@@ -249,13 +246,14 @@ void AuthChannel::deliver(std::string_view packet) {
   const auto it = std::find_if(waiting_->begin(), waiting_->end(),
                                [&](const Waiter& w) { return w.id == d->id && !*w.verdict; });
   if (it == waiting_->end()) return;  // too late (timed out), or a login record's
-  if (auto* result = std::get_if<pop3::AuthResult>(&d->body)) return settle(*it, std::move(*result));
+  if (auto* result = std::get_if<pop3::AuthResult>(&d->body))
+    return settle(*it, std::move(*result));
   // An error reply (refused, rate-limited) is a temporary failure; anything
   // else does not answer a check.
   if (!std::holds_alternative<ipc::ErrorReply>(d->body)) {
     return fail("unexpected reply type from the auth process");
   }
-  settle(*it, temporary());
+  settle(*it, pop3::AuthResult::temporary());
 }
 
 void AuthChannel::settle(Waiter& w, pop3::AuthResult verdict) {
@@ -279,7 +277,7 @@ void AuthChannel::fail(std::string_view why, bool alarming) {
   writing_ = false;
   socket_.reset();  // closes it; handlers still queued see the new generation
   for (auto& w : *waiting_) {
-    if (!*w.verdict) settle(w, temporary());
+    if (!*w.verdict) settle(w, pop3::AuthResult::temporary());
   }
   sweep_timer_.cancel();  // nothing left to time out (and it would hold a stopping loop)
 }
@@ -302,8 +300,8 @@ void AuthChannel::arm_sweep() {
   // At the first unsettled check's deadline only (they are in deadline
   // order), and again when it fires: one timer change per timeout period
   // however many checks pass, not one per check.
-  const auto next = std::find_if(waiting_->begin(), waiting_->end(),
-                                 [](const Waiter& w) { return !*w.verdict; });
+  const auto next =
+      std::find_if(waiting_->begin(), waiting_->end(), [](const Waiter& w) { return !*w.verdict; });
   if (next == waiting_->end()) return;
   sweep_armed_ = true;
   sweep_timer_.expires_at(next->deadline);
@@ -317,7 +315,7 @@ void AuthChannel::sweep() {
   const auto now = Clock::now();
   for (auto& w : *waiting_) {
     if (w.deadline > now) break;
-    if (!*w.verdict) settle(w, temporary());
+    if (!*w.verdict) settle(w, pop3::AuthResult::temporary());
   }
   arm_sweep();
 }

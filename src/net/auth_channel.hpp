@@ -24,8 +24,8 @@
 // it (their registrations share the waiting list with the channel).
 #pragma once
 
-#include <asio.hpp>
 #include <array>
+#include <asio.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -110,7 +110,7 @@ class AuthChannel final : public AsyncVerifier {
   bool sweep_armed_ = false;
   asio::steady_timer record_timer_;
   std::atomic<std::uint32_t> last_id_{0};  // requests and login records (any thread)
-  std::vector<std::string> unsent_;  // taken from the queue, not yet sent
+  std::vector<std::string> unsent_;        // taken from the queue, not yet sent
   struct Inbox;
   std::unique_ptr<Inbox> inbox_;  // recvmmsg's buffers, allocated once
   // Any thread.

@@ -143,6 +143,13 @@ struct AuthResult {
   // empty: the server's default.
   std::optional<std::string> mail_location;
   explicit operator bool() const { return ok; }
+  // A check that could not be made (the account database or the auth
+  // process unreachable): the client gets -ERR [SYS/TEMP].
+  static AuthResult temporary() {
+    AuthResult r;
+    r.failure = AuthFailure::temporary;
+    return r;
+  }
 };
 
 // One SASL exchange (RFC 4422) as POP3 carries it (RFC 5034): the client's

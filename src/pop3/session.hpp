@@ -286,7 +286,7 @@ class Session {
   };
   std::unique_ptr<PendingOpen> pending_open_;
   std::unique_ptr<PendingCheck> pending_check_;  // Next::verify until complete_check()
-  std::unique_ptr<Staged> staged_;  // the next command, taken from reader_
+  std::unique_ptr<Staged> staged_;               // the next command, taken from reader_
   std::chrono::milliseconds reply_delay_{0};
   std::unique_ptr<SaslSession> sasl_;  // an AUTH exchange in progress
   std::string sasl_mech_;

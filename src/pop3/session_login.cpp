@@ -206,9 +206,9 @@ void Session::finish_login(AuthResult verified, std::string_view user, std::stri
   if ((config_.inline_apop || config_.deferred_apop) && mech == "APOP" && !open_now &&
       !opener_.opens_without_waiting(where)) {
     // Checked on the event loop (inline, or awaited there: only APOP is;
-    // PASS and AUTH steps already run off the loop), but this maildrop may take long to open (a big Maildir, an mbox
-    // lock): the driver runs the open off its event loop (next() returns
-    // with nothing written, blocking_step_next() is true).
+    // PASS and AUTH steps already run off the loop), but this maildrop may take long to open (a big
+    // Maildir, an mbox lock): the driver runs the open off its event loop (next() returns with
+    // nothing written, blocking_step_next() is true).
     pending_open_ = std::make_unique<PendingOpen>(
         PendingOpen{std::move(verified), std::string(user), std::string(mech)});
     return;

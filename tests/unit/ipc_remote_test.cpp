@@ -23,22 +23,12 @@ using namespace std::chrono_literals;
 using test::FakeAuthenticator;
 using test::kFakePassword;
 using test::kFakeSecret;
+using test::Pair;
 using test::ServedChannels;
 
 constexpr std::string_view kTs = "<1896.697170952@dbc.mtview.ca.us>";
 const pop3::AuthContext kClear{false, "192.0.2.7"};
 const pop3::AuthContext kTls{true, "192.0.2.7"};
-
-// A worker's end and the auth end of one channel nobody serves.
-struct Pair {
-  Pair() {
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-    worker = UniqueFd(sv[0]);
-    auth = UniqueFd(sv[1]);
-  }
-  UniqueFd worker, auth;
-};
 
 std::vector<UniqueFd> one(UniqueFd fd) {
   std::vector<UniqueFd> v;

@@ -152,6 +152,17 @@ class FakeMaildropLocks final : public pop3::MaildropLocks {
   std::chrono::milliseconds delay{0};
 };
 
+// A worker's end and the auth end of one channel nobody serves.
+struct Pair {
+  Pair() {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    worker = UniqueFd(sv[0]);
+    auth = UniqueFd(sv[1]);
+  }
+  UniqueFd worker, auth;
+};
+
 // `n` channels of one worker, each served by AuthService::serve on its own
 // thread. worker_fds() hands the worker's ends out once.
 class ServedChannels {

@@ -24,19 +24,10 @@ namespace {
 using namespace std::chrono_literals;
 using ipc::test::FakeAuthenticator;
 using ipc::test::kFakeSecret;
+using ipc::test::Pair;
 using ipc::test::ServedChannels;
 
 constexpr std::string_view kTs = "<1896.697170952@dbc.mtview.ca.us>";
-
-struct Pair {
-  Pair() {
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-    worker = UniqueFd(sv[0]);
-    auth = UniqueFd(sv[1]);
-  }
-  UniqueFd worker, auth;
-};
 
 // Receives one packet from the auth end (blocking, 5 s at most).
 std::optional<std::string> recv_packet(int fd) {
@@ -72,9 +63,7 @@ class AuthChannelTest : public ::testing::Test {
     checks[i] = pop3::PendingCheck{std::move(user), std::move(digest), kTs, {true, "192.0.2.7"}};
     asio::co_spawn(
         io,
-        [this, i]() -> asio::awaitable<void> {
-          results[i] = co_await channel->verify(checks[i]);
-        },
+        [this, i]() -> asio::awaitable<void> { results[i] = co_await channel->verify(checks[i]); },
         asio::detached);
   }
   template <typename Pred>
