@@ -211,8 +211,9 @@ class SessionDriver {
         // stream operations), so the verdict is always awaited and the
         // session is never left with a check half-done.
         // No verifier: misconfigured; a temporary failure, never a crash.
-        // (Not a conditional expression: g++ 12 miscompiles a co_await in
-        // one, which crashed DriverTest.AnAwaitedApopCheck...)
+        // (Not `cond ? co_await ... : ...`: with g++ 12 that form aborted
+        // in free() in DriverTest.AnAwaitedApopCheckHolds...; a compiler
+        // bug with co_await in a conditional expression, by all signs.)
         pop3::AuthResult verdict = pop3::AuthResult::temporary();
         if (cx_.verifier != nullptr) {
           verdict = co_await cx_.verifier->verify(*session_.pending_check());
