@@ -220,6 +220,7 @@ struct Server::Impl {
   asio::signal_set reload_signal{io, SIGHUP};
   std::function<void()> reload_hook;  // SIGHUP: set by on_reload()
   bool stopping = false;
+  bool shared_listeners = false;  // adopt(): other processes accept on them too
 
   Impl(ServerOptions o, pop3::Authenticator& a, pop3::MaildropOpener& m, ChallengeSource c)
       : options(std::move(o)),
@@ -244,6 +245,15 @@ struct Server::Impl {
         continue;
       }
       asio::co_spawn(io, run_session(std::move(sock), remote, implicit_tls, ml), asio::detached);
+      if (shared_listeners) {
+        // Other workers accept on the same socket: take one connection per
+        // turn of the loop. The new session's first step (with implicit
+        // TLS, the handshake's signature) runs before this worker accepts
+        // again, and meanwhile an idle worker takes the next connection,
+        // instead of one worker taking a burst and working through it while
+        // the other waits.
+        co_await asio::post(io, use_tuple);
+      }
     }
   }
 
@@ -530,6 +540,7 @@ Result<void> Server::adopt(std::vector<BoundListener> listeners) {
   auto ctx = load_tls(impl_->options);
   if (!ctx) return ctx.error();
   impl_->tls_ctx = std::move(*ctx);
+  impl_->shared_listeners = true;
   for (BoundListener& l : listeners) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
