@@ -165,7 +165,8 @@ std::string oauthbearer_response(std::string_view user, std::string_view token,
 
 std::string xoauth2_response(std::string_view user, std::string_view token) {
   std::string out = "user=";
-  out.append(user).append("\x01auth=Bearer ").append(token);
+  out.append(user).push_back('\x01');  // (not "\x01auth": \x01a is one hex escape)
+  out.append("auth=Bearer ").append(token);
   out += "\x01\x01";
   return out;
 }
@@ -194,6 +195,8 @@ Result<OAuthError> decode_oauth_error(std::string_view base64) {
     return invalid("OAuth error challenge is longer than " +
                    std::to_string(limits::kMaxOAuthErrorJson) + " octets");
   }
+  // nlohmann's lexer takes a NUL for the end of the input: refuse it here.
+  if (text->find('\0') != std::string::npos) return invalid("OAuth error challenge contains a NUL");
   // No exceptions: a parse error (including ill-formed UTF-8 in a string)
   // gives a discarded value. nlohmann parses without recursion and destroys
   // nested values without recursion (3.10+), so deep nesting is harmless.
