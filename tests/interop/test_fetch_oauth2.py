@@ -39,13 +39,13 @@ class FetchOAuth2Test(ApopTestCase):
                           extra_config="auth_failure_delay = 0\n")
         self.addCleanup(self.dv.cleanup)
         keys = os.path.join(self.dv.root, "keys")
-        # The lookup key is shared/<azp:default>/<alg>/<kid:default>; the fs
-        # dict drops "shared/". HMAC keys are stored base64.
-        for alg in ("HS256", "hs256"):
-            d = os.path.join(keys, "default", alg)
-            os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, "default"), "w") as f:
-                f.write(base64.b64encode(KEY).decode())
+        # The lookup key is shared/<azp:default>/<alg>/<kid:default> (the alg
+        # as in the JWT header); the fs dict drops "shared/". HMAC keys are
+        # stored base64.
+        d = os.path.join(keys, "default", "HS256")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "default"), "w") as f:
+            f.write(base64.b64encode(KEY).decode())
         conf = os.path.join(self.dv.root, "dovecot-oauth2.conf.ext")
         with open(conf, "w") as f:
             f.write("introspection_mode = local\n"
