@@ -321,6 +321,14 @@ Result<AuthMech> choose_auth(AuthMech requested, const AuthContext& ctx) {
   if (ctx.caps.has_sasl("PLAIN") || ctx.caps.has_sasl("LOGIN") || user_offered) {
     return plaintext_refused("the server offers only plaintext password logins");
   }
+  // Only OAuth offered (auto never picks it): say how to use it.
+  for (const char* m : {"OAUTHBEARER", "XOAUTH2"}) {
+    if (ctx.caps.has_sasl(m)) {
+      return make_error(Errc::not_found, std::string("the server offers only OAuth2 (") + m +
+                                             "): use --auth " + ascii_lowercase(m) +
+                                             " with an access token");
+    }
+  }
   return make_error(Errc::not_found, "the server offers no authentication mechanism apop supports");
 }
 

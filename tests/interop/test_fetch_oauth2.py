@@ -77,10 +77,11 @@ class FetchOAuth2Test(ApopTestCase):
         return jwt({"sub": USER, "iat": now - 60, "nbf": now - 60, "exp": now + exp_offset,
                     "scope": "mail"})
 
-    def fetch(self, mech: str, token: str, *args: str, expect: int = 0, state: str = "state"):
+    def fetch(self, mech: str, token: str, *args: str, expect: int = 0, state: str = "state",
+              url: str | None = None):
         with open(self.tokfile, "w") as f:
             f.write(token + "\n")
-        p = self.env.run("fetch", f"pop3s://{USER}@127.0.0.1:{self.dv.tls_port}",
+        p = self.env.run("fetch", url or f"pop3s://{USER}@127.0.0.1:{self.dv.tls_port}",
                          "--to", "maildir:" + self.maildir, "--ca-file", self.dv.cert,
                          "--state", os.path.join(self.env.root, state), "--auth", mech,
                          "--password-file", self.tokfile, "--json", *args, timeout=60)
@@ -132,6 +133,15 @@ class FetchOAuth2Test(ApopTestCase):
                 self.assertIn("S: + eyJ", err)  # the error challenge in the trace
                 self.assertNotIn("eyJ", j["error"])  # decoded, not base64
                 self.assertEqual(self.fetched(), [])
+        self.assertEqual(len(self.dv.messages(USER)), 2)
+
+    def test_refused_without_tls(self):
+        # Dovecot offers the mechanisms on its plain port (loopback counts as
+        # secure there); apop does not send a bearer token in the clear.
+        j, err = self.fetch("oauthbearer", self.token(3600), "--tls", "none", "-v", expect=7,
+                            url=f"pop3://{USER}@127.0.0.1:{self.dv.port}")
+        self.assertIn("bearer token in the clear", j["error"])
+        self.assertNotIn("C: AUTH", err)
         self.assertEqual(len(self.dv.messages(USER)), 2)
 
     def test_wrong_key_fails(self):

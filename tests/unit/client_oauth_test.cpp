@@ -64,7 +64,9 @@ TEST(ClientOAuth, ChoiceNeverAutomaticAndOnlyInsideTls) {
   ctx.tls = true;
   // A token is not a password: auto does not pick the OAuth mechanisms.
   auto a = choose_auth(AuthMech::automatic, ctx);
-  EXPECT_FALSE(a);
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, Errc::not_found);
+  EXPECT_NE(a.error().message.find("--auth oauthbearer"), std::string::npos) << a.error().message;
   EXPECT_EQ(choose_auth(AuthMech::oauthbearer, ctx).value(), AuthMech::oauthbearer);
   EXPECT_EQ(choose_auth(AuthMech::xoauth2, ctx).value(), AuthMech::xoauth2);
 
