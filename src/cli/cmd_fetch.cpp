@@ -33,8 +33,9 @@ constexpr const char* kFetchFooter = R"(Exit status:
   7  security refusal (invalid APOP challenge, downgrade, STLS injection,
      plaintext password without TLS)
   64 usage error
-The password comes from --password-file, else $APOP_PASSWORD, else a prompt
-without echo on the terminal; never from the command line.)";
+The password (the OAuth2 access token for --auth xoauth2 or oauthbearer)
+comes from --password-file, else $APOP_PASSWORD, else a prompt without echo
+on the terminal; never from the command line.)";
 
 struct FetchArgs {
   std::string url;

@@ -38,10 +38,8 @@ std::optional<std::string> percent_decode(std::string_view s) {
 
 // --auth's values: the mechanism names of client::parse_auth_mech.
 std::vector<std::string> auth_names() {
-  using client::AuthMech;
   std::vector<std::string> out;
-  for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
-                     AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
+  for (client::AuthMech m : client::kAllAuthMechs) {
     out.emplace_back(client::auth_mech_name(m));
   }
   return out;
@@ -105,6 +103,8 @@ client::FetchOptions fetch_options(const Target& target, const Endpoint& endpoin
   opts.auth = client::parse_auth_mech(a.auth).value_or(client::AuthMech::automatic);
   opts.tls_mode = endpoint.mode;
   opts.tls.server_name = target.host;
+  opts.host = target.host;
+  opts.port = endpoint.port;
   opts.tls.ca_file = a.ca_file;
   opts.tls.insecure = a.insecure;
   opts.allow_plaintext = a.allow_plaintext;

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "auth/base64.hpp"
+#include "auth/sasl_crypto.hpp"
 #include "common/limits.hpp"
 #include "common/text.hpp"
 
@@ -349,6 +350,9 @@ class Session {
       }
       case AuthMech::scram_sha_256:
         return scram();
+      case AuthMech::xoauth2:
+      case AuthMech::oauthbearer:
+        return oauth(m);
       case AuthMech::automatic:
         break;
     }
@@ -396,6 +400,62 @@ class Session {
     }
     if (!send("")) return false;
     return finish("AUTH SCRAM-SHA-256");
+  }
+
+  // XOAUTH2 / OAUTHBEARER (RFC 7628 over RFC 5034): the token is the
+  // password. Success is "+OK"; a rejected token draws an error challenge
+  // "+ base64(JSON)" (RFC 7628 §3.2.2), which the client acknowledges (RFC
+  // 7628 §3.2.3: the dummy %x01; XOAUTH2: an empty response) to get the final
+  // -ERR; the JSON's status is the error reported.
+  bool oauth(AuthMech m) {
+    namespace sd = auth::sasl_detail;
+    const bool bearer = m == AuthMech::oauthbearer;
+    const std::string what = bearer ? "AUTH OAUTHBEARER" : "AUTH XOAUTH2";
+    if (o_.password.empty()) return fail(FetchStatus::error, "the OAuth token is empty");
+    // %x01 separates the fields: one in the user or the token would forge one.
+    if (o_.password.find('\x01') != std::string::npos || o_.user.find('\x01') != std::string::npos)
+      return fail(FetchStatus::error, "the user name or the OAuth token contains a ^A (0x01)");
+    std::string ir = bearer ? oauthbearer_response(o_.user, o_.password, o_.host, o_.port)
+                            : xoauth2_response(o_.user, o_.password);
+    std::string b64 = auth::base64_encode(ir);
+    sd::cleanse(ir);
+    std::string cmd = what + " " + b64;
+    bool sent_ok = false;
+    // RFC 5034 §4: an initial response that would make the command longer
+    // than 255 octets goes after the server's empty challenge instead (the
+    // usual case: a JWT is longer).
+    if (cmd.size() + 2 <= limits::kMaxCommandLine) {
+      sent_ok = send(cmd, what + " <hidden>");
+    } else {
+      sent_ok = send(what) && continuation(what) && send(b64, "<hidden>");
+    }
+    sd::cleanse(cmd);
+    sd::cleanse(b64);
+    if (!sent_ok) return false;
+
+    auto l = line(limits::kMaxSaslLine);
+    if (!l) return false;
+    if (!is_continuation(*l)) {
+      auto r = parse_reply(*l);
+      if (!r) return fail(FetchStatus::protocol, what + ": " + r.error().message);
+      return auth_reply_ok(*r, what);
+    }
+    std::string_view b64_error(*l);
+    b64_error.remove_prefix(1);
+    if (!b64_error.empty() && b64_error.front() == ' ') b64_error.remove_prefix(1);
+    auto err = decode_oauth_error(b64_error);
+    if (!send(bearer ? std::string(kOAuthBearerErrorAck) : std::string())) return false;
+    auto r = reply();
+    if (!r) return false;
+    std::string why =
+        err ? "token rejected: " + err->describe()
+            : "token rejected (the server's error is unreadable: " + err.error().message + ")";
+    if (r->ok) {
+      return fail(FetchStatus::protocol,
+                  what + ": +OK after an error challenge (" + why + "); session abandoned");
+    }
+    if (!r->text.empty()) why += "; the server said: " + shown(r->text);
+    return fail(FetchStatus::auth_failed, why);
   }
 
   // ---- TRANSACTION -------------------------------------------------------

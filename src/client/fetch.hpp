@@ -54,7 +54,11 @@ enum class FetchStatus : int {
 
 struct FetchOptions {
   std::string user;
-  std::string password;  // never logged
+  std::string password;  // never logged; the bearer token for xoauth2/oauthbearer
+  // The server as the user named it, for OAUTHBEARER's host= and port=
+  // (RFC 7628 §3.1); empty / 0: left out.
+  std::string host;
+  std::uint16_t port = 0;
   AuthMech auth = AuthMech::automatic;
   TlsMode tls_mode = TlsMode::automatic;
   TlsOptions tls;  // for STLS (implicit TLS is done by connect())

@@ -154,13 +154,16 @@ void check_apop_timestamps(Report& r, const ProbeInput& in) {
   }
 }
 
-// Plaintext logins (USER, AUTH PLAIN, AUTH LOGIN) before TLS, no TLS at all,
-// no CAPA.
+// Plaintext logins (USER, AUTH PLAIN, AUTH LOGIN, and the bearer-token
+// mechanisms AUTH XOAUTH2 and AUTH OAUTHBEARER: a token is as replayable as a
+// password) before TLS, no TLS at all, no CAPA.
 void check_plaintext_logins(Report& r, const ProbeInput& in) {
   if (in.reachable && in.capa.received) {
     if (in.capa.user) r.plaintext_before_tls.emplace_back("USER");
     if (in.capa.has_sasl("PLAIN")) r.plaintext_before_tls.emplace_back("AUTH PLAIN");
     if (in.capa.has_sasl("LOGIN")) r.plaintext_before_tls.emplace_back("AUTH LOGIN");
+    if (in.capa.has_sasl("XOAUTH2")) r.plaintext_before_tls.emplace_back("AUTH XOAUTH2");
+    if (in.capa.has_sasl("OAUTHBEARER")) r.plaintext_before_tls.emplace_back("AUTH OAUTHBEARER");
   }
   std::string plain_list;
   for (const auto& p : r.plaintext_before_tls) plain_list += (plain_list.empty() ? "" : ", ") + p;

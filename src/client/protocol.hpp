@@ -292,11 +292,61 @@ std::string cram_md5_response(std::string_view user, std::string_view secret,
 // PLAIN (RFC 4616) without authorisation identity: "\0USER\0SECRET".
 std::string plain_response(std::string_view user, std::string_view secret);
 
+// OAUTHBEARER (RFC 7628 §3.1) initial client response, the GS2 header
+// carrying the authorisation identity: "n,a=USER,\1host=HOST\1port=PORT\1
+// auth=Bearer TOKEN\1\1" (',' and '=' in USER escaped as =2C and =3D, RFC
+// 5801 §4). host= is left out when `host` is empty, port= when `port` is 0.
+std::string oauthbearer_response(std::string_view user, std::string_view token,
+                                 std::string_view host, std::uint16_t port);
+// XOAUTH2 (Google's mechanism, the format Dovecot and Microsoft accept too):
+// "user=USER\1auth=Bearer TOKEN\1\1".
+std::string xoauth2_response(std::string_view user, std::string_view token);
+// What a client sends after an OAuth error challenge to get the final -ERR:
+// OAUTHBEARER the dummy "\1" (RFC 7628 §3.2.3), base64 "AQ=="; XOAUTH2 an
+// empty response.
+inline constexpr std::string_view kOAuthBearerErrorAck = "AQ==";
+
+// The error a server sends when it rejects a token (RFC 7628 §3.2.2: a JSON
+// object in the challenge). Every field is printable ASCII: the first
+// limits::kMaxOAuthErrorField octets of the server's value, other octets as
+// \xNN, "..." after a cut; empty when absent.
+struct OAuthError {
+  std::string status;  // "invalid_token", "insufficient_scope", Google's "401", ...
+  std::string scope;
+  std::string openid_configuration;
+  // "invalid_token (scope: mail; openid-configuration: URL)"; "" when the
+  // status is empty.
+  std::string describe() const;
+};
+// Decodes the challenge's base64 text (as sent after "+ "), then the JSON
+// object in it. Errc::invalid for bad base64, a decoded text longer than
+// limits::kMaxOAuthErrorJson, text that is not UTF-8 JSON, a JSON value that
+// is not an object, or an object without a "status" string (or number, as
+// some servers send it). Never throws.
+Result<OAuthError> decode_oauth_error(std::string_view base64);
+
 // ---------------------------------------------------------------------------
 // Mechanism choice and downgrade detection
 // ---------------------------------------------------------------------------
 
-enum class AuthMech { automatic, apop, scram_sha_256, cram_md5, plain, login, user };
+// xoauth2 and oauthbearer take a bearer token where the others take a
+// password; they are used only when asked for (never by automatic).
+enum class AuthMech {
+  automatic,
+  apop,
+  scram_sha_256,
+  cram_md5,
+  plain,
+  login,
+  user,
+  xoauth2,
+  oauthbearer
+};
+// Every mechanism, automatic first (for option lists and parse_auth_mech).
+inline constexpr AuthMech kAllAuthMechs[] = {
+    AuthMech::automatic, AuthMech::apop,    AuthMech::scram_sha_256,
+    AuthMech::cram_md5,  AuthMech::plain,   AuthMech::login,
+    AuthMech::user,      AuthMech::xoauth2, AuthMech::oauthbearer};
 std::string_view auth_mech_name(AuthMech m);
 // "auto", "apop", "scram-sha-256", ... (case-insensitive); nullopt if unknown.
 std::optional<AuthMech> parse_auth_mech(std::string_view s);
@@ -311,9 +361,11 @@ struct AuthContext {
 // The mechanism to use. `requested` automatic picks, among what the server
 // offers: SCRAM-SHA-256, APOP inside TLS, CRAM-MD5, PLAIN inside TLS, APOP in
 // the clear, then LOGIN/USER inside TLS, and only with allow_plaintext PLAIN,
-// LOGIN, USER in the clear. Errors:
+// LOGIN, USER in the clear. XOAUTH2 and OAUTHBEARER only when requested,
+// and like PLAIN only inside TLS unless allow_plaintext (a bearer token is
+// replayable). Errors:
 //  - Errc::permanent: a security refusal (invalid APOP challenge for APOP,
-//    plaintext password without TLS and without allow_plaintext, or nothing
+//    plaintext password or bearer token without TLS and without allow_plaintext, or nothing
 //    but such options offered);
 //  - Errc::not_found: the server does not offer the requested mechanism (or
 //    none at all).

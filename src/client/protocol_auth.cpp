@@ -1,11 +1,13 @@
 // Client authentication (client/protocol.hpp, "SASL"): the SCRAM-SHA-256,
-// CRAM-MD5 and PLAIN responses, the choice of mechanism and the downgrade
+// CRAM-MD5, PLAIN, OAUTHBEARER and XOAUTH2 responses, the OAuth error
+// decoder, the choice of mechanism and the downgrade
 // check between two connections.
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "auth/base64.hpp"
 #include "auth/digest.hpp"
@@ -149,6 +151,78 @@ std::string plain_response(std::string_view user, std::string_view secret) {
   return out;
 }
 
+std::string oauthbearer_response(std::string_view user, std::string_view token,
+                                 std::string_view host, std::uint16_t port) {
+  // RFC 7628 §3.1: gs2-header "n,a=saslname," (RFC 5801 §4 escaping), then
+  // kvpairs each ended by %x01, then a final %x01.
+  std::string out = "n,a=" + scram_escape(user) + ",\x01";
+  if (!host.empty()) out.append("host=").append(host).push_back('\x01');
+  if (port != 0) out.append("port=").append(std::to_string(port)).push_back('\x01');
+  out.append("auth=Bearer ").append(token);
+  out += "\x01\x01";
+  return out;
+}
+
+std::string xoauth2_response(std::string_view user, std::string_view token) {
+  std::string out = "user=";
+  out.append(user).push_back('\x01');  // (not "\x01auth": \x01a is one hex escape)
+  out.append("auth=Bearer ").append(token);
+  out += "\x01\x01";
+  return out;
+}
+
+std::string OAuthError::describe() const {
+  if (status.empty()) return {};
+  std::string out = status;
+  std::string extra;
+  if (!scope.empty()) extra = "scope: " + scope;
+  if (!openid_configuration.empty()) {
+    if (!extra.empty()) extra += "; ";
+    extra += "openid-configuration: " + openid_configuration;
+  }
+  if (!extra.empty()) out += " (" + extra + ")";
+  return out;
+}
+
+Result<OAuthError> decode_oauth_error(std::string_view base64) {
+  using nlohmann::json;
+  if (base64.size() > limits::kMaxOAuthErrorJson / 3 * 4 + 4)
+    return invalid("OAuth error challenge is longer than " +
+                   std::to_string(limits::kMaxOAuthErrorJson) + " octets");
+  auto text = auth::base64_decode_strict(base64);
+  if (!text) return invalid("OAuth error challenge is not valid base64");
+  if (text->size() > limits::kMaxOAuthErrorJson) {
+    return invalid("OAuth error challenge is longer than " +
+                   std::to_string(limits::kMaxOAuthErrorJson) + " octets");
+  }
+  // nlohmann's lexer takes a NUL for the end of the input: refuse it here.
+  if (text->find('\0') != std::string::npos) return invalid("OAuth error challenge contains a NUL");
+  // No exceptions: a parse error (including ill-formed UTF-8 in a string)
+  // gives a discarded value. nlohmann parses without recursion and destroys
+  // nested values without recursion (3.10+), so deep nesting is harmless.
+  const json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return invalid("OAuth error challenge is not JSON: " + printable(*text));
+  }
+  if (!j.is_object()) return invalid("OAuth error challenge is not a JSON object");
+  auto field = [&j](const char* name) -> std::string {
+    auto it = j.find(name);
+    if (it == j.end()) return {};
+    if (it->is_string())
+      return apop::printable(it->get_ref<const std::string&>(),
+                             {.max = limits::kMaxOAuthErrorField});
+    if (it->is_number_integer()) return std::to_string(it->get<std::int64_t>());
+    if (it->is_number_unsigned()) return std::to_string(it->get<std::uint64_t>());
+    return {};
+  };
+  OAuthError e;
+  e.status = field("status");
+  if (e.status.empty()) return invalid("OAuth error challenge has no \"status\"");
+  e.scope = field("scope");
+  e.openid_configuration = field("openid-configuration");
+  return e;
+}
+
 // ---------------------------------------------------------------------------
 
 std::string_view auth_mech_name(AuthMech m) {
@@ -167,14 +241,17 @@ std::string_view auth_mech_name(AuthMech m) {
       return "login";
     case AuthMech::user:
       return "user";
+    case AuthMech::xoauth2:
+      return "xoauth2";
+    case AuthMech::oauthbearer:
+      return "oauthbearer";
   }
   return "?";
 }
 
 std::optional<AuthMech> parse_auth_mech(std::string_view s) {
   const std::string l = ascii_lowercase(s);
-  for (AuthMech m : {AuthMech::automatic, AuthMech::apop, AuthMech::scram_sha_256,
-                     AuthMech::cram_md5, AuthMech::plain, AuthMech::login, AuthMech::user}) {
+  for (AuthMech m : kAllAuthMechs) {
     if (l == auth_mech_name(m)) return m;
   }
   return std::nullopt;
@@ -212,6 +289,17 @@ Result<AuthMech> choose_auth(AuthMech requested, const AuthContext& ctx) {
       if (ctx.caps.has_sasl(name)) return requested;
       return make_error(Errc::not_found, "the server does not offer SASL " + name);
     }
+    case AuthMech::xoauth2:
+    case AuthMech::oauthbearer: {
+      std::string name = requested == AuthMech::xoauth2 ? "XOAUTH2" : "OAUTHBEARER";
+      if (!clear_ok) {
+        return make_error(Errc::permanent, "refusing to send the bearer token in the clear (AUTH " +
+                                               name +
+                                               " without TLS); use TLS or --allow-plaintext");
+      }
+      if (ctx.caps.has_sasl(name)) return requested;
+      return make_error(Errc::not_found, "the server does not offer SASL " + name);
+    }
     case AuthMech::user:
       if (!clear_ok) return plaintext_refused("USER/PASS");
       if (user_offered) return requested;
@@ -232,6 +320,14 @@ Result<AuthMech> choose_auth(AuthMech requested, const AuthContext& ctx) {
   if (ctx.challenge.status == Challenge::Status::invalid) return bad_challenge();
   if (ctx.caps.has_sasl("PLAIN") || ctx.caps.has_sasl("LOGIN") || user_offered) {
     return plaintext_refused("the server offers only plaintext password logins");
+  }
+  // Only OAuth offered (auto never picks it): say how to use it.
+  for (const char* m : {"OAUTHBEARER", "XOAUTH2"}) {
+    if (ctx.caps.has_sasl(m)) {
+      return make_error(Errc::not_found, std::string("the server offers only OAuth2 (") + m +
+                                             "): use --auth " + ascii_lowercase(m) +
+                                             " with an access token");
+    }
   }
   return make_error(Errc::not_found, "the server offers no authentication mechanism apop supports");
 }

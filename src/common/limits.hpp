@@ -69,6 +69,13 @@ inline constexpr std::uint32_t kMaxScramIterations = 1'000'000;
 // RFC 4954-style SASL lines in POP3 (RFC 5034 §4): a challenge line is a
 // response line, but SCRAM/CRAM challenges are short; this bounds them.
 inline constexpr std::size_t kMaxSaslLine = 4096;
+// RFC 7628 §3.2.2: a rejected OAuth token's error is a JSON object in a SASL
+// challenge, so within kMaxSaslLine already; the client decodes at most this
+// many octets of it (base64 of kMaxSaslLine) and keeps at most
+// kMaxOAuthErrorField octets of each field (RFC 7628 sets no bound; Google's
+// and Dovecot's errors are under 200 octets).
+inline constexpr std::size_t kMaxOAuthErrorJson = kMaxSaslLine / 4 * 3;
+inline constexpr std::size_t kMaxOAuthErrorField = 256;
 // Not from an RFC (RFC 2449 PIPELINING): RETR commands in flight at once.
 inline constexpr std::size_t kFetchPipelineWindow = 16;
 

@@ -105,6 +105,8 @@ class Dovecot:
                             IMAPS on self.imaps_port when implicit_tls
     mail_root               serve the Maildirs under this directory (MAIL_ROOT/USER) instead
                             of ROOT/mail; as root they are handed to the mail user first
+    extra_passdb            passdb blocks put before the passwd-file passdb (e.g. an oauth2
+                            passdb restricted to `mechanisms = oauthbearer xoauth2`)
     """
 
     START_TIMEOUT = 20.0
@@ -113,8 +115,10 @@ class Dovecot:
     def __init__(self, *, stls: bool = False, implicit_tls: bool = False,
                  disable_plaintext_auth: bool = False, login_service_count: int | None = None,
                  mechanisms: str = "plain login cram-md5 scram-sha-256 apop",
-                 extra_config: str = "", imap: bool = False, mail_root: str | None = None):
+                 extra_config: str = "", imap: bool = False, mail_root: str | None = None,
+                 extra_passdb: str = ""):
         self.imap = imap
+        self.extra_passdb = extra_passdb
         self.imap_port = 0
         self.imaps_port = 0
         self.stls = stls
@@ -309,6 +313,7 @@ class Dovecot:
             f"default_internal_group = {grp.getgrgid(pwd.getpwnam(self.internal_user).pw_gid).gr_name}",
             f"default_login_user = {self.login_user}",
             "first_valid_uid = 1",
+            self.extra_passdb,
             "passdb {",
             "  driver = passwd-file",
             f"  args = scheme=PLAIN username_format=%u {self.passwd}",

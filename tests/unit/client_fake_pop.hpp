@@ -3,6 +3,7 @@
 // (client_migrate_test.cpp) run sessions against it without sockets.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -49,6 +50,9 @@ struct FakePop {
   bool cut_mid_reply = false;
 
   std::vector<std::string> commands;
+  // Gets each command line first; a non-empty return is the reply (the
+  // exchanges the model does not know, e.g. OAuth).
+  std::function<std::string(const std::string&)> hook;
 
   static std::string wire(const std::string& text) {
     std::string out;
@@ -78,6 +82,9 @@ struct FakePop {
   std::string answer(const std::string& line, bool tls) {
     auto v = live();
     auto ok = [](const std::string& s) { return "+OK " + s + "\r\n"; };
+    if (hook) {
+      if (std::string r = hook(line); !r.empty()) return r;
+    }
     if (exchange) {
       auto decoded = line == "*" ? std::optional<std::string>() : auth::base64_decode_strict(line);
       if (!decoded) {

@@ -352,6 +352,16 @@ TEST(ProbeGrade, PlaintextBeforeTlsWithStlsIsC) {
   EXPECT_TRUE(has(r, "plaintext-login-before-tls"));
 }
 
+// Issue 20: a bearer token is as replayable as a password.
+TEST(ProbeGrade, OAuthMechanismsBeforeTlsArePlaintextLogins) {
+  auto in = best();
+  in.capa = capa({"STLS", "SASL SCRAM-SHA-256 XOAUTH2 OAUTHBEARER"});
+  auto r = analyze(in);
+  EXPECT_EQ(r.grade, 'C');
+  EXPECT_EQ(r.plaintext_before_tls, (std::vector<std::string>{"AUTH XOAUTH2", "AUTH OAUTHBEARER"}));
+  EXPECT_TRUE(has(r, "plaintext-login-before-tls"));
+}
+
 bool recommends(const Report& r, const std::string& text) {
   return std::any_of(r.recommendations.begin(), r.recommendations.end(),
                      [&](const std::string& s) { return s.find(text) != std::string::npos; });
