@@ -13,6 +13,7 @@
 #include <array>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "client/fetch_import.hpp"
 #include "common/limits.hpp"
@@ -499,8 +500,8 @@ class Parser {
     };
     ImportedAccount a;
     a.source = where(u.line);
-    a.host = e.host;
-    if (const Given* via = opt("via")) a.host = via->value;
+    a.host = e.host;  // the account's name: the poll entry's, even with `via`
+    const Given* via = opt("via");
     const Given* user = opt("user");
     a.user = user ? user->value : opts_.local_user;
     const std::string label = (a.user.empty() ? std::string("?") : a.user) + "@" + e.host;
@@ -512,7 +513,8 @@ class Parser {
       return drop(e.line, "skip",
                   "fetchmail polls a `skip` entry only when named on its command line");
     if (a.user.empty()) return drop(u.line, "user", "no user name and no local user to default to");
-    if (a.host.empty()) return drop(e.line, "poll", "empty server name");
+    if (a.host.empty() || (via && via->value.empty()))
+      return drop(e.line, "poll", "empty server name");
 
     std::vector<Skipped> notes;  // about this account, once it is imported
     auto note = [&](const Given* g, std::string option, std::string why) {
@@ -553,7 +555,7 @@ class Parser {
 
     // TLS.
     const bool ssl = flag("ssl").value_or(false);
-    a.url = pop3_url(ssl, a.user, a.host, port_text);
+    a.url = pop3_url(ssl, a.user, via ? via->value : a.host, port_text);
     if (const Given* sp = opt("sslproto")) {
       if (ssl)
         note(sp, "sslproto",
@@ -677,6 +679,12 @@ class Parser {
         if (handled(k) || !g.set) continue;
         if (o != &u.opts && u.opts.count(k) != 0) continue;  // reported once, at the user
         if (o == &defaults_ && e.server.count(k) != 0) continue;
+        if (o == &defaults_) {
+          // Reported once, as an option of the `defaults` line.
+          if (reported_defaults_.insert(k).second)
+            skipped(g.line, (g.flag ? "" : "no ") + k, reason_for(k));
+          continue;
+        }
         note(&g, (g.flag ? "" : "no ") + k, reason_for(k));
       }
     }
@@ -730,6 +738,7 @@ class Parser {
   std::size_t unterminated_ = 0;
   std::size_t i_ = 0;
   Options defaults_;
+  std::set<std::string> reported_defaults_;
   std::vector<Entry> entries_;
   std::optional<std::uint64_t> daemon_;
   ImportResult r_;
