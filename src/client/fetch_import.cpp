@@ -194,8 +194,13 @@ std::string render_toml(const std::vector<ImportedAccount>& accounts,
   for (const auto& s : sources) {
     // A comment runs to the end of the line: no line break or control
     // character of a file name may end it early.
+    // Nor may a name that is not UTF-8 make the document invalid TOML.
+    const bool utf8 = is_utf8(s);
     std::string shown;
-    for (char c : s) shown += (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) ? '?' : c;
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      shown += (u < 0x20 || u == 0x7F || (!utf8 && u >= 0x80)) ? '?' : c;
+    }
     out += "#   " + shown + "\n";
   }
   out += "# Options that could not be carried over were listed when it ran.\n";

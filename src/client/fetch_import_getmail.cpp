@@ -166,7 +166,9 @@ class Parser {
       const std::string key = ascii_lowercase(trim(t.substr(0, sep), " \t"));
       std::string_view value = t.substr(sep + 1);
       const std::size_t lead = value.find_first_not_of(" \t");
-      value = lead == std::string_view::npos ? std::string_view() : value.substr(lead);
+      // An empty value is the empty view at the line's end (not a default
+      // string_view, whose data() is not in text_: the span's offset).
+      value = value.substr(lead == std::string_view::npos ? value.size() : lead);
       Value v;
       v.text = std::string(value);
       v.line = line;

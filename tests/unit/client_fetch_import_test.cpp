@@ -281,6 +281,21 @@ TEST(FetchImportGetmail, LmtpAndSkippedTypes) {
   EXPECT_TRUE(reported(r, "[destination] type"));
 }
 
+TEST(FetchImportGetmail, SecretSpanOfAValueOnContinuationLines) {
+  // Regression (fuzz_getmailrc): an empty first line gave a span offset
+  // computed from a null pointer.
+  const std::string text =
+      "[retriever]\ntype = SimplePOP3Retriever\nserver = s\nusername = u\npassword =\n"
+      "  rk s3cret\n[destination]\ntype = Maildir\npath = /m/\n";
+  auto r = parse_getmailrc(text, opts());
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->secret_spans.size(), 1u);
+  const auto& sp = r->secret_spans[0];
+  ASSERT_LE(sp.offset + sp.length, text.size());
+  EXPECT_EQ(text.substr(sp.offset, sp.length), "\n  rk s3cret");
+  EXPECT_EQ(r->accounts.at(0).password, "\nrk s3cret");
+}
+
 TEST(FetchImportNames, UniqueAndSanitized) {
   ImportResult r;
   for (const char* host : {"pop.a", "pop.a", "pop.a"}) {
@@ -331,7 +346,8 @@ TEST(FetchImportToml, RoundTripThroughTomlPlusPlus) {
   r.accounts.push_back(odd);
   finish_import(r);
   r.accounts[0].password_file = "/home/a/.config/apop/alice.pass";
-  const std::string text = render_toml(r.accounts, {"/home/a/.fetchmailrc", "evil\nname"});
+  const std::string text =
+      render_toml(r.accounts, {"/home/a/.fetchmailrc", "evil\nname", "latin1-\xe9"});
 
   toml::table t;
   try {
