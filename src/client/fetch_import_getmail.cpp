@@ -19,7 +19,9 @@ namespace {
 struct Value {
   std::string text;
   std::size_t line = 0;
-  ImportResult::Span span;
+  // Where the value's text is: the first line's, then each continuation
+  // line's (the comment and blank lines between them are not the value's).
+  std::vector<ImportResult::Span> spans;
   bool used = false;
 };
 
@@ -138,8 +140,7 @@ class Parser {
       if (t.front() == '#' || t.front() == ';') continue;
       if ((raw.front() == ' ' || raw.front() == '\t') && last != nullptr) {
         last->text += "\n" + std::string(t);
-        last->span.length =
-            static_cast<std::size_t>(raw.data() + raw.size() - text_.data()) - last->span.offset;
+        last->spans.push_back({static_cast<std::size_t>(t.data() - text_.data()), t.size()});
         continue;
       }
       last = nullptr;
@@ -172,7 +173,7 @@ class Parser {
       Value v;
       v.text = std::string(value);
       v.line = line;
-      v.span = {static_cast<std::size_t>(value.data() - text_.data()), value.size()};
+      v.spans.push_back({static_cast<std::size_t>(value.data() - text_.data()), value.size()});
       (*cur)[key] = std::move(v);
       last = &(*cur)[key];
     }
@@ -194,7 +195,8 @@ class Parser {
   void make_account() {
     // Secrets first: their spans are recorded whatever else happens.
     Value* password = get("retriever", "password");
-    if (password) r_.secret_spans.push_back(password->span);
+    if (password)
+      r_.secret_spans.insert(r_.secret_spans.end(), password->spans.begin(), password->spans.end());
 
     ImportedAccount a;
     a.source = where(lines_.count("retriever") ? lines_["retriever"] : 1);

@@ -282,17 +282,23 @@ TEST(FetchImportGetmail, LmtpAndSkippedTypes) {
 }
 
 TEST(FetchImportGetmail, SecretSpanOfAValueOnContinuationLines) {
-  // Regression (fuzz_getmailrc): an empty first line gave a span offset
-  // computed from a null pointer.
+  // Regressions (fuzz_getmailrc): an empty first line gave a span offset
+  // computed from a null pointer; a span over several lines took in the
+  // comment lines between them.
   const std::string text =
       "[retriever]\ntype = SimplePOP3Retriever\nserver = s\nusername = u\npassword =\n"
-      "  rk s3cret\n[destination]\ntype = Maildir\npath = /m/\n";
+      "; a comment\n  rk s3cret\n[destination]\ntype = Maildir\npath = /m/\n";
   auto r = parse_getmailrc(text, opts());
   ASSERT_TRUE(r.ok());
-  ASSERT_EQ(r->secret_spans.size(), 1u);
-  const auto& sp = r->secret_spans[0];
-  ASSERT_LE(sp.offset + sp.length, text.size());
-  EXPECT_EQ(text.substr(sp.offset, sp.length), "\n  rk s3cret");
+  // One span per line of the value: the empty first one, then the
+  // continuation without its indentation.
+  ASSERT_EQ(r->secret_spans.size(), 2u);
+  std::string spans;
+  for (const auto& sp : r->secret_spans) {
+    ASSERT_LE(sp.offset + sp.length, text.size());
+    spans += "[" + text.substr(sp.offset, sp.length) + "]";
+  }
+  EXPECT_EQ(spans, "[][rk s3cret]");
   EXPECT_EQ(r->accounts.at(0).password, "\nrk s3cret");
 }
 
