@@ -121,6 +121,8 @@ void print_outcome(const FetchArgs& a, const client::FetchSummary& sum) {
 }
 
 int run_fetch(const FetchArgs& a) {
+  if (a.url.empty()) return usage("url is required (pop3[s]://USER@HOST[:PORT])");
+  if (a.to.empty()) return usage("--to is required");
   std::string why;
   auto target = parse_url(a.url, why);
   if (!target) return usage(why);
@@ -168,17 +170,21 @@ void register_fetch(CLI::App& app, Registry& registry) {
   auto a = std::make_shared<FetchArgs>();
   CLI::App* sub = app.add_subcommand(
       "fetch", "Download mail from a POP3 server (APOP-safe, TLS, keep or delete)");
+  // url and --to are required for a fetch, but not for a subcommand
+  // (`apop fetch import-config ...`): run_fetch checks them.
   sub->add_option("url", a->url,
-                  "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)")
-      ->required();
-  sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'")
-      ->required();
+                  "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)");
+  sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'");
   sub->add_flag("--keep", a->keep,
                 "Leave mail on the server; fetch only messages not seen before (UIDL)");
   sub->add_option("--state", a->state,
                   "Per-account state file (default under $XDG_STATE_HOME/apop/)");
   add_connection_options(sub, a->conn);
   sub->footer(kFetchFooter);
+  sub->require_subcommand(0, 1);
+  // The subcommand first: the registry runs the first parsed entry, and
+  // `fetch` counts as parsed when its subcommand is.
+  register_fetch_import(sub, registry);
   registry.add(sub, [a] { return run_fetch(*a); });
 }
 

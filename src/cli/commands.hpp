@@ -37,6 +37,8 @@ void register_user_import(CLI::App& user, Registry& registry);
 void register_deliver(CLI::App& app, Registry& registry);
 void register_probe(CLI::App& app, Registry& registry);
 void register_fetch(CLI::App& app, Registry& registry);
+// `apop fetch import-config` (cmd_fetch_import.cpp), called by register_fetch.
+void register_fetch_import(CLI::App* fetch, Registry& registry);
 void register_migrate(CLI::App& app, Registry& registry);
 void register_uidl(CLI::App& app, Registry& registry);
 void register_bench(CLI::App& app, Registry& registry);

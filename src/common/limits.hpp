@@ -78,6 +78,12 @@ inline constexpr std::size_t kMaxOAuthErrorJson = kMaxSaslLine / 4 * 3;
 inline constexpr std::size_t kMaxOAuthErrorField = 256;
 // Not from an RFC (RFC 2449 PIPELINING): RETR commands in flight at once.
 inline constexpr std::size_t kFetchPipelineWindow = 16;
+// Not from an RFC: `apop fetch import-config` (client/fetch_import.hpp)
+// reads a .fetchmailrc or getmailrc whole; real ones are a few KiB, so a
+// larger file is refused rather than parsed. At most this many accounts are
+// imported from all files together (more are reported, not written).
+inline constexpr std::size_t kMaxImportRcFile = 1024 * 1024;
+inline constexpr std::size_t kMaxImportAccounts = 1000;
 
 // Not from an RFC: bad commands (unknown, wrong state, bad syntax) tolerated
 // before the session is closed (Dovecot closes after 20). Configurable.
