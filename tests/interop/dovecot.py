@@ -61,6 +61,20 @@ def require_dovecot_imap() -> None:
     raise unittest.SkipTest(msg)
 
 
+LMTP_BIN = "/usr/lib/dovecot/lmtp"
+
+
+def require_dovecot_lmtp() -> None:
+    """As require_dovecot, for the LMTP server (Debian's dovecot-lmtpd)."""
+    require_dovecot()
+    if os.path.isfile(LMTP_BIN):
+        return
+    msg = f"{LMTP_BIN} not found: install Debian's dovecot-lmtpd (scripts/deps.sh installs it)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        raise AssertionError(msg + " -- CI is set, so this is a failure, not a skip")
+    raise unittest.SkipTest(msg)
+
+
 def require_dovecot() -> None:
     """Skips the calling test when Dovecot is missing; fails instead when CI is set."""
     if dovecot_available():
@@ -105,6 +119,9 @@ class Dovecot:
                             IMAPS on self.imaps_port when implicit_tls
     mail_root               serve the Maildirs under this directory (MAIL_ROOT/USER) instead
                             of ROOT/mail; as root they are handed to the mail user first
+    lmtp                    also accept mail by LMTP (Debian's dovecot-lmtpd) on the Unix
+                            socket self.lmtp_socket and on 127.0.0.1:self.lmtp_port, into
+                            the users' Maildirs (`apop fetch --to lmtp:`)
     """
 
     START_TIMEOUT = 20.0
@@ -113,8 +130,12 @@ class Dovecot:
     def __init__(self, *, stls: bool = False, implicit_tls: bool = False,
                  disable_plaintext_auth: bool = False, login_service_count: int | None = None,
                  mechanisms: str = "plain login cram-md5 scram-sha-256 apop",
-                 extra_config: str = "", imap: bool = False, mail_root: str | None = None):
+                 extra_config: str = "", imap: bool = False, mail_root: str | None = None,
+                 lmtp: bool = False):
         self.imap = imap
+        self.lmtp = lmtp
+        self.lmtp_port = 0
+        self.lmtp_socket = ""
         self.imap_port = 0
         self.imaps_port = 0
         self.stls = stls
@@ -166,6 +187,10 @@ class Dovecot:
             require_dovecot_imap()
             self.imap_port = free_port()
             self.imaps_port = free_port() if self.implicit_tls else 0
+        if self.lmtp:
+            require_dovecot_lmtp()
+            self.lmtp_port = free_port()
+            self.lmtp_socket = os.path.join(self.root, "run", "lmtp")
         with open(self.conf, "w") as f:
             f.write(self._config())
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
@@ -173,7 +198,7 @@ class Dovecot:
                                      start_new_session=True)
         deadline = time.monotonic() + self.START_TIMEOUT
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
-        ports += [p for p in (self.imap_port, self.imaps_port) if p]
+        ports += [p for p in (self.imap_port, self.imaps_port, self.lmtp_port) if p]
         while True:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace")
@@ -300,7 +325,7 @@ class Dovecot:
             f"log_path = {self.log_path}",
             f"info_log_path = {self.log_path}",
             f"debug_log_path = {self.log_path}",
-            "protocols = pop3" + (" imap" if self.imap else ""),
+            "protocols = pop3" + (" imap" if self.imap else "") + (" lmtp" if self.lmtp else ""),
             "listen = 127.0.0.1",
             f"ssl = {ssl}",
             f"disable_plaintext_auth = {'yes' if self.disable_plaintext_auth else 'no'}",
@@ -342,6 +367,18 @@ class Dovecot:
                 "  }",
                 "}",
             ]
+        if self.lmtp:
+            lines += [
+                "service lmtp {",
+                "  unix_listener lmtp {",
+                "    mode = 0666",
+                "  }",
+                "  inet_listener lmtp {",
+                "    address = 127.0.0.1",
+                f"    port = {self.lmtp_port}",
+                "  }",
+                "}",
+            ]
         lines += [
             "protocol pop3 {",
             "  pop3_uidl_format = %08Xu%08Xv",
@@ -357,6 +394,8 @@ class Dovecot:
                         "pop3", "pop3-login"]
             if self.imap:
                 services += ["imap", "imap-login"]
+            if self.lmtp:
+                services += ["lmtp"]
             for svc in services:
                 lines += [f"service {svc} {{", f"  user = {me}"]
                 if svc in ("anvil", "pop3-login", "imap-login"):
