@@ -161,7 +161,7 @@ std::string data_encode(std::string_view message) {
     std::size_t nl = message.find('\n', pos);
     const bool last = nl == std::string_view::npos;
     std::string_view line = message.substr(pos, last ? std::string_view::npos : nl - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (!last && !line.empty() && line.back() == '\r') line.remove_suffix(1);  // a CRLF ending
     if (!line.empty() && line[0] == '.') out += '.';
     out += line;
     out += "\r\n";

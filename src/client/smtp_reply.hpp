@@ -80,9 +80,10 @@ std::string reverse_path(std::string_view envelope_from);
 // Whether `message` has an octet above 0x7F (BODY=8BITMIME, RFC 6152).
 bool has_8bit(std::string_view message);
 
-// The DATA content for `message` (LF line endings; CRLF endings are kept):
-// every line ending as CRLF, a leading "." doubled (RFC 5321 §4.5.2), a final
-// CRLF added if missing, then the terminating ".\r\n".
+// The DATA content for `message` (LF line endings; CRLF endings are taken
+// as they are): every line ending as CRLF, a leading "." doubled (RFC 5321
+// §4.5.2), a final CRLF added if missing, then the terminating ".\r\n". A
+// CR not followed by LF is sent as it is.
 std::string data_encode(std::string_view message);
 
 }  // namespace apop::client::smtp
