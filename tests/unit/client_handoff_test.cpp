@@ -93,6 +93,9 @@ TEST(SmtpReply, DataEncoding) {
   EXPECT_EQ(smtp::data_encode("a\n.b\n..c\nd"), "a\r\n..b\r\n...c\r\nd\r\n.\r\n");
   EXPECT_EQ(smtp::data_encode("x\r\n.\r\n"), "x\r\n..\r\n.\r\n");
   EXPECT_EQ(smtp::data_encode(""), ".\r\n");
+  // A CR that ends no line is data, not a line end (it once became an
+  // extra empty line when it was the last octet; found by fuzz_smtp_reply).
+  EXPECT_EQ(smtp::data_encode("a\n\r"), "a\r\n\r\r\n.\r\n");
   EXPECT_TRUE(smtp::has_8bit("caf\xc3\xa9"));
   EXPECT_FALSE(smtp::has_8bit("plain"));
 }
