@@ -284,13 +284,25 @@ class HandoffDestination final : public Destination {
         reused = false;
       }
       if (!conn_) {
+        Outcome o;
+        o.kind = Outcome::Kind::broken;
+        o.stage = "connect";
+        if (down_ && Clock::now() < down_until_) {
+          o.error = *down_;
+          o.error.message += " (not retried for " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                limits::kSmtpReconnectBackoff)
+                                                .count()) +
+                             " s)";
+          return o;
+        }
         if (auto c = open(); !c) {
-          Outcome o;
-          o.kind = Outcome::Kind::broken;
-          o.stage = "connect";
+          down_ = c.error();
+          down_until_ = Clock::now() + limits::kSmtpReconnectBackoff;
           o.error = c.error();
           return o;
         }
+        down_.reset();
       }
       Outcome o = transaction(sender, rcpt, data, smtp::has_8bit(message));
       if (o.kind == Outcome::Kind::broken) conn_.reset();
@@ -428,6 +440,9 @@ class HandoffDestination final : public Destination {
   std::string helo_;
   std::unique_ptr<Conn> conn_;
   smtp::Extensions ext_;
+  // The last failed connection and until when it is not retried.
+  std::optional<Error> down_;
+  Clock::time_point down_until_;
 };
 
 // RFC 5322 §3.3 date-time in UTC.

@@ -33,7 +33,13 @@
 // calls: RSET after a failed transaction, QUIT in the destructor; if the
 // server closed it between messages (idle timeout, 421) it is reopened once.
 // After an I/O or protocol error the connection is dropped (the next store()
-// reconnects).
+// reconnects). When connecting fails (refused, timeout, no 220), store()
+// fails at once with the same error for limits::kSmtpReconnectBackoff, so a
+// run over many messages does not wait for a dead server once per message.
+// A connection lost after the message data was sent but before the final
+// reply leaves the message on the POP3 server although the server may have
+// delivered it: the next run sends it again (RFC 1047; fetchmail and every
+// MTA relay share this).
 #pragma once
 
 #include <cstdint>

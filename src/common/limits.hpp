@@ -173,6 +173,10 @@ inline constexpr std::chrono::milliseconds kSmtpConnectTimeout{60'000};
 // Not from an RFC: how long the destructor waits for the reply to QUIT
 // (RFC 5321 §4.1.1.10 wants it read, but nothing depends on it any more).
 inline constexpr std::chrono::milliseconds kSmtpQuitTimeout{10'000};
+// Not from an RFC: after a failed connection (refused, timeout, no greeting)
+// the following messages of the run fail at once for this long instead of
+// each waiting for its own connect timeout; they stay on the POP3 server.
+inline constexpr std::chrono::milliseconds kSmtpReconnectBackoff{30'000};
 // Not from an RFC: how much of a rejected message's header a bounce (DSN,
 // RFC 3464 text/rfc822-headers part) carries; the rest is cut at a line end.
 inline constexpr std::size_t kMaxBounceHeaders = 64 * 1024;

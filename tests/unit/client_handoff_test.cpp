@@ -483,6 +483,11 @@ TEST_F(HandoffTest, NoServerIsTemporary) {
   auto r = d->store(kMsg, meta());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::temporary);
+  // The next message does not try again at once.
+  auto again = d->store(kMsg, meta());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::temporary);
+  EXPECT_NE(again.error().message.find("not retried"), std::string::npos) << again.error().message;
 }
 
 TEST(HandoffTcp, SmtpWithHeloFallback) {
