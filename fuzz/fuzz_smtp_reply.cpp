@@ -45,7 +45,8 @@ void check_reply(const smtp::Reply& r) {
 // Undoes data_encode(): CRLF -> LF, one leading dot removed, up to the
 // terminating "." line, which must be the last line.
 void check_data(std::string_view message) {
-  const std::string wire = smtp::data_encode(message);
+  std::uint64_t size = 0;
+  const std::string wire = smtp::data_encode(message, &size);
   if (wire.size() < 3 || wire.substr(wire.size() - 3) != ".\r\n") __builtin_trap();
   std::string back;
   std::size_t pos = 0;
@@ -74,6 +75,10 @@ void check_data(std::string_view message) {
   }
   if (!want.empty() && want.back() != '\n') want += '\n';
   if (back != want) __builtin_trap();
+  // SIZE=n: the CRLF size without the stuffed dots and the final ".\r\n".
+  std::uint64_t crlf_size = back.size();
+  for (char c : back) crlf_size += c == '\n' ? 1 : 0;
+  if (size != crlf_size) __builtin_trap();
 }
 
 }  // namespace

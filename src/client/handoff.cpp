@@ -276,7 +276,8 @@ class HandoffDestination final : public Destination {
   // One message to one recipient, reconnecting once when a kept connection
   // turns out to be dead before the server answered anything.
   Outcome deliver(const std::string& sender, const std::string& rcpt, std::string_view message) {
-    const std::string data = smtp::data_encode(message);
+    std::uint64_t size = 0;
+    const std::string data = smtp::data_encode(message, &size);
     for (int attempt = 0;; ++attempt) {
       bool reused = conn_ != nullptr;
       if (conn_ && conn_->stale()) {
@@ -304,7 +305,7 @@ class HandoffDestination final : public Destination {
         }
         down_.reset();
       }
-      Outcome o = transaction(sender, rcpt, data, smtp::has_8bit(message));
+      Outcome o = transaction(sender, rcpt, data, size, smtp::has_8bit(message));
       if (o.kind == Outcome::Kind::broken) conn_.reset();
       const bool closing = o.kind == Outcome::Kind::refused && o.reply.code == 421;
       if (closing) conn_.reset();
@@ -363,7 +364,7 @@ class HandoffDestination final : public Destination {
 
   // MAIL, RCPT, DATA and the data on the open connection.
   Outcome transaction(const std::string& sender, const std::string& rcpt, const std::string& data,
-                      bool eight_bit) {
+                      std::uint64_t size, bool eight_bit) {
     Outcome o;
     auto broken = [&](const std::string& stage, Error e) {
       o.kind = Outcome::Kind::broken;
@@ -379,7 +380,7 @@ class HandoffDestination final : public Destination {
       return o;
     };
     std::string mail = "MAIL FROM:<" + sender + ">";
-    if (ext_.size) mail += " SIZE=" + std::to_string(data.size() - 3);  // without ".\r\n"
+    if (ext_.size) mail += " SIZE=" + std::to_string(size);
     if (eight_bit && ext_.eightbitmime) mail += " BODY=8BITMIME";
     mail += "\r\n";
     const std::string rcpt_cmd = "RCPT TO:<" + rcpt + ">\r\n";

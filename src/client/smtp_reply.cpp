@@ -153,7 +153,8 @@ bool has_8bit(std::string_view message) {
   return false;
 }
 
-std::string data_encode(std::string_view message) {
+std::string data_encode(std::string_view message, std::uint64_t* size) {
+  std::uint64_t stuffed = 0;
   std::string out;
   out.reserve(message.size() + message.size() / 32 + 8);
   std::size_t pos = 0;
@@ -162,11 +163,15 @@ std::string data_encode(std::string_view message) {
     const bool last = nl == std::string_view::npos;
     std::string_view line = message.substr(pos, last ? std::string_view::npos : nl - pos);
     if (!last && !line.empty() && line.back() == '\r') line.remove_suffix(1);  // a CRLF ending
-    if (!line.empty() && line[0] == '.') out += '.';
+    if (!line.empty() && line[0] == '.') {
+      out += '.';
+      ++stuffed;
+    }
     out += line;
     out += "\r\n";
     pos = last ? message.size() : nl + 1;
   }
+  if (size != nullptr) *size = out.size() - stuffed;
   out += ".\r\n";
   return out;
 }

@@ -84,6 +84,8 @@ bool has_8bit(std::string_view message);
 // as they are): every line ending as CRLF, a leading "." doubled (RFC 5321
 // §4.5.2), a final CRLF added if missing, then the terminating ".\r\n". A
 // CR not followed by LF is sent as it is.
-std::string data_encode(std::string_view message);
+// `size` (if given) gets the message's size for SIZE=n (RFC 1870 §3: CRLF
+// line ends counted, the doubled dots and the terminating ".\r\n" not).
+std::string data_encode(std::string_view message, std::uint64_t* size = nullptr);
 
 }  // namespace apop::client::smtp

@@ -93,6 +93,9 @@ TEST(SmtpReply, DataEncoding) {
   EXPECT_EQ(smtp::data_encode("a\n.b\n..c\nd"), "a\r\n..b\r\n...c\r\nd\r\n.\r\n");
   EXPECT_EQ(smtp::data_encode("x\r\n.\r\n"), "x\r\n..\r\n.\r\n");
   EXPECT_EQ(smtp::data_encode(""), ".\r\n");
+  std::uint64_t size = 0;
+  EXPECT_EQ(smtp::data_encode("..\nx", &size), "...\r\nx\r\n.\r\n");
+  EXPECT_EQ(size, 7u);
   // A CR that ends no line is data, not a line end (it once became an
   // extra empty line when it was the last octet; found by fuzz_smtp_reply).
   EXPECT_EQ(smtp::data_encode("a\n\r"), "a\r\n\r\r\n.\r\n");
@@ -247,9 +250,12 @@ TEST_F(HandoffTest, SizeIsTheDataSize) {
   {
     auto d = open();
     ASSERT_TRUE(d->store("a\nb\n", meta()));
+    // RFC 1870 §3: the doubled dot is not counted.
+    ASSERT_TRUE(d->store(".x\n", meta()));
   }
   server_.stop();
   EXPECT_EQ(commands()[1], "MAIL FROM:<alice@example.org> SIZE=6");
+  EXPECT_EQ(commands()[4], "MAIL FROM:<alice@example.org> SIZE=4");
 }
 
 TEST_F(HandoffTest, TransientFailureIsTemporaryAndResets) {
