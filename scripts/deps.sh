@@ -33,6 +33,9 @@ PACKAGES=(
   dovecot-pop3d
   # IMAP side of the migration test (docs/migration.md)
   dovecot-imapd
+  # LMTP server the hand-off test delivers into (tests/interop/test_fetch_handoff.py,
+  # `apop fetch --to lmtp:`)
+  dovecot-lmtpd
   # scale-out test (tests/interop/test_scaleout.py): shared state and load balancer
   postgresql haproxy
 )

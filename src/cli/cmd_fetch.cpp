@@ -42,6 +42,8 @@ struct FetchArgs {
   std::string to;
   bool keep = false;
   std::string state;
+  std::string deliver_to;          // lmtp:/smtp: envelope recipient
+  std::string on_reject = "keep";  // lmtp:/smtp: a 5xx: keep | bounce
   ConnectionArgs conn;
 };
 
@@ -129,7 +131,11 @@ int run_fetch(const FetchArgs& a) {
   auto endpoint = resolve_endpoint(*target, a.conn.tls, why);
   if (!endpoint) return usage(why);
 
-  auto dest = client::open_destination(a.to);
+  client::DestinationOptions dest_opts;
+  dest_opts.deliver_to = a.deliver_to;
+  dest_opts.on_reject = a.on_reject == "bounce" ? client::DestinationOptions::OnReject::bounce
+                                                : client::DestinationOptions::OnReject::keep;
+  auto dest = client::open_destination(a.to, dest_opts);
   if (!dest) {
     std::fprintf(stderr, "apop fetch: --to %s: %s\n", a.to.c_str(), dest.error().message.c_str());
     return dest.error().code == Errc::invalid ? kExitUsage : kExitError;
@@ -174,7 +180,15 @@ void register_fetch(CLI::App& app, Registry& registry) {
   // (`apop fetch import-config ...`): run_fetch checks them.
   sub->add_option("url", a->url,
                   "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)");
-  sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'");
+  sub->add_option("--to", a->to,
+                  "Destination: maildir:DIR, mbox:FILE, mda:'COMMAND', lmtp:unix:PATH, "
+                  "lmtp:HOST:PORT or smtp:HOST[:PORT]");
+  sub->add_option("--deliver-to", a->deliver_to,
+                  "lmtp:/smtp: the envelope recipient (RCPT TO) of every message");
+  sub->add_option("--on-reject", a->on_reject,
+                  "lmtp:/smtp: a message refused with 5xx stays on the server (keep) or is "
+                  "bounced to its Return-Path (bounce)")
+      ->check(CLI::IsMember({"keep", "bounce"}));
   sub->add_flag("--keep", a->keep,
                 "Leave mail on the server; fetch only messages not seen before (UIDL)");
   sub->add_option("--state", a->state,

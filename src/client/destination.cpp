@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "client/handoff.hpp"
 #include "common/posix_fd.hpp"
 #include "pop3/crlf.hpp"
 #include "store/dir_io.hpp"
@@ -490,7 +491,9 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec) {
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
                                                       const DestinationOptions& options) {
   const auto colon = spec.find(':');
-  const std::string usage = "expected maildir:DIR, mbox:FILE or mda:COMMAND";
+  const std::string usage =
+      "expected maildir:DIR, mbox:FILE, mda:COMMAND, lmtp:unix:PATH, lmtp:HOST:PORT or "
+      "smtp:HOST[:PORT]";
   if (colon == std::string_view::npos) {
     return make_error(Errc::invalid, "bad destination '" + std::string(spec) + "': " + usage);
   }
@@ -537,6 +540,7 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,
     return std::unique_ptr<Destination>(
         std::make_unique<MdaDestination>(std::string(arg), options));
   }
+  if (kind == "lmtp" || kind == "smtp") return open_handoff(kind, arg, options);
   return make_error(Errc::invalid,
                     "unknown destination type '" + std::string(kind) + "': " + usage);
 }

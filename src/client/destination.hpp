@@ -36,7 +36,10 @@ class Destination {
 };
 
 // Parses "maildir:DIR", "mbox:FILE" or "mda:COMMAND" and opens it
-// (creating a Maildir's tmp/new/cur if missing). Errc::invalid for bad specs.
+// (creating a Maildir's tmp/new/cur if missing); with options also the
+// hand-off destinations "lmtp:unix:PATH", "lmtp:HOST:PORT", "smtp:HOST[:PORT]"
+// (client/handoff.hpp), which need options.deliver_to. Errc::invalid for bad
+// specs.
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec);
 
 // ---------------------------------------------------------------------------
@@ -110,8 +113,8 @@ struct DestinationOptions {
   using PublishHook =
       std::function<Result<void>(std::string_view base_name, const MessageMeta& meta)>;
   PublishHook before_publish;
-  // The hand-off destinations (issue 20: lmtp:unix:PATH, lmtp:HOST:PORT,
-  // smtp:HOST:PORT; not implemented yet): the envelope recipient (RCPT TO),
+  // The hand-off destinations (lmtp:unix:PATH, lmtp:HOST:PORT,
+  // smtp:HOST[:PORT], client/handoff.hpp): the envelope recipient (RCPT TO),
   // required by them, ignored by the others.
   std::string deliver_to;
   // A hand-off destination's 5xx: keep the message on the POP3 server
@@ -119,6 +122,12 @@ struct DestinationOptions {
   // sender (a DSN through the same server; store() then succeeds).
   enum class OnReject { keep, bounce };
   OnReject on_reject = OnReject::keep;
+  // The hand-off destinations' timeouts (RFC 5321 §4.5.3.2): connecting;
+  // each reply to a command and each block of message data taken; the reply
+  // to the final "." of DATA. A timeout is Errc::temporary.
+  std::chrono::milliseconds smtp_connect_timeout = limits::kSmtpConnectTimeout;
+  std::chrono::milliseconds smtp_command_timeout = limits::kSmtpCommandTimeout;
+  std::chrono::milliseconds smtp_final_dot_timeout = limits::kSmtpFinalDotTimeout;
 };
 
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,

@@ -159,6 +159,41 @@ inline constexpr std::chrono::seconds kDotlockStale{300};
 // is killed and the message kept on the server.
 inline constexpr std::chrono::milliseconds kMdaTimeout{600'000};
 
+// --- `apop fetch --to lmtp:/smtp:` (client/handoff.hpp) ---------------------
+// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the
+// reply code and CRLF. We accept four times that (some servers overshoot with
+// long texts); a longer line is a protocol error and the connection is
+// dropped (the message stays on the POP3 server).
+inline constexpr std::size_t kMaxSmtpReplyLine = 2048;
+// Not from an RFC (RFC 5321 §4.5.3.1 sets no line count): lines of one
+// multi-line reply (an EHLO keyword list has a few dozen at most); more is a
+// protocol error. Together with kMaxSmtpReplyLine this bounds a reply's size.
+inline constexpr std::size_t kMaxSmtpReplyLines = 100;
+// RFC 5321 §4.5.3.1.3: a reverse- or forward-path is at most 256 octets
+// (with its angle brackets); a longer --deliver-to is refused, a longer
+// envelope sender is sent as the null path <> (and never bounced to).
+inline constexpr std::size_t kMaxSmtpPath = 256;
+// RFC 5321 §4.5.3.2: the client's timeouts. 5 minutes for the greeting and
+// for MAIL, RCPT and the other commands (§4.5.3.2.1-3), 10 minutes for the
+// reply to the final "." (§4.5.3.2.6); each block of message data must be
+// taken within 3 minutes (§4.5.3.2.5). A timeout is a temporary failure.
+inline constexpr std::chrono::milliseconds kSmtpCommandTimeout{300'000};
+inline constexpr std::chrono::milliseconds kSmtpDataBlockTimeout{180'000};
+inline constexpr std::chrono::milliseconds kSmtpFinalDotTimeout{600'000};
+// Not from an RFC: connecting to the LMTP/SMTP server (all addresses of the
+// host together). Unreachable means temporary failure, mail stays on the server.
+inline constexpr std::chrono::milliseconds kSmtpConnectTimeout{60'000};
+// Not from an RFC: how long the destructor waits for the reply to QUIT
+// (RFC 5321 §4.1.1.10 wants it read, but nothing depends on it any more).
+inline constexpr std::chrono::milliseconds kSmtpQuitTimeout{10'000};
+// Not from an RFC: after a failed connection (refused, timeout, no greeting)
+// the following messages of the run fail at once for this long instead of
+// each waiting for its own connect timeout; they stay on the POP3 server.
+inline constexpr std::chrono::milliseconds kSmtpReconnectBackoff{30'000};
+// Not from an RFC: how much of a rejected message's header a bounce (DSN,
+// RFC 3464 text/rfc822-headers part) carries; the rest is cut at a line end.
+inline constexpr std::size_t kMaxBounceHeaders = 64 * 1024;
+
 // --- failed-login defence (auth/throttle.hpp) and connection limits --------
 // Not from an RFC: each failed login delays its reply, doubling from the base
 // up to the maximum (Dovecot's auth penalty: 2 s doubling up to 15 s).

@@ -61,6 +61,20 @@ def require_dovecot_imap() -> None:
     raise unittest.SkipTest(msg)
 
 
+LMTP_BIN = "/usr/lib/dovecot/lmtp"
+
+
+def require_dovecot_lmtp() -> None:
+    """As require_dovecot, for the LMTP server (Debian's dovecot-lmtpd)."""
+    require_dovecot()
+    if os.path.isfile(LMTP_BIN):
+        return
+    msg = f"{LMTP_BIN} not found: install Debian's dovecot-lmtpd (scripts/deps.sh installs it)"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        raise AssertionError(msg + " -- CI is set, so this is a failure, not a skip")
+    raise unittest.SkipTest(msg)
+
+
 def require_dovecot() -> None:
     """Skips the calling test when Dovecot is missing; fails instead when CI is set."""
     if dovecot_available():
@@ -107,6 +121,9 @@ class Dovecot:
                             of ROOT/mail; as root they are handed to the mail user first
     extra_passdb            passdb blocks put before the passwd-file passdb (e.g. an oauth2
                             passdb restricted to `mechanisms = oauthbearer xoauth2`)
+    lmtp                    also accept mail by LMTP (Debian's dovecot-lmtpd) on the Unix
+                            socket self.lmtp_socket and on 127.0.0.1:self.lmtp_port, into
+                            the users' Maildirs (`apop fetch --to lmtp:`)
     """
 
     START_TIMEOUT = 20.0
@@ -116,9 +133,12 @@ class Dovecot:
                  disable_plaintext_auth: bool = False, login_service_count: int | None = None,
                  mechanisms: str = "plain login cram-md5 scram-sha-256 apop",
                  extra_config: str = "", imap: bool = False, mail_root: str | None = None,
-                 extra_passdb: str = ""):
+                 extra_passdb: str = "", lmtp: bool = False):
         self.imap = imap
         self.extra_passdb = extra_passdb
+        self.lmtp = lmtp
+        self.lmtp_port = 0
+        self.lmtp_socket = ""
         self.imap_port = 0
         self.imaps_port = 0
         self.stls = stls
@@ -170,6 +190,10 @@ class Dovecot:
             require_dovecot_imap()
             self.imap_port = free_port()
             self.imaps_port = free_port() if self.implicit_tls else 0
+        if self.lmtp:
+            require_dovecot_lmtp()
+            self.lmtp_port = free_port()
+            self.lmtp_socket = os.path.join(self.root, "run", "lmtp")
         with open(self.conf, "w") as f:
             f.write(self._config())
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
@@ -177,7 +201,7 @@ class Dovecot:
                                      start_new_session=True)
         deadline = time.monotonic() + self.START_TIMEOUT
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
-        ports += [p for p in (self.imap_port, self.imaps_port) if p]
+        ports += [p for p in (self.imap_port, self.imaps_port, self.lmtp_port) if p]
         while True:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace")
@@ -304,7 +328,7 @@ class Dovecot:
             f"log_path = {self.log_path}",
             f"info_log_path = {self.log_path}",
             f"debug_log_path = {self.log_path}",
-            "protocols = pop3" + (" imap" if self.imap else ""),
+            "protocols = pop3" + (" imap" if self.imap else "") + (" lmtp" if self.lmtp else ""),
             "listen = 127.0.0.1",
             f"ssl = {ssl}",
             f"disable_plaintext_auth = {'yes' if self.disable_plaintext_auth else 'no'}",
@@ -347,6 +371,18 @@ class Dovecot:
                 "  }",
                 "}",
             ]
+        if self.lmtp:
+            lines += [
+                "service lmtp {",
+                "  unix_listener lmtp {",
+                "    mode = 0666",
+                "  }",
+                "  inet_listener lmtp {",
+                "    address = 127.0.0.1",
+                f"    port = {self.lmtp_port}",
+                "  }",
+                "}",
+            ]
         lines += [
             "protocol pop3 {",
             "  pop3_uidl_format = %08Xu%08Xv",
@@ -362,6 +398,8 @@ class Dovecot:
                         "pop3", "pop3-login"]
             if self.imap:
                 services += ["imap", "imap-login"]
+            if self.lmtp:
+                services += ["lmtp"]
             for svc in services:
                 lines += [f"service {svc} {{", f"  user = {me}"]
                 if svc in ("anvil", "pop3-login", "imap-login"):
