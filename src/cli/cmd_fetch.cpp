@@ -11,6 +11,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/fetch_accounts.hpp"
 #include "cli/pop3_target.hpp"
 #include "client/account_state.hpp"
 #include "client/destination.hpp"
@@ -33,10 +34,16 @@ constexpr const char* kFetchFooter = R"(Exit status:
   7  security refusal (invalid APOP challenge, downgrade, STLS injection,
      plaintext password without TLS)
   64 usage error
+  78 bad configuration file (--config)
+With --config FILE (many accounts; docs/fetch.md): 0 when every account's
+poll succeeded, else the largest of the statuses above among the accounts;
+with --daemon, 0 after SIGTERM or SIGINT (SIGHUP re-reads FILE).
 The password comes from --password-file, else $APOP_PASSWORD, else a prompt
-without echo on the terminal; never from the command line.)";
+without echo on the terminal; never from the command line. With --config,
+from each account's password_file or password_command.)";
 
 struct FetchArgs {
+  FetchConfigArgs config;
   std::string url;
   std::string to;
   bool keep = false;
@@ -167,18 +174,42 @@ void register_fetch(CLI::App& app, Registry& registry) {
   auto a = std::make_shared<FetchArgs>();
   CLI::App* sub = app.add_subcommand(
       "fetch", "Download mail from a POP3 server (APOP-safe, TLS, keep or delete)");
-  sub->add_option("url", a->url,
-                  "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)")
-      ->required();
-  sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'")
-      ->required();
-  sub->add_flag("--keep", a->keep,
-                "Leave mail on the server; fetch only messages not seen before (UIDL)");
-  sub->add_option("--state", a->state,
-                  "Per-account state file (default under $XDG_STATE_HOME/apop/)");
+  CLI::Option* url = sub->add_option(
+      "url", a->url, "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)");
+  CLI::Option* to =
+      sub->add_option("--to", a->to, "Destination: maildir:DIR, mbox:FILE or mda:'COMMAND'");
+  CLI::Option* keep = sub->add_flag(
+      "--keep", a->keep, "Leave mail on the server; fetch only messages not seen before (UIDL)");
+  CLI::Option* state = sub->add_option(
+      "--state", a->state, "Per-account state file (default under $XDG_STATE_HOME/apop/)");
+  CLI::Option* config =
+      sub->add_option("--config", a->config.file,
+                      "Poll the accounts of this TOML file (instead of URL and --to): once, "
+                      "or with --daemon each on its interval (docs/fetch.md)")
+          ->check(CLI::ExistingFile);
+  CLI::Option* daemon = sub->add_flag(
+      "--daemon", a->config.daemon,
+      "With --config: run in the foreground, polling every account on its poll_interval; "
+      "SIGHUP re-reads the file, SIGTERM finishes the message in flight and exits");
+  CLI::Option* metrics = sub->add_option(
+      "--metrics-listen", a->config.metrics_listen,
+      "With --config: IPv4 ADDR:PORT serving Prometheus metrics per account at /metrics");
+  for (CLI::Option* o : {url, to, keep, state}) o->excludes(config);
+  daemon->needs(config);
+  metrics->needs(config);
   add_connection_options(sub, a->conn);
   sub->footer(kFetchFooter);
-  registry.add(sub, [a] { return run_fetch(*a); });
+  registry.add(sub, [a] {
+    if (!a->config.file.empty()) {
+      if (!a->conn.password_file.empty())
+        return usage("--password-file does not apply to --config (each account has its own)");
+      a->config.verbose = a->conn.verbose;
+      return run_fetch_config(a->config);
+    }
+    if (a->url.empty()) return usage("the URL is required (or --config FILE)");
+    if (a->to.empty()) return usage("--to is required (or --config FILE)");
+    return run_fetch(*a);
+  });
 }
 
 }  // namespace apop::cli
