@@ -26,6 +26,7 @@
 #include "client/fetch.hpp"
 #include "client/password_source.hpp"
 #include "client/poll_scheduler.hpp"
+#include "client/publish_journal.hpp"
 #include "common/limits.hpp"
 #include "common/wipe.hpp"
 
@@ -125,17 +126,30 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
   auto endpoint = resolve_endpoint(*target, a.tls, why);
   if (!endpoint) return failed(FetchStatus::error, "tls: " + why);
 
-  client::DestinationOptions dopts;
-  dopts.deliver_to = a.deliver_to;
-  dopts.on_reject = a.on_reject;
-  auto dest = client::open_destination(a.to, dopts);
-  if (!dest) return failed(FetchStatus::error, "to " + a.to + ": " + dest.error().message);
+  std::error_code ec;
+  if (std::filesystem::create_directories(states, ec)) {
+    std::filesystem::permissions(states, std::filesystem::perms::owner_all, ec);
+  }
   const std::filesystem::path state_path = states / (a.name + ".state");
   auto state = client::AccountState::load(state_path);
   if (!state) {
     return failed(FetchStatus::error,
                   "state file " + state_path.string() + ": " + state.error().message);
   }
+  client::DestinationOptions dopts;
+  dopts.deliver_to = a.deliver_to;
+  dopts.on_reject = a.on_reject;
+  // A Maildir: exactly once across a kill (client/publish_journal.hpp).
+  if (a.to.starts_with("maildir:")) {
+    const client::PublishJournal journal(states / (a.name + ".publish"));
+    if (auto r = journal.recover(*state, expand_home(a.to.substr(8))); !r)
+      return failed(FetchStatus::error, r.error().message);
+    dopts.before_publish = [journal](std::string_view base, const client::MessageMeta& meta) {
+      return journal.record(base, meta);
+    };
+  }
+  auto dest = client::open_destination(a.to, dopts);
+  if (!dest) return failed(FetchStatus::error, "to " + a.to + ": " + dest.error().message);
   // Read at every poll: tokens expire, files are rotated.
   auto password = a.password_command.empty() ? client::read_password_file(a.password_file)
                                              : client::run_password_command(a.password_command);
@@ -292,6 +306,48 @@ Result<FetchConfig> load_fetch_config(const std::string& file) {
   }
   if (!problems.empty()) return make_error(Errc::invalid, problems);
   return cfg;
+}
+
+std::string dump_fetch_config(const FetchConfig& cfg) {
+  auto q = [](std::string_view v) {
+    std::string out = "\"";
+    for (char c : v) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      if (static_cast<unsigned char>(c) < 0x20) continue;
+      out.push_back(c);
+    }
+    return out + "\"";
+  };
+  std::string o = "max_parallel = " + std::to_string(cfg.max_parallel) + "\n";
+  o += "state_dir = " + q(state_dir(cfg).string()) + "\n";
+  for (const auto& a : cfg.accounts) {
+    o += "\n[[account]]\n";
+    o += "name = " + q(a.name) + "\n";
+    o += "url = " + q(a.url) + "\n";
+    o += "auth = " + q(a.auth) + "\n";
+    o += "tls = " + q(a.tls.empty() ? (a.url.starts_with("pop3s:") ? "implicit" : "auto") : a.tls) +
+         "\n";
+    if (!a.ca_file.empty()) o += "ca_file = " + q(a.ca_file) + "\n";
+    if (!a.password_file.empty()) o += "password_file = " + q(a.password_file) + "\n";
+    if (!a.password_command.empty()) {
+      o += "password_command = [" + q(a.password_command.front()) + "]";
+      if (a.password_command.size() > 1)
+        o += "  # and " + std::to_string(a.password_command.size() - 1) + " argument(s), not shown";
+      o += "\n";
+    }
+    o += "to = " + q(a.to) + "\n";
+    if (!a.deliver_to.empty()) o += "deliver_to = " + q(a.deliver_to) + "\n";
+    o += std::string("on_reject = ") +
+         (a.on_reject == client::DestinationOptions::OnReject::keep ? "\"keep\"" : "\"bounce\"") +
+         "\n";
+    o += std::string("keep = ") + (a.keep ? "true" : "false") + "\n";
+    o += "max_message_size = " +
+         std::to_string(a.max_message_size != 0 ? a.max_message_size : limits::kMaxFetchMessage) +
+         "\n";
+    o += "fetch_limit = " + std::to_string(a.fetch_limit) + "\n";
+    o += "poll_interval = " + std::to_string(a.poll_interval.count()) + "\n";
+  }
+  return o;
 }
 
 int run_fetch_config(const FetchConfigArgs& args) {

@@ -23,6 +23,11 @@ struct FetchConfigArgs {
 // "FILE:LINE:COL: key KEY: problem" lines.
 Result<client::FetchConfig> load_fetch_config(const std::string& file);
 
+// The configuration as TOML, every key of every account with its effective
+// value (for `apop config check --fetch FILE`). password_command shows its
+// program only: its arguments may carry a secret.
+std::string dump_fetch_config(const client::FetchConfig& cfg);
+
 // Exit status of the once mode: 0 when every account's poll succeeded, else
 // the largest FetchStatus among them; kExitConfig (78) for a bad file,
 // kExitUsage (64) for a bad --metrics-listen. The daemon exits 0 after
