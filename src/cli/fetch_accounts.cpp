@@ -357,6 +357,11 @@ int run_fetch_config(const FetchConfigArgs& args) {
     return kExitConfig;
   }
   FetchConfig cfg = std::move(*loaded);
+  std::mutex mu;
+  std::condition_variable cv;
+  // Before any thread starts (the exposer's too): they inherit the mask, so
+  // only the signal thread receives SIGHUP and SIGTERM.
+  Signals signals(mu, cv);
   std::unique_ptr<FetchMetrics> metrics;
   if (!args.metrics_listen.empty()) {
     auto m = FetchMetrics::open(args.metrics_listen);
@@ -367,9 +372,6 @@ int run_fetch_config(const FetchConfigArgs& args) {
     metrics = std::move(*m);
   }
 
-  std::mutex mu;
-  std::condition_variable cv;
-  Signals signals(mu, cv);  // before any thread starts: they inherit the mask
   struct Done {
     std::string name;
     FetchSummary sum;

@@ -76,6 +76,8 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"daemon still running after signal {sig}:\n{self.log()}")
+        finally:
+            self.proc.stdout.close()
 
 
 class FetchConfigTest(FetchTestCase):
@@ -99,6 +101,7 @@ class FetchConfigTest(FetchTestCase):
         self.bob_mbox = os.path.join(self.work, "Mail", "bob.mbox")
         self.carol_md = os.path.join(self.work, "Mail", "carol")
         self.states = os.path.join(self.work, "fetch-state")
+        os.makedirs(os.path.join(self.work, "Mail"))
 
     def secret_file(self, name: str, secret: str, mode: int = 0o600) -> str:
         path = os.path.join(self.work, name)
@@ -316,7 +319,8 @@ class FetchConfigTest(FetchTestCase):
             # Restart and let it finish.
             d = Daemon([self.env.bin, "fetch", "--config", cfg, "--daemon"], self.daemon_env())
             try:
-                wait_until(lambda: self.env.stored_messages("alice") == [],
+                # File names only: the server removes files while we look.
+                wait_until(lambda: self.env.message_files("alice") == [],
                            timeout=60 * SLOWDOWN, what="the server emptied")
                 d.wait_for(r"account=alice result=ok status=0 messages=0 ", 1)
             finally:
