@@ -49,7 +49,8 @@ class Daemon:
                                      stderr=subprocess.PIPE, env=env, start_new_session=True)
         self.lines: list[str] = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         for raw in iter(self.proc.stderr.readline, b""):
@@ -77,7 +78,9 @@ class Daemon:
             self.proc.wait()
             raise AssertionError(f"daemon still running after signal {sig}:\n{self.log()}")
         finally:
+            self.reader.join(10)
             self.proc.stdout.close()
+            self.proc.stderr.close()
 
 
 class FetchConfigTest(FetchTestCase):
