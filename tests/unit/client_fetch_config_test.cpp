@@ -12,6 +12,7 @@
 #include "client/fetch_config.hpp"
 #include "client/password_source.hpp"
 #include "client/poll_scheduler.hpp"
+#include "client/publish_journal.hpp"
 
 namespace apop::client {
 namespace {
@@ -459,6 +460,41 @@ TEST_F(PasswordSource, CommandOutputAndTimeAreBounded) {
   ASSERT_FALSE(slow);
   EXPECT_NE(slow.error().message.find("killed"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+// ---- the publish journal (exactly once into a Maildir across a kill) -------
+
+TEST_F(PasswordSource, PublishJournalRecoversAMessageThatReachedTheMaildir) {
+  const auto md = dir_ / "Maildir";
+  for (const char* sub : {"new", "cur", "tmp"}) std::filesystem::create_directories(md / sub);
+  const PublishJournal journal(dir_ / "a.publish");
+  auto st = AccountState::load(dir_ / "a.state");
+  ASSERT_TRUE(st);
+  MessageMeta meta;
+  meta.uidl = "uid-1";
+  // Killed after the link into new/, before the state was saved.
+  ASSERT_TRUE(journal.record("123.M1P2.host", meta));
+  std::ofstream(md / "new" / "123.M1P2.host,S=5,W=6") << "x";
+  ASSERT_TRUE(journal.recover(*st, md));
+  EXPECT_TRUE(st->seen("uid-1"));
+  EXPECT_TRUE(AccountState::load(dir_ / "a.state")->seen("uid-1"));  // saved
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "a.publish"));
+  // Moved to cur/ by a mail reader: still found.
+  meta.uidl = "uid-2";
+  ASSERT_TRUE(journal.record("124.M1P2.host", meta));
+  std::ofstream(md / "cur" / "124.M1P2.host,S=5,W=6:2,S") << "x";
+  ASSERT_TRUE(journal.recover(*st, md));
+  EXPECT_TRUE(st->seen("uid-2"));
+  // Killed before the link: not marked (it is fetched again, nothing lost).
+  meta.uidl = "uid-3";
+  ASSERT_TRUE(journal.record("125.M1P2.host", meta));
+  std::ofstream(md / "new" / "1250.M1P2.host,S=5,W=6") << "x";  // a prefix is not a match
+  ASSERT_TRUE(journal.recover(*st, md));
+  EXPECT_FALSE(st->seen("uid-3"));
+  // Garbage and a missing journal are nothing to do.
+  std::ofstream(dir_ / "a.publish") << "no newline";
+  EXPECT_TRUE(journal.recover(*st, md));
+  EXPECT_TRUE(journal.recover(*st, md));
 }
 
 }  // namespace
