@@ -30,8 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (cfg->max_parallel < 1 || cfg->max_parallel > limits::kFetchMaxParallel) __builtin_trap();
   std::set<std::string> names;
   for (const auto& a : cfg->accounts) {
-    if (!apop::client::valid_account_name(a.name) || !names.insert(a.name).second)
-      __builtin_trap();
+    if (!apop::client::valid_account_name(a.name) || !names.insert(a.name).second) __builtin_trap();
     if (a.url.empty() || a.to.empty()) __builtin_trap();
     if (a.password_file.empty() == a.password_command.empty()) __builtin_trap();
     if (a.poll_interval < limits::kFetchMinPollInterval ||

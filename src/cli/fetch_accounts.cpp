@@ -4,10 +4,10 @@
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
-#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -234,48 +234,46 @@ class FetchMetrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
 
-// SIGTERM/SIGINT and SIGHUP, received by one thread (sigtimedwait) while
-// every other thread has them blocked.
+// SIGTERM/SIGINT and SIGHUP set flags that the main loop looks at (it wakes
+// at least every kSignalCheck). No thread blocks them: an MDA or a password
+// command inherits its thread's signal mask, and must get SIGTERM and SIGHUP
+// like any process. SA_RESTART; the few calls that are not restarted
+// (poll) are retried on EINTR by the transport and the destinations.
+std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
+static_assert(std::atomic<bool>::is_always_lock_free);  // async-signal-safe
+constexpr std::chrono::milliseconds kSignalCheck{200};
+
+extern "C" void on_fetch_signal(int sig) {
+  if (sig == SIGHUP) {
+    g_reload.store(true);
+  } else {
+    g_stop.store(true);
+  }
+}
+
 class Signals {
  public:
-  Signals(std::mutex& mu, std::condition_variable& cv) : mu_(mu), cv_(cv) {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    thread_ = std::thread([this] { loop(); });
+  Signals() {
+    g_stop = false;
+    g_reload = false;
+    struct sigaction sa {};
+    sa.sa_handler = on_fetch_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
   }
   ~Signals() {
-    done_ = true;
-    thread_.join();
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
   }
-  std::atomic<bool> stop{false};
-  std::atomic<bool> reload{false};
+  Signals(const Signals&) = delete;
+  Signals& operator=(const Signals&) = delete;
+  std::atomic<bool>& stop = g_stop;
+  std::atomic<bool>& reload = g_reload;
 
  private:
-  void loop() {
-    const timespec tick{0, 200'000'000};
-    while (!done_) {
-      const int sig = ::sigtimedwait(&set_, nullptr, &tick);
-      if (sig <= 0) continue;
-      {
-        std::lock_guard lock(mu_);
-        if (sig == SIGHUP) {
-          reload = true;
-        } else {
-          stop = true;
-        }
-      }
-      cv_.notify_all();
-    }
-  }
-  std::mutex& mu_;
-  std::condition_variable& cv_;
-  sigset_t set_{}, old_{};
-  std::atomic<bool> done_{false};
-  std::thread thread_;
+  static constexpr std::array<int, 3> kSignals = {SIGTERM, SIGINT, SIGHUP};
+  std::array<struct sigaction, 3> old_{};
 };
 
 std::vector<client::PollScheduler::Account> schedule_of(const FetchConfig& cfg) {
@@ -359,9 +357,7 @@ int run_fetch_config(const FetchConfigArgs& args) {
   FetchConfig cfg = std::move(*loaded);
   std::mutex mu;
   std::condition_variable cv;
-  // Before any thread starts (the exposer's too): they inherit the mask, so
-  // only the signal thread receives SIGHUP and SIGTERM.
-  Signals signals(mu, cv);
+  Signals signals;
   std::unique_ptr<FetchMetrics> metrics;
   if (!args.metrics_listen.empty()) {
     auto m = FetchMetrics::open(args.metrics_listen);
@@ -452,11 +448,9 @@ int run_fetch_config(const FetchConfigArgs& args) {
       }
     }
     auto wake = [&] { return !done.empty() || signals.reload.load() || signals.stop != stopping; };
-    if (auto next = sched.next_due(); next && !stopping) {
-      cv.wait_until(lock, *next, wake);
-    } else {
-      cv.wait(lock, wake);
-    }
+    auto until = Clock::now() + kSignalCheck;
+    if (auto next = sched.next_due(); next && !stopping) until = std::min(until, *next);
+    cv.wait_until(lock, until, wake);
   }
   if (args.daemon) {
     log_line("daemon stopped");

@@ -212,6 +212,30 @@ class FetchConfigTest(FetchTestCase):
             self.assertRegex(err, r"account=dave result=error .*password_command sh: exit status 4")
             self.assertRegex(err, r"account=alice result=ok")
 
+    def test_mda_and_password_command_get_no_blocked_signals(self):
+        # The signal handling of --config must not leave SIGTERM/SIGHUP blocked
+        # in what it starts. The password command is checked directly
+        # (python3 keeps the mask it was given); the MDA goes through /bin/sh,
+        # which (dash) clears its mask itself, so only its shape is checked.
+        blk = os.path.join(self.work, "sigblk")
+        probe = ("import sys; "
+                 "l = [x for x in open('/proc/self/status') if x.startswith('SigBlk')][0]; "
+                 f"open('{blk}.pw', 'a').write(l); print(sys.argv[1])")
+        with self.env.server() as srv:
+            extra = self.account(
+                "mda", "alice", srv.port,
+                f"mda:grep SigBlk /proc/self/status >> {blk}; cat > /dev/null",
+                command=["python3", "-c", probe.replace('"', '\\"'), ALICE_SECRET])
+            path = os.path.join(self.work, "mda.toml")
+            with open(path, "w") as f:
+                f.write(f'state_dir = "{self.states}"\n' + extra)
+            self.run_config(path, expect=EXIT_OK)
+        with open(blk) as f:
+            lines = [l for l in f.read().split("\n") if l]
+        self.assertEqual(lines, ["SigBlk:\t0000000000000000"] * 3)
+        with open(blk + ".pw") as f:
+            self.assertEqual(f.read().strip(), "SigBlk:\t0000000000000000")
+
     def test_bad_configuration_names_file_line_and_key(self):
         path = os.path.join(self.work, "bad.toml")
         with open(path, "w") as f:
