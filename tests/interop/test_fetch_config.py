@@ -277,8 +277,14 @@ class FetchConfigTest(FetchTestCase):
                            timeout=30 * SLOWDOWN, what="the late message fetched")
                 # Metrics.
                 port = int(re.search(r"metrics on 127\.0\.0\.1:(\d+)", d.log()).group(1))
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                              timeout=10).read().decode()
+
+                def scrape() -> str:
+                    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                  timeout=10).read().decode()
+                # Recorded when the poll ends, a little after the message is stored.
+                wait_until(lambda: 'apop_fetch_messages_total{account="alice"} 4' in scrape(),
+                           timeout=30 * SLOWDOWN, what="the metrics of the late poll")
+                body = scrape()
                 self.assertRegex(body, r'apop_fetch_last_success_timestamp_seconds\{account="alice"\} '
                                        r'\d')
                 self.assertRegex(body, r'apop_fetch_consecutive_failures\{account="bob"\} 0')
