@@ -1,16 +1,20 @@
 #include "cli/fetch_accounts.hpp"
 
+#include <fcntl.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <time.h>
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -28,6 +32,7 @@
 #include "client/poll_scheduler.hpp"
 #include "client/publish_journal.hpp"
 #include "common/limits.hpp"
+#include "common/posix_fd.hpp"
 #include "common/wipe.hpp"
 
 namespace apop::cli {
@@ -129,6 +134,19 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
   std::error_code ec;
   if (std::filesystem::create_directories(states, ec)) {
     std::filesystem::permissions(states, std::filesystem::perms::owner_all, ec);
+  }
+  // One poll per account at a time, also across processes (a cron run that
+  // overlaps the previous one, two daemons on one file): the lock is held
+  // until the poll ends and released by the kernel if the process dies.
+  const std::filesystem::path lock_path = states / (a.name + ".lock");
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) {
+    return failed(FetchStatus::error,
+                  "lock file " + lock_path.string() + ": " + std::strerror(errno));
+  }
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    return failed(FetchStatus::error,
+                  "the account is being polled by another apop fetch (" + lock_path.string() + ")");
   }
   const std::filesystem::path state_path = states / (a.name + ".state");
   auto state = client::AccountState::load(state_path);

@@ -236,6 +236,21 @@ class FetchConfigTest(FetchTestCase):
         with open(blk + ".pw") as f:
             self.assertEqual(f.read().strip(), "SigBlk:\t0000000000000000")
 
+    def test_an_account_is_polled_by_one_process_at_a_time(self):
+        import fcntl
+        with self.env.server() as srv:
+            cfg = self.config(srv.port)
+            os.makedirs(self.states, exist_ok=True)
+            with open(os.path.join(self.states, "alice.lock"), "w") as held:
+                fcntl.flock(held, fcntl.LOCK_EX)
+                p = self.run_config(cfg, expect=EXIT_OTHER)
+            self.assertRegex(p.stderr.decode(),
+                             r"account=alice result=error .*being polled by another apop fetch")
+            self.assertRegex(p.stderr.decode(), r"account=bob result=ok")
+            self.assertEqual(len(self.env.stored_messages("alice")), 3)
+            self.run_config(cfg, expect=EXIT_OK)  # released
+            self.assertEqual(self.env.stored_messages("alice"), [])
+
     def test_bad_configuration_names_file_line_and_key(self):
         path = os.path.join(self.work, "bad.toml")
         with open(path, "w") as f:
