@@ -199,11 +199,15 @@ void register_fetch(CLI::App& app, Registry& registry) {
   metrics->needs(config);
   add_connection_options(sub, a->conn);
   sub->footer(kFetchFooter);
-  registry.add(sub, [a] {
+  registry.add(sub, [a, sub] {
     if (!a->config.file.empty()) {
-      if (!a->conn.password_file.empty())
-        return usage("--password-file does not apply to --config (each account has its own)");
-      a->config.verbose = a->conn.verbose;
+      for (const char* per_account : {"--password-file", "--auth", "--tls", "--ca-file"}) {
+        if (sub->get_option(per_account)->count() != 0)
+          return usage(std::string(per_account) +
+                       " does not apply to --config (each account has its own)");
+      }
+      if (a->conn.json) return usage("--json does not apply to --config");
+      a->config.conn = a->conn;
       return run_fetch_config(a->config);
     }
     if (a->url.empty()) return usage("the URL is required (or --config FILE)");

@@ -124,7 +124,7 @@ std::filesystem::path state_dir(const FetchConfig& cfg) {
 
 // One poll of one account: password, destination, state, session.
 FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& states,
-                          const std::atomic<bool>& stop, bool verbose) {
+                          const std::atomic<bool>& stop, const ConnectionArgs& base) {
   std::string why;
   auto target = parse_url(a.url, why);
   if (!target) return failed(FetchStatus::error, "url: " + why);
@@ -173,11 +173,10 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
                                              : client::run_password_command(a.password_command);
   if (!password) return failed(FetchStatus::error, password.error().message);
 
-  ConnectionArgs conn;
+  ConnectionArgs conn = base;
   conn.auth = a.auth;
   conn.tls = a.tls;
   conn.ca_file = expand_home(a.ca_file);
-  conn.verbose = verbose;
   client::FetchOptions opts = fetch_options(*target, *endpoint, conn, "fetch");
   opts.warn = [prefix = "account=" + a.name + " warning: "](std::string_view w) {
     log_line(prefix + std::string(w));
@@ -455,8 +454,7 @@ int run_fetch_config(const FetchConfigArgs& args) {
         }
         if (a == nullptr) continue;
         workers.emplace(name, std::thread([&, account = *a, states] {
-                          FetchSummary sum =
-                              poll_account(account, states, signals.stop, args.verbose);
+                          FetchSummary sum = poll_account(account, states, signals.stop, args.conn);
                           {
                             std::lock_guard g(mu);
                             done.push_back({account.name, std::move(sum)});

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "cli/pop3_target.hpp"
 #include "client/fetch_config.hpp"
 #include "common/result.hpp"
 
@@ -15,7 +16,10 @@ struct FetchConfigArgs {
   std::string file;
   bool daemon = false;
   std::string metrics_listen;  // ADDR:PORT; empty: none
-  bool verbose = false;        // protocol traces on standard error
+  // The command line's --timeout, --insecure, --allow-plaintext,
+  // --accept-downgrade, --max-messages, --max-listing-bytes and --verbose
+  // apply to every account; auth, tls and ca_file come from each account.
+  ConnectionArgs conn;
 };
 
 // Reads and checks `file`: the parser's checks, then each account's URL and

@@ -266,6 +266,12 @@ class FetchConfigTest(FetchTestCase):
                     'password_file = "p"\nto = "maildir:/m"\n')
         p = self.run_config(path, expect=EXIT_CONFIG)
         self.assertIn(f"{path}:1: key tls: pop3s:// means implicit TLS", p.stderr.decode())
+        # Per-account settings are not command-line flags in this mode.
+        for flags in (["--auth", "apop"], ["--password-file", path], ["--json"]):
+            p = self.run_config(path, *flags, expect=64)
+            self.assertIn("does not apply to --config", p.stderr.decode())
+        p = self.env.run("fetch", "--daemon")
+        self.assertEqual(p.returncode, 64, self.describe(p))
 
     def test_config_check_accepts_a_fetch_config(self):
         with self.env.server() as srv:
