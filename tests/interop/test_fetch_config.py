@@ -348,6 +348,25 @@ class FetchConfigTest(FetchTestCase):
                 rc = d.stop()
             self.assertEqual(rc, 0, d.log())
 
+    def test_daemon_sigterm_mid_poll_finishes_the_message_and_quits(self):
+        many = [make_message(f"term {i}", f"message {i}\n" + ("x" * 76 + "\n") * 60)
+                for i in range(600)]
+        deliver_files(self.env.maildir("alice"), many, "term")
+        with self.env.server() as srv:
+            cfg = self.config(srv.port, interval="1h")
+            d = Daemon([self.env.bin, "fetch", "--config", cfg, "--daemon"], self.daemon_env())
+            wait_until(lambda: os.path.isdir(os.path.join(self.alice_md, "new")) and
+                       len(os.listdir(os.path.join(self.alice_md, "new"))) > 20,
+                       timeout=30 * SLOWDOWN, interval=0.005, what="messages arriving")
+            self.assertEqual(d.stop(signal.SIGTERM), 0, d.log())
+            self.assertRegex(d.log(), r"account=alice result=ok status=0 messages=\d+ .*stopped=1")
+            got = maildir_messages(self.alice_md)
+            left = self.env.stored_messages("alice")
+        # Stopped early, QUIT normally: what was stored is deleted, the rest stays.
+        self.assertGreater(len(left), 0)
+        self.assertEqual(len(got), len(set(got)))
+        self.assertSameMessages(got + left, self.alice_msgs + many)
+
     def test_daemon_sigkill_mid_poll_loses_and_duplicates_nothing(self):
         many = [make_message(f"many {i}", f"message {i}\n" + ("x" * 76 + "\n") * 60)
                 for i in range(600)]
