@@ -17,9 +17,9 @@
 // child closes every descriptor of the master's that is not its own.
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sched.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -631,9 +631,10 @@ int run_worker(const ServeConfig& a, const Reread& reread, net::ServerOptions op
   // The event loop's own channel (hello answered on it above): its APOP
   // checks and every login record go there.
   net::AuthChannel& async_channel = server.use_auth_channel(remote.take_channel());
-  remote.route_records([&async_channel](std::string_view user, std::int64_t when) {
-    async_channel.record_login(user, when);
-  });
+  remote.route_records(
+      [&async_channel](std::string_view user, std::int64_t when) {
+        async_channel.record_login(user, when);
+      });
   if (auto r = server.adopt(std::move(mine)); !r) {
     spdlog::error("worker {}: {}", index + 1, r.error().message);
     return kExitError;

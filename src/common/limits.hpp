@@ -353,9 +353,9 @@ inline constexpr std::size_t kIpcMaxMaildropLocks = kMaxConnections;
 // time RFC 2449 LOGIN-DELAY compares with) are not sent one by one: they go
 // with the worker's next check to the auth process (net/auth_channel.hpp),
 // or after at most kIpcRecordFlush when none comes, or at once when
-// kIpcMaxQueuedRecords are waiting (one packet each, sent together). So a user's second login
-// within kIpcRecordFlush through another worker may not see the first (LOGIN-DELAY values are
-// minutes; a single-process server writes them behind too).
+// kIpcMaxQueuedRecords are waiting (one packet each, sent together). So a user's second login within
+// kIpcRecordFlush through another worker may not see the first (LOGIN-DELAY
+// values are minutes; a single-process server writes them behind too).
 inline constexpr std::chrono::milliseconds kIpcRecordFlush{100};
 inline constexpr std::size_t kIpcMaxQueuedRecords = 64;
 // Not from an RFC: how long a worker waits for the auth process's answer
