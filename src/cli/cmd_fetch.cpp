@@ -11,6 +11,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/fetch_accounts.hpp"
 #include "cli/pop3_target.hpp"
 #include "client/account_state.hpp"
 #include "client/destination.hpp"
@@ -33,11 +34,17 @@ constexpr const char* kFetchFooter = R"(Exit status:
   7  security refusal (invalid APOP challenge, downgrade, STLS injection,
      plaintext password without TLS)
   64 usage error
+  78 bad configuration file (--config)
+With --config FILE (many accounts; docs/fetch.md): 0 when every account's
+poll succeeded, else the largest of the statuses above among the accounts;
+with --daemon, 0 after SIGTERM or SIGINT (SIGHUP re-reads FILE).
 The password (the OAuth2 access token for --auth xoauth2 or oauthbearer)
 comes from --password-file, else $APOP_PASSWORD, else a prompt without echo
-on the terminal; never from the command line.)";
+on the terminal; never from the command line. With --config, from each
+account's password_file or password_command.)";
 
 struct FetchArgs {
+  FetchConfigArgs config;
   std::string url;
   std::string to;
   bool keep = false;
@@ -176,30 +183,58 @@ void register_fetch(CLI::App& app, Registry& registry) {
   auto a = std::make_shared<FetchArgs>();
   CLI::App* sub = app.add_subcommand(
       "fetch", "Download mail from a POP3 server (APOP-safe, TLS, keep or delete)");
-  // url and --to are required for a fetch, but not for a subcommand
-  // (`apop fetch import-config ...`): run_fetch checks them.
-  sub->add_option("url", a->url,
-                  "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)");
-  sub->add_option("--to", a->to,
-                  "Destination: maildir:DIR, mbox:FILE, mda:'COMMAND', lmtp:unix:PATH, "
-                  "lmtp:HOST:PORT or smtp:HOST[:PORT]");
-  sub->add_option("--deliver-to", a->deliver_to,
-                  "lmtp:/smtp: the envelope recipient (RCPT TO) of every message");
-  sub->add_option("--on-reject", a->on_reject,
-                  "lmtp:/smtp: a message refused with 5xx stays on the server (keep) or is "
-                  "bounced to its Return-Path (bounce)")
-      ->check(CLI::IsMember({"keep", "bounce"}));
-  sub->add_flag("--keep", a->keep,
-                "Leave mail on the server; fetch only messages not seen before (UIDL)");
-  sub->add_option("--state", a->state,
-                  "Per-account state file (default under $XDG_STATE_HOME/apop/)");
+  // url and --to are required for a fetch, but not for --config or a
+  // subcommand (`apop fetch import-config ...`): checked when it runs.
+  CLI::Option* url = sub->add_option(
+      "url", a->url, "pop3://USER@HOST[:PORT] (port 110) or pop3s://USER@HOST[:PORT] (port 995)");
+  CLI::Option* to = sub->add_option("--to", a->to,
+                                    "Destination: maildir:DIR, mbox:FILE, mda:'COMMAND', "
+                                    "lmtp:unix:PATH, lmtp:HOST:PORT or smtp:HOST[:PORT]");
+  CLI::Option* deliver_to = sub->add_option(
+      "--deliver-to", a->deliver_to, "lmtp:/smtp: the envelope recipient (RCPT TO) of every message");
+  CLI::Option* on_reject =
+      sub->add_option("--on-reject", a->on_reject,
+                      "lmtp:/smtp: a message refused with 5xx stays on the server (keep) or is "
+                      "bounced to its Return-Path (bounce)")
+          ->check(CLI::IsMember({"keep", "bounce"}));
+  CLI::Option* keep = sub->add_flag(
+      "--keep", a->keep, "Leave mail on the server; fetch only messages not seen before (UIDL)");
+  CLI::Option* state = sub->add_option(
+      "--state", a->state, "Per-account state file (default under $XDG_STATE_HOME/apop/)");
+  CLI::Option* config =
+      sub->add_option("--config", a->config.file,
+                      "Poll the accounts of this TOML file (instead of URL and --to): once, "
+                      "or with --daemon each on its interval (docs/fetch.md)")
+          ->check(CLI::ExistingFile);
+  CLI::Option* daemon = sub->add_flag(
+      "--daemon", a->config.daemon,
+      "With --config: run in the foreground, polling every account on its poll_interval; "
+      "SIGHUP re-reads the file, SIGTERM finishes the message in flight and exits");
+  CLI::Option* metrics = sub->add_option(
+      "--metrics-listen", a->config.metrics_listen,
+      "With --config: IPv4 ADDR:PORT serving Prometheus metrics per account at /metrics");
+  for (CLI::Option* o : {url, to, deliver_to, on_reject, keep, state}) o->excludes(config);
+  daemon->needs(config);
+  metrics->needs(config);
   add_connection_options(sub, a->conn);
   sub->footer(kFetchFooter);
   sub->require_subcommand(0, 1);
   // The subcommand first: the registry runs the first parsed entry, and
   // `fetch` counts as parsed when its subcommand is.
   register_fetch_import(sub, registry);
-  registry.add(sub, [a] { return run_fetch(*a); });
+  registry.add(sub, [a, sub] {
+    if (!a->config.file.empty()) {
+      for (const char* per_account : {"--password-file", "--auth", "--tls", "--ca-file"}) {
+        if (sub->get_option(per_account)->count() != 0)
+          return usage(std::string(per_account) +
+                       " does not apply to --config (each account has its own)");
+      }
+      if (a->conn.json) return usage("--json does not apply to --config");
+      a->config.conn = a->conn;
+      return run_fetch_config(a->config);
+    }
+    return run_fetch(*a);
+  });
 }
 
 }  // namespace apop::cli

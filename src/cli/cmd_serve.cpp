@@ -15,6 +15,7 @@
 #include "auth/throttle.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/fetch_accounts.hpp"
 #include "cli/logging.hpp"
 #include "cli/serve_config.hpp"
 #include "cli/serve_sandbox.hpp"
@@ -125,11 +126,30 @@ void register_serve(CLI::App& app, Registry& registry) {
       config->add_subcommand("check",
                              "Validate a configuration file and print the effective "
                              "configuration (flags given here override it, as for serve)");
-  check->add_option("--config", *check_file, "TOML configuration file")
-      ->required()
-      ->check(CLI::ExistingFile);
+  auto fetch_file = std::make_shared<std::string>();
+  CLI::Option* server_opt =
+      check->add_option("--config", *check_file, "TOML configuration file of `apop serve`")
+          ->check(CLI::ExistingFile);
+  check
+      ->add_option("--fetch", *fetch_file,
+                   "TOML configuration file of `apop fetch --config` (accounts) instead")
+      ->check(CLI::ExistingFile)
+      ->excludes(server_opt);
   check_opts->add_to(check, std::make_shared<ServeConfig>());
-  registry.add(check, [check_opts, check_file] {
+  registry.add(check, [check_opts, check_file, fetch_file] {
+    if (!fetch_file->empty()) {
+      auto fc = load_fetch_config(*fetch_file);
+      if (!fc) {
+        std::cerr << "apop config check: " << fc.error().message << "\n";
+        return kExitConfig;
+      }
+      std::cout << dump_fetch_config(*fc);
+      return kExitOk;
+    }
+    if (check_file->empty()) {
+      std::cerr << "apop config check: --config FILE (server) or --fetch FILE is required\n";
+      return kExitUsage;
+    }
     auto cfg = effective(*check_opts, *check_file);
     if (!cfg) {
       std::cerr << "apop config check: " << cfg.error().message << "\n";

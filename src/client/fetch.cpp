@@ -547,10 +547,21 @@ class Session {
         warn("message " + std::to_string(msg) + " has no UIDL; skipped in --keep mode");
         continue;
       }
+      if (o_.max_message_size != 0 && size > o_.max_message_size) {
+        warn("message " + std::to_string(msg) + " is " + std::to_string(size) +
+             " octets, above max_message_size " + std::to_string(o_.max_message_size) +
+             "; left on the server");
+        ++s_.too_big;
+        continue;
+      }
       if (size > max_msg) {
         warn("message " + std::to_string(msg) + " is " + std::to_string(size) +
              " octets, above the limit of " + std::to_string(max_msg) + "; left on the server");
         ++s_.store_failed;
+        continue;
+      }
+      if (o_.fetch_limit != 0 && plan.to_fetch.size() >= o_.fetch_limit) {
+        ++s_.deferred;
         continue;
       }
       plan.to_fetch.push_back(msg);
@@ -585,7 +596,14 @@ class Session {
     if (o_.progress) o_.progress(prog);
     std::size_t sent = 0;
     for (std::size_t done = 0; done < plan.to_fetch.size(); ++done) {
-      if (!send_ahead("RETR", plan.to_fetch, sent, done, window)) return false;
+      if (stop_requested()) {
+        // Only the RETRs already sent are answered (and stored): the rest
+        // stay on the server for the next session.
+        s_.stopped = true;
+        if (done >= sent) break;
+      } else if (!send_ahead("RETR", plan.to_fetch, sent, done, window)) {
+        return false;
+      }
       const std::uint64_t msg = plan.to_fetch[done];
       auto rr = reply();
       if (!rr) return false;
@@ -649,6 +667,10 @@ class Session {
     }
     if (!o_.keep) plan.to_delete.push_back(msg);
     return true;
+  }
+
+  bool stop_requested() const {
+    return o_.stop != nullptr && o_.stop->load(std::memory_order_relaxed);
   }
 
   // DELE of every stored message; `dele_ok` counts the +OKs.

@@ -25,6 +25,7 @@
 // the trace callback, logged or put in the summary.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -70,6 +71,22 @@ struct FetchOptions {
   bool dry_run = false;
   std::size_t pipeline_window = 16;  // RETRs in flight when PIPELINING is offered
   std::uint64_t max_message = 0;     // 0: limits::kMaxFetchMessage
+  // The user's own size limit (`max_message_size` of `fetch --config`; 0:
+  // none): a message LIST announces bigger stays on the server, is not
+  // marked seen and is counted in FetchSummary::too_big, with a warning; it
+  // is not a failure (unlike one above max_message).
+  std::uint64_t max_message_size = 0;
+  // Messages fetched per session (0: all): the first `fetch_limit` new ones
+  // in maildrop order; the rest are counted in FetchSummary::deferred and
+  // left for the next session. Messages stored by an earlier, cut session
+  // are deleted whatever the limit.
+  std::uint64_t fetch_limit = 0;
+  // When set (by a signal handler's thread, e.g. SIGTERM of the daemon), no
+  // further RETR is sent: the answers to those already sent are read and
+  // stored, then the session DELEs what it stored and QUITs normally;
+  // FetchSummary::stopped says so. Checked after each stored message and
+  // before the first RETR. nullptr: never.
+  const std::atomic<bool>* stop = nullptr;
   // What is kept of the STAT/LIST/UIDL listings (more messages or UIDL
   // octets than this: FetchStatus::protocol before anything is fetched).
   ListingLimits listing;
@@ -100,6 +117,9 @@ struct FetchSummary {
   std::uint64_t store_failed = 0;  // kept on the server
   std::uint64_t deleted = 0;       // DELE acknowledged and QUIT +OK
   std::uint64_t bytes = 0;         // decoded octets stored
+  std::uint64_t too_big = 0;       // above max_message_size: left on the server
+  std::uint64_t deferred = 0;      // new but beyond fetch_limit: for the next session
+  bool stopped = false;            // FetchOptions::stop ended the fetching early
   std::vector<std::string> warnings;
   double seconds = 0;
 };

@@ -85,6 +85,38 @@ inline constexpr std::size_t kFetchPipelineWindow = 16;
 inline constexpr std::size_t kMaxImportRcFile = 1024 * 1024;
 inline constexpr std::size_t kMaxImportAccounts = 1000;
 
+// --- `apop fetch --config` (many accounts, daemon mode) --------------------
+// Not from an RFC: the configuration file is read whole; a larger one is
+// refused (a fetchmailrc with hundreds of accounts is a few tens of KiB).
+inline constexpr std::size_t kMaxFetchConfigBytes = 1024 * 1024;
+// Not from an RFC: accounts in one configuration file.
+inline constexpr std::size_t kMaxFetchAccounts = 1000;
+// Not from an RFC: an account name is a state file name and a metrics label.
+inline constexpr std::size_t kMaxFetchAccountName = 64;
+// Not from an RFC: accounts polled at once (max_parallel): the default and
+// the largest value accepted (each poll is one thread and one connection).
+inline constexpr unsigned kFetchMaxParallelDefault = 4;
+inline constexpr unsigned kFetchMaxParallel = 64;
+// Not from an RFC: poll_interval's default (fetchmail's usual `set daemon
+// 300`), smallest and largest values.
+inline constexpr std::chrono::seconds kFetchPollInterval{300};
+inline constexpr std::chrono::seconds kFetchMinPollInterval{1};
+inline constexpr std::chrono::seconds kFetchMaxPollInterval{7 * 86400};
+// Not from an RFC: a failing account waits interval * 2^failures before its
+// next poll, at most this long (or its interval, when that is longer), so a
+// server that is down for a day is still tried every hour.
+inline constexpr std::chrono::seconds kFetchBackoffCap{3600};
+// Not from an RFC: every wait between polls is multiplied by a random factor
+// in [1 - j, 1 + j], so accounts (and many daemons) do not poll in lockstep.
+inline constexpr double kFetchPollJitter = 0.1;
+// Not from an RFC: password_command's standard output is read up to this
+// many octets (an OAuth2 access token is a few KiB; a JWT rarely above 16
+// KiB); more kills the command and fails the poll.
+inline constexpr std::size_t kMaxPasswordCommandOutput = 64 * 1024;
+// Not from an RFC: password_command may run this long (a token helper may
+// refresh the token over the network); then its process group is killed.
+inline constexpr std::chrono::milliseconds kPasswordCommandTimeout{60'000};
+
 // Not from an RFC: bad commands (unknown, wrong state, bad syntax) tolerated
 // before the session is closed (Dovecot closes after 20). Configurable.
 inline constexpr unsigned kMaxBadCommands = 10;

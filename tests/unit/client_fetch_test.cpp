@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -479,6 +480,113 @@ TEST_F(FetchTest, NoCommandInjectionThroughUserOrPassword) {
   EXPECT_NE(s2.status, FetchStatus::ok);
   EXPECT_FALSE(sent(pop2, "DELE"));
   EXPECT_FALSE(sent(pop2, "PASS"));
+}
+
+// ---- issue 20: max_message_size, fetch_limit, stop -----------------------
+
+TEST_F(FetchTest, MaxMessageSizeLeavesBigMessagesUnseenAndIsNoFailure) {
+  pop_.msgs[1].text = "Subject: big\n\n" + std::string(5000, 'x') + "\n";
+  opts_.max_message_size = 1000;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.too_big, 1u);
+  EXPECT_EQ(s.store_failed, 0u);
+  EXPECT_EQ(s.stored, 2u);
+  EXPECT_EQ(s.deleted, 2u);
+  EXPECT_FALSE(sent(pop_, "RETR 2"));
+  EXPECT_FALSE(sent(pop_, "DELE 2"));
+  ASSERT_EQ(pop_.live().size(), 1u);  // the big one stays on the server
+  EXPECT_FALSE(state().seen("uid-b"));
+  // Keep mode: still not seen, so a later larger limit fetches it.
+  opts_.keep = true;
+  opts_.max_message_size = 0;
+  auto s2 = run(pop_);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.too_big, 0u);
+  EXPECT_EQ(s2.stored, 1u);
+}
+
+TEST_F(FetchTest, FetchLimitTakesTheFirstNewMessagesAndDefersTheRest) {
+  opts_.fetch_limit = 2;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.stored, 2u);
+  EXPECT_EQ(s.deferred, 1u);
+  EXPECT_EQ(s.deleted, 2u);
+  EXPECT_EQ(s.new_messages, 2u);
+  EXPECT_FALSE(sent(pop_, "RETR 3"));
+  ASSERT_EQ(dest_.uids, (std::vector<std::string>{"uid-a", "uid-b"}));
+  // The next session gets the rest.
+  FakePop& again = pop_;
+  again.commands.clear();
+  auto s2 = run(again);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.stored, 1u);
+  EXPECT_EQ(s2.deferred, 0u);
+  EXPECT_TRUE(pop_.live().empty());
+}
+
+TEST_F(FetchTest, FetchLimitDoesNotHoldBackDeletionsOfAStoredMessage) {
+  // uid-a was stored by a session cut before QUIT: deleted whatever the limit.
+  {
+    AccountState st = state();
+    st.mark_seen("uid-a");
+    ASSERT_TRUE(st.save());
+  }
+  opts_.fetch_limit = 1;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.stored, 1u);
+  EXPECT_EQ(s.deleted, 2u);
+  EXPECT_EQ(s.deferred, 1u);
+  EXPECT_EQ(dest_.uids, (std::vector<std::string>{"uid-b"}));
+}
+
+TEST_F(FetchTest, StopEndsAfterTheMessageInFlightAndQuitsNormally) {
+  std::atomic<bool> stop{false};
+  opts_.stop = &stop;
+  opts_.pipeline_window = 1;
+  opts_.progress = [&stop](const FetchOptions::Progress& p) {
+    if (p.done == 1) stop = true;
+  };
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_TRUE(s.stopped);
+  EXPECT_EQ(s.stored, 1u);
+  EXPECT_EQ(s.deleted, 1u);
+  EXPECT_TRUE(sent(pop_, "QUIT"));
+  EXPECT_FALSE(sent(pop_, "RETR 2"));
+  EXPECT_EQ(pop_.live().size(), 2u);
+  EXPECT_TRUE(state().seen("uid-a"));
+  EXPECT_FALSE(state().seen("uid-b"));
+}
+
+TEST_F(FetchTest, StopWithPipeliningStoresTheAnswersAlreadyAskedFor) {
+  std::atomic<bool> stop{false};
+  opts_.stop = &stop;
+  opts_.pipeline_window = 2;
+  opts_.progress = [&stop](const FetchOptions::Progress& p) {
+    if (p.done == 1) stop = true;
+  };
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_TRUE(s.stopped);
+  EXPECT_EQ(s.stored, 2u);  // RETR 2 was already sent: its answer is read and stored
+  EXPECT_EQ(s.deleted, 2u);
+  EXPECT_FALSE(sent(pop_, "RETR 3"));
+  EXPECT_EQ(pop_.live().size(), 1u);
+}
+
+TEST_F(FetchTest, StopBeforeTheFirstMessageFetchesNothing) {
+  std::atomic<bool> stop{true};
+  opts_.stop = &stop;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_TRUE(s.stopped);
+  EXPECT_EQ(s.stored, 0u);
+  EXPECT_FALSE(sent(pop_, "RETR"));
+  EXPECT_TRUE(sent(pop_, "QUIT"));
+  EXPECT_EQ(pop_.live().size(), 3u);
 }
 
 TEST(FetchStatusMap, NetFailures) {
