@@ -1,4 +1,5 @@
 #include "client/destination.hpp"
+#include "client/spawn_setup.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -320,18 +321,7 @@ Result<pid_t> spawn_mda(const std::string& command, std::vector<std::string>& en
   envp.push_back(nullptr);
   std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
   std::vector<char*> argv{sh.data(), dash_c.data(), cmd.data(), nullptr};
-  struct SpawnSetup {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    SpawnSetup() {
-      posix_spawn_file_actions_init(&fa);
-      posix_spawnattr_init(&attr);
-    }
-    ~SpawnSetup() {
-      posix_spawn_file_actions_destroy(&fa);
-      posix_spawnattr_destroy(&attr);
-    }
-  } spawn;
+  SpawnSetup spawn;
   sigset_t default_set;
   sigemptyset(&default_set);
   sigaddset(&default_set, SIGPIPE);

@@ -1,4 +1,5 @@
 #include "client/password_source.hpp"
+#include "client/spawn_setup.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -98,18 +99,7 @@ Result<std::string> run_password_command(const std::vector<std::string>& argv_in
     return make_error(Errc::temporary, what + ": pipe: " + std::strerror(errno));
   UniqueFd rd(p[0]), wr(p[1]);
 
-  struct SpawnSetup {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    SpawnSetup() {
-      posix_spawn_file_actions_init(&fa);
-      posix_spawnattr_init(&attr);
-    }
-    ~SpawnSetup() {
-      posix_spawn_file_actions_destroy(&fa);
-      posix_spawnattr_destroy(&attr);
-    }
-  } spawn;
+  SpawnSetup spawn;
   sigset_t empty, defaults;
   sigemptyset(&empty);
   sigemptyset(&defaults);
