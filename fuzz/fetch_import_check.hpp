@@ -7,19 +7,19 @@
 // TOML and the report must come out the same.
 #pragma once
 
+#include <toml++/toml.h>
 #include <cstddef>
 #include <cstdint>
 #include <set>
 #include <string>
 #include <string_view>
-#include <toml++/toml.h>
 
 #include "client/fetch_import.hpp"
 
 namespace fuzz_import {
 
 using Parse = apop::Result<apop::client::ImportResult> (*)(std::string_view,
-                                                             const apop::client::ImportOptions&);
+                                                           const apop::client::ImportOptions&);
 
 struct Output {
   std::string toml;

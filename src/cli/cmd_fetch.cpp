@@ -190,8 +190,9 @@ void register_fetch(CLI::App& app, Registry& registry) {
   CLI::Option* to = sub->add_option("--to", a->to,
                                     "Destination: maildir:DIR, mbox:FILE, mda:'COMMAND', "
                                     "lmtp:unix:PATH, lmtp:HOST:PORT or smtp:HOST[:PORT]");
-  CLI::Option* deliver_to = sub->add_option(
-      "--deliver-to", a->deliver_to, "lmtp:/smtp: the envelope recipient (RCPT TO) of every message");
+  CLI::Option* deliver_to =
+      sub->add_option("--deliver-to", a->deliver_to,
+                      "lmtp:/smtp: the envelope recipient (RCPT TO) of every message");
   CLI::Option* on_reject =
       sub->add_option("--on-reject", a->on_reject,
                       "lmtp:/smtp: a message refused with 5xx stays on the server (keep) or is "
