@@ -18,7 +18,9 @@ duplicates nothing.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import threading
 import time
 import unittest
 
@@ -29,11 +31,31 @@ from test_fetch import FetchTestCase, maildir_messages
 from test_fetch_config import Daemon, deliver_files
 from test_fetch_oauth2 import KEY, jwt
 
-EXIT_PROTOCOL, EXIT_SECURITY = 5, 7
+EXIT_PROTOCOL, EXIT_NETWORK, EXIT_SECURITY = 5, 6, 7
+# --timeout of every run: what the stalling server costs each poll.
+TIMEOUT = 3
 FAKE_SECRET = "fake-Secret-4711-hill"
 DV_SECRET = "dovecot-Purple-2468-sea"
 DV_USERS = ("dvapop", "dvstls", "dvpop3s", "dvoauth")
 HONEST = ("serve",) + DV_USERS
+
+
+class TimedDaemon(Daemon):
+    """A Daemon that also notes when each log line arrived."""
+
+    def _read(self):
+        self.times: list[tuple[float, str]] = []
+        for raw in iter(self.proc.stderr.readline, b""):
+            with self.lock:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                self.times.append((time.monotonic(), line))
+
+    def gaps(self, pattern: str) -> list[float]:
+        """Seconds between successive log lines matching pattern."""
+        with self.lock:
+            t = [when for when, line in self.times if re.search(pattern, line)]
+        return [b - a for a, b in zip(t, t[1:])]
 
 
 class FetchMixedTest(FetchTestCase):
@@ -70,6 +92,12 @@ class FetchMixedTest(FetchTestCase):
                                      "LIST 1": b"+OK 1 10", "LIST 2": b"+OK 2 10",
                                      "STAT": b"+OK 2 20"}).start()
         self.addCleanup(self.liar.stop)
+        # A server that greets, then never answers (until the test ends).
+        self.released = threading.Event()
+        self.addCleanup(self.released.set)
+        self.stall = FakePop(secret=FAKE_SECRET, messages=self.fake_msgs,
+                             cut=lambda conn, line: self.released.wait(60) and False).start()
+        self.addCleanup(self.stall.stop)
         self.mail = os.path.join(self.work, "Mail")
         self.states = os.path.join(self.work, "fetch-state")
         os.makedirs(self.mail)
@@ -168,6 +196,8 @@ class FetchMixedTest(FetchTestCase):
              FAKE_SECRET),
             ("liar", f"pop3://alice@127.0.0.1:{self.liar.port}", 'tls = "none"\nauth = "apop"',
              FAKE_SECRET),
+            ("stall", f"pop3://alice@127.0.0.1:{self.stall.port}", 'tls = "none"\nauth = "apop"',
+             FAKE_SECRET),
         ]
         text = (f'max_parallel = {max_parallel}\nstate_dir = "{self.states}"\n\n'
                 f'[defaults]\npoll_interval = "{interval}"\n\n')
@@ -191,16 +221,18 @@ class FetchMixedTest(FetchTestCase):
         return e
 
     def daemon(self, cfg: str) -> Daemon:
-        return Daemon([self.env.bin, "fetch", "--config", cfg, "--daemon", "--timeout", "10"],
+        return TimedDaemon([self.env.bin, "fetch", "--config", cfg, "--daemon", "--timeout", str(TIMEOUT)],
                       self.env_vars())
 
     def assertHostileUntouched(self):
-        for fake in (self.evil, self.liar):
+        for fake in (self.evil, self.liar, self.stall):
             self.assertEqual(fake.sent("DELE"), [])
             self.assertEqual(fake.messages, self.fake_msgs)
         self.assertEqual(self.evil.sent("APOP"), [], "APOP digest sent for a bad challenge")
         self.assertEqual(self.got("evil"), [])
         self.assertEqual(self.got("liar"), [])
+        self.assertEqual(self.got("stall"), [])
+        self.assertEqual(self.stall.credentials_sent(), [])
 
     def assertNoSecrets(self, text: str):
         for s in (ALICE_SECRET, DV_SECRET, FAKE_SECRET, self.token, self.token.split(".")[2]):
@@ -210,7 +242,7 @@ class FetchMixedTest(FetchTestCase):
     def test_once(self):
         with self.env.server() as srv:
             cfg = self.config(srv.port)
-            p = self.env.run("fetch", "--config", cfg, "--timeout", "10",
+            p = self.env.run("fetch", "--config", cfg, "--timeout", str(TIMEOUT),
                              env={"HOME": self.work,
                                   "XDG_STATE_HOME": os.path.join(self.work, "xdg")},
                              timeout=90)
@@ -223,6 +255,7 @@ class FetchMixedTest(FetchTestCase):
                 self.assertEqual(self.left_on_server(name), 0, name)
             self.assertRegex(err, r"account=evil result=security status=7 messages=0 ")
             self.assertRegex(err, r"account=liar result=protocol status=5 messages=0 ")
+            self.assertRegex(err, r"account=stall result=network status=6 messages=0 .*timed out")
             self.assertHostileUntouched()
             self.assertNoSecrets(err + p.stdout.decode(errors="replace"))
             # The Dovecot log shows the mechanisms really used.
@@ -232,7 +265,7 @@ class FetchMixedTest(FetchTestCase):
             self.assertRegex(log, r"pop3-login: Info: Login: user=<dvstls>, .*TLS")
             self.assertRegex(log, r"pop3-login: Info: Login: user=<dvpop3s>, .*TLS")
             # A second run: nothing new, nothing fetched twice.
-            p = self.env.run("fetch", "--config", cfg, "--timeout", "10",
+            p = self.env.run("fetch", "--config", cfg, "--timeout", str(TIMEOUT),
                              env={"HOME": self.work,
                                   "XDG_STATE_HOME": os.path.join(self.work, "xdg")},
                              timeout=90)
@@ -262,13 +295,26 @@ class FetchMixedTest(FetchTestCase):
                 d.wait_for(r"account=dvpop3s result=ok", start + 5)
                 d.wait_for(r"account=dvoauth result=ok", start + 4)
             finally:
+                t0 = time.monotonic()
                 rc = d.stop()
+                stop_seconds = time.monotonic() - t0
             log = d.log()
             self.assertEqual(rc, 0, log)
             self.assertIn("daemon stopped", log)
             polls = d.count(r"account=dvpop3s result=ok")
             evil = d.count(r"account=evil result=security status=7 ")
             liar = d.count(r"account=liar result=protocol status=5 ")
+            # A poll waiting on the stalled server ends at its timeout: SIGTERM
+            # waits for it, no longer.
+            self.assertLess(stop_seconds, TIMEOUT + 3 * SLOWDOWN, log)
+            self.assertGreaterEqual(d.count(r"account=stall result=network status=6 "), 1, log)
+            # The waits after failures grow (1 s, 2 s, 4 s ... jittered), the
+            # honest accounts' stay at their interval.
+            for name in ("evil", "liar"):
+                g = d.gaps(rf"account={name} result=")
+                self.assertGreater(g[-1], 1.75, f"{name} did not back off: {g}\n{log}")
+            g = sorted(d.gaps(r"account=dvpop3s result=ok"))
+            self.assertLess(g[len(g) // 2], 1.5 * SLOWDOWN, f"dvpop3s delayed: {g}\n{log}")
             self.assertGreaterEqual(evil, 2, log)
             self.assertGreaterEqual(liar, 2, log)
             # Backed off: clearly fewer polls than an account at its interval.
