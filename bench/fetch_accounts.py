@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -261,6 +262,7 @@ class Bench:
         self.fetchmailrc(rc)
         times: dict[str, list[float]] = {"apop": [], "fetchmail": []}
         checks: dict[str, list[dict]] = {"apop": [], "fetchmail": []}
+        cpu: dict[str, list[dict]] = {"apop": [], "fetchmail": []}
         for r in range(rounds):
             for who in ("fetchmail", "apop"):
                 self.provision()
@@ -268,6 +270,7 @@ class Bench:
                 if os.path.exists(os.path.join(home, "ids")):
                     os.unlink(os.path.join(home, "ids"))
                 log(f"round {r + 1}: {who}, {len(self.users)} accounts x {self.per_user}")
+                cpu0 = self.cpu()
                 if who == "apop":
                     wall, p = self.run_apop(cfg)
                     ok = p.returncode == 0
@@ -278,13 +281,25 @@ class Bench:
                     out = p.stdout.decode(errors="replace")
                 if not ok:
                     self.problem(f"8 {who}: exit {p.returncode}: {out[-600:]}")
+                time.sleep(0.3)  # Dovecot's exited processes reaped into the master's cutime
+                cpu1 = self.cpu()
+                cpu[who].append({k: cpu1[k] - cpu0[k] for k in cpu0})
                 c = self.verify(who, self.dovecot.messages)
-                log(f"  {who}: {wall:.2f} s, {c}")
+                log(f"  {who}: {wall:.2f} s, CPU s {cpu[who][-1]}, {c}")
                 times[who].append(wall)
                 checks[who].append(c)
         a, f = statistics.median(times["apop"]), statistics.median(times["fetchmail"])
         return {"wall_s": times, "median_s": {"apop": a, "fetchmail": f},
-                "speedup": f / a if a > 0 else None, "checks": checks}
+                "speedup": f / a if a > 0 else None, "checks": checks, "cpu_s": cpu}
+
+    def cpu(self) -> dict:
+        """CPU seconds so far of the client (this script's reaped children), of `apop
+        serve` and of Dovecot (its process tree: LMTP, auth, ...)."""
+        from compare import tree_cpu
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"client": ru.ru_utime + ru.ru_stime,
+                "apop_serve": tree_cpu(self.apop_server.pid),
+                "dovecot": tree_cpu(self.dovecot.proc.pid)}
 
     def tempfail(self, every: int, max_polls: int) -> dict:
         lm = FakeLmtp(os.path.join(self.root, "fakelmtp-mail"), self.users,
@@ -336,13 +351,17 @@ def available() -> str:
 def run(apop: str, workdir: str | None, accounts: int, messages: int, max_parallel: int,
         rounds: int = 1, tempfail_every: int = 3, max_polls: int = 20,
         keep: bool = False) -> dict:
+    if workdir:
+        # Dovecot's tree (dovecot.py: tempfile.mkdtemp) goes there too.
+        tempfile.tempdir = workdir
     root = tempfile.mkdtemp(prefix="apop-fetch-accounts-", dir=workdir)
     if os.getuid() == 0:
         os.chmod(root, 0o755)  # Dovecot's unprivileged processes reach its tree below
     b = Bench(apop, root, accounts, messages, max_parallel)
     t0 = time.monotonic()
     out: dict = {"accounts": accounts, "messages_per_account": messages,
-                 "max_parallel": max_parallel, "load_before": os.getloadavg()}
+                 "max_parallel": max_parallel, "load_before": os.getloadavg(),
+                 "workdir": workdir or tempfile.gettempdir()}
     try:
         b.setup_server()
         out["speed"] = b.speed(rounds)
@@ -362,14 +381,16 @@ def summary(r: dict) -> str:
     n = r["accounts"] * r["messages_per_account"]
     lines = [f"8. {r['accounts']} accounts x {r['messages_per_account']} messages "
              f"({n}) from one apop serve into Dovecot's LMTP, one poll (wall time):"]
-    for who, label in (("fetchmail", "fetchmail (100 poll entries)" if r["accounts"] == 100
-                        else "fetchmail"),
+    for who, label in (("fetchmail", f"fetchmail ({r['accounts']} poll entries)"),
                        ("apop", f"apop fetch --config (max_parallel {r['max_parallel']})")):
         runs = ", ".join(f"{x:.2f}" for x in s["wall_s"][who])
         ch = s["checks"][who][-1]
+        cpu = s["cpu_s"][who][-1]
         lines.append(f"   {label:<42} {s['median_s'][who]:8.2f} s  (runs: {runs}; delivered "
                      f"{ch['delivered']}/{ch['expected']}, lost {ch['lost']}, duplicated "
-                     f"{ch['duplicated']}, left on server {ch['left_on_server']})")
+                     f"{ch['duplicated']}, left on server {ch['left_on_server']}; CPU s: "
+                     f"client {cpu['client']:.2f}, apop serve {cpu['apop_serve']:.2f}, "
+                     f"Dovecot {cpu['dovecot']:.2f})")
     sp = s["speedup"] or 0
     lines.append(f"   fetchmail/apop {sp:.2f}x; target >= 5x: {'met' if sp >= 5 else 'NOT met'}")
     c = t["check"]
@@ -381,9 +402,15 @@ def summary(r: dict) -> str:
                  f"{c['left_on_server']}: {'met' if ok else 'NOT met'}"
                  if c["delivered"] == c["expected"] else
                  f"   451 to every {t['every']}th message: {c} after {t['polls']} polls: NOT met")
-    lines.append(f"   load average before {r['load_before'][0]:.2f}, after "
+    lines.append(f"   trees (Maildirs of both servers) in {r['workdir']}; "
+                 f"load average before {r['load_before'][0]:.2f}, after "
                  f"{r['load_after'][0]:.2f}; the whole test took {r['seconds']:.0f} s")
     return "\n".join(lines)
+
+
+def default_workdir() -> str | None:
+    from compare import default_workdir as dw
+    return dw()
 
 
 def main() -> int:
@@ -398,10 +425,15 @@ def main() -> int:
                     help="timed runs of each client (the median is compared)")
     ap.add_argument("--tempfail-every", type=int, default=3)
     ap.add_argument("--max-polls", type=int, default=20)
-    ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR"))
+    ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR") or default_workdir(),
+                    help="where the temporary trees go, Dovecot's Maildirs too (default: "
+                         "/dev/shm when it is a tmpfs, as compare.py: the clients are "
+                         "measured, not the disk's fsync; '-': $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary tree")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     a = ap.parse_args()
+    if a.workdir == "-":
+        a.workdir = None
     why = available()
     if why:
         print(f"fetch_accounts: {why} (scripts/deps.sh installs it)", file=sys.stderr)
