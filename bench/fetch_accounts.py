@@ -31,6 +31,7 @@ Prints a summary (and JSON with --json); compare.py calls run() for test 8.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -40,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 
@@ -87,15 +89,91 @@ def message_ids(messages: list[bytes]) -> list[str]:
     return out
 
 
+class DelayProxy:
+    """TCP relay to 127.0.0.1:target that holds every chunk rtt/2 in each direction
+    (order kept): a POP3 server at a network distance, for this benchmark only (a
+    netem qdisc would slow the whole machine's loopback). Runs in its own thread."""
+
+    def __init__(self, target: int, rtt_ms: float):
+        self.target, self.delay = target, rtt_ms / 2000.0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> "DelayProxy":
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._conn, "127.0.0.1", 0), self._loop)
+        self._server = fut.result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        async def close():
+            self._server.close()
+            me = asyncio.current_task()
+            rest = [t for t in asyncio.all_tasks() if t is not me]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def later():
+            while True:
+                due, data = await q.get()
+                wait = due - self._loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    if w.can_write_eof():
+                        w.write_eof()
+                    return
+                w.write(data)
+                await w.drain()
+
+        sender = asyncio.ensure_future(later())
+        try:
+            while True:
+                data = await r.read(65536)
+                q.put_nowait((self._loop.time() + self.delay, data or None))
+                if not data:
+                    break
+            await sender
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            sender.cancel()
+        finally:
+            w.close()
+
+    async def _conn(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            sr, sw = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            cw.close()
+            return
+        try:
+            await asyncio.gather(self._pump(cr, sw), self._pump(sr, cw),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:  # stop()
+            pass
+
+
 class Bench:
     def __init__(self, apop: str, root: str, accounts: int, messages: int,
-                 max_parallel: int, cache: str = ""):
+                 max_parallel: int, rtt_ms: float = 0):
         self.apop = os.path.abspath(apop)
         self.root = root
         self.users = [f"u{i:05d}" for i in range(1, accounts + 1)]
         self.per_user = messages
         self.max_parallel = max_parallel
-        self.cache = cache
+        self.rtt_ms = rtt_ms
+        self.proxy: DelayProxy | None = None
         self.round = 0
         self.expected: dict[str, list[str]] = {}
         self.failures: list[str] = []
@@ -141,7 +219,10 @@ class Bench:
         cert, key_path = make_bench_cert(self.root, "ec256")
         self.apop_server = ApopServer(self.apop, self.data, cert, key_path, self.root,
                                       name="apop").start()
-        self.port = self.apop_server.port
+        self.port = self.client_port = self.apop_server.port
+        if self.rtt_ms:
+            self.proxy = DelayProxy(self.port, self.rtt_ms).start()
+            self.client_port = self.proxy.port
 
     def provision(self) -> None:
         """Fresh mail on the POP3 server (a new round: new Message-IDs); whatever was
@@ -217,7 +298,7 @@ class Bench:
                 with open(pw, "w") as f:
                     f.write(SECRET + "\n")
                 os.chmod(pw, 0o600)
-            out += ["[[account]]", f'name = "{u}"', f'url = "pop3://{u}@127.0.0.1:{self.port}"',
+            out += ["[[account]]", f'name = "{u}"', f'url = "pop3://{u}@127.0.0.1:{self.client_port}"',
                     'auth = "apop"', 'tls = "none"', f'password_file = "{pw}"', f'to = "{to}"',
                     f'deliver_to = "{u}@{DOMAIN}"', "keep = false", ""]
         with open(path, "w") as f:
@@ -234,7 +315,7 @@ class Bench:
         for u in self.users:
             # `via`: a poll label per account on the same server, as a user with 100
             # mailboxes on one host would write it.
-            out += [f"poll {u} via 127.0.0.1 protocol APOP service {self.port}",
+            out += [f"poll {u} via 127.0.0.1 protocol APOP service {self.client_port}",
                     f'  user "{u}" there with password "{SECRET}" is "root" here',
                     "  no keep fetchall no rewrite sslproto \"\"",
                     f'  smtphost "{self.socket}" lmtp smtpname "{u}@{DOMAIN}"', ""]
@@ -333,6 +414,8 @@ class Bench:
             lm.stop()
 
     def cleanup(self) -> None:
+        if self.proxy:
+            self.proxy.stop()
         if self.apop_server:
             self.apop_server.stop()
         if self.dovecot:
@@ -350,18 +433,18 @@ def available() -> str:
 
 def run(apop: str, workdir: str | None, accounts: int, messages: int, max_parallel: int,
         rounds: int = 1, tempfail_every: int = 3, max_polls: int = 20,
-        keep: bool = False) -> dict:
+        keep: bool = False, rtt_ms: float = 0) -> dict:
     if workdir:
         # Dovecot's tree (dovecot.py: tempfile.mkdtemp) goes there too.
         tempfile.tempdir = workdir
     root = tempfile.mkdtemp(prefix="apop-fetch-accounts-", dir=workdir)
     if os.getuid() == 0:
         os.chmod(root, 0o755)  # Dovecot's unprivileged processes reach its tree below
-    b = Bench(apop, root, accounts, messages, max_parallel)
+    b = Bench(apop, root, accounts, messages, max_parallel, rtt_ms)
     t0 = time.monotonic()
     out: dict = {"accounts": accounts, "messages_per_account": messages,
                  "max_parallel": max_parallel, "load_before": os.getloadavg(),
-                 "workdir": workdir or tempfile.gettempdir()}
+                 "workdir": workdir or tempfile.gettempdir(), "rtt_ms": rtt_ms}
     try:
         b.setup_server()
         out["speed"] = b.speed(rounds)
@@ -380,7 +463,9 @@ def summary(r: dict) -> str:
     s, t = r["speed"], r["tempfail"]
     n = r["accounts"] * r["messages_per_account"]
     lines = [f"8. {r['accounts']} accounts x {r['messages_per_account']} messages "
-             f"({n}) from one apop serve into Dovecot's LMTP, one poll (wall time):"]
+             f"({n}) from one apop serve"
+             + (f" at {r['rtt_ms']:g} ms round trip (relay)" if r.get("rtt_ms") else "")
+             + " into Dovecot's LMTP, one poll (wall time):"]
     for who, label in (("fetchmail", f"fetchmail ({r['accounts']} poll entries)"),
                        ("apop", f"apop fetch --config (max_parallel {r['max_parallel']})")):
         runs = ", ".join(f"{x:.2f}" for x in s["wall_s"][who])
@@ -423,6 +508,9 @@ def main() -> int:
                     help="max_parallel of apop's configuration (default 4, apop's default)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="timed runs of each client (the median is compared)")
+    ap.add_argument("--rtt-ms", type=float, default=0,
+                    help="put the POP3 server this many ms of round trip away (a relay that "
+                         "holds each chunk half of it each way; default 0: loopback)")
     ap.add_argument("--tempfail-every", type=int, default=3)
     ap.add_argument("--max-polls", type=int, default=20)
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR") or default_workdir(),
@@ -439,7 +527,7 @@ def main() -> int:
         print(f"fetch_accounts: {why} (scripts/deps.sh installs it)", file=sys.stderr)
         return 1
     r = run(a.apop, a.workdir, a.accounts, a.messages, a.max_parallel, a.rounds,
-            a.tempfail_every, a.max_polls, a.keep)
+            a.tempfail_every, a.max_polls, a.keep, a.rtt_ms)
     print(summary(r))
     for p in r["failures"]:
         print(f"PROBLEM: {p}")
