@@ -83,6 +83,8 @@ SIZES = {
     "fetch_accounts": (100, 6, "accounts polled by apop fetch --config and fetchmail (test 8)"),
     "fetch_account_messages": (20, 6, "messages per account (test 8)"),
     "fetch_max_parallel": (4, 4, "max_parallel of apop fetch --config (test 8; apop's default)"),
+    "fetch_rtt_ms": (0.0, 0.0, "round trip (ms) to apop serve through a delaying relay (test 8; "
+                               "0: loopback)"),
 }
 
 # --tls-key: the key of the certificate every server gets (openssl req -newkey ...).
@@ -1227,7 +1229,8 @@ def main() -> int:
                 "apop fetch --config against fetchmail into Dovecot's LMTP")
             fa = fetch_accounts.run(os.path.abspath(args.apop), args.workdir,
                                     s["fetch_accounts"], s["fetch_account_messages"],
-                                    s["fetch_max_parallel"], keep=args.keep)
+                                    s["fetch_max_parallel"], keep=args.keep,
+                                    rtt_ms=s["fetch_rtt_ms"])
             results["fetch_accounts"] = fa
             results["failures"] += fa["failures"]
     text = table(results)
