@@ -2,7 +2,7 @@
 answers 451 to every Nth message: the destination of test_fetch_tempfail.py
 and of bench/fetch_accounts.py's temporary-failure run.
 
-    lm = FakeLmtp(root, tempfail_every=3).start()   # listens on 127.0.0.1:lm.port
+    lm = FakeLmtp(root, ["alice"], tempfail_every=3).start()  # 127.0.0.1:lm.port
     ... apop fetch --to lmtp:127.0.0.1:{lm.port} --deliver-to alice ...
     lm.messages("alice")      # the stored messages (bytes, LF line ends)
     lm.stop()
