@@ -25,6 +25,11 @@ run in the same tests: variants of the flags of `apop serve` (--apop-variants, e
 scaling measurement) and another binary (--apop-baseline, e.g. the previous release); the
 table then has a column for each and their ratios.
 
+Test 8 (bench/fetch_accounts.py) is `apop fetch --config` against fetchmail: many accounts
+on one `apop serve` delivered into Dovecot's LMTP, one poll each, timed; then the same accounts
+into an LMTP server that answers 451 to every third message, polled until all arrived (no
+loss, no duplicate). With --only 8 nothing else is set up.
+
 Sizes come from flags or the environment (BENCH_<NAME>, e.g. BENCH_BIG=1000);
 --quick selects tiny ones for a smoke run (CI: tests/interop/test_bench_compare.py).
 """
@@ -54,6 +59,8 @@ sys.path.insert(0, os.path.join(REPO, "tests", "interop"))
 
 from dovecot import DOVECOT, Dovecot, dovecot_available, free_port  # noqa: E402
 
+import fetch_accounts  # noqa: E402  (bench/: the script's own directory is on sys.path)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 
@@ -73,6 +80,11 @@ SIZES = {
                               "are users, the others before login)"),
     "tls_concurrency": (48, 4, "the high-concurrency implicit-TLS sessions/s run (test 7)"),
     "tls_duration": (10.0, 0.5, "seconds each implicit-TLS sessions/s run lasts (test 7)"),
+    "fetch_accounts": (100, 6, "accounts polled by apop fetch --config and fetchmail (test 8)"),
+    "fetch_account_messages": (20, 6, "messages per account (test 8)"),
+    "fetch_max_parallel": (4, 4, "max_parallel of apop fetch --config (test 8; apop's default)"),
+    "fetch_rtt_ms": (0.0, 0.0, "round trip (ms) to apop serve through a delaying relay (test 8; "
+                               "0: loopback)"),
 }
 
 # --tls-key: the key of the certificate every server gets (openssl req -newkey ...).
@@ -82,7 +94,7 @@ TLS_KEYS = {
     "ec256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
 }
 
-TESTS = range(1, 8)
+TESTS = range(1, 9)
 
 
 def log(msg: str) -> None:
@@ -1032,7 +1044,7 @@ def table(results: dict) -> str:
                      for k in ratio_cols] + [r["target"], verdict(r)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows if len(rows) > 1 else []):  # --only 8: no grid
         out.append("| " + " | ".join(c.ljust(widths[j]) for j, c in enumerate(r)) + " |")
         if i == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -1094,6 +1106,10 @@ def table(results: dict) -> str:
         out.append(f"   target >= 3x fetchmail: {'met' if best >= 3 else 'NOT met'} "
                    f"(maildir {f['speedup'].get('apop fetch -> maildir', 0):.2f}x, "
                    f"same MDA {mda:.2f}x)")
+    fa = results.get("fetch_accounts")
+    if fa:
+        out.append("")
+        out.append(fetch_accounts.summary(fa))
     i = results.get("apop_idle")
     if i:
         out.append("")
@@ -1121,7 +1137,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
     ap.add_argument("--no-dovecot", dest="dovecot", action="store_false",
                     help="apop alone (when Dovecot is not installed)")
-    ap.add_argument("--only", default="", help="comma-separated test numbers (1-7)")
+    ap.add_argument("--only", default="", help="comma-separated test numbers (1-8)")
     ap.add_argument("--tls-key", choices=sorted(TLS_KEYS), default="rsa2048",
                     help="key of the certificate every server uses (default rsa2048; rsa4096 "
                          "makes the server's handshake cost dominate the client's)")
@@ -1185,18 +1201,38 @@ def main() -> int:
         print(f"compare: {DOVECOT} is missing: install dovecot-pop3d (scripts/deps.sh) "
               "or pass --no-dovecot", file=sys.stderr)
         return 1
-    if (5 in args.only or not args.only) and shutil.which("fetchmail") is None:
+    if ((5 in args.only or 8 in args.only or not args.only)
+            and shutil.which("fetchmail") is None):
         print("compare: fetchmail is missing (scripts/deps.sh installs it)", file=sys.stderr)
         return 1
     raise_nofile()
     if args.workdir:
         # Dovecot's trees (dovecot.py) go there too: hard links need one file system.
         tempfile.tempdir = args.workdir
-    c = Compare(args)
-    try:
-        results = c.run()
-    finally:
-        c.cleanup()
+    if args.only == {8}:
+        # Test 8 sets up its own servers: none of the others' users and Maildirs.
+        results = {"sizes": args.sizes, "machine": machine(), "rows": [], "failures": [],
+                   "versions": versions(os.path.abspath(args.apop))}
+    else:
+        c = Compare(args)
+        try:
+            results = c.run()
+        finally:
+            c.cleanup()
+    if 8 in args.only or not args.only:
+        why = fetch_accounts.available() if args.dovecot else "--no-dovecot"
+        if why:
+            log(f"8: skipped ({why})")
+        else:
+            s = args.sizes
+            log(f"8: {s['fetch_accounts']} accounts x {s['fetch_account_messages']} messages, "
+                "apop fetch --config against fetchmail into Dovecot's LMTP")
+            fa = fetch_accounts.run(os.path.abspath(args.apop), args.workdir,
+                                    s["fetch_accounts"], s["fetch_account_messages"],
+                                    s["fetch_max_parallel"], keep=args.keep,
+                                    rtt_ms=s["fetch_rtt_ms"])
+            results["fetch_accounts"] = fa
+            results["failures"] += fa["failures"]
     text = table(results)
     print(text)
     if args.json:

@@ -13,12 +13,13 @@ import sys
 import unittest
 
 from apoptest import REPO, apop_bin, require_program
-from dovecot import require_dovecot
+from dovecot import require_dovecot, require_dovecot_lmtp
 
 
 class CompareSmokeTest(unittest.TestCase):
     def test_quick_run_fills_the_table(self):
         require_dovecot()
+        require_dovecot_lmtp()  # test 8
         require_program("fetchmail")
         out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"compare-smoke-{os.getpid()}.json")
         self.addCleanup(lambda: os.path.exists(out) and os.unlink(out))
@@ -63,9 +64,21 @@ class CompareSmokeTest(unittest.TestCase):
         self.assertEqual(i["peak_in_flight"], i["sessions"], diag)
         self.assertGreater(i["logged_in"], 0, diag)
         self.assertGreater(i["pss_mib"], 0)
+        # Test 8 (bench/fetch_accounts.py): both clients delivered everything exactly once
+        # into Dovecot's LMTP, and every message arrived through the 451s.
+        fa = r["fetch_accounts"]
+        for who in ("apop", "fetchmail"):
+            for c in fa["speed"]["checks"][who]:
+                self.assertEqual(c["delivered"], c["expected"], diag)
+                self.assertEqual(c["lost"] + c["duplicated"] + c["left_on_server"], 0, diag)
+            self.assertGreater(fa["speed"]["median_s"][who], 0, diag)
+        t = fa["tempfail"]["check"]
+        self.assertEqual((t["delivered"], t["lost"], t["duplicated"]), (t["expected"], 0, 0),
+                         diag)
+        self.assertGreater(fa["tempfail"]["polls"], 1, diag)
         text = p.stdout.decode()
         for needle in ("apop/tuned", "apop/floor", "dovecot tuned", "5. fetch", "6. ",
-                       "7. TLS cost floor", "machine:"):
+                       "7. TLS cost floor", "8. ", "target >= 5x", "machine:"):
             self.assertIn(needle, text)
 
     def test_variants_and_baseline(self):
