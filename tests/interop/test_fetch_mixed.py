@@ -31,7 +31,7 @@ from dovecot import Dovecot, require_dovecot
 from fakepop import FakePop
 from test_fetch import FetchTestCase, maildir_messages
 from test_fetch_config import Daemon, deliver_files
-from test_fetch_oauth2 import KEY, jwt
+from test_fetch_oauth2 import jwt, use_oauth2_passdb
 
 EXIT_SECURITY = 7
 # --timeout of every run: what the stalling server costs each poll.
@@ -70,7 +70,7 @@ class FetchMixedTest(FetchTestCase):
                           mechanisms="plain apop oauthbearer xoauth2",
                           extra_config="auth_failure_delay = 0\n")
         self.addCleanup(self.dv.cleanup)
-        self.setup_oauth2()
+        use_oauth2_passdb(self.dv)
         for u in DV_USERS:
             self.dv.add_user(u, DV_SECRET)
         self.dv.start()
@@ -103,31 +103,6 @@ class FetchMixedTest(FetchTestCase):
         self.mail = os.path.join(self.work, "Mail")
         self.states = os.path.join(self.work, "fetch-state")
         os.makedirs(self.mail)
-
-    def setup_oauth2(self):
-        """Dovecot's oauth2 passdb validating HS256 JWTs locally (as
-        test_fetch_oauth2.py), for OAUTHBEARER only; the passwd-file passdb
-        serves the rest."""
-        import base64
-        keys = os.path.join(self.dv.root, "keys")
-        d = os.path.join(keys, "default", "HS256")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "default"), "w") as f:
-            f.write(base64.b64encode(KEY).decode())
-        conf = os.path.join(self.dv.root, "dovecot-oauth2.conf.ext")
-        with open(conf, "w") as f:
-            f.write("introspection_mode = local\n"
-                    f"local_validation_key_dict = fs:posix:prefix={keys}/\n"
-                    "username_attribute = sub\nusername_format = %Lu\nscope = mail\n")
-        if os.getuid() == 0:
-            for dirpath, _, files in os.walk(keys):
-                os.chmod(dirpath, 0o755)
-                for n in files:
-                    os.chmod(os.path.join(dirpath, n), 0o644)
-            os.chmod(conf, 0o644)
-        self.dv.extra_passdb = ("passdb {\n  driver = oauth2\n"
-                                "  mechanisms = oauthbearer xoauth2\n"
-                                f"  args = {conf}\n}}")
 
     # -- mail on the servers -------------------------------------------------------
     def put(self, name: str, messages: list[bytes]) -> None:

@@ -30,6 +30,37 @@ def jwt(claims: dict, key: bytes = KEY) -> str:
     return f"{header}.{body}.{b64url(sig)}"
 
 
+def use_oauth2_passdb(dv: Dovecot) -> None:
+    """Dovecot's oauth2 passdb validating HS256 JWTs signed with KEY locally
+    (no network), for OAUTHBEARER and XOAUTH2; set before dv.start()."""
+    keys = os.path.join(dv.root, "keys")
+    # The lookup key is shared/<azp:default>/<alg>/<kid:default> (the alg
+    # as in the JWT header); the fs dict drops "shared/". HMAC keys are
+    # stored base64.
+    d = os.path.join(keys, "default", "HS256")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "default"), "w") as f:
+        f.write(base64.b64encode(KEY).decode())
+    conf = os.path.join(dv.root, "dovecot-oauth2.conf.ext")
+    with open(conf, "w") as f:
+        f.write("introspection_mode = local\n"
+                f"local_validation_key_dict = fs:posix:prefix={keys}/\n"
+                "username_attribute = sub\n"
+                "username_format = %Lu\n"
+                "scope = mail\n"
+                "openid_configuration_url = https://idp.example/.well-known/openid-configuration\n"
+                "debug = yes\n")
+    if os.getuid() == 0:
+        for dirpath, _, files in os.walk(keys):
+            os.chmod(dirpath, 0o755)
+            for n in files:
+                os.chmod(os.path.join(dirpath, n), 0o644)
+        os.chmod(conf, 0o644)
+    dv.extra_passdb = ("passdb {\n  driver = oauth2\n"
+                            "  mechanisms = oauthbearer xoauth2\n"
+                            f"  args = {conf}\n}}")
+
+
 class FetchOAuth2Test(ApopTestCase):
     def setUp(self):
         super().setUp()
@@ -38,32 +69,7 @@ class FetchOAuth2Test(ApopTestCase):
                           mechanisms="plain oauthbearer xoauth2",
                           extra_config="auth_failure_delay = 0\n")
         self.addCleanup(self.dv.cleanup)
-        keys = os.path.join(self.dv.root, "keys")
-        # The lookup key is shared/<azp:default>/<alg>/<kid:default> (the alg
-        # as in the JWT header); the fs dict drops "shared/". HMAC keys are
-        # stored base64.
-        d = os.path.join(keys, "default", "HS256")
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, "default"), "w") as f:
-            f.write(base64.b64encode(KEY).decode())
-        conf = os.path.join(self.dv.root, "dovecot-oauth2.conf.ext")
-        with open(conf, "w") as f:
-            f.write("introspection_mode = local\n"
-                    f"local_validation_key_dict = fs:posix:prefix={keys}/\n"
-                    "username_attribute = sub\n"
-                    "username_format = %Lu\n"
-                    "scope = mail\n"
-                    "openid_configuration_url = https://idp.example/.well-known/openid-configuration\n"
-                    "debug = yes\n")
-        if os.getuid() == 0:
-            for dirpath, _, files in os.walk(keys):
-                os.chmod(dirpath, 0o755)
-                for n in files:
-                    os.chmod(os.path.join(dirpath, n), 0o644)
-            os.chmod(conf, 0o644)
-        self.dv.extra_passdb = ("passdb {\n  driver = oauth2\n"
-                                "  mechanisms = oauthbearer xoauth2\n"
-                                f"  args = {conf}\n}}")
+        use_oauth2_passdb(self.dv)
         self.dv.add_user(USER, "unused-password-8812")
         self.dv.start()
         self.msgs = [make_message("oauth 1", "First.\n"), make_message("oauth 2", "Second.\n")]
