@@ -104,6 +104,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
     }
   }
   if (!bind_and_drop(server, a, id)) return kExitError;
+  if (lmtp) lmtp->log_listening();
   if (a.experimental_sandbox && !apply_serve_sandbox(a, services->creds.sqlite != nullptr)) {
     return kExitError;
   }

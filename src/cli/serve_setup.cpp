@@ -19,11 +19,11 @@
 #include "cli/serve_config.hpp"
 #include "cli/serve_setup.hpp"
 #include "cli/version.hpp"
+#include "common/parse.hpp"
 #include "common/text.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "pg/shared.hpp"
-#include "common/parse.hpp"
 #include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 
@@ -154,8 +154,9 @@ Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::str
   bool octal = mode.has_value();
   for (char c : a.lmtp_socket_mode) octal = octal && c >= '0' && c <= '7';
   if (!octal) {
-    return make_error(Errc::invalid, "lmtp_socket_mode: expected an octal mode such as 0660, not \"" +
-                                         a.lmtp_socket_mode + "\"");
+    return make_error(Errc::invalid,
+                      "lmtp_socket_mode: expected an octal mode such as 0660, not \"" +
+                          a.lmtp_socket_mode + "\"");
   }
   o.socket_mode = static_cast<unsigned>(std::stoul(a.lmtp_socket_mode, nullptr, 8));
   o.socket_group = a.lmtp_socket_group;

@@ -7,9 +7,9 @@
 #include <unistd.h>
 
 #include <asio.hpp>
-#include <cstring>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <cstring>
 #include <thread>
 #include <variant>
 
@@ -101,8 +101,7 @@ struct LmtpServer::Impl {
       auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) continue;  // EMFILE and the like: the next accept may work
-      asio::co_spawn(io,
-                     serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
+      asio::co_spawn(io, serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
                      asio::detached);
     }
   }
@@ -132,10 +131,10 @@ struct LmtpServer::Impl {
       return make_error(Errc::temporary, "cannot listen on unix:" + path + ": " + ec.message());
     }
     if (::chmod(path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0 ||
-        (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
-      return make_error(Errc::temporary,
-                        "lmtp_listen: cannot set the mode or group of " + path + ": " +
-                            std::strerror(errno));
+        (gid != static_cast<gid_t>(-1) &&
+         ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
+      return make_error(Errc::temporary, "lmtp_listen: cannot set the mode or group of " + path +
+                                             ": " + std::strerror(errno));
     }
     listeners.push_back(Listener{std::move(acc), "unix:" + path});
     return {};
@@ -158,8 +157,11 @@ Result<void> LmtpServer::bind() {
     const std::string where = endpoint_text(acc->local_endpoint());
     impl_->listeners.push_back(Listener{std::move(*acc), where});
   }
-  for (const Listener& l : impl_->listeners) spdlog::info("listening on {} (lmtp)", l.where);
   return {};
+}
+
+void LmtpServer::log_listening() const {
+  for (const Listener& l : impl_->listeners) spdlog::info("listening on {} (lmtp)", l.where);
 }
 
 void LmtpServer::start() {

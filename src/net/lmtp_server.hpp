@@ -54,9 +54,12 @@ class LmtpServer {
   LmtpServer& operator=(const LmtpServer&) = delete;
 
   // Binds every listener (a stale Unix socket file is replaced; any other
-  // file there is an error), sets the sockets' mode and group and logs
-  // "listening on ADDR:PORT (lmtp)" / "listening on unix:PATH (lmtp)".
+  // file there is an error) and sets the sockets' mode and group.
   Result<void> bind();
+  // Logs "listening on ADDR:PORT (lmtp)" / "listening on unix:PATH (lmtp)"
+  // for each listener (after the POP3 listeners' lines: tests take the first
+  // "listening on" line as POP3's).
+  void log_listening() const;
   // Serves on a thread of its own until stop().
   void start();
   // Closes the listeners, ends open sessions (a message not yet

@@ -37,9 +37,7 @@ std::optional<std::pair<std::string_view, std::string_view>> take_path(std::stri
 LmtpSession::LmtpSession(LmtpConfig config, LmtpDelivery& delivery)
     : config_(std::move(config)), delivery_(delivery) {}
 
-std::string LmtpSession::greeting() const {
-  return "220 " + config_.hostname + " LMTP ready\r\n";
-}
+std::string LmtpSession::greeting() const { return "220 " + config_.hostname + " LMTP ready\r\n"; }
 
 void LmtpSession::reset_transaction() {
   sender_.clear();

@@ -26,10 +26,10 @@ namespace apop::net {
 
 // What RCPT learns about a recipient.
 enum class LmtpRecipient {
-  ok,           // an account: accepted
-  unknown,      // no such account: 550 5.1.1
-  temporary,    // the lookup failed now: 451 4.3.0
-  over_quota,   // the quota seam (always `ok` today): 552 5.2.2 or 452 4.2.2
+  ok,          // an account: accepted
+  unknown,     // no such account: 550 5.1.1
+  temporary,   // the lookup failed now: 451 4.3.0
+  over_quota,  // the quota seam (always `ok` today): 552 5.2.2 or 452 4.2.2
 };
 
 // The store behind the session. Calls are made from feed(), one at a time.
@@ -50,7 +50,7 @@ class LmtpDelivery {
 };
 
 struct LmtpConfig {
-  std::string hostname = "localhost";  // in the greeting and LHLO's reply
+  std::string hostname = "localhost";                            // in the greeting and LHLO's reply
   std::uint64_t max_message_size = limits::kLmtpMaxMessageSize;  // SIZE
   unsigned max_recipients = limits::kLmtpMaxRecipients;
   // Over quota: 452 4.2.2 (the MTA retries) instead of 552 5.2.2 (bounce).
@@ -86,9 +86,9 @@ class LmtpSession {
   LmtpDelivery& delivery_;
   State state_ = State::start;
   bool closed_ = false;
-  bool discarding_ = false;   // in a command line longer than the limit
-  bool line_start_ = true;    // in data: the next byte starts a line
-  bool too_big_ = false;      // in data: the message passed max_message_size
+  bool discarding_ = false;  // in a command line longer than the limit
+  bool line_start_ = true;   // in data: the next byte starts a line
+  bool too_big_ = false;     // in data: the message passed max_message_size
   unsigned bad_commands_ = 0;
   std::string in_;
   std::string sender_;

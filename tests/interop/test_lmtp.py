@@ -1,0 +1,126 @@
+"""`apop serve --lmtp-listen`: LMTP delivery (RFC 2033) with Python's smtplib.LMTP
+over a Unix socket and TCP, read back with APOP through the same server."""
+
+import os
+import re
+import smtplib
+import stat
+import unittest
+
+from apoptest import ALICE_SECRET, ApopTestCase, make_message
+
+BOB_SECRET = "bob-secret-0123456789"
+
+
+def lmtp_transaction(lmtp: smtplib.LMTP, sender: str, rcpts: list[str], msg: bytes):
+    """MAIL, RCPTs, DATA by hand: smtplib reads one reply after DATA, LMTP
+    sends one per accepted recipient. Returns (RCPT replies, DATA replies)."""
+    code, text = lmtp.mail(sender)
+    assert code == 250, (code, text)
+    rcpt_replies = [lmtp.rcpt(r) for r in rcpts]
+    accepted = sum(1 for code, _ in rcpt_replies if code == 250)
+    code, text = lmtp.docmd("DATA")
+    assert code == 354, (code, text)
+    data = re.sub(rb"(?m)^\.", b"..", msg)  # dot-stuffing (msg has CRLF line ends)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    lmtp.send(data + b".\r\n")
+    return rcpt_replies, [lmtp.getreply() for _ in range(accepted)]
+
+
+class LmtpTest(ApopTestCase):
+    def setUp(self):
+        super().setUp()
+        self.env.add_user("alice", ALICE_SECRET)
+        self.env.add_user("bob", BOB_SECRET)
+
+    def lmtp_tcp_port(self, srv) -> int:
+        line = srv.wait_for_log(r"listening on \S+:\d+ \(lmtp\)")[0]
+        return int(re.search(r"listening on \S+:(\d+) \(lmtp\)", line).group(1))
+
+    def retrieve_all(self, srv, user: str, secret: str) -> list[bytes]:
+        out = []
+        with srv.connect() as c:
+            self.assertTrue(c.apop(user, secret).startswith(b"+OK"))
+            _, listing = c.cmd_multi("LIST")
+            for entry in listing:
+                n = entry.split()[0].decode()
+                self.assertTrue(c.cmd("RETR " + n).startswith(b"+OK"))
+                out.append(c.multi_raw())
+            c.quit()
+        return out
+
+    def deliver_two(self, lmtp: smtplib.LMTP, body: str) -> bytes:
+        msg = make_message("two recipients", body, eol=b"\r\n")
+        lmtp.ehlo("test.example")  # LMTP's ehlo() sends LHLO
+        self.assertTrue(lmtp.has_extn("pipelining"))
+        self.assertTrue(lmtp.has_extn("enhancedstatuscodes"))
+        self.assertTrue(lmtp.has_extn("8bitmime"))
+        self.assertTrue(lmtp.has_extn("size"))
+        rcpts, replies = lmtp_transaction(lmtp, "sender@example.org",
+                                          ["alice@example.com", "bob@example.com"], msg)
+        self.assertEqual([c for c, _ in rcpts], [250, 250])
+        self.assertEqual([c for c, _ in replies], [250, 250], replies)
+        self.assertTrue(all(t.startswith(b"2.0.0") for _, t in replies), replies)
+        return msg
+
+    def check_read_back(self, srv, msg: bytes):
+        # RETR returns the message with CRLF line ends and dot-stuffing; the
+        # message sent was CRLF and had no line starting with '.'.
+        for user, secret in (("alice", ALICE_SECRET), ("bob", BOB_SECRET)):
+            got = self.retrieve_all(srv, user, secret)
+            self.assertEqual(len(got), 1, user)
+            self.assertEqual(got[0], msg + b".\r\n", user)
+            self.assertEqual(len(self.env.message_files(user)), 1)
+
+    def test_unix_socket_two_recipients_mode_and_unknown_user(self):
+        sock = os.path.join(self.env.root, "lmtp.sock")
+        with self.env.server("--lmtp-listen", "unix:" + sock, "--lmtp-socket-mode", "0620") as srv:
+            srv.wait_for_log(r"listening on unix:" + re.escape(sock) + r" \(lmtp\)")
+            self.assertTrue(stat.S_ISSOCK(os.lstat(sock).st_mode))
+            self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o620)
+            lmtp = smtplib.LMTP(sock)
+            self.addCleanup(lmtp.close)
+            msg = self.deliver_two(lmtp, "Hello both.\n")
+            # An unknown user: 550 5.1.1 at RCPT.
+            lmtp.mail("sender@example.org")
+            code, text = lmtp.rcpt("nobody@example.com")
+            self.assertEqual(code, 550)
+            self.assertTrue(text.startswith(b"5.1.1"), text)
+            lmtp.rset()
+            # HELO is not LMTP.
+            code, _ = lmtp.docmd("HELO", "x")
+            self.assertEqual(code, 500)
+            lmtp.quit()
+            self.check_read_back(srv, msg)
+
+    def test_tcp_one_unknown_of_three_and_dot_unstuffing(self):
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            port = self.lmtp_tcp_port(srv)
+            lmtp = smtplib.LMTP("127.0.0.1", port)
+            self.addCleanup(lmtp.close)
+            msg = make_message("dots", ".leading dot\n..two\nend\n", eol=b"\r\n")
+            lmtp.ehlo("test.example")
+            rcpts, replies = lmtp_transaction(
+                lmtp, "s@example.org", ["alice@example.com", "ghost@example.com", "bob@x"], msg)
+            self.assertEqual([c for c, _ in rcpts], [250, 550, 250])
+            self.assertTrue(rcpts[1][1].startswith(b"5.1.1"), rcpts[1])
+            # One reply per accepted recipient, nothing for the refused one.
+            self.assertEqual([c for c, _ in replies], [250, 250])
+            self.assertEqual(lmtp.noop()[0], 250)  # no reply left over
+            lmtp.quit()
+            # Stored dot-unstuffed with LF line ends; RETR stuffs again.
+            stored = self.env.stored_messages("alice")
+            self.assertEqual(stored, [msg.replace(b"\r\n", b"\n")])
+            got = self.retrieve_all(srv, "bob", BOB_SECRET)
+            self.assertEqual(got, [msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"])
+
+    def test_refused_with_workers(self):
+        r = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
+                         "--workers", "2", "--lmtp-listen", "127.0.0.1:0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("workers = 0", r.stderr.decode())
+
+
+if __name__ == "__main__":
+    unittest.main()
