@@ -190,9 +190,9 @@ void LmtpSession::command(std::string_view line, std::string& out) {
     return;
   }
   if (iequals(verb, "DATA")) {
+    if (!arg.empty()) return bad(out, "501 5.5.4 DATA takes no argument");
     if (state_ != State::mail) return bad(out, "503 5.5.1 MAIL first");
     if (recipients_.empty()) return bad(out, "503 5.5.1 No valid recipients");
-    if (!arg.empty()) return bad(out, "501 5.5.4 DATA takes no argument");
     state_ = State::data;
     line_start_ = true;
     return reply(out, "354 Send the message, end with <CRLF>.<CRLF>");
