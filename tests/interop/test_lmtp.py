@@ -115,6 +115,50 @@ class LmtpTest(ApopTestCase):
             got = self.retrieve_all(srv, "bob", BOB_SECRET)
             self.assertEqual(got, [msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"])
 
+    def test_mbox_location(self):
+        mboxes = os.path.join(self.env.root, "mboxes")
+        os.mkdir(mboxes)
+        with self.env.server("--mail-location", "mbox:" + mboxes + "/%u",
+                             "--lmtp-listen", "127.0.0.1:0") as srv:
+            lmtp = smtplib.LMTP("127.0.0.1", self.lmtp_tcp_port(srv))
+            self.addCleanup(lmtp.close)
+            lmtp.ehlo("t")
+            msg = make_message("to an mbox", "From here on\n", eol=b"\r\n")
+            _, replies = lmtp_transaction(lmtp, "s@example.org", ["alice@x"], msg)
+            self.assertEqual([c for c, _ in replies], [250])
+            lmtp.quit()
+            with open(os.path.join(mboxes, "alice"), "rb") as fh:
+                data = fh.read()
+            self.assertTrue(data.startswith(b"From s@example.org "), data[:80])
+            self.assertIn(b"\n>From here on\n", data)
+            # Exactly what `apop deliver` stores (its "From " quoting included,
+            # as Postfix's local(8) does).
+            r = self.env.run("deliver", "--data", self.env.data, "--mail-location",
+                             "mbox:" + mboxes + "/%u", "bob", input=msg)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = self.retrieve_all(srv, "alice", ALICE_SECRET)
+            self.assertEqual(got, self.retrieve_all(srv, "bob", BOB_SECRET))
+            self.assertEqual(got, [msg.replace(b"\nFrom ", b"\n>From ") + b".\r\n"])
+
+    def test_config_check_and_bad_mode(self):
+        conf = os.path.join(self.env.root, "apop.toml")
+        with open(conf, "w") as fh:
+            fh.write('workers = 0\nlisten = ["127.0.0.1:110"]\n'
+                     'lmtp_listen = ["unix:/run/apop/lmtp", "127.0.0.1:24"]\n'
+                     'lmtp_socket_group = "postfix"\nlmtp_max_recipients = 50\n')
+        r = self.env.run("config", "check", "--config", conf)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode()
+        self.assertIn('lmtp_listen = ["unix:/run/apop/lmtp", "127.0.0.1:24"]', out)
+        self.assertIn('lmtp_socket_mode = "0660"', out)
+        self.assertIn("lmtp_max_recipients = 50", out)
+        r = self.env.run("config", "check", "--config", conf, "--lmtp-socket-mode", "0668")
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("lmtp_socket_mode", r.stderr.decode())
+        r = self.env.run("config", "check", "--config", conf, "--lmtp-listen", "unix:")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("lmtp_listen", r.stderr.decode())
+
     def test_refused_with_workers(self):
         r = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
                          "--workers", "2", "--lmtp-listen", "127.0.0.1:0")
