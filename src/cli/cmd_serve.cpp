@@ -73,6 +73,11 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   auto lmtp_opts = lmtp_options(a, hostname).value();  // checked by server_options()
   std::unique_ptr<net::StoreLmtpDelivery> lmtp_delivery;
   std::unique_ptr<net::LmtpServer> lmtp;
+  if (!lmtp_opts.listen.empty() && a.experimental_sandbox) {
+    // The workers' allow-list has no delivery calls (memfd_create, link, fsync of new/).
+    spdlog::error("--sandbox does not cover LMTP delivery: drop lmtp_listen or --sandbox");
+    return kExitConfig;
+  }
   if (!lmtp_opts.listen.empty()) {
     auth::CredentialStore* accounts = services->creds.store.get();
     lmtp_delivery = std::make_unique<net::StoreLmtpDelivery>(

@@ -2,6 +2,7 @@
 over a Unix socket and TCP, read back with APOP through the same server."""
 
 import os
+import shutil
 import re
 import smtplib
 import stat
@@ -114,6 +115,26 @@ class LmtpTest(ApopTestCase):
             self.assertEqual(stored, [msg.replace(b"\r\n", b"\n")])
             got = self.retrieve_all(srv, "bob", BOB_SECRET)
             self.assertEqual(got, [msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"])
+
+    def test_store_failure_is_451_for_that_recipient_only(self):
+        # A regular file where alice's Maildir should be: her copy cannot be
+        # stored (temporary: the MTA retries her alone), bob's is.
+        alice_dir = self.env.maildir("alice")
+        os.makedirs(os.path.dirname(alice_dir), exist_ok=True)
+        if os.path.isdir(alice_dir):
+            shutil.rmtree(alice_dir)
+        with open(alice_dir, "w") as fh:
+            fh.write("not a maildir")
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            lmtp = smtplib.LMTP("127.0.0.1", self.lmtp_tcp_port(srv))
+            self.addCleanup(lmtp.close)
+            lmtp.ehlo("t")
+            msg = make_message("half", "x\n", eol=b"\r\n")
+            _, replies = lmtp_transaction(lmtp, "s@x", ["alice@x", "bob@x"], msg)
+            self.assertEqual([c for c, _ in replies], [451, 250], replies)
+            self.assertTrue(replies[0][1].startswith(b"4.3.0"), replies)
+            lmtp.quit()
+            self.assertEqual(self.env.stored_messages("bob"), [msg.replace(b"\r\n", b"\n")])
 
     def test_mbox_location(self):
         mboxes = os.path.join(self.env.root, "mboxes")
