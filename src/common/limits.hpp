@@ -250,6 +250,10 @@ inline constexpr std::size_t kLmtpDataChunk = 64 * 1024;
 // Not from an RFC: bad commands (unknown, out of sequence, bad syntax) before
 // the session answers "421 4.7.0" and closes.
 inline constexpr unsigned kLmtpMaxBadCommands = 20;
+// Not from an RFC: concurrent LMTP connections (each may hold a message of
+// up to SIZE in memory). Postfix opens at most 20 per destination by default
+// (default_destination_concurrency_limit); more get "421 4.3.2" at once.
+inline constexpr unsigned kLmtpMaxConnections = 64;
 // RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next
 // command; the same for each block of message data (the client's own data
 // block timeout, §4.5.3.2.5, is 3 minutes, so 5 leaves it the first word).

@@ -92,6 +92,7 @@ struct LmtpServer::Impl {
   asio::io_context io{1};
   std::vector<Listener> listeners;
   std::thread thread;
+  unsigned active = 0;  // open connections (on the server's thread only)
 
   Impl(LmtpServerOptions o, LmtpDelivery& d) : options(std::move(o)), delivery(d) {}
 
@@ -101,8 +102,15 @@ struct LmtpServer::Impl {
       auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) continue;  // EMFILE and the like: the next accept may work
+      if (active >= limits::kLmtpMaxConnections) {
+        asio::error_code ignored;
+        asio::write(socket, asio::buffer(std::string_view("421 4.3.2 Too many connections\r\n")),
+                    ignored);
+        continue;  // closed here
+      }
+      ++active;
       asio::co_spawn(io, serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
-                     asio::detached);
+                     [this](std::exception_ptr) { --active; });
     }
   }
 

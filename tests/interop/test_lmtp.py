@@ -5,6 +5,7 @@ import os
 import shutil
 import re
 import smtplib
+import socket
 import stat
 import unittest
 
@@ -135,6 +136,31 @@ class LmtpTest(ApopTestCase):
             self.assertTrue(replies[0][1].startswith(b"4.3.0"), replies)
             lmtp.quit()
             self.assertEqual(self.env.stored_messages("bob"), [msg.replace(b"\r\n", b"\n")])
+
+    def test_connection_cap(self):
+        # limits::kLmtpMaxConnections open connections; the next gets 421 at
+        # once; a closed one frees its place.
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            port = self.lmtp_tcp_port(srv)
+
+            def connect():
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                self.addCleanup(s.close)
+                return s, s.makefile("rb").readline()
+
+            held = [connect() for _ in range(64)]
+            self.assertTrue(all(g.startswith(b"220 ") for _, g in held))
+            _, refused = connect()
+            self.assertEqual(refused, b"421 4.3.2 Too many connections\r\n")
+            held[0][0].sendall(b"QUIT\r\n")
+            held[0][0].makefile("rb").readline()
+            held[0][0].close()
+            for _ in range(50):
+                s, g = connect()
+                if g.startswith(b"220 "):
+                    break
+                s.close()
+            self.assertTrue(g.startswith(b"220 "), g)
 
     def test_mbox_location(self):
         mboxes = os.path.join(self.env.root, "mboxes")
