@@ -26,10 +26,14 @@ class FuzzDelivery final : public apop::net::LmtpDelivery {
   LmtpRecipient recipient(std::string_view user, std::uint64_t) override {
     if (user.empty()) return LmtpRecipient::unknown;
     switch (static_cast<unsigned char>(user.front()) % 4) {
-      case 0: return LmtpRecipient::ok;
-      case 1: return LmtpRecipient::unknown;
-      case 2: return user.size() % 2 ? LmtpRecipient::temporary : LmtpRecipient::over_quota;
-      default: return LmtpRecipient::ok;
+      case 0:
+        return LmtpRecipient::ok;
+      case 1:
+        return LmtpRecipient::unknown;
+      case 2:
+        return user.size() % 2 ? LmtpRecipient::temporary : LmtpRecipient::over_quota;
+      default:
+        return LmtpRecipient::ok;
     }
   }
   apop::Result<void> deliver(std::string_view user, std::string_view,
