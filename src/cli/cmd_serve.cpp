@@ -13,6 +13,7 @@
 #include "auth/authenticator.hpp"
 #include "auth/challenge.hpp"
 #include "auth/throttle.hpp"
+#include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/fetch_accounts.hpp"
@@ -22,6 +23,7 @@
 #include "cli/serve_setup.hpp"
 #include "cli/version.hpp"
 #include "common/text.hpp"
+#include "net/lmtp_server.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "pg/shared.hpp"
@@ -65,7 +67,49 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   auto challenges = services->challenges;
   net::Server server(std::move(opts), *services->throttled, services->opener(),
                      [challenges] { return challenges->next(); });
+  // LMTP (before the privilege drop: a socket in a root-owned directory,
+  // chown to Postfix's group). Accounts are looked up in the store the
+  // logins use; mail goes where `apop deliver` puts it.
+  auto lmtp_opts = lmtp_options(a, hostname).value();  // checked by server_options()
+  std::unique_ptr<net::StoreLmtpDelivery> lmtp_delivery;
+  std::unique_ptr<net::LmtpServer> lmtp;
+  if (!lmtp_opts.listen.empty() && a.experimental_sandbox) {
+    // The workers' allow-list has no delivery calls (memfd_create, link, fsync of new/).
+    spdlog::error("--sandbox does not cover LMTP delivery: drop lmtp_listen or --sandbox");
+    return kExitConfig;
+  }
+  if (!lmtp_opts.listen.empty()) {
+    auth::CredentialStore* accounts = services->creds.store.get();
+    lmtp_delivery = std::make_unique<net::StoreLmtpDelivery>(
+        [accounts](std::string_view user) {
+          net::StoreLmtpDelivery::Account out;
+          if (!auth::is_valid_username(user)) return out;  // unknown
+          auto found = accounts->has_user(user);
+          if (!found) {
+            spdlog::warn("lmtp: user={} {}", user, found.error().message);
+            out.status = net::LmtpRecipient::temporary;
+            return out;
+          }
+          if (!*found) return out;
+          auto own = accounts->mail_location(user);
+          if (!own) {
+            spdlog::warn("lmtp: user={} {}", user, own.error().message);
+            out.status = net::LmtpRecipient::temporary;
+            return out;
+          }
+          out.status = net::LmtpRecipient::ok;
+          out.mail_location = *own;
+          return out;
+        },
+        store::parse_mail_location(a.mail_location, true).value(), dir.root);
+    lmtp = std::make_unique<net::LmtpServer>(std::move(lmtp_opts), *lmtp_delivery);
+    if (auto r = lmtp->bind(); !r) {
+      spdlog::error("{}", r.error().message);
+      return kExitError;
+    }
+  }
   if (!bind_and_drop(server, a, id)) return kExitError;
+  if (lmtp) lmtp->log_listening();
   if (a.experimental_sandbox && !apply_serve_sandbox(a, services->creds.sqlite != nullptr)) {
     return kExitError;
   }
@@ -78,7 +122,9 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   auto running = std::make_shared<ServeConfig>(a);
   server.on_reload([&server, &reread, running, fixed] { reload(server, reread, *running, fixed); });
   spdlog::info("serving data={} hostname={}", dir.root.string(), hostname);
+  if (lmtp) lmtp->start();
   server.run();
+  if (lmtp) lmtp->stop();
   return kExitOk;
 }
 

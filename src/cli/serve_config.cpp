@@ -173,6 +173,24 @@ const std::array kSpecs = {
          "Debugging only: let the server dump core (by default it is not dumpable and its core "
          "size limit is 0: a core file would hold secrets)",
          &ServeConfig::allow_core_dumps},
+    Spec{"lmtp_listen", "--lmtp-listen",
+         "unix:PATH or ADDR:PORT to accept LMTP deliveries on (RFC 2033; repeatable; port 0 = "
+         "any free); needs workers = 0",
+         &ServeConfig::lmtp_listen},
+    Spec{"lmtp_socket_mode", "--lmtp-socket-mode",
+         "Mode of the LMTP Unix sockets, octal (default 0660)", &ServeConfig::lmtp_socket_mode},
+    Spec{"lmtp_socket_group", "--lmtp-socket-group",
+         "Group of the LMTP Unix sockets (e.g. postfix; default: the server's)",
+         &ServeConfig::lmtp_socket_group},
+    Spec{"lmtp_max_recipients", "--lmtp-max-recipients",
+         "Recipients accepted per LMTP transaction (more get 452 4.5.3)",
+         &ServeConfig::lmtp_max_recipients, false, 1, 10'000},
+    Spec{"lmtp_max_message_size", "--lmtp-max-message-size",
+         "Largest message LMTP accepts, in bytes (advertised as SIZE; bigger: 552 5.3.4)",
+         &ServeConfig::lmtp_max_message_size, false, 1024, 1'073'741'824},
+    Spec{"lmtp_over_quota_temporary", "--lmtp-over-quota-temporary",
+         "Answer a recipient over quota with 452 4.2.2 (retry) instead of 552 5.2.2 (bounce)",
+         &ServeConfig::lmtp_over_quota_temporary},
 };
 
 std::string where(const std::string& file, const toml::source_region& src, std::string_view key) {

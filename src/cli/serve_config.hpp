@@ -98,6 +98,17 @@ struct ServeConfig {
   std::string user;                // started as root: drop to this user after binding
   std::string group;               // ... and this group (default: the user's primary group)
   bool allow_core_dumps = false;   // debugging: keep the process dumpable and RLIMIT_CORE as is
+  // LMTP delivery (RFC 2033, net/lmtp_server.hpp): "unix:PATH" or
+  // "ADDR:PORT" listeners, a Unix socket's mode (octal text) and group, the
+  // recipients per transaction and the largest message (SIZE). One-process
+  // server (workers = 0) only, for now.
+  std::vector<std::string> lmtp_listen;
+  std::string lmtp_socket_mode = "0660";
+  std::string lmtp_socket_group;
+  unsigned lmtp_max_recipients = limits::kLmtpMaxRecipients;
+  unsigned lmtp_max_message_size = static_cast<unsigned>(limits::kLmtpMaxMessageSize);
+  // Over quota (the quota seam; no quotas yet): 452 4.2.2 instead of 552 5.2.2.
+  bool lmtp_over_quota_temporary = false;
   // The hidden, experimental `serve --sandbox` (cli/serve_sandbox.hpp): not
   // a configuration key, command line only.
   bool experimental_sandbox = false;

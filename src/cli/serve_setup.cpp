@@ -19,6 +19,7 @@
 #include "cli/serve_config.hpp"
 #include "cli/serve_setup.hpp"
 #include "cli/version.hpp"
+#include "common/parse.hpp"
 #include "common/text.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
@@ -131,7 +132,39 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
     return make_error(Errc::invalid, "mbox_rewrite: \"" + a.mbox_rewrite +
                                          "\" is not one of auto, rename, in-place");
   }
+  if (auto lmtp = lmtp_options(a, a.hostname); !lmtp) return lmtp.error();
   return opts;
+}
+
+Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::string& hostname) {
+  net::LmtpServerOptions o;
+  for (const auto& l : a.lmtp_listen) {
+    auto spec = net::parse_lmtp_listen(l);
+    if (!spec) return make_error(Errc::invalid, "lmtp_listen: " + spec.error().message);
+    o.listen.push_back(*spec);
+  }
+  if (!o.listen.empty() && a.workers > 0) {
+    // Workers cannot read the account database; LMTP there would ask the
+    // auth process (ipc/userdb.hpp), which is not done yet.
+    return make_error(Errc::invalid,
+                      "lmtp_listen is served by the one-process server only for now: set "
+                      "workers = 0 (--workers 0)");
+  }
+  const auto mode = parse_decimal<unsigned>(a.lmtp_socket_mode, {.max_digits = 4});
+  bool octal = mode.has_value();
+  for (char c : a.lmtp_socket_mode) octal = octal && c >= '0' && c <= '7';
+  if (!octal) {
+    return make_error(Errc::invalid,
+                      "lmtp_socket_mode: expected an octal mode such as 0660, not \"" +
+                          a.lmtp_socket_mode + "\"");
+  }
+  o.socket_mode = static_cast<unsigned>(std::stoul(a.lmtp_socket_mode, nullptr, 8));
+  o.socket_group = a.lmtp_socket_group;
+  o.session.hostname = hostname.empty() ? "localhost" : hostname;
+  o.session.max_recipients = a.lmtp_max_recipients;
+  o.session.max_message_size = a.lmtp_max_message_size;
+  o.session.over_quota_temporary = a.lmtp_over_quota_temporary;
+  return o;
 }
 
 // RFC 2449: some account has its own LOGIN-DELAY / EXPIRE, different from

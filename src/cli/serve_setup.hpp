@@ -18,6 +18,7 @@
 #include "auth/throttle.hpp"
 #include "cli/common.hpp"
 #include "cli/serve_config.hpp"
+#include "net/lmtp_server.hpp"
 #include "net/privileges.hpp"
 #include "net/server.hpp"
 #include "pg/shared.hpp"
@@ -40,6 +41,10 @@ using Step = std::variant<T, Exit>;
 // The server options a configuration asks for, or what is wrong with it
 // (Errc::invalid, naming the setting).
 Result<net::ServerOptions> server_options(const ServeConfig& a);
+// The LMTP listeners' settings (checked by server_options() too):
+// Errc::invalid for a bad lmtp_listen or lmtp_socket_mode, or LMTP with
+// workers (not served there yet).
+Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::string& hostname);
 // RFC 2449: some account has its own LOGIN-DELAY / EXPIRE, different from
 // the server's, so CAPA before login appends "USER" (§6.5, §6.7).
 void mark_per_user_limits(const std::vector<auth::UserRecord>& users, pop3::SessionConfig& s);

@@ -226,6 +226,39 @@ inline constexpr std::chrono::milliseconds kSmtpReconnectBackoff{30'000};
 // RFC 3464 text/rfc822-headers part) carries; the rest is cut at a line end.
 inline constexpr std::size_t kMaxBounceHeaders = 64 * 1024;
 
+// --- `apop serve --lmtp-listen` (net/lmtp_session.hpp, RFC 2033) ----------
+// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF;
+// §4.5.3.1.6 lets service extensions raise it, and MAIL carries SIZE= and
+// BODY= here, so four times that is allowed. A longer line is answered
+// "500 5.5.2" and discarded up to its end.
+inline constexpr std::size_t kMaxLmtpCommandLine = 2048;
+// RFC 5321 §4.5.3.1.3: a reverse- or forward-path is at most 256 octets.
+inline constexpr std::size_t kMaxLmtpPath = 256;
+// RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients; more
+// get "452 4.5.3" (the client sends them in a later transaction).
+inline constexpr unsigned kLmtpMaxRecipients = 100;
+// Not from an RFC: the largest message accepted (advertised as SIZE, RFC
+// 1870), as `apop deliver`'s default. A bigger one is read to its end and
+// refused per recipient with "552 5.3.4"; the session's buffer never holds
+// more than this plus one line.
+inline constexpr std::uint64_t kLmtpMaxMessageSize = 64ull * 1024 * 1024;
+// Not from an RFC: a message line (RFC 5321 §4.5.3.1.6 requires accepting
+// 1000 octets) is not cut, but the session takes a line's bytes into the
+// message in pieces of at most this size, so an unterminated line never
+// grows its input buffer beyond it.
+inline constexpr std::size_t kLmtpDataChunk = 64 * 1024;
+// Not from an RFC: bad commands (unknown, out of sequence, bad syntax) before
+// the session answers "421 4.7.0" and closes.
+inline constexpr unsigned kLmtpMaxBadCommands = 20;
+// Not from an RFC: concurrent LMTP connections (each may hold a message of
+// up to SIZE in memory). Postfix opens at most 20 per destination by default
+// (default_destination_concurrency_limit); more get "421 4.3.2" at once.
+inline constexpr unsigned kLmtpMaxConnections = 64;
+// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next
+// command; the same for each block of message data (the client's own data
+// block timeout, §4.5.3.2.5, is 3 minutes, so 5 leaves it the first word).
+inline constexpr std::chrono::milliseconds kLmtpServerTimeout{300'000};
+
 // --- failed-login defence (auth/throttle.hpp) and connection limits --------
 // Not from an RFC: each failed login delays its reply, doubling from the base
 // up to the maximum (Dovecot's auth penalty: 2 s doubling up to 15 s).

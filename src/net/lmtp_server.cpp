@@ -1,0 +1,256 @@
+#include "net/lmtp_server.hpp"
+
+#include <grp.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <cstring>
+#include <thread>
+#include <variant>
+
+#include "common/posix_fd.hpp"
+#include "common/text.hpp"
+#include "net/listeners_internal.hpp"
+#include "store/maildir.hpp"
+#include "store/maildir_deliver.hpp"
+#include "store/mbox.hpp"
+
+namespace apop::net {
+
+namespace {
+
+using asio::local::stream_protocol;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto tuple_awaitable = asio::experimental::as_tuple(asio::use_awaitable);
+
+// One connection: greeting, then read, feed, write until the session closes,
+// the client goes away or is silent for `timeout`.
+template <typename Socket>
+asio::awaitable<void> serve_lmtp(Socket socket, LmtpConfig config, LmtpDelivery& delivery,
+                                 std::chrono::milliseconds timeout) {
+  LmtpSession session(std::move(config), delivery);
+  asio::steady_timer timer(socket.get_executor());
+  auto send = [&](const std::string& out) -> asio::awaitable<bool> {
+    timer.expires_after(timeout);
+    auto r = co_await (asio::async_write(socket, asio::buffer(out), tuple_awaitable) ||
+                       timer.async_wait(tuple_awaitable));
+    co_return r.index() == 0 && !std::get<0>(std::get<0>(r));
+  };
+  if (!co_await send(session.greeting())) co_return;
+  std::array<char, 16 * 1024> buf{};
+  while (!session.closed()) {
+    timer.expires_after(timeout);
+    auto r = co_await (socket.async_read_some(asio::buffer(buf), tuple_awaitable) ||
+                       timer.async_wait(tuple_awaitable));
+    if (r.index() == 1) {
+      asio::error_code ignored;
+      asio::write(socket, asio::buffer(std::string_view("421 4.4.2 Timeout, closing\r\n")),
+                  ignored);
+      co_return;
+    }
+    auto [ec, n] = std::get<0>(r);
+    if (ec) co_return;
+    const std::string out = session.feed(std::string_view(buf.data(), n));
+    if (!out.empty() && !co_await send(out)) co_return;
+  }
+}
+
+struct Listener {
+  std::variant<tcp::acceptor, stream_protocol::acceptor> acceptor;
+  std::string where;
+};
+
+}  // namespace
+
+Result<LmtpListenSpec> parse_lmtp_listen(std::string_view text) {
+  LmtpListenSpec spec;
+  if (istarts_with(text, "unix:")) {
+    spec.unix_path = std::string(text.substr(5));
+    if (spec.unix_path.empty()) {
+      return make_error(Errc::invalid, "lmtp_listen unix: needs a path: " + std::string(text));
+    }
+    // sockaddr_un's sun_path: 108 bytes with the terminating NUL.
+    if (spec.unix_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+      return make_error(Errc::invalid, "lmtp_listen: socket path too long: " + std::string(text));
+    }
+    return spec;
+  }
+  auto tcp_spec = parse_listen(text);
+  if (!tcp_spec) return tcp_spec.error();
+  spec.tcp = *tcp_spec;
+  return spec;
+}
+
+struct LmtpServer::Impl {
+  LmtpServerOptions options;
+  LmtpDelivery& delivery;
+  asio::io_context io{1};
+  std::vector<Listener> listeners;
+  std::thread thread;
+  unsigned active = 0;  // open connections (on the server's thread only)
+
+  Impl(LmtpServerOptions o, LmtpDelivery& d) : options(std::move(o)), delivery(d) {}
+
+  template <typename Acceptor>
+  asio::awaitable<void> accept_loop(Acceptor& acceptor) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) continue;  // EMFILE and the like: the next accept may work
+      if (active >= limits::kLmtpMaxConnections) {
+        asio::error_code ignored;
+        asio::write(socket, asio::buffer(std::string_view("421 4.3.2 Too many connections\r\n")),
+                    ignored);
+        continue;  // closed here
+      }
+      ++active;
+      asio::co_spawn(io, serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
+                     [this](std::exception_ptr) { --active; });
+    }
+  }
+
+  Result<void> bind_unix(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return make_error(Errc::invalid, "lmtp_listen: " + path + " exists and is not a socket");
+      }
+      ::unlink(path.c_str());  // a stale socket of an earlier run
+    }
+    gid_t gid = static_cast<gid_t>(-1);
+    if (!options.socket_group.empty()) {
+      struct group* g = ::getgrnam(options.socket_group.c_str());
+      if (g == nullptr) {
+        return make_error(Errc::invalid, "lmtp_socket_group: no group " + options.socket_group);
+      }
+      gid = g->gr_gid;
+    }
+    stream_protocol::acceptor acc(io);
+    asio::error_code ec;
+    acc.open(stream_protocol(), ec);
+    if (!ec) acc.bind(stream_protocol::endpoint(path), ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return make_error(Errc::temporary, "cannot listen on unix:" + path + ": " + ec.message());
+    }
+    if (::chmod(path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0 ||
+        (gid != static_cast<gid_t>(-1) &&
+         ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
+      return make_error(Errc::temporary, "lmtp_listen: cannot set the mode or group of " + path +
+                                             ": " + std::strerror(errno));
+    }
+    listeners.push_back(Listener{std::move(acc), "unix:" + path});
+    return {};
+  }
+};
+
+LmtpServer::LmtpServer(LmtpServerOptions options, LmtpDelivery& delivery)
+    : impl_(std::make_unique<Impl>(std::move(options), delivery)) {}
+
+LmtpServer::~LmtpServer() { stop(); }
+
+Result<void> LmtpServer::bind() {
+  for (const LmtpListenSpec& spec : impl_->options.listen) {
+    if (spec.is_unix()) {
+      if (auto r = impl_->bind_unix(spec.unix_path); !r) return r.error();
+      continue;
+    }
+    auto acc = listen_on(impl_->io, spec.tcp);
+    if (!acc) return acc.error();
+    const std::string where = endpoint_text(acc->local_endpoint());
+    impl_->listeners.push_back(Listener{std::move(*acc), where});
+  }
+  return {};
+}
+
+void LmtpServer::log_listening() const {
+  for (const Listener& l : impl_->listeners) spdlog::info("listening on {} (lmtp)", l.where);
+}
+
+void LmtpServer::start() {
+  for (Listener& l : impl_->listeners) {
+    std::visit(
+        [this](auto& acceptor) {
+          asio::co_spawn(impl_->io, impl_->accept_loop(acceptor), asio::detached);
+        },
+        l.acceptor);
+  }
+  impl_->thread = std::thread([this] { impl_->io.run(); });
+}
+
+void LmtpServer::stop() {
+  if (!impl_) return;
+  impl_->io.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+StoreLmtpDelivery::StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback,
+                                     std::filesystem::path data_dir)
+    : lookup_(std::move(lookup)),
+      fallback_(std::move(fallback)),
+      data_dir_(std::move(data_dir)),
+      hostname_(store::local_hostname()) {}
+
+LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t /*size*/) {
+  // The quota seam: a quota check of `size` against the account goes here
+  // (over_quota); there are no quotas yet.
+  return lookup_(user).status;
+}
+
+Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view sender,
+                                        std::string_view message) {
+  // Looked up again: the account may have changed since RCPT.
+  const Account account = lookup_(user);
+  if (account.status == LmtpRecipient::unknown) {
+    return make_error(Errc::permanent, "no such user " + std::string(user));
+  }
+  if (account.status != LmtpRecipient::ok) {
+    return make_error(Errc::temporary, "cannot look " + std::string(user) + " up");
+  }
+  const auto own = account.mail_location;
+  store::LocationOpener locations(
+      fallback_, data_dir_, store::MboxOptions{},
+      [own](std::string_view) -> Result<std::optional<std::string>> { return own; });
+  auto where = locations.resolve(pop3::MailboxAddress(user));
+  if (!where) return make_error(Errc::temporary, where.error().message);
+  // The store functions read a descriptor, as `apop deliver` reads stdin:
+  // the message goes through an anonymous memory file.
+  UniqueFd fd(::memfd_create("apop-lmtp", MFD_CLOEXEC));
+  if (!fd) return make_error(Errc::temporary, std::string("memfd_create: ") + std::strerror(errno));
+  if (!write_all(fd.get(), message) || ::lseek(fd.get(), 0, SEEK_SET) != 0) {
+    return make_error(Errc::temporary, std::string("memfd: ") + std::strerror(errno));
+  }
+  if (where->first.format == store::MailLocation::Format::mbox) {
+    store::MboxDeliverOptions mopts;
+    mopts.sender = std::string(sender);
+    mopts.max_size = std::max<std::uint64_t>(mopts.max_size, message.size());
+    auto r = store::mbox_deliver(where->second, fd.get(), mopts);
+    if (!r) {
+      spdlog::warn("lmtp: user={} mbox={} {}", user, where->second.string(), r.error().message);
+      return r.error();
+    }
+    spdlog::info("lmtp: delivered user={} mbox={}", user, where->second.string());
+    return {};
+  }
+  if (auto made = store::ensure_maildir(where->second); !made) {
+    spdlog::warn("lmtp: user={} {}", user, made.error().message);
+    return make_error(Errc::temporary, made.error().message);
+  }
+  store::DeliverOptions opts;
+  opts.hostname = hostname_;
+  opts.max_size = std::max<std::uint64_t>(opts.max_size, message.size());
+  auto r = store::deliver(where->second, fd.get(), opts);
+  if (!r) {
+    spdlog::warn("lmtp: user={} {}", user, r.error().message);
+    return r.error();
+  }
+  spdlog::info("lmtp: delivered user={} file={}", user, *r);
+  return {};
+}
+
+}  // namespace apop::net

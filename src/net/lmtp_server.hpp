@@ -1,0 +1,97 @@
+// `apop serve --lmtp-listen`: the LMTP listeners (RFC 2033) of the
+// one-process server. One thread of their own runs an Asio io_context with
+// one coroutine per connection feeding net::LmtpSession; deliveries run on
+// that thread, one at a time (each is a few file writes and an fsync).
+// `StoreLmtpDelivery` stores with the code of `apop deliver`: store::deliver
+// (Maildir) or store::mbox_deliver, same durability.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/limits.hpp"
+#include "common/result.hpp"
+#include "net/lmtp_session.hpp"
+#include "net/server.hpp"
+#include "store/mail_location.hpp"
+
+namespace apop::net {
+
+// "unix:PATH" (an absolute or relative file name) or "ADDR:PORT" (as
+// --listen; port 0: any free port).
+struct LmtpListenSpec {
+  std::string unix_path;  // set for a Unix socket
+  ListenSpec tcp;
+  bool is_unix() const { return !unix_path.empty(); }
+};
+Result<LmtpListenSpec> parse_lmtp_listen(std::string_view text);
+
+struct LmtpServerOptions {
+  std::vector<LmtpListenSpec> listen;
+  // A Unix socket's mode (chmod after bind) and group (chown; empty: the
+  // process's): Postfix's lmtp(8) runs as user postfix, so group postfix
+  // with 0660 lets it, and only it, connect.
+  unsigned socket_mode = 0660;
+  std::string socket_group;
+  LmtpConfig session;
+  // Silence allowed between commands and within a message's data, and the
+  // longest a reply may take to be written.
+  std::chrono::milliseconds timeout = limits::kLmtpServerTimeout;
+};
+
+class LmtpServer {
+ public:
+  // Borrows `delivery`, which must outlive the server.
+  LmtpServer(LmtpServerOptions options, LmtpDelivery& delivery);
+  ~LmtpServer();  // stop()
+  LmtpServer(const LmtpServer&) = delete;
+  LmtpServer& operator=(const LmtpServer&) = delete;
+
+  // Binds every listener (a stale Unix socket file is replaced; any other
+  // file there is an error) and sets the sockets' mode and group.
+  Result<void> bind();
+  // Logs "listening on ADDR:PORT (lmtp)" / "listening on unix:PATH (lmtp)"
+  // for each listener (after the POP3 listeners' lines: tests take the first
+  // "listening on" line as POP3's).
+  void log_listening() const;
+  // Serves on a thread of its own until stop().
+  void start();
+  // Closes the listeners, ends open sessions (a message not yet
+  // acknowledged is not stored: the client retries) and joins the thread.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The store behind `apop serve`'s LMTP: `lookup` says whether a user has an
+// account and its own mail location (nullopt: `locations`' default);
+// delivery is apop deliver's.
+class StoreLmtpDelivery final : public LmtpDelivery {
+ public:
+  struct Account {
+    LmtpRecipient status = LmtpRecipient::unknown;  // ok, unknown or temporary
+    std::optional<std::string> mail_location;
+  };
+  using Lookup = std::function<Account(std::string_view user)>;
+  StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback, std::filesystem::path data_dir);
+
+  LmtpRecipient recipient(std::string_view user, std::uint64_t size) override;
+  Result<void> deliver(std::string_view user, std::string_view sender,
+                       std::string_view message) override;
+
+ private:
+  Lookup lookup_;
+  store::MailLocation fallback_;
+  std::filesystem::path data_dir_;
+  std::string hostname_;
+};
+
+}  // namespace apop::net

@@ -1,0 +1,99 @@
+// The LMTP server's session (RFC 2033), I/O-free: client bytes in, reply
+// bytes out, deliveries through the `LmtpDelivery` seam. The Asio driver
+// (net/lmtp_server.hpp) feeds it; unit tests and fuzz_lmtp feed it strings
+// and an in-memory delivery.
+//
+// Offered: PIPELINING (RFC 2920: every complete command in the input is
+// answered in order, in one output), ENHANCEDSTATUSCODES (RFC 2034: every
+// reply but the greeting and LHLO's carries one), 8BITMIME (RFC 6152: BODY=
+// 7BIT or 8BITMIME accepted; bytes are stored as received) and SIZE (RFC
+// 1870). LMTP's difference to SMTP: LHLO instead of HELO/EHLO (refused with
+// 500, RFC 2033 §4.1), and after the final "." one reply per accepted
+// recipient, in RCPT order (§4.2), each recipient's copy stored atomically
+// on its own.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/limits.hpp"
+#include "common/result.hpp"
+
+namespace apop::net {
+
+// What RCPT learns about a recipient.
+enum class LmtpRecipient {
+  ok,          // an account: accepted
+  unknown,     // no such account: 550 5.1.1
+  temporary,   // the lookup failed now: 451 4.3.0
+  over_quota,  // the quota seam (always `ok` today): 552 5.2.2 or 452 4.2.2
+};
+
+// The store behind the session. Calls are made from feed(), one at a time.
+class LmtpDelivery {
+ public:
+  virtual ~LmtpDelivery() = default;
+  // Whether `user` (the local part of RCPT TO, as written) has an account,
+  // and may receive a message of `size` octets (0: unknown yet; the quota
+  // seam: an implementation returns over_quota when it would not fit).
+  virtual LmtpRecipient recipient(std::string_view user, std::uint64_t size) = 0;
+  // Stores one copy of `message` (LF line ends, dot-unstuffed, without the
+  // terminating ".") for `user`, atomically: all of it or nothing. `sender`
+  // is MAIL FROM's path without brackets (empty for the null path <>).
+  // Errors: Errc::temporary (451 4.3.0), Errc::invalid (too big for the
+  // store: 552 5.3.4), anything else permanent (554 5.3.0).
+  virtual Result<void> deliver(std::string_view user, std::string_view sender,
+                               std::string_view message) = 0;
+};
+
+struct LmtpConfig {
+  std::string hostname = "localhost";                            // in the greeting and LHLO's reply
+  std::uint64_t max_message_size = limits::kLmtpMaxMessageSize;  // SIZE
+  unsigned max_recipients = limits::kLmtpMaxRecipients;
+  // Over quota: 452 4.2.2 (the MTA retries) instead of 552 5.2.2 (bounce).
+  bool over_quota_temporary = false;
+};
+
+class LmtpSession {
+ public:
+  // Borrows `delivery`, which must outlive the session.
+  LmtpSession(LmtpConfig config, LmtpDelivery& delivery);
+
+  // The greeting (220), to send first.
+  std::string greeting() const;
+  // Takes client bytes (any split) and returns the replies they complete,
+  // in order. After QUIT, too many bad commands or a protocol error the
+  // session is closed(): the output ends with the last reply (221 or 421)
+  // and further input is ignored.
+  std::string feed(std::string_view bytes);
+  bool closed() const { return closed_; }
+  // Whether a message is being received (DATA's 354 sent, "." not yet seen):
+  // the driver's timeout is then the data block's.
+  bool in_data() const { return state_ == State::data; }
+
+ private:
+  enum class State { start, ready, mail, data };
+  void command(std::string_view line, std::string& out);
+  void data_line(std::string_view line, bool complete, std::string& out);
+  void end_of_data(std::string& out);
+  void bad(std::string& out, std::string_view reply);
+  void reset_transaction();
+
+  LmtpConfig config_;
+  LmtpDelivery& delivery_;
+  State state_ = State::start;
+  bool closed_ = false;
+  bool discarding_ = false;  // in a command line longer than the limit
+  bool line_start_ = true;   // in data: the next byte starts a line
+  bool too_big_ = false;     // in data: the message passed max_message_size
+  unsigned bad_commands_ = 0;
+  std::string in_;
+  std::string sender_;
+  std::vector<std::string> recipients_;
+  std::string message_;
+};
+
+}  // namespace apop::net

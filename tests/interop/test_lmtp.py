@@ -1,0 +1,217 @@
+"""`apop serve --lmtp-listen`: LMTP delivery (RFC 2033) with Python's smtplib.LMTP
+over a Unix socket and TCP, read back with APOP through the same server."""
+
+import os
+import shutil
+import re
+import smtplib
+import socket
+import stat
+import unittest
+
+from apoptest import ALICE_SECRET, ApopTestCase, make_message
+
+BOB_SECRET = "bob-secret-0123456789"
+
+
+def lmtp_transaction(lmtp: smtplib.LMTP, sender: str, rcpts: list[str], msg: bytes):
+    """MAIL, RCPTs, DATA by hand: smtplib reads one reply after DATA, LMTP
+    sends one per accepted recipient. Returns (RCPT replies, DATA replies)."""
+    code, text = lmtp.mail(sender)
+    assert code == 250, (code, text)
+    rcpt_replies = [lmtp.rcpt(r) for r in rcpts]
+    accepted = sum(1 for code, _ in rcpt_replies if code == 250)
+    code, text = lmtp.docmd("DATA")
+    assert code == 354, (code, text)
+    data = re.sub(rb"(?m)^\.", b"..", msg)  # dot-stuffing (msg has CRLF line ends)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    lmtp.send(data + b".\r\n")
+    return rcpt_replies, [lmtp.getreply() for _ in range(accepted)]
+
+
+class LmtpTest(ApopTestCase):
+    def setUp(self):
+        super().setUp()
+        self.env.add_user("alice", ALICE_SECRET)
+        self.env.add_user("bob", BOB_SECRET)
+
+    def lmtp_tcp_port(self, srv) -> int:
+        line = srv.wait_for_log(r"listening on \S+:\d+ \(lmtp\)")[0]
+        return int(re.search(r"listening on \S+:(\d+) \(lmtp\)", line).group(1))
+
+    def retrieve_all(self, srv, user: str, secret: str) -> list[bytes]:
+        out = []
+        with srv.connect() as c:
+            self.assertTrue(c.apop(user, secret).startswith(b"+OK"))
+            _, listing = c.cmd_multi("LIST")
+            for entry in listing:
+                n = entry.split()[0].decode()
+                self.assertTrue(c.cmd("RETR " + n).startswith(b"+OK"))
+                out.append(c.multi_raw())
+            c.quit()
+        return out
+
+    def deliver_two(self, lmtp: smtplib.LMTP, body: str) -> bytes:
+        msg = make_message("two recipients", body, eol=b"\r\n")
+        lmtp.ehlo("test.example")  # LMTP's ehlo() sends LHLO
+        self.assertTrue(lmtp.has_extn("pipelining"))
+        self.assertTrue(lmtp.has_extn("enhancedstatuscodes"))
+        self.assertTrue(lmtp.has_extn("8bitmime"))
+        self.assertTrue(lmtp.has_extn("size"))
+        rcpts, replies = lmtp_transaction(lmtp, "sender@example.org",
+                                          ["alice@example.com", "bob@example.com"], msg)
+        self.assertEqual([c for c, _ in rcpts], [250, 250])
+        self.assertEqual([c for c, _ in replies], [250, 250], replies)
+        self.assertTrue(all(t.startswith(b"2.0.0") for _, t in replies), replies)
+        return msg
+
+    def check_read_back(self, srv, msg: bytes):
+        # RETR returns the message with CRLF line ends and dot-stuffing; the
+        # message sent was CRLF and had no line starting with '.'.
+        for user, secret in (("alice", ALICE_SECRET), ("bob", BOB_SECRET)):
+            got = self.retrieve_all(srv, user, secret)
+            self.assertEqual(len(got), 1, user)
+            self.assertEqual(got[0], msg + b".\r\n", user)
+            self.assertEqual(len(self.env.message_files(user)), 1)
+
+    def test_unix_socket_two_recipients_mode_and_unknown_user(self):
+        sock = os.path.join(self.env.root, "lmtp.sock")
+        with self.env.server("--lmtp-listen", "unix:" + sock, "--lmtp-socket-mode", "0620") as srv:
+            srv.wait_for_log(r"listening on unix:" + re.escape(sock) + r" \(lmtp\)")
+            self.assertTrue(stat.S_ISSOCK(os.lstat(sock).st_mode))
+            self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o620)
+            lmtp = smtplib.LMTP(sock)
+            self.addCleanup(lmtp.close)
+            msg = self.deliver_two(lmtp, "Hello both.\n")
+            # An unknown user: 550 5.1.1 at RCPT.
+            lmtp.mail("sender@example.org")
+            code, text = lmtp.rcpt("nobody@example.com")
+            self.assertEqual(code, 550)
+            self.assertTrue(text.startswith(b"5.1.1"), text)
+            lmtp.rset()
+            # HELO is not LMTP.
+            code, _ = lmtp.docmd("HELO", "x")
+            self.assertEqual(code, 500)
+            lmtp.quit()
+            self.check_read_back(srv, msg)
+
+    def test_tcp_one_unknown_of_three_and_dot_unstuffing(self):
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            port = self.lmtp_tcp_port(srv)
+            lmtp = smtplib.LMTP("127.0.0.1", port)
+            self.addCleanup(lmtp.close)
+            msg = make_message("dots", ".leading dot\n..two\nend\n", eol=b"\r\n")
+            lmtp.ehlo("test.example")
+            rcpts, replies = lmtp_transaction(
+                lmtp, "s@example.org", ["alice@example.com", "ghost@example.com", "bob@x"], msg)
+            self.assertEqual([c for c, _ in rcpts], [250, 550, 250])
+            self.assertTrue(rcpts[1][1].startswith(b"5.1.1"), rcpts[1])
+            # One reply per accepted recipient, nothing for the refused one.
+            self.assertEqual([c for c, _ in replies], [250, 250])
+            self.assertEqual(lmtp.noop()[0], 250)  # no reply left over
+            lmtp.quit()
+            # Stored dot-unstuffed with LF line ends; RETR stuffs again.
+            stored = self.env.stored_messages("alice")
+            self.assertEqual(stored, [msg.replace(b"\r\n", b"\n")])
+            got = self.retrieve_all(srv, "bob", BOB_SECRET)
+            self.assertEqual(got, [msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"])
+
+    def test_store_failure_is_451_for_that_recipient_only(self):
+        # A regular file where alice's Maildir should be: her copy cannot be
+        # stored (temporary: the MTA retries her alone), bob's is.
+        alice_dir = self.env.maildir("alice")
+        os.makedirs(os.path.dirname(alice_dir), exist_ok=True)
+        if os.path.isdir(alice_dir):
+            shutil.rmtree(alice_dir)
+        with open(alice_dir, "w") as fh:
+            fh.write("not a maildir")
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            lmtp = smtplib.LMTP("127.0.0.1", self.lmtp_tcp_port(srv))
+            self.addCleanup(lmtp.close)
+            lmtp.ehlo("t")
+            msg = make_message("half", "x\n", eol=b"\r\n")
+            _, replies = lmtp_transaction(lmtp, "s@x", ["alice@x", "bob@x"], msg)
+            self.assertEqual([c for c, _ in replies], [451, 250], replies)
+            self.assertTrue(replies[0][1].startswith(b"4.3.0"), replies)
+            lmtp.quit()
+            self.assertEqual(self.env.stored_messages("bob"), [msg.replace(b"\r\n", b"\n")])
+
+    def test_connection_cap(self):
+        # limits::kLmtpMaxConnections open connections; the next gets 421 at
+        # once; a closed one frees its place.
+        with self.env.server("--lmtp-listen", "127.0.0.1:0") as srv:
+            port = self.lmtp_tcp_port(srv)
+
+            def connect():
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                self.addCleanup(s.close)
+                return s, s.makefile("rb").readline()
+
+            held = [connect() for _ in range(64)]
+            self.assertTrue(all(g.startswith(b"220 ") for _, g in held))
+            _, refused = connect()
+            self.assertEqual(refused, b"421 4.3.2 Too many connections\r\n")
+            held[0][0].sendall(b"QUIT\r\n")
+            held[0][0].makefile("rb").readline()
+            held[0][0].close()
+            for _ in range(50):
+                s, g = connect()
+                if g.startswith(b"220 "):
+                    break
+                s.close()
+            self.assertTrue(g.startswith(b"220 "), g)
+
+    def test_mbox_location(self):
+        mboxes = os.path.join(self.env.root, "mboxes")
+        os.mkdir(mboxes)
+        with self.env.server("--mail-location", "mbox:" + mboxes + "/%u",
+                             "--lmtp-listen", "127.0.0.1:0") as srv:
+            lmtp = smtplib.LMTP("127.0.0.1", self.lmtp_tcp_port(srv))
+            self.addCleanup(lmtp.close)
+            lmtp.ehlo("t")
+            msg = make_message("to an mbox", "From here on\n", eol=b"\r\n")
+            _, replies = lmtp_transaction(lmtp, "s@example.org", ["alice@x"], msg)
+            self.assertEqual([c for c, _ in replies], [250])
+            lmtp.quit()
+            with open(os.path.join(mboxes, "alice"), "rb") as fh:
+                data = fh.read()
+            self.assertTrue(data.startswith(b"From s@example.org "), data[:80])
+            self.assertIn(b"\n>From here on\n", data)
+            # Exactly what `apop deliver` stores (its "From " quoting included,
+            # as Postfix's local(8) does).
+            r = self.env.run("deliver", "--data", self.env.data, "--mail-location",
+                             "mbox:" + mboxes + "/%u", "bob", input=msg)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = self.retrieve_all(srv, "alice", ALICE_SECRET)
+            self.assertEqual(got, self.retrieve_all(srv, "bob", BOB_SECRET))
+            self.assertEqual(got, [msg.replace(b"\nFrom ", b"\n>From ") + b".\r\n"])
+
+    def test_config_check_and_bad_mode(self):
+        conf = os.path.join(self.env.root, "apop.toml")
+        with open(conf, "w") as fh:
+            fh.write('workers = 0\nlisten = ["127.0.0.1:110"]\n'
+                     'lmtp_listen = ["unix:/run/apop/lmtp", "127.0.0.1:24"]\n'
+                     'lmtp_socket_group = "postfix"\nlmtp_max_recipients = 50\n')
+        r = self.env.run("config", "check", "--config", conf)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout.decode()
+        self.assertIn('lmtp_listen = ["unix:/run/apop/lmtp", "127.0.0.1:24"]', out)
+        self.assertIn('lmtp_socket_mode = "0660"', out)
+        self.assertIn("lmtp_max_recipients = 50", out)
+        r = self.env.run("config", "check", "--config", conf, "--lmtp-socket-mode", "0668")
+        self.assertEqual(r.returncode, 78, r.stderr)
+        self.assertIn("lmtp_socket_mode", r.stderr.decode())
+        r = self.env.run("config", "check", "--config", conf, "--lmtp-listen", "unix:")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("lmtp_listen", r.stderr.decode())
+
+    def test_refused_with_workers(self):
+        r = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
+                         "--workers", "2", "--lmtp-listen", "127.0.0.1:0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("workers = 0", r.stderr.decode())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,240 @@
+#include "net/lmtp_session.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace apop::net {
+namespace {
+
+// The in-memory twin of the store: accounts, what each received, and
+// fault injection (a lookup or a delivery failing for one user).
+class MemoryDelivery final : public LmtpDelivery {
+ public:
+  std::set<std::string> users{"alice", "bob"};
+  std::set<std::string> lookup_fails;   // recipient() -> temporary
+  std::set<std::string> deliver_fails;  // deliver() -> Errc::temporary
+  std::set<std::string> over_quota;     // the quota seam
+  std::map<std::string, std::vector<std::string>> stored;
+  std::string last_sender;
+
+  LmtpRecipient recipient(std::string_view user, std::uint64_t) override {
+    const std::string u(user);
+    if (lookup_fails.count(u) != 0) return LmtpRecipient::temporary;
+    if (users.count(u) == 0) return LmtpRecipient::unknown;
+    if (over_quota.count(u) != 0) return LmtpRecipient::over_quota;
+    return LmtpRecipient::ok;
+  }
+  Result<void> deliver(std::string_view user, std::string_view sender,
+                       std::string_view message) override {
+    if (deliver_fails.count(std::string(user)) != 0) {
+      return make_error(Errc::temporary, "disk full");
+    }
+    last_sender = std::string(sender);
+    stored[std::string(user)].emplace_back(message);
+    return {};
+  }
+};
+
+class LmtpSessionTest : public ::testing::Test {
+ protected:
+  MemoryDelivery store;
+  LmtpConfig config;
+  std::unique_ptr<LmtpSession> session;
+
+  void SetUp() override {
+    config.hostname = "mx.example";
+    config.max_message_size = 1000;
+    config.max_recipients = 3;
+  }
+  LmtpSession& s() {
+    if (!session) session = std::make_unique<LmtpSession>(config, store);
+    return *session;
+  }
+  std::string feed(std::string_view in) { return s().feed(in); }
+  void lhlo() { ASSERT_NE(feed("LHLO client\r\n").find("250 SIZE "), std::string::npos); }
+};
+
+TEST_F(LmtpSessionTest, GreetingAndLhloExtensions) {
+  EXPECT_EQ(s().greeting(), "220 mx.example LMTP ready\r\n");
+  EXPECT_EQ(feed("LHLO client.example\r\n"),
+            "250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
+            "250 SIZE 1000\r\n");
+  EXPECT_EQ(feed("LHLO\r\n"), "501 5.5.4 LHLO needs a host name\r\n");
+}
+
+TEST_F(LmtpSessionTest, HeloAndEhloAreRefusedWith500) {
+  EXPECT_EQ(feed("HELO x\r\n"), "500 5.5.1 This is LMTP: use LHLO (RFC 2033)\r\n");
+  EXPECT_EQ(feed("EHLO x\r\n"), "500 5.5.1 This is LMTP: use LHLO (RFC 2033)\r\n");
+}
+
+TEST_F(LmtpSessionTest, LhloRequiredBeforeMail) {
+  EXPECT_EQ(feed("MAIL FROM:<a@b>\r\n"), "503 5.5.1 LHLO first\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "503 5.5.1 MAIL first\r\n");
+  EXPECT_EQ(feed("DATA\r\n"), "503 5.5.1 MAIL first\r\n");
+}
+
+TEST_F(LmtpSessionTest, OneReplyPerRecipientAfterData) {
+  lhlo();
+  EXPECT_EQ(feed("MAIL FROM:<s@example.org>\r\n"), "250 2.1.0 Sender OK\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@example.com>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  EXPECT_EQ(feed("RCPT TO:<nobody@example.com>\r\n"), "550 5.1.1 No such user\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@example.com>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  EXPECT_EQ(feed("DATA\r\n"), "354 Send the message, end with <CRLF>.<CRLF>\r\n");
+  EXPECT_EQ(feed("Subject: x\r\n\r\nhi\r\n.\r\n"),
+            "250 2.0.0 Delivered to alice\r\n250 2.0.0 Delivered to bob\r\n");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"Subject: x\n\nhi\n"});
+  EXPECT_EQ(store.stored["bob"], std::vector<std::string>{"Subject: x\n\nhi\n"});
+  EXPECT_EQ(store.last_sender, "s@example.org");
+  // The transaction is over: a new MAIL is accepted.
+  EXPECT_EQ(feed("MAIL FROM:<>\r\n"), "250 2.1.0 Sender OK\r\n");
+}
+
+TEST_F(LmtpSessionTest, PipelinedTransactionAnsweredInOrderInOneOutput) {
+  EXPECT_EQ(feed("LHLO c\r\nMAIL FROM:<s@x> SIZE=10 BODY=8BITMIME\r\nRCPT TO:<alice@x>\r\n"
+                 "RCPT TO:<ghost@x>\r\nDATA\r\nbody\r\n.\r\nQUIT\r\nNOOP\r\n"),
+            "250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
+            "250 SIZE 1000\r\n250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
+            "550 5.1.1 No such user\r\n354 Send the message, end with <CRLF>.<CRLF>\r\n"
+            "250 2.0.0 Delivered to alice\r\n221 2.0.0 Bye\r\n");
+  EXPECT_TRUE(s().closed());
+  EXPECT_EQ(feed("NOOP\r\n"), "");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"body\n"});
+}
+
+TEST_F(LmtpSessionTest, ByteAtATime) {
+  const std::string in = "LHLO c\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\na\r\n.\r\n";
+  std::string out;
+  for (char c : in) out += feed(std::string_view(&c, 1));
+  EXPECT_NE(out.find("250 2.0.0 Delivered to alice\r\n"), std::string::npos);
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"a\n"});
+}
+
+TEST_F(LmtpSessionTest, StoreFailureIs451ForThatRecipientOnly) {
+  store.deliver_fails.insert("bob");
+  lhlo();
+  EXPECT_EQ(
+      feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n").substr(0, 6),
+      "250 2.");
+  EXPECT_EQ(feed("m\r\n.\r\n"),
+            "250 2.0.0 Delivered to alice\r\n"
+            "451 4.3.0 Cannot store the message now, try again later\r\n");
+  EXPECT_EQ(store.stored.count("bob"), 0u);
+}
+
+TEST_F(LmtpSessionTest, LookupFailureIs451AndOverQuota552Or452) {
+  store.lookup_fails.insert("alice");
+  store.over_quota.insert("bob");
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"),
+            "451 4.3.0 Cannot look the recipient up now, try again later\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "552 5.2.2 Mailbox full\r\n");
+  EXPECT_EQ(feed("DATA\r\n"), "503 5.5.1 No valid recipients\r\n");
+
+  config.over_quota_temporary = true;
+  session.reset();
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "452 4.2.2 Mailbox full\r\n");
+}
+
+TEST_F(LmtpSessionTest, BareLfCrAndDotUnstuffing) {
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\n");
+  // A bare LF ends a line too; a bare CR is kept; a leading dot is removed;
+  // ".." alone is a line with one dot; ".\n" ends the message.
+  EXPECT_EQ(feed("a\nb\rc\r\n..d\r\n..\r\n.\n"), "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"a\nb\rc\n.d\n.\n"});
+}
+
+TEST_F(LmtpSessionTest, DotInsideALineDoesNotEndTheMessage) {
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\n");
+  EXPECT_EQ(feed("x.\r\n .\r\n"), "");
+  EXPECT_EQ(feed(".\r\n"), "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"x.\n .\n"});
+}
+
+TEST_F(LmtpSessionTest, OversizeMessageIs552PerRecipientAndNotStored) {
+  lhlo();
+  EXPECT_EQ(feed("MAIL FROM:<s@x> SIZE=1001\r\n"),
+            "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n");
+  const std::string line(99, 'x');
+  std::string out;
+  for (int i = 0; i < 20; ++i) out += feed(line + "\r\n");
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(feed(".\r\n"), "552 5.3.4 Message too big\r\n552 5.3.4 Message too big\r\n");
+  EXPECT_TRUE(store.stored.empty());
+  // Exactly at the limit is accepted (1000 bytes stored: 10 lines of 99 + LF).
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\n");
+  for (int i = 0; i < 10; ++i) feed(line + "\r\n");
+  EXPECT_EQ(feed(".\r\n"), "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"].at(0).size(), 1000u);
+}
+
+TEST_F(LmtpSessionTest, LongUnterminatedDataLineIsTakenInPieces) {
+  config.max_message_size = 10 * limits::kLmtpDataChunk;
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\n");
+  const std::string piece(limits::kLmtpDataChunk + 1, 'y');
+  feed("." + piece);  // leading dot removed even when the line is split
+  feed(piece + "\r");
+  EXPECT_EQ(feed("\n.\r\n"), "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"].at(0), piece + piece + "\n");
+}
+
+TEST_F(LmtpSessionTest, OversizeCommandLineIs500AndDiscarded) {
+  lhlo();
+  const std::string big(limits::kMaxLmtpCommandLine + 10, 'A');
+  EXPECT_EQ(feed(big), "");
+  EXPECT_EQ(feed(big + "\r\nNOOP\r\n"), "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n");
+}
+
+TEST_F(LmtpSessionTest, RsetEndsTheTransaction) {
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\n");
+  EXPECT_EQ(feed("RSET\r\n"), "250 2.0.0 OK\r\n");
+  EXPECT_EQ(feed("DATA\r\n"), "503 5.5.1 MAIL first\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<s@x>\r\n"), "250 2.1.0 Sender OK\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<s@x>\r\n"), "503 5.5.1 Nested MAIL command\r\n");
+}
+
+TEST_F(LmtpSessionTest, SyntaxErrors) {
+  lhlo();
+  EXPECT_EQ(feed("MAIL s@x\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
+  EXPECT_EQ(feed("MAIL FROM:s@x\r\n"), "501 5.1.7 Bad sender address\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<s@x> FOO=1\r\n"), "555 5.5.4 Unsupported MAIL parameter\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<s@x> SIZE=abc\r\n"), "501 5.5.4 Bad SIZE parameter\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<" + std::string(300, 'a') + ">\r\n"),
+            "501 5.1.7 Bad sender address\r\n");
+  EXPECT_EQ(feed("MAIL FROM:<s@x>\r\n"), "250 2.1.0 Sender OK\r\n");
+  EXPECT_EQ(feed("RCPT TO:<>\r\n"), "501 5.1.3 Bad recipient address\r\n");
+  EXPECT_EQ(feed("RCPT TO:<a b@x>\r\n"), "501 5.1.3 Bad recipient address\r\n");
+  EXPECT_EQ(feed("DATA now\r\n"), "501 5.5.4 DATA takes no argument\r\n");
+  EXPECT_EQ(feed("BDAT 10\r\n"), "502 5.5.1 Command not implemented\r\n");
+  EXPECT_EQ(feed("WHAT\r\n"), "500 5.5.2 Unknown command\r\n");
+}
+
+TEST_F(LmtpSessionTest, TooManyRecipientsIs452) {
+  store.users = {"a", "b", "c", "d"};
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\n");
+  EXPECT_EQ(feed("RCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n"),
+            "250 2.1.5 Recipient OK\r\n250 2.1.5 Recipient OK\r\n250 2.1.5 Recipient OK\r\n");
+  EXPECT_EQ(feed("RCPT TO:<d@x>\r\n"), "452 4.5.3 Too many recipients\r\n");
+}
+
+TEST_F(LmtpSessionTest, TooManyBadCommandsCloses) {
+  std::string out;
+  for (unsigned i = 0; i < limits::kLmtpMaxBadCommands; ++i) out += feed("XYZZY\r\n");
+  EXPECT_NE(out.find("421 4.7.0 Too many bad commands, closing\r\n"), std::string::npos);
+  EXPECT_TRUE(s().closed());
+}
+
+}  // namespace
+}  // namespace apop::net
