@@ -175,7 +175,7 @@ const std::array kSpecs = {
          &ServeConfig::allow_core_dumps},
     Spec{"lmtp_listen", "--lmtp-listen",
          "unix:PATH or ADDR:PORT to accept LMTP deliveries on (RFC 2033; repeatable; port 0 = "
-         "any free); needs workers = 0",
+         "any free)",
          &ServeConfig::lmtp_listen},
     Spec{"lmtp_socket_mode", "--lmtp-socket-mode",
          "Mode of the LMTP Unix sockets, octal (default 0660)", &ServeConfig::lmtp_socket_mode},
@@ -185,6 +185,9 @@ const std::array kSpecs = {
     Spec{"lmtp_max_recipients", "--lmtp-max-recipients",
          "Recipients accepted per LMTP transaction (more get 452 4.5.3)",
          &ServeConfig::lmtp_max_recipients, false, 1, 10'000},
+    Spec{"lmtp_threads", "--lmtp-threads",
+         "LMTP deliveries at once (threads; each waits on its own fsyncs)",
+         &ServeConfig::lmtp_threads, false, 1, 64},
     Spec{"lmtp_max_message_size", "--lmtp-max-message-size",
          "Largest message LMTP accepts, in bytes (advertised as SIZE; bigger: 552 5.3.4)",
          &ServeConfig::lmtp_max_message_size, false, 1024, 1'073'741'824},

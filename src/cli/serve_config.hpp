@@ -106,6 +106,10 @@ struct ServeConfig {
   std::string lmtp_socket_mode = "0660";
   std::string lmtp_socket_group;
   unsigned lmtp_max_recipients = limits::kLmtpMaxRecipients;
+  // Deliveries at once (threads of the LMTP server): each waits on its
+  // fsyncs, so a few in parallel keep the disk's queue full; Postfix sends
+  // on up to 20 connections (default_destination_concurrency_limit).
+  unsigned lmtp_threads = 4;
   unsigned lmtp_max_message_size = static_cast<unsigned>(limits::kLmtpMaxMessageSize);
   // Over quota (the quota seam; no quotas yet): 452 4.2.2 instead of 552 5.2.2.
   bool lmtp_over_quota_temporary = false;

@@ -143,13 +143,6 @@ Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::str
     if (!spec) return make_error(Errc::invalid, "lmtp_listen: " + spec.error().message);
     o.listen.push_back(*spec);
   }
-  if (!o.listen.empty() && a.workers > 0) {
-    // Workers cannot read the account database; LMTP there would ask the
-    // auth process (ipc/userdb.hpp), which is not done yet.
-    return make_error(Errc::invalid,
-                      "lmtp_listen is served by the one-process server only for now: set "
-                      "workers = 0 (--workers 0)");
-  }
   const auto mode = parse_decimal<unsigned>(a.lmtp_socket_mode, {.max_digits = 4});
   bool octal = mode.has_value();
   for (char c : a.lmtp_socket_mode) octal = octal && c >= '0' && c <= '7';
@@ -164,6 +157,7 @@ Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::str
   o.session.max_recipients = a.lmtp_max_recipients;
   o.session.max_message_size = a.lmtp_max_message_size;
   o.session.over_quota_temporary = a.lmtp_over_quota_temporary;
+  o.threads = a.lmtp_threads;
   return o;
 }
 

@@ -42,8 +42,7 @@ using Step = std::variant<T, Exit>;
 // (Errc::invalid, naming the setting).
 Result<net::ServerOptions> server_options(const ServeConfig& a);
 // The LMTP listeners' settings (checked by server_options() too):
-// Errc::invalid for a bad lmtp_listen or lmtp_socket_mode, or LMTP with
-// workers (not served there yet).
+// Errc::invalid for a bad lmtp_listen or lmtp_socket_mode.
 Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::string& hostname);
 // RFC 2449: some account has its own LOGIN-DELAY / EXPIRE, different from
 // the server's, so CAPA before login appends "USER" (§6.5, §6.7).

@@ -46,6 +46,7 @@
 #include "ipc/userdb.hpp"
 #include "net/auth_channel.hpp"
 #include "net/landlock.hpp"
+#include "net/lmtp_server.hpp"
 #include "net/metrics.hpp"
 #include "net/process.hpp"
 #include "net/sandbox.hpp"
@@ -178,6 +179,7 @@ struct Fds {
   std::vector<std::vector<UniqueFd>> auth_ends, worker_ends;
   UniqueFd ready_read, ready_write;                  // the auth process's first start only
   UniqueFd metrics_ready_read, metrics_ready_write;  // the metrics process's first start
+  std::vector<net::BoundLmtpListener> lmtp;          // the LMTP process's listeners
 
   // In a child: closes everything but what `keep` says is its own.
   void close_all_but(const std::vector<int>& keep) {
@@ -205,6 +207,7 @@ struct Fds {
     close_unless_kept(ready_write);
     close_unless_kept(metrics_ready_read);
     close_unless_kept(metrics_ready_write);
+    for (auto& l : lmtp) close_unless_kept(l.fd);
   }
 };
 
@@ -341,10 +344,13 @@ class Userdb {
   std::thread thread_;
 };
 
-Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store,
-                            const net::Identity& auth, const net::Identity& service) {
+// `owner`/`group`: the socket's (the auth user and the service group, or
+// the service user alone without an auth user); `allowed`: the peer uids
+// answered.
+Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store, uid_t owner,
+                            gid_t group, std::vector<uid_t> allowed) {
   const auto path = dir.root / std::string(ipc::kUserdbSocketName);
-  auto fd = ipc::listen_userdb(path, auth.uid, service.gid);
+  auto fd = ipc::listen_userdb(path, owner, group);
   if (!fd) return fd.error();
   auto lookup = [&store](std::string_view user) -> ipc::UserInfo {
     if (!auth::is_valid_username(user)) return {ipc::UserStatus::unknown, std::nullopt};
@@ -355,10 +361,7 @@ Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store,
     if (!loc) return {ipc::UserStatus::temporary, std::nullopt};
     return {ipc::UserStatus::found, *loc};
   };
-  // Root (a delivery run by root), the service user (the MTA's pipe), the
-  // auth user (apop user ... run as it).
-  auto svc =
-      std::make_unique<ipc::UserdbService>(lookup, std::vector<uid_t>{0, service.uid, auth.uid});
+  auto svc = std::make_unique<ipc::UserdbService>(lookup, std::move(allowed));
   spdlog::info("auth-userdb socket {}", path.string());
   return Userdb(path, std::move(*fd), std::move(svc));
 }
@@ -437,10 +440,18 @@ int run_auth(const ServeConfig& a, Fds& fds, std::size_t workers, bool first_sta
   const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
   auto services = build_services(std::move(creds), a, dir, hostname);
   // With an auth user, `apop deliver` (the service user) cannot read the
-  // accounts: it asks here (ipc/userdb.hpp).
+  // accounts: it asks here (ipc/userdb.hpp). So does the LMTP process,
+  // with or without one.
   std::optional<Userdb> userdb;
-  if (auth_id) {
-    auto started = start_userdb(dir, *services->creds.store, *auth_id, *id);
+  if (auth_id || !a.lmtp_listen.empty()) {
+    // Answered: root (a delivery run by root), the service user (the MTA's
+    // pipe, the LMTP process), the auth user (apop user ... run as it).
+    std::vector<uid_t> allowed{0, ::getuid()};
+    if (id) allowed.push_back(id->uid);
+    if (auth_id) allowed.push_back(auth_id->uid);
+    const uid_t owner = auth_id ? auth_id->uid : id ? id->uid : ::getuid();
+    const gid_t group = id ? id->gid : ::getgid();
+    auto started = start_userdb(dir, *services->creds.store, owner, group, std::move(allowed));
     if (!started) {
       spdlog::error("auth: {}", started.error().message);
       return kExitError;
@@ -553,6 +564,94 @@ int run_metrics(const ServeConfig& a, Fds& fds, const net::ListenSpec& where,
     const ssize_t n = retry_eintr([&] { return ::read(sig.get(), &si, sizeof si); });
     if (n != static_cast<ssize_t>(sizeof si) || si.ssi_signo != SIGHUP) break;
   }
+  return kExitOk;
+}
+
+// ---- the LMTP process -----------------------------------------------------
+
+// Delivers what Postfix hands over (net/lmtp_server.hpp) as the service
+// user: it looks each recipient up at the auth process's auth-userdb socket
+// (it never opens the account database or secret.key) and writes into the
+// mail trees, which are all it may open (Landlock), under a seccomp list
+// with the delivery calls (net/sandbox.hpp). The master bound its listeners
+// (as root: a socket in Postfix's queue directory) and keeps them, so a
+// restarted LMTP process serves the same sockets and connections wait in
+// the backlog meanwhile.
+int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
+             const std::vector<net::FsRule>& fs_rules) {
+  std::vector<int> keep;
+  for (const auto& l : fds.lmtp) keep.push_back(l.fd.get());
+  fds.close_all_but(keep);
+  UniqueFd sig = stop_signals();
+  auto identity = service_identity(a);
+  const std::optional<net::Identity> id = identity ? *identity : std::nullopt;
+  const DataDir dir = resolve_data_dir(a.data);
+  const auto userdb = dir.root / std::string(ipc::kUserdbSocketName);
+  auto fallback = store::parse_mail_location(a.mail_location, true);
+  if (!fallback) {
+    spdlog::error("lmtp: mail_location: {}", fallback.error().message);
+    return kExitConfig;
+  }
+  net::StoreLmtpDelivery delivery(
+      [userdb](std::string_view user) {
+        net::StoreLmtpDelivery::Account out;
+        if (!auth::is_valid_username(user)) return out;  // unknown
+        auto info = ipc::query_userdb(userdb, user, limits::kUserdbRequestTimeout);
+        if (!info) {
+          // Errc::not_found: the auth process is restarting.
+          spdlog::warn("lmtp: user={} auth-userdb: {}", user, info.error().message);
+          out.status = net::LmtpRecipient::temporary;
+          return out;
+        }
+        switch (info->status) {
+          case ipc::UserStatus::found:
+            out.status = net::LmtpRecipient::ok;
+            out.mail_location = info->mail_location;
+            break;
+          case ipc::UserStatus::unknown:
+            break;
+          case ipc::UserStatus::temporary:
+            out.status = net::LmtpRecipient::temporary;
+            break;
+        }
+        return out;
+      },
+      *fallback, dir.root);
+  net::LmtpServer server(std::move(opts), delivery);
+  if (auto r = server.adopt(std::move(fds.lmtp)); !r) {
+    spdlog::error("{}", r.error().message);
+    return kExitError;
+  }
+  if (a.sandbox) {
+    if (auto r = net::restrict_filesystem(fs_rules); !r) {
+      spdlog::critical("lmtp: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  if (id) {
+    if (auto r = net::drop_privileges(*id); !r) {
+      spdlog::critical("lmtp: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
+  server.start();  // its threads exist before the filter (TSYNC covers them)
+  if (a.sandbox) {
+    net::SandboxOptions sandbox;
+    sandbox.mbox = true;
+    sandbox.delivery = true;
+    if (auto r = net::apply_worker_sandbox(sandbox); !r) {
+      spdlog::critical("lmtp: sandbox: {}; exiting", r.error().message);
+      return kExitError;
+    }
+  }
+  // Until SIGTERM or SIGINT (SIGHUP: nothing of LMTP is re-read).
+  for (;;) {
+    signalfd_siginfo si{};
+    const ssize_t n = retry_eintr([&] { return ::read(sig.get(), &si, sizeof si); });
+    if (n != static_cast<ssize_t>(sizeof si) || si.ssi_signo != SIGHUP) break;
+  }
+  server.stop();
   return kExitOk;
 }
 
@@ -753,6 +852,22 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     return kExitError;
   }
   fds->listeners = std::move(*listeners);
+  // LMTP (as root when started so: a socket in Postfix's queue directory,
+  // given Postfix's group), served by a process of its own.
+  const std::string hostname = a.hostname.empty() ? store::local_hostname() : a.hostname;
+  auto lmtp_opts = lmtp_options(a, hostname);
+  if (!lmtp_opts) {
+    spdlog::error("{}", lmtp_opts.error().message);
+    return kExitConfig;
+  }
+  if (!lmtp_opts->listen.empty()) {
+    auto bound = net::bind_lmtp_listeners(*lmtp_opts);
+    if (!bound) {
+      spdlog::error("{}", bound.error().message);
+      return kExitError;
+    }
+    fds->lmtp = std::move(*bound);
+  }
   auto auth_control = net::seqpacket_pair();
   if (!auth_control) {
     spdlog::error("{}", auth_control.error().message);
@@ -881,6 +996,24 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       a.sandbox ? worker_fs_rules(a, resolve_data_dir(a.data), flags.mail_roots)
                 : std::vector<net::FsRule>{};
 
+  if (!fds->lmtp.empty()) {
+    // The mail trees, the mbox lock directory and the log, as a worker's.
+    std::vector<net::FsRule> lmtp_rules;
+    if (a.sandbox) {
+      ServeConfig plain = a;
+      plain.config_path.clear();
+      plain.tls_cert.clear();
+      plain.tls_key.clear();
+      lmtp_rules = worker_fs_rules(plain, resolve_data_dir(a.data), flags.mail_roots);
+    }
+    net::ChildSpec spec;
+    spec.name = "lmtp";
+    spec.run = [&a, fds, opts = *lmtp_opts, lmtp_rules] {
+      return run_lmtp(a, *fds, opts, lmtp_rules);
+    };
+    if (supervisor.start(std::move(spec)) == 0) return kExitError;
+  }
+
   std::vector<pid_t> worker_pids;
   for (std::size_t i = 0; i < workers; ++i) {
     auto starts = std::make_shared<int>(0);
@@ -922,6 +1055,7 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
   // Only now, with the store open and the workers started: scripts and
   // tests take "listening on" to mean the server serves.
   net::log_listening(fds->listeners.front());
+  net::log_lmtp_listening(fds->lmtp);
   spdlog::info("serving data={} with {} workers", resolve_data_dir(a.data).root.string(), workers);
   const int code = supervisor.run();
   spdlog::info("stopped");

@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <variant>
@@ -86,15 +88,76 @@ Result<LmtpListenSpec> parse_lmtp_listen(std::string_view text) {
   return spec;
 }
 
+namespace {
+
+Result<UniqueFd> bind_unix(const std::string& path, const LmtpServerOptions& options) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return make_error(Errc::invalid, "lmtp_listen: " + path + " exists and is not a socket");
+    }
+    ::unlink(path.c_str());  // a stale socket of an earlier run
+  }
+  gid_t gid = static_cast<gid_t>(-1);
+  if (!options.socket_group.empty()) {
+    struct group* g = ::getgrnam(options.socket_group.c_str());
+    if (g == nullptr) {
+      return make_error(Errc::invalid, "lmtp_socket_group: no group " + options.socket_group);
+    }
+    gid = g->gr_gid;
+  }
+  asio::io_context io(1);
+  stream_protocol::acceptor acc(io);
+  asio::error_code ec;
+  acc.open(stream_protocol(), ec);
+  if (!ec) acc.bind(stream_protocol::endpoint(path), ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(Errc::temporary, "cannot listen on unix:" + path + ": " + ec.message());
+  if (::chmod(path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0 ||
+      (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
+    return make_error(Errc::temporary, "lmtp_listen: cannot set the mode or group of " + path +
+                                           ": " + std::strerror(errno));
+  }
+  acc.non_blocking(true, ec);
+  return UniqueFd(acc.release());
+}
+
+}  // namespace
+
+Result<std::vector<BoundLmtpListener>> bind_lmtp_listeners(const LmtpServerOptions& options) {
+  std::vector<BoundLmtpListener> out;
+  for (const LmtpListenSpec& spec : options.listen) {
+    if (spec.is_unix()) {
+      auto fd = bind_unix(spec.unix_path, options);
+      if (!fd) return fd.error();
+      out.push_back({std::move(*fd), true, "unix:" + spec.unix_path});
+      continue;
+    }
+    asio::io_context io(1);
+    auto acc = listen_on(io, spec.tcp);
+    if (!acc) return acc.error();
+    const std::string where = endpoint_text(acc->local_endpoint());
+    asio::error_code ec;
+    acc->non_blocking(true, ec);
+    out.push_back({UniqueFd(acc->release()), false, where});
+  }
+  return out;
+}
+
+void log_lmtp_listening(const std::vector<BoundLmtpListener>& listeners) {
+  for (const auto& l : listeners) spdlog::info("listening on {} (lmtp)", l.where);
+}
+
 struct LmtpServer::Impl {
   LmtpServerOptions options;
   LmtpDelivery& delivery;
-  asio::io_context io{1};
+  asio::io_context io;
   std::vector<Listener> listeners;
-  std::thread thread;
-  unsigned active = 0;  // open connections (on the server's thread only)
+  std::vector<std::thread> threads;
+  std::atomic<unsigned> active{0};  // open connections
 
-  Impl(LmtpServerOptions o, LmtpDelivery& d) : options(std::move(o)), delivery(d) {}
+  Impl(LmtpServerOptions o, LmtpDelivery& d)
+      : options(std::move(o)), delivery(d), io(static_cast<int>(std::max(1u, options.threads))) {}
 
   template <typename Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor) {
@@ -113,40 +176,6 @@ struct LmtpServer::Impl {
                      [this](std::exception_ptr) { --active; });
     }
   }
-
-  Result<void> bind_unix(const std::string& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        return make_error(Errc::invalid, "lmtp_listen: " + path + " exists and is not a socket");
-      }
-      ::unlink(path.c_str());  // a stale socket of an earlier run
-    }
-    gid_t gid = static_cast<gid_t>(-1);
-    if (!options.socket_group.empty()) {
-      struct group* g = ::getgrnam(options.socket_group.c_str());
-      if (g == nullptr) {
-        return make_error(Errc::invalid, "lmtp_socket_group: no group " + options.socket_group);
-      }
-      gid = g->gr_gid;
-    }
-    stream_protocol::acceptor acc(io);
-    asio::error_code ec;
-    acc.open(stream_protocol(), ec);
-    if (!ec) acc.bind(stream_protocol::endpoint(path), ec);
-    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return make_error(Errc::temporary, "cannot listen on unix:" + path + ": " + ec.message());
-    }
-    if (::chmod(path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0 ||
-        (gid != static_cast<gid_t>(-1) &&
-         ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
-      return make_error(Errc::temporary, "lmtp_listen: cannot set the mode or group of " + path +
-                                             ": " + std::strerror(errno));
-    }
-    listeners.push_back(Listener{std::move(acc), "unix:" + path});
-    return {};
-  }
 };
 
 LmtpServer::LmtpServer(LmtpServerOptions options, LmtpDelivery& delivery)
@@ -155,15 +184,32 @@ LmtpServer::LmtpServer(LmtpServerOptions options, LmtpDelivery& delivery)
 LmtpServer::~LmtpServer() { stop(); }
 
 Result<void> LmtpServer::bind() {
-  for (const LmtpListenSpec& spec : impl_->options.listen) {
-    if (spec.is_unix()) {
-      if (auto r = impl_->bind_unix(spec.unix_path); !r) return r.error();
+  auto bound = bind_lmtp_listeners(impl_->options);
+  if (!bound) return bound.error();
+  return adopt(std::move(*bound));
+}
+
+Result<void> LmtpServer::adopt(std::vector<BoundLmtpListener> listeners) {
+  for (auto& l : listeners) {
+    asio::error_code ec;
+    if (l.unix_socket) {
+      stream_protocol::acceptor acc(impl_->io);
+      acc.assign(stream_protocol(), l.fd.get(), ec);
+      if (ec) return make_error(Errc::temporary, "lmtp: " + l.where + ": " + ec.message());
+      (void)l.fd.release();
+      impl_->listeners.push_back(Listener{std::move(acc), l.where});
       continue;
     }
-    auto acc = listen_on(impl_->io, spec.tcp);
-    if (!acc) return acc.error();
-    const std::string where = endpoint_text(acc->local_endpoint());
-    impl_->listeners.push_back(Listener{std::move(*acc), where});
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+      return make_error(Errc::temporary, "lmtp: " + l.where + ": " + std::strerror(errno));
+    }
+    tcp::acceptor acc(impl_->io);
+    acc.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), l.fd.get(), ec);
+    if (ec) return make_error(Errc::temporary, "lmtp: " + l.where + ": " + ec.message());
+    (void)l.fd.release();
+    impl_->listeners.push_back(Listener{std::move(acc), l.where});
   }
   return {};
 }
@@ -180,13 +226,18 @@ void LmtpServer::start() {
         },
         l.acceptor);
   }
-  impl_->thread = std::thread([this] { impl_->io.run(); });
+  for (unsigned i = 0; i < std::max(1u, impl_->options.threads); ++i) {
+    impl_->threads.emplace_back([this] { impl_->io.run(); });
+  }
 }
 
 void LmtpServer::stop() {
   if (!impl_) return;
   impl_->io.stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  for (auto& t : impl_->threads) {
+    if (t.joinable()) t.join();
+  }
+  impl_->threads.clear();
 }
 
 StoreLmtpDelivery::StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback,

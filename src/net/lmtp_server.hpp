@@ -1,7 +1,10 @@
-// `apop serve --lmtp-listen`: the LMTP listeners (RFC 2033) of the
-// one-process server. One thread of their own runs an Asio io_context with
-// one coroutine per connection feeding net::LmtpSession; deliveries run on
-// that thread, one at a time (each is a few file writes and an fsync).
+// `apop serve --lmtp-listen`: the LMTP listeners (RFC 2033). In the
+// one-process server they run beside the POP3 server; with workers, in an
+// LMTP process of their own that the master forks and supervises
+// (cli/serve_workers.cpp). `options.threads` threads run one Asio
+// io_context with one coroutine per connection feeding net::LmtpSession; a
+// delivery (a few file writes and an fsync) blocks the thread it runs on,
+// so up to `threads` deliveries, each from its own connection, run at once.
 // `StoreLmtpDelivery` stores with the code of `apop deliver`: store::deliver
 // (Maildir) or store::mbox_deliver, same durability.
 #pragma once
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "common/limits.hpp"
+#include "common/posix_fd.hpp"
 #include "common/result.hpp"
 #include "net/lmtp_session.hpp"
 #include "net/server.hpp"
@@ -40,10 +44,29 @@ struct LmtpServerOptions {
   unsigned socket_mode = 0660;
   std::string socket_group;
   LmtpConfig session;
+  // Threads serving the connections (deliveries at once); at least 1.
+  unsigned threads = 1;
   // Silence allowed between commands and within a message's data, and the
   // longest a reply may take to be written.
   std::chrono::milliseconds timeout = limits::kLmtpServerTimeout;
 };
+
+// A bound LMTP listening socket (close-on-exec, non-blocking), made
+// before the privilege drop -- by the master, with workers -- and served by
+// LmtpServer::adopt().
+struct BoundLmtpListener {
+  UniqueFd fd;
+  bool unix_socket = false;
+  std::string where;  // "unix:PATH" or "ADDR:PORT" (port 0 resolved)
+};
+
+// Binds every listener of `options` (a stale Unix socket file is replaced;
+// any other file there is an error) and gives the Unix sockets their mode
+// and group.
+Result<std::vector<BoundLmtpListener>> bind_lmtp_listeners(const LmtpServerOptions& options);
+// Logs "listening on WHERE (lmtp)" for each (after the POP3 listeners'
+// lines: tests take the first "listening on" line as POP3's).
+void log_lmtp_listening(const std::vector<BoundLmtpListener>& listeners);
 
 class LmtpServer {
  public:
@@ -53,14 +76,13 @@ class LmtpServer {
   LmtpServer(const LmtpServer&) = delete;
   LmtpServer& operator=(const LmtpServer&) = delete;
 
-  // Binds every listener (a stale Unix socket file is replaced; any other
-  // file there is an error) and sets the sockets' mode and group.
+  // bind_lmtp_listeners(options) and adopt().
   Result<void> bind();
-  // Logs "listening on ADDR:PORT (lmtp)" / "listening on unix:PATH (lmtp)"
-  // for each listener (after the POP3 listeners' lines: tests take the first
-  // "listening on" line as POP3's).
+  // Serves these listeners (before start()).
+  Result<void> adopt(std::vector<BoundLmtpListener> listeners);
+  // log_lmtp_listening() of the adopted listeners.
   void log_listening() const;
-  // Serves on a thread of its own until stop().
+  // Serves on `options.threads` threads of its own until stop().
   void start();
   // Closes the listeners, ends open sessions (a message not yet
   // acknowledged is not stored: the client retries) and joins the thread.

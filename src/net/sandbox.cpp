@@ -219,6 +219,17 @@ Rules build(const SandboxOptions& o) {
       r.allow(APOP_SYS(fcntl), {eq(1, static_cast<scmp_datum_t>(cmd))});
     }
   }
+  if (o.delivery) {
+    r.allow(APOP_SYS(memfd_create));
+    r.allow(APOP_SYS(mkdir));
+    r.allow(APOP_SYS(mkdirat));
+    r.allow(APOP_SYS(link));
+    r.allow(APOP_SYS(linkat));
+    r.allow(APOP_SYS(unlink));  // tmp/ after the link, or a failed delivery's file
+    r.allow(APOP_SYS(fdatasync));
+    r.allow(APOP_SYS(socket), {eq(0, AF_UNIX), masked_eq(1, 0xff, SOCK_SEQPACKET)});
+    r.allow(APOP_SYS(connect));
+  }
   if (kSanitizerRuntime) {
     // ASan's runtime: an alternate signal stack per thread (sigaltstack),
     // and a pipe through which it checks that memory is readable (pipe2).

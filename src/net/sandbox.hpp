@@ -42,6 +42,13 @@ struct SandboxOptions {
   // journal/WAL files (unlink, ftruncate, pread/pwrite). A worker never
   // opens the database: off.
   bool sqlite = false;
+  // Mail delivery (the LMTP process, net/lmtp_server.hpp): the message
+  // through an anonymous memory file (memfd_create), Maildir creation
+  // (mkdir), tmp/ -> new/ by link(2) and fsync of files and directories, and
+  // the account lookup at the auth-userdb socket: socket(2) for AF_UNIX
+  // SOCK_SEQPACKET only, and connect(2) (seccomp cannot see the path: the
+  // uid's file permissions decide which sockets answer). Off for a worker.
+  bool delivery = false;
   // For building the list: a call outside it is allowed, and the kernel
   // logs it (SCMP_ACT_LOG: an audit record "type=1326 ... syscall=N" in
   // dmesg / journalctl -k) instead of killing the process. Debugging only.

@@ -121,6 +121,43 @@ class AuthUserTest(ApopTestCase):
         p = self.deliver_as_nobody("alice", make_message("later", "x\n"))
         self.assertEqual(p.returncode, EX_TEMPFAIL, p.stderr.decode())
 
+    def test_lmtp_process_delivers_as_the_service_user(self):
+        """The LMTP process: a child of its own as the service user, sandboxed,
+        which asks the auth process for each recipient (it cannot read the
+        accounts), delivering files the workers then serve. The socket is
+        bound by the master as root and given Postfix's kind of group."""
+        self.setup_alice([])
+        self.single_uid_layout()
+        sock_dir = os.path.join(self.env.root, "spool")
+        os.mkdir(sock_dir, 0o755)  # root's, as Postfix's private/ is
+        sock = os.path.join(sock_dir, "apop-lmtp")
+        with self.server("--lmtp-listen", "unix:" + sock, "--lmtp-socket-group", "nogroup",
+                         "--lmtp-socket-mode", "0660") as srv:
+            srv.wait_for_log(r"listening on unix:.* \(lmtp\)")
+            st = os.lstat(sock)
+            self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                             (0, self.nogroup.gr_gid, 0o660))
+            pid = children(srv)["lmtp"]
+            for t in proc_ids(pid):
+                self.assertEqual(t["Uid"], [str(self.nobody.pw_uid)] * 4)
+            with open(f"/proc/{pid}/status") as fh:
+                self.assertIn("\nSeccomp:\t2\n", fh.read())
+            import smtplib
+            lmtp = smtplib.LMTP(sock)
+            self.addCleanup(lmtp.close)
+            lmtp.ehlo("t")
+            msg = make_message("by lmtp", "through the auth-userdb socket\n", eol=b"\r\n")
+            refused = lmtp.sendmail("s@example.org", ["alice@example.com", "mallory@x"], msg)
+            self.assertEqual(list(refused), ["mallory@x"])
+            self.assertEqual(refused["mallory@x"][0], 550)
+            lmtp.quit()
+            files = self.env.message_files("alice")
+            self.assertEqual(len(files), 1)
+            self.assertEqual(os.stat(files[0]).st_uid, self.nobody.pw_uid)
+            c = srv.connect()
+            self.assertTrue(c.login("alice", ALICE_SECRET).startswith(b"+OK Logged in, 1"))
+            c.quit()
+
     def test_refusals(self):
         self.setup_alice([])
         for args, expect in (

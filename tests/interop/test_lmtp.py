@@ -206,11 +206,41 @@ class LmtpTest(ApopTestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("lmtp_listen", r.stderr.decode())
 
-    def test_refused_with_workers(self):
-        r = self.env.run("serve", "--data", self.env.data, "--listen", "127.0.0.1:0",
-                         "--workers", "2", "--lmtp-listen", "127.0.0.1:0")
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("workers = 0", r.stderr.decode())
+
+class LmtpProcessTest(ApopTestCase):
+    """With workers (the default), LMTP runs in a process of its own that the
+    master supervises: the master keeps the listening socket, so a killed
+    LMTP process is restarted on the same socket, and a client that connects
+    meanwhile waits in the backlog instead of being refused."""
+
+    def setUp(self):
+        super().setUp()
+        self.env.add_user("alice", ALICE_SECRET)
+
+    def test_killed_lmtp_process_restarts_on_the_same_socket(self):
+        from test_workers import alive, children
+        sock = os.path.join(self.env.root, "lmtp.sock")
+        with self.env.server("--workers", "2", "--lmtp-listen", "unix:" + sock,
+                             "--lmtp-threads", "3") as srv:
+            srv.wait_for_log(r"listening on unix:.* \(lmtp\)")
+            first = children(srv)["lmtp"]
+            with open(f"/proc/{first}/status") as fh:
+                status = fh.read()
+            self.assertIn("\nSeccomp:\t2\n", status)
+            # The main thread (signals) and three serving threads.
+            self.assertEqual(len(os.listdir(f"/proc/{first}/task")), 4)
+            os.kill(first, 9)
+            c = smtplib.LMTP(sock)  # connects to the master's socket at once
+            self.addCleanup(c.close)
+            srv.wait_for_log(r"lmtp started pid=", count=2)
+            second = children(srv)["lmtp"]
+            self.assertNotEqual(first, second)
+            self.assertFalse(alive(first))
+            c.ehlo("t")
+            msg = make_message("after a restart", "x\n", eol=b"\r\n")
+            self.assertEqual(c.sendmail("s@x", ["alice@x"], msg), {})
+            c.quit()
+            self.assertEqual(self.env.stored_messages("alice"), [msg.replace(b"\r\n", b"\n")])
 
 
 if __name__ == "__main__":

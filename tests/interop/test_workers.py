@@ -26,7 +26,7 @@ from test_sasl import scram_login
 from test_metrics import metrics_port, scrape
 from test_tls import make_cert
 
-STARTED_RE = re.compile(r"(auth|worker \d+) started pid=(\d+)")
+STARTED_RE = re.compile(r"(auth|lmtp|worker \d+) started pid=(\d+)")
 
 
 def children(srv) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """The poplib, Maildir, listing-cache, TLS (implicit, STLS), SASL and mbox
-(dotlock, rewrite, in place) suites, unchanged, against `apop serve
+(dotlock, rewrite, in place) and LMTP suites, unchanged, against `apop serve
 --workers 2`: every login goes through the auth process, every session runs
 in a worker under its seccomp sandbox and Landlock file restriction, so a
 system call or a file the workers were not meant to need fails a test.
@@ -11,6 +11,7 @@ from apoptest import servers_with
 
 import test_maildir
 import test_maildir_cache
+import test_lmtp
 import test_mbox
 import test_mbox_inplace
 import test_poplib
@@ -43,6 +44,10 @@ class WorkersStlsTest(InWorkers, test_tls.StlsTest):
 
 
 class WorkersSaslTest(InWorkers, test_sasl.SaslTest):
+    pass
+
+
+class WorkersLmtpTest(InWorkers, test_lmtp.LmtpTest):
     pass
 
 

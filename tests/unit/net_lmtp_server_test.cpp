@@ -4,10 +4,21 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "temp_dir.hpp"
@@ -82,6 +93,101 @@ TEST_F(StoreDeliveryTest, UnwritableMaildirIsTemporary) {
   auto r = delivery.deliver("alice", "", "x\n");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::temporary);
+}
+
+// A delivery that holds every caller until `want` deliveries run at once
+// (or a deadline passes), recording the most seen together.
+class GateDelivery final : public LmtpDelivery {
+ public:
+  explicit GateDelivery(unsigned want) : want_(want) {}
+  LmtpRecipient recipient(std::string_view, std::uint64_t) override { return LmtpRecipient::ok; }
+  Result<void> deliver(std::string_view, std::string_view, std::string_view) override {
+    std::unique_lock lock(mu_);
+    max_ = std::max(max_, ++inside_);
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(5), [this] { return max_ >= want_; });
+    --inside_;
+    return {};
+  }
+  unsigned max_seen() {
+    std::lock_guard lock(mu_);
+    return max_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  unsigned want_;
+  unsigned inside_ = 0, max_ = 0;
+};
+
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads until `count` CRLF-terminated lines have arrived.
+std::string read_lines(int fd, int count) {
+  std::string got;
+  char buf[512];
+  while (std::count(got.begin(), got.end(), '\n') < count) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+// Bound apart from the server (as the master does with workers), then
+// adopted: the socket has its mode, and `threads` connections deliver at
+// once -- each delivery blocks only its own thread.
+TEST(LmtpServerThreads, BoundThenAdoptedServesDeliveriesInParallel) {
+  test::TempDir dir{"apop-lmtp-threads"};
+  const std::string path = (dir.path() / "lmtp.sock").string();
+  LmtpServerOptions opts;
+  opts.listen.push_back(parse_lmtp_listen("unix:" + path).value());
+  opts.socket_mode = 0600;
+  opts.threads = 3;
+  auto bound = bind_lmtp_listeners(opts);
+  ASSERT_TRUE(bound.ok()) << bound.error().message;
+  ASSERT_EQ(bound->size(), 1u);
+  EXPECT_TRUE((*bound)[0].unix_socket);
+  EXPECT_EQ((*bound)[0].where, "unix:" + path);
+  struct stat st {};
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  GateDelivery gate(3);
+  LmtpServer server(opts, gate);
+  ASSERT_TRUE(server.adopt(std::move(*bound)).ok());
+  server.start();
+  std::vector<std::thread> clients;
+  std::vector<std::string> replies(3);
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&, i] {
+      const int fd = connect_unix(path);
+      ASSERT_GE(fd, 0);
+      const std::string cmds = "LHLO t\r\nMAIL FROM:<s@x>\r\nRCPT TO:<a@x>\r\nDATA\r\n";
+      ASSERT_EQ(::write(fd, cmds.data(), cmds.size()), static_cast<ssize_t>(cmds.size()));
+      read_lines(fd, 1 + 5 + 3);  // greeting, LHLO (5 lines), MAIL, RCPT, DATA
+      const std::string data = "Subject: x\r\n\r\nx\r\n.\r\n";
+      ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+      replies[static_cast<std::size_t>(i)] = read_lines(fd, 1);
+      ::close(fd);
+    });
+  }
+  for (auto& t : clients) t.join();
+  server.stop();
+  // All three were inside deliver() together (one thread would see 1 and
+  // each caller would wait out the 5 s deadline).
+  EXPECT_EQ(gate.max_seen(), 3u);
+  for (const auto& r : replies) EXPECT_EQ(r.substr(0, 4), "250 ") << r;
 }
 
 }  // namespace
