@@ -164,15 +164,52 @@ class DelayProxy:
             pass
 
 
+class ApopLmtp:
+    """apop's own LMTP (`apop serve --lmtp-listen`, workers as by default) as the
+    destination, with the methods of dovecot.py's Dovecot that the bench uses: a
+    second data directory with the same accounts (users.sqlite and secret.key
+    copied), its Maildirs read back."""
+
+    def __init__(self, bench: "Bench"):
+        from compare import ApopServer, make_bench_cert
+        root = bench.root
+        self.data = os.path.join(root, "lmtp-data")
+        os.makedirs(self.data, mode=0o700)
+        for f in ("users.sqlite", "secret.key"):
+            shutil.copy2(os.path.join(bench.data, f), os.path.join(self.data, f))
+        self.lmtp_socket = os.path.join(root, "apop-lmtp.sock")
+        cert, key = make_bench_cert(root, "ec256")
+        self.server = ApopServer(bench.apop, self.data, cert, key, root, name="apop-lmtp",
+                                 flags=["--lmtp-listen", "unix:" + self.lmtp_socket]).start()
+        self.proc = self.server.proc
+
+    def maildir(self, user: str) -> str:
+        return os.path.join(self.data, "mail", user)
+
+    def messages(self, user: str) -> list[bytes]:
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.maildir(user), sub)
+            if os.path.isdir(d):
+                for n in sorted(os.listdir(d)):
+                    with open(os.path.join(d, n), "rb") as f:
+                        out.append(f.read())
+        return out
+
+    def cleanup(self) -> None:
+        self.server.stop()
+
+
 class Bench:
     def __init__(self, apop: str, root: str, accounts: int, messages: int,
-                 max_parallel: int, rtt_ms: float = 0):
+                 max_parallel: int, rtt_ms: float = 0, lmtp: str = "dovecot"):
         self.apop = os.path.abspath(apop)
         self.root = root
         self.users = [f"u{i:05d}" for i in range(1, accounts + 1)]
         self.per_user = messages
         self.max_parallel = max_parallel
         self.rtt_ms = rtt_ms
+        self.lmtp = lmtp
         self.proxy: DelayProxy | None = None
         self.round = 0
         self.expected: dict[str, list[str]] = {}
@@ -287,6 +324,14 @@ class Bench:
         for u in self.users:
             shutil.rmtree(self.dovecot.maildir(u), ignore_errors=True)
 
+    def start_lmtp(self) -> None:
+        if self.lmtp == "dovecot":
+            self.start_dovecot()
+        else:
+            self.dovecot = ApopLmtp(self)  # the same interface as dovecot.py's
+            self.socket = self.dovecot.lmtp_socket
+
+
     # -- the clients ----------------------------------------------------------------------
     def apop_config(self, path: str, to: str, state: str) -> None:
         pw_dir = os.path.join(self.root, "passwords")
@@ -334,7 +379,7 @@ class Bench:
 
     # -- the runs ---------------------------------------------------------------------------
     def speed(self, rounds: int) -> dict:
-        self.start_dovecot()
+        self.start_lmtp()
         cfg = os.path.join(self.root, "fetch.toml")
         self.apop_config(cfg, f"lmtp:unix:{self.socket}", os.path.join(self.root, "state"))
         home = os.path.join(self.root, "fetchmail-home")
@@ -433,18 +478,18 @@ def available() -> str:
 
 def run(apop: str, workdir: str | None, accounts: int, messages: int, max_parallel: int,
         rounds: int = 1, tempfail_every: int = 3, max_polls: int = 20,
-        keep: bool = False, rtt_ms: float = 0) -> dict:
+        keep: bool = False, rtt_ms: float = 0, lmtp: str = "dovecot") -> dict:
     if workdir:
         # Dovecot's tree (dovecot.py: tempfile.mkdtemp) goes there too.
         tempfile.tempdir = workdir
     root = tempfile.mkdtemp(prefix="apop-fetch-accounts-", dir=workdir)
     if os.getuid() == 0:
         os.chmod(root, 0o755)  # Dovecot's unprivileged processes reach its tree below
-    b = Bench(apop, root, accounts, messages, max_parallel, rtt_ms)
+    b = Bench(apop, root, accounts, messages, max_parallel, rtt_ms, lmtp)
     t0 = time.monotonic()
     out: dict = {"accounts": accounts, "messages_per_account": messages,
                  "max_parallel": max_parallel, "load_before": os.getloadavg(),
-                 "workdir": workdir or tempfile.gettempdir(), "rtt_ms": rtt_ms}
+                 "workdir": workdir or tempfile.gettempdir(), "rtt_ms": rtt_ms, "lmtp": lmtp}
     try:
         b.setup_server()
         out["speed"] = b.speed(rounds)
@@ -465,7 +510,8 @@ def summary(r: dict) -> str:
     lines = [f"8. {r['accounts']} accounts x {r['messages_per_account']} messages "
              f"({n}) from one apop serve"
              + (f" at {r['rtt_ms']:g} ms round trip (relay)" if r.get("rtt_ms") else "")
-             + " into Dovecot's LMTP, one poll (wall time):"]
+             + (" into apop serve's LMTP" if r.get("lmtp") == "apop" else " into Dovecot's LMTP")
+             + ", one poll (wall time):"]
     for who, label in (("fetchmail", f"fetchmail ({r['accounts']} poll entries)"),
                        ("apop", f"apop fetch --config (max_parallel {r['max_parallel']})")):
         runs = ", ".join(f"{x:.2f}" for x in s["wall_s"][who])
@@ -475,7 +521,7 @@ def summary(r: dict) -> str:
                      f"{ch['delivered']}/{ch['expected']}, lost {ch['lost']}, duplicated "
                      f"{ch['duplicated']}, left on server {ch['left_on_server']}; CPU s: "
                      f"client {cpu['client']:.2f}, apop serve {cpu['apop_serve']:.2f}, "
-                     f"Dovecot {cpu['dovecot']:.2f})")
+                     f"LMTP server {cpu['dovecot']:.2f})")
     sp = s["speedup"] or 0
     lines.append(f"   fetchmail/apop {sp:.2f}x; target >= 5x: {'met' if sp >= 5 else 'NOT met'}")
     c = t["check"]
@@ -511,6 +557,9 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, default=0,
                     help="put the POP3 server this many ms of round trip away (a relay that "
                          "holds each chunk half of it each way; default 0: loopback)")
+    ap.add_argument("--lmtp", choices=("dovecot", "apop"), default="dovecot",
+                    help="the LMTP server both clients deliver to: Dovecot's (default) or "
+                         "apop serve's own (--lmtp-listen; the issue allows either)")
     ap.add_argument("--tempfail-every", type=int, default=3)
     ap.add_argument("--max-polls", type=int, default=20)
     ap.add_argument("--workdir", default=os.environ.get("BENCH_WORKDIR") or default_workdir(),
@@ -527,7 +576,7 @@ def main() -> int:
         print(f"fetch_accounts: {why} (scripts/deps.sh installs it)", file=sys.stderr)
         return 1
     r = run(a.apop, a.workdir, a.accounts, a.messages, a.max_parallel, a.rounds,
-            a.tempfail_every, a.max_polls, a.keep, a.rtt_ms)
+            a.tempfail_every, a.max_polls, a.keep, a.rtt_ms, a.lmtp)
     print(summary(r))
     for p in r["failures"]:
         print(f"PROBLEM: {p}")
