@@ -181,6 +181,13 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
   opts.warn = [prefix = "account=" + a.name + " warning: "](std::string_view w) {
     log_line(prefix + std::string(w));
   };
+  // -v: accounts polled in parallel interleave their traces; each line
+  // names its account.
+  if (opts.trace) {
+    opts.trace = [prefix = "account=" + a.name + " "](std::string_view l) {
+      print_line(prefix, l);
+    };
+  }
   opts.password = std::move(*password);
   wipe(*password);
   opts.keep = a.keep;

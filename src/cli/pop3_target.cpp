@@ -45,6 +45,8 @@ std::vector<std::string> auth_names() {
   return out;
 }
 
+}  // namespace
+
 // One write of prefix + line + '\n' (not printf's "%.*s": g++ 12 -O2 warns
 // that a string_view's data() may be null, which breaks the release build).
 void print_line(std::string_view prefix, std::string_view line) {
@@ -53,8 +55,6 @@ void print_line(std::string_view prefix, std::string_view line) {
   out.append(prefix).append(line).push_back('\n');
   std::fwrite(out.data(), 1, out.size(), stderr);
 }
-
-}  // namespace
 
 void add_connection_options(CLI::App* sub, ConnectionArgs& a, const ConnectionOptionSet& set) {
   if (set.login) {

@@ -51,6 +51,9 @@ struct ConnectionOptionSet {
 // outlive the parse). Values are checked by CLI11 validators (IsMember,
 // Range, ExistingFile): a bad one is a usage error (exit 64) naming the
 // option. The timeout's default is a.timeout as given.
+// One write of prefix + line + '\n' to standard error (a trace line).
+void print_line(std::string_view prefix, std::string_view line);
+
 void add_connection_options(CLI::App* sub, ConnectionArgs& a, const ConnectionOptionSet& set = {});
 
 struct Target {

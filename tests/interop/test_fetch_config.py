@@ -181,6 +181,17 @@ class FetchConfigTest(FetchTestCase):
             # The secrets are in no output.
             for s in (ALICE_SECRET, BOB_SECRET, CAROL_SECRET):
                 self.assertNotIn(s, p.stderr.decode() + err)
+            # -v: accounts run in parallel; every trace line names its account.
+            p = self.run_config(cfg, "-v", expect=EXIT_OK)
+            err = p.stderr.decode()
+            traces = [l for l in err.splitlines() if re.search(r"\b[CS]: ", l)]
+            self.assertTrue(traces, err)
+            for line in traces:
+                self.assertRegex(line, r"^account=(alice|bob|carol) [CS]: ")
+            for name in ("alice", "bob", "carol"):
+                self.assertRegex(err, rf"(?m)^account={name} C: QUIT")
+            for s in (ALICE_SECRET, BOB_SECRET, CAROL_SECRET):
+                self.assertNotIn(s, err)
 
     def test_once_one_failing_account_sets_the_status_others_still_run(self):
         with self.env.server() as srv:
