@@ -36,6 +36,10 @@ PACKAGES=(
   # LMTP server the hand-off test delivers into (tests/interop/test_fetch_handoff.py,
   # `apop fetch --to lmtp:`)
   dovecot-lmtpd
+  # Postfix interop test and LMTP benchmark (tests/interop/test_postfix.py,
+  # bench/lmtp_postfix.py): a private instance, never the system one. It is
+  # an MTA: installing it replaces exim4 if present (nothing here needs exim4).
+  postfix
   # scale-out test (tests/interop/test_scaleout.py): shared state and load balancer
   postgresql haproxy
 )
