@@ -79,5 +79,12 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=(sudo)
 fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+# Postfix: no system mail configuration, so no system instance starts (the
+# tests run private instances); otherwise debconf's default sets up an
+# Internet site listening on port 25.
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    "${SUDO[@]}" debconf-set-selections
+fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y --no-install-recommends "${missing[@]}"
