@@ -96,7 +96,8 @@ class PostfixTest(ApopTestCase):
         subprocess.run(["chown", "-R", f"{SERVICE_USER}:{SERVICE_GROUP}", self.env.data],
                        check=True)
 
-    def start(self, *, tempfail: bool = False, deliver_flags: str = ""):
+    def start(self, *, tempfail: bool = False, deliver_flags: str = "",
+              main: dict[str, str] | None = None):
         """apop serve (LMTP) and a Postfix delivering into it; returns (server, postfix)."""
         self.hand_over()
         sockdir = os.path.join(self.env.root, "lmtp")
@@ -111,7 +112,8 @@ class PostfixTest(ApopTestCase):
         lmtp = "lmtp:unix:" + sock
         pf = Postfix(domains={"a.test": lmtp, "b.test": lmtp, "c.test": "apopdeliver"},
                      pipes={"apopdeliver": (f"{SERVICE_USER}:{SERVICE_GROUP}",
-                                            f"{self.apop_argv}{deliver_flags} ${{user}}")})
+                                            f"{self.apop_argv}{deliver_flags} ${{user}}")},
+                     main=main)
         self.addCleanup(pf.cleanup)
         pf.start()
         return srv, pf
@@ -221,6 +223,35 @@ class PostfixTest(ApopTestCase):
         self.assertNotIn(b"alice@a.test", lmtp_bounce.split(b"Content-Description: Undelivered")[0])
         pipe_bounce = next(x for x in b if b"ghost@c.test" in x)
         self.assertIn(b"Status: 5.1.1", pipe_bounce)
+        self.finish(srv)
+
+    def test_unknown_recipient_refused_at_rcpt_by_address_verification(self):
+        # docs/operations.md's advice for an Internet-facing server: Postfix
+        # probes apop's LMTP (the RCPT's 550 5.1.1 is the answer) and refuses
+        # the SMTP RCPT itself: nothing is queued, nothing bounces.
+        srv, pf = self.start(main={
+            "smtpd_recipient_restrictions": "reject_unverified_recipient",
+            "unverified_recipient_reject_code": "550",
+            "address_verify_poll_delay": "1s",
+        })
+        with smtplib.SMTP("127.0.0.1", pf.port, timeout=60 * SLOWDOWN) as s:
+            s.ehlo("client.b.test")
+            self.assertEqual(s.mail(SENDER)[0], 250)
+            code, text = s.rcpt("ghost@a.test")
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"5.1.1 <ghost@a.test>: Recipient address rejected", text)
+            self.assertIn(b"550 5.1.1 No such user", text)
+            # A known one passes the same check (its probe is accepted by apop).
+            self.assertEqual(s.rcpt("alice@a.test")[0], 250)
+            msg = message("verified", "alice@a.test")
+            self.assertEqual(s.data(msg)[0], 250)
+        pf.wait_queue_empty()
+        got = self.retrieve(srv, "alice")
+        self.assertEqual(len(got), 1)
+        self.assert_delivered(got[0], msg, "alice@a.test", False, pf)
+        self.assertEqual(self.bounces(srv), [])
+        # Probes end at RCPT: apop stored nothing for ghost.
+        self.assertNotIn("user=ghost", srv.log())
         self.finish(srv)
 
     # -- quotas (skipped until `apop user quota` exists) -----------------------------
