@@ -30,8 +30,8 @@ log included). Postfix's CPU (its master's tree) is reported too.
 Identical Postfix settings for both (main.cf): lmtp_destination_concurrency_limit
 (--lmtp-concurrency, default 20, Postfix's default), lmtp_destination_recipient_limit
 = 50, lmtp_connection_cache_on_demand = yes, lmtp_connection_cache_time_limit = 2s,
-default_process_limit = 100, and the queue timers of postfix.py. Both servers fsync
-each message (apop always; Dovecot's mail_fsync = optimized). Must run as root.
+default_process_limit = 100, and the queue timers of postfix.py. apop fsyncs each
+message; Dovecot runs with its default mail_fsync = optimized. Must run as root.
 """
 
 from __future__ import annotations
