@@ -259,24 +259,29 @@ def bench_dovecot(args, messages) -> dict:
         dv.cleanup()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--apop", default=os.path.join(REPO, "build", "release", "apop"))
-    ap.add_argument("--messages", type=int, default=10_000)
-    ap.add_argument("--smoke", action="store_true", help="200 messages, 10 users (a smoke run)")
-    ap.add_argument("--users", type=int, default=100)
-    ap.add_argument("--connections", type=int, default=8, help="parallel SMTP injectors")
-    ap.add_argument("--lmtp-concurrency", type=int, default=20,
-                    help="Postfix's lmtp_destination_concurrency_limit (both servers)")
-    ap.add_argument("--no-held", action="store_true", help="skip the delivery-only phase")
-    ap.add_argument("--only", choices=("apop", "dovecot"), help="one server only")
-    ap.add_argument("--apop-flag", dest="apop_flags", action="append", default=[],
-                    help="an extra flag of apop serve (repeatable)")
-    ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-    if args.smoke:
-        args.messages, args.users = 200, 10
+def available() -> str:
+    """Why the benchmark cannot run here, or ''."""
+    from postfix import postfix_available
+    from dovecot import LMTP_BIN, dovecot_available
+    if not postfix_available():
+        return "Postfix is missing (scripts/deps.sh installs it)"
+    if os.getuid() != 0:
+        return "not root (Postfix's master runs as root)"
+    if not dovecot_available() or not os.path.isfile(LMTP_BIN):
+        return "Dovecot's LMTP (dovecot-lmtpd) is missing"
+    return ""
+
+
+def options(**kw) -> argparse.Namespace:
+    """The benchmark's settings: main()'s defaults, overridden by `kw`."""
+    return argparse.Namespace(**dict(dict(
+        apop=os.path.join(REPO, "build", "release", "apop"), messages=10_000, users=100,
+        connections=8, lmtp_concurrency=20, no_held=False, only=None, apop_flags=[],
+        timeout=1800.0), **kw))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Both servers (or args.only), each phase; the results and the ratios."""
     args.apop = os.path.abspath(args.apop)
     require_postfix()
     if args.only != "apop":
@@ -306,14 +311,47 @@ def main() -> int:
                     d["server_cpu_ms_per_message"] / max(a["server_cpu_ms_per_message"], 1e-9),
             }
         results["ratios"] = ratios
-    print(f"{'phase':<14} {'server':<8} {'msg/s':>8} {'server CPU ms/msg':>18} "
-          f"{'Postfix CPU ms/msg':>19}")
-    for name, phases in s.items():
+    return results
+
+
+def summary(results: dict, prefix: str = "") -> str:
+    """The table of the results (bench/compare.py prints it as test 9)."""
+    out = [f"{prefix}{results['messages']} messages by Postfix over LMTP "
+           f"({results['users']} users, lmtp concurrency {results['lmtp_concurrency']}):",
+           f"   {'phase':<14} {'server':<8} {'msg/s':>8} {'server CPU ms/msg':>18} "
+           f"{'Postfix CPU ms/msg':>19}"]
+    for name, phases in results["servers"].items():
         for phase, r in phases.items():
-            print(f"{phase:<14} {name:<8} {r['messages_per_s']:>8.0f} "
-                  f"{r['server_cpu_ms_per_message']:>18.3f} {r['postfix_cpu_ms_per_message']:>19.3f}")
+            out.append(f"   {phase:<14} {name:<8} {r['messages_per_s']:>8.0f} "
+                       f"{r['server_cpu_ms_per_message']:>18.3f} "
+                       f"{r['postfix_cpu_ms_per_message']:>19.3f}")
     for phase, r in results.get("ratios", {}).items():
-        print(f"{phase}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
+        out.append(f"   {phase}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
+    return "\n".join(out)
+
+
+def main() -> int:
+    d = options()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--apop", default=d.apop)
+    ap.add_argument("--messages", type=int, default=d.messages)
+    ap.add_argument("--smoke", action="store_true", help="200 messages, 10 users (a smoke run)")
+    ap.add_argument("--users", type=int, default=d.users)
+    ap.add_argument("--connections", type=int, default=d.connections,
+                    help="parallel SMTP injectors")
+    ap.add_argument("--lmtp-concurrency", type=int, default=d.lmtp_concurrency,
+                    help="Postfix's lmtp_destination_concurrency_limit (both servers)")
+    ap.add_argument("--no-held", action="store_true", help="skip the delivery-only phase")
+    ap.add_argument("--only", choices=("apop", "dovecot"), help="one server only")
+    ap.add_argument("--apop-flag", dest="apop_flags", action="append", default=[],
+                    help="an extra flag of apop serve (repeatable)")
+    ap.add_argument("--timeout", type=float, default=d.timeout)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    if args.smoke:
+        args.messages, args.users = 200, 10
+    results = run(args)
+    print(summary(results))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
