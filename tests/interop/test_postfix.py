@@ -26,7 +26,7 @@ import smtplib
 import subprocess
 import unittest
 
-from apoptest import SLOWDOWN, ApopTestCase, needs
+from apoptest import SLOWDOWN, ApopTestCase, cli_sanitizer_env, needs
 from postfix import Postfix, postfix_available
 
 SECRETS = {
@@ -110,6 +110,14 @@ class PostfixTest(ApopTestCase):
         srv.start()  # stopped by finish(), or killed by the env's cleanup
         srv.wait_for_log(r"listening on unix:" + re.escape(sock) + r" \(lmtp\)")
         lmtp = "lmtp:unix:" + sock
+        main = dict(main or {})
+        # pipe(8) runs `apop deliver` with Postfix's environment, not ours:
+        # the sanitizer settings of a CLI run (the asan preset) go through
+        # export_environment.
+        san = [f"{k}={v}" for k, v in cli_sanitizer_env(dict(os.environ)).items()
+               if k in ("ASAN_OPTIONS", "UBSAN_OPTIONS")]
+        if san:
+            main["export_environment"] = " ".join(["TZ", "MAIL_CONFIG", "LANG", *san])
         pf = Postfix(domains={"a.test": lmtp, "b.test": lmtp, "c.test": "apopdeliver"},
                      pipes={"apopdeliver": (f"{SERVICE_USER}:{SERVICE_GROUP}",
                                             f"{self.apop_argv}{deliver_flags} ${{user}}")},
