@@ -123,9 +123,9 @@ def wait_sent(pf: Postfix, total: int, timeout: float) -> None:
         if sent >= total:
             return
         if failed:
-            raise RuntimeError(f"{failed} deliveries failed:\n"
-                               + "\n".join(l for l in pf.log().splitlines()
-                                           if "status=bounced" in l or "status=deferred" in l)[:3000])
+            bad = [l for l in pf.log().splitlines()
+                   if "status=bounced" in l or "status=deferred" in l]
+            raise RuntimeError(f"{failed} deliveries failed:\n" + "\n".join(bad)[:3000])
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {sent} of {total} delivered after {timeout:.0f}s")
         time.sleep(0.2)
