@@ -90,7 +90,8 @@ class CompareSmokeTest(unittest.TestCase):
                 e = phases["end_to_end"]
                 self.assertEqual(e["messages"], 50, diag)
                 self.assertGreater(e["messages_per_s"], 0, diag)
-                self.assertGreater(e["server_cpu_ms_per_message"], 0, diag)
+                # /proc counts in clock ticks (10 ms): 50 messages may cost a tick or two.
+                self.assertGreaterEqual(e["server_cpu_ms_per_message"], 0, diag)
             self.assertIn("9. 50 messages by Postfix over LMTP", text)
         else:
             self.assertNotIn("lmtp_postfix", r)
