@@ -30,6 +30,10 @@ on one `apop serve` delivered into Dovecot's LMTP, one poll each, timed; then th
 into an LMTP server that answers 451 to every third message, polled until all arrived (no
 loss, no duplicate). With --only 8 nothing else is set up.
 
+Test 9 (bench/lmtp_postfix.py) is Postfix delivering over LMTP into apop serve and into
+Dovecot's LMTP: messages/s and server CPU per message, end to end and delivery only (as
+root; skipped, and said so, without Postfix or root). Like test 8 it sets up its own servers.
+
 Sizes come from flags or the environment (BENCH_<NAME>, e.g. BENCH_BIG=1000);
 --quick selects tiny ones for a smoke run (CI: tests/interop/test_bench_compare.py).
 """
@@ -60,6 +64,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "interop"))
 from dovecot import DOVECOT, Dovecot, dovecot_available, free_port  # noqa: E402
 
 import fetch_accounts  # noqa: E402  (bench/: the script's own directory is on sys.path)
+import lmtp_postfix  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -83,6 +88,8 @@ SIZES = {
     "fetch_accounts": (100, 6, "accounts polled by apop fetch --config and fetchmail (test 8)"),
     "fetch_account_messages": (20, 6, "messages per account (test 8)"),
     "fetch_max_parallel": (4, 4, "max_parallel of apop fetch --config (test 8; apop's default)"),
+    "lmtp_messages": (10_000, 50, "messages Postfix delivers over LMTP into each server "
+                                  "(test 9)"),
     "fetch_rtt_ms": (0.0, 0.0, "round trip (ms) to apop serve through a delaying relay (test 8; "
                                "0: loopback)"),
 }
@@ -94,7 +101,7 @@ TLS_KEYS = {
     "ec256": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
 }
 
-TESTS = range(1, 9)
+TESTS = range(1, 10)
 
 
 def log(msg: str) -> None:
@@ -1110,6 +1117,10 @@ def table(results: dict) -> str:
     if fa:
         out.append("")
         out.append(fetch_accounts.summary(fa))
+    lp = results.get("lmtp_postfix")
+    if lp:
+        out.append("")
+        out.append(lmtp_postfix.summary(lp, prefix="9. "))
     i = results.get("apop_idle")
     if i:
         out.append("")
@@ -1137,7 +1148,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
     ap.add_argument("--no-dovecot", dest="dovecot", action="store_false",
                     help="apop alone (when Dovecot is not installed)")
-    ap.add_argument("--only", default="", help="comma-separated test numbers (1-8)")
+    ap.add_argument("--only", default="", help="comma-separated test numbers (1-9)")
     ap.add_argument("--tls-key", choices=sorted(TLS_KEYS), default="rsa2048",
                     help="key of the certificate every server uses (default rsa2048; rsa4096 "
                          "makes the server's handshake cost dominate the client's)")
@@ -1209,8 +1220,8 @@ def main() -> int:
     if args.workdir:
         # Dovecot's trees (dovecot.py) go there too: hard links need one file system.
         tempfile.tempdir = args.workdir
-    if args.only == {8}:
-        # Test 8 sets up its own servers: none of the others' users and Maildirs.
+    if args.only and args.only <= {8, 9}:
+        # Tests 8 and 9 set up their own servers: none of the others' users and Maildirs.
         results = {"sizes": args.sizes, "machine": machine(), "rows": [], "failures": [],
                    "versions": versions(os.path.abspath(args.apop))}
     else:
@@ -1233,6 +1244,19 @@ def main() -> int:
                                     rtt_ms=s["fetch_rtt_ms"])
             results["fetch_accounts"] = fa
             results["failures"] += fa["failures"]
+    if 9 in args.only or not args.only:
+        why = lmtp_postfix.available() if args.dovecot else "--no-dovecot"
+        if why:
+            log(f"9: skipped ({why})")
+        else:
+            n = args.sizes["lmtp_messages"]
+            log(f"9: {n} messages by Postfix over LMTP into apop and into Dovecot")
+            opts = lmtp_postfix.options(apop=args.apop, messages=n,
+                                        users=min(100, max(10, n // 5)), no_held=args.quick)
+            try:
+                results["lmtp_postfix"] = lmtp_postfix.run(opts)
+            except Exception as e:  # noqa: BLE001 -- a failed test is a row of its own
+                results["failures"].append(f"test 9: {e}")
     text = table(results)
     print(text)
     if args.json:

@@ -36,6 +36,10 @@ PACKAGES=(
   # LMTP server the hand-off test delivers into (tests/interop/test_fetch_handoff.py,
   # `apop fetch --to lmtp:`)
   dovecot-lmtpd
+  # Postfix interop test and LMTP benchmark (tests/interop/test_postfix.py,
+  # bench/lmtp_postfix.py): a private instance, never the system one. It is
+  # an MTA: installing it replaces exim4 if present (nothing here needs exim4).
+  postfix
   # scale-out test (tests/interop/test_scaleout.py): shared state and load balancer
   postgresql haproxy
 )
@@ -75,5 +79,12 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=(sudo)
 fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+# Postfix: no system mail configuration, so no system instance starts (the
+# tests run private instances); otherwise debconf's default sets up an
+# Internet site listening on port 25.
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+  echo "postfix postfix/main_mailer_type select No configuration" |
+    "${SUDO[@]}" debconf-set-selections
+fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y --no-install-recommends "${missing[@]}"

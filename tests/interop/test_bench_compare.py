@@ -14,6 +14,7 @@ import unittest
 
 from apoptest import REPO, apop_bin, require_program
 from dovecot import require_dovecot, require_dovecot_lmtp
+from postfix import postfix_available
 
 
 class CompareSmokeTest(unittest.TestCase):
@@ -80,6 +81,20 @@ class CompareSmokeTest(unittest.TestCase):
         for needle in ("apop/tuned", "apop/floor", "dovecot tuned", "5. fetch", "6. ",
                        "7. TLS cost floor", "8. ", "target >= 5x", "machine:"):
             self.assertIn(needle, text)
+        # Test 9 (bench/lmtp_postfix.py; root and Postfix, as CI has): Postfix delivered
+        # every message over LMTP into both servers (the script counts them), numbers each.
+        if postfix_available() and os.getuid() == 0:
+            lp = r["lmtp_postfix"]
+            self.assertEqual(set(lp["servers"]), {"apop", "dovecot"}, diag)
+            for phases in lp["servers"].values():
+                e = phases["end_to_end"]
+                self.assertEqual(e["messages"], 50, diag)
+                self.assertGreater(e["messages_per_s"], 0, diag)
+                # /proc counts in clock ticks (10 ms): 50 messages may cost a tick or two.
+                self.assertGreaterEqual(e["server_cpu_ms_per_message"], 0, diag)
+            self.assertIn("9. 50 messages by Postfix over LMTP", text)
+        else:
+            self.assertNotIn("lmtp_postfix", r)
 
     def test_variants_and_baseline(self):
         """Two variants of `apop serve`'s flags and a baseline binary (here the same one)
