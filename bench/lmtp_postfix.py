@@ -224,7 +224,9 @@ def bench_apop(args, messages, work: str) -> dict:
     sockdir = os.path.join(work, "apop-lmtp")
     os.mkdir(sockdir, 0o755)
     sock = os.path.join(sockdir, "lmtp")
-    argv = [args.apop, "serve", "--data", data, "--listen", "127.0.0.1:0", "--workers", "0",
+    # Workers as by default: LMTP in a process of its own (--apop-flag=--workers=0 for the
+    # one-process server).
+    argv = [args.apop, "serve", "--data", data, "--listen", "127.0.0.1:0",
             "--lmtp-listen", "unix:" + sock, "--lmtp-socket-group", "postfix",
             "--user", SERVICE_USER, *args.apop_flags]
     logf = open(os.path.join(work, "apop.log"), "w+")

@@ -40,10 +40,11 @@ SENDER = "sender@b.test"
 
 
 def lmtp_serve_flags(sock: str) -> list[str]:
-    """The `apop serve` flags of the LMTP path, in one place: one process
-    (LMTP needs --workers 0 for now; Server adds it), the socket for Postfix's
-    lmtp(8) (user postfix) and the service user."""
-    return ["--lmtp-listen", "unix:" + sock, "--lmtp-socket-group", "postfix",
+    """The `apop serve` flags of the LMTP path, in one place: workers, as
+    by default (LMTP in a process of its own, as the service user, asking the
+    auth process for each recipient), the socket for Postfix's lmtp(8) (user
+    postfix) and the service user."""
+    return ["--workers", "2", "--lmtp-listen", "unix:" + sock, "--lmtp-socket-group", "postfix",
             "--lmtp-socket-mode", "0660", "--user", SERVICE_USER]
 
 
