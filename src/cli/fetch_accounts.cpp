@@ -194,9 +194,11 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
   opts.max_message_size = a.max_message_size;
   opts.fetch_limit = a.fetch_limit;
   opts.stop = &stop;
-  FetchSummary sum = connect_and_run(
-      connect_options(*target, *endpoint, opts, conn), false,
-      [&](client::Transport& t) { return client::run_session(t, **dest, *state, opts); });
+  client::ConnectOptions co = connect_options(*target, *endpoint, opts, conn);
+  co.stop = &stop;  // SIGTERM: a silent server gets kFetchStopGrace, not the whole timeout
+  FetchSummary sum = connect_and_run(co, false, [&](client::Transport& t) {
+    return client::run_session(t, **dest, *state, opts);
+  });
   wipe(opts.password);
   return sum;
 }

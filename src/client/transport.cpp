@@ -20,11 +20,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <string>
+
+#include "common/limits.hpp"
 
 namespace apop::client {
 namespace {
@@ -64,10 +68,32 @@ int remaining_ms(Clock::time_point deadline) {
   return left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left);
 }
 
+// ConnectOptions::stop: a wait's deadline, moved to at most kFetchStopGrace
+// after the stop was first seen, and the longest single poll before the
+// flag is looked at again.
+class StopWatch {
+ public:
+  explicit StopWatch(const std::atomic<bool>* stop) : stop_(stop) {}
+  Clock::time_point deadline(Clock::time_point d) {
+    if (stop_ == nullptr || !stop_->load(std::memory_order_relaxed)) return d;
+    if (!seen_) seen_ = Clock::now();
+    return std::min(d, *seen_ + limits::kFetchStopGrace);
+  }
+  int slice(int ms) const {
+    if (stop_ == nullptr) return ms;
+    return std::min(ms, static_cast<int>(limits::kFetchStopCheck.count()));
+  }
+
+ private:
+  const std::atomic<bool>* stop_;
+  std::optional<Clock::time_point> seen_;
+};
+
 class SocketTransport final : public Transport {
  public:
-  SocketTransport(int fd, std::chrono::seconds timeout, std::string host)
-      : fd_(fd), timeout_(timeout), host_(std::move(host)) {}
+  SocketTransport(int fd, std::chrono::seconds timeout, std::string host,
+                  const std::atomic<bool>* stop)
+      : fd_(fd), timeout_(timeout), host_(std::move(host)), stop_(stop) {}
   ~SocketTransport() override {
     if (ssl_ != nullptr) {
       // Best effort close_notify; never wait for the peer's.
@@ -265,14 +291,22 @@ class SocketTransport final : public Transport {
   }
 
   // Waits until the socket is ready for `events` or the deadline passes.
+  // With ConnectOptions::stop set, a silent server is given up
+  // kFetchStopGrace after the stop.
   Result<void> wait(short events, Clock::time_point deadline) {
     for (;;) {
       pollfd p{fd_, events, 0};
-      int ms = remaining_ms(deadline);
-      if (ms == 0) return fail(NetFailure::timeout, "timed out waiting for the server");
-      int r = ::poll(&p, 1, ms);
+      const auto due = stop_.deadline(deadline);
+      int ms = remaining_ms(due);
+      if (ms == 0) {
+        return fail(NetFailure::timeout,
+                    due < deadline ? "stopping: the server sent nothing for " +
+                                         std::to_string(limits::kFetchStopGrace.count()) + " s"
+                                   : "timed out waiting for the server");
+      }
+      int r = ::poll(&p, 1, stop_.slice(ms));
       if (r > 0) return {};
-      if (r == 0) return fail(NetFailure::timeout, "timed out waiting for the server");
+      if (r == 0) continue;  // the deadline (or a stop) is checked above
       if (errno != EINTR) return fail(NetFailure::io, std::string("poll: ") + std::strerror(errno));
     }
   }
@@ -324,10 +358,12 @@ class SocketTransport final : public Transport {
   TlsInfo tls_;
   NetFailure last_ = NetFailure::none;
   bool broken_ = false;
+  StopWatch stop_;
 };
 
 // Connects one address with a deadline. Returns the fd or -1 (errno-ish text in `why`).
-int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why, bool& timed_out) {
+int connect_one(const addrinfo* ai, Clock::time_point deadline, StopWatch& stop, std::string& why,
+                bool& timed_out) {
   int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
   if (fd < 0) {
     why = std::string("socket: ") + std::strerror(errno);
@@ -342,9 +378,10 @@ int connect_one(const addrinfo* ai, Clock::time_point deadline, std::string& why
   if (r != 0) {
     for (;;) {
       pollfd p{fd, POLLOUT, 0};
-      int ms = remaining_ms(deadline);
-      int pr = ms == 0 ? 0 : ::poll(&p, 1, ms);
+      int ms = remaining_ms(stop.deadline(deadline));
+      int pr = ms == 0 ? 0 : ::poll(&p, 1, stop.slice(ms));
       if (pr < 0 && errno == EINTR) continue;
+      if (pr == 0 && remaining_ms(stop.deadline(deadline)) > 0) continue;
       if (pr <= 0) {
         why = pr == 0 ? "timed out" : std::strerror(errno);
         timed_out = pr == 0;
@@ -394,9 +431,10 @@ Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts, NetFailur
   }
   std::string why = "no address";
   bool timed_out = false;
+  StopWatch stop(opts.stop);
   int fd = -1;
   for (const addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    fd = connect_one(ai, deadline, why, timed_out);
+    fd = connect_one(ai, deadline, stop, why, timed_out);
     if (timed_out) break;
   }
   ::freeaddrinfo(res);
@@ -404,7 +442,7 @@ Result<std::unique_ptr<Transport>> connect(const ConnectOptions& opts, NetFailur
     *failure = timed_out ? NetFailure::timeout : NetFailure::connect;
     return make_error(Errc::temporary, "cannot connect to " + opts.host + ":" + port + ": " + why);
   }
-  auto t = std::make_unique<SocketTransport>(fd, opts.timeout, opts.host);
+  auto t = std::make_unique<SocketTransport>(fd, opts.timeout, opts.host, opts.stop);
   if (opts.implicit_tls) {
     if (auto h = t->handshake(opts.tls); !h) {
       *failure = t->last_failure();

@@ -8,6 +8,7 @@
 // overlong line as Errc::invalid (the fetchmail overflow class, CVE-2005-2335).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -79,6 +80,11 @@ struct ConnectOptions {
   bool implicit_tls = false;  // pop3s
   TlsOptions tls;
   std::chrono::seconds timeout{60};
+  // When set and true (the daemon's SIGTERM), every wait on the server --
+  // the connect too -- ends after at most limits::kFetchStopGrace of
+  // silence from then on, instead of `timeout`. Borrowed: it must outlive
+  // the transport.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // Resolves, connects (each address in turn, within opts.timeout overall) and,

@@ -109,6 +109,13 @@ inline constexpr std::chrono::seconds kFetchBackoffCap{3600};
 // Not from an RFC: every wait between polls is multiplied by a random factor
 // in [1 - j, 1 + j], so accounts (and many daemons) do not poll in lockstep.
 inline constexpr double kFetchPollJitter = 0.1;
+// Not from an RFC: once the daemon is told to stop (SIGTERM), a server that
+// sends nothing for this long ends the poll (a timeout, nothing deleted
+// that was not stored) instead of after the whole per-operation timeout; a
+// transfer still moving goes on, so the message in flight is finished.
+inline constexpr std::chrono::seconds kFetchStopGrace{5};
+// Not from an RFC: how often a wait on the server checks for that stop.
+inline constexpr std::chrono::milliseconds kFetchStopCheck{200};
 // Not from an RFC: password_command's standard output is read up to this
 // many octets (an OAuth2 access token is a few KiB; a JWT rarely above 16
 // KiB); more kills the command and fails the poll.

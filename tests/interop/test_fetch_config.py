@@ -359,6 +359,47 @@ class FetchConfigTest(FetchTestCase):
                 rc = d.stop()
             self.assertEqual(rc, 0, d.log())
 
+    def test_daemon_sigterm_cuts_a_stalled_servers_wait_short(self):
+        """A server that greets and then says nothing: with --timeout 60 the
+        poll would hang a minute; after SIGTERM the wait ends once the server
+        has been silent for limits::kFetchStopGrace (5 s), and the daemon exits
+        0 (regression: it used to wait for the whole timeout)."""
+        import socket
+        lst = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(lst.close)
+        held: list[socket.socket] = []
+        greeted = threading.Event()
+
+        def serve():
+            try:
+                c, _ = lst.accept()
+            except OSError:
+                return
+            held.append(c)
+            c.sendall(b"+OK stalling <1.2@stall.test>\r\n")
+            greeted.set()  # then nothing, ever
+
+        threading.Thread(target=serve, daemon=True).start()
+        self.addCleanup(lambda: [c.close() for c in held])
+        text = (f'state_dir = "{self.states}"\n\n'
+                + self.account("stall", "alice", lst.getsockname()[1],
+                               f"maildir:{self.alice_md}", secret=ALICE_SECRET))
+        cfg = os.path.join(self.work, "stall.toml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        d = Daemon([self.env.bin, "fetch", "--config", cfg, "--daemon", "--timeout", "60"],
+                   self.daemon_env())
+        self.assertTrue(greeted.wait(30 * SLOWDOWN), d.log())
+        time.sleep(0.5)  # the client has sent APOP and waits for the reply
+        t0 = time.monotonic()
+        rc = d.stop(signal.SIGTERM)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, d.log())
+        self.assertGreater(took, 4, d.log())  # the grace is given
+        self.assertLess(took, 5 + 5 * SLOWDOWN, d.log())  # not the 60 s timeout
+        self.assertRegex(d.log(), r"account=stall result=network status=6 .*stopping: the server "
+                                  r"sent nothing for 5 s")
+
     def test_daemon_sigterm_mid_poll_finishes_the_message_and_quits(self):
         many = [make_message(f"term {i}", f"message {i}\n" + ("x" * 76 + "\n") * 60)
                 for i in range(600)]
