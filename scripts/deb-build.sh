@@ -5,7 +5,7 @@
 #
 # dpkg-buildpackage builds in the source directory and writes its results
 # into the parent directory; to keep the tree clean and the results inside
-# it, the tree (without build/ and .git) is copied to build/deb/apop-VERSION/
+# it, the tree (its git files, or all but build/ and .git) is copied to build/deb/apop-VERSION/
 # and the package lands in build/deb/:
 #   build/deb/apop_VERSION_ARCH.deb  (+ .buildinfo, .changes)
 #   build/deb/lintian.txt            lintian's report
@@ -21,7 +21,15 @@ src="$OUT/apop-$version"
 
 rm -rf "$OUT"
 mkdir -p "$src"
-tar --exclude=./build --exclude=./.git --exclude='./obj-*' -cf - . | tar -xf - -C "$src"
+# In a git checkout: the tracked files and the untracked ones .gitignore
+# does not exclude (data directories of demos and tests stay out).
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git ls-files -z --cached --others --exclude-standard |
+    while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+    tar --null -T - -cf - | tar -xf - -C "$src"
+else
+  tar --exclude=./build --exclude=./.git --exclude='./obj-*' -cf - . | tar -xf - -C "$src"
+fi
 
 start=$SECONDS
 (cd "$src" && DEB_BUILD_OPTIONS="nocheck parallel=$JOBS ${DEB_BUILD_OPTIONS:-}" \

@@ -49,12 +49,20 @@ had_etc=0; [ -e /etc/apop ] && had_etc=1
 work=$(mktemp -d)
 cleanup() {
   "${SUDO[@]}" dpkg --purge apop >/dev/null 2>&1 || true
-  [ "$had_data" = 1 ] || "${SUDO[@]}" rm -rf /var/lib/apop
+  if [ "$had_data" = 1 ]; then
+    "${SUDO[@]}" rm -f /var/lib/apop/deb-test-data
+  else
+    "${SUDO[@]}" rm -rf /var/lib/apop
+  fi
   [ "$had_etc" = 1 ] || "${SUDO[@]}" rm -rf /etc/apop
-  [ "$had_user_auth" = 1 ] || "${SUDO[@]}" userdel apop-auth 2>/dev/null || true
-  [ "$had_user_apop" = 1 ] || "${SUDO[@]}" userdel apop 2>/dev/null || true
-  "${SUDO[@]}" groupdel apop-auth 2>/dev/null || true
-  "${SUDO[@]}" groupdel apop 2>/dev/null || true
+  if [ "$had_user_auth" = 0 ]; then
+    "${SUDO[@]}" userdel apop-auth 2>/dev/null || true
+    "${SUDO[@]}" groupdel apop-auth 2>/dev/null || true
+  fi
+  if [ "$had_user_apop" = 0 ]; then
+    "${SUDO[@]}" userdel apop 2>/dev/null || true
+    "${SUDO[@]}" groupdel apop 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
