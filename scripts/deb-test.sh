@@ -41,6 +41,19 @@ version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 deb=$(ls build/deb/apop_"$version"_*.deb)
 [ -f "$deb" ] || fail "no package build/deb/apop_${version}_*.deb"
 
+# The service's life cycle in the maintainer scripts (there is no systemd
+# here to watch it): not started on install, try-restarted after an upgrade
+# (not stopped before it), stopped on remove.
+ctl=$(mktemp -d)
+dpkg-deb -e "$deb" "$ctl/DEBIAN"
+grep -q "deb-systemd-invoke try-restart 'apop.service'" "$ctl/DEBIAN/postinst" ||
+  fail "postinst does not try-restart apop.service after an upgrade"
+! grep -q 'deb-systemd-invoke start' "$ctl/DEBIAN/postinst" || fail "postinst starts apop.service"
+! grep -qs 'deb-systemd-invoke stop' "$ctl/DEBIAN/preinst" || fail "preinst stops apop.service before an upgrade"
+grep -q 'deb-systemd-invoke stop apop.service' "$ctl/DEBIAN/prerm" || fail "prerm does not stop apop.service on remove"
+rm -rf "$ctl"
+ok "maintainer scripts: not started on install, try-restart on upgrade, stop on remove"
+
 # What this script must undo at the end.
 had_user_apop=0; getent passwd apop >/dev/null && had_user_apop=1
 had_user_auth=0; getent passwd apop-auth >/dev/null && had_user_auth=1
