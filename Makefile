@@ -10,6 +10,9 @@
 #   make fuzz    build the libFuzzer targets (clang 14) and run each for
 #                $(FUZZ_SECONDS) s, $(FUZZ_JOBS) at a time (scripts/fuzz.sh)
 #   make bench   install deps (Dovecot too), build (release), compare apop with Dovecot
+#   make deb     install deps, build the Debian package build/deb/apop_VERSION_ARCH.deb
+#                (debian/, dpkg-buildpackage -b) and check it with lintian
+#                (scripts/deb-build.sh; docs/operations.md)
 PORT ?= 1110
 PRESET ?= dev
 JOBS ?= 2
@@ -18,7 +21,7 @@ FUZZ_JOBS ?= 1
 CLANG_FORMAT ?= $(shell command -v clang-format-14 || command -v clang-format || echo clang-format-14)
 FORMAT_DIRS := src tests fuzz bench
 
-.PHONY: all deps build test unit asan fuzz release demo bench format clean
+.PHONY: all deps build test unit asan fuzz release demo bench deb format clean
 
 all: build
 
@@ -54,6 +57,9 @@ demo: release
 
 bench:
 	bash bench/compare.sh $(BENCH_ARGS)
+
+deb: deps
+	JOBS=$(JOBS) bash scripts/deb-build.sh
 
 format:
 	find $(FORMAT_DIRS) -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' -o -name '*.cc' \) \

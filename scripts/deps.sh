@@ -13,6 +13,9 @@ PACKAGES=(
   # libraries
   libasio-dev libssl-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
+  # libpq-fe.h and libpq for src/pg (CMakeLists.txt find_path/find_library;
+  # a Build-Depends of debian/control)
+  libpq-dev
   # crypt_r for imported crypt(3) hashes (apop user import)
   libcrypt-dev
   # seccomp allow-list of the network workers (src/net/sandbox.hpp)
@@ -27,6 +30,9 @@ PACKAGES=(
   python3-cryptography
   # log filter check (fail2ban-regex)
   fail2ban
+  # Debian package (make deb, scripts/deb-build.sh, scripts/deb-test.sh):
+  # dpkg-buildpackage, dh with dh_installsysusers, and the package check
+  dpkg-dev debhelper lintian
   # man page check (groff -man -ww)
   groff-base
   # peer server for interop tests and benchmarks
