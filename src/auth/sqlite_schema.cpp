@@ -22,7 +22,7 @@ using sqlite::Stmt;
 
 namespace {
 
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
 constexpr const char* kCreateV2 =
     "CREATE TABLE users ("
@@ -159,6 +159,15 @@ Result<void> SqliteCredentialStore::migrate() {
                             " id INTEGER PRIMARY KEY CHECK (id = 1),"
                             " sealed BLOB NOT NULL)",
                             "PRAGMA user_version = 5"}) {
+      if (auto r = exec(db_, sql); !r) return r;
+    }
+  }
+  // Version 6: the account's own quota limits (NULL: the server's defaults;
+  // 0: unlimited), store/quota.hpp.
+  if (version < 6) {
+    for (const char* sql :
+         {"ALTER TABLE users ADD COLUMN quota_bytes INTEGER",
+          "ALTER TABLE users ADD COLUMN quota_messages INTEGER", "PRAGMA user_version = 6"}) {
       if (auto r = exec(db_, sql); !r) return r;
     }
   }
