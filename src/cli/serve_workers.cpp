@@ -353,7 +353,10 @@ Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store,
     if (!*has) return {ipc::UserStatus::unknown, std::nullopt};
     auto loc = store.mail_location(user);
     if (!loc) return {ipc::UserStatus::temporary, std::nullopt};
-    return {ipc::UserStatus::found, *loc};
+    // Its own quota limits: `apop deliver` enforces them (issue 21).
+    auto quota = store.quota(user);
+    if (!quota) return {ipc::UserStatus::temporary, std::nullopt};
+    return {ipc::UserStatus::found, *loc, quota->bytes, quota->messages};
   };
   // Root (a delivery run by root), the service user (the MTA's pipe), the
   // auth user (apop user ... run as it).

@@ -85,7 +85,7 @@ std::vector<Reply> sample_replies() {
 
 TEST(IpcWire, HeaderLayout) {
   const std::string m = encoded(Request{Mechanisms{}}, 0x01020304);
-  EXPECT_EQ(m, std::string("\x01\x08\x00\x00\x01\x02\x03\x04", 8));
+  EXPECT_EQ(m, std::string("\x02\x08\x00\x00\x01\x02\x03\x04", 8));
 }
 
 TEST(IpcWire, EveryRequestRoundTrips) {
@@ -294,13 +294,13 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
 TEST(IpcWire, LockMessagesLayout) {
   // lock_maildrop: header type 9, the user as u16 length and bytes.
   EXPECT_EQ(encoded(Request{LockMaildrop{"bob"}}, 5),
-            std::string("\x01\x09\x00\x00\x00\x00\x00\x05\x00\x03"
+            std::string("\x02\x09\x00\x00\x00\x00\x00\x05\x00\x03"
                         "bob",
                         13));
   EXPECT_EQ(encoded(Request{UnlockMaildrop{"bob"}}, 5)[1], '\x0a');
   // lock_status: type 0x86, one outcome byte.
   EXPECT_EQ(encoded(Reply{LockStatus{LockOutcome::in_use}}, 5),
-            std::string("\x01\x86\x00\x00\x00\x00\x00\x05\x02", 9));
+            std::string("\x02\x86\x00\x00\x00\x00\x00\x05\x02", 9));
   const std::string unlock = encoded(Request{UnlockMaildrop{"bob"}});  // the views point here
   auto d = decode_request(unlock);
   ASSERT_TRUE(d.ok());
