@@ -159,7 +159,7 @@ TEST(IpcWire, DecodersRefuseEveryTruncationAndTrailingByte) {
 TEST(IpcWire, DecodersRefuseAnotherVersionFlagsAndUnknownTypes) {
   std::string m = encoded(Request{Mechanisms{}});
   ASSERT_TRUE(decode_request(m).ok());
-  for (char v : {'\0', '\2', '\xff'}) {
+  for (char v : {'\0', '\1', '\3', '\xff'}) {
     std::string bad = m;
     bad[0] = v;
     EXPECT_FALSE(decode_request(bad).ok());
