@@ -237,6 +237,10 @@ void LmtpSession::end_of_data(std::string& out) {
       reply(out, "250 2.0.0 Delivered to " + user);
     } else if (r.error().code == Errc::temporary || r.error().code == Errc::in_use) {
       reply(out, "451 4.3.0 Cannot store the message now, try again later");
+    } else if (r.error().code == Errc::over_quota) {
+      // The real check, under the mailbox's quota lock (store/quota.hpp).
+      reply(out,
+            config_.over_quota_temporary ? "452 4.2.2 Mailbox full" : "552 5.2.2 Mailbox full");
     } else if (r.error().code == Errc::invalid) {
       reply(out, "552 5.3.4 Message too big for the mailbox");
     } else {
