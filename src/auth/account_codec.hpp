@@ -152,6 +152,7 @@ Policy read_own_policy(const Row& r, int first) {
 // An AccountRow from the columns password_hash, scram_sha256, scram_sha1,
 // sealed_password, the six own-policy columns, last_login, mail_location,
 // quota_bytes, quota_messages (14 columns from `first` on).
+inline constexpr int kAccountRowColumns = 14;
 template <class Row>
 AccountRow read_account_row(const Row& r, int first = 0) {
   AccountRow a;

@@ -138,7 +138,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     if (rc == SQLITE_ROW) {
       row = read_account_row(Row{st.get()});
       row->last_login = noted_login(user, row->last_login);
-      defaults = read_policy(Row{st.get()}, 12);
+      defaults = read_policy(Row{st.get()}, kAccountRowColumns);
     } else if (rc != SQLITE_DONE) {
       return db_error(db_, rc, "looking up user");
     }

@@ -94,6 +94,7 @@ class LmtpSession {
   unsigned bad_commands_ = 0;
   std::string in_;
   std::string sender_;
+  std::uint64_t size_ = 0;  // MAIL's SIZE= (0: not given), for the quota check at RCPT
   std::vector<std::string> recipients_;
   std::string message_;
 };

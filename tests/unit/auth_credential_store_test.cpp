@@ -144,10 +144,19 @@ TEST_P(CredentialStoreContract, QuotaPerAccount) {
   CredentialStore& s = *store_;
   ASSERT_TRUE(s.add("alice", "alice-secret-1").ok());
   EXPECT_EQ(s.quota("alice").value(), AccountQuota{});
+  const EffectivePolicy before = s.account("alice")->policy;
   const AccountQuota q{1073741824u, 50000u};
   ASSERT_TRUE(s.set_quota("alice", q).ok());
   EXPECT_EQ(s.quota("alice").value(), q);
   EXPECT_EQ(s.account("alice")->quota, q);  // read with the login's row
+  // Regression: the quota columns must not shift the default policy's
+  // columns of the same statement (a quota once made APOP fail).
+  const EffectivePolicy after = s.account("alice")->policy;
+  EXPECT_EQ(after.mechanisms, before.mechanisms);
+  EXPECT_EQ(after.device_secrets_only, before.device_secrets_only);
+  EXPECT_EQ(after.md5_challenge_requires_tls, before.md5_challenge_requires_tls);
+  EXPECT_EQ(after.require_tls, before.require_tls);
+  EXPECT_EQ(password_of(s, "alice").value(), "alice-secret-1");
   EXPECT_EQ(s.list().value()[0].quota, q);
   // 0 (unlimited) is kept apart from unset (the default).
   ASSERT_TRUE(s.set_quota("alice", AccountQuota{0u, std::nullopt}).ok());

@@ -22,8 +22,12 @@ class MemoryDelivery final : public LmtpDelivery {
   std::map<std::string, std::vector<std::string>> stored;
   std::string last_sender;
 
-  LmtpRecipient recipient(std::string_view user, std::uint64_t) override {
+  std::map<std::string, std::uint64_t> room;  // recipient() -> over_quota above this size
+  LmtpRecipient recipient(std::string_view user, std::uint64_t size) override {
     const std::string u(user);
+    if (auto it = room.find(u); it != room.end() && size > it->second) {
+      return LmtpRecipient::over_quota;
+    }
     if (lookup_fails.count(u) != 0) return LmtpRecipient::temporary;
     if (users.count(u) == 0) return LmtpRecipient::unknown;
     if (over_quota.count(u) != 0) return LmtpRecipient::over_quota;
@@ -144,6 +148,20 @@ TEST_F(LmtpSessionTest, LookupFailureIs451AndOverQuota552Or452) {
   lhlo();
   feed("MAIL FROM:<s@x>\r\n");
   EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "452 4.2.2 Mailbox full\r\n");
+}
+
+TEST_F(LmtpSessionTest, MailSizeReachesTheQuotaCheckAtRcpt) {
+  store.room["alice"] = 500;
+  lhlo();
+  feed("MAIL FROM:<s@x> SIZE=600\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "552 5.2.2 Mailbox full\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  feed("RSET\r\n");
+  feed("MAIL FROM:<s@x> SIZE=400\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  feed("RSET\r\n");
+  feed("MAIL FROM:<s@x>\r\n");  // no SIZE=: 0, checked again after DATA
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
 }
 
 TEST_F(LmtpSessionTest, OverQuotaAfterDataIsPerRecipient552Or452) {
