@@ -36,14 +36,16 @@ std::int64_t to_i64(std::uint64_t v) {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// An unsigned decimal of 1..18 digits (so it fits std::int64_t).
+// An unsigned decimal of at most 19 digits that fits std::int64_t (what
+// any writer's sums can be, and what parse_maildirsize writes back).
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
-  if (s.empty() || s.size() > 18) return std::nullopt;
+  if (s.empty() || s.size() > 19) return std::nullopt;
   std::uint64_t v = 0;
   for (char c : s) {
     if (!is_digit(c)) return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');  // 19 digits fit std::uint64_t
   }
+  if (v > static_cast<std::uint64_t>(kI64Max)) return std::nullopt;
   return v;
 }
 

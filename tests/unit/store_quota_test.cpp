@@ -89,6 +89,16 @@ TEST(MaildirsizeParse, SaturatesInsteadOfOverflowing) {
   EXPECT_EQ(p->usage.bytes, std::numeric_limits<std::int64_t>::max());
 }
 
+// Regression (fuzz_maildirsize): a sum of 19 digits, written back, parses.
+TEST(MaildirsizeParse, NineteenDigitValuesUpToInt64Max) {
+  auto p = parse_maildirsize("10C\n1000000731050073798 0\n");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->usage.bytes, 1000000731050073798);
+  EXPECT_TRUE(parse_maildirsize("10C\n9223372036854775807 0\n"));
+  EXPECT_FALSE(parse_maildirsize("10C\n9223372036854775808 0\n"));
+  EXPECT_FALSE(parse_maildirsize("10C\n10000000000000000000 0\n"));
+}
+
 TEST(MaildirsizeFormat, Limits) {
   EXPECT_EQ(format_maildirsize_limits({1073741824, 50000}), "1073741824S,50000C");
   EXPECT_EQ(format_maildirsize_limits({1000, 0}), "1000S");
