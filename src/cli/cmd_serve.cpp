@@ -111,6 +111,7 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
           return out;
         },
         store::parse_mail_location(a.mail_location, true).value(), dir.root);
+    lmtp_delivery->on_quota_rejection = [&server] { server.count_quota_rejection(); };
     lmtp = std::make_unique<net::LmtpServer>(std::move(lmtp_opts), *lmtp_delivery);
     if (auto r = lmtp->bind(); !r) {
       spdlog::error("{}", r.error().message);

@@ -205,6 +205,11 @@ Result<std::pair<store::MailLocation, std::filesystem::path>> StoreLmtpDelivery:
   return locations.resolve(pop3::MailboxAddress(user));
 }
 
+void StoreLmtpDelivery::note_quota_rejection() {
+  ++quota_rejections_;
+  if (on_quota_rejection) on_quota_rejection();
+}
+
 LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t size) {
   const Account account = lookup_(user);
   if (account.status != LmtpRecipient::ok || account.quota.unlimited()) return account.status;
@@ -224,7 +229,7 @@ LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t 
     }
   }
   if (usage && !store::quota_allows(account.quota, *usage, size, 1)) {
-    ++quota_rejections_;
+    note_quota_rejection();
     spdlog::info("lmtp: user={} over quota at RCPT (size {})", user, size);
     return LmtpRecipient::over_quota;
   }
@@ -257,7 +262,7 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
     mopts.quota = account.quota;
     auto r = store::mbox_deliver(where->second, fd.get(), mopts);
     if (!r) {
-      if (r.error().code == Errc::over_quota) ++quota_rejections_;
+      if (r.error().code == Errc::over_quota) note_quota_rejection();
       spdlog::warn("lmtp: user={} mbox={} {}", user, where->second.string(), r.error().message);
       return r.error();
     }
@@ -274,7 +279,7 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   opts.quota = account.quota;
   auto r = store::deliver(where->second, fd.get(), opts);
   if (!r) {
-    if (r.error().code == Errc::over_quota) ++quota_rejections_;
+    if (r.error().code == Errc::over_quota) note_quota_rejection();
     spdlog::warn("lmtp: user={} {}", user, r.error().message);
     return r.error();
   }

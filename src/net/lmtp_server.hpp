@@ -88,6 +88,9 @@ class StoreLmtpDelivery final : public LmtpDelivery {
   };
   using Lookup = std::function<Account(std::string_view user)>;
   StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback, std::filesystem::path data_dir);
+  // Called at each quota refusal (at RCPT or after DATA), on the LMTP
+  // thread: the server's metrics counter.
+  std::function<void()> on_quota_rejection;
 
   LmtpRecipient recipient(std::string_view user, std::uint64_t size) override;
   Result<void> deliver(std::string_view user, std::string_view sender,
@@ -98,6 +101,7 @@ class StoreLmtpDelivery final : public LmtpDelivery {
  private:
   Result<std::pair<store::MailLocation, std::filesystem::path>> resolve(std::string_view user,
                                                                         const Account& account);
+  void note_quota_rejection();
   std::uint64_t quota_rejections_ = 0;
   Lookup lookup_;
   store::MailLocation fallback_;

@@ -5,10 +5,12 @@ from the configuration file, and a POP3 DELE + QUIT that frees room."""
 
 import json
 import os
+import shutil
 import smtplib
 
 from apoptest import ALICE_SECRET, ApopTestCase, make_message
 from test_lmtp import BOB_SECRET, lmtp_transaction
+from test_metrics import metrics_port, scrape
 
 
 class QuotaTest(ApopTestCase):
@@ -144,7 +146,9 @@ class QuotaTest(ApopTestCase):
         # message itself does not fit: the per-recipient reply after DATA.
         self.quota("alice", "--bytes", "300")
         big = make_message("big", "z" * 400 + "\n", eol=b"\r\n")
-        with self.env.server("--lmtp-listen", "127.0.0.1:0", "--quota-full-tempfail") as srv:
+        metrics = ("--metrics-listen", "127.0.0.1:0") if shutil.which("curl") else ()
+        with self.env.server("--lmtp-listen", "127.0.0.1:0", "--quota-full-tempfail",
+                             *metrics) as srv:
             line = srv.wait_for_log(r"listening on \S+:\d+ \(lmtp\)")[0]
             port = int(line.rsplit(":", 1)[1].split()[0])
             with smtplib.LMTP("127.0.0.1", port) as lmtp:
@@ -154,5 +158,8 @@ class QuotaTest(ApopTestCase):
                 self.assertEqual([c for c, _ in rcpts], [250, 250])
                 self.assertEqual(replies[0], (452, b"4.2.2 Mailbox full"))
                 self.assertEqual(replies[1][0], 250)
+            if metrics:
+                samples = scrape(metrics_port(srv))
+                self.assertEqual(samples['apop_quota_rejections_total{path="lmtp"}'], 1)
         self.assertEqual(self.env.message_files("alice"), [])
         self.assertEqual(len(self.env.message_files("bob")), 1)
