@@ -282,7 +282,7 @@ Result<QuotaUsage> scan_maildir_usage(int dirfd) {
 
 Result<QuotaUsage> maildir_quota_usage_locked(int dirfd, const QuotaLimits& limits,
                                               std::uint64_t add_bytes, std::uint64_t add_messages,
-                                              std::int64_t now) {
+                                              std::int64_t now, bool write) {
   if (limits.unlimited()) return scan_maildir_usage(dirfd);
   std::optional<Maildirsize> parsed;
   std::uint64_t file_size = 0;
@@ -314,7 +314,7 @@ Result<QuotaUsage> maildir_quota_usage_locked(int dirfd, const QuotaLimits& limi
   }
   auto usage = scan_maildir_usage(dirfd);
   if (!usage) return usage.error();
-  write_maildirsize(dirfd, limits, *usage);
+  if (write) write_maildirsize(dirfd, limits, *usage);
   return *usage;
 }
 
@@ -332,9 +332,15 @@ Result<QuotaUsage> maildir_quota_usage(const std::filesystem::path& dir,
                                        const QuotaLimits& limits) {
   UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dirfd) return sys_error("open Maildir " + dir.string(), errno);
-  auto lock = QuotaLock::acquire(dirfd.get());
-  if (!lock) return lock.error();
-  return maildir_quota_usage_locked(dirfd.get(), limits, 0, 0, std::time(nullptr));
+  // No lock file yet: no delivery with a quota ran, so none is running.
+  UniqueFd lock(::openat(dirfd.get(), std::string(kQuotaLockFile).c_str(),
+                         O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (lock) {
+    while (::flock(lock.get(), LOCK_SH) != 0) {
+      if (errno != EINTR) return sys_error("lock the quota lock", errno);
+    }
+  }
+  return maildir_quota_usage_locked(dirfd.get(), limits, 0, 0, std::time(nullptr), false);
 }
 
 Result<std::uint64_t> count_mbox_messages(int fd) {

@@ -117,21 +117,24 @@ bool maildirsize_exists(int dirfd);
 // Sums new/ and cur/ (regular files, dotfiles skipped). Errc::temporary.
 Result<QuotaUsage> scan_maildir_usage(int dirfd);
 
-// Under the QuotaLock: the usage from maildirsize, recalculated (and the file
-// rewritten atomically with `limits`) when the Maildir++ rules say so. With
-// no limits the directory is scanned and no file is written. `now`: seconds
-// since the epoch.
+// Under the QuotaLock: the usage from maildirsize, recalculated (and, with
+// `write`, the file rewritten atomically with `limits`) when the Maildir++
+// rules say so. With no limits the directory is scanned and no file is
+// written. `now`: seconds since the epoch.
 Result<QuotaUsage> maildir_quota_usage_locked(int dirfd, const QuotaLimits& limits,
                                               std::uint64_t add_bytes, std::uint64_t add_messages,
-                                              std::int64_t now);
+                                              std::int64_t now, bool write = true);
 
 // Under the QuotaLock: appends "BYTES COUNT\n" when maildirsize exists
 // (O_APPEND, no O_CREAT). On a failed write the file is removed, so the next
 // check recalculates instead of trusting a count that missed a change.
 void maildirsize_append(int dirfd, std::int64_t bytes, std::int64_t messages);
 
-// For `apop user show` and reports: takes the lock, returns the usage
-// (maildirsize brought up to date with `limits` when they are set).
+// For `apop user show`, reports and LMTP's early check at RCPT: the usage,
+// read-only. It creates and writes nothing in the Maildir (`apop user` may
+// run as root on a Maildir of the service user: a root-owned lock file or
+// maildirsize would break its deliveries): a shared lock on an existing
+// lock file, maildirsize when the rules trust it, else a scan.
 Result<QuotaUsage> maildir_quota_usage(const std::filesystem::path& dir, const QuotaLimits& limits);
 
 // ---- I/O (mbox) ----

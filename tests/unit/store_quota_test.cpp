@@ -237,6 +237,22 @@ TEST_F(MaildirQuotaTest, CountsFilesWithoutSizeFieldByStat) {
   EXPECT_EQ(u->messages, 2);
 }
 
+TEST_F(MaildirQuotaTest, ReportingWritesNothingInTheMaildir) {
+  // `apop user show` may run as root on the service user's Maildir.
+  ASSERT_TRUE(deliver_text(dir(), std::string(10, 'x'), {}));
+  auto u = maildir_quota_usage(dir(), {1000, 5});
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->bytes, 10);
+  EXPECT_FALSE(fs::exists(size_file()));
+  EXPECT_FALSE(fs::exists(dir() / "apop-quota.lock"));
+  // A trusted maildirsize is read, not recalculated.
+  ASSERT_TRUE(deliver_text(dir(), std::string(10, 'x'), {1000, 5}));
+  write_file(size_file(), "1000S,5C\n777 3\n");
+  u = maildir_quota_usage(dir(), {1000, 5});
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->bytes, 777);
+}
+
 TEST_F(MaildirQuotaTest, ConcurrentDeliveriesNeverPassTheLimit) {
   // 8 threads x 10 messages of 100 bytes against room for 25: exactly 25 fit.
   const QuotaLimits q{2500, 0};
