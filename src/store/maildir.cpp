@@ -404,7 +404,13 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(const pop3::MailboxA
   const RootFiles root = list_root(dirfd.get());
   // A QUIT that was cut by a crash after its commit point is finished first.
   if (root.maybe(root.journal)) {
-    if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
+    auto r = recover_update_journal(dirfd.get(), curfd.get());
+    if (!r) return r.error();
+    // Messages removed by a commit that a crash cut before its maildirsize
+    // line (store/quota.hpp): the count is wrong, so the next quota check
+    // recalculates. Safe without the quota lock: a delivery appending to the
+    // removed file meanwhile is in new/, which the recalculation counts.
+    if (*r) ::unlinkat(dirfd.get(), std::string(kMaildirsizeFile).c_str(), 0);
   }
   maybe_clean_tmp(dir, dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();
