@@ -21,9 +21,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string packet(reinterpret_cast<const char*>(data), size);
   const ipc::UserdbService svc(
       [](std::string_view user) {
-        if (user == "alice") return ipc::UserInfo{ipc::UserStatus::found, "maildir:/m/alice"};
+        if (user == "alice") {
+          return ipc::UserInfo{ipc::UserStatus::found, "maildir:/m/alice", 1024u, std::nullopt};
+        }
         if (user.size() % 3 == 0) return ipc::UserInfo{ipc::UserStatus::temporary, "x"};
-        return ipc::UserInfo{ipc::UserStatus::unknown, "leak"};
+        return ipc::UserInfo{ipc::UserStatus::unknown, "leak", 7u, 7u};
       },
       {0});
   auto lookup = ipc::decode_user_lookup(packet);
@@ -37,7 +39,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (reply->size() > limits::kMaxIpcMessage) __builtin_trap();
     auto info = ipc::decode_user_info(*reply);
     if (!info || info->first != lookup->first) __builtin_trap();
-    if (info->second.status != ipc::UserStatus::found && info->second.mail_location) {
+    if (info->second.status != ipc::UserStatus::found &&
+        (info->second.mail_location || info->second.quota_bytes || info->second.quota_messages)) {
       __builtin_trap();
     }
     if (reply->find("leak", ipc::kHeaderSize) != std::string::npos) __builtin_trap();

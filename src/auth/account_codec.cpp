@@ -1,5 +1,7 @@
 #include "auth/account_codec.hpp"
 
+#include <limits>
+
 #include <openssl/crypto.h>
 
 #include "auth/password_hash.hpp"
@@ -116,6 +118,7 @@ Result<Account> AccountCodec::unseal(std::string_view user, AccountRow row, cons
   a.expire_days = row.policy.expire_days;
   a.last_login = row.last_login;
   a.mail_location = std::move(row.mail_location);
+  a.quota = row.quota;
   if (row.sealed_password && !a.policy.device_secrets_only) {
     auto opened = box_.open(*row.sealed_password, password_aad(user));
     if (!opened) return undecryptable("stored password", user, opened.error());
@@ -173,6 +176,22 @@ Result<std::optional<std::string>> check_key(const SecretBox& box, const KeySamp
   auto sealed = box.seal_key_check();
   if (!sealed) return sealed.error();
   return std::optional<std::string>{std::move(*sealed)};
+}
+
+AccountQuota quota_columns(std::optional<std::int64_t> bytes,
+                           std::optional<std::int64_t> messages) {
+  AccountQuota q;
+  if (bytes && *bytes >= 0) q.bytes = static_cast<std::uint64_t>(*bytes);
+  if (messages && *messages >= 0) q.messages = static_cast<std::uint64_t>(*messages);
+  return q;
+}
+
+Result<void> check_quota(const AccountQuota& quota) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if ((quota.bytes && *quota.bytes > kMax) || (quota.messages && *quota.messages > kMax)) {
+    return make_error(Errc::invalid, "quota limit too large");
+  }
+  return {};
 }
 
 }  // namespace apop::auth

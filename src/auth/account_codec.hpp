@@ -89,6 +89,7 @@ struct AccountRow {
   Policy policy;                               // the account's own, with its LOGIN-DELAY and EXPIRE
   std::optional<std::int64_t> last_login;
   std::optional<std::string> mail_location;
+  AccountQuota quota;
 };
 
 // A new password as stored: the hash, the encoded verifiers and the sealed
@@ -120,6 +121,11 @@ struct PolicyColumns {
 };
 PolicyColumns policy_columns(const Policy& policy);
 
+// Stored quota limits: a negative value (never written) reads as unset.
+AccountQuota quota_columns(std::optional<std::int64_t> bytes, std::optional<std::int64_t> messages);
+// Errc::invalid when a limit does not fit a signed 64-bit column.
+Result<void> check_quota(const AccountQuota& quota);
+
 // A stored login_delay: out of range (not 0..2^32-1) reads as unset.
 std::optional<std::uint32_t> login_delay_column(std::optional<std::int64_t> stored);
 
@@ -144,8 +150,9 @@ Policy read_own_policy(const Row& r, int first) {
 }
 
 // An AccountRow from the columns password_hash, scram_sha256, scram_sha1,
-// sealed_password, the six own-policy columns, last_login, mail_location
-// (12 columns from `first` on).
+// sealed_password, the six own-policy columns, last_login, mail_location,
+// quota_bytes, quota_messages (14 columns from `first` on).
+inline constexpr int kAccountRowColumns = 14;
 template <class Row>
 AccountRow read_account_row(const Row& r, int first = 0) {
   AccountRow a;
@@ -156,12 +163,14 @@ AccountRow read_account_row(const Row& r, int first = 0) {
   a.policy = read_own_policy(r, first + 4);
   a.last_login = r.opt_integer(first + 10);
   if (!r.is_null(first + 11)) a.mail_location = r.text(first + 11);
+  a.quota = quota_columns(r.opt_integer(first + 12), r.opt_integer(first + 13));
   return a;
 }
 
 // A UserRecord from the columns name, created, updated, the number of
 // device secrets, whether a password copy is stored, the six own-policy
-// columns, last_login, password_hash, mail_location (14 columns).
+// columns, last_login, password_hash, mail_location, quota_bytes,
+// quota_messages (16 columns).
 template <class Row>
 UserRecord read_user_record(const Row& r) {
   UserRecord u;
@@ -174,6 +183,7 @@ UserRecord read_user_record(const Row& r) {
   u.last_login = r.opt_integer(11);
   u.foreign_scheme = foreign_scheme(r.text(12));
   if (!r.is_null(13)) u.mail_location = r.text(13);
+  u.quota = quota_columns(r.opt_integer(14), r.opt_integer(15));
   return u;
 }
 

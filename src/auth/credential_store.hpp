@@ -104,6 +104,15 @@ struct NamedSecret {
 
 // What the authenticator needs to know of one account. The plaintext fields
 // are SecretStrings: wiped on destruction and when moved from.
+// An account's own quota limits (store/quota.hpp); a limit that is not set
+// is the server's default (quota_bytes / quota_messages), and 0 is
+// "unlimited" for this account whatever the default.
+struct AccountQuota {
+  std::optional<std::uint64_t> bytes;
+  std::optional<std::uint64_t> messages;
+  friend bool operator==(const AccountQuota&, const AccountQuota&) = default;
+};
+
 struct Account {
   std::string name;
   std::string password_hash;  // PHC string (password_hash.hpp)
@@ -121,6 +130,8 @@ struct Account {
   // store/mail_location.hpp); empty: the server's default. Read with the rest
   // of the row, so a login costs one lookup.
   std::optional<std::string> mail_location;
+  // Its own quota limits (unset: the server's defaults), from the same row.
+  AccountQuota quota;
   Account() = default;
   Account(Account&&) = default;
   Account& operator=(Account&&) = default;
@@ -141,6 +152,7 @@ struct UserRecord {
   // The account's own mail location (store/mail_location.hpp), e.g.
   // "mbox:/var/mail/alice"; empty: the server's (apop serve mail_location).
   std::optional<std::string> mail_location;
+  AccountQuota quota;  // its own limits; unset: the server's defaults
 };
 
 struct DeviceSecretInfo {
@@ -236,6 +248,11 @@ class CredentialStore : public AccountSource {
   virtual Result<std::optional<std::string>> mail_location(std::string_view user) = 0;
   virtual Result<void> set_mail_location(std::string_view user,
                                          const std::optional<std::string>& location) = 0;
+
+  // The account's own quota limits (AccountQuota). Errc::not_found for
+  // unknown users; Errc::invalid for a limit above 2^63-1.
+  virtual Result<AccountQuota> quota(std::string_view user) = 0;
+  virtual Result<void> set_quota(std::string_view user, const AccountQuota& quota) = 0;
 };
 
 }  // namespace apop::auth

@@ -130,7 +130,7 @@ Result<std::vector<UserRecord>> MemoryCredentialStore::list() {
   for (const auto& [name, e] : users_) {
     out.push_back(UserRecord{name, e.created, e.updated, e.devices.size(),
                              e.row.sealed_password.has_value(), foreign_scheme(e.row.password_hash),
-                             e.row.policy, e.row.last_login, e.row.mail_location});
+                             e.row.policy, e.row.last_login, e.row.mail_location, e.row.quota});
   }
   return out;
 }
@@ -235,6 +235,22 @@ Result<void> MemoryCredentialStore::set_mail_location(std::string_view user,
   auto it = users_.find(user);
   if (it == users_.end()) return no_such_user(user);
   it->second.row.mail_location = location;
+  return {};
+}
+
+Result<AccountQuota> MemoryCredentialStore::quota(std::string_view user) {
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_such_user(user);
+  return it->second.row.quota;
+}
+
+Result<void> MemoryCredentialStore::set_quota(std::string_view user, const AccountQuota& quota) {
+  if (auto ok = check_quota(quota); !ok) return ok;
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return no_such_user(user);
+  it->second.row.quota = quota;
   return {};
 }
 

@@ -42,6 +42,8 @@ class MemoryCredentialStore final : public CredentialStore {
   Result<std::optional<std::string>> mail_location(std::string_view user) override;
   Result<void> set_mail_location(std::string_view user,
                                  const std::optional<std::string>& location) override;
+  Result<AccountQuota> quota(std::string_view user) override;
+  Result<void> set_quota(std::string_view user, const AccountQuota& quota) override;
 
  private:
   struct Device {

@@ -124,6 +124,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
         cached_locked("SELECT u.password_hash, u.scram_sha256, u.scram_sha1, u.sealed_password,"
                       " u.mechanisms, u.device_secrets_only, u.apop_requires_tls, u.require_tls,"
                       " u.login_delay, u.expire_days, u.last_login, u.mail_location,"
+                      " u.quota_bytes, u.quota_messages,"
                       " d.mechanisms, d.device_secrets_only, d.apop_requires_tls, d.require_tls"
                       " FROM users u LEFT JOIN policy_defaults d ON d.id = 1 WHERE u.name = ?1",
                       &rc));
@@ -137,7 +138,7 @@ Result<Account> SqliteCredentialStore::account(std::string_view user) {
     if (rc == SQLITE_ROW) {
       row = read_account_row(Row{st.get()});
       row->last_login = noted_login(user, row->last_login);
-      defaults = read_policy(Row{st.get()}, 12);
+      defaults = read_policy(Row{st.get()}, kAccountRowColumns);
     } else if (rc != SQLITE_DONE) {
       return db_error(db_, rc, "looking up user");
     }
@@ -252,7 +253,8 @@ Result<std::vector<UserRecord>> SqliteCredentialStore::list() {
                            " (SELECT COUNT(*) FROM device_secrets d WHERE d.user = users.name),"
                            " sealed_password IS NOT NULL,"
                            " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                           " login_delay, expire_days, last_login, password_hash, mail_location"
+                           " login_delay, expire_days, last_login, password_hash, mail_location,"
+                           " quota_bytes, quota_messages"
                            " FROM users ORDER BY name",
                            st);
   if (rc != SQLITE_OK) return db_error(db_, rc, "listing users");
@@ -411,6 +413,33 @@ Result<void> SqliteCredentialStore::set_mail_location(std::string_view user,
   const int rc =
       sqlite::run(db_, "UPDATE users SET mail_location = ?2 WHERE name = ?1", user, location);
   if (rc != SQLITE_DONE) return db_error(db_, rc, "setting mail location");
+  if (sqlite3_changes(db_) == 0) return no_such_user(user);
+  return {};
+}
+
+Result<AccountQuota> SqliteCredentialStore::quota(std::string_view user) {
+  if (!is_valid_username(user)) return no_such_user(user);
+  std::lock_guard lock(mu_);
+  AccountQuota q;
+  auto r = read_user_row(
+      db_, "SELECT quota_bytes, quota_messages FROM users WHERE name = ?1", user, "reading quota",
+      [&](const Row& row) { q = quota_columns(row.opt_integer(0), row.opt_integer(1)); });
+  if (!r) return r.error();
+  return q;
+}
+
+Result<void> SqliteCredentialStore::set_quota(std::string_view user, const AccountQuota& quota) {
+  if (!is_valid_username(user)) return no_such_user(user);
+  if (auto ok = check_quota(quota); !ok) return ok;
+  auto column = [](const std::optional<std::uint64_t>& v) -> std::optional<std::int64_t> {
+    if (!v) return std::nullopt;
+    return static_cast<std::int64_t>(*v);
+  };
+  std::lock_guard lock(mu_);
+  const int rc =
+      sqlite::run(db_, "UPDATE users SET quota_bytes = ?2, quota_messages = ?3 WHERE name = ?1",
+                  user, column(quota.bytes), column(quota.messages));
+  if (rc != SQLITE_DONE) return db_error(db_, rc, "setting quota");
   if (sqlite3_changes(db_) == 0) return no_such_user(user);
   return {};
 }

@@ -81,6 +81,8 @@ class SqliteCredentialStore final : public CredentialStore {
   Result<std::optional<std::string>> mail_location(std::string_view user) override;
   Result<void> set_mail_location(std::string_view user,
                                  const std::optional<std::string>& location) override;
+  Result<AccountQuota> quota(std::string_view user) override;
+  Result<void> set_quota(std::string_view user, const AccountQuota& quota) override;
 
   // Write-behind of record_login (apop serve): from now on record_login only
   // notes the time in memory (it no longer reports unknown users), and a

@@ -22,7 +22,7 @@ using sqlite::Stmt;
 
 namespace {
 
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
 constexpr const char* kCreateV2 =
     "CREATE TABLE users ("
@@ -161,6 +161,26 @@ Result<void> SqliteCredentialStore::migrate() {
                             "PRAGMA user_version = 5"}) {
       if (auto r = exec(db_, sql); !r) return r;
     }
+  }
+  // Version 6: the account's own quota limits (NULL: the server's defaults;
+  // 0: unlimited), store/quota.hpp.
+  // Added only when missing: a database an older apop reopened (and marked
+  // with its own, older user_version) may have them already.
+  if (version < 6) {
+    bool have = false;
+    if (int rc = first_row(
+            db_, "SELECT COUNT(*) FROM pragma_table_info('users') WHERE name = 'quota_bytes'",
+            [&](sqlite3_stmt* st) { have = sqlite3_column_int(st, 0) != 0; });
+        rc != SQLITE_DONE) {
+      return db_error(db_, rc, "reading the schema");
+    }
+    if (!have) {
+      for (const char* sql : {"ALTER TABLE users ADD COLUMN quota_bytes INTEGER",
+                              "ALTER TABLE users ADD COLUMN quota_messages INTEGER"}) {
+        if (auto r = exec(db_, sql); !r) return r;
+      }
+    }
+    if (auto r = exec(db_, "PRAGMA user_version = 6"); !r) return r;
   }
   // In the same transaction: a wrong key rolls the upgrade back too.
   if (codec_.box().has_key()) {

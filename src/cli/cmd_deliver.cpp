@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/serve_config.hpp"
 #include "ipc/userdb.hpp"
 #include "store/mail_location.hpp"
 #include "store/maildir.hpp"
@@ -27,6 +29,14 @@ struct DeliverArgs {
   std::string users;  // --users URL
   std::string user;
   std::string mail_location = std::string(store::kDefaultMailLocation);
+  std::string config;  // apop serve's configuration file (quota settings)
+  bool quota_full_tempfail = false;
+};
+
+// What the lookup learns: the account's own mail location and quota.
+struct AccountInfo {
+  std::optional<std::string> mail_location;
+  auth::AccountQuota quota;
 };
 
 // Whether `user` has an account, and its own mail location: from the auth
@@ -37,9 +47,9 @@ struct DeliverArgs {
 // lookup moved here: SQLite removes its -wal and -shm files when the last
 // connection closes, and a server started on a disk the delivery then filled
 // could not make them again.
-std::variant<int, std::optional<std::string>> lookup_account(
-    const DataDir& dir, const std::string& users, const std::string& user,
-    std::unique_ptr<auth::CredentialStore>& keep) {
+std::variant<int, AccountInfo> lookup_account(const DataDir& dir, const std::string& users,
+                                              const std::string& user,
+                                              std::unique_ptr<auth::CredentialStore>& keep) {
   const auto socket = dir.root / std::string(ipc::kUserdbSocketName);
   struct stat st {};
   if (users.empty() && ::lstat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
@@ -53,7 +63,7 @@ std::variant<int, std::optional<std::string>> lookup_account(
         spdlog::error("deliver: user={} the auth process cannot look the account up now", user);
         return kExitTempFail;
       }
-      return info->mail_location;
+      return AccountInfo{info->mail_location, {info->quota_bytes, info->quota_messages}};
     }
     // No server running: the database itself, if this user may read it.
     if (info.error().code != Errc::not_found || ::access(dir.users_db().c_str(), R_OK) != 0) {
@@ -87,21 +97,51 @@ std::variant<int, std::optional<std::string>> lookup_account(
     spdlog::error("deliver: user={} {}", user, own.error().message);
     return kExitTempFail;
   }
+  auto quota = (*store)->quota(user);
+  if (!quota) {
+    spdlog::error("deliver: user={} {}", user, quota.error().message);
+    return kExitTempFail;
+  }
   keep = std::move(*store);
-  return *own;
+  return AccountInfo{*own, *quota};
+}
+
+// Over quota: 77 (EX_NOPERM; Postfix bounces, as with dovecot-lda -e) with
+// "5.2.2 Mailbox full" on stderr, which Postfix quotes in the bounce; or 75
+// (EX_TEMPFAIL; Postfix retries) with quota_full_tempfail.
+int over_quota(const std::string& user, const Error& e, bool tempfail) {
+  spdlog::error("deliver: user={} {}", user, e.message);
+  std::fputs(tempfail ? "4.2.2 Mailbox full\n" : "5.2.2 Mailbox full\n", stderr);
+  return tempfail ? kExitTempFail : kExitNoPerm;
 }
 
 int run_deliver(const DeliverArgs& a) {
-  DataDir dir = resolve_data_dir(a.data);
+  // apop serve's settings that delivery shares: the default quota and
+  // quota_full_tempfail (--config FILE; without one, serve's defaults).
+  ServeConfig cfg;
+  if (!a.config.empty()) {
+    if (auto r = ServeOptions::load_file(a.config, cfg); !r) {
+      spdlog::error("deliver: configuration: {}", r.error().message);
+      return kExitTempFail;  // a broken file must not bounce mail
+    }
+  }
+  const bool tempfail = a.quota_full_tempfail || cfg.quota_full_tempfail;
+  auto defaults = default_quota(cfg);
+  if (!defaults) {
+    spdlog::error("deliver: configuration: {}", defaults.error().message);
+    return kExitTempFail;
+  }
+  DataDir dir = resolve_data_dir(a.data.empty() ? cfg.data : a.data);
   if (!auth::is_valid_username(a.user)) {
     spdlog::error("deliver: unknown user");
     return kExitNoUser;
   }
-  const std::string users = resolve_users(a.users);
+  const std::string users = resolve_users(a.users.empty() ? cfg.users : a.users);
   std::unique_ptr<auth::CredentialStore> store;
   auto account = lookup_account(dir, users, a.user, store);
   if (auto* code = std::get_if<int>(&account)) return *code;
-  const std::optional<std::string> own_location = std::get<std::optional<std::string>>(account);
+  const std::optional<std::string> own_location = std::get<AccountInfo>(account).mail_location;
+  const store::QuotaLimits quota = effective_quota(std::get<AccountInfo>(account).quota, *defaults);
   auto fallback = store::parse_mail_location(a.mail_location, /*require_user=*/true);
   if (!fallback) {
     spdlog::error("deliver: --mail-location: {}", fallback.error().message);
@@ -119,8 +159,10 @@ int run_deliver(const DeliverArgs& a) {
     store::MboxDeliverOptions mopts;
     // Postfix local(8) passes the envelope sender to mailbox_command in $SENDER.
     if (const char* sender = std::getenv("SENDER"); sender != nullptr) mopts.sender = sender;
+    mopts.quota = quota;
     auto r = store::mbox_deliver(where->second, STDIN_FILENO, mopts);
     if (!r) {
+      if (r.error().code == Errc::over_quota) return over_quota(a.user, r.error(), tempfail);
       spdlog::error("deliver: user={} mbox={} {}", a.user, where->second.string(),
                     r.error().message);
       return r.error().code == Errc::invalid ? kExitDataErr : kExitTempFail;
@@ -139,8 +181,10 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: user={} {}", a.user, made.error().message);
     return kExitTempFail;
   }
+  opts.quota = quota;
   auto r = store::deliver(maildir, STDIN_FILENO, opts);
   if (!r) {
+    if (r.error().code == Errc::over_quota) return over_quota(a.user, r.error(), tempfail);
     spdlog::error("deliver: user={} {}", a.user, r.error().message);
     return r.error().code == Errc::invalid ? kExitDataErr : kExitTempFail;
   }
@@ -162,6 +206,12 @@ void register_deliver(CLI::App& app, Registry& registry) {
   sub->add_option("--users", a->users,
                   "Account store: a postgresql:// URL (default: $APOP_USERS, else "
                   "DATA/users.sqlite)");
+  sub->add_option("--config", a->config,
+                  "apop serve's TOML configuration file: its quota_bytes, quota_messages, "
+                  "quota_full_tempfail (and data, users when not given here)");
+  sub->add_flag("--quota-full-tempfail", a->quota_full_tempfail,
+                "Over quota exits 75 (EX_TEMPFAIL: the MTA retries) instead of 77 (EX_NOPERM: "
+                "a bounce)");
   sub->add_option("user", a->user, "Recipient account")->required();
   registry.add(sub, [a] { return run_deliver(*a); });
 }

@@ -80,8 +80,9 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
   }
   if (!lmtp_opts.listen.empty()) {
     auth::CredentialStore* accounts = services->creds.store.get();
+    const store::QuotaLimits default_limits = default_quota(a).value();  // checked at start
     lmtp_delivery = std::make_unique<net::StoreLmtpDelivery>(
-        [accounts](std::string_view user) {
+        [accounts, default_limits](std::string_view user) {
           net::StoreLmtpDelivery::Account out;
           if (!auth::is_valid_username(user)) return out;  // unknown
           auto found = accounts->has_user(user);
@@ -97,11 +98,20 @@ int run_serve(const ServeConfig& a, const Reread& reread) {
             out.status = net::LmtpRecipient::temporary;
             return out;
           }
+          // Its own quota limits, else the server's defaults (store/quota.hpp).
+          auto quota = accounts->quota(user);
+          if (!quota) {
+            spdlog::warn("lmtp: user={} {}", user, quota.error().message);
+            out.status = net::LmtpRecipient::temporary;
+            return out;
+          }
           out.status = net::LmtpRecipient::ok;
           out.mail_location = *own;
+          out.quota = effective_quota(*quota, default_limits);
           return out;
         },
         store::parse_mail_location(a.mail_location, true).value(), dir.root);
+    lmtp_delivery->on_quota_rejection = [&server] { server.count_quota_rejection(); };
     lmtp = std::make_unique<net::LmtpServer>(std::move(lmtp_opts), *lmtp_delivery);
     if (auto r = lmtp->bind(); !r) {
       spdlog::error("{}", r.error().message);

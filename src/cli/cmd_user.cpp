@@ -14,6 +14,7 @@
 #include "auth/username.hpp"
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/user_quota.hpp"
 #include "store/mail_location.hpp"
 #include "store/maildir.hpp"
 
@@ -37,6 +38,7 @@ struct UserArgs {
   // add: the server's mail_location, to know where the new account's mail
   // goes (a Maildir is created only for a maildir: location).
   std::string mail_location = std::string(store::kDefaultMailLocation);
+  std::string config;  // show: apop serve's configuration (default quota, mail_location)
 };
 
 // The new secret for add/passwd: generated, from stdin, or prompted.
@@ -363,6 +365,17 @@ int run_show(const UserArgs& a) {
               << (u.mail_location ? *u.mail_location
                                   : std::string("default (apop serve mail_location)"))
               << "\n";
+    // Quota: limits, and usage when the mailbox exists (cli/user_quota.hpp).
+    ServeConfig cfg;
+    if (!a.config.empty()) {
+      if (auto r = ServeOptions::load_file(a.config, cfg); !r) return fail("show", r.error());
+    }
+    auto defaults_quota = default_quota(cfg);
+    if (!defaults_quota) return fail("show", defaults_quota.error());
+    const store::QuotaLimits limits = effective_quota(u.quota, *defaults_quota);
+    auto usage = account_usage(cfg, dir, u.name, u.mail_location, limits);
+    print_quota(std::cout, u.quota, limits, usage ? *usage : std::nullopt);
+    if (!usage) std::cerr << "apop user show: quota usage: " << usage.error().message << "\n";
     auto secrets = (*store)->device_secrets(u.name);
     if (!secrets) return fail("show", secrets.error());
     std::cout << "device secrets: " << secrets->size() << "\n";
@@ -439,8 +452,14 @@ void register_user(CLI::App& app, Registry& registry) {
        false);
   make(user, "list", "List users", run_list, false, false);
   register_user_import(*user, registry);
-  make(user, "show", "Show a user's credentials (never the secrets) and policy", run_show, true,
-       false);
+  {
+    auto [sub, a] =
+        make(user, "show", "Show a user's credentials (never the secrets), policy, quota and usage",
+             run_show, true, false);
+    sub->add_option("--config", a->config,
+                    "apop serve's TOML configuration file: its default quota and mail_location");
+  }
+  register_user_quota(*user, registry);
 
   {
     auto [sub, a] =

@@ -34,6 +34,7 @@ void register_serve(CLI::App& app, Registry& registry);
 void register_user(CLI::App& app, Registry& registry);
 // `apop user import` (cmd_user_import.cpp), called by register_user.
 void register_user_import(CLI::App& user, Registry& registry);
+void register_user_quota(CLI::App& user, Registry& registry);
 void register_deliver(CLI::App& app, Registry& registry);
 void register_probe(CLI::App& app, Registry& registry);
 void register_fetch(CLI::App& app, Registry& registry);

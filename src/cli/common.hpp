@@ -23,6 +23,7 @@ inline constexpr int kExitUsage = 64;     // EX_USAGE
 inline constexpr int kExitDataErr = 65;   // EX_DATAERR
 inline constexpr int kExitNoUser = 67;    // EX_NOUSER
 inline constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
+inline constexpr int kExitNoPerm = 77;    // EX_NOPERM: apop deliver over quota (a bounce)
 inline constexpr int kExitConfig = 78;    // EX_CONFIG: bad configuration file
 
 // DATA/: users.sqlite, secret.key, mail/USER/.

@@ -191,9 +191,19 @@ const std::array kSpecs = {
     Spec{"lmtp_max_message_size", "--lmtp-max-message-size",
          "Largest message LMTP accepts, in bytes (advertised as SIZE; bigger: 552 5.3.4)",
          &ServeConfig::lmtp_max_message_size, false, 1024, 1'073'741'824},
-    Spec{"lmtp_over_quota_temporary", "--lmtp-over-quota-temporary",
-         "Answer a recipient over quota with 452 4.2.2 (retry) instead of 552 5.2.2 (bounce)",
-         &ServeConfig::lmtp_over_quota_temporary},
+    // Issue 21: one setting for LMTP and `apop deliver` (Dovecot's
+    // quota_full_tempfail); the LMTP-only name stays as an alias.
+    Spec{"quota_full_tempfail", "--quota-full-tempfail,--lmtp-over-quota-temporary",
+         "Over quota is temporary: LMTP answers 452 4.2.2 instead of 552 5.2.2, apop deliver "
+         "exits 75 (EX_TEMPFAIL) instead of 77 (EX_NOPERM); the MTA retries instead of bouncing",
+         &ServeConfig::quota_full_tempfail, false, 0, 0, false, false, "lmtp_over_quota_temporary"},
+    Spec{"quota_bytes", "--quota-bytes",
+         "Default mailbox quota in bytes for accounts without their own (1G, 500M, 64K; 0: "
+         "unlimited); enforced by LMTP and apop deliver",
+         &ServeConfig::quota_bytes, false, 0, 0, false, true},
+    Spec{"quota_messages", "--quota-messages",
+         "Default mailbox quota in messages for accounts without their own (0: unlimited)",
+         &ServeConfig::quota_messages, false, 0, 1'000'000'000},
 };
 
 std::string where(const std::string& file, const toml::source_region& src, std::string_view key) {
@@ -385,6 +395,18 @@ std::string ServeOptions::dump(const ServeConfig& cfg) {
     out << "\n";
   }
   return out.str();
+}
+
+Result<store::QuotaLimits> default_quota(const ServeConfig& cfg) {
+  auto bytes = store::parse_quota_size(cfg.quota_bytes);
+  if (!bytes) return make_error(Errc::invalid, "quota_bytes: " + bytes.error().message);
+  return store::QuotaLimits{*bytes, cfg.quota_messages};
+}
+
+store::QuotaLimits effective_quota(const auth::AccountQuota& own,
+                                   const store::QuotaLimits& defaults) {
+  return store::QuotaLimits{own.bytes.value_or(defaults.bytes),
+                            own.messages.value_or(defaults.messages)};
 }
 
 }  // namespace apop::cli

@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "auth/credential_store.hpp"
 #include "common/limits.hpp"
 #include "common/result.hpp"
+#include "store/quota.hpp"
 
 namespace apop::cli {
 
@@ -111,8 +113,13 @@ struct ServeConfig {
   // on up to 20 connections (default_destination_concurrency_limit).
   unsigned lmtp_threads = 4;
   unsigned lmtp_max_message_size = static_cast<unsigned>(limits::kLmtpMaxMessageSize);
-  // Over quota (the quota seam; no quotas yet): 452 4.2.2 instead of 552 5.2.2.
-  bool lmtp_over_quota_temporary = false;
+  // Quotas (store/quota.hpp): the default limits of accounts without their
+  // own (quota_bytes: a size, "1G"; 0: unlimited), and whether over quota is
+  // temporary (LMTP 452 4.2.2 and deliver exit 75, instead of 552 5.2.2 and
+  // exit 77). quota_full_tempfail's older name: lmtp_over_quota_temporary.
+  std::string quota_bytes = "0";
+  unsigned quota_messages = 0;
+  bool quota_full_tempfail = false;
   // The hidden, experimental `serve --sandbox` (cli/serve_sandbox.hpp): not
   // a configuration key, command line only.
   bool experimental_sandbox = false;
@@ -147,5 +154,13 @@ class ServeOptions {
   std::shared_ptr<ServeConfig> cli_;
   std::vector<std::pair<std::size_t, CLI::Option*>> given_;  // spec index, option
 };
+
+// The default quota (quota_bytes, quota_messages). Errc::invalid for a
+// quota_bytes that is not a size.
+Result<store::QuotaLimits> default_quota(const ServeConfig& cfg);
+
+// An account's effective limits: its own where set, else the default.
+store::QuotaLimits effective_quota(const auth::AccountQuota& own,
+                                   const store::QuotaLimits& defaults);
 
 }  // namespace apop::cli

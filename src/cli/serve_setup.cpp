@@ -133,6 +133,7 @@ Result<net::ServerOptions> server_options(const ServeConfig& a) {
                                          "\" is not one of auto, rename, in-place");
   }
   if (auto lmtp = lmtp_options(a, a.hostname); !lmtp) return lmtp.error();
+  if (auto q = default_quota(a); !q) return q.error();
   return opts;
 }
 
@@ -156,7 +157,7 @@ Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::str
   o.session.hostname = hostname.empty() ? "localhost" : hostname;
   o.session.max_recipients = a.lmtp_max_recipients;
   o.session.max_message_size = a.lmtp_max_message_size;
-  o.session.over_quota_temporary = a.lmtp_over_quota_temporary;
+  o.session.over_quota_temporary = a.quota_full_tempfail;
   o.threads = a.lmtp_threads;
   return o;
 }

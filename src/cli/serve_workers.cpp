@@ -359,7 +359,10 @@ Result<Userdb> start_userdb(const DataDir& dir, auth::CredentialStore& store, ui
     if (!*has) return {ipc::UserStatus::unknown, std::nullopt};
     auto loc = store.mail_location(user);
     if (!loc) return {ipc::UserStatus::temporary, std::nullopt};
-    return {ipc::UserStatus::found, *loc};
+    // Its own quota limits: `apop deliver` enforces them (issue 21).
+    auto quota = store.quota(user);
+    if (!quota) return {ipc::UserStatus::temporary, std::nullopt};
+    return {ipc::UserStatus::found, *loc, quota->bytes, quota->messages};
   };
   auto svc = std::make_unique<ipc::UserdbService>(lookup, std::move(allowed));
   spdlog::info("auth-userdb socket {}", path.string());
@@ -578,7 +581,7 @@ int run_metrics(const ServeConfig& a, Fds& fds, const net::ListenSpec& where,
 // restarted LMTP process serves the same sockets and connections wait in
 // the backlog meanwhile.
 int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
-             const std::vector<net::FsRule>& fs_rules) {
+             const std::vector<net::FsRule>& fs_rules, std::shared_ptr<net::MetricsTable> metrics) {
   std::vector<int> keep;
   for (const auto& l : fds.lmtp) keep.push_back(l.fd.get());
   fds.close_all_but(keep);
@@ -592,8 +595,9 @@ int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
     spdlog::error("lmtp: mail_location: {}", fallback.error().message);
     return kExitConfig;
   }
+  const store::QuotaLimits default_limits = default_quota(a).value();  // checked at start
   net::StoreLmtpDelivery delivery(
-      [userdb](std::string_view user) {
+      [userdb, default_limits](std::string_view user) {
         net::StoreLmtpDelivery::Account out;
         if (!auth::is_valid_username(user)) return out;  // unknown
         auto info = ipc::query_userdb(userdb, user, limits::kUserdbRequestTimeout);
@@ -607,6 +611,8 @@ int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
           case ipc::UserStatus::found:
             out.status = net::LmtpRecipient::ok;
             out.mail_location = info->mail_location;
+            // Its own quota limits, else the server's defaults.
+            out.quota = effective_quota({info->quota_bytes, info->quota_messages}, default_limits);
             break;
           case ipc::UserStatus::unknown:
             break;
@@ -617,6 +623,11 @@ int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
         return out;
       },
       *fallback, dir.root);
+  if (metrics) {
+    // The last row of the workers' mapping is this process's.
+    net::MetricsRow* row = &metrics->row(metrics->rows() - 1);
+    delivery.on_quota_rejection = [row] { net::MetricsTable::add(row->quota_rejections_lmtp, 1); };
+  }
   net::LmtpServer server(std::move(opts), delivery);
   if (auto r = server.adopt(std::move(fds.lmtp)); !r) {
     spdlog::error("{}", r.error().message);
@@ -909,7 +920,9 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
       spdlog::error("at most {} listeners (listen and tls_listen together)", limits::kMaxListeners);
       return kExitConfig;
     }
-    auto table = net::MetricsTable::create(static_cast<unsigned>(workers));
+    // A row per worker, and one for the LMTP process (its quota refusals).
+    auto table =
+        net::MetricsTable::create(static_cast<unsigned>(workers) + (fds->lmtp.empty() ? 0u : 1u));
     if (!table) {
       spdlog::error("{}", table.error().message);
       return kExitError;
@@ -1008,8 +1021,8 @@ int run_serve_workers(const ServeConfig& a, const Reread& reread) {
     }
     net::ChildSpec spec;
     spec.name = "lmtp";
-    spec.run = [&a, fds, opts = *lmtp_opts, lmtp_rules] {
-      return run_lmtp(a, *fds, opts, lmtp_rules);
+    spec.run = [&a, fds, opts = *lmtp_opts, lmtp_rules, metrics] {
+      return run_lmtp(a, *fds, opts, lmtp_rules, metrics);
     };
     if (supervisor.start(std::move(spec)) == 0) return kExitError;
   }

@@ -182,6 +182,18 @@ inline constexpr std::chrono::hours kMaildirTmpMaxAge{36};
 inline constexpr std::chrono::hours kMaildirTmpScanInterval{8};
 inline constexpr std::size_t kMaildirTmpScanMemo = 100'000;
 
+// Not from an RFC: Maildir++ quotas (Courier's README.maildirquota, which
+// Dovecot's "maildir" quota backend follows). The maildirsize file is
+// recalculated from the directory once it reaches 5120 bytes ...
+inline constexpr std::size_t kMaildirsizeMaxFile = 5120;
+// Not from an RFC: Maildir++ -- ... or, when it says the Maildir is over
+// quota, once it was last written 15 minutes ago or more (a stale "full"
+// must not bounce mail forever after files were removed behind its back).
+inline constexpr std::chrono::minutes kMaildirsizeMaxAge{15};
+// Not from an RFC: the most of a maildirsize file read; a larger one is
+// recalculated anyway (kMaildirsizeMaxFile), so this only bounds the read.
+inline constexpr std::size_t kMaildirsizeMaxRead = 64 * 1024;
+
 // Not from an RFC (client, `apop fetch --to mbox:`): how long to wait for the
 // mbox dotlock and fcntl lock before giving up with a temporary error (the
 // message stays on the server). Postfix local(8) waits about as long.

@@ -19,6 +19,7 @@ enum class Errc {
   invalid,      // bad input from the caller
   auth_failed,  // wrong credentials
   exists,       // object already exists
+  over_quota,   // the mailbox is full (Maildir++ quota)    -> 552 5.2.2, EX_NOPERM
 };
 
 struct Error {

@@ -61,7 +61,11 @@ std::optional<std::string> UserdbService::handle(std::string_view packet) const 
   auto req = decode_user_lookup(packet);
   if (!req) return std::nullopt;
   UserInfo info = lookup_(req->second.user);
-  if (info.status != UserStatus::found) info.mail_location.reset();
+  if (info.status != UserStatus::found) {
+    info.mail_location.reset();
+    info.quota_bytes.reset();
+    info.quota_messages.reset();
+  }
   std::string out;
   if (!encode_user_info(req->first, info, out)) {
     // A location over the wire's bound: the delivery is retried, not misrouted.

@@ -440,6 +440,10 @@ Result<void> encode_user_info(std::uint32_t id, const UserInfo& m, std::string& 
   w.u8(static_cast<std::uint8_t>(m.status));
   w.boolean(m.mail_location.has_value());
   if (m.mail_location) w.str(*m.mail_location, kMaxMailLocation, "mail location");
+  w.boolean(m.quota_bytes.has_value());
+  if (m.quota_bytes) w.u64(*m.quota_bytes);
+  w.boolean(m.quota_messages.has_value());
+  if (m.quota_messages) w.u64(*m.quota_messages);
   return w.finish();
 }
 
@@ -462,8 +466,12 @@ Result<std::pair<std::uint32_t, UserInfo>> decode_user_info(std::string_view pac
   if (status > static_cast<std::uint8_t>(UserStatus::temporary)) r.fail();
   m.status = static_cast<UserStatus>(status);
   if (r.boolean()) m.mail_location = std::string(r.str(kMaxMailLocation));
-  // Only a found account has a location of its own.
-  if (m.mail_location && m.status != UserStatus::found) r.fail();
+  if (r.boolean()) m.quota_bytes = r.u64();
+  if (r.boolean()) m.quota_messages = r.u64();
+  // Only a found account has a location or limits of its own.
+  if ((m.mail_location || m.quota_bytes || m.quota_messages) && m.status != UserStatus::found) {
+    r.fail();
+  }
   if (!r.at_end()) return invalid("malformed user info");
   return std::pair{h->id, std::move(m)};
 }

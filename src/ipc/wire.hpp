@@ -40,7 +40,11 @@
 
 namespace apop::ipc {
 
-inline constexpr std::uint8_t kProtocolVersion = 1;
+// 2: user_info carries the account's quota limits (issue 21). Every message
+// carries the version, so a `apop deliver` and a server of different
+// versions refuse each other's packets: the delivery fails temporarily
+// (EX_TEMPFAIL) and the MTA retries, it never runs with half the account.
+inline constexpr std::uint8_t kProtocolVersion = 2;
 inline constexpr std::size_t kHeaderSize = 8;
 
 // Field bounds. Strings that come from a client's command line (user,
@@ -193,7 +197,8 @@ MsgType reply_type(const Reply& reply);
 // alone, so `apop deliver` (run by the MTA as the service user) asks the auth
 // process whether an account exists and where its mail goes, over a Unix
 // socket (ipc/userdb.hpp): one user_lookup, one user_info, same header. No
-// secret crosses: existence and the account's own mail location only.
+// secret crosses: existence, the account's own mail location and its own
+// quota limits only.
 struct UserLookup {
   std::string_view user;
 };
@@ -202,6 +207,10 @@ struct UserInfo {
   UserStatus status = UserStatus::unknown;
   // The account's own mail location (found only; absent: the default).
   std::optional<std::string> mail_location;
+  // The account's own quota limits (found only; absent: the server's
+  // default, 0: unlimited), auth::AccountQuota. Each an optional u64.
+  std::optional<std::uint64_t> quota_bytes = std::nullopt;
+  std::optional<std::uint64_t> quota_messages = std::nullopt;
 };
 Result<void> encode_user_lookup(std::uint32_t id, const UserLookup& m, std::string& out);
 Result<void> encode_user_info(std::uint32_t id, const UserInfo& m, std::string& out);

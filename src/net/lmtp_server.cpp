@@ -247,10 +247,44 @@ StoreLmtpDelivery::StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback
       data_dir_(std::move(data_dir)),
       hostname_(store::local_hostname()) {}
 
-LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t /*size*/) {
-  // The quota seam: a quota check of `size` against the account goes here
-  // (over_quota); there are no quotas yet.
-  return lookup_(user).status;
+Result<std::pair<store::MailLocation, std::filesystem::path>> StoreLmtpDelivery::resolve(
+    std::string_view user, const Account& account) {
+  const auto own = account.mail_location;
+  store::LocationOpener locations(
+      fallback_, data_dir_, store::MboxOptions{},
+      [own](std::string_view) -> Result<std::optional<std::string>> { return own; });
+  return locations.resolve(pop3::MailboxAddress(user));
+}
+
+void StoreLmtpDelivery::note_quota_rejection() {
+  ++quota_rejections_;
+  if (on_quota_rejection) on_quota_rejection();
+}
+
+LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t size) {
+  const Account account = lookup_(user);
+  if (account.status != LmtpRecipient::ok || account.quota.unlimited()) return account.status;
+  // An early answer only (no lock): a full mailbox, or a SIZE= that cannot
+  // fit, is refused before the data is sent. deliver() checks again under
+  // the lock. A usage that cannot be read now is no refusal here.
+  auto where = resolve(user, account);
+  if (!where) return account.status;
+  Result<store::QuotaUsage> usage = store::QuotaUsage{};
+  if (where->first.format == store::MailLocation::Format::mbox) {
+    usage = store::mbox_quota_usage(where->second);
+  } else {
+    std::error_code ec;
+    // No Maildir yet: empty (it is made by the first delivery).
+    if (std::filesystem::is_directory(where->second, ec)) {
+      usage = store::maildir_quota_usage(where->second, account.quota);
+    }
+  }
+  if (usage && !store::quota_allows(account.quota, *usage, size, 1)) {
+    note_quota_rejection();
+    spdlog::info("lmtp: user={} over quota at RCPT (size {})", user, size);
+    return LmtpRecipient::over_quota;
+  }
+  return account.status;
 }
 
 Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view sender,
@@ -263,11 +297,7 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   if (account.status != LmtpRecipient::ok) {
     return make_error(Errc::temporary, "cannot look " + std::string(user) + " up");
   }
-  const auto own = account.mail_location;
-  store::LocationOpener locations(
-      fallback_, data_dir_, store::MboxOptions{},
-      [own](std::string_view) -> Result<std::optional<std::string>> { return own; });
-  auto where = locations.resolve(pop3::MailboxAddress(user));
+  auto where = resolve(user, account);
   if (!where) return make_error(Errc::temporary, where.error().message);
   // The store functions read a descriptor, as `apop deliver` reads stdin:
   // the message goes through an anonymous memory file.
@@ -280,8 +310,10 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
     store::MboxDeliverOptions mopts;
     mopts.sender = std::string(sender);
     mopts.max_size = std::max<std::uint64_t>(mopts.max_size, message.size());
+    mopts.quota = account.quota;
     auto r = store::mbox_deliver(where->second, fd.get(), mopts);
     if (!r) {
+      if (r.error().code == Errc::over_quota) note_quota_rejection();
       spdlog::warn("lmtp: user={} mbox={} {}", user, where->second.string(), r.error().message);
       return r.error();
     }
@@ -295,8 +327,10 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   store::DeliverOptions opts;
   opts.hostname = hostname_;
   opts.max_size = std::max<std::uint64_t>(opts.max_size, message.size());
+  opts.quota = account.quota;
   auto r = store::deliver(where->second, fd.get(), opts);
   if (!r) {
+    if (r.error().code == Errc::over_quota) note_quota_rejection();
     spdlog::warn("lmtp: user={} {}", user, r.error().message);
     return r.error();
   }

@@ -6,9 +6,12 @@
 // delivery (a few file writes and an fsync) blocks the thread it runs on,
 // so up to `threads` deliveries, each from its own connection, run at once.
 // `StoreLmtpDelivery` stores with the code of `apop deliver`: store::deliver
-// (Maildir) or store::mbox_deliver, same durability.
+// (Maildir) or store::mbox_deliver, same durability and the same quota
+// enforcement (store/quota.hpp): RCPT's SIZE= is checked against the usage
+// without the lock (an early 552/452), the message itself under it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -24,6 +27,7 @@
 #include "net/lmtp_session.hpp"
 #include "net/server.hpp"
 #include "store/mail_location.hpp"
+#include "store/quota.hpp"
 
 namespace apop::net {
 
@@ -101,15 +105,27 @@ class StoreLmtpDelivery final : public LmtpDelivery {
   struct Account {
     LmtpRecipient status = LmtpRecipient::unknown;  // ok, unknown or temporary
     std::optional<std::string> mail_location;
+    // The account's effective quota (its own limits, else the server's
+    // defaults); unlimited: no quota work.
+    store::QuotaLimits quota = {};
   };
   using Lookup = std::function<Account(std::string_view user)>;
   StoreLmtpDelivery(Lookup lookup, store::MailLocation fallback, std::filesystem::path data_dir);
+  // Called at each quota refusal (at RCPT or after DATA), on the LMTP
+  // thread: the server's metrics counter.
+  std::function<void()> on_quota_rejection;
 
   LmtpRecipient recipient(std::string_view user, std::uint64_t size) override;
   Result<void> deliver(std::string_view user, std::string_view sender,
                        std::string_view message) override;
+  // Refusals for quota (at RCPT or after DATA), for the metrics.
+  std::uint64_t quota_rejections() const { return quota_rejections_.load(); }
 
  private:
+  Result<std::pair<store::MailLocation, std::filesystem::path>> resolve(std::string_view user,
+                                                                        const Account& account);
+  void note_quota_rejection();
+  std::atomic<std::uint64_t> quota_rejections_{0};  // LMTP threads count at once
   Lookup lookup_;
   store::MailLocation fallback_;
   std::filesystem::path data_dir_;

@@ -41,6 +41,7 @@ std::string LmtpSession::greeting() const { return "220 " + config_.hostname + "
 
 void LmtpSession::reset_transaction() {
   sender_.clear();
+  size_ = 0;
   recipients_.clear();
   message_.clear();
   too_big_ = false;
@@ -142,6 +143,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
     auto path = take_path(trim(arg.substr(5), " "));
     if (!path) return bad(out, "501 5.1.7 Bad sender address");
     std::string_view params = path->second;
+    std::uint64_t declared_size = 0;
     while (!(params = trim(params, " ")).empty()) {
       const auto end = params.find(' ');
       const std::string_view p = params.substr(0, end);
@@ -152,6 +154,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
         if (*size > config_.max_message_size) {
           return reply(out, "552 5.3.4 Message size exceeds fixed maximum message size");
         }
+        declared_size = *size;
       } else if (iequals(p, "BODY=7BIT") || iequals(p, "BODY=8BITMIME")) {
         // 8BITMIME: bytes are stored as received.
       } else {
@@ -159,6 +162,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
       }
     }
     sender_ = std::string(path->first);
+    size_ = declared_size;
     state_ = State::mail;
     return reply(out, "250 2.1.0 Sender OK");
   }
@@ -175,7 +179,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
     const std::string_view address = path->first;
     const auto at = address.rfind('@');
     const std::string_view user = at == std::string_view::npos ? address : address.substr(0, at);
-    switch (delivery_.recipient(user, 0)) {
+    switch (delivery_.recipient(user, size_)) {
       case LmtpRecipient::ok:
         recipients_.emplace_back(user);
         return reply(out, "250 2.1.5 Recipient OK");
@@ -237,6 +241,10 @@ void LmtpSession::end_of_data(std::string& out) {
       reply(out, "250 2.0.0 Delivered to " + user);
     } else if (r.error().code == Errc::temporary || r.error().code == Errc::in_use) {
       reply(out, "451 4.3.0 Cannot store the message now, try again later");
+    } else if (r.error().code == Errc::over_quota) {
+      // The real check, under the mailbox's quota lock (store/quota.hpp).
+      reply(out,
+            config_.over_quota_temporary ? "452 4.2.2 Mailbox full" : "552 5.2.2 Mailbox full");
     } else if (r.error().code == Errc::invalid) {
       reply(out, "552 5.3.4 Message too big for the mailbox");
     } else {

@@ -29,7 +29,7 @@ enum class LmtpRecipient {
   ok,          // an account: accepted
   unknown,     // no such account: 550 5.1.1
   temporary,   // the lookup failed now: 451 4.3.0
-  over_quota,  // the quota seam (always `ok` today): 552 5.2.2 or 452 4.2.2
+  over_quota,  // the message (RCPT's SIZE=) cannot fit: 552 5.2.2 or 452 4.2.2
 };
 
 // The store behind the session. Calls are made from feed(), one at a time.
@@ -37,13 +37,14 @@ class LmtpDelivery {
  public:
   virtual ~LmtpDelivery() = default;
   // Whether `user` (the local part of RCPT TO, as written) has an account,
-  // and may receive a message of `size` octets (0: unknown yet; the quota
-  // seam: an implementation returns over_quota when it would not fit).
+  // and may receive a message of `size` octets (0: unknown yet; over_quota
+  // when the mailbox is full or a message of that size would not fit).
   virtual LmtpRecipient recipient(std::string_view user, std::uint64_t size) = 0;
   // Stores one copy of `message` (LF line ends, dot-unstuffed, without the
   // terminating ".") for `user`, atomically: all of it or nothing. `sender`
   // is MAIL FROM's path without brackets (empty for the null path <>).
-  // Errors: Errc::temporary (451 4.3.0), Errc::invalid (too big for the
+  // Errors: Errc::temporary (451 4.3.0), Errc::over_quota (552 5.2.2, or
+  // 452 4.2.2 with over_quota_temporary), Errc::invalid (too big for the
   // store: 552 5.3.4), anything else permanent (554 5.3.0).
   virtual Result<void> deliver(std::string_view user, std::string_view sender,
                                std::string_view message) = 0;
@@ -53,7 +54,8 @@ struct LmtpConfig {
   std::string hostname = "localhost";                            // in the greeting and LHLO's reply
   std::uint64_t max_message_size = limits::kLmtpMaxMessageSize;  // SIZE
   unsigned max_recipients = limits::kLmtpMaxRecipients;
-  // Over quota: 452 4.2.2 (the MTA retries) instead of 552 5.2.2 (bounce).
+  // Over quota (at RCPT or after DATA): 452 4.2.2 (the MTA retries) instead
+  // of 552 5.2.2 (bounce); the setting quota_full_tempfail.
   bool over_quota_temporary = false;
 };
 
@@ -92,6 +94,7 @@ class LmtpSession {
   unsigned bad_commands_ = 0;
   std::string in_;
   std::string sender_;
+  std::uint64_t size_ = 0;  // MAIL's SIZE= (0: not given), for the quota check at RCPT
   std::vector<std::string> recipients_;
   std::string message_;
 };

@@ -100,6 +100,16 @@ std::vector<MetricFamily> families(const MetricsTable& table,
              MetricType::Counter);
   retr_bytes.metric.push_back(sample({}, MetricType::Counter, static_cast<double>(t.retr_bytes)));
   out.push_back(std::move(retr_bytes));
+  // Issue 21: recipients refused for quota by the LMTP server (at RCPT or
+  // after DATA). `apop deliver` runs in the MTA's process and is counted by
+  // the MTA (its bounces and deferrals); per-account usage is `apop user
+  // quota --report`, not a series per account (unbounded label values).
+  MetricFamily quota = family("apop_quota_rejections_total",
+                              "Recipients refused because their mailbox is over quota, by path",
+                              MetricType::Counter);
+  quota.metric.push_back(sample({{"path", "lmtp"}}, MetricType::Counter,
+                                static_cast<double>(t.quota_rejections_lmtp)));
+  out.push_back(std::move(quota));
   MetricFamily duration =
       family("apop_session_duration_seconds",
              "Duration of logged-in sessions, from connect to close", MetricType::Histogram);
@@ -202,6 +212,8 @@ void Metrics::connection_opened(Listener& l) {
 void Metrics::connection_closed(Listener& l) {
   MetricsTable::add(row_->listeners[l.slot].connections_active, ~std::uint64_t{0});
 }
+
+void Metrics::quota_rejection() { MetricsTable::add(row_->quota_rejections_lmtp, 1); }
 
 void Metrics::session_started(Listener& l) {
   auto& c = row_->listeners[l.slot];

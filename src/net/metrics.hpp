@@ -112,6 +112,8 @@ class Metrics {
   void session_ended(Listener& l, const pop3::SessionStats& stats,
                      std::chrono::duration<double> duration);
   void bytes_sent(Listener& l, std::uint64_t n);
+  // A recipient the LMTP server refused for quota (any thread).
+  void quota_rejection();
 
   // One login attempt: apop_logins_total{mech, result}. Mechanisms outside
   // the known set are counted as mech="other" (bounded label values); a

@@ -84,6 +84,7 @@ MetricsTotals MetricsTable::totals() const {
     t.top += load(row.top);
     t.dele += load(row.dele);
     t.retr_bytes += load(row.retr_bytes);
+    t.quota_rejections_lmtp += load(row.quota_rejections_lmtp);
     for (std::size_t b = 0; b < row.duration_buckets.size(); ++b) {
       t.duration_buckets[b] += load(row.duration_buckets[b]);
     }

@@ -59,7 +59,8 @@ struct alignas(64) MetricsRow {
   std::uint64_t retr, top, dele, retr_bytes;
   std::array<std::uint64_t, kMetricsDurationBounds.size() + 1> duration_buckets;  // not cumulative
   std::uint64_t duration_count;
-  std::uint64_t duration_sum_us;  // microseconds
+  std::uint64_t duration_sum_us;        // microseconds
+  std::uint64_t quota_rejections_lmtp;  // apop_quota_rejections_total{path="lmtp"}
 };
 
 // The sum of every row.
@@ -78,6 +79,7 @@ struct MetricsTotals {
   std::array<std::uint64_t, kMetricsDurationBounds.size() + 1> duration_buckets{};
   std::uint64_t duration_count = 0;
   std::uint64_t duration_sum_us = 0;
+  std::uint64_t quota_rejections_lmtp = 0;
 };
 
 class MetricsTable {

@@ -599,6 +599,8 @@ void Server::share_metrics(std::shared_ptr<MetricsTable> table, unsigned row) {
   impl_->metrics.share(std::move(table), row);
 }
 
+void Server::count_quota_rejection() { impl_->metrics.quota_rejection(); }
+
 void Server::share_limits(std::shared_ptr<SharedTally> shared) {
   impl_->conn_limits.share(shared.get());
   impl_->user_sessions.share(shared.get());

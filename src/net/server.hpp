@@ -145,6 +145,9 @@ class Server {
   // the table the master shares with every worker, whose totals the metrics
   // process serves (net/metrics.hpp). Before run().
   void share_metrics(std::shared_ptr<MetricsTable> table, unsigned row);
+  // Counts a recipient refused for quota by the LMTP server in this server's
+  // metrics (apop_quota_rejections_total{path="lmtp"}); any thread.
+  void count_quota_rejection();
   // A worker of a multi-process server: APOP checks that the session
   // template would run inline (session.inline_apop: a local account
   // database) are sent over `fd`, a channel to the auth process, and

@@ -112,6 +112,12 @@ constexpr const char* kCreateV2 =
 // Version 3: an account's own mail location (SQLite schema version 4).
 constexpr const char* kCreateV3 = "ALTER TABLE users ADD COLUMN mail_location text;";
 
+// Version 4: an account's own quota limits (SQLite schema version 6; NULL:
+// the server's defaults, 0: unlimited).
+constexpr const char* kCreateV4 =
+    "ALTER TABLE users ADD COLUMN quota_bytes bigint;"
+    "ALTER TABLE users ADD COLUMN quota_messages bigint;";
+
 // An arbitrary constant: the advisory lock that serialises schema changes.
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7013390481632150617)";
 
@@ -249,6 +255,9 @@ Result<void> migrate(Pool& pool, const auth::SecretBox* box) {
   if (version < 3) {
     if (auto r = exec_script(c, kCreateV3, "upgrading schema to version 3"); !r) return r;
   }
+  if (version < 4) {
+    if (auto r = exec_script(c, kCreateV4, "upgrading schema to version 4"); !r) return r;
+  }
   if (version < kSchemaVersion) {
     if (auto r = exec(c, "DELETE FROM schema_version", {}, "writing schema version"); !r) {
       return r.error();
@@ -305,11 +314,13 @@ Result<auth::Account> PgCredentialStore::account(std::string_view user) {
     auto d = default_policy_on(c);
     if (!d) return d.error();
     defaults = *d;
-    auto r = exec(c,
-                  "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
-                  " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                  " login_delay, expire_days, last_login, mail_location FROM users WHERE name = $1",
-                  {Param::text(user)}, "looking up user");
+    auto r =
+        exec(c,
+             "SELECT password_hash, scram_sha256, scram_sha1, sealed_password,"
+             " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
+             " login_delay, expire_days, last_login, mail_location, quota_bytes, quota_messages"
+             " FROM users WHERE name = $1",
+             {Param::text(user)}, "looking up user");
     if (!r) return r.error();
     // An unknown user runs the same queries as a known one (the device
     // secrets' query finds nothing) and costs one decryption (of a dummy,
@@ -399,7 +410,8 @@ Result<std::vector<auth::UserRecord>> PgCredentialStore::list() {
                 " (SELECT count(*) FROM device_secrets d WHERE d.user_name = users.name),"
                 " sealed_password IS NOT NULL,"
                 " mechanisms, device_secrets_only, apop_requires_tls, require_tls,"
-                " login_delay, expire_days, last_login, password_hash, mail_location"
+                " login_delay, expire_days, last_login, password_hash, mail_location,"
+                " quota_bytes, quota_messages"
                 " FROM users ORDER BY name COLLATE \"C\"",
                 {}, "listing users");
   if (!r) return r.error();
@@ -575,6 +587,31 @@ Result<void> PgCredentialStore::set_mail_location(std::string_view user,
   if (!lease) return lease.error();
   auto r = exec(lease->get(), "UPDATE users SET mail_location = $2 WHERE name = $1",
                 {Param::text(user), opt_text(location)}, "setting mail location");
+  if (!r) return r.error();
+  if (r->affected() == 0) return no_such_user(user);
+  return {};
+}
+
+Result<auth::AccountQuota> PgCredentialStore::quota(std::string_view user) {
+  if (!auth::is_valid_username(user)) return no_such_user(user);
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r = exec(lease->get(), "SELECT quota_bytes, quota_messages FROM users WHERE name = $1",
+                {Param::text(user)}, "reading quota");
+  if (!r) return r.error();
+  if (r->size() == 0) return no_such_user(user);
+  return auth::quota_columns(r->opt_integer(0, 0), r->opt_integer(0, 1));
+}
+
+Result<void> PgCredentialStore::set_quota(std::string_view user, const auth::AccountQuota& quota) {
+  if (!auth::is_valid_username(user)) return no_such_user(user);
+  if (auto ok = auth::check_quota(quota); !ok) return ok;
+  auto lease = pool_->acquire();
+  if (!lease) return lease.error();
+  auto r =
+      exec(lease->get(), "UPDATE users SET quota_bytes = $2, quota_messages = $3 WHERE name = $1",
+           {Param::text(user), Param::opt_integer(quota.bytes), Param::opt_integer(quota.messages)},
+           "setting quota");
   if (!r) return r.error();
   if (r->affected() == 0) return no_such_user(user);
   return {};

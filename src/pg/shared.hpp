@@ -36,7 +36,7 @@
 
 namespace apop::pg {
 
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 // Creates or upgrades the schema. Errc::permanent for a newer schema.
 // With a `box` that has a key, checks it in the same transaction against
@@ -81,6 +81,8 @@ class PgCredentialStore final : public auth::CredentialStore {
   Result<std::optional<std::string>> mail_location(std::string_view user) override;
   Result<void> set_mail_location(std::string_view user,
                                  const std::optional<std::string>& location) override;
+  Result<auth::AccountQuota> quota(std::string_view user) override;
+  Result<void> set_quota(std::string_view user, const auth::AccountQuota& quota) override;
 
   const std::shared_ptr<Pool>& pool() const { return pool_; }
 

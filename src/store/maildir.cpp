@@ -25,6 +25,7 @@
 #include "store/dir_io.hpp"
 #include "store/maildir_internal.hpp"
 #include "store/maildir_name.hpp"
+#include "store/quota.hpp"
 #include "store/update_journal.hpp"
 
 namespace apop::store {
@@ -144,12 +145,29 @@ class MaildirDrop final : public pop3::Maildrop {
           journal.keep.push_back(entries_[i].path());
         }
       }
+      // Maildir++ quota (store/quota.hpp): when a maildirsize file is kept,
+      // the unlinks and their negative line happen under the quota lock, so
+      // a recalculation by a concurrent delivery never counts them twice.
+      std::optional<QuotaLock> quota_lock;
+      std::int64_t freed = 0;
+      if (maildirsize_exists(dir_.get())) {
+        if (auto locked = QuotaLock::acquire(dir_.get())) quota_lock.emplace(std::move(*locked));
+        for (std::size_t i = 0; i < entries_.size(); ++i) {
+          if (doomed[i]) freed += removed_size(entries_[i]);
+        }
+      }
       // The commit point. On failure nothing was removed.
       if (auto w = write_update_journal(dir_.get(), journal); !w) return w.error();
       if (auto a = apply_update_journal(cur_.get(), journal); !a) {
         // The journal stays: the next open of this maildrop finishes it.
         note(a.error());
+        // Some files may be gone, some not: the count is unknown, so the
+        // next check recalculates.
+        if (quota_lock) ::unlinkat(dir_.get(), std::string(kMaildirsizeFile).c_str(), 0);
       } else {
+        if (quota_lock) {
+          maildirsize_append(dir_.get(), -freed, -static_cast<std::int64_t>(journal.remove.size()));
+        }
         // Everything is removed and cur/ synced; a journal that survives a
         // failed unlink here is finished again (a no-op) at the next open,
         // so this is no failure of the commit.
@@ -172,6 +190,15 @@ class MaildirDrop final : public pop3::Maildrop {
       if (!best || name < *best) best = name;
     }
     return best;
+  }
+
+  // A message's size as Maildir++ counts it: ",S=" of its name, else the
+  // file's size (0 when it is already gone).
+  std::int64_t removed_size(const Entry& e) {
+    if (auto s = maildir_name_field(e.base(), 'S')) return static_cast<std::int64_t>(*s);
+    struct stat st {};
+    if (::fstatat(cur_.get(), e.path().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+    return static_cast<std::int64_t>(st.st_size);
   }
 
   // The names of the snapshot, as a set: built on the first rename only
@@ -377,7 +404,13 @@ Result<std::unique_ptr<pop3::Maildrop>> MaildirOpener::open(const pop3::MailboxA
   const RootFiles root = list_root(dirfd.get());
   // A QUIT that was cut by a crash after its commit point is finished first.
   if (root.maybe(root.journal)) {
-    if (auto r = recover_update_journal(dirfd.get(), curfd.get()); !r) return r.error();
+    auto r = recover_update_journal(dirfd.get(), curfd.get());
+    if (!r) return r.error();
+    // Messages removed by a commit that a crash cut before its maildirsize
+    // line (store/quota.hpp): the count is wrong, so the next quota check
+    // recalculates. Safe without the quota lock: a delivery appending to the
+    // removed file meanwhile is in new/, which the recalculation counts.
+    if (*r) ::unlinkat(dirfd.get(), std::string(kMaildirsizeFile).c_str(), 0);
   }
   maybe_clean_tmp(dir, dirfd.get(), static_cast<std::int64_t>(::time(nullptr)));
   if (auto r = move_new_to_cur(newfd.get(), curfd.get()); !r) return r.error();

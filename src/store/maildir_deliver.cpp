@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -151,6 +152,22 @@ Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& o
 
   const std::string final_name =
       base + ",S=" + std::to_string(copied->size) + ",W=" + std::to_string(copied->crlf_size);
+  // The quota check and the link under one lock: two deliveries cannot both
+  // take the last free bytes.
+  std::optional<QuotaLock> quota_lock;
+  if (!opts.quota.unlimited() || maildirsize_exists(dirfd.get())) {
+    auto locked = QuotaLock::acquire(dirfd.get());
+    if (!locked) return make_error(Errc::temporary, locked.error().message);
+    quota_lock.emplace(std::move(*locked));
+    if (!opts.quota.unlimited()) {
+      auto usage = maildir_quota_usage_locked(dirfd.get(), opts.quota, copied->size, 1,
+                                              static_cast<std::int64_t>(::time(nullptr)));
+      if (!usage) return make_error(Errc::temporary, usage.error().message);
+      if (!quota_allows(opts.quota, *usage, copied->size, 1)) {
+        return over_quota_error(opts.quota, *usage, copied->size);
+      }
+    }
+  }
   if (::linkat(tmpfd.get(), base.c_str(), newfd.get(), final_name.c_str(), 0) != 0) {
     const int err = errno;
     if (!link_unsupported(err)) return sys_error("link into new/", err);
@@ -167,6 +184,7 @@ Result<std::string> deliver(const fs::path& dir, int fd, const DeliverOptions& o
     ::unlinkat(newfd.get(), final_name.c_str(), 0);
     return sys_error("fsync new/", err);
   }
+  if (quota_lock) maildirsize_append(dirfd.get(), static_cast<std::int64_t>(copied->size), 1);
   return final_name;
 }
 

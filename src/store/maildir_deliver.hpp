@@ -10,6 +10,7 @@
 
 #include "common/limits.hpp"
 #include "common/result.hpp"
+#include "store/quota.hpp"
 
 namespace apop::store {
 
@@ -20,6 +21,11 @@ struct DeliverOptions {
   // HOST part of the unique name; empty -> gethostname(). '/' is written as
   // "\057", ':' as "\072" and ',' as "\054".
   std::string hostname;
+  // The mailbox's quota (store/quota.hpp). Unlimited and no maildirsize
+  // file: no quota work at all. Otherwise the check (usage + this message
+  // within the limits, else Errc::over_quota and nothing delivered), the
+  // link into new/ and the maildirsize line happen under the quota lock.
+  QuotaLimits quota;
 };
 
 // Delivers one message read from fd (until EOF) into the Maildir `dir`

@@ -40,6 +40,7 @@
 #include "common/posix_fd.hpp"
 #include "common/result.hpp"
 #include "pop3/interfaces.hpp"
+#include "store/quota.hpp"
 
 namespace apop::store {
 
@@ -256,6 +257,11 @@ struct MboxDeliverOptions {
   std::string sender;
   // Tests only: fail after writing, before fsync (the file must be cut back).
   bool fail_after_write = false;
+  // The mailbox's quota (store/quota.hpp), checked under the locks: bytes
+  // against the file's size plus what this delivery writes, messages by
+  // counting its "From " lines (only when a message limit is set). Over:
+  // Errc::over_quota, nothing written.
+  QuotaLimits quota;
 };
 
 // Appends the message read from fd (until EOF) to the mbox `file` (created

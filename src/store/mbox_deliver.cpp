@@ -122,6 +122,18 @@ Result<void> mbox_deliver(const fs::path& file, int in, const MboxDeliverOptions
       lead = "\n";
     }
   }
+  if (!opts.quota.unlimited()) {
+    QuotaUsage usage{static_cast<std::int64_t>(original), 0};
+    if (opts.quota.messages != 0) {
+      auto count = count_mbox_messages(fd.get());
+      if (!count) return make_error(Errc::temporary, count.error().message);
+      usage.messages = static_cast<std::int64_t>(*count);
+    }
+    const std::uint64_t adding = lead.size() + out.size();
+    if (!quota_allows(opts.quota, usage, adding, 1)) {
+      return over_quota_error(opts.quota, usage, adding);
+    }
+  }
   auto fail = [&](const std::string& what, int err) -> Error {
     if (::ftruncate(fd.get(), original) == 0) (void)fsync_retry(fd.get());
     return sys_error(what + " " + file.string(), err);

@@ -158,6 +158,20 @@ class AuthUserTest(ApopTestCase):
             self.assertTrue(c.login("alice", ALICE_SECRET).startswith(b"+OK Logged in, 1"))
             c.quit()
 
+    def test_deliver_through_the_socket_enforces_the_accounts_quota(self):
+        # Issue 21: the auth process's user_info carries the account's limits.
+        self.setup_alice([])
+        self.env.check("user", "quota", "--data", self.env.data, "alice", "--messages", "1")
+        self.single_uid_layout()
+        with self.server() as srv:
+            srv.wait_for_log(r"auth-userdb socket ")
+            p = self.deliver_as_nobody("alice", make_message("one", "fits\n"))
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            p = self.deliver_as_nobody("alice", make_message("two", "over\n"))
+            self.assertEqual(p.returncode, 77, p.stderr.decode())  # EX_NOPERM: a bounce
+            self.assertIn(b"5.2.2 Mailbox full", p.stderr)
+        self.assertEqual(len(self.env.message_files("alice")), 1)
+
     def test_refusals(self):
         self.setup_alice([])
         for args, expect in (

@@ -15,6 +15,7 @@ import test_lmtp
 import test_mbox
 import test_mbox_inplace
 import test_poplib
+import test_quota
 import test_sasl
 import test_tls
 
@@ -49,6 +50,11 @@ class WorkersSaslTest(InWorkers, test_sasl.SaslTest):
 
 class WorkersLmtpTest(InWorkers, test_lmtp.LmtpTest):
     pass
+
+
+class WorkersQuotaTest(InWorkers, test_quota.QuotaTest):
+    """Quotas in the LMTP process: the limits come over auth-userdb, the
+    refusals count into the LMTP process's metrics row."""
 
 
 class WorkersMboxTest(InWorkers, test_mbox.MboxTest):

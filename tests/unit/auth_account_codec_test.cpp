@@ -253,10 +253,11 @@ TEST(AccountCodec, ColumnReadersFollowTheDocumentedOrder) {
   const std::monostate null;
   // password_hash, scram_sha256, scram_sha1, sealed_password, mechanisms,
   // device_secrets_only, apop_requires_tls, require_tls, login_delay,
-  // expire_days, last_login, mail_location
+  // expire_days, last_login, mail_location, quota_bytes, quota_messages
   const FakeRow account{{std::string("hash"), std::string("v256"), std::string("v1"),
                          std::string("sealed"), std::string("apop,user"), V{1}, null, V{0},
-                         V{0x100000000}, V{-1}, V{1700000000}, std::string("maildir:~/Mail")}};
+                         V{0x100000000}, V{-1}, V{1700000000}, std::string("maildir:~/Mail"),
+                         V{1073741824}, V{0}}};
   const AccountRow a = read_account_row(account);
   EXPECT_EQ(a.password_hash, "hash");
   EXPECT_EQ(a.scram_sha256, "v256");
@@ -270,20 +271,22 @@ TEST(AccountCodec, ColumnReadersFollowTheDocumentedOrder) {
   EXPECT_EQ(a.policy.expire_days, kExpireNever);
   EXPECT_EQ(a.last_login, 1700000000);
   EXPECT_EQ(a.mail_location, "maildir:~/Mail");
+  EXPECT_EQ(a.quota, (AccountQuota{1073741824u, 0u}));
 
   const FakeRow no_copy{{std::string("hash"), std::string(""), std::string(""), null, null, null,
-                         null, null, V{30}, null, null, null}};
+                         null, null, V{30}, null, null, null, null, V{-5}}};
   const AccountRow b = read_account_row(no_copy);
   EXPECT_EQ(b.sealed_password, std::nullopt);
   Policy delay_only;
   delay_only.login_delay = 30;
   EXPECT_EQ(b.policy, delay_only);
   EXPECT_EQ(b.mail_location, std::nullopt);
+  EXPECT_EQ(b.quota, AccountQuota{});  // a negative limit reads as unset
 
   // name, created, updated, device secrets, has copy, six policy columns,
-  // last_login, password_hash, mail_location
+  // last_login, password_hash, mail_location, quota_bytes, quota_messages
   const FakeRow user{{std::string("alice"), V{10}, V{20}, V{2}, V{1}, null, null, V{1}, null, null,
-                      null, null, std::string("{SHA512-CRYPT}$6$x$y"), null}};
+                      null, null, std::string("{SHA512-CRYPT}$6$x$y"), null, null, V{500}}};
   const UserRecord u = read_user_record(user);
   EXPECT_EQ(u.name, "alice");
   EXPECT_EQ(u.created, 10);
@@ -294,6 +297,7 @@ TEST(AccountCodec, ColumnReadersFollowTheDocumentedOrder) {
   EXPECT_EQ(u.last_login, std::nullopt);
   EXPECT_EQ(u.foreign_scheme, "SHA512-CRYPT");
   EXPECT_EQ(u.mail_location, std::nullopt);
+  EXPECT_EQ(u.quota, (AccountQuota{std::nullopt, 500u}));
 }
 
 TEST(AccountCodec, PolicyColumnsRoundTrip) {

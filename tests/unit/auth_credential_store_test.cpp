@@ -140,6 +140,35 @@ TEST_P(CredentialStoreContract, MailLocationPerAccount) {
   EXPECT_EQ(s.set_mail_location("nobody", std::string("mbox:/x")).error().code, Errc::not_found);
 }
 
+TEST_P(CredentialStoreContract, QuotaPerAccount) {
+  CredentialStore& s = *store_;
+  ASSERT_TRUE(s.add("alice", "alice-secret-1").ok());
+  EXPECT_EQ(s.quota("alice").value(), AccountQuota{});
+  const EffectivePolicy before = s.account("alice")->policy;
+  const AccountQuota q{1073741824u, 50000u};
+  ASSERT_TRUE(s.set_quota("alice", q).ok());
+  EXPECT_EQ(s.quota("alice").value(), q);
+  EXPECT_EQ(s.account("alice")->quota, q);  // read with the login's row
+  // Regression: the quota columns must not shift the default policy's
+  // columns of the same statement (a quota once made APOP fail).
+  const EffectivePolicy after = s.account("alice")->policy;
+  EXPECT_EQ(after.mechanisms, before.mechanisms);
+  EXPECT_EQ(after.device_secrets_only, before.device_secrets_only);
+  EXPECT_EQ(after.md5_challenge_requires_tls, before.md5_challenge_requires_tls);
+  EXPECT_EQ(after.require_tls, before.require_tls);
+  EXPECT_EQ(password_of(s, "alice").value(), "alice-secret-1");
+  EXPECT_EQ(s.list().value()[0].quota, q);
+  // 0 (unlimited) is kept apart from unset (the default).
+  ASSERT_TRUE(s.set_quota("alice", AccountQuota{0u, std::nullopt}).ok());
+  EXPECT_EQ(s.quota("alice").value(), (AccountQuota{0u, std::nullopt}));
+  ASSERT_TRUE(s.set_quota("alice", AccountQuota{}).ok());
+  EXPECT_EQ(s.quota("alice").value(), AccountQuota{});
+  EXPECT_EQ(s.set_quota("alice", AccountQuota{1ull << 63, std::nullopt}).error().code,
+            Errc::invalid);
+  EXPECT_EQ(s.quota("nobody").error().code, Errc::not_found);
+  EXPECT_EQ(s.set_quota("nobody", q).error().code, Errc::not_found);
+}
+
 TEST_P(CredentialStoreContract, EmptyList) {
   auto l = store_->list();
   ASSERT_TRUE(l.ok());
@@ -547,6 +576,31 @@ TEST(AuthSqliteStore, UpgradesVersion3DatabasesToMailLocations) {
   auto again = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)->mail_location("alice").value(), "mbox:/var/mail/%u");
+}
+
+TEST(AuthSqliteStore, UpgradesVersion5DatabasesToQuotas) {
+  TempDir dir;
+  fs::path db = dir.path() / "users.db";
+  {
+    auto s = SqliteCredentialStore::open(db, test_box());
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->add("alice", "alice-secret-1").ok());
+    ASSERT_TRUE((*s)->set_mail_location("alice", std::string("mbox:/var/mail/%u")).ok());
+  }
+  // Back to what version 5 wrote: no quota columns.
+  raw_exec(db,
+           "ALTER TABLE users DROP COLUMN quota_bytes; ALTER TABLE users DROP COLUMN "
+           "quota_messages; PRAGMA user_version = 5;");
+  auto s = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ((*s)->quota("alice").value(), AccountQuota{});
+  EXPECT_EQ((*s)->mail_location("alice").value(), "mbox:/var/mail/%u");
+  ASSERT_TRUE((*s)->set_quota("alice", AccountQuota{1000u, 10u}).ok());
+  s->reset();
+  auto again = SqliteCredentialStore::open(db, test_box());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->quota("alice").value(), (AccountQuota{1000u, 10u}));
+  EXPECT_EQ((*again)->account("alice")->quota, (AccountQuota{1000u, 10u}));
 }
 
 TEST(AuthSqliteStore, UpgradesVersion1Databases) {

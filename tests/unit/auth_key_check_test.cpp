@@ -135,7 +135,7 @@ TEST(AuthKeyCheck, OldDatabaseGetsTheCheckOnlyFromTheKeyThatOpensItsSecrets) {
     auto right = SqliteCredentialStore::open(db, box_of(9));
     ASSERT_TRUE(right.ok()) << right.error().message;
   }
-  EXPECT_EQ(scalar(db, "PRAGMA user_version"), 5);
+  EXPECT_EQ(scalar(db, "PRAGMA user_version"), 6);
   EXPECT_EQ(scalar(db, "SELECT count(*) FROM key_check"), 1);
   EXPECT_FALSE(SqliteCredentialStore::open(db, box_of(10)).ok());
 }

@@ -192,7 +192,7 @@ TEST(AuthSqliteLoginLimits, PersistAcrossReopen) {
     ASSERT_TRUE((*s)->set_policy("alice", p).ok());
     ASSERT_TRUE((*s)->record_login("alice", 99).ok());
   }
-  EXPECT_EQ(user_version(db), 5);
+  EXPECT_EQ(user_version(db), 6);
   auto s = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(s.ok());
   auto a = (*s)->account("alice");
@@ -252,7 +252,7 @@ TEST(AuthSqliteLoginLimits, UpgradesVersion2Databases) {
   }
   auto s = SqliteCredentialStore::open(db, test_box());
   ASSERT_TRUE(s.ok()) << s.error().message;
-  EXPECT_EQ(user_version(db), 5);  // upgraded through 3 to the current schema
+  EXPECT_EQ(user_version(db), 6);  // upgraded through 3 to the current schema
   auto a = (*s)->account("alice");
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->password.value_or(""), "v2-password-long");  // the rest survived

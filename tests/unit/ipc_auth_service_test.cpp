@@ -452,7 +452,7 @@ TEST(IpcAuthService, ServeAnswersMalformedOnceThenCloses) {
   test::ServedChannels served(s, 1);
   auto fds = served.worker_fds();
   const int fd = fds[0].get();
-  const std::string junk("\x01\x03\x00\x00\x00\x00\x00\x09garbage", 15);
+  const std::string junk("\x02\x03\x00\x00\x00\x00\x00\x09garbage", 15);
   ASSERT_GT(::send(fd, junk.data(), junk.size(), 0), 0);
   char buf[8192];
   ssize_t n = ::recv(fd, buf, sizeof buf, 0);

@@ -286,7 +286,7 @@ TEST(IpcRemote, MalformedOrUnexpectedReplyClosesTheChannel) {
   std::thread auth([&] {
     std::string buf;
     DecodedRequest a = read_request(p1.auth.get(), buf);
-    const std::string junk = "\x01\x82garbage";
+    const std::string junk = "\x02\x82garbage";
     ::send(p1.auth.get(), junk.data(), junk.size(), MSG_NOSIGNAL);
     DecodedRequest b = read_request(p2.auth.get(), buf);
     send_reply(p2.auth.get(), b.id, MechanismList{});  // no answer to verify_plain

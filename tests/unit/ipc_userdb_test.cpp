@@ -22,7 +22,7 @@ using namespace std::chrono_literals;
 
 UserInfo directory(std::string_view user) {
   if (user == "alice") return {UserStatus::found, std::nullopt};
-  if (user == "bob") return {UserStatus::found, "mbox:/var/mail/bob"};
+  if (user == "bob") return {UserStatus::found, "mbox:/var/mail/bob", 1073741824u, 0u};
   if (user == "broken") return {UserStatus::temporary, "ignored"};
   return {UserStatus::unknown, "ignored"};
 }
@@ -45,6 +45,17 @@ TEST(IpcUserdb, MessagesRoundTripAndRefuseWhatIsNotCanonical) {
   EXPECT_EQ(info->first, 9u);
   EXPECT_EQ(info->second.status, UserStatus::found);
   EXPECT_EQ(info->second.mail_location, "maildir:/srv/x");
+  EXPECT_FALSE(info->second.quota_bytes.has_value());
+  // Quota limits: each absent, 0 or a value, kept apart.
+  ASSERT_TRUE(encode_user_info(9, UserInfo{UserStatus::found, std::nullopt, 0u, 50000u}, out).ok());
+  info = decode_user_info(out);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->second.quota_bytes, 0u);
+  EXPECT_EQ(info->second.quota_messages, 50000u);
+  // Limits for an account that is not found are refused.
+  ASSERT_TRUE(
+      encode_user_info(9, UserInfo{UserStatus::unknown, std::nullopt, 5u, std::nullopt}, out).ok());
+  EXPECT_FALSE(decode_user_info(out).ok());
   // A location with any status but found, and an unknown status, are refused.
   ASSERT_TRUE(encode_user_info(9, UserInfo{UserStatus::unknown, "maildir:/srv/x"}, out).ok());
   EXPECT_FALSE(decode_user_info(out).ok());
@@ -112,6 +123,8 @@ TEST_F(UserdbSocket, LookupsOverTheSocket) {
   auto b = query_userdb(path, "bob", 2s);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->mail_location, "mbox:/var/mail/bob");
+  EXPECT_EQ(b->quota_bytes, 1073741824u);
+  EXPECT_EQ(b->quota_messages, 0u);
   auto m = query_userdb(path, "mallory", 2s);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(m->status, UserStatus::unknown);

@@ -85,7 +85,7 @@ std::vector<Reply> sample_replies() {
 
 TEST(IpcWire, HeaderLayout) {
   const std::string m = encoded(Request{Mechanisms{}}, 0x01020304);
-  EXPECT_EQ(m, std::string("\x01\x08\x00\x00\x01\x02\x03\x04", 8));
+  EXPECT_EQ(m, std::string("\x02\x08\x00\x00\x01\x02\x03\x04", 8));
 }
 
 TEST(IpcWire, EveryRequestRoundTrips) {
@@ -159,7 +159,7 @@ TEST(IpcWire, DecodersRefuseEveryTruncationAndTrailingByte) {
 TEST(IpcWire, DecodersRefuseAnotherVersionFlagsAndUnknownTypes) {
   std::string m = encoded(Request{Mechanisms{}});
   ASSERT_TRUE(decode_request(m).ok());
-  for (char v : {'\0', '\2', '\xff'}) {
+  for (char v : {'\0', '\1', '\3', '\xff'}) {
     std::string bad = m;
     bad[0] = v;
     EXPECT_FALSE(decode_request(bad).ok());
@@ -179,10 +179,10 @@ TEST(IpcWire, DecodersRefuseAnotherVersionFlagsAndUnknownTypes) {
     bad[1] = static_cast<char>(t);
     EXPECT_FALSE(decode_reply(bad).ok()) << t;
   }
-  ack[0] = 2;
+  ack[0] = 1;  // the version before quotas
   EXPECT_FALSE(decode_reply(ack).ok());
   // hello names the version in its body too.
-  std::string hello = encoded(Request{Hello{2, 1}});
+  std::string hello = encoded(Request{Hello{1, 1}});
   EXPECT_FALSE(decode_request(hello).ok());
 }
 
@@ -294,13 +294,13 @@ TEST(IpcWire, FieldsOverTheirBoundsAreRefusedBothWays) {
 TEST(IpcWire, LockMessagesLayout) {
   // lock_maildrop: header type 9, the user as u16 length and bytes.
   EXPECT_EQ(encoded(Request{LockMaildrop{"bob"}}, 5),
-            std::string("\x01\x09\x00\x00\x00\x00\x00\x05\x00\x03"
+            std::string("\x02\x09\x00\x00\x00\x00\x00\x05\x00\x03"
                         "bob",
                         13));
   EXPECT_EQ(encoded(Request{UnlockMaildrop{"bob"}}, 5)[1], '\x0a');
   // lock_status: type 0x86, one outcome byte.
   EXPECT_EQ(encoded(Reply{LockStatus{LockOutcome::in_use}}, 5),
-            std::string("\x01\x86\x00\x00\x00\x00\x00\x05\x02", 9));
+            std::string("\x02\x86\x00\x00\x00\x00\x00\x05\x02", 9));
   const std::string unlock = encoded(Request{UnlockMaildrop{"bob"}});  // the views point here
   auto d = decode_request(unlock);
   ASSERT_TRUE(d.ok());

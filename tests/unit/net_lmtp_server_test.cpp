@@ -190,5 +190,31 @@ TEST(LmtpServerThreads, BoundThenAdoptedServesDeliveriesInParallel) {
   for (const auto& r : replies) EXPECT_EQ(r.substr(0, 4), "250 ") << r;
 }
 
+TEST_F(StoreDeliveryTest, QuotaAtRcptAndAfterData) {
+  accounts["alice"] = {LmtpRecipient::ok, std::nullopt, store::QuotaLimits{100, 0}};
+  // No Maildir yet: room for anything up to the limit.
+  EXPECT_EQ(delivery.recipient("alice", 60), LmtpRecipient::ok);
+  EXPECT_EQ(delivery.recipient("alice", 101), LmtpRecipient::over_quota);  // SIZE= too big
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", std::string(59, 'a') + "\n").ok());
+  EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::ok);
+  EXPECT_EQ(delivery.recipient("alice", 41), LmtpRecipient::over_quota);
+  // After DATA the real check, under the lock.
+  auto full = delivery.deliver("alice", "s@x", std::string(49, 'b') + "\n");
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code, Errc::over_quota);
+  EXPECT_EQ(new_files("alice").size(), 1u);
+  EXPECT_EQ(delivery.quota_rejections(), 3u);
+}
+
+TEST_F(StoreDeliveryTest, MboxQuotaAfterData) {
+  const auto mbox = dir.path() / "alice.mbox";
+  accounts["alice"] = {LmtpRecipient::ok, "mbox:" + mbox.string(), store::QuotaLimits{0, 1}};
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "Subject: 1\n\nx\n").ok());
+  EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::over_quota);
+  auto full = delivery.deliver("alice", "s@x", "Subject: 2\n\nx\n");
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code, Errc::over_quota);
+}
+
 }  // namespace
 }  // namespace apop::net

@@ -17,12 +17,17 @@ class MemoryDelivery final : public LmtpDelivery {
   std::set<std::string> users{"alice", "bob"};
   std::set<std::string> lookup_fails;   // recipient() -> temporary
   std::set<std::string> deliver_fails;  // deliver() -> Errc::temporary
-  std::set<std::string> over_quota;     // the quota seam
+  std::set<std::string> over_quota;     // recipient() -> over_quota
+  std::set<std::string> full_at_data;   // deliver() -> Errc::over_quota
   std::map<std::string, std::vector<std::string>> stored;
   std::string last_sender;
 
-  LmtpRecipient recipient(std::string_view user, std::uint64_t) override {
+  std::map<std::string, std::uint64_t> room;  // recipient() -> over_quota above this size
+  LmtpRecipient recipient(std::string_view user, std::uint64_t size) override {
     const std::string u(user);
+    if (auto it = room.find(u); it != room.end() && size > it->second) {
+      return LmtpRecipient::over_quota;
+    }
     if (lookup_fails.count(u) != 0) return LmtpRecipient::temporary;
     if (users.count(u) == 0) return LmtpRecipient::unknown;
     if (over_quota.count(u) != 0) return LmtpRecipient::over_quota;
@@ -32,6 +37,9 @@ class MemoryDelivery final : public LmtpDelivery {
                        std::string_view message) override {
     if (deliver_fails.count(std::string(user)) != 0) {
       return make_error(Errc::temporary, "disk full");
+    }
+    if (full_at_data.count(std::string(user)) != 0) {
+      return make_error(Errc::over_quota, "mailbox full");
     }
     last_sender = std::string(sender);
     stored[std::string(user)].emplace_back(message);
@@ -140,6 +148,35 @@ TEST_F(LmtpSessionTest, LookupFailureIs451AndOverQuota552Or452) {
   lhlo();
   feed("MAIL FROM:<s@x>\r\n");
   EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "452 4.2.2 Mailbox full\r\n");
+}
+
+TEST_F(LmtpSessionTest, MailSizeReachesTheQuotaCheckAtRcpt) {
+  store.room["alice"] = 500;
+  lhlo();
+  feed("MAIL FROM:<s@x> SIZE=600\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "552 5.2.2 Mailbox full\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  feed("RSET\r\n");
+  feed("MAIL FROM:<s@x> SIZE=400\r\n");
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
+  feed("RSET\r\n");
+  feed("MAIL FROM:<s@x>\r\n");  // no SIZE=: 0, checked again after DATA
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "250 2.1.5 Recipient OK\r\n");
+}
+
+TEST_F(LmtpSessionTest, OverQuotaAfterDataIsPerRecipient552Or452) {
+  store.full_at_data.insert("bob");
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n");
+  EXPECT_EQ(feed("hi\r\n.\r\n"), "250 2.0.0 Delivered to alice\r\n552 5.2.2 Mailbox full\r\n");
+  EXPECT_EQ(store.stored["alice"].size(), 1u);
+  EXPECT_EQ(store.stored.count("bob"), 0u);
+
+  config.over_quota_temporary = true;
+  session.reset();
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<bob@x>\r\nRCPT TO:<alice@x>\r\nDATA\r\n");
+  EXPECT_EQ(feed("hi\r\n.\r\n"), "452 4.2.2 Mailbox full\r\n250 2.0.0 Delivered to alice\r\n");
 }
 
 TEST_F(LmtpSessionTest, BareLfCrAndDotUnstuffing) {

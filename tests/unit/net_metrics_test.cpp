@@ -63,6 +63,16 @@ TEST(NetMetrics, ListenerSeriesAndSessionEnd) {
   EXPECT_TRUE(has_line(s, R"(apop_session_duration_seconds_bucket{le="1"} 1)")) << s;
 }
 
+TEST(NetMetrics, QuotaRejectionsByPath) {
+  Metrics m;
+  std::string s = m.scrape();
+  EXPECT_TRUE(has_line(s, R"(apop_quota_rejections_total{path="lmtp"} 0)")) << s;
+  m.quota_rejection();
+  m.quota_rejection();
+  s = m.scrape();
+  EXPECT_TRUE(has_line(s, R"(apop_quota_rejections_total{path="lmtp"} 2)")) << s;
+}
+
 TEST(NetMetrics, LoginResultsAndBoundedMechanisms) {
   pop3::LoginEvent e;
   e.result = pop3::LoginResult::ok;

@@ -282,6 +282,8 @@ TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
     ASSERT_TRUE(exec_script(lease->get(),
                             "DROP TABLE auth_failures, auth_blocks, auth_good;"
                             "ALTER TABLE users DROP COLUMN mail_location;"
+                            "ALTER TABLE users DROP COLUMN quota_bytes;"
+                            "ALTER TABLE users DROP COLUMN quota_messages;"
                             "UPDATE schema_version SET version = 1",
                             "downgrade")
                     .ok());
@@ -298,6 +300,13 @@ TEST(PgStore, UpgradesVersion1AndRefusesNewer) {
   EXPECT_EQ(s->mail_location("alice").value().value_or(""), "mbox:/var/mail/alice");
   EXPECT_EQ(s->list().value().at(0).mail_location.value_or(""), "mbox:/var/mail/alice");
   EXPECT_EQ(s->mail_location("nobody").error().code, Errc::not_found);
+  // Version 4's columns: an account's own quota limits.
+  EXPECT_EQ(s->quota("alice").value(), auth::AccountQuota{});
+  ASSERT_TRUE(s->set_quota("alice", auth::AccountQuota{1000u, 0u}).ok());
+  EXPECT_EQ(s->quota("alice").value(), (auth::AccountQuota{1000u, 0u}));
+  EXPECT_EQ(s->account("alice")->quota, (auth::AccountQuota{1000u, 0u}));
+  EXPECT_EQ(s->list().value().at(0).quota, (auth::AccountQuota{1000u, 0u}));
+  EXPECT_EQ(s->quota("nobody").error().code, Errc::not_found);
   // Imported foreign hashes: stored, listed by scheme, no sealed copy.
   const std::string hash = "{SSHA256}EGYbNuZMfiT9YAWyBiAs4nOeCNpfnvAg0ALlAex9rEJOYUNsMTIzNA==";
   ASSERT_TRUE(s->import_foreign_hash("bob", hash, false).ok());

@@ -337,7 +337,7 @@ TEST_F(MaildirTest, DeliverReadErrorRemovesTmpFile) {
   // read() on a directory fails with EISDIR after the tmp file exists.
   const int fd = ::open(box().c_str(), O_RDONLY | O_DIRECTORY);
   ASSERT_GE(fd, 0);
-  auto r = deliver(box(), fd, DeliverOptions{.max_size = 1000, .hostname = "h"});
+  auto r = deliver(box(), fd, DeliverOptions{.max_size = 1000, .hostname = "h", .quota = {}});
   ::close(fd);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::temporary);

@@ -200,6 +200,22 @@ TEST_F(UpdateJournalTest, CrashAfterCommitPointIsFinishedAtNextOpen) {
   EXPECT_EQ(visible(), bodies({0, 2}));
 }
 
+TEST_F(UpdateJournalTest, RecoveredCommitMakesTheQuotaRecalculate) {
+  // A crash after the commit point also cut the commit's maildirsize line
+  // (store/quota.hpp): the file is removed, so the next check recounts.
+  const auto names = fill(3);
+  write_file(box() / "maildirsize", "1000S\n30 3\n");
+  UpdateJournal j;
+  j.remove = {names[0]};
+  write_journal(j);
+  EXPECT_EQ(visible(), bodies({1, 2}));
+  EXPECT_FALSE(fs::exists(box() / "maildirsize"));
+  // Without a journal to finish it stays.
+  write_file(box() / "maildirsize", "1000S\n20 2\n");
+  EXPECT_EQ(visible(), bodies({1, 2}));
+  EXPECT_TRUE(fs::exists(box() / "maildirsize"));
+}
+
 TEST_F(UpdateJournalTest, CrashBeforeFirstUnlinkIsFinishedToo) {
   const auto names = fill(3);
   UpdateJournal j;
