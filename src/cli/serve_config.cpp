@@ -266,7 +266,10 @@ Result<void> ServeOptions::load_file(const std::string& file, ServeConfig& cfg) 
                                          std::string(e.description()));
   }
   std::vector<const Spec*> seen;
-  for (const auto& [k, node] : tbl) {
+  // Not a structured binding: clang 14 cannot capture one in the lambda below.
+  for (const auto& entry : tbl) {
+    const auto& k = entry.first;
+    const auto& node = entry.second;
     const std::string_view key = k.str();
     const Spec* spec = nullptr;
     for (const auto& s : kSpecs) {
