@@ -36,9 +36,23 @@ class FuzzDelivery final : public apop::net::LmtpDelivery {
         return LmtpRecipient::ok;
     }
   }
-  apop::Result<void> deliver(std::string_view user, std::string_view,
+  apop::Result<void> deliver(std::string_view user, std::string_view, std::string_view trace,
                              std::string_view message) override {
     if (message.size() > max_size) __builtin_trap();
+    // The trace block: two headers (Received folded over three lines), LF
+    // ends, nothing but printable ASCII and tabs -- whatever LHLO, MAIL and
+    // RCPT said.
+    if (trace.rfind("Return-Path: <", 0) != 0 || trace.back() != '\n') __builtin_trap();
+    int lines = 0;
+    for (char c : trace) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == '\n') {
+        ++lines;
+      } else if (c != '\t' && (u < 0x20 || u >= 0x7f)) {
+        __builtin_trap();
+      }
+    }
+    if (lines != 4) __builtin_trap();
     ++deliveries;
     if (user.size() % 3 == 0) return apop::make_error(apop::Errc::temporary, "fault");
     if (user.size() % 5 == 0) return apop::make_error(apop::Errc::permanent, "fault");

@@ -76,8 +76,11 @@ class StopWatch {
   explicit StopWatch(const std::atomic<bool>* stop) : stop_(stop) {}
   Clock::time_point deadline(Clock::time_point d) {
     if (stop_ == nullptr || !stop_->load(std::memory_order_relaxed)) return d;
-    if (!seen_) seen_ = Clock::now();
-    return std::min(d, *seen_ + limits::kFetchStopGrace);
+    if (!stopping_) {
+      stopping_ = true;
+      seen_ = Clock::now();
+    }
+    return std::min(d, seen_ + limits::kFetchStopGrace);
   }
   int slice(int ms) const {
     if (stop_ == nullptr) return ms;
@@ -86,7 +89,10 @@ class StopWatch {
 
  private:
   const std::atomic<bool>* stop_;
-  std::optional<Clock::time_point> seen_;
+  // Not a std::optional: g++ 12 -O2 then warns that it may be read
+  // uninitialized (-Wmaybe-uninitialized), which breaks the release build.
+  bool stopping_ = false;
+  Clock::time_point seen_{};
 };
 
 class SocketTransport final : public Transport {

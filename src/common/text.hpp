@@ -8,6 +8,8 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <limits>
 #include <span>
 #include <string>
@@ -144,6 +146,24 @@ inline std::string printable(std::string_view s, const PrintableRules& rules = {
   }
   if (rules.ellipsis && s.size() > rules.max) out += "...";
   return out;
+}
+
+// --- dates -------------------------------------------------------------------
+
+// RFC 5322 §3.3 date-time of unix time `t`, in UTC ("Mon, 07 Dec 2026
+// 21:30:00 +0000"); English names whatever the locale.
+inline std::string rfc5322_date(std::int64_t t) {
+  const std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  ::gmtime_r(&tt, &tm);
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday % 7],
+                tm.tm_mday, kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                tm.tm_sec);
+  return buf;
 }
 
 }  // namespace apop

@@ -288,7 +288,7 @@ LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t 
 }
 
 Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view sender,
-                                        std::string_view message) {
+                                        std::string_view trace, std::string_view message) {
   // Looked up again: the account may have changed since RCPT.
   const Account account = lookup_(user);
   if (account.status == LmtpRecipient::unknown) {
@@ -303,13 +303,14 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   // the message goes through an anonymous memory file.
   UniqueFd fd(::memfd_create("apop-lmtp", MFD_CLOEXEC));
   if (!fd) return make_error(Errc::temporary, std::string("memfd_create: ") + std::strerror(errno));
-  if (!write_all(fd.get(), message) || ::lseek(fd.get(), 0, SEEK_SET) != 0) {
+  if (!write_all(fd.get(), trace) || !write_all(fd.get(), message) ||
+      ::lseek(fd.get(), 0, SEEK_SET) != 0) {
     return make_error(Errc::temporary, std::string("memfd: ") + std::strerror(errno));
   }
   if (where->first.format == store::MailLocation::Format::mbox) {
     store::MboxDeliverOptions mopts;
     mopts.sender = std::string(sender);
-    mopts.max_size = std::max<std::uint64_t>(mopts.max_size, message.size());
+    mopts.max_size = std::max<std::uint64_t>(mopts.max_size, trace.size() + message.size());
     mopts.quota = account.quota;
     auto r = store::mbox_deliver(where->second, fd.get(), mopts);
     if (!r) {
@@ -326,7 +327,7 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   }
   store::DeliverOptions opts;
   opts.hostname = hostname_;
-  opts.max_size = std::max<std::uint64_t>(opts.max_size, message.size());
+  opts.max_size = std::max<std::uint64_t>(opts.max_size, trace.size() + message.size());
   opts.quota = account.quota;
   auto r = store::deliver(where->second, fd.get(), opts);
   if (!r) {

@@ -116,7 +116,7 @@ class StoreLmtpDelivery final : public LmtpDelivery {
   std::function<void()> on_quota_rejection;
 
   LmtpRecipient recipient(std::string_view user, std::uint64_t size) override;
-  Result<void> deliver(std::string_view user, std::string_view sender,
+  Result<void> deliver(std::string_view user, std::string_view sender, std::string_view trace,
                        std::string_view message) override;
   // Refusals for quota (at RCPT or after DATA), for the metrics.
   std::uint64_t quota_rejections() const { return quota_rejections_.load(); }

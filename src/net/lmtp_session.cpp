@@ -1,5 +1,7 @@
 #include "net/lmtp_session.hpp"
 
+#include <ctime>
+
 #include <algorithm>
 
 #include "common/parse.hpp"
@@ -43,6 +45,7 @@ void LmtpSession::reset_transaction() {
   sender_.clear();
   size_ = 0;
   recipients_.clear();
+  addresses_.clear();
   message_.clear();
   too_big_ = false;
   line_start_ = true;
@@ -114,6 +117,15 @@ void LmtpSession::command(std::string_view line, std::string& out) {
   if (iequals(verb, "LHLO")) {
     if (trim(arg).empty()) return bad(out, "501 5.5.4 LHLO needs a host name");
     reset_transaction();
+    // Its first word, as the Received header's "from": printable, no
+    // comment or separator characters, bounded (a hostile name cannot add a
+    // header or break this one).
+    client_name_.clear();
+    for (char c : trim(arg, " ").substr(0, trim(arg, " ").find(' '))) {
+      const auto u = static_cast<unsigned char>(c);
+      if (client_name_.size() >= limits::kMaxLmtpPath) break;
+      client_name_.push_back(u > 0x20 && u < 0x7f && c != '(' && c != ')' && c != ';' ? c : '?');
+    }
     state_ = State::ready;
     reply(out, "250-" + config_.hostname);
     reply(out, "250-PIPELINING");
@@ -182,6 +194,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
     switch (delivery_.recipient(user, size_)) {
       case LmtpRecipient::ok:
         recipients_.emplace_back(user);
+        addresses_.emplace_back(address);
         return reply(out, "250 2.1.5 Recipient OK");
       case LmtpRecipient::unknown:
         return reply(out, "550 5.1.1 No such user");
@@ -231,13 +244,29 @@ void LmtpSession::data_line(std::string_view line, bool complete, std::string& o
   if (complete) message_.push_back('\n');
 }
 
+// The trace block a final delivery puts at the top of the message (RFC
+// 5321 §4.4): Return-Path with MAIL FROM's path, and Received naming the
+// LMTP client, this server and the recipient (§4.4's "for" clause: one
+// recipient per copy, so no other recipient is disclosed). The paths were
+// checked at MAIL and RCPT (printable, no space).
+std::string LmtpSession::trace(std::string_view address) const {
+  const std::int64_t now =
+      config_.clock ? config_.clock() : static_cast<std::int64_t>(std::time(nullptr));
+  std::string t = "Return-Path: <" + sender_ + ">\n";
+  t += "Received: from " + client_name_ + "\n\tby " + config_.hostname + " with LMTP\n\tfor <";
+  t.append(address);
+  t += ">; " + rfc5322_date(now) + "\n";
+  return t;
+}
+
 void LmtpSession::end_of_data(std::string& out) {
-  for (const std::string& user : recipients_) {
+  for (std::size_t i = 0; i < recipients_.size(); ++i) {
+    const std::string& user = recipients_[i];
     if (too_big_) {
       reply(out, "552 5.3.4 Message too big");
       continue;
     }
-    if (auto r = delivery_.deliver(user, sender_, message_); r) {
+    if (auto r = delivery_.deliver(user, sender_, trace(addresses_[i]), message_); r) {
       reply(out, "250 2.0.0 Delivered to " + user);
     } else if (r.error().code == Errc::temporary || r.error().code == Errc::in_use) {
       reply(out, "451 4.3.0 Cannot store the message now, try again later");

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,17 +41,22 @@ class LmtpDelivery {
   // and may receive a message of `size` octets (0: unknown yet; over_quota
   // when the mailbox is full or a message of that size would not fit).
   virtual LmtpRecipient recipient(std::string_view user, std::uint64_t size) = 0;
-  // Stores one copy of `message` (LF line ends, dot-unstuffed, without the
-  // terminating ".") for `user`, atomically: all of it or nothing. `sender`
-  // is MAIL FROM's path without brackets (empty for the null path <>).
-  // Errors: Errc::temporary (451 4.3.0), Errc::over_quota (552 5.2.2, or
-  // 452 4.2.2 with over_quota_temporary), Errc::invalid (too big for the
-  // store: 552 5.3.4), anything else permanent (554 5.3.0).
+  // Stores one copy of `trace` followed by `message` for `user`,
+  // atomically: all of it or nothing. `trace` is the session's trace
+  // header block for this recipient (Return-Path and Received, LF line
+  // ends: RFC 5321 §4.4, the final delivery's duty); `message` is the
+  // client's (LF line ends, dot-unstuffed, without the terminating ".").
+  // `sender` is MAIL FROM's path without brackets (empty for the null path
+  // <>). Errors: Errc::temporary (451 4.3.0), Errc::over_quota (552 5.2.2
+  // or 452 4.2.2), Errc::invalid (too big for the store: 552 5.3.4),
+  // anything else permanent (554 5.3.0).
   virtual Result<void> deliver(std::string_view user, std::string_view sender,
-                               std::string_view message) = 0;
+                               std::string_view trace, std::string_view message) = 0;
 };
 
 struct LmtpConfig {
+  // Unix time for the Received header's date (tests fix it; default: now).
+  std::function<std::int64_t()> clock;
   std::string hostname = "localhost";                            // in the greeting and LHLO's reply
   std::uint64_t max_message_size = limits::kLmtpMaxMessageSize;  // SIZE
   unsigned max_recipients = limits::kLmtpMaxRecipients;
@@ -83,6 +89,7 @@ class LmtpSession {
   void end_of_data(std::string& out);
   void bad(std::string& out, std::string_view reply);
   void reset_transaction();
+  std::string trace(std::string_view address) const;
 
   LmtpConfig config_;
   LmtpDelivery& delivery_;
@@ -94,8 +101,10 @@ class LmtpSession {
   unsigned bad_commands_ = 0;
   std::string in_;
   std::string sender_;
-  std::uint64_t size_ = 0;  // MAIL's SIZE= (0: not given), for the quota check at RCPT
-  std::vector<std::string> recipients_;
+  std::string client_name_;              // LHLO's name, as it goes into Received
+  std::uint64_t size_ = 0;               // MAIL's SIZE= (0: not given), for the quota check at RCPT
+  std::vector<std::string> recipients_;  // accounts (local parts)
+  std::vector<std::string> addresses_;   // their RCPT TO paths, for Received
   std::string message_;
 };
 

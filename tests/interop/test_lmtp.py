@@ -30,6 +30,27 @@ def lmtp_transaction(lmtp: smtplib.LMTP, sender: str, rcpts: list[str], msg: byt
     return rcpt_replies, [lmtp.getreply() for _ in range(accepted)]
 
 
+# The trace block apop's LMTP puts on each copy (RFC 5321 §4.4): Return-Path
+# and Received naming that copy's recipient only. LF in the store, CRLF by RETR.
+TRACE_RE = re.compile(
+    rb"Return-Path: <(?P<rp>[^>\r\n]*)>(?P<eol>\r?\n)"
+    rb"Received: from (?P<client>\S+)(?P=eol)"
+    rb"\tby (?P<by>\S+) with LMTP(?P=eol)"
+    rb"\tfor <(?P<rcpt>[^>\r\n]+)>; "
+    rb"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000(?P=eol)")
+
+
+def split_trace(data: bytes, sender: str, rcpt: str, client: str | None = None) -> bytes:
+    """Checks the trace block at the top of `data` and returns what follows."""
+    m = TRACE_RE.match(data)
+    assert m is not None, data[:300]
+    assert m["rp"].decode() == sender, (m["rp"], sender)
+    assert m["rcpt"].decode() == rcpt, (m["rcpt"], rcpt)
+    if client is not None:
+        assert m["client"].decode() == client, (m["client"], client)
+    return data[m.end():]
+
+
 class LmtpTest(ApopTestCase):
     def setUp(self):
         super().setUp()
@@ -72,7 +93,9 @@ class LmtpTest(ApopTestCase):
         for user, secret in (("alice", ALICE_SECRET), ("bob", BOB_SECRET)):
             got = self.retrieve_all(srv, user, secret)
             self.assertEqual(len(got), 1, user)
-            self.assertEqual(got[0], msg + b".\r\n", user)
+            body = split_trace(got[0], "sender@example.org", user + "@example.com",
+                               client="test.example")
+            self.assertEqual(body, msg + b".\r\n", user)
             self.assertEqual(len(self.env.message_files(user)), 1)
 
     def test_unix_socket_two_recipients_mode_and_unknown_user(self):
@@ -113,9 +136,13 @@ class LmtpTest(ApopTestCase):
             lmtp.quit()
             # Stored dot-unstuffed with LF line ends; RETR stuffs again.
             stored = self.env.stored_messages("alice")
-            self.assertEqual(stored, [msg.replace(b"\r\n", b"\n")])
+            self.assertEqual(len(stored), 1)
+            self.assertEqual(split_trace(stored[0], "s@example.org", "alice@example.com"),
+                             msg.replace(b"\r\n", b"\n"))
             got = self.retrieve_all(srv, "bob", BOB_SECRET)
-            self.assertEqual(got, [msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"])
+            self.assertEqual(len(got), 1)
+            self.assertEqual(split_trace(got[0], "s@example.org", "bob@x"),
+                             msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
 
     def test_store_failure_is_451_for_that_recipient_only(self):
         # A regular file where alice's Maildir should be: her copy cannot be
@@ -135,7 +162,9 @@ class LmtpTest(ApopTestCase):
             self.assertEqual([c for c, _ in replies], [451, 250], replies)
             self.assertTrue(replies[0][1].startswith(b"4.3.0"), replies)
             lmtp.quit()
-            self.assertEqual(self.env.stored_messages("bob"), [msg.replace(b"\r\n", b"\n")])
+            stored = self.env.stored_messages("bob")
+            self.assertEqual(len(stored), 1)
+            self.assertEqual(split_trace(stored[0], "s@x", "bob@x"), msg.replace(b"\r\n", b"\n"))
 
     def test_connection_cap(self):
         # limits::kLmtpMaxConnections open connections; the next gets 421 at
@@ -179,13 +208,17 @@ class LmtpTest(ApopTestCase):
             self.assertTrue(data.startswith(b"From s@example.org "), data[:80])
             self.assertIn(b"\n>From here on\n", data)
             # Exactly what `apop deliver` stores (its "From " quoting included,
-            # as Postfix's local(8) does).
-            r = self.env.run("deliver", "--data", self.env.data, "--mail-location",
-                             "mbox:" + mboxes + "/%u", "bob", input=msg)
-            self.assertEqual(r.returncode, 0, r.stderr)
+            # as Postfix's local(8) does) for the same bytes, the trace block
+            # included (Postfix's pipe(8) with flags R adds a Return-Path too).
             got = self.retrieve_all(srv, "alice", ALICE_SECRET)
+            self.assertEqual(len(got), 1)
+            body = split_trace(got[0], "s@example.org", "alice@x")
+            trace = got[0][:len(got[0]) - len(body)].replace(b"\r\n", b"\n")
+            r = self.env.run("deliver", "--data", self.env.data, "--mail-location",
+                             "mbox:" + mboxes + "/%u", "bob", input=trace + msg)
+            self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(got, self.retrieve_all(srv, "bob", BOB_SECRET))
-            self.assertEqual(got, [msg.replace(b"\nFrom ", b"\n>From ") + b".\r\n"])
+            self.assertEqual(body, msg.replace(b"\nFrom ", b"\n>From ") + b".\r\n")
 
     def test_config_check_and_bad_mode(self):
         conf = os.path.join(self.env.root, "apop.toml")
@@ -240,7 +273,9 @@ class LmtpProcessTest(ApopTestCase):
             msg = make_message("after a restart", "x\n", eol=b"\r\n")
             self.assertEqual(c.sendmail("s@x", ["alice@x"], msg), {})
             c.quit()
-            self.assertEqual(self.env.stored_messages("alice"), [msg.replace(b"\r\n", b"\n")])
+            stored = self.env.stored_messages("alice")
+            self.assertEqual(len(stored), 1)
+            self.assertEqual(split_trace(stored[0], "s@x", "alice@x"), msg.replace(b"\r\n", b"\n"))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,12 @@ RECEIVED_MANY = (rb"Received: from client\.b\.test \(unknown \[127\.0\.0\.1\]\)\
                  rb"\t[^\r\n]+\r\n")
 # pipe(8) with flags=DR: Return-Path and Delivered-To, before smtpd's header.
 PIPE_HEADERS = (rb"Return-Path: <(?P<rp>[^>]*)>\r\nDelivered-To: (?P<dt>[^\r\n]+)\r\n")
+# apop's LMTP (RFC 5321 §4.4, the final delivery): Return-Path, and Received
+# from Postfix's lmtp(8) (LHLO with myhostname) naming this copy's recipient.
+LMTP_TRACE = (rb"Return-Path: <(?P<rp>[^>]*)>\r\n"
+              rb"Received: from mx\.apop\.test\r\n\tby (?P<by>\S+) with LMTP\r\n"
+              rb"\tfor <(?P<dt>[^>\r\n]+)>; [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} "
+              rb"\d\d:\d\d:\d\d \+0000\r\n")
 
 
 def quota_supported(env) -> bool:
@@ -151,17 +157,19 @@ class PostfixTest(ApopTestCase):
 
     def assert_delivered(self, got: bytes, original: bytes, rcpt: str, pipe: bool,
                          pf: Postfix, single: bool = True) -> None:
-        """`got` is exactly what Postfix prepends followed by `original`."""
+        """`got` is exactly the trace headers of the final delivery (pipe(8)'s,
+        or apop's LMTP's) and Postfix's Received, followed by `original`."""
         self.assertTrue(got.endswith(original), got)
         prefix = got[:len(got) - len(original)]
-        pattern = (PIPE_HEADERS if pipe else b"") + (RECEIVED if single else RECEIVED_MANY)
+        pattern = ((PIPE_HEADERS if pipe else LMTP_TRACE)
+                   + (RECEIVED if single else RECEIVED_MANY))
         m = re.fullmatch(pattern, prefix)
         self.assertIsNotNone(m, prefix)
         if single:
             self.assertEqual(m["rcpt"].decode(), rcpt)
-        if pipe:
-            self.assertEqual(m["rp"].decode(), SENDER)
-            self.assertEqual(m["dt"].decode(), rcpt)
+        # Either path: the envelope sender and this copy's own recipient.
+        self.assertEqual(m["rp"].decode(), SENDER)
+        self.assertEqual(m["dt"].decode(), rcpt)
         # The queue id in the header is the one Postfix logged as delivered
         # to this recipient.
         qid = m["qid"].decode()

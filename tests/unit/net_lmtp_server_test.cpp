@@ -66,12 +66,12 @@ TEST_F(StoreDeliveryTest, MaildirDeliveryAndLookups) {
   EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::ok);
   EXPECT_EQ(delivery.recipient("ghost", 0), LmtpRecipient::unknown);
   EXPECT_EQ(delivery.recipient("down", 0), LmtpRecipient::temporary);
-  ASSERT_TRUE(delivery.deliver("alice", "s@x", "Subject: a\n\nbody\n").ok());
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "", "Subject: a\n\nbody\n").ok());
   EXPECT_EQ(new_files("alice"), std::vector<std::string>{"Subject: a\n\nbody\n"});
-  auto gone = delivery.deliver("ghost", "s@x", "x\n");
+  auto gone = delivery.deliver("ghost", "s@x", "", "x\n");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code, Errc::permanent);
-  auto down = delivery.deliver("down", "s@x", "x\n");
+  auto down = delivery.deliver("down", "s@x", "", "x\n");
   ASSERT_FALSE(down.ok());
   EXPECT_EQ(down.error().code, Errc::temporary);
 }
@@ -79,7 +79,7 @@ TEST_F(StoreDeliveryTest, MaildirDeliveryAndLookups) {
 TEST_F(StoreDeliveryTest, AccountsOwnMboxLocationWins) {
   const auto mbox = dir.path() / "alice.mbox";
   accounts["alice"] = {LmtpRecipient::ok, "mbox:" + mbox.string()};
-  ASSERT_TRUE(delivery.deliver("alice", "s@example.org", "Subject: m\n\nFrom me\n").ok());
+  ASSERT_TRUE(delivery.deliver("alice", "s@example.org", "", "Subject: m\n\nFrom me\n").ok());
   const std::string data = test::slurp(mbox);
   EXPECT_EQ(data.rfind("From s@example.org ", 0), 0u) << data;
   EXPECT_NE(data.find("\n>From me\n"), std::string::npos) << data;
@@ -90,7 +90,7 @@ TEST_F(StoreDeliveryTest, UnwritableMaildirIsTemporary) {
   accounts["alice"] = {LmtpRecipient::ok, std::nullopt};
   std::filesystem::create_directories(dir.path() / "mail");
   std::ofstream(dir.path() / "mail" / "alice") << "a file, not a Maildir";
-  auto r = delivery.deliver("alice", "", "x\n");
+  auto r = delivery.deliver("alice", "", "", "x\n");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, Errc::temporary);
 }
@@ -101,7 +101,8 @@ class GateDelivery final : public LmtpDelivery {
  public:
   explicit GateDelivery(unsigned want) : want_(want) {}
   LmtpRecipient recipient(std::string_view, std::uint64_t) override { return LmtpRecipient::ok; }
-  Result<void> deliver(std::string_view, std::string_view, std::string_view) override {
+  Result<void> deliver(std::string_view, std::string_view, std::string_view,
+                       std::string_view) override {
     std::unique_lock lock(mu_);
     max_ = std::max(max_, ++inside_);
     cv_.notify_all();
@@ -195,11 +196,11 @@ TEST_F(StoreDeliveryTest, QuotaAtRcptAndAfterData) {
   // No Maildir yet: room for anything up to the limit.
   EXPECT_EQ(delivery.recipient("alice", 60), LmtpRecipient::ok);
   EXPECT_EQ(delivery.recipient("alice", 101), LmtpRecipient::over_quota);  // SIZE= too big
-  ASSERT_TRUE(delivery.deliver("alice", "s@x", std::string(59, 'a') + "\n").ok());
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "", std::string(59, 'a') + "\n").ok());
   EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::ok);
   EXPECT_EQ(delivery.recipient("alice", 41), LmtpRecipient::over_quota);
   // After DATA the real check, under the lock.
-  auto full = delivery.deliver("alice", "s@x", std::string(49, 'b') + "\n");
+  auto full = delivery.deliver("alice", "s@x", "", std::string(49, 'b') + "\n");
   ASSERT_FALSE(full.ok());
   EXPECT_EQ(full.error().code, Errc::over_quota);
   EXPECT_EQ(new_files("alice").size(), 1u);
@@ -209,9 +210,9 @@ TEST_F(StoreDeliveryTest, QuotaAtRcptAndAfterData) {
 TEST_F(StoreDeliveryTest, MboxQuotaAfterData) {
   const auto mbox = dir.path() / "alice.mbox";
   accounts["alice"] = {LmtpRecipient::ok, "mbox:" + mbox.string(), store::QuotaLimits{0, 1}};
-  ASSERT_TRUE(delivery.deliver("alice", "s@x", "Subject: 1\n\nx\n").ok());
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "", "Subject: 1\n\nx\n").ok());
   EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::over_quota);
-  auto full = delivery.deliver("alice", "s@x", "Subject: 2\n\nx\n");
+  auto full = delivery.deliver("alice", "s@x", "", "Subject: 2\n\nx\n");
   ASSERT_FALSE(full.ok());
   EXPECT_EQ(full.error().code, Errc::over_quota);
 }

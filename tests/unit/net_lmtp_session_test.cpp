@@ -15,10 +15,11 @@ namespace {
 class MemoryDelivery final : public LmtpDelivery {
  public:
   std::set<std::string> users{"alice", "bob"};
-  std::set<std::string> lookup_fails;   // recipient() -> temporary
-  std::set<std::string> deliver_fails;  // deliver() -> Errc::temporary
-  std::set<std::string> over_quota;     // recipient() -> over_quota
-  std::set<std::string> full_at_data;   // deliver() -> Errc::over_quota
+  std::set<std::string> lookup_fails;                      // recipient() -> temporary
+  std::set<std::string> deliver_fails;                     // deliver() -> Errc::temporary
+  std::set<std::string> over_quota;                        // recipient() -> over_quota
+  std::set<std::string> full_at_data;                      // deliver() -> Errc::over_quota
+  std::map<std::string, std::vector<std::string>> traces;  // deliver()'s trace, per user
   std::map<std::string, std::vector<std::string>> stored;
   std::string last_sender;
 
@@ -33,7 +34,7 @@ class MemoryDelivery final : public LmtpDelivery {
     if (over_quota.count(u) != 0) return LmtpRecipient::over_quota;
     return LmtpRecipient::ok;
   }
-  Result<void> deliver(std::string_view user, std::string_view sender,
+  Result<void> deliver(std::string_view user, std::string_view sender, std::string_view trace,
                        std::string_view message) override {
     if (deliver_fails.count(std::string(user)) != 0) {
       return make_error(Errc::temporary, "disk full");
@@ -42,6 +43,7 @@ class MemoryDelivery final : public LmtpDelivery {
       return make_error(Errc::over_quota, "mailbox full");
     }
     last_sender = std::string(sender);
+    traces[std::string(user)].emplace_back(trace);
     stored[std::string(user)].emplace_back(message);
     return {};
   }
@@ -99,6 +101,28 @@ TEST_F(LmtpSessionTest, OneReplyPerRecipientAfterData) {
   EXPECT_EQ(store.last_sender, "s@example.org");
   // The transaction is over: a new MAIL is accepted.
   EXPECT_EQ(feed("MAIL FROM:<>\r\n"), "250 2.1.0 Sender OK\r\n");
+}
+
+// RFC 5321 §4.4: the final delivery adds Return-Path and Received, each copy
+// naming only its own recipient; a hostile LHLO name cannot add a header.
+TEST_F(LmtpSessionTest, TraceHeadersPerRecipient) {
+  config.clock = [] { return std::int64_t{1796680200}; };  // Mon, 07 Dec 2026 21:50:00
+  EXPECT_NE(feed("LHLO mx.relay.example(x);\rBcc: y\r\n").find("250 SIZE"), std::string::npos);
+  feed(
+      "MAIL FROM:<s@example.org>\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<bob@b.example>\r\n"
+      "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+  ASSERT_EQ(store.traces["alice"].size(), 1u);
+  EXPECT_EQ(store.traces["alice"][0],
+            "Return-Path: <s@example.org>\n"
+            "Received: from mx.relay.example?x???Bcc:\n"
+            "\tby mx.example with LMTP\n"
+            "\tfor <alice@example.com>; Mon, 07 Dec 2026 21:50:00 +0000\n");
+  EXPECT_NE(store.traces["bob"][0].find("\tfor <bob@b.example>; "), std::string::npos);
+  EXPECT_EQ(store.traces["bob"][0].find("alice"), std::string::npos);
+  // The null reverse-path.
+  feed("MAIL FROM:<>\r\nRCPT TO:<alice@x>\r\nDATA\r\nx\r\n.\r\n");
+  ASSERT_EQ(store.traces["alice"].size(), 2u);
+  EXPECT_EQ(store.traces["alice"][1].rfind("Return-Path: <>\n", 0), 0u);
 }
 
 TEST_F(LmtpSessionTest, PipelinedTransactionAnsweredInOrderInOneOutput) {
