@@ -273,6 +273,15 @@ inline constexpr unsigned kLmtpMaxBadCommands = 20;
 // up to SIZE in memory). Postfix opens at most 20 per destination by default
 // (default_destination_concurrency_limit); more get "421 4.3.2" at once.
 inline constexpr unsigned kLmtpMaxConnections = 64;
+// Not from an RFC: an LMTP recipient's lookup (account, mail location,
+// quota limits) is reused for this long: RCPT and the delivery after DATA,
+// and the next messages to the same account, cost one question to the auth
+// process instead of one each. A change to the account (deleted, moved,
+// new limits) reaches deliveries at most this late.
+inline constexpr std::chrono::milliseconds kLmtpLookupCacheTtl{1000};
+// Not from an RFC: accounts whose lookup is held at once; when full, the
+// cache is emptied (a burst to more accounts only costs their lookups).
+inline constexpr std::size_t kLmtpLookupCacheEntries = 4096;
 // RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next
 // command; the same for each block of message data (the client's own data
 // block timeout, §4.5.3.2.5, is 3 minutes, so 5 leaves it the first word).

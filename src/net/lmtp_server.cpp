@@ -256,13 +256,31 @@ Result<std::pair<store::MailLocation, std::filesystem::path>> StoreLmtpDelivery:
   return locations.resolve(pop3::MailboxAddress(user));
 }
 
+StoreLmtpDelivery::Account StoreLmtpDelivery::cached_lookup(std::string_view user) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(cache_mu_);
+    if (auto it = cache_.find(std::string(user)); it != cache_.end()) {
+      if (it->second.until > now) return it->second.account;
+      cache_.erase(it);
+    }
+  }
+  Account account = lookup_(user);
+  if (account.status == LmtpRecipient::ok) {
+    std::lock_guard lock(cache_mu_);
+    if (cache_.size() >= limits::kLmtpLookupCacheEntries) cache_.clear();
+    cache_[std::string(user)] = Cached{account, now + limits::kLmtpLookupCacheTtl};
+  }
+  return account;
+}
+
 void StoreLmtpDelivery::note_quota_rejection() {
   ++quota_rejections_;
   if (on_quota_rejection) on_quota_rejection();
 }
 
 LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t size) {
-  const Account account = lookup_(user);
+  const Account account = cached_lookup(user);
   if (account.status != LmtpRecipient::ok || account.quota.unlimited()) return account.status;
   // An early answer only (no lock): a full mailbox, or a SIZE= that cannot
   // fit, is refused before the data is sent. deliver() checks again under
@@ -289,8 +307,8 @@ LmtpRecipient StoreLmtpDelivery::recipient(std::string_view user, std::uint64_t 
 
 Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view sender,
                                         std::string_view trace, std::string_view message) {
-  // Looked up again: the account may have changed since RCPT.
-  const Account account = lookup_(user);
+  // The RCPT's answer when it is recent, else looked up again.
+  const Account account = cached_lookup(user);
   if (account.status == LmtpRecipient::unknown) {
     return make_error(Errc::permanent, "no such user " + std::string(user));
   }

@@ -16,9 +16,11 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/limits.hpp"
@@ -99,7 +101,10 @@ class LmtpServer {
 
 // The store behind `apop serve`'s LMTP: `lookup` says whether a user has an
 // account and its own mail location (nullopt: `locations`' default);
-// delivery is apop deliver's.
+// delivery is apop deliver's. A found account's lookup is reused for
+// limits::kLmtpLookupCacheTtl (RCPT, then the delivery after DATA, then the
+// next messages); "unknown" and "temporary" answers are never reused.
+// Thread-safe: the LMTP server's threads call it at once.
 class StoreLmtpDelivery final : public LmtpDelivery {
  public:
   struct Account {
@@ -125,6 +130,14 @@ class StoreLmtpDelivery final : public LmtpDelivery {
   Result<std::pair<store::MailLocation, std::filesystem::path>> resolve(std::string_view user,
                                                                         const Account& account);
   void note_quota_rejection();
+  // lookup_(user), or its recent answer.
+  Account cached_lookup(std::string_view user);
+  struct Cached {
+    Account account;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, Cached> cache_;
   std::atomic<std::uint64_t> quota_rejections_{0};  // LMTP threads count at once
   Lookup lookup_;
   store::MailLocation fallback_;

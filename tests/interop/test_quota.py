@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import smtplib
+import time
 
 from apoptest import ALICE_SECRET, ApopTestCase, make_message
 from test_lmtp import BOB_SECRET, lmtp_transaction
@@ -120,6 +121,9 @@ class QuotaTest(ApopTestCase):
                 # SIZE= that cannot fit bob's new 1000-byte limit: refused at
                 # RCPT; a smaller one is accepted.
                 self.quota("bob", "--bytes", "1000")
+                # The LMTP server reuses an account's lookup for 1 s
+                # (limits::kLmtpLookupCacheTtl): the new limit applies after.
+                time.sleep(1.2)
                 code, _ = lmtp.mail("s@example.org", ["SIZE=100"])
                 self.assertEqual(code, 250)
                 self.assertEqual(lmtp.rcpt("bob@x")[0], 250)

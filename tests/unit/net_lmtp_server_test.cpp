@@ -95,6 +95,39 @@ TEST_F(StoreDeliveryTest, UnwritableMaildirIsTemporary) {
   EXPECT_EQ(r.error().code, Errc::temporary);
 }
 
+// RCPT and the delivery after DATA cost one lookup; unknown and temporary
+// answers are asked again; a found account is asked again after the TTL.
+TEST(StoreDeliveryCache, OneLookupPerRecipientAndMessageWithinTheTtl) {
+  test::TempDir dir{"apop-lmtp-cache"};
+  std::map<std::string, int> asked;
+  std::map<std::string, StoreLmtpDelivery::Account> accounts;
+  accounts["alice"] = {LmtpRecipient::ok, std::nullopt};
+  accounts["down"] = {LmtpRecipient::temporary, std::nullopt};
+  StoreLmtpDelivery delivery(
+      [&](std::string_view user) {
+        ++asked[std::string(user)];
+        auto it = accounts.find(std::string(user));
+        return it == accounts.end() ? StoreLmtpDelivery::Account{} : it->second;
+      },
+      store::parse_mail_location("maildir:%d/mail/%u", true).value(), dir.path());
+  EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::ok);
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "", "m1\n").ok());
+  EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::ok);
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", "", "m2\n").ok());
+  EXPECT_EQ(asked["alice"], 1);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(delivery.recipient("ghost", 0), LmtpRecipient::unknown);
+    EXPECT_EQ(delivery.recipient("down", 0), LmtpRecipient::temporary);
+  }
+  EXPECT_EQ(asked["ghost"], 2);
+  EXPECT_EQ(asked["down"], 2);
+  // Deleted meanwhile: seen once the cached answer is older than the TTL.
+  accounts.erase("alice");
+  std::this_thread::sleep_for(limits::kLmtpLookupCacheTtl + std::chrono::milliseconds(50));
+  EXPECT_EQ(delivery.recipient("alice", 0), LmtpRecipient::unknown);
+  EXPECT_EQ(asked["alice"], 2);
+}
+
 // A delivery that holds every caller until `want` deliveries run at once
 // (or a deadline passes), recording the most seen together.
 class GateDelivery final : public LmtpDelivery {
