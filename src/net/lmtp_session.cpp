@@ -252,9 +252,15 @@ void LmtpSession::data_line(std::string_view line, bool complete, std::string& o
 std::string LmtpSession::trace(std::string_view address) const {
   const std::int64_t now =
       config_.clock ? config_.clock() : static_cast<std::int64_t>(std::time(nullptr));
-  std::string t = "Return-Path: <" + sender_ + ">\n";
-  t += "Received: from " + client_name_ + "\n\tby " + config_.hostname + " with LMTP\n\tfor <";
-  t.append(address);
+  // The paths are printable but may hold 8-bit bytes (no SMTPUTF8 is
+  // offered, so a header keeps to ASCII: those become '?').
+  auto ascii = [](std::string& out, std::string_view path) {
+    for (char c : path) out.push_back(static_cast<unsigned char>(c) < 0x7f ? c : '?');
+  };
+  std::string t = "Return-Path: <";
+  ascii(t, sender_);
+  t += ">\nReceived: from " + client_name_ + "\n\tby " + config_.hostname + " with LMTP\n\tfor <";
+  ascii(t, address);
   t += ">; " + rfc5322_date(now) + "\n";
   return t;
 }

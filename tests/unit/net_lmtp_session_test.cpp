@@ -119,10 +119,15 @@ TEST_F(LmtpSessionTest, TraceHeadersPerRecipient) {
             "\tfor <alice@example.com>; Mon, 07 Dec 2026 21:50:00 +0000\n");
   EXPECT_NE(store.traces["bob"][0].find("\tfor <bob@b.example>; "), std::string::npos);
   EXPECT_EQ(store.traces["bob"][0].find("alice"), std::string::npos);
+  // 8-bit bytes in a path (no SMTPUTF8): ASCII in the header.
+  feed("MAIL FROM:<s\xc3\xa9@x>\r\nRCPT TO:<alice@\xc3\xa9.example>\r\nDATA\r\nx\r\n.\r\n");
+  ASSERT_EQ(store.traces["alice"].size(), 2u);
+  EXPECT_EQ(store.traces["alice"][1].rfind("Return-Path: <s??@x>\n", 0), 0u);
+  EXPECT_NE(store.traces["alice"][1].find("\tfor <alice@??.example>; "), std::string::npos);
   // The null reverse-path.
   feed("MAIL FROM:<>\r\nRCPT TO:<alice@x>\r\nDATA\r\nx\r\n.\r\n");
-  ASSERT_EQ(store.traces["alice"].size(), 2u);
-  EXPECT_EQ(store.traces["alice"][1].rfind("Return-Path: <>\n", 0), 0u);
+  ASSERT_EQ(store.traces["alice"].size(), 3u);
+  EXPECT_EQ(store.traces["alice"][2].rfind("Return-Path: <>\n", 0), 0u);
 }
 
 TEST_F(LmtpSessionTest, PipelinedTransactionAnsweredInOrderInOneOutput) {
