@@ -186,15 +186,9 @@ class ApopLmtp:
     def maildir(self, user: str) -> str:
         return os.path.join(self.data, "mail", user)
 
-    def messages(self, user: str) -> list[bytes]:
-        out = []
-        for sub in ("new", "cur"):
-            d = os.path.join(self.maildir(user), sub)
-            if os.path.isdir(d):
-                for n in sorted(os.listdir(d)):
-                    with open(os.path.join(d, n), "rb") as f:
-                        out.append(f.read())
-        return out
+    # The messages in the user's Maildir: read as dovecot.py reads Dovecot's
+    # (it needs only maildir()).
+    messages = Dovecot.messages
 
     def cleanup(self) -> None:
         self.server.stop()
