@@ -106,6 +106,7 @@ struct ServeConfig {
   // server (workers = 0) only, for now.
   std::vector<std::string> lmtp_listen;
   std::string lmtp_socket_mode = "0660";
+  std::string lmtp_socket_owner;
   std::string lmtp_socket_group;
   unsigned lmtp_max_recipients = limits::kLmtpMaxRecipients;
   // Deliveries at once (threads of the LMTP server): each waits on its

@@ -153,6 +153,7 @@ Result<net::LmtpServerOptions> lmtp_options(const ServeConfig& a, const std::str
                           a.lmtp_socket_mode + "\"");
   }
   o.socket_mode = static_cast<unsigned>(std::stoul(a.lmtp_socket_mode, nullptr, 8));
+  o.socket_owner = a.lmtp_socket_owner;
   o.socket_group = a.lmtp_socket_group;
   o.session.hostname = hostname.empty() ? "localhost" : hostname;
   o.session.max_recipients = a.lmtp_max_recipients;

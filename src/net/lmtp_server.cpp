@@ -1,6 +1,7 @@
 #include "net/lmtp_server.hpp"
 
 #include <grp.h>
+#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -106,6 +107,14 @@ Result<UniqueFd> bind_unix(const std::string& path, const LmtpServerOptions& opt
     }
     gid = g->gr_gid;
   }
+  uid_t uid = static_cast<uid_t>(-1);
+  if (!options.socket_owner.empty()) {
+    struct passwd* pw = ::getpwnam(options.socket_owner.c_str());
+    if (pw == nullptr) {
+      return make_error(Errc::invalid, "lmtp_socket_owner: no user " + options.socket_owner);
+    }
+    uid = pw->pw_uid;
+  }
   asio::io_context io(1);
   stream_protocol::acceptor acc(io);
   asio::error_code ec;
@@ -114,9 +123,10 @@ Result<UniqueFd> bind_unix(const std::string& path, const LmtpServerOptions& opt
   if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return make_error(Errc::temporary, "cannot listen on unix:" + path + ": " + ec.message());
   if (::chmod(path.c_str(), static_cast<mode_t>(options.socket_mode)) != 0 ||
-      (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
-    return make_error(Errc::temporary, "lmtp_listen: cannot set the mode or group of " + path +
-                                           ": " + std::strerror(errno));
+      ((gid != static_cast<gid_t>(-1) || uid != static_cast<uid_t>(-1)) &&
+       ::chown(path.c_str(), uid, gid) != 0)) {
+    return make_error(Errc::temporary, "lmtp_listen: cannot set the mode, owner or group of " +
+                                           path + ": " + std::strerror(errno));
   }
   acc.non_blocking(true, ec);
   return UniqueFd(acc.release());

@@ -44,10 +44,12 @@ Result<LmtpListenSpec> parse_lmtp_listen(std::string_view text);
 
 struct LmtpServerOptions {
   std::vector<LmtpListenSpec> listen;
-  // A Unix socket's mode (chmod after bind) and group (chown; empty: the
-  // process's): Postfix's lmtp(8) runs as user postfix, so group postfix
-  // with 0660 lets it, and only it, connect.
+  // A Unix socket's mode (chmod after bind), owner and group (chown; empty:
+  // the process's): Postfix's lmtp(8) runs as user postfix, so group
+  // postfix with 0660 lets it, and only it, connect (or owner postfix with
+  // 0600, as Dovecot's `unix_listener` examples do).
   unsigned socket_mode = 0660;
+  std::string socket_owner;
   std::string socket_group;
   LmtpConfig session;
   // Threads serving the connections (deliveries at once); at least 1.

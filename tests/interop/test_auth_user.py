@@ -132,11 +132,11 @@ class AuthUserTest(ApopTestCase):
         os.mkdir(sock_dir, 0o755)  # root's, as Postfix's private/ is
         sock = os.path.join(sock_dir, "apop-lmtp")
         with self.server("--lmtp-listen", "unix:" + sock, "--lmtp-socket-group", "nogroup",
-                         "--lmtp-socket-mode", "0660") as srv:
+                         "--lmtp-socket-owner", "daemon", "--lmtp-socket-mode", "0660") as srv:
             srv.wait_for_log(r"listening on unix:.* \(lmtp\)")
             st = os.lstat(sock)
             self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
-                             (0, self.nogroup.gr_gid, 0o660))
+                             (self.daemon.pw_uid, self.nogroup.gr_gid, 0o660))
             pid = children(srv)["lmtp"]
             for t in proc_ids(pid):
                 self.assertEqual(t["Uid"], [str(self.nobody.pw_uid)] * 4)
