@@ -1,5 +1,5 @@
 // `apop user quota USER [--bytes N|default] [--messages N|default] [--clear]`
-// and `apop user quota --report [--json]`: per-account quota limits
+// and `apop user quota --report [--json|--prometheus]`: per-account quota limits
 // (store/quota.hpp) and usage, as Dovecot's `doveadm quota get -A`. Also the
 // quota lines of `apop user show` (print_quota).
 //
@@ -34,6 +34,7 @@ struct QuotaArgs {
   bool clear = false;
   bool report = false;
   bool json = false;
+  bool prometheus = false;
 };
 
 int fail(const Error& e) {
@@ -148,6 +149,48 @@ int run_report(const QuotaArgs& a, const ServeConfig& cfg, auth::CredentialStore
     }
     rows.push_back(std::move(r));
   }
+  if (a.prometheus) {
+    // Prometheus' text format, for node_exporter's textfile collector (a
+    // cron job writes it to a .prom file): per-account series belong there,
+    // beside the server's own /metrics, which keeps a bounded set of series
+    // (docs/operations.md "Quotas").
+    auto label = [](const std::string& v) {
+      std::string out;
+      for (char c : v) {
+        if (c == '\\' || c == '"') out.push_back('\\');
+        out.push_back(c == '\n' ? ' ' : c);
+      }
+      return out;
+    };
+    struct Family {
+      const char* name;
+      const char* help;
+      std::uint64_t (*value)(const Row&);
+      bool needs_usage;
+    };
+    const Family families[] = {
+        {"apop_quota_usage_bytes", "Bytes in the account's mailbox",
+         [](const Row& r) -> std::uint64_t { return static_cast<std::uint64_t>(r.usage->bytes); },
+         true},
+        {"apop_quota_limit_bytes", "The account's effective byte limit (0: unlimited)",
+         [](const Row& r) -> std::uint64_t { return r.limits.bytes; }, false},
+        {"apop_quota_usage_messages", "Messages in the account's mailbox",
+         [](const Row& r) -> std::uint64_t {
+           return static_cast<std::uint64_t>(r.usage->messages);
+         },
+         true},
+        {"apop_quota_limit_messages", "The account's effective message limit (0: unlimited)",
+         [](const Row& r) -> std::uint64_t { return r.limits.messages; }, false},
+    };
+    for (const Family& f : families) {
+      std::cout << "# HELP " << f.name << " " << f.help << "\n# TYPE " << f.name << " gauge\n";
+      for (const Row& r : rows) {
+        if (f.needs_usage && !r.usage) continue;  // no mailbox yet, or unreadable
+        std::cout << f.name << "{user=\"" << label(r.name) << "\"} " << f.value(r) << "\n";
+      }
+    }
+    return kExitOk;
+  }
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const Row& r : rows) {
@@ -204,7 +247,13 @@ int run_quota(const QuotaArgs& a) {
     if (!a.name.empty() || !a.bytes.empty() || !a.messages.empty() || a.clear) {
       return fail(make_error(Errc::invalid, "--report takes no user and changes nothing"));
     }
+    if (a.json && a.prometheus) {
+      return fail(make_error(Errc::invalid, "--json and --prometheus: one format"));
+    }
     return run_report(a, *cfg, **store, dir, defaults);
+  }
+  if (a.json || a.prometheus) {
+    return fail(make_error(Errc::invalid, "--json and --prometheus go with --report"));
   }
   if (a.name.empty()) return fail(make_error(Errc::invalid, "a user name (or --report) is needed"));
   auto own = (*store)->quota(a.name);
@@ -265,6 +314,9 @@ void register_user_quota(CLI::App& user, Registry& registry) {
   sub->add_flag("--report", a->report,
                 "Every account's usage, limits and percentages (as doveadm quota get -A)");
   sub->add_flag("--json", a->json, "With --report: JSON instead of tab-separated text");
+  sub->add_flag("--prometheus", a->prometheus,
+                "With --report: Prometheus' text format (per-account gauges, for "
+                "node_exporter's textfile collector)");
   registry.add(sub, [a] { return run_quota(*a); });
 }
 

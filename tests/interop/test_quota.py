@@ -61,6 +61,19 @@ class QuotaTest(ApopTestCase):
         self.assertEqual(by_user["alice"]["messages_percent"], 25.0)
         self.assertEqual(by_user["bob"]["messages"], 0)  # `user add` made an empty Maildir
         self.assertIsNone(by_user["bob"]["messages_percent"])  # no limit
+        # Prometheus' text format, for node_exporter's textfile collector.
+        prom = self.quota("--report", "--prometheus").stdout.decode()
+        samples = dict(l.rsplit(" ", 1) for l in prom.splitlines() if not l.startswith("#"))
+        self.assertEqual(samples['apop_quota_usage_messages{user="alice"}'], "1")
+        self.assertEqual(samples['apop_quota_limit_messages{user="alice"}'], "4")
+        self.assertEqual(samples['apop_quota_limit_messages{user="bob"}'], "0")
+        self.assertEqual(int(samples['apop_quota_usage_bytes{user="alice"}']),
+                         by_user["alice"]["bytes"])
+        for name in ("usage_bytes", "limit_bytes", "usage_messages", "limit_messages"):
+            self.assertIn(f"# TYPE apop_quota_{name} gauge\n", prom)
+        r = self.env.run("user", "quota", "--data", self.env.data, "--report", "--json",
+                         "--prometheus")
+        self.assertNotEqual(r.returncode, 0)
 
     def test_deliver_over_quota_exits_77_or_75(self):
         self.quota("alice", "--messages", "2")
