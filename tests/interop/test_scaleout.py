@@ -203,7 +203,8 @@ class ScaleOutTest(PgCase):
         # Nothing went to SQLite; the rows are in PostgreSQL.
         self.assertFalse(os.path.exists(os.path.join(self.env.data, "users.sqlite")))
         self.assertEqual(self.pg.psql(self.db, "SELECT name FROM users ORDER BY name"), "alice")
-        self.assertEqual(self.pg.psql(self.db, "SELECT version FROM schema_version"), "3")
+        # 4: the quota columns (issue 21).
+        self.assertEqual(self.pg.psql(self.db, "SELECT version FROM schema_version"), "4")
         # Another secret.key would seal secrets no server can open: refused.
         other = self.env.check("user", "list", "--data", self.env.data + "-other", "--users",
                                self.url, expect=75)
