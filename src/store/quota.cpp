@@ -55,6 +55,10 @@ std::optional<std::int64_t> parse_i64(std::string_view s) {
     neg = s.front() == '-';
     s.remove_prefix(1);
   }
+  // std::int64_t's minimum, as a saturated sum is written back: its
+  // magnitude is one above the maximum that parse_u64 takes (found by
+  // fuzz_maildirsize: the sum written back did not parse again).
+  if (neg && s == "9223372036854775808") return kI64Min;
   auto v = parse_u64(s);
   if (!v) return std::nullopt;
   const auto i = static_cast<std::int64_t>(*v);

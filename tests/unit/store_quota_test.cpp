@@ -99,6 +99,17 @@ TEST(MaildirsizeParse, NineteenDigitValuesUpToInt64Max) {
   EXPECT_FALSE(parse_maildirsize("10C\n10000000000000000000 0\n"));
 }
 
+// Regression (fuzz_maildirsize in CI): a sum saturated at std::int64_t's
+// minimum, written back, parses again (and nothing below it does).
+TEST(MaildirsizeParse, Int64MinimumWrittenBackParses) {
+  auto p = parse_maildirsize("10C\n-9223372036854775808 -9223372036854775808\n");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->usage.bytes, std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(p->usage.messages, std::numeric_limits<std::int64_t>::min());
+  EXPECT_FALSE(parse_maildirsize("10C\n-9223372036854775809 0\n"));
+  EXPECT_FALSE(parse_maildirsize("10C\n+9223372036854775808 0\n"));
+}
+
 TEST(MaildirsizeFormat, Limits) {
   EXPECT_EQ(format_maildirsize_limits({1073741824, 50000}), "1073741824S,50000C");
   EXPECT_EQ(format_maildirsize_limits({1000, 0}), "1000S");
