@@ -2,10 +2,11 @@
 // where the input says, over an in-memory store whose lookups and deliveries
 // fail for some users. Invariants: every reply line is "ddd" then ' ' or
 // '-' and text, ends in CRLF and is bounded; every reply but LHLO's and
-// 354 carries an enhanced status code of its class (RFC 2034); after DATA's
-// 354 come exactly as many per-recipient replies as RCPTs were accepted
-// (RFC 2033 §4.2); nothing stored is larger than SIZE; nothing comes after
-// the session closed.
+// 354 carries an enhanced status code of its class (RFC 2034); a message's
+// end (after DATA's 354 or BDAT LAST's chunk, RFC 3030) brings exactly as
+// many per-recipient replies as RCPTs were accepted (RFC 2033 §4.2), never
+// more deliveries than those replies; nothing stored is larger than SIZE;
+// nothing comes after the session closed.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -129,18 +130,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (l.starts_with("250 2.1.0")) accepted = 0;  // MAIL: a new transaction
     if (l.starts_with("250 2.1.5")) ++accepted;
-    if (l.starts_with("354 ")) {
-      if (accepted == 0) __builtin_trap();  // DATA without a recipient
-      std::size_t n = 0;
-      while (i + 1 + n < lines.size() && n < accepted && per_recipient(lines[i + 1 + n])) ++n;
-      // All of them, or the input ended inside the message.
-      if (n != accepted && i + 1 + n != lines.size()) __builtin_trap();
-      if (i + 1 + n < lines.size() && per_recipient(lines[i + 1 + n])) __builtin_trap();
-      delivery_replies += n;
-      i += n;
-      accepted = 0;
+    if (l.starts_with("354 ") || l.starts_with("250 2.0.0 Chunk")) {
+      if (accepted == 0) __builtin_trap();  // DATA or a chunk without a recipient
     } else if (per_recipient(l)) {
-      __builtin_trap();  // only after a message
+      // The end of a message (after DATA's 354, or BDAT LAST's chunk, which
+      // may be its first and only reply): exactly one reply per accepted
+      // recipient, or the input ended inside the block.
+      if (accepted == 0) __builtin_trap();
+      std::size_t n = 0;
+      while (i + n < lines.size() && n < accepted && per_recipient(lines[i + n])) ++n;
+      if (n != accepted && i + n != lines.size()) __builtin_trap();
+      if (i + n < lines.size() && per_recipient(lines[i + n])) __builtin_trap();
+      delivery_replies += n;
+      i += n - 1;
+      accepted = 0;
     }
   }
   if (store.deliveries > delivery_replies) __builtin_trap();

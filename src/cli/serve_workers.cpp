@@ -646,15 +646,22 @@ int run_lmtp(const ServeConfig& a, Fds& fds, net::LmtpServerOptions opts,
     }
   }
   if (!forbid_core_dumps(a, spdlog::level::critical)) return kExitError;
-  server.start();  // its threads exist before the filter (TSYNC covers them)
-  if (a.sandbox) {
+  // Its threads exist before the filter (TSYNC covers them) and serve
+  // nobody until it is in place.
+  const bool serving = server.start([&a] {
+    if (!a.sandbox) return true;
     net::SandboxOptions sandbox;
     sandbox.mbox = true;
     sandbox.delivery = true;
     if (auto r = net::apply_worker_sandbox(sandbox); !r) {
       spdlog::critical("lmtp: sandbox: {}; exiting", r.error().message);
-      return kExitError;
+      return false;
     }
+    return true;
+  });
+  if (!serving) {
+    server.stop();
+    return kExitError;
   }
   // Until SIGTERM or SIGINT (SIGHUP: nothing of LMTP is re-read).
   for (;;) {

@@ -276,8 +276,6 @@ class HandoffDestination final : public Destination {
   // One message to one recipient, reconnecting once when a kept connection
   // turns out to be dead before the server answered anything.
   Outcome deliver(const std::string& sender, const std::string& rcpt, std::string_view message) {
-    std::uint64_t size = 0;
-    const std::string data = smtp::data_encode(message, &size);
     for (int attempt = 0;; ++attempt) {
       bool reused = conn_ != nullptr;
       if (conn_ && conn_->stale()) {
@@ -305,7 +303,7 @@ class HandoffDestination final : public Destination {
         }
         down_.reset();
       }
-      Outcome o = transaction(sender, rcpt, data, size, smtp::has_8bit(message));
+      Outcome o = transaction(sender, rcpt, message);
       if (o.kind == Outcome::Kind::broken) conn_.reset();
       const bool closing = o.kind == Outcome::Kind::refused && o.reply.code == 421;
       if (closing) conn_.reset();
@@ -362,9 +360,12 @@ class HandoffDestination final : public Destination {
     if (!r || !r->positive()) conn_.reset();
   }
 
-  // MAIL, RCPT, DATA and the data on the open connection.
-  Outcome transaction(const std::string& sender, const std::string& rcpt, const std::string& data,
-                      std::uint64_t size, bool eight_bit) {
+  // MAIL, RCPT and the message on the open connection: by BDAT LAST when
+  // the server offers CHUNKING (RFC 3030), else by DATA. Pipelined (RFC
+  // 2920), a BDAT transaction is one write and one read: MAIL, RCPT, BDAT
+  // and the message out, their three replies back; DATA needs two.
+  Outcome transaction(const std::string& sender, const std::string& rcpt,
+                      std::string_view message) {
     Outcome o;
     auto broken = [&](const std::string& stage, Error e) {
       o.kind = Outcome::Kind::broken;
@@ -379,55 +380,80 @@ class HandoffDestination final : public Destination {
       o.reply = std::move(r);
       return o;
     };
+    const bool chunking = ext_.chunking;
+    std::uint64_t size = 0;
+    const std::string data =
+        chunking ? smtp::chunk_encode(message) : smtp::data_encode(message, &size);
+    if (chunking) size = data.size();
     std::string mail = "MAIL FROM:<" + sender + ">";
     if (ext_.size) mail += " SIZE=" + std::to_string(size);
-    if (eight_bit && ext_.eightbitmime) mail += " BODY=8BITMIME";
+    if (smtp::has_8bit(message) && ext_.eightbitmime) mail += " BODY=8BITMIME";
     mail += "\r\n";
     const std::string rcpt_cmd = "RCPT TO:<" + rcpt + ">\r\n";
+    // The last command: DATA (its 354 comes before the message), or BDAT
+    // with the message behind it (its reply is the final one).
+    const std::string last_cmd =
+        chunking ? "BDAT " + std::to_string(data.size()) + " LAST\r\n" : std::string("DATA\r\n");
     const milliseconds t = opts_.smtp_command_timeout;
-    const char* stages[3] = {"MAIL FROM", "RCPT TO", "DATA"};
+    const milliseconds block = std::min(t, milliseconds(limits::kSmtpDataBlockTimeout));
+    const char* stages[3] = {"MAIL FROM", "RCPT TO", chunking ? "end of data" : "DATA"};
+    // The reply to the last command: 354 for DATA, 2xx after BDAT LAST.
+    auto last_ok = [&](const smtp::Reply& r) { return chunking ? r.positive() : r.code == 354; };
+    auto last_timeout = [&] { return chunking ? opts_.smtp_final_dot_timeout : t; };
 
     std::optional<smtp::Reply> failed;  // the first refusal
     const char* failed_stage = "";
     if (ext_.pipelining) {
-      // RFC 2920 §3.1: MAIL, RCPT and DATA in one write, the replies in order.
-      if (auto w = conn_->write(mail + rcpt_cmd + "DATA\r\n", t); !w)
+      // RFC 2920 §3.1: MAIL, RCPT and DATA (or BDAT and its chunk) in one
+      // write, the replies in order.
+      if (chunking) {
+        if (auto w = conn_->write(mail + rcpt_cmd + last_cmd + data, block); !w)
+          return broken("MAIL FROM", w.error());
+      } else if (auto w = conn_->write(mail + rcpt_cmd + last_cmd, t); !w) {
         return broken("MAIL FROM", w.error());
+      }
       for (int i = 0; i < 3; ++i) {
-        auto r = conn_->read_reply(t);
+        auto r = conn_->read_reply(i < 2 ? t : last_timeout());
         if (!r) return broken(stages[i], r.error());
         o.nothing_sent = false;
-        const bool ok = i < 2 ? r->positive() : r->code == 354;
+        const bool ok = i < 2 ? r->positive() : last_ok(*r);
         if (failed) {
-          // DATA accepted although MAIL or RCPT failed (RFC 2920 §3.1 says
-          // it must not be): drop the connection, so nothing is delivered.
-          if (i == 2 && r->code == 354) conn_.reset();
+          // DATA or BDAT LAST accepted although MAIL or RCPT failed (RFC
+          // 2920 §3.1 and RFC 3030 §2 say it must not be): drop the
+          // connection. With DATA nothing is delivered then; after BDAT a
+          // delivery cannot be told, and the message stays on the POP3
+          // server (a duplicate at worst, never a loss).
+          if (i == 2 && ok) conn_.reset();
           continue;
         }
         if (!ok) {
-          if (i == 2 && r->positive())
+          if (i == 2 && !chunking && r->positive())
             return broken("DATA", make_error(Errc::invalid, "DATA answered " + r->shown()));
           failed = std::move(*r);
           failed_stage = stages[i];
         }
       }
       if (failed) return refused(failed_stage, std::move(*failed));
+      if (chunking) return o;
     } else {
-      const std::string cmds[3] = {mail, rcpt_cmd, "DATA\r\n"};
+      const std::string cmds[3] = {mail, rcpt_cmd, last_cmd};
       for (int i = 0; i < 3; ++i) {
         if (auto w = conn_->write(cmds[i], t); !w) return broken(stages[i], w.error());
-        auto r = conn_->read_reply(t);
+        if (i == 2 && chunking) {
+          if (auto w = conn_->write(data, block); !w) return broken("message data", w.error());
+        }
+        auto r = conn_->read_reply(i < 2 ? t : last_timeout());
         if (!r) return broken(stages[i], r.error());
         o.nothing_sent = false;
-        const bool ok = i < 2 ? r->positive() : r->code == 354;
+        const bool ok = i < 2 ? r->positive() : last_ok(*r);
         if (!ok) {
-          if (i == 2 && r->positive())
+          if (i == 2 && !chunking && r->positive())
             return broken("DATA", make_error(Errc::invalid, "DATA answered " + r->shown()));
           return refused(stages[i], std::move(*r));
         }
       }
+      if (chunking) return o;
     }
-    const milliseconds block = std::min(t, milliseconds(limits::kSmtpDataBlockTimeout));
     if (auto w = conn_->write(data, block); !w) return broken("message data", w.error());
     // SMTP: one reply; LMTP (RFC 2033 §4.2): one per accepted recipient, here one.
     auto r = conn_->read_reply(opts_.smtp_final_dot_timeout);

@@ -117,6 +117,7 @@ Extensions parse_extensions(const Reply& ehlo) {
     x.keywords.push_back(printable(kw, {.max = 64, .hex_escape = false}));
     if (kw == "PIPELINING") x.pipelining = true;
     if (kw == "8BITMIME") x.eightbitmime = true;
+    if (kw == "CHUNKING") x.chunking = true;
     if (kw == "ENHANCEDSTATUSCODES") x.enhanced_codes = true;
     if (kw == "SIZE") {
       x.size = true;
@@ -153,8 +154,12 @@ bool has_8bit(std::string_view message) {
   return false;
 }
 
-std::string data_encode(std::string_view message, std::uint64_t* size) {
-  std::uint64_t stuffed = 0;
+namespace {
+
+// CRLF line ends (a final one added), and with `stuff` a leading "." doubled;
+// `stuffed` gets the number of doubled dots.
+std::string encode_lines(std::string_view message, bool stuff, std::uint64_t& stuffed) {
+  stuffed = 0;
   std::string out;
   out.reserve(message.size() + message.size() / 32 + 8);
   std::size_t pos = 0;
@@ -163,7 +168,7 @@ std::string data_encode(std::string_view message, std::uint64_t* size) {
     const bool last = nl == std::string_view::npos;
     std::string_view line = message.substr(pos, last ? std::string_view::npos : nl - pos);
     if (!last && !line.empty() && line.back() == '\r') line.remove_suffix(1);  // a CRLF ending
-    if (!line.empty() && line[0] == '.') {
+    if (stuff && !line.empty() && line[0] == '.') {
       out += '.';
       ++stuffed;
     }
@@ -171,9 +176,22 @@ std::string data_encode(std::string_view message, std::uint64_t* size) {
     out += "\r\n";
     pos = last ? message.size() : nl + 1;
   }
+  return out;
+}
+
+}  // namespace
+
+std::string data_encode(std::string_view message, std::uint64_t* size) {
+  std::uint64_t stuffed = 0;
+  std::string out = encode_lines(message, true, stuffed);
   if (size != nullptr) *size = out.size() - stuffed;
   out += ".\r\n";
   return out;
+}
+
+std::string chunk_encode(std::string_view message) {
+  std::uint64_t stuffed = 0;
+  return encode_lines(message, false, stuffed);
 }
 
 }  // namespace apop::client::smtp

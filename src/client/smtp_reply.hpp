@@ -62,6 +62,7 @@ struct Extensions {
   bool size = false;                  // RFC 1870
   std::uint64_t size_max = 0;         // SIZE's parameter, 0: no limit given
   bool eightbitmime = false;          // RFC 6152
+  bool chunking = false;              // RFC 3030 BDAT
   bool enhanced_codes = false;        // RFC 2034 ENHANCEDSTATUSCODES
   std::vector<std::string> keywords;  // upper-case, as offered
 };
@@ -87,5 +88,11 @@ bool has_8bit(std::string_view message);
 // `size` (if given) gets the message's size for SIZE=n (RFC 1870 §3: CRLF
 // line ends counted, the doubled dots and the terminating ".\r\n" not).
 std::string data_encode(std::string_view message, std::uint64_t* size = nullptr);
+
+// The BDAT content for `message` (RFC 3030): the same line ends as
+// data_encode() sends (every line ending as CRLF, a final CRLF added if
+// missing), without dot-stuffing or terminator; its size is the chunk's
+// size and SIZE='s.
+std::string chunk_encode(std::string_view message);
 
 }  // namespace apop::client::smtp

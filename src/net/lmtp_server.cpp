@@ -13,6 +13,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <variant>
 
@@ -228,7 +229,7 @@ void LmtpServer::log_listening() const {
   for (const Listener& l : impl_->listeners) spdlog::info("listening on {} (lmtp)", l.where);
 }
 
-void LmtpServer::start() {
+bool LmtpServer::start(const std::function<bool()>& before_serving) {
   for (Listener& l : impl_->listeners) {
     std::visit(
         [this](auto& acceptor) {
@@ -236,9 +237,16 @@ void LmtpServer::start() {
         },
         l.acceptor);
   }
+  std::promise<bool> gate;
+  std::shared_future<bool> open = gate.get_future().share();
   for (unsigned i = 0; i < std::max(1u, impl_->options.threads); ++i) {
-    impl_->threads.emplace_back([this] { impl_->io.run(); });
+    impl_->threads.emplace_back([this, open] {
+      if (open.get()) impl_->io.run();
+    });
   }
+  const bool go = !before_serving || before_serving();
+  gate.set_value(go);
+  return go;
 }
 
 void LmtpServer::stop() {

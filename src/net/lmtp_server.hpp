@@ -90,8 +90,12 @@ class LmtpServer {
   Result<void> adopt(std::vector<BoundLmtpListener> listeners);
   // log_lmtp_listening() of the adopted listeners.
   void log_listening() const;
-  // Serves on `options.threads` threads of its own until stop().
-  void start();
+  // Serves on `options.threads` threads of its own until stop(). The
+  // threads exist before `before_serving` runs (in the caller's thread) but
+  // take no connection until it returned true: a seccomp filter installed
+  // there with TSYNC covers them before any client byte is read. False:
+  // nothing is served (call stop()).
+  bool start(const std::function<bool()>& before_serving = {});
   // Closes the listeners, ends open sessions (a message not yet
   // acknowledged is not stored: the client retries) and joins the thread.
   void stop();

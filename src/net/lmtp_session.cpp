@@ -49,6 +49,11 @@ void LmtpSession::reset_transaction() {
   message_.clear();
   too_big_ = false;
   line_start_ = true;
+  chunk_left_ = 0;
+  chunk_last_ = false;
+  chunking_ = false;
+  pending_cr_ = false;
+  chunk_refusal_.clear();
   if (state_ != State::start) state_ = State::ready;
 }
 
@@ -67,6 +72,17 @@ std::string LmtpSession::feed(std::string_view bytes) {
   in_.append(bytes);
   std::size_t pos = 0;
   while (!closed_) {
+    if (state_ == State::chunk) {
+      // BDAT's octets, whatever they hold; never buffered beyond this call.
+      const auto take =
+          static_cast<std::size_t>(std::min<std::uint64_t>(in_.size() - pos, chunk_left_));
+      chunk_data(std::string_view(in_).substr(pos, take));
+      pos += take;
+      chunk_left_ -= take;
+      if (chunk_left_ > 0) break;
+      end_of_chunk(out);
+      continue;
+    }
     const auto lf = in_.find('\n', pos);
     if (state_ == State::data) {
       if (lf == std::string::npos) {
@@ -131,6 +147,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
     reply(out, "250-PIPELINING");
     reply(out, "250-ENHANCEDSTATUSCODES");
     reply(out, "250-8BITMIME");
+    reply(out, "250-CHUNKING");
     reply(out, "250 SIZE " + std::to_string(config_.max_message_size));
     return;
   }
@@ -180,6 +197,7 @@ void LmtpSession::command(std::string_view line, std::string& out) {
   }
   if (iequals(verb, "RCPT")) {
     if (state_ != State::mail) return bad(out, "503 5.5.1 MAIL first");
+    if (chunking_) return bad(out, "503 5.5.1 RCPT after BDAT");
     if (!istarts_with(arg, "TO:")) return bad(out, "501 5.5.4 Syntax: RCPT TO:<address>");
     auto path = take_path(trim(arg.substr(3), " "));
     if (!path || path->first.empty() || !trim(path->second, " ").empty()) {
@@ -209,17 +227,113 @@ void LmtpSession::command(std::string_view line, std::string& out) {
   if (iequals(verb, "DATA")) {
     if (!arg.empty()) return bad(out, "501 5.5.4 DATA takes no argument");
     if (state_ != State::mail) return bad(out, "503 5.5.1 MAIL first");
+    if (chunking_) return bad(out, "503 5.5.1 DATA after BDAT (RFC 3030)");
     if (recipients_.empty()) return bad(out, "503 5.5.1 No valid recipients");
     state_ = State::data;
     line_start_ = true;
     return reply(out, "354 Send the message, end with <CRLF>.<CRLF>");
   }
-  if (iequals(verb, "BDAT") || iequals(verb, "STARTTLS") || iequals(verb, "AUTH") ||
-      iequals(verb, "EXPN") || iequals(verb, "HELP") || iequals(verb, "TURN") ||
-      iequals(verb, "ETRN")) {
+  if (iequals(verb, "BDAT")) return bdat(arg, out);
+  if (iequals(verb, "STARTTLS") || iequals(verb, "AUTH") || iequals(verb, "EXPN") ||
+      iequals(verb, "HELP") || iequals(verb, "TURN") || iequals(verb, "ETRN")) {
     return bad(out, "502 5.5.1 Command not implemented");
   }
   bad(out, "500 5.5.2 Unknown command");
+}
+
+// "BDAT size [LAST]" (RFC 3030 §2). Its octets follow whether it is
+// accepted or not: a refused BDAT drops them and answers once they are read.
+void LmtpSession::bdat(std::string_view arg, std::string& out) {
+  const auto space = arg.find(' ');
+  const std::string_view size_text = arg.substr(0, space);
+  const std::string_view marker =
+      space == std::string_view::npos ? std::string_view{} : trim(arg.substr(space + 1), " ");
+  const auto size = parse_decimal<std::uint64_t>(size_text, {.max_digits = 20});
+  if (!size) {
+    // The octets that follow cannot be told from commands: nothing more is read.
+    reply(out, "421 4.5.4 Bad BDAT chunk size, closing");
+    closed_ = true;
+    return;
+  }
+  const bool last = iequals(marker, "LAST");
+  if (!marker.empty() && !last) {
+    chunk_refusal_ = "501 5.5.4 Syntax: BDAT size [LAST]";
+  } else if (state_ == State::start) {
+    chunk_refusal_ = "503 5.5.1 LHLO first";
+  } else if (state_ != State::mail) {
+    chunk_refusal_ = "503 5.5.1 MAIL first";
+  } else if (recipients_.empty()) {
+    chunk_refusal_ = "503 5.5.1 No valid recipients";
+  }
+  chunking_ = true;
+  chunk_last_ = last;
+  chunk_left_ = *size;
+  before_chunk_ = state_;
+  state_ = State::chunk;
+  if (*size == 0) end_of_chunk(out);
+}
+
+// Appends message octets, checking the size limit (a message too big is
+// dropped, its remaining octets read and ignored: 552 at the end).
+void LmtpSession::append_message(std::string_view bytes) {
+  if (too_big_) return;
+  if (bytes.size() > config_.max_message_size - message_.size()) {
+    too_big_ = true;
+    message_.clear();
+    message_.shrink_to_fit();
+    return;
+  }
+  message_.append(bytes);
+}
+
+// A piece of a chunk: CRLF stored as LF, as DATA's lines are.
+void LmtpSession::chunk_data(std::string_view d) {
+  if (!chunk_refusal_.empty() || d.empty()) return;
+  if (pending_cr_) {
+    pending_cr_ = false;
+    if (d.front() == '\n') {
+      append_message("\n");
+      d.remove_prefix(1);
+    } else {
+      append_message("\r");
+    }
+  }
+  while (!d.empty()) {
+    const auto cr = d.find('\r');
+    if (cr == std::string_view::npos) return append_message(d);
+    append_message(d.substr(0, cr));
+    if (cr + 1 == d.size()) {
+      pending_cr_ = true;  // its LF may start the next piece
+      return;
+    }
+    if (d[cr + 1] == '\n') {
+      append_message("\n");
+      d.remove_prefix(cr + 2);
+    } else {
+      append_message("\r");
+      d.remove_prefix(cr + 1);
+    }
+  }
+}
+
+// A chunk's octets are all read: its reply, or for LAST the message's
+// (one per recipient, as after DATA).
+void LmtpSession::end_of_chunk(std::string& out) {
+  if (!chunk_refusal_.empty()) {
+    const std::string refusal = std::move(chunk_refusal_);
+    state_ = before_chunk_;  // a BDAT before LHLO leaves the session unhelloed
+    reset_transaction();
+    return bad(out, refusal);
+  }
+  if (!chunk_last_) {
+    state_ = State::mail;
+    return reply(out, "250 2.0.0 Chunk received");
+  }
+  if (pending_cr_) {
+    pending_cr_ = false;
+    append_message("\r");
+  }
+  end_of_data(out);
 }
 
 // One line of the message (`complete`: it ended with LF, which is not in

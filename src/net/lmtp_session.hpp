@@ -6,11 +6,21 @@
 // Offered: PIPELINING (RFC 2920: every complete command in the input is
 // answered in order, in one output), ENHANCEDSTATUSCODES (RFC 2034: every
 // reply but the greeting and LHLO's carries one), 8BITMIME (RFC 6152: BODY=
-// 7BIT or 8BITMIME accepted; bytes are stored as received) and SIZE (RFC
-// 1870). LMTP's difference to SMTP: LHLO instead of HELO/EHLO (refused with
-// 500, RFC 2033 §4.1), and after the final "." one reply per accepted
+// 7BIT or 8BITMIME accepted; bytes are stored as received), SIZE (RFC
+// 1870) and CHUNKING (RFC 3030: BDAT, see below). LMTP's difference to
+// SMTP: LHLO instead of HELO/EHLO (refused with 500, RFC 2033 §4.1), and
+// after the final "." (or BDAT LAST's chunk) one reply per accepted
 // recipient, in RCPT order (§4.2), each recipient's copy stored atomically
 // on its own.
+//
+// BDAT: "BDAT size [LAST]" is followed by exactly `size` octets of the
+// message, neither dot-stuffed nor terminated; pipelined, MAIL + RCPT +
+// BDAT LAST + the message take one round trip instead of DATA's two. The
+// octets are read even when the BDAT is refused (no MAIL, no recipient,
+// DATA's transaction), so they are never taken for commands; a size that
+// does not parse closes the session (the chunk's end cannot be found).
+// Line ends are stored as DATA's are: CRLF as LF, a bare CR kept, also
+// when a chunk ends between CR and LF.
 #pragma once
 
 #include <cstddef>
@@ -80,13 +90,17 @@ class LmtpSession {
   bool closed() const { return closed_; }
   // Whether a message is being received (DATA's 354 sent, "." not yet seen):
   // the driver's timeout is then the data block's.
-  bool in_data() const { return state_ == State::data; }
+  bool in_data() const { return state_ == State::data || state_ == State::chunk; }
 
  private:
-  enum class State { start, ready, mail, data };
+  enum class State { start, ready, mail, data, chunk };
   void command(std::string_view line, std::string& out);
+  void bdat(std::string_view arg, std::string& out);
   void data_line(std::string_view line, bool complete, std::string& out);
+  void chunk_data(std::string_view bytes);
+  void end_of_chunk(std::string& out);
   void end_of_data(std::string& out);
+  void append_message(std::string_view bytes);
   void bad(std::string& out, std::string_view reply);
   void reset_transaction();
   std::string trace(std::string_view address) const;
@@ -106,6 +120,13 @@ class LmtpSession {
   std::vector<std::string> recipients_;  // accounts (local parts)
   std::vector<std::string> addresses_;   // their RCPT TO paths, for Received
   std::string message_;
+  // BDAT (State::chunk while its octets arrive).
+  std::uint64_t chunk_left_ = 0;  // octets of the current chunk still to come
+  bool chunk_last_ = false;       // the current chunk is BDAT ... LAST
+  bool chunking_ = false;         // this transaction's message comes by BDAT
+  bool pending_cr_ = false;       // the data so far ends in a CR (CRLF across chunks)
+  std::string chunk_refusal_;     // non-empty: the BDAT was refused; its octets are dropped
+  State before_chunk_ = State::start;
 };
 
 }  // namespace apop::net

@@ -13,6 +13,7 @@
 
 import json
 import os
+import smtplib
 import socketserver
 import threading
 import unittest
@@ -79,6 +80,13 @@ class LmtpDovecotTest(FetchHandoffBase):
         self.assertEqual(sorted(got), sorted(MSGS), self.dv.log())
 
     def test_unix_socket(self):
+        # Dovecot offers CHUNKING: the messages go by BDAT LAST (RFC 3030), and
+        # must arrive byte for byte as by DATA.
+        lmtp = smtplib.LMTP(self.dv.lmtp_socket)
+        self.addCleanup(lmtp.close)
+        self.assertEqual(lmtp.ehlo("t")[0], 250)
+        self.assertTrue(lmtp.has_extn("chunking"))
+        lmtp.quit()
         with self.env.server() as srv:
             s = self.fetch(srv.port, "lmtp:unix:" + self.dv.lmtp_socket, "--deliver-to", "bob")
             self.assertEqual(s["messages"]["stored"], 3, s)

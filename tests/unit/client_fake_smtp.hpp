@@ -39,6 +39,7 @@ class FakeSmtp {
   std::vector<std::string> commands;  // every command line (not message data)
   std::vector<std::string> chunks;    // command octets per recv() (pipelining check)
   std::vector<std::string> messages;  // raw DATA content (dot-stuffed, CRLF, without ".")
+                                      // or BDAT chunks joined (offer "CHUNKING" for BDAT)
   int connections = 0;
 
   explicit FakeSmtp(const std::string& unix_path) {
@@ -109,6 +110,19 @@ class FakeSmtp {
     if (reply.empty()) return;
     std::string out = reply + "\r\n";
     (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+  }
+  // Exactly `n` octets into `out` (BDAT's chunk); false on EOF or stop.
+  bool octets(int fd, std::string& buf, std::size_t n, std::string& out) {
+    while (buf.size() < n) {
+      if (!wait(fd)) return false;
+      char tmp[65536];
+      const ssize_t got = ::recv(fd, tmp, sizeof tmp, 0);
+      if (got <= 0) return false;
+      buf.append(tmp, static_cast<std::size_t>(got));
+    }
+    out = buf.substr(0, n);
+    buf.erase(0, n);
+    return true;
   }
   // Next line into `line` (without CRLF); false on EOF or stop.
   bool line(int fd, std::string& buf, std::string& out, bool command) {
@@ -188,7 +202,33 @@ class FakeSmtp {
         send(fd, final_reply(n));
         mail_ok = rcpt_ok = false;
         if (n == close_after) return;
+      } else if (verb == "BDAT") {
+        // "BDAT n [LAST]": the n octets follow at once, read whatever the reply.
+        const std::string arg = l.substr(5);
+        const std::size_t size = std::stoul(arg.substr(0, arg.find(' ')));
+        const bool last = arg.find(" LAST") != std::string::npos;
+        std::string data;
+        if (!octets(fd, buf, size, data)) return;
+        if (!(mail_ok && rcpt_ok) && !pretend_data_ok) {
+          send(fd, "503 5.5.1 no valid recipients");
+          chunked_.clear();
+          continue;
+        }
+        chunked_ += data;
+        if (!last) {
+          send(fd, "250 2.0.0 chunk ok");
+          continue;
+        }
+        {
+          auto g = lock();
+          messages.push_back(std::move(chunked_));
+        }
+        chunked_.clear();
+        send(fd, final_reply(n));
+        mail_ok = rcpt_ok = false;
+        if (n == close_after) return;
       } else if (verb == "RSET") {
+        chunked_.clear();
         mail_ok = rcpt_ok = false;
         send(fd, "250 2.0.0 reset");
       } else if (verb == "QUIT") {
@@ -200,6 +240,7 @@ class FakeSmtp {
     }
   }
 
+  std::string chunked_;  // BDAT chunks of the current transaction
   int transactions_ = -1;
   int listen_fd_ = -1;
   int stop_pipe_[2] = {-1, -1};

@@ -99,6 +99,10 @@ TEST(SmtpReply, DataEncoding) {
   // A CR that ends no line is data, not a line end (it once became an
   // extra empty line when it was the last octet; found by fuzz_smtp_reply).
   EXPECT_EQ(smtp::data_encode("a\n\r"), "a\r\n\r\r\n.\r\n");
+  // BDAT's content: the same line ends, no stuffing, no terminator.
+  EXPECT_EQ(smtp::chunk_encode("a\n.b\r\n..c\nd"), "a\r\n.b\r\n..c\r\nd\r\n");
+  EXPECT_EQ(smtp::chunk_encode(""), "");
+  EXPECT_EQ(smtp::chunk_encode("a\n\r"), "a\r\n\r\r\n");
   EXPECT_TRUE(smtp::has_8bit("caf\xc3\xa9"));
   EXPECT_FALSE(smtp::has_8bit("plain"));
 }
@@ -243,6 +247,102 @@ TEST_F(HandoffTest, WithoutPipeliningOneCommandAtATime) {
   ASSERT_GE(c.size(), 2u);
   // No SIZE offered: no SIZE=; 8-bit content and 8BITMIME: BODY=8BITMIME.
   EXPECT_EQ(c[1], "MAIL FROM:<alice@example.org> BODY=8BITMIME");
+}
+
+// RFC 3030 offered with PIPELINING: MAIL, RCPT, BDAT LAST and the message
+// in one write (one round trip per message), not dot-stuffed.
+TEST_F(HandoffTest, ChunkingSendsBdatLastInOneWrite) {
+  server_.extensions.push_back("CHUNKING");
+  server_.start();
+  {
+    auto d = open();
+    ASSERT_TRUE(d->store(kMsg, meta()));
+    ASSERT_TRUE(d->store("Subject: 2\n\nsecond", meta()));
+  }
+  server_.stop();
+  EXPECT_EQ(server_.connections, 1);
+  ASSERT_EQ(server_.messages.size(), 2u);
+  const std::string first =
+      "Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nline\r\n.dot line\r\n..two\r\n"
+      "end\r\n";
+  EXPECT_EQ(server_.messages[0], first);
+  EXPECT_EQ(server_.messages[1], "Subject: 2\r\n\r\nsecond\r\n");
+  const auto c = commands();
+  ASSERT_EQ(c.size(), 8u);
+  EXPECT_EQ(c[1], "MAIL FROM:<alice@example.org> SIZE=" + std::to_string(first.size()));
+  EXPECT_EQ(c[2], "RCPT TO:<bob@example.net>");
+  EXPECT_EQ(c[3], "BDAT " + std::to_string(first.size()) + " LAST");
+  EXPECT_EQ(c.back(), "QUIT");
+  bool one_write = false;
+  for (const auto& ch : server_.chunks) {
+    one_write = one_write || (ch.find("MAIL FROM") != std::string::npos &&
+                              ch.find("BDAT ") != std::string::npos &&
+                              ch.find("..two\r\nend\r\n") != std::string::npos);
+  }
+  EXPECT_TRUE(one_write);
+}
+
+TEST_F(HandoffTest, ChunkingRefusalsAreReportedAtTheirStage) {
+  server_.extensions.push_back("CHUNKING");
+  server_.rcpt_reply = [](int n) { return n == 0 ? "550 5.1.1 no such user" : "250 2.1.5 ok"; };
+  server_.final_reply = [](int n) {
+    return n == 1 ? "452 4.2.2 mailbox full" : "250 2.0.0 queued";
+  };
+  server_.start();
+  {
+    auto d = open();
+    auto r = d->store("a\n", meta());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::permanent);
+    EXPECT_NE(r.error().message.find("at RCPT TO: 550 5.1.1"), std::string::npos)
+        << r.error().message;
+    auto t = d->store("b\n", meta());
+    ASSERT_FALSE(t);
+    EXPECT_EQ(t.error().code, Errc::temporary);
+    EXPECT_NE(t.error().message.find("at end of data: 452 4.2.2"), std::string::npos)
+        << t.error().message;
+    EXPECT_TRUE(d->store("c\n", meta()));
+  }
+  server_.stop();
+  EXPECT_EQ(server_.connections, 1);  // the refusals kept the connection
+  // The fake records every complete message, refused at the end or not.
+  EXPECT_EQ(server_.messages, (std::vector<std::string>{"b\r\n", "c\r\n"}));
+}
+
+TEST_F(HandoffTest, ChunkingWithoutPipeliningWaitsForEachReply) {
+  server_.extensions = {"CHUNKING", "SIZE 1000"};
+  server_.start();
+  {
+    auto d = open();
+    ASSERT_TRUE(d->store("x\n.y\n", meta()));
+  }
+  server_.stop();
+  EXPECT_EQ(server_.messages, std::vector<std::string>{"x\r\n.y\r\n"});
+  for (const auto& ch : server_.chunks) {
+    EXPECT_FALSE(ch.find("MAIL FROM") != std::string::npos &&
+                 ch.find("RCPT TO") != std::string::npos)
+        << ch;
+  }
+  EXPECT_EQ(commands()[3], "BDAT 7 LAST");
+}
+
+// A broken server accepting BDAT LAST after refusing RCPT: reported as the
+// refusal (the message stays on the POP3 server), the connection dropped.
+TEST_F(HandoffTest, ChunkAcceptedAfterRefusedRecipientIsTheRefusal) {
+  server_.extensions.push_back("CHUNKING");
+  server_.pretend_data_ok = true;
+  server_.rcpt_reply = [](int n) { return n == 0 ? "451 4.3.0 later" : "250 2.1.5 ok"; };
+  server_.start();
+  {
+    auto d = open();
+    auto r = d->store("a\n", meta());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::temporary);
+    EXPECT_NE(r.error().message.find("at RCPT TO"), std::string::npos) << r.error().message;
+    EXPECT_TRUE(d->store("b\n", meta()));
+  }
+  server_.stop();
+  EXPECT_EQ(server_.connections, 2);
 }
 
 TEST_F(HandoffTest, SizeIsTheDataSize) {

@@ -72,7 +72,7 @@ TEST_F(LmtpSessionTest, GreetingAndLhloExtensions) {
   EXPECT_EQ(s().greeting(), "220 mx.example LMTP ready\r\n");
   EXPECT_EQ(feed("LHLO client.example\r\n"),
             "250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
-            "250 SIZE 1000\r\n");
+            "250-CHUNKING\r\n250 SIZE 1000\r\n");
   EXPECT_EQ(feed("LHLO\r\n"), "501 5.5.4 LHLO needs a host name\r\n");
 }
 
@@ -134,7 +134,7 @@ TEST_F(LmtpSessionTest, PipelinedTransactionAnsweredInOrderInOneOutput) {
   EXPECT_EQ(feed("LHLO c\r\nMAIL FROM:<s@x> SIZE=10 BODY=8BITMIME\r\nRCPT TO:<alice@x>\r\n"
                  "RCPT TO:<ghost@x>\r\nDATA\r\nbody\r\n.\r\nQUIT\r\nNOOP\r\n"),
             "250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
-            "250 SIZE 1000\r\n250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
+            "250-CHUNKING\r\n250 SIZE 1000\r\n250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
             "550 5.1.1 No such user\r\n354 Send the message, end with <CRLF>.<CRLF>\r\n"
             "250 2.0.0 Delivered to alice\r\n221 2.0.0 Bye\r\n");
   EXPECT_TRUE(s().closed());
@@ -282,8 +282,88 @@ TEST_F(LmtpSessionTest, SyntaxErrors) {
   EXPECT_EQ(feed("RCPT TO:<>\r\n"), "501 5.1.3 Bad recipient address\r\n");
   EXPECT_EQ(feed("RCPT TO:<a b@x>\r\n"), "501 5.1.3 Bad recipient address\r\n");
   EXPECT_EQ(feed("DATA now\r\n"), "501 5.5.4 DATA takes no argument\r\n");
-  EXPECT_EQ(feed("BDAT 10\r\n"), "502 5.5.1 Command not implemented\r\n");
   EXPECT_EQ(feed("WHAT\r\n"), "500 5.5.2 Unknown command\r\n");
+}
+
+// RFC 3030 with RFC 2033 §4.2: MAIL, RCPT and BDAT LAST with the message in
+// one pipelined write, one output: one reply per command, then one per
+// accepted recipient; the octets are neither dot-unstuffed nor terminated.
+TEST_F(LmtpSessionTest, BdatLastPipelinedInOneRoundTrip) {
+  const std::string msg = "Subject: b\r\n\r\n.leading dot kept\r\n.\r\nend";
+  EXPECT_EQ(feed("LHLO c\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<ghost@x>\r\n"
+                 "RCPT TO:<bob@x>\r\nBDAT " +
+                 std::to_string(msg.size()) + " LAST\r\n" + msg + "NOOP\r\n"),
+            "250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
+            "250-CHUNKING\r\n250 SIZE 1000\r\n250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
+            "550 5.1.1 No such user\r\n250 2.1.5 Recipient OK\r\n"
+            "250 2.0.0 Delivered to alice\r\n250 2.0.0 Delivered to bob\r\n250 2.0.0 OK\r\n");
+  const std::string stored = "Subject: b\n\n.leading dot kept\n.\nend";
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{stored});
+  EXPECT_EQ(store.stored["bob"], std::vector<std::string>{stored});
+  EXPECT_EQ(store.traces["alice"].size(), 1u);
+  // The transaction is over.
+  EXPECT_EQ(feed("MAIL FROM:<>\r\n"), "250 2.1.0 Sender OK\r\n");
+}
+
+// Several chunks, split anywhere (a byte at a time too), CRLF cut between
+// chunks, a bare CR kept, BDAT 0 LAST ending the message.
+TEST_F(LmtpSessionTest, BdatChunksAndCrlfAcrossChunks) {
+  const std::string in =
+      "LHLO c\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nBDAT 4\r\na\rb\rBDAT 3\r\n\nc\r"
+      "BDAT 0 LAST\r\n";
+  for (std::size_t step : {in.size(), std::size_t{1}, std::size_t{5}}) {
+    store.stored.clear();
+    session.reset();
+    std::string out;
+    for (std::size_t pos = 0; pos < in.size(); pos += step) out += feed(in.substr(pos, step));
+    EXPECT_NE(out.find("250 2.0.0 Chunk received\r\n250 2.0.0 Chunk received\r\n"
+                       "250 2.0.0 Delivered to alice\r\n"),
+              std::string::npos)
+        << out;
+    EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"a\rb\nc\r"}) << step;
+  }
+}
+
+// A refused BDAT's octets are read and dropped, never taken for commands.
+TEST_F(LmtpSessionTest, RefusedBdatSwallowsItsOctets) {
+  EXPECT_EQ(feed("BDAT 12\r\nQUIT\r\nQUIT\r\n"), "503 5.5.1 LHLO first\r\n");
+  EXPECT_FALSE(s().closed());
+  EXPECT_EQ(feed("MAIL FROM:<s@x>\r\n"), "503 5.5.1 LHLO first\r\n");  // still unhelloed
+  lhlo();
+  EXPECT_EQ(feed("BDAT 6 LAST\r\nRSET\r\n"), "503 5.5.1 MAIL first\r\n");
+  // No valid recipient: refused, the transaction ends.
+  EXPECT_EQ(feed("MAIL FROM:<s@x>\r\nRCPT TO:<ghost@x>\r\nBDAT 6 LAST\r\nQUIT\r\n"),
+            "250 2.1.0 Sender OK\r\n550 5.1.1 No such user\r\n"
+            "503 5.5.1 No valid recipients\r\n");
+  EXPECT_FALSE(s().closed());
+  EXPECT_EQ(feed("RCPT TO:<alice@x>\r\n"), "503 5.5.1 MAIL first\r\n");
+  EXPECT_EQ(feed("BDAT 4 FIRST\r\nQUIT"), "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+  EXPECT_TRUE(store.stored.empty());
+  // DATA and BDAT do not mix; no RCPT after a chunk.
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nBDAT 1\r\nx");
+  EXPECT_EQ(feed("DATA\r\n"), "503 5.5.1 DATA after BDAT (RFC 3030)\r\n");
+  EXPECT_EQ(feed("RCPT TO:<bob@x>\r\n"), "503 5.5.1 RCPT after BDAT\r\n");
+  EXPECT_EQ(feed("BDAT 1 LAST\r\ny"), "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{"xy"});
+  // A size that does not parse: the chunk's end is unknown, the session ends.
+  EXPECT_EQ(feed("BDAT ten\r\nRCPT TO:<x>\r\n"), "421 4.5.4 Bad BDAT chunk size, closing\r\n");
+  EXPECT_TRUE(s().closed());
+}
+
+TEST_F(LmtpSessionTest, BdatOversizeIs552PerRecipientAndRsetDropsChunks) {
+  lhlo();
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<bob@x>\r\n");
+  EXPECT_EQ(feed("BDAT 600\r\n" + std::string(600, 'x')), "250 2.0.0 Chunk received\r\n");
+  EXPECT_EQ(feed("BDAT 401 LAST\r\n" + std::string(401, 'x')),
+            "552 5.3.4 Message too big\r\n552 5.3.4 Message too big\r\n");
+  EXPECT_TRUE(store.stored.empty());
+  // RSET between chunks forgets them.
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\nBDAT 3\r\nold");
+  EXPECT_EQ(feed("RSET\r\n"), "250 2.0.0 OK\r\n");
+  feed("MAIL FROM:<s@x>\r\nRCPT TO:<alice@x>\r\n");
+  EXPECT_EQ(feed("BDAT 1000 LAST\r\n" + std::string(1000, 'z')),
+            "250 2.0.0 Delivered to alice\r\n");
+  EXPECT_EQ(store.stored["alice"], std::vector<std::string>{std::string(1000, 'z')});
 }
 
 TEST_F(LmtpSessionTest, TooManyRecipientsIs452) {
