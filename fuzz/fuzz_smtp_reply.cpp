@@ -43,7 +43,7 @@ void check_reply(const smtp::Reply& r) {
 }
 
 // Undoes data_encode(): CRLF -> LF, one leading dot removed, up to the
-// terminating "." line, which must be the last line.
+// terminating "." line, which must be the last line; and chunk_encode().
 void check_data(std::string_view message) {
   std::uint64_t size = 0;
   const std::string wire = smtp::data_encode(message, &size);
@@ -79,6 +79,17 @@ void check_data(std::string_view message) {
   std::uint64_t crlf_size = back.size();
   for (char c : back) crlf_size += c == '\n' ? 1 : 0;
   if (size != crlf_size) __builtin_trap();
+  // BDAT's content (chunk_encode): the same lines, every LF after a CR, no
+  // stuffing; its length is SIZE='s.
+  const std::string chunk = smtp::chunk_encode(message);
+  if (chunk.size() != size) __builtin_trap();
+  std::string unchunked;
+  for (std::size_t i = 0; i < chunk.size(); ++i) {
+    if (chunk[i] == '\n' && (i == 0 || chunk[i - 1] != '\r')) __builtin_trap();  // bare LF
+    if (chunk[i] == '\r' && i + 1 < chunk.size() && chunk[i + 1] == '\n') continue;
+    unchunked += chunk[i];
+  }
+  if (unchunked != want) __builtin_trap();
 }
 
 }  // namespace
