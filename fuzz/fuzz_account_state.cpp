@@ -4,9 +4,11 @@
 // '\n' host for default_path).
 //
 // Invariants (__builtin_trap): a file that loads is made only of the magic
-// line, valid "uidl" lines and at most one "offer" line; every UIDL in it is
-// then seen(); saving and reloading gives the same state, and saving that
-// again gives the same bytes (the written form is canonical). default_path
+// line, valid "uidl" lines and at most one "offer" line, and may end in an
+// unterminated start of a "uidl" line (torn by a kill during an append);
+// every complete UIDL in it is then seen(); saving and reloading gives the
+// same state, and saving that again gives the same bytes (the written form
+// is canonical); record_seen after the save appends lines that load again. default_path
 // gives one file name component, never a dot file, at most 255 octets.
 #include <unistd.h>
 
@@ -53,7 +55,16 @@ void file(std::string_view contents) {
   std::size_t pos = 0, lineno = 0, offers = 0;
   while (pos < contents.size()) {
     const std::size_t nl = contents.find('\n', pos);
-    if (nl == std::string_view::npos) __builtin_trap();  // unterminated last line accepted
+    if (nl == std::string_view::npos) {
+      // Accepted unterminated: only the torn start of a "uidl" line after
+      // the header.
+      const std::string_view torn = contents.substr(pos);
+      const bool prefix =
+          torn.size() <= 5 ? std::string_view("uidl ").starts_with(torn)
+                           : torn.starts_with("uidl ") && apop::store::valid_uidl(torn.substr(5));
+      if (lineno == 0 || !prefix) __builtin_trap();
+      break;
+    }
     const std::string_view line = contents.substr(pos, nl - pos);
     pos = nl + 1;
     if (lineno++ == 0) {
@@ -78,6 +89,13 @@ void file(std::string_view contents) {
   }
   if (!again->save()) __builtin_trap();
   if (read(p) != first) __builtin_trap();
+  // Appends: a new UIDL adds one line, a seen one nothing; the result loads.
+  if (!again->record_seen("fuzz-appended") || !again->record_seen("fuzz-appended"))
+    __builtin_trap();
+  if (read(p) != first + (st->seen("fuzz-appended") ? "" : "uidl fuzz-appended\n"))
+    __builtin_trap();
+  auto appended = AccountState::load(p);
+  if (!appended || !appended->seen("fuzz-appended")) __builtin_trap();
 }
 
 void naming(std::string_view in) {

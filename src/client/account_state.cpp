@@ -15,6 +15,7 @@
 #include <string>
 #include <utility>
 
+#include "common/limits.hpp"
 #include "common/posix_fd.hpp"
 #include "common/text.hpp"
 #include "store/maildir_name.hpp"
@@ -74,6 +75,17 @@ bool parse_offer(std::string_view s, Offer& o) {
   return s.empty();
 }
 
+// Whether `tail` (an unterminated last line) can be the start of a valid
+// "uidl X" line: a prefix of "uidl ", or "uidl " and at most kMaxUidl
+// characters allowed in a UIDL (store::valid_uidl).
+bool torn_uidl_line(std::string_view tail) {
+  constexpr std::string_view kUidl = "uidl ";
+  if (tail.size() <= kUidl.size()) return kUidl.starts_with(tail);
+  if (!tail.starts_with(kUidl)) return false;
+  const std::string_view id = tail.substr(kUidl.size());
+  return store::valid_uidl(id);  // non-empty, at most kMaxUidl, 0x21..0x7E
+}
+
 std::string hex_sha256(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -123,8 +135,19 @@ Result<AccountState> AccountState::load(const fs::path& path) {
 
   if (data.empty()) return corrupt(path, 1, "empty file");
   if (data.back() != '\n') {
-    const auto lines = static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n'));
-    return corrupt(path, lines + 1, "last line not terminated: truncated");
+    // A kill or crash during record_seen's append can leave the last line
+    // torn. Only that is forgiven: a torn "uidl" line after a complete
+    // header, dropped (the UIDL was not recorded; the message is fetched
+    // once more, as when a kill lands just before an append). It is never
+    // appended to: record_seen writes only to the file a save() of the same
+    // object produced, and every session saves before its first append.
+    const std::size_t last_nl = data.rfind('\n');
+    if (last_nl == std::string::npos ||
+        !torn_uidl_line(std::string_view(data).substr(last_nl + 1))) {
+      const auto lines = static_cast<std::size_t>(std::count(data.begin(), data.end(), '\n'));
+      return corrupt(path, lines + 1, "last line not terminated: truncated");
+    }
+    data.resize(last_nl + 1);
   }
   std::string_view rest(data);
   std::size_t lineno = 0;
@@ -158,7 +181,8 @@ Result<AccountState> AccountState::load(const fs::path& path) {
   return st;
 }
 
-Result<void> AccountState::save() const {
+Result<void> AccountState::save() {
+  append_fd_.reset();  // the old file is replaced: never append to it again
   if (path_.empty() || !path_.has_filename()) {
     return make_error(Errc::invalid, "fetch state has no file name");
   }
@@ -208,17 +232,46 @@ Result<void> AccountState::save() const {
   if (::fchmod(fd, 0600) != 0) return fail("chmod", errno);  // whatever the umask
   if (!write_all(fd, text)) return fail("write", errno);
   if (::fsync(fd) != 0) return fail("fsync", errno);
-  const int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) return fail("close", errno);
   if (::rename(tmp.c_str(), path_.c_str()) != 0)
     return fail("rename to " + path_.string() + ":", errno);
+  // The descriptor now names the state file, its offset at the end, the
+  // last byte written '\n': record_seen appends to it.
+  UniqueFd file(fd);
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return sys_error(Errc::temporary, "open " + dir.string(), errno);
   const int sync_rc = ::fsync(dfd);
   const int sync_err = errno;
   ::close(dfd);
   if (sync_rc != 0) return sys_error(Errc::temporary, "fsync " + dir.string(), sync_err);
+  append_fd_ = std::move(file);
+  return {};
+}
+
+Result<void> AccountState::record_seen(std::string_view uidl) {
+  if (!store::valid_uidl(uidl) || seen(uidl)) return {};  // mark_seen's rules: nothing new
+  uidls_.emplace(uidl);
+  if (!append_fd_) return save();  // no file of ours to append to: write it whole
+  // One write(2): a line is at most 5 + kMaxUidl + 1 octets.
+  char line[5 + limits::kMaxUidl + 1];
+  std::memcpy(line, "uidl ", 5);
+  std::memcpy(line + 5, uidl.data(), uidl.size());
+  line[5 + uidl.size()] = '\n';
+  const std::size_t len = 5 + uidl.size() + 1;
+  const ssize_t w = retry_eintr([&] { return ::write(append_fd_.get(), line, len); });
+  if (w < 0 || static_cast<std::size_t>(w) != len) {
+    // The file may now end in a torn line: the next record_seen saves it
+    // whole instead of appending after it.
+    const int err = errno;
+    append_fd_.reset();
+    if (w < 0) return sys_error(Errc::temporary, "append to " + path_.string(), err);
+    return make_error(Errc::temporary, "append to " + path_.string() + ": short write");
+  }
+  // fdatasync is enough: it flushes the size change with the data.
+  if (retry_eintr([&] { return ::fdatasync(append_fd_.get()); }) != 0) {
+    const int sync_err = errno;
+    append_fd_.reset();
+    return sys_error(Errc::temporary, "fdatasync " + path_.string(), sync_err);
+  }
   return {};
 }
 

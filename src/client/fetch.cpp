@@ -229,6 +229,8 @@ class Session {
     s_.auth = std::string(auth_mech_name(*mech));
     if (!authenticate(*mech, challenge)) return false;
 
+    // A full save: it also rewrites away any torn last line a kill left, and
+    // opens the file that record_seen appends to during the transaction.
     st_.set_offer(offer);
     if (auto sv = st_.save(); !sv)
       return fail(FetchStatus::error, "cannot save the state file: " + sv.error().message);
@@ -659,8 +661,7 @@ class Session {
     ++s_.stored;
     s_.bytes += octets;
     if (!meta.uidl.empty()) {
-      st_.mark_seen(meta.uidl);
-      if (auto sv = st_.save(); !sv) {
+      if (auto sv = st_.record_seen(meta.uidl); !sv) {
         return fail(FetchStatus::error,
                     "message stored but the state file could not be saved: " + sv.error().message);
       }

@@ -126,8 +126,9 @@ struct FetchSummary {
 
 // Runs one session on a connected transport (greeting not yet read; with
 // implicit TLS the handshake is done). The state is updated and saved
-// (mark_seen + save after each store, the offer after login, retain_only at
-// the end). Never throws; the summary says how it ended.
+// (a full save with the offer after login, which every append follows;
+// record_seen after each store; retain_only and a full save at the end). Never throws; the summary
+// says how it ended.
 FetchSummary run_session(Transport& t, Destination& dest, AccountState& state,
                          const FetchOptions& opts);
 

@@ -16,6 +16,7 @@
 #include "auth/sasl.hpp"
 #include "client/fetch.hpp"
 #include "client_fake_pop.hpp"
+#include "temp_dir.hpp"
 
 namespace apop::client {
 namespace {
@@ -327,6 +328,40 @@ TEST_F(FetchTest, CutDuringRetrLosesNothingAndRefetchesNothingStored) {
   EXPECT_EQ(s2.deleted, 3u);  // a is deleted without being stored again
   EXPECT_EQ(dest_.stored.size(), 3u);
   EXPECT_TRUE(next.live().empty());
+}
+
+// During a session each stored UIDL is one line appended to the file the
+// session's first save wrote (in store order, unsorted); a cut leaves them
+// there. A torn last line (a kill mid-append) loads, is rewritten away by
+// the next session's first save, and only its message is fetched again.
+TEST_F(FetchTest, StoredUidlsAreAppendedAndATornTailIsRefetchedOnce) {
+  opts_.keep = true;
+  pop_.capa = {"UIDL"};  // no pipelining: one RETR at a time
+  pop_.msgs = {{"uid-z", "Subject: z\n\nz\n"},
+               {"uid-m", "Subject: m\n\nm\n"},
+               {"uid-a", "Subject: a\n\na\n"}};
+  pop_.cut_after = 8;  // CAPA APOP STAT UIDL LIST RETR 1 RETR 2 RETR 3: cut in RETR 3
+  pop_.cut_mid_reply = true;
+  auto s = run(pop_);
+  EXPECT_EQ(s.status, FetchStatus::network) << s.error;
+  ASSERT_EQ(dest_.uids, (std::vector<std::string>{"uid-z", "uid-m"}));
+  const auto file = dir_ / "state";
+  EXPECT_EQ(::apop::test::slurp(file),
+            "apop-fetch-state 1\noffer tls=0 apop=1 scram=0\nuidl uid-z\nuidl uid-m\n");
+
+  // A kill in the middle of appending uid-m's line.
+  ::apop::test::spit(file, "apop-fetch-state 1\noffer tls=0 apop=1 scram=0\nuidl uid-z\nuidl uid-");
+  FakePop next;
+  next.capa = {"UIDL"};
+  next.msgs = pop_.msgs;
+  auto s2 = run(next);
+  ASSERT_EQ(s2.status, FetchStatus::ok) << s2.error;
+  EXPECT_EQ(s2.stored, 2u);  // m again (its UIDL was torn) and a; never z
+  EXPECT_EQ(dest_.uids, (std::vector<std::string>{"uid-z", "uid-m", "uid-m", "uid-a"}));
+  // The end of the session compacts: sorted, whole lines only.
+  EXPECT_EQ(::apop::test::slurp(file),
+            "apop-fetch-state 1\noffer tls=0 apop=1 scram=0\nuidl uid-a\nuidl uid-m\nuidl "
+            "uid-z\n");
 }
 
 TEST_F(FetchTest, CutDuringDelePhaseLosesNothing) {

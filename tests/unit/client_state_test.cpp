@@ -1,7 +1,10 @@
 // Per-account fetch state: UIDLs seen and the last offer (downgrade detection).
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstdlib>
 #include <filesystem>
@@ -158,7 +161,14 @@ TEST(AccountState, CorruptFilesArePermanentWithLineNumber) {
       {"apop-fetch-state 2\n", 1},
       {"apop-fetch-state 1", 1},  // truncated: no newline
       {"APOP-FETCH-STATE 1\n", 1},
-      {"apop-fetch-state 1\nuidl ok\nuidl trunc", 3},
+      {"apop-fetch-state 1\nuidl ok\ngarbage", 3},  // torn, but not a uidl line
+      {"apop-fetch-state 1\noffer tls=1", 2},
+      {"apop-fetch-state 1\nuidl ok\nuidl a b", 3},  // not a valid UIDL so far
+      {"apop-fetch-state 1\nuidl ok\nuidl " + std::string(71, 'a'), 3},
+      {"apop-fetch-state 1\nuidl ok\nuidl caf\xc3", 3},
+      {"apop-fetch-state 1\nuidl ok\nuidlx", 3},
+      {"apop-fetch-state 1\nuidl ok\n uidl", 3},
+      {"uidl", 1},  // no complete header line
       {"apop-fetch-state 1\nuidl \n", 2},
       {"apop-fetch-state 1\nuidl a b\n", 2},
       {"apop-fetch-state 1\nuidl " + std::string(71, 'a') + "\n", 2},
@@ -183,6 +193,164 @@ TEST(AccountState, CorruptFilesArePermanentWithLineNumber) {
               std::string::npos)
         << c.text << " -> " << s.error().message;
   }
+}
+
+ino_t inode_of(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return 0;
+  return st.st_ino;
+}
+
+TEST(AccountState, RecordSeenAppendsOneLineEach) {
+  TempDir t;
+  const fs::path file = t.path() / "d" / "s";
+  auto s = AccountState::load(file);
+  ASSERT_TRUE(s);
+  s->mark_seen("old");
+  s->set_offer(Offer{true, false, true});
+  ASSERT_TRUE(s->save());
+  const ino_t saved = inode_of(file);
+  for (const char* u : {"z-3", "a-1", "m-2"}) ASSERT_TRUE(s->record_seen(u));
+  // Appended in call order (a full save would sort them), to the same file.
+  const std::string expected =
+      "apop-fetch-state 1\noffer tls=1 apop=0 scram=1\nuidl old\nuidl z-3\nuidl a-1\nuidl m-2\n";
+  EXPECT_EQ(slurp(file), expected);
+  EXPECT_EQ(inode_of(file), saved);
+  // Already seen (in the file or appended) and invalid UIDLs append nothing.
+  for (const std::string& u : {std::string("old"), std::string("a-1"), std::string("a b"),
+                               std::string(""), std::string(71, 'x')}) {
+    ASSERT_TRUE(s->record_seen(u)) << u;
+  }
+  EXPECT_EQ(slurp(file), expected);
+  EXPECT_FALSE(s->seen("a b"));
+  EXPECT_TRUE(s->seen("m-2"));
+
+  auto back = AccountState::load(file);
+  ASSERT_TRUE(back) << back.error().message;
+  for (const char* u : {"old", "z-3", "a-1", "m-2"}) EXPECT_TRUE(back->seen(u)) << u;
+  EXPECT_EQ(back->last_offer(), (Offer{true, false, true}));
+  // The next full save compacts (sorted, one line each) into a new file.
+  ASSERT_TRUE(s->save());
+  EXPECT_NE(inode_of(file), saved);
+  EXPECT_EQ(slurp(file),
+            "apop-fetch-state 1\noffer tls=1 apop=0 scram=1\nuidl a-1\nuidl m-2\nuidl old\nuidl "
+            "z-3\n");
+  std::size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(t.path() / "d")) ++entries;
+  EXPECT_EQ(entries, 1u);  // no temporary file left behind
+}
+
+TEST(AccountState, RecordSeenWithoutSaveWritesTheWholeFile) {
+  TempDir t;
+  const fs::path file = t.path() / "d" / "s";
+  auto s = AccountState::load(file);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->record_seen("b"));  // no save() yet: a full save, directories made
+  EXPECT_EQ(slurp(file), "apop-fetch-state 1\nuidl b\n");
+  ASSERT_TRUE(s->record_seen("a"));  // then appends
+  EXPECT_EQ(slurp(file), "apop-fetch-state 1\nuidl b\nuidl a\n");
+  // A moved-to object keeps appending to the same file.
+  AccountState moved = std::move(*s);
+  ASSERT_TRUE(moved.record_seen("c"));
+  EXPECT_EQ(slurp(file), "apop-fetch-state 1\nuidl b\nuidl a\nuidl c\n");
+}
+
+// The old code rewrote the whole file per message: O(N^2) bytes for a first
+// --keep fetch of N messages. Each record_seen now writes one line to the
+// same file (a rewrite renames a new inode into place).
+TEST(AccountState, RecordSeenIsLinearNotARewrite) {
+  TempDir t;
+  const fs::path file = t.path() / "s";
+  auto s = AccountState::load(file);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->save());
+  const ino_t inode = inode_of(file);
+  std::uintmax_t expected_size = std::string_view("apop-fetch-state 1\n").size();
+  for (int i = 0; i < 500; ++i) {
+    const std::string u = "uid-" + std::to_string(i);
+    ASSERT_TRUE(s->record_seen(u));
+    expected_size += 5 + u.size() + 1;
+    if (i % 100 == 0) {
+      EXPECT_EQ(inode_of(file), inode) << i;
+      EXPECT_EQ(fs::file_size(file), expected_size) << i;
+    }
+  }
+  EXPECT_EQ(inode_of(file), inode);
+  EXPECT_EQ(fs::file_size(file), expected_size);
+  auto back = AccountState::load(file);
+  ASSERT_TRUE(back) << back.error().message;
+  for (int i = 0; i < 500; ++i) EXPECT_TRUE(back->seen("uid-" + std::to_string(i)));
+}
+
+TEST(AccountState, TornLastUidlLineIsIgnoredThenRewrittenAway) {
+  TempDir t;
+  const fs::path file = t.path() / "s";
+  const std::string head = "apop-fetch-state 1\noffer tls=1 apop=1 scram=0\nuidl ok\n";
+  for (const std::string& tail :
+       {std::string("u"), std::string("ui"), std::string("uidl"), std::string("uidl "),
+        std::string("uidl abc"), std::string("uidl ") + std::string(70, '~')}) {
+    spit(file, head + tail);
+    auto s = AccountState::load(file);
+    ASSERT_TRUE(s) << tail << ": " << s.error().message;
+    EXPECT_TRUE(s->seen("ok")) << tail;
+    EXPECT_FALSE(s->seen("abc")) << tail;  // not recorded: fetched once more
+    EXPECT_FALSE(s->seen(std::string(70, '~'))) << tail;
+    EXPECT_TRUE(s->has_offer());
+    // The session's first save rewrites the torn tail away; appends follow it.
+    ASSERT_TRUE(s->save());
+    EXPECT_EQ(slurp(file), head);
+    ASSERT_TRUE(s->record_seen("abc"));
+    ASSERT_TRUE(s->record_seen("def"));
+    EXPECT_EQ(slurp(file), head + "uidl abc\nuidl def\n");
+    auto back = AccountState::load(file);
+    ASSERT_TRUE(back) << back.error().message;
+    for (const char* u : {"ok", "abc", "def"}) EXPECT_TRUE(back->seen(u)) << u;
+  }
+  // Without a save(), record_seen never appends after a torn tail: it saves.
+  spit(file, head + "uidl ab");
+  auto s = AccountState::load(file);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->record_seen("xyz"));
+  EXPECT_EQ(slurp(file), head + "uidl xyz\n");
+}
+
+// A failed (here short) append drops the descriptor: the next record_seen
+// saves the whole file, cleanly, and nothing recorded is lost.
+TEST(AccountState, FailedAppendIsTemporaryAndTheNextRecordRewrites) {
+  TempDir t;
+  const fs::path file = t.path() / "s";
+  auto s = AccountState::load(file);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(s->save());
+  ASSERT_TRUE(s->record_seen("first"));
+  const std::uintmax_t size = fs::file_size(file);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto* old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = static_cast<rlim_t>(size + 4);  // room for "uidl" only
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto r = s->record_seen("second");
+  auto r2 = s->record_seen("third");  // no descriptor: a full save, beyond the limit too
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::temporary);
+  ASSERT_FALSE(r2);
+  EXPECT_EQ(r2.error().code, Errc::temporary);
+  EXPECT_EQ(slurp(file), "apop-fetch-state 1\nuidl first\nuidl");  // torn by the short write
+  {
+    auto torn = AccountState::load(file);  // what a crash now would read
+    ASSERT_TRUE(torn) << torn.error().message;
+    EXPECT_TRUE(torn->seen("first"));
+    EXPECT_FALSE(torn->seen("second"));
+  }
+  ASSERT_TRUE(s->record_seen("fourth"));  // a full save, not an append after the torn line
+  EXPECT_EQ(slurp(file), "apop-fetch-state 1\nuidl first\nuidl fourth\nuidl second\nuidl third\n");
+  ASSERT_TRUE(s->record_seen("fifth"));  // and appends again
+  auto back = AccountState::load(file);
+  ASSERT_TRUE(back) << back.error().message;
+  for (const char* u : {"first", "second", "third", "fourth", "fifth"}) EXPECT_TRUE(back->seen(u));
 }
 
 TEST(AccountState, DirectoryInsteadOfFileIsAnError) {
