@@ -3,6 +3,7 @@
 #include "store/maildir_deliver.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -29,13 +30,29 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// This process's id for the P field, asked once: getpid(2) is a system
+// call each time (glibc caches it no more). A forked child asks again
+// (pthread_atfork); posix_spawn's children exec at once and deliver nothing.
+pid_t own_pid() {
+  static std::atomic<pid_t> pid{0};
+  static const bool registered = [] {
+    return ::pthread_atfork(nullptr, nullptr, [] { pid.store(0, std::memory_order_relaxed); }) == 0;
+  }();
+  pid_t p = registered ? pid.load(std::memory_order_relaxed) : 0;
+  if (p == 0) {
+    p = ::getpid();
+    if (registered) pid.store(p, std::memory_order_relaxed);
+  }
+  return p;
+}
+
 std::string unique_base(const std::string& escaped_host) {
   static std::atomic<std::uint64_t> counter{0};
   timeval tv{};
   ::gettimeofday(&tv, nullptr);
   const std::uint64_t q = counter.fetch_add(1, std::memory_order_relaxed) + 1;
   return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
-         std::to_string(::getpid()) + "Q" + std::to_string(q) + "." + escaped_host;
+         std::to_string(own_pid()) + "Q" + std::to_string(q) + "." + escaped_host;
 }
 
 // Removes the tmp/ file on scope exit unless disarmed.

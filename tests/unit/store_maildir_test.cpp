@@ -262,6 +262,26 @@ TEST_F(MaildirTest, DeliverNamesAreUnique) {
   EXPECT_EQ(list_dir(box() / "new").size(), 50u);
 }
 
+// The P field is the delivering process's id, in a forked child too (the
+// id is asked once per process).
+TEST_F(MaildirTest, DeliverNamesCarryThePidAfterAFork) {
+  auto parent = deliver_string(box(), "p\n");
+  ASSERT_TRUE(parent.ok());
+  EXPECT_NE(parent->find("P" + std::to_string(::getpid()) + "Q"), std::string::npos) << *parent;
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto child = deliver_string(box(), "c\n");
+    const bool ok =
+        child.ok() && child->find("P" + std::to_string(::getpid()) + "Q") != std::string::npos;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST_F(MaildirTest, DeliverStripsLeadingFromLine) {
   const std::string body = "Subject: x\n\nFrom here on\n";
   auto name = deliver_string(box(), "From sender@example.org  Mon Jan  1 00:00:00 2024\n" + body);
