@@ -1,5 +1,6 @@
-// Maildir delivery (store/maildir_deliver.hpp): `apop deliver --maildir`
-// and the fetch destination write one message through tmp/ into new/.
+// Maildir delivery (store/maildir_deliver.hpp): `apop deliver --maildir`,
+// the fetch destination and the LMTP server write one message through tmp/
+// into new/.
 #include "store/maildir_deliver.hpp"
 
 #include <fcntl.h>

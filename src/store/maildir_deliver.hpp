@@ -1,5 +1,6 @@
-// Delivery into a Maildir (maildir_deliver.cpp), as `apop deliver --maildir`
-// and the fetch destination (client/destination.cpp) do it. File names
+// Delivery into a Maildir (maildir_deliver.cpp), as `apop deliver --maildir`,
+// the fetch destination (client/destination.cpp) and the LMTP server
+// (net/lmtp_server.cpp, from memory) do it. File names
 // follow the convention of store/maildir.hpp:
 //   TIME.M<usec>P<pid>Q<counter>.HOST,S=<size>,W=<crlfsize>
 #pragma once
