@@ -177,10 +177,7 @@ int run_deliver(const DeliverArgs& a) {
     spdlog::error("deliver: {}", made.error().message);
     return kExitTempFail;
   }
-  if (auto made = store::ensure_maildir(maildir); !made) {
-    spdlog::error("deliver: user={} {}", a.user, made.error().message);
-    return kExitTempFail;
-  }
+  opts.create = true;  // a missing Maildir (or part of it) is made
   opts.quota = quota;
   auto r = store::deliver(maildir, STDIN_FILENO, opts);
   if (!r) {

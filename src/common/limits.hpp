@@ -164,6 +164,11 @@ inline constexpr std::size_t kMinSecret = 12;
 inline constexpr std::size_t kMaxSecret = 200;
 inline constexpr std::size_t kGeneratedSecret = 24;
 
+// Not from an RFC: iovecs per writev(2) call when a Maildir delivery writes
+// a message held in parts (store::deliver_parts). POSIX's _XOPEN_IOV_MAX,
+// the least IOV_MAX any system has; more parts take more calls.
+inline constexpr std::size_t kWritevBatch = 16;
+
 // Not from an RFC: the largest message `apop deliver` accepts (configurable).
 inline constexpr std::uint64_t kMaxDeliverSize = 256ull * 1024 * 1024;
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -335,15 +336,17 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
   }
   auto where = resolve(user, account);
   if (!where) return make_error(Errc::temporary, where.error().message);
-  // The store functions read a descriptor, as `apop deliver` reads stdin:
-  // the message goes through an anonymous memory file.
-  UniqueFd fd(::memfd_create("apop-lmtp", MFD_CLOEXEC));
-  if (!fd) return make_error(Errc::temporary, std::string("memfd_create: ") + std::strerror(errno));
-  if (!write_all(fd.get(), trace) || !write_all(fd.get(), message) ||
-      ::lseek(fd.get(), 0, SEEK_SET) != 0) {
-    return make_error(Errc::temporary, std::string("memfd: ") + std::strerror(errno));
-  }
   if (where->first.format == store::MailLocation::Format::mbox) {
+    // mbox_deliver reads a descriptor, as `apop deliver` reads stdin: the
+    // message goes through an anonymous memory file.
+    UniqueFd fd(::memfd_create("apop-lmtp", MFD_CLOEXEC));
+    if (!fd) {
+      return make_error(Errc::temporary, std::string("memfd_create: ") + std::strerror(errno));
+    }
+    if (!write_all(fd.get(), trace) || !write_all(fd.get(), message) ||
+        ::lseek(fd.get(), 0, SEEK_SET) != 0) {
+      return make_error(Errc::temporary, std::string("memfd: ") + std::strerror(errno));
+    }
     store::MboxDeliverOptions mopts;
     mopts.sender = std::string(sender);
     mopts.max_size = std::max<std::uint64_t>(mopts.max_size, trace.size() + message.size());
@@ -357,15 +360,15 @@ Result<void> StoreLmtpDelivery::deliver(std::string_view user, std::string_view 
     spdlog::info("lmtp: delivered user={} mbox={}", user, where->second.string());
     return {};
   }
-  if (auto made = store::ensure_maildir(where->second); !made) {
-    spdlog::warn("lmtp: user={} {}", user, made.error().message);
-    return make_error(Errc::temporary, made.error().message);
-  }
+  // Straight from memory (one writev of the trace and the message); the
+  // Maildir is made only when it is missing, not checked per message.
   store::DeliverOptions opts;
   opts.hostname = hostname_;
   opts.max_size = std::max<std::uint64_t>(opts.max_size, trace.size() + message.size());
   opts.quota = account.quota;
-  auto r = store::deliver(where->second, fd.get(), opts);
+  opts.create = true;
+  const std::array<std::string_view, 2> parts{trace, message};
+  auto r = store::deliver_parts(where->second, parts, opts);
   if (!r) {
     if (r.error().code == Errc::over_quota) note_quota_rejection();
     spdlog::warn("lmtp: user={} {}", user, r.error().message);

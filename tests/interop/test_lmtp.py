@@ -349,5 +349,36 @@ class LmtpProcessTest(ApopTestCase):
             self.assertEqual(split_trace(stored[0], "s@x", "alice@x"), msg.replace(b"\r\n", b"\n"))
 
 
+    def test_sandboxed_process_makes_and_repairs_maildirs_on_demand(self):
+        # The Maildir is opened as is; only a missing one (or a missing tmp/
+        # or new/) is made, by the sandboxed process, and the copy is stored
+        # byte for byte after its trace block. Its ",S=" and ",W=" fields
+        # are the stored file's size and its CRLF size.
+        sock = os.path.join(self.env.root, "lmtp.sock")
+        box = self.env.maildir("alice")
+        shutil.rmtree(box)
+        with self.env.server("--workers", "2", "--lmtp-listen", "unix:" + sock) as srv:
+            srv.wait_for_log(r"listening on unix:.* \(lmtp\)")
+            c = smtplib.LMTP(sock)
+            self.addCleanup(c.close)
+            c.ehlo("t")
+            msg = make_message("on demand", "line\n\nlast\n", eol=b"\r\n")
+            self.assertEqual(c.sendmail("s@x", ["alice@x"], msg), {})
+            for sub in ("cur", "new", "tmp"):
+                self.assertTrue(os.path.isdir(os.path.join(box, sub)), sub)
+            shutil.rmtree(os.path.join(box, "tmp"))
+            self.assertEqual(c.sendmail("s@x", ["alice@x"], msg), {})
+            self.assertTrue(os.path.isdir(os.path.join(box, "tmp")))
+            c.quit()
+        files = self.env.message_files("alice")
+        self.assertEqual(len(files), 2)
+        self.assertEqual(self.env.tmp_files("alice"), [])
+        for path in files:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            self.assertEqual(split_trace(data, "s@x", "alice@x"), msg.replace(b"\r\n", b"\n"))
+            crlf = len(data) + data.count(b"\n") - data.count(b"\r\n")
+            self.assertTrue(path.endswith(f",S={len(data)},W={crlf}"), path)
+
 if __name__ == "__main__":
     unittest.main()

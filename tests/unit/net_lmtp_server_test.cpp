@@ -76,6 +76,21 @@ TEST_F(StoreDeliveryTest, MaildirDeliveryAndLookups) {
   EXPECT_EQ(down.error().code, Errc::temporary);
 }
 
+// The Maildir is made at the first delivery and repaired when a part of it
+// is gone; the trace block and the message are stored as one file.
+TEST_F(StoreDeliveryTest, MaildirMadeOnDemandAndRepaired) {
+  accounts["alice"] = {LmtpRecipient::ok, std::nullopt};
+  const auto box = dir.path() / "mail" / "alice";
+  EXPECT_FALSE(std::filesystem::exists(box));
+  const std::string trace = "Return-Path: <s@x>\nReceived: by test\n";
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", trace, "Subject: 1\n\nx\r\n").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(box / "cur"));
+  std::filesystem::remove_all(box / "tmp");
+  ASSERT_TRUE(delivery.deliver("alice", "s@x", trace, "Subject: 1\n\nx\r\n").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(box / "tmp"));
+  EXPECT_EQ(new_files("alice"), std::vector<std::string>(2, trace + "Subject: 1\n\nx\r\n"));
+}
+
 TEST_F(StoreDeliveryTest, AccountsOwnMboxLocationWins) {
   const auto mbox = dir.path() / "alice.mbox";
   accounts["alice"] = {LmtpRecipient::ok, "mbox:" + mbox.string()};

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -260,6 +262,26 @@ TEST_F(MaildirTest, DeliverNamesAreUnique) {
   EXPECT_EQ(list_dir(box() / "new").size(), 50u);
 }
 
+// The P field is the delivering process's id, in a forked child too (the
+// id is asked once per process).
+TEST_F(MaildirTest, DeliverNamesCarryThePidAfterAFork) {
+  auto parent = deliver_string(box(), "p\n");
+  ASSERT_TRUE(parent.ok());
+  EXPECT_NE(parent->find("P" + std::to_string(::getpid()) + "Q"), std::string::npos) << *parent;
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto child = deliver_string(box(), "c\n");
+    const bool ok =
+        child.ok() && child->find("P" + std::to_string(::getpid()) + "Q") != std::string::npos;
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST_F(MaildirTest, DeliverStripsLeadingFromLine) {
   const std::string body = "Subject: x\n\nFrom here on\n";
   auto name = deliver_string(box(), "From sender@example.org  Mon Jan  1 00:00:00 2024\n" + body);
@@ -343,6 +365,173 @@ TEST_F(MaildirTest, DeliverReadErrorRemovesTmpFile) {
   EXPECT_EQ(r.error().code, Errc::temporary);
   EXPECT_TRUE(list_dir(box() / "tmp").empty());
   EXPECT_TRUE(list_dir(box() / "new").empty());
+}
+
+// --- deliver_parts ---------------------------------------------------------
+
+Result<std::string> deliver_split(const fs::path& dir, const std::vector<std::string>& parts,
+                                  DeliverOptions opts = {}) {
+  if (opts.hostname.empty()) opts.hostname = "host.example";
+  const std::vector<std::string_view> views(parts.begin(), parts.end());
+  return deliver_parts(dir, views, opts);
+}
+
+// The name's fields after the unique base: ",S=...,W=...".
+std::string size_fields(const std::string& name) {
+  const auto at = name.find(",S=");
+  return at == std::string::npos ? "<none in " + name + ">" : name.substr(at);
+}
+
+TEST_F(MaildirTest, DeliverPartsMatchesDeliverFromAnFd) {
+  const std::vector<std::string> messages = {
+      "Subject: lf\n\nline1\nline2\n",
+      "Subject: crlf\r\n\r\nline1\r\nline2\r\n",
+      "Subject: empty last line\n\nbody\n\n",
+      "Subject: no final newline\r\n\r\nbody",
+      "Subject: mixed\r\n\nbare\rcr\r\r\n\n",
+      "\r\n",
+      "x",
+  };
+  for (const std::string& msg : messages) {
+    SCOPED_TRACE(msg);
+    auto from_fd = deliver_string(box(), msg);
+    ASSERT_TRUE(from_fd.ok()) << from_fd.error().message;
+    // Every two-part split (including "...\r" | "\n..." and an empty part
+    // either side), and one part per byte.
+    std::vector<std::vector<std::string>> splits;
+    for (std::size_t cut = 0; cut <= msg.size(); ++cut) {
+      splits.push_back({msg.substr(0, cut), msg.substr(cut)});
+    }
+    std::vector<std::string> bytes;
+    for (char c : msg) bytes.emplace_back(1, c);
+    splits.push_back(bytes);
+    for (const auto& parts : splits) {
+      auto name = deliver_split(box(), parts);
+      ASSERT_TRUE(name.ok()) << name.error().message;
+      EXPECT_EQ(size_fields(*name), size_fields(*from_fd)) << parts.size() << " parts";
+      EXPECT_EQ(read_file(box() / "new" / *name), msg);
+      EXPECT_TRUE(name->ends_with(".host.example" + size_fields(*from_fd))) << *name;
+    }
+  }
+  EXPECT_TRUE(list_dir(box() / "tmp").empty());
+}
+
+TEST_F(MaildirTest, DeliverPartsStoresALeadingFromLineAsGiven) {
+  const std::string msg = "From sender@example.org  Mon Jan  1 00:00:00 2024\nSubject: x\n\nb\n";
+  auto name = deliver_split(box(), {"From sender@example.org", msg.substr(23)});
+  ASSERT_TRUE(name.ok()) << name.error().message;
+  EXPECT_EQ(read_file(box() / "new" / *name), msg);
+  EXPECT_EQ(size_fields(*name),
+            ",S=" + std::to_string(msg.size()) + ",W=" + std::to_string(msg.size() + 4));
+}
+
+TEST_F(MaildirTest, DeliverPartsManyAndLargeParts) {
+  // More parts than one writev(2) takes, empty ones among them, and parts
+  // larger than a pipe or a chunk.
+  std::vector<std::string> parts;
+  std::string all;
+  for (int i = 0; i < 100; ++i) {
+    parts.push_back(i % 3 == 0 ? "" : "line " + std::to_string(i) + "\n");
+    if (i % 10 == 0) parts.push_back(std::string(70000 + i, static_cast<char>('a' + i % 26)));
+  }
+  parts.push_back("");
+  for (const auto& p : parts) all += p;
+  auto name = deliver_split(box(), parts);
+  ASSERT_TRUE(name.ok()) << name.error().message;
+  EXPECT_EQ(read_file(box() / "new" / *name), all);
+  auto from_fd = deliver_string(box(), all);
+  ASSERT_TRUE(from_fd.ok());
+  EXPECT_EQ(size_fields(*name), size_fields(*from_fd));
+  EXPECT_TRUE(deliver_split(box(), {}).ok());  // no parts: an empty message
+}
+
+TEST_F(MaildirTest, DeliverPartsWriteErrorAfterAShortWriteRemovesTmpFile) {
+  // RLIMIT_FSIZE cuts a writev(2) short inside a part, then fails the next
+  // one with EFBIG: in a child, which the limit and SIGXFSZ must not outlive.
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    const rlimit lim{100, 100};
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(2);
+    auto r = deliver_split(box(), {std::string(80, 'a'), std::string(80, 'b'), "c\n"});
+    const bool ok = !r.ok() && r.error().code == Errc::temporary &&
+                    list_dir(box() / "tmp").empty() && list_dir(box() / "new").empty();
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(MaildirTest, DeliverPartsTooLargeIsRefusedUpFront) {
+  DeliverOptions opts;
+  opts.max_size = 10;
+  EXPECT_TRUE(deliver_split(box(), {"abcd", "efghij"}, opts).ok());  // exactly the limit
+  auto r = deliver_split(box(), {"abcde", "fghijk"}, opts);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::invalid);
+  EXPECT_EQ(list_dir(box() / "new").size(), 1u);
+  EXPECT_TRUE(list_dir(box() / "tmp").empty());
+  // Before the Maildir is touched: a missing one is not made.
+  opts.create = true;
+  auto missing = deliver_split(tmp_.path() / "other", {std::string(11, 'x')}, opts);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, Errc::invalid);
+  EXPECT_FALSE(fs::exists(tmp_.path() / "other"));
+}
+
+TEST_F(MaildirTest, DeliverCreatesAMissingMaildirOnlyWhenAsked) {
+  const fs::path dir = tmp_.path() / "a" / "b" / "Maildir";
+  auto refused = deliver_split(dir, {"x\n"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::temporary);
+  EXPECT_FALSE(fs::exists(tmp_.path() / "a"));
+
+  DeliverOptions opts;
+  opts.create = true;
+  auto name = deliver_split(dir, {"Subject: ", "first\n"}, opts);
+  ASSERT_TRUE(name.ok()) << name.error().message;
+  EXPECT_EQ(read_file(dir / "new" / *name), "Subject: first\n");
+  for (const char* sub : {"cur", "new", "tmp"}) {
+    EXPECT_EQ(fs::status(dir / sub).permissions() & fs::perms::all, fs::perms::owner_all) << sub;
+  }
+  // The descriptor variant too (apop deliver).
+  const fs::path other = tmp_.path() / "c" / "Maildir";
+  const int fd = content_fd("y\n");
+  auto r = deliver(other, fd, opts);
+  ::close(fd);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(read_file(other / "new" / *r), "y\n");
+}
+
+TEST_F(MaildirTest, DeliverRepairsAMissingSubdirectoryWhenAsked) {
+  DeliverOptions opts;
+  opts.create = true;
+  for (const char* sub : {"tmp", "new"}) {
+    SCOPED_TRACE(sub);
+    fs::remove_all(box() / sub);
+    EXPECT_FALSE(deliver_split(box(), {"x\n"}).ok());  // not without create
+    auto name = deliver_split(box(), {"x\n"}, opts);
+    ASSERT_TRUE(name.ok()) << name.error().message;
+    EXPECT_TRUE(fs::is_directory(box() / sub));
+    EXPECT_EQ(read_file(box() / "new" / *name), "x\n");
+    EXPECT_TRUE(list_dir(box() / "tmp").empty());
+  }
+}
+
+TEST_F(MaildirTest, DeliverCreateStillRefusesAFileInTheWay) {
+  DeliverOptions opts;
+  opts.create = true;
+  fs::remove(box() / "new");
+  write_file(box() / "new", "not a dir");
+  auto r = deliver_split(box(), {"x\n"}, opts);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::temporary);
+  EXPECT_NE(r.error().message.find("not a directory"), std::string::npos) << r.error().message;
+  EXPECT_EQ(read_file(box() / "new"), "not a dir");
+  EXPECT_TRUE(list_dir(box() / "tmp").empty());
 }
 
 // Drops the capabilities that let root ignore file permissions, for this

@@ -7,6 +7,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -195,6 +196,35 @@ TEST_F(MaildirQuotaTest, DeliveriesAppendLinesAndStopAtTheLimit) {
   EXPECT_EQ(count("tmp"), 0u);  // the refused copy is not left behind
   // A smaller one still fits.
   EXPECT_TRUE(deliver_text(dir(), std::string(50, 'y'), q));
+}
+
+// The in-memory variant (the LMTP server's) goes through the same quota
+// check, lock and maildirsize line.
+TEST_F(MaildirQuotaTest, DeliverPartsAppendsLinesAndStopsAtTheLimit) {
+  const QuotaLimits q{250, 0};
+  DeliverOptions opts;
+  opts.hostname = "test";
+  opts.quota = q;
+  const std::string head(40, 'h');
+  const std::string body(60, 'b');
+  const std::array<std::string_view, 2> parts{head, body};
+  ASSERT_TRUE(deliver_parts(dir(), parts, opts));
+  EXPECT_EQ(slurp(size_file()), "250S\n0 0\n100 1\n");
+  ASSERT_TRUE(deliver_parts(dir(), parts, opts));
+  EXPECT_EQ(slurp(size_file()), "250S\n0 0\n100 1\n100 1\n");
+  auto r = deliver_parts(dir(), parts, opts);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::over_quota);
+  EXPECT_EQ(slurp(size_file()), "250S\n0 0\n100 1\n100 1\n");
+  EXPECT_EQ(count("new"), 2u);
+  EXPECT_EQ(count("tmp"), 0u);  // the refused copy is not left behind
+  // A smaller one still fits; a maildirsize file alone (no limits asked)
+  // still gets the line.
+  const std::array<std::string_view, 1> small{std::string_view(body).substr(0, 50)};
+  EXPECT_TRUE(deliver_parts(dir(), small, opts));
+  opts.quota = {};
+  EXPECT_TRUE(deliver_parts(dir(), small, opts));
+  EXPECT_EQ(slurp(size_file()), "250S\n0 0\n100 1\n100 1\n50 1\n50 1\n");
 }
 
 TEST_F(MaildirQuotaTest, MessageLimit) {
