@@ -575,9 +575,12 @@ class Session {
   }
 
   // Pipelining: sends "VERB N" for msgs[next...] while fewer than `window`
-  // commands are unanswered (`answered` of them were), in one write.
+  // commands are unanswered (`answered` of them were), in one write; only
+  // once no more than half the window is unanswered, so a batch of commands
+  // goes out (and wakes the server) every window/2 replies, not one per reply.
   bool send_ahead(std::string_view verb, const std::vector<std::uint64_t>& msgs, std::size_t& next,
                   std::size_t answered, std::size_t window) {
+    if (next - answered > window / 2) return true;
     std::string batch;
     while (next < msgs.size() && next - answered < window) {
       std::string cmd = std::string(verb) + " " + std::to_string(msgs[next]);

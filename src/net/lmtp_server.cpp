@@ -160,21 +160,55 @@ void log_lmtp_listening(const std::vector<BoundLmtpListener>& listeners) {
   for (const auto& l : listeners) spdlog::info("listening on {} (lmtp)", l.where);
 }
 
+// Threads: each serving thread runs an io_context of its own (a lane) with
+// the connections given to it, start to end; one more thread runs the
+// acceptors. A connection never changes threads: no handler of one
+// connection wakes another thread (a shared io_context with several threads
+// did, tens of futex wake-ups per message), and a delivery blocking its lane
+// blocks neither accepting nor the other lanes. A new connection goes to the
+// lane with the fewest open connections.
 struct LmtpServer::Impl {
+  struct Lane {
+    asio::io_context io{1};
+    std::atomic<unsigned> open{0};
+  };
+
   LmtpServerOptions options;
   LmtpDelivery& delivery;
-  asio::io_context io;
+  asio::io_context accept_io{1};
+  std::vector<std::unique_ptr<Lane>> lanes;
   std::vector<Listener> listeners;
   std::vector<std::thread> threads;
   std::atomic<unsigned> active{0};  // open connections
 
-  Impl(LmtpServerOptions o, LmtpDelivery& d)
-      : options(std::move(o)), delivery(d), io(static_cast<int>(std::max(1u, options.threads))) {}
+  Impl(LmtpServerOptions o, LmtpDelivery& d) : options(std::move(o)), delivery(d) {
+    for (unsigned i = 0; i < std::max(1u, options.threads); ++i) {
+      lanes.push_back(std::make_unique<Lane>());
+      // Asio makes an io_context's reactor (epoll, eventfd, timerfd) and its
+      // socket services when first used: here, before a seccomp filter that
+      // no longer allows those calls (the LMTP process).
+      asio::steady_timer timer(lanes.back()->io);
+      tcp::socket tcp_socket(lanes.back()->io);
+      stream_protocol::socket unix_socket(lanes.back()->io);
+    }
+  }
+
+  Lane& least_loaded() {
+    Lane* best = lanes.front().get();
+    for (auto& l : lanes) {
+      if (l->open.load(std::memory_order_relaxed) < best->open.load(std::memory_order_relaxed)) {
+        best = l.get();
+      }
+    }
+    return *best;
+  }
 
   template <typename Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor) {
     for (;;) {
-      auto [ec, socket] = co_await acceptor.async_accept(tuple_awaitable);
+      Lane& lane = least_loaded();
+      // The socket belongs to the lane's io_context from the start.
+      auto [ec, socket] = co_await acceptor.async_accept(lane.io, tuple_awaitable);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) continue;  // EMFILE and the like: the next accept may work
       if (active >= limits::kLmtpMaxConnections) {
@@ -184,8 +218,13 @@ struct LmtpServer::Impl {
         continue;  // closed here
       }
       ++active;
-      asio::co_spawn(io, serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
-                     [this](std::exception_ptr) { --active; });
+      ++lane.open;
+      asio::co_spawn(lane.io,
+                     serve_lmtp(std::move(socket), options.session, delivery, options.timeout),
+                     [this, &lane](std::exception_ptr) {
+                       --lane.open;
+                       --active;
+                     });
     }
   }
 };
@@ -205,7 +244,7 @@ Result<void> LmtpServer::adopt(std::vector<BoundLmtpListener> listeners) {
   for (auto& l : listeners) {
     asio::error_code ec;
     if (l.unix_socket) {
-      stream_protocol::acceptor acc(impl_->io);
+      stream_protocol::acceptor acc(impl_->accept_io);
       acc.assign(stream_protocol(), l.fd.get(), ec);
       if (ec) return make_error(Errc::temporary, "lmtp: " + l.where + ": " + ec.message());
       (void)l.fd.release();
@@ -217,7 +256,7 @@ Result<void> LmtpServer::adopt(std::vector<BoundLmtpListener> listeners) {
     if (::getsockname(l.fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
       return make_error(Errc::temporary, "lmtp: " + l.where + ": " + std::strerror(errno));
     }
-    tcp::acceptor acc(impl_->io);
+    tcp::acceptor acc(impl_->accept_io);
     acc.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), l.fd.get(), ec);
     if (ec) return make_error(Errc::temporary, "lmtp: " + l.where + ": " + ec.message());
     (void)l.fd.release();
@@ -234,16 +273,21 @@ bool LmtpServer::start(const std::function<bool()>& before_serving) {
   for (Listener& l : impl_->listeners) {
     std::visit(
         [this](auto& acceptor) {
-          asio::co_spawn(impl_->io, impl_->accept_loop(acceptor), asio::detached);
+          asio::co_spawn(impl_->accept_io, impl_->accept_loop(acceptor), asio::detached);
         },
         l.acceptor);
   }
   std::promise<bool> gate;
   std::shared_future<bool> open = gate.get_future().share();
-  for (unsigned i = 0; i < std::max(1u, impl_->options.threads); ++i) {
-    impl_->threads.emplace_back([this, open] {
-      if (open.get()) impl_->io.run();
-    });
+  // A lane's io_context has no work until a connection comes: keep it running.
+  auto run = [open](asio::io_context& io) {
+    if (!open.get()) return;
+    auto guard = asio::make_work_guard(io);
+    io.run();
+  };
+  impl_->threads.emplace_back([run, this] { run(impl_->accept_io); });
+  for (auto& lane : impl_->lanes) {
+    impl_->threads.emplace_back([run, l = lane.get()] { run(l->io); });
   }
   const bool go = !before_serving || before_serving();
   gate.set_value(go);
@@ -252,7 +296,8 @@ bool LmtpServer::start(const std::function<bool()>& before_serving) {
 
 void LmtpServer::stop() {
   if (!impl_) return;
-  impl_->io.stop();
+  impl_->accept_io.stop();
+  for (auto& lane : impl_->lanes) lane->io.stop();
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }

@@ -1,10 +1,12 @@
 // `apop serve --lmtp-listen`: the LMTP listeners (RFC 2033). In the
 // one-process server they run beside the POP3 server; with workers, in an
 // LMTP process of their own that the master forks and supervises
-// (cli/serve_workers.cpp). `options.threads` threads run one Asio
-// io_context with one coroutine per connection feeding net::LmtpSession; a
-// delivery (a few file writes and an fsync) blocks the thread it runs on,
-// so up to `threads` deliveries, each from its own connection, run at once.
+// (cli/serve_workers.cpp). `options.threads` threads each run an Asio
+// io_context of their own (a lane) with one coroutine per connection
+// feeding net::LmtpSession, and one more thread accepts and gives each new
+// connection to the lane with the fewest; a delivery (a few file writes and
+// an fsync) blocks its lane, so up to `threads` deliveries, each from its
+// own connection, run at once.
 // `StoreLmtpDelivery` stores with the code of `apop deliver`: store::deliver
 // (Maildir) or store::mbox_deliver, same durability and the same quota
 // enforcement (store/quota.hpp): RCPT's SIZE= is checked against the usage
@@ -90,7 +92,8 @@ class LmtpServer {
   Result<void> adopt(std::vector<BoundLmtpListener> listeners);
   // log_lmtp_listening() of the adopted listeners.
   void log_listening() const;
-  // Serves on `options.threads` threads of its own until stop(). The
+  // Serves on `options.threads` threads of its own (and one that accepts)
+  // until stop(). The
   // threads exist before `before_serving` runs (in the caller's thread) but
   // take no connection until it returned true: a seccomp filter installed
   // there with TSYNC covers them before any client byte is read. False:

@@ -331,8 +331,8 @@ class LmtpProcessTest(ApopTestCase):
                     break
                 time.sleep(0.05)
             self.assertIn("\nSeccomp:\t2\n", status)
-            # The main thread (signals) and three serving threads.
-            self.assertEqual(len(os.listdir(f"/proc/{first}/task")), 4)
+            # The main thread (signals), the accepting thread and three serving threads.
+            self.assertEqual(len(os.listdir(f"/proc/{first}/task")), 5)
             os.kill(first, 9)
             c = smtplib.LMTP(sock)  # connects to the master's socket at once
             self.addCleanup(c.close)

@@ -477,6 +477,29 @@ TEST_F(FetchTest, PipeliningBatchesRetr) {
   pop_ = FakePop();
 }
 
+// A full window first, then a batch each time half of it was answered (not
+// one command per reply): fewer writes, fewer wake-ups of the server.
+TEST_F(FetchTest, PipeliningRefillsHalfAWindowAtATime) {
+  pop_.msgs.clear();
+  for (int i = 1; i <= 10; ++i) {
+    pop_.msgs.push_back({"uid-" + std::to_string(i), "Subject: " + std::to_string(i) + "\n\nx\n"});
+  }
+  opts_.pipeline_window = 4;
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.stored, 10u);
+  std::vector<std::string> retr, dele;
+  for (const auto& w : last_writes_) {
+    if (w.starts_with("RETR")) retr.push_back(w);
+    if (w.starts_with("DELE")) dele.push_back(w);
+  }
+  EXPECT_EQ(retr, (std::vector<std::string>{"RETR 1\r\nRETR 2\r\nRETR 3\r\nRETR 4\r\n",
+                                            "RETR 5\r\nRETR 6\r\n", "RETR 7\r\nRETR 8\r\n",
+                                            "RETR 9\r\nRETR 10\r\n"}));
+  EXPECT_EQ(dele.size(), 4u);
+  pop_ = FakePop();
+}
+
 TEST_F(FetchTest, EnvelopeFromAndMetaUidl) {
   struct Capture final : public Destination {
     std::vector<MessageMeta> metas;
