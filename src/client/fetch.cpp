@@ -99,6 +99,17 @@ class Session {
     if (auto w = t_.write(wire); !w) return net_fail(w.error());
     return true;
   }
+  // Several commands in one write (the server offers PIPELINING, RFC 2449).
+  bool send_batch(std::initializer_list<std::string_view> cmds) {
+    std::string wire;
+    for (std::string_view c : cmds) {
+      trace("C: ", c);
+      wire += c;
+      wire += "\r\n";
+    }
+    if (auto w = t_.write(wire); !w) return net_fail(w.error());
+    return true;
+  }
   std::optional<std::string> line(std::size_t max, bool traced = true) {
     auto l = t_.read_line(max);
     if (!l) {
@@ -484,7 +495,7 @@ class Session {
 
   bool transaction(const Capabilities& caps) {
     Listing listing;
-    if (!list_maildrop(listing)) return false;
+    if (!list_maildrop(listing, caps.pipelining)) return false;
     const std::uint64_t max_msg = o_.max_message != 0 ? o_.max_message : limits::kMaxFetchMessage;
     Plan plan = make_plan(listing, max_msg);
     if (o_.dry_run) {
@@ -494,15 +505,16 @@ class Session {
     const std::size_t window = caps.pipelining ? std::max<std::size_t>(1, o_.pipeline_window) : 1;
     if (!retrieve_all(listing, plan, max_msg, window)) return false;
     std::uint64_t dele_ok = 0;
-    if (!o_.keep && !plan.to_delete.empty() && !delete_all(plan.to_delete, window, dele_ok)) {
-      return false;
-    }
-    return quit_and_save(listing, dele_ok);
+    const bool deleting = !o_.keep && !plan.to_delete.empty();
+    if (deleting && !delete_all(plan.to_delete, window, dele_ok)) return false;
+    return quit_and_save(listing, dele_ok, deleting && window > 1);
   }
 
-  // STAT, then UIDL (required with --keep) and LIST when there is mail.
-  bool list_maildrop(Listing& out) {
-    if (!send("STAT")) return false;
+  // STAT, then UIDL (required with --keep) and LIST when there is mail;
+  // with PIPELINING all three in one write (one round trip, not three), the
+  // replies read in order whatever STAT says.
+  bool list_maildrop(Listing& out, bool pipelined) {
+    if (!(pipelined ? send_batch({"STAT", "UIDL", "LIST"}) : send("STAT"))) return false;
     auto r = reply();
     if (!r) return false;
     if (!r->ok) return fail(FetchStatus::protocol, "STAT failed: " + shown(r->text));
@@ -510,9 +522,9 @@ class Session {
     if (!stat) return fail(FetchStatus::protocol, stat.error().message + listing_hint());
     s_.on_server = stat->count;
     out.count = stat->count;
-    if (stat->count == 0) return true;
+    if (stat->count == 0 && !pipelined) return true;
 
-    if (!send("UIDL")) return false;
+    if (!pipelined && !send("UIDL")) return false;
     auto u = reply();
     if (!u) return false;
     if (u->ok) {
@@ -525,7 +537,7 @@ class Session {
     } else if (o_.keep) {
       return fail(FetchStatus::error, "--keep needs UIDL, which the server refused");
     }
-    if (!send("LIST")) return false;
+    if (!pipelined && !send("LIST")) return false;
     auto l = reply();
     if (!l) return false;
     if (!l->ok) return fail(FetchStatus::protocol, "LIST failed: " + shown(l->text));
@@ -578,8 +590,9 @@ class Session {
   // commands are unanswered (`answered` of them were), in one write; only
   // once no more than half the window is unanswered, so a batch of commands
   // goes out (and wakes the server) every window/2 replies, not one per reply.
+  // `last`: a command sent after the last of msgs, in the same write.
   bool send_ahead(std::string_view verb, const std::vector<std::uint64_t>& msgs, std::size_t& next,
-                  std::size_t answered, std::size_t window) {
+                  std::size_t answered, std::size_t window, std::string_view last = {}) {
     if (next - answered > window / 2) return true;
     std::string batch;
     while (next < msgs.size() && next - answered < window) {
@@ -587,6 +600,10 @@ class Session {
       trace("C: ", cmd);
       batch += cmd + "\r\n";
       ++next;
+      if (next == msgs.size() && !last.empty()) {
+        trace("C: ", last);
+        batch += std::string(last) + "\r\n";
+      }
     }
     if (batch.empty()) return true;
     if (auto w = t_.write(batch); !w) return net_fail(w.error());
@@ -677,13 +694,17 @@ class Session {
     return o_.stop != nullptr && o_.stop->load(std::memory_order_relaxed);
   }
 
-  // DELE of every stored message; `dele_ok` counts the +OKs.
+  // DELE of every stored message; `dele_ok` counts the +OKs. Pipelined
+  // (window > 1), QUIT goes out with the last DELE (one round trip less);
+  // quit_and_save() then reads its reply.
   bool delete_all(std::vector<std::uint64_t>& to_delete, std::size_t window,
                   std::uint64_t& dele_ok) {
     std::sort(to_delete.begin(), to_delete.end());
     std::size_t sent = 0;
     for (std::size_t done = 0; done < to_delete.size(); ++done) {
-      if (!send_ahead("DELE", to_delete, sent, done, window)) return false;
+      if (!send_ahead("DELE", to_delete, sent, done, window, window > 1 ? "QUIT" : "")) {
+        return false;
+      }
       auto dr = reply();
       if (!dr) return false;
       if (dr->ok) {
@@ -697,8 +718,9 @@ class Session {
 
   // QUIT commits the deletions (RFC 1939 §6); the state then forgets UIDLs
   // no longer on the server.
-  bool quit_and_save(const Listing& listing, std::uint64_t dele_ok) {
-    if (!send("QUIT")) return false;
+  // `quit_sent`: QUIT went out with the last DELE.
+  bool quit_and_save(const Listing& listing, std::uint64_t dele_ok, bool quit_sent) {
+    if (!quit_sent && !send("QUIT")) return false;
     auto q = reply();
     if (!q) return false;
     if (q->ok) {

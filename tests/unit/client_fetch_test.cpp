@@ -500,6 +500,32 @@ TEST_F(FetchTest, PipeliningRefillsHalfAWindowAtATime) {
   pop_ = FakePop();
 }
 
+// With PIPELINING: STAT, UIDL and LIST in one write, QUIT with the last
+// DELE; an empty maildrop still reads all three replies.
+TEST_F(FetchTest, PipeliningListsInOneWriteAndQuitsWithTheLastDele) {
+  auto s = run(pop_);
+  ASSERT_EQ(s.status, FetchStatus::ok) << s.error;
+  EXPECT_EQ(s.deleted, 3u);
+  const auto& w = last_writes_;
+  EXPECT_NE(std::find(w.begin(), w.end(), "STAT\r\nUIDL\r\nLIST\r\n"), w.end());
+  EXPECT_NE(std::find(w.begin(), w.end(), "DELE 1\r\nDELE 2\r\nDELE 3\r\nQUIT\r\n"), w.end());
+  EXPECT_EQ(pop_.live().size(), 0u);
+  // Nothing left: the same exchange, nothing fetched, a clean QUIT.
+  auto again = run(pop_);
+  ASSERT_EQ(again.status, FetchStatus::ok) << again.error;
+  EXPECT_EQ(again.stored, 0u);
+  EXPECT_EQ(last_writes_.back(), "QUIT\r\n");
+  // Without PIPELINING one command at a time.
+  pop_ = FakePop();
+  pop_.capa = {"UIDL"};
+  auto plain = run(pop_);
+  ASSERT_EQ(plain.status, FetchStatus::ok) << plain.error;
+  EXPECT_EQ(std::find(last_writes_.begin(), last_writes_.end(), "STAT\r\nUIDL\r\nLIST\r\n"),
+            last_writes_.end());
+  EXPECT_EQ(last_writes_.back(), "QUIT\r\n");
+  pop_ = FakePop();
+}
+
 TEST_F(FetchTest, EnvelopeFromAndMetaUidl) {
   struct Capture final : public Destination {
     std::vector<MessageMeta> metas;
