@@ -28,6 +28,7 @@
 #include "client/account_state.hpp"
 #include "client/destination.hpp"
 #include "client/fetch.hpp"
+#include "client/handoff.hpp"
 #include "client/password_source.hpp"
 #include "client/poll_scheduler.hpp"
 #include "client/publish_journal.hpp"
@@ -124,7 +125,8 @@ std::filesystem::path state_dir(const FetchConfig& cfg) {
 
 // One poll of one account: password, destination, state, session.
 FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& states,
-                          const std::atomic<bool>& stop, const ConnectionArgs& base) {
+                          const std::atomic<bool>& stop, const ConnectionArgs& base,
+                          std::shared_ptr<client::HandoffPool> pool) {
   std::string why;
   auto target = parse_url(a.url, why);
   if (!target) return failed(FetchStatus::error, "url: " + why);
@@ -157,6 +159,7 @@ FetchSummary poll_account(const AccountConfig& a, const std::filesystem::path& s
   client::DestinationOptions dopts;
   dopts.deliver_to = a.deliver_to;
   dopts.on_reject = a.on_reject;
+  dopts.pool = std::move(pool);  // one LMTP/SMTP connection for many accounts
   // A Maildir: exactly once across a kill (client/publish_journal.hpp).
   if (a.to.starts_with("maildir:")) {
     const client::PublishJournal journal(states / (a.name + ".publish"));
@@ -400,6 +403,10 @@ int run_fetch_config(const FetchConfigArgs& args) {
   };
   std::deque<Done> done;
   std::map<std::string, std::thread> workers;
+  // The hand-off connections accounts leave for the next ones to the same
+  // server; drained whenever no poll runs (no connection idles between
+  // rounds) and at the end.
+  auto pool = std::make_shared<client::HandoffPool>();
   std::mt19937_64 rng{std::random_device{}()};
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   client::PollScheduler sched(cfg.max_parallel, [&] { return uniform(rng); });
@@ -463,7 +470,8 @@ int run_fetch_config(const FetchConfigArgs& args) {
         }
         if (a == nullptr) continue;
         workers.emplace(name, std::thread([&, account = *a, states] {
-                          FetchSummary sum = poll_account(account, states, signals.stop, args.conn);
+                          FetchSummary sum =
+                              poll_account(account, states, signals.stop, args.conn, pool);
                           {
                             std::lock_guard g(mu);
                             done.push_back({account.name, std::move(sum)});
@@ -471,6 +479,12 @@ int run_fetch_config(const FetchConfigArgs& args) {
                           cv.notify_all();
                         }));
       }
+    }
+    if (workers.empty() && pool->idle() > 0) {
+      // Nothing runs, nothing was due: no connection waits for the next round.
+      lock.unlock();
+      pool->drain();
+      lock.lock();
     }
     auto wake = [&] { return !done.empty() || signals.reload.load() || signals.stop != stopping; };
     auto until = Clock::now() + kSignalCheck;

@@ -99,6 +99,8 @@ Result<std::unique_ptr<Destination>> open_destination(std::string_view spec);
 //   server. The distinction only says whether the destination as a whole is
 //   unavailable right now (temporary: stop this run) or this one message was
 //   refused (permanent: the next message may still be delivered).
+class HandoffPool;  // client/handoff.hpp
+
 struct DestinationOptions {
   std::chrono::milliseconds lock_timeout = limits::kMboxLockTimeout;
   std::chrono::seconds dotlock_stale = limits::kDotlockStale;
@@ -128,6 +130,10 @@ struct DestinationOptions {
   std::chrono::milliseconds smtp_connect_timeout = limits::kSmtpConnectTimeout;
   std::chrono::milliseconds smtp_command_timeout = limits::kSmtpCommandTimeout;
   std::chrono::milliseconds smtp_final_dot_timeout = limits::kSmtpFinalDotTimeout;
+  // The hand-off destinations: where a finished destination leaves its open
+  // connection for the next one to the same server (client/handoff.hpp);
+  // none: each destination opens its own and QUITs it.
+  std::shared_ptr<HandoffPool> pool;
 };
 
 Result<std::unique_ptr<Destination>> open_destination(std::string_view spec,

@@ -14,8 +14,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "common/limits.hpp"
 #include "common/posix_fd.hpp"
@@ -209,6 +212,95 @@ Result<UniqueFd> connect_tcp(const std::string& host, std::uint16_t port, millis
                     "connect " + printable(host) + " port " + service + ": " + why);
 }
 
+// QUIT, its reply read for at most `timeout` (RFC 5321 §4.1.1.10: the
+// client should wait for it; nothing depends on it any more).
+void quit(Conn& conn, milliseconds timeout) {
+  if (conn.write("QUIT\r\n", limits::kSmtpQuitTimeout)) {
+    (void)conn.read_reply(std::min(timeout, milliseconds(limits::kSmtpQuitTimeout)));
+  }
+}
+
+// An idle connection in the pool: between transactions, with what its
+// server offered at LHLO/EHLO.
+struct Pooled {
+  std::unique_ptr<Conn> conn;
+  smtp::Extensions ext;
+  Clock::time_point since;
+};
+
+}  // namespace
+
+struct HandoffPool::Impl {
+  mutable std::mutex mu;
+  std::map<std::string, std::vector<Pooled>> idle;  // by server and HELO name
+
+  // The newest usable connection for `key`; expired ones and ones the
+  // server closed (or spoke on) meanwhile are dropped.
+  std::optional<Pooled> take(const std::string& key) {
+    std::vector<Pooled> drop;
+    std::optional<Pooled> out;
+    {
+      std::lock_guard lock(mu);
+      auto it = idle.find(key);
+      if (it == idle.end()) return std::nullopt;
+      auto& v = it->second;
+      const auto now = Clock::now();
+      while (!v.empty() && !out) {
+        Pooled p = std::move(v.back());
+        v.pop_back();
+        if (now - p.since <= limits::kHandoffPoolIdle && !p.conn->stale()) {
+          out = std::move(p);
+        } else {
+          drop.push_back(std::move(p));
+        }
+      }
+      if (v.empty()) idle.erase(it);
+    }
+    for (auto& p : drop) {
+      if (!p.conn->stale()) quit(*p.conn, limits::kSmtpQuitTimeout);
+    }
+    return out;
+  }
+
+  void give(const std::string& key, Pooled p) {
+    {
+      std::lock_guard lock(mu);
+      auto& v = idle[key];
+      if (v.size() < limits::kHandoffPoolPerTarget) {
+        v.push_back(std::move(p));
+        return;
+      }
+    }
+    quit(*p.conn, limits::kSmtpQuitTimeout);
+  }
+};
+
+HandoffPool::HandoffPool() : impl_(std::make_unique<Impl>()) {}
+
+HandoffPool::~HandoffPool() { drain(); }
+
+void HandoffPool::drain() {
+  std::map<std::string, std::vector<Pooled>> all;
+  {
+    std::lock_guard lock(impl_->mu);
+    all.swap(impl_->idle);
+  }
+  for (auto& [key, v] : all) {
+    for (auto& p : v) {
+      if (!p.conn->stale()) quit(*p.conn, limits::kSmtpQuitTimeout);
+    }
+  }
+}
+
+std::size_t HandoffPool::idle() const {
+  std::lock_guard lock(impl_->mu);
+  std::size_t n = 0;
+  for (const auto& [key, v] : impl_->idle) n += v.size();
+  return n;
+}
+
+namespace {
+
 // How one transaction ended.
 struct Outcome {
   enum class Kind { ok, refused, broken } kind = Kind::ok;
@@ -221,16 +313,20 @@ struct Outcome {
 class HandoffDestination final : public Destination {
  public:
   HandoffDestination(HandoffTarget target, DestinationOptions opts)
-      : target_(std::move(target)), opts_(std::move(opts)), helo_(helo_name(opts_.hostname)) {}
+      : target_(std::move(target)),
+        opts_(std::move(opts)),
+        helo_(helo_name(opts_.hostname)),
+        pool_key_(target_.describe() + " " + helo_) {}
 
+  // A connection left between transactions goes to the pool, if any.
   ~HandoffDestination() override {
-    if (conn_) {
-      if (conn_->write("QUIT\r\n", limits::kSmtpQuitTimeout)) {
-        (void)conn_->read_reply(
-            std::min(opts_.smtp_command_timeout, milliseconds(limits::kSmtpQuitTimeout)));
-      }
-      conn_.reset();
+    if (!conn_) return;
+    if (opts_.pool) {
+      opts_.pool->impl_->give(pool_key_, Pooled{std::move(conn_), ext_, Clock::now()});
+    } else {
+      quit(*conn_, opts_.smtp_command_timeout);
     }
+    conn_.reset();
   }
 
   std::string describe() const override { return target_.describe(); }
@@ -278,6 +374,14 @@ class HandoffDestination final : public Destination {
   Outcome deliver(const std::string& sender, const std::string& rcpt, std::string_view message) {
     for (int attempt = 0;; ++attempt) {
       bool reused = conn_ != nullptr;
+      if (!conn_ && attempt == 0 && opts_.pool) {
+        // A connection another destination left: as kept as our own.
+        if (auto p = opts_.pool->impl_->take(pool_key_)) {
+          conn_ = std::move(p->conn);
+          ext_ = std::move(p->ext);
+          reused = true;
+        }
+      }
       if (conn_ && conn_->stale()) {
         conn_.reset();
         reused = false;
@@ -465,6 +569,7 @@ class HandoffDestination final : public Destination {
   HandoffTarget target_;
   DestinationOptions opts_;
   std::string helo_;
+  std::string pool_key_;  // server and HELO name: whose pooled connections fit
   std::unique_ptr<Conn> conn_;
   smtp::Extensions ext_;
   // The last failed connection and until when it is not retried.

@@ -66,6 +66,29 @@ struct HandoffTarget {
 // with a message naming the expected form.
 Result<HandoffTarget> parse_handoff_target(std::string_view kind, std::string_view arg);
 
+// Idle LMTP/SMTP connections that hand-off destinations leave for the
+// next destination to the same server, as Postfix's connection cache does:
+// `apop fetch --config` polls many accounts into one LMTP server, and each
+// account's connect, greeting, LHLO and QUIT are saved after the first. A
+// connection is pooled only between transactions (after a 2xx, or after a
+// refusal and RSET), at most limits::kHandoffPoolPerTarget per server and
+// HELO name, and reused only within limits::kHandoffPoolIdle and when the
+// server has not closed it (or said anything) meanwhile. Thread-safe.
+class HandoffPool {
+ public:
+  HandoffPool();
+  ~HandoffPool();  // drain()
+  HandoffPool(const HandoffPool&) = delete;
+  HandoffPool& operator=(const HandoffPool&) = delete;
+  // QUITs and closes every idle connection (the end of a poll round).
+  void drain();
+  // Idle connections now (tests).
+  std::size_t idle() const;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // open_destination()'s part for lmtp:/smtp: (no connection yet: that
 // happens at the first store()). Errc::invalid without a valid deliver_to.
 Result<std::unique_ptr<Destination>> open_handoff(std::string_view kind, std::string_view arg,

@@ -246,6 +246,13 @@ inline constexpr std::chrono::milliseconds kSmtpQuitTimeout{10'000};
 // the following messages of the run fail at once for this long instead of
 // each waiting for its own connect timeout; they stay on the POP3 server.
 inline constexpr std::chrono::milliseconds kSmtpReconnectBackoff{30'000};
+// Not from an RFC: `apop fetch --config` keeps an LMTP/SMTP connection a
+// finished account leaves for the next account's messages (client/
+// handoff.hpp HandoffPool), at most this many per destination, each for at
+// most this long idle; a pooled connection also ends when the poll round
+// does (QUIT): no connection stays open between polls.
+inline constexpr std::size_t kHandoffPoolPerTarget = 16;
+inline constexpr std::chrono::milliseconds kHandoffPoolIdle{10'000};
 // Not from an RFC: how much of a rejected message's header a bounce (DSN,
 // RFC 3464 text/rfc822-headers part) carries; the rest is cut at a line end.
 inline constexpr std::size_t kMaxBounceHeaders = 64 * 1024;

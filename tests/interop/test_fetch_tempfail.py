@@ -76,6 +76,22 @@ class FetchTempfailTest(ApopTestCase):
         self.assertEqual(check["lost"] + check["duplicated"] + check["unexpected"], 0, check)
         self.assertEqual(self.b.failures, [])
 
+    def test_accounts_share_lmtp_connections(self):
+        """An account's LMTP connection is left for the next account (client/
+        handoff.hpp HandoffPool): with max_parallel 4, at most 4 connections
+        carry the 6 accounts' messages, and every message arrives once."""
+        lm = FakeLmtp(os.path.join(self.env.root, "bench", "shared-mail"), self.b.users).start()
+        self.addCleanup(lm.stop)
+        cfg = os.path.join(self.env.root, "bench", "shared.toml")
+        self.b.apop_config(cfg, f"lmtp:127.0.0.1:{lm.port}",
+                           os.path.join(self.env.root, "bench", "state-shared"))
+        _, p = self.b.run_apop(cfg)
+        self.assertEqual(p.returncode, EXIT_OK, p.stderr.decode(errors="replace"))
+        self.assertEqual(lm.accepted, ACCOUNTS * MESSAGES)
+        self.assertLessEqual(lm.connections, 4)
+        check = self.b.verify("shared", lm.messages)
+        self.assertEqual(check["lost"] + check["duplicated"] + check["unexpected"], 0, check)
+
     def test_fake_server_tempfails_every_third(self):
         # The test's own instrument: a client that sends three messages sees 250, 250, 451,
         # and only two are stored.

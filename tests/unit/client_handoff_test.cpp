@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -343,6 +344,60 @@ TEST_F(HandoffTest, ChunkAcceptedAfterRefusedRecipientIsTheRefusal) {
   }
   server_.stop();
   EXPECT_EQ(server_.connections, 2);
+}
+
+// `apop fetch --config`: a destination leaves its connection in the pool,
+// the next one (another account, another recipient) takes it: one
+// connection, one LHLO, QUIT only when the pool is drained.
+TEST_F(HandoffTest, PoolCarriesTheConnectionToTheNextDestination) {
+  server_.start();
+  auto pool = std::make_shared<HandoffPool>();
+  DestinationOptions o;
+  o.pool = pool;
+  {
+    auto d = open(o);
+    ASSERT_TRUE(d->store("Subject: 1\n\nx\n", meta()));
+  }
+  EXPECT_EQ(pool->idle(), 1u);
+  o.deliver_to = "carol@example.net";
+  {
+    auto d = open(o);
+    ASSERT_TRUE(d->store("Subject: 2\n\ny\n", meta()));
+    EXPECT_EQ(pool->idle(), 0u);  // in use
+  }
+  EXPECT_EQ(pool->idle(), 1u);
+  EXPECT_EQ(commands().back(), "DATA");  // no QUIT yet
+  pool->drain();
+  EXPECT_EQ(pool->idle(), 0u);
+  server_.stop();
+  EXPECT_EQ(server_.connections, 1);
+  ASSERT_EQ(server_.messages.size(), 2u);
+  const auto c = commands();
+  EXPECT_EQ(std::count(c.begin(), c.end(), "LHLO client.example"), 1);
+  EXPECT_NE(std::find(c.begin(), c.end(), "RCPT TO:<carol@example.net>"), c.end());
+  EXPECT_EQ(c.back(), "QUIT");
+}
+
+// A pooled connection the server has closed meanwhile is not used: the next
+// destination connects anew, nothing is lost.
+TEST_F(HandoffTest, PooledConnectionClosedByTheServerIsReplaced) {
+  server_.close_after = 0;  // the server hangs up after the first message
+  server_.start();
+  auto pool = std::make_shared<HandoffPool>();
+  DestinationOptions o;
+  o.pool = pool;
+  {
+    auto d = open(o);
+    ASSERT_TRUE(d->store("Subject: 1\n\nx\n", meta()));
+  }
+  {
+    auto d = open(o);
+    ASSERT_TRUE(d->store("Subject: 2\n\ny\n", meta()));
+  }
+  pool->drain();
+  server_.stop();
+  EXPECT_EQ(server_.connections, 2);
+  EXPECT_EQ(server_.messages.size(), 2u);
 }
 
 TEST_F(HandoffTest, SizeIsTheDataSize) {
