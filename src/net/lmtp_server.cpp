@@ -175,8 +175,10 @@ struct LmtpServer::Impl {
 
   LmtpServerOptions options;
   LmtpDelivery& delivery;
-  asio::io_context accept_io{1};
+  // Destroyed in reverse: the acceptors, then accept_io (a pending accept
+  // holds a socket of a lane's io_context), then the lanes.
   std::vector<std::unique_ptr<Lane>> lanes;
+  asio::io_context accept_io{1};
   std::vector<Listener> listeners;
   std::vector<std::thread> threads;
   std::atomic<unsigned> active{0};  // open connections
